@@ -1,0 +1,143 @@
+"""Configuration: seed compatibility, validation messages, env overrides, redaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tesla_smart_charger.config import REQUIRED_KEYS, load_config, normalize_host_url, redacted
+from tesla_smart_charger.errors import ConfigError
+
+WriteConfig = Callable[..., Path]
+
+
+def test_seed_config_loads_unchanged(write_config: WriteConfig) -> None:
+    cfg = load_config(write_config())
+    s = cfg.settings
+    assert s.home_max_amps == 30.0
+    assert s.sleep_time_secs == 20.0
+    assert s.energy_monitor_ip == "http://ip-or-hostname"
+    assert s.tesla_access_token is not None
+    assert s.tesla_access_token.get_secret_value() == "seed-access-token-SECRET"
+    assert cfg.warnings == []
+    assert cfg.token_file == cfg.path.parent / "tokens.json"
+
+
+def test_numbers_as_strings_are_accepted(write_config: WriteConfig) -> None:
+    s = load_config(write_config(homeMaxAmps="32", apiPort="8080.0", sleepTimeSecs="5")).settings
+    assert (s.home_max_amps, s.api_port, s.sleep_time_secs) == (32.0, 8080, 5.0)
+
+
+def test_min_above_max_names_both_keys(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(chargerMinAmps=20, chargerMaxAmps=16))
+    (line,) = info.value.problems
+    assert "chargerMinAmps" in line
+    assert "chargerMaxAmps" in line
+    assert "config.json" in line
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("downStepPercentage", 0, "greater than 0"),
+        ("upStepPercentage", 1.5, "less than or equal to 1"),
+        ("sleepTimeSecs", 0, "greater than 0"),
+        ("apiPort", 70000, "less than or equal to 65535"),
+        ("teslaHttpProxy", "localhost:4443", "http:// or https://"),
+        ("energyMonitorIp", "https://meter", "plain HTTP"),
+        ("energyMonitorType", "fronius", "shelly-em"),
+    ],
+)
+def test_each_bad_value_is_one_line_naming_key_and_value(
+    write_config: WriteConfig, key: str, value: object, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(**{key: value}))
+    (line,) = info.value.problems
+    assert f"{key} = " in line
+    assert fragment in line
+
+
+def test_several_problems_are_all_reported(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(sleepTimeSecs=-1, apiPort=0))
+    assert len(info.value.problems) == 2
+
+
+def test_secret_values_are_masked_in_errors(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(apiToken=["not-a-string-SECRET"]))
+    assert "SECRET" not in str(info.value)
+    assert "apiToken = '***'" in str(info.value)
+
+
+def test_malformed_json_reports_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{\n  "homeMaxAmps": 30,\n  "apiPort" 8000\n}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "line 3, column 13" in str(info.value)
+
+
+def test_missing_required_key_is_named(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(homeMaxAmps=...))
+    assert "homeMaxAmps: required key is missing" in str(info.value)
+    assert "homeMaxAmps" in REQUIRED_KEYS
+
+
+def test_unknown_key_is_a_warning(write_config: WriteConfig) -> None:
+    cfg = load_config(write_config(colour="red"))
+    assert cfg.warnings == [f"{cfg.path}: unknown key 'colour' ignored"]
+
+
+def test_environment_overrides_file(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TSC_HOME_MAX_AMPS", "40")
+    monkeypatch.setenv("TSC_API_TOKEN", "env-token-SECRET")
+    s = load_config(write_config()).settings
+    assert s.home_max_amps == 40.0
+    assert s.api_token is not None
+    assert s.api_token.get_secret_value() == "env-token-SECRET"
+
+
+def test_bad_environment_value_names_the_variable(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TSC_SLEEP_TIME_SECS", "-3")
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config())
+    assert "environment TSC_SLEEP_TIME_SECS" in str(info.value)
+
+
+def test_redacted_hides_every_secret(write_config: WriteConfig) -> None:
+    s = load_config(write_config(apiToken="api-SECRET", energyMonitorPassword="pw-SECRET")).settings
+    out = redacted(s)
+    assert "SECRET" not in repr(out)
+    assert "SECRET" not in repr(s)
+    assert out["teslaAccessToken"] == "***"
+    assert out["apiToken"] == "***"
+    assert out["teslaClientSecret"] is None
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("192.0.2.7", "http://192.0.2.7"),
+        ("shelly.local:8080", "http://shelly.local:8080"),
+        ("http://10.0.0.5/", "http://10.0.0.5"),
+        ("http://[::1]:81", "http://[::1]:81"),
+    ],
+)
+def test_meter_address_forms(given: str, expected: str) -> None:
+    assert normalize_host_url(given) == expected
+
+
+def test_region_defaults_from_refresh_token_prefix(write_config: WriteConfig) -> None:
+    s = load_config(write_config(teslaRefreshToken="EU_abcdef")).settings
+    assert s.region == "eu"
+    assert s.fleet_api_base == "https://fleet-api.prd.eu.vn.cloud.tesla.com"
