@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
+from yarl import URL
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -47,3 +50,21 @@ def write_config(tmp_path: Path) -> Any:
         return path
 
     return _write
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's new `stream_writer` argument.
+
+    (pnuckowski/aioresponses#289, open.) The mocked request is already sent, so aiohttp only
+    reads `output_size` from it. Harmless once aioresponses passes the argument itself.
+    """
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test that uses aioresponses gets the aiohttp 3.14 shim."""
+    monkeypatch.setattr("aioresponses.core.ClientResponse", _CompatResponse)

@@ -1,0 +1,648 @@
+"""Tesla Fleet API client, spoken through tesla-http-proxy.
+
+Functional core: `parse_*`, `interpret_reply` and `parse_retry_after` turn wire replies into
+models and errors without I/O. Imperative shell: `TeslaClient` sends requests on the shared
+`aiohttp.ClientSession`, counts every call for Tesla's billing, honours 429 back-offs and
+retries transport faults with tenacity. No code path here calls `wake_up`: waking costs money,
+drains the 12 V battery and is never needed to throttle a car that is already charging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import ssl
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import SecretStr
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
+
+from tesla_smart_charger import const
+from tesla_smart_charger.api import TokenSource
+from tesla_smart_charger.errors import (
+    CommandRefused,
+    ConfigError,
+    RateLimited,
+    TeslaAuthError,
+    TeslaError,
+    TeslaProtocolError,
+    TeslaTransientError,
+    VehicleAsleep,
+)
+from tesla_smart_charger.models import ChargeState, VehicleSnapshot, VehicleState
+
+_LOGGER = logging.getLogger(__name__)
+
+Category = Literal["data", "command", "wake"]
+Outcome = Literal["ok", "asleep", "rate_limited", "refused", "auth", "error", "transient"]
+CATEGORIES: Final[tuple[Category, ...]] = get_args(Category)
+
+_DAY: Final = 24 * 3600.0
+# Jittered and bounded; tests pass `retry_wait=wait_none()` to the client instead.
+DEFAULT_RETRY_WAIT: Final[wait_base] = wait_random_exponential(
+    multiplier=0.5, max=const.TESLA_RETRY_MAX_WAIT
+)
+# The app never sets less than this; the car accepts lower amps only on a repeated command.
+_MIN_SINGLE_SEND_AMPS: Final = 5
+_VEHICLES_PER_PAGE: Final = 100
+_MAX_VEHICLE_PAGES: Final = 20  # bounds the VIN lookup; nobody owns 2000 cars
+_VIN_LENGTH: Final = 17
+_MAX_ERROR_TEXT: Final = 200
+
+
+# --- call accounting ------------------------------------------------------------------------
+
+
+class ApiCallCounter:
+    """Counts every Fleet API call by billing category and outcome, and estimates cost.
+
+    Tesla bills every response below 500 (408, 429 and refusals included), so the cost
+    estimate follows `billed`, not success.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._calls: Counter[str] = Counter()
+        self._billed: Counter[str] = Counter()
+        self._outcomes: dict[str, Counter[str]] = {c: Counter() for c in CATEGORIES}
+        self._recent: deque[tuple[float, str]] = deque()  # billed calls, oldest first
+
+    def record(self, category: Category, outcome: str, *, billed: bool) -> None:
+        """Count one HTTP request that reached the wire (or failed trying)."""
+        if category not in self._outcomes:
+            raise ValueError(f"unknown API call category {category!r}")
+        self._calls[category] += 1
+        self._outcomes[category][outcome] += 1
+        if billed:
+            self._billed[category] += 1
+            self._recent.append((self._clock(), category))
+            self._prune()
+
+    def counts(self) -> dict[str, int]:
+        """Billed and unbilled calls per category; every category is present."""
+        return {c: self._calls[c] for c in CATEGORIES}
+
+    def by_outcome(self) -> dict[str, dict[str, int]]:
+        """Category -> outcome -> number of calls."""
+        return {c: dict(sorted(self._outcomes[c].items())) for c in CATEGORIES}
+
+    def cost_usd(self) -> float:
+        """Estimated cost of all billed calls so far."""
+        return sum(self._billed[c] * const.PRICE_PER_CALL[c] for c in CATEGORIES)
+
+    def cost_last_24h_usd(self) -> float:
+        """Estimated cost of the billed calls of the last 24 hours (wall clock)."""
+        self._prune()
+        return sum(const.PRICE_PER_CALL[c] for _, c in self._recent)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `api_calls` object of /status."""
+        return {
+            **self.counts(),
+            "by_outcome": self.by_outcome(),
+            "cost_usd": round(self.cost_usd(), 6),
+            "cost_last_24h_usd": round(self.cost_last_24h_usd(), 6),
+        }
+
+    def _prune(self) -> None:
+        horizon = self._clock() - _DAY
+        while self._recent and self._recent[0][0] <= horizon:
+            self._recent.popleft()
+
+
+# --- tokens and TLS -------------------------------------------------------------------------
+
+
+class StaticTokenSource:
+    """The configured `teslaAccessToken`, as is: no refresh (the token store replaces this)."""
+
+    def __init__(self, token: SecretStr | None) -> None:
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"StaticTokenSource(token={'set' if self._token else 'unset'})"
+
+    async def access_token(self) -> str:
+        """The configured token; there is nothing to refresh it with."""
+        value = self._token.get_secret_value() if self._token is not None else ""
+        if not value:
+            raise TeslaAuthError("no access token configured (teslaAccessToken)")
+        return value
+
+    async def handle_unauthorized(self, rejected: str) -> bool:
+        """A static token cannot be refreshed: the 401 stands."""
+        return False
+
+
+def ssl_context_for(proxy_url: str, ca_file: Path | None) -> ssl.SSLContext | None:
+    """TLS settings for the proxy: None for http, a verifying context for https.
+
+    The proxy only speaks HTTPS, usually with a self-signed certificate: `ca_file`
+    (teslaHttpProxyCaFile) adds trust for it. Verification is never turned off.
+    """
+    scheme = urlsplit(proxy_url).scheme.lower()
+    if scheme == "http":
+        return None
+    if scheme != "https":
+        raise ConfigError([f"teslaHttpProxy: {proxy_url!r} is neither an http nor an https URL"])
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(
+            [f"teslaHttpProxyCaFile: cannot load CA certificate {str(ca_file)!r}: {err}"]
+        ) from err
+
+
+# --- functional core: wire JSON -> models and errors ---------------------------------------
+
+
+def _field(obj: Any, key: str, path: str) -> Any:
+    """`obj[key]`, or a TeslaProtocolError naming the full field path."""
+    if not isinstance(obj, dict):
+        raise TeslaProtocolError(f"{path} is not an object")
+    if key not in obj:
+        raise TeslaProtocolError(f"{path}.{key} missing")
+    return obj[key]
+
+
+def _int_or_none(value: Any, path: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TeslaProtocolError(f"{path}: expected a number, got {value!r}")
+    return round(value)
+
+
+def _int(value: Any, path: str) -> int:
+    result = _int_or_none(value, path)
+    if result is None:
+        raise TeslaProtocolError(f"{path}: expected a number, got null")
+    return result
+
+
+def parse_vehicle_state(payload: Any) -> VehicleState:
+    """`response.state` of `GET /api/1/vehicles/{vin}`."""
+    state = _field(_field(payload, "response", "reply"), "state", "response")
+    try:
+        return VehicleState(state)
+    except ValueError:
+        raise TeslaProtocolError(f"response.state: unexpected value {state!r}") from None
+
+
+def parse_charge_state(payload: Any) -> ChargeState:
+    """`response.charge_state` of `vehicle_data?endpoints=charge_state`."""
+    path = "response.charge_state"
+    cs = _field(_field(payload, "response", "reply"), "charge_state", "response")
+    if not isinstance(cs, dict):
+        raise TeslaProtocolError(f"{path} is not an object")
+    charging_state = _field(cs, "charging_state", path)
+    if not isinstance(charging_state, str):
+        raise TeslaProtocolError(
+            f"{path}.charging_state: expected a string, got {charging_state!r}"
+        )
+    return ChargeState(
+        charging_state=charging_state,
+        charge_current_request=_int(
+            _field(cs, "charge_current_request", path), f"{path}.charge_current_request"
+        ),
+        charge_current_request_max=_int_or_none(
+            cs.get("charge_current_request_max"), f"{path}.charge_current_request_max"
+        ),
+        charger_actual_current=_int(
+            _field(cs, "charger_actual_current", path), f"{path}.charger_actual_current"
+        ),
+        charger_phases=_int_or_none(cs.get("charger_phases"), f"{path}.charger_phases"),
+        charger_voltage=_int_or_none(cs.get("charger_voltage"), f"{path}.charger_voltage"),
+    )
+
+
+def is_vin(vehicle_id: str) -> bool:
+    """A 17-character VIN (as opposed to Fleet's numeric vehicle id)."""
+    return len(vehicle_id) == _VIN_LENGTH and vehicle_id.isalnum() and not vehicle_id.isdigit()
+
+
+def find_vin(payload: Any, vehicle_id: str) -> tuple[str | None, bool]:
+    """Search one page of `GET /api/1/vehicles` for `vehicle_id`: (VIN or None, more pages?)."""
+    vehicles = _field(payload, "response", "reply")
+    if not isinstance(vehicles, list):
+        raise TeslaProtocolError("response is not a list of vehicles")
+    for i, vehicle in enumerate(vehicles):
+        if not isinstance(vehicle, dict):
+            raise TeslaProtocolError(f"response[{i}] is not an object")
+        ids = {
+            str(vehicle.get(k)) for k in ("id", "id_s", "vehicle_id") if vehicle.get(k) is not None
+        }
+        if vehicle_id in ids:
+            vin = _field(vehicle, "vin", f"response[{i}]")
+            if not isinstance(vin, str) or not is_vin(vin):
+                raise TeslaProtocolError(f"response[{i}].vin: not a 17-character VIN: {vin!r}")
+            return vin, False
+    pagination = payload.get("pagination")
+    if isinstance(pagination, dict) and "next" in pagination:
+        return None, pagination["next"] is not None
+    return None, len(vehicles) >= _VEHICLES_PER_PAGE
+
+
+def _error_text(payload: Any) -> str:
+    """Tesla's short `error` (and description) from the reply envelope, if any."""
+    if not isinstance(payload, dict):
+        return ""
+    parts = [payload.get("error"), payload.get("error_description")]
+    text = ": ".join(p for p in parts if isinstance(p, str) and p)
+    return text[:_MAX_ERROR_TEXT]
+
+
+def _command_reply(payload: Any) -> dict[str, Any] | None:
+    """`response` when the reply has the command shape `{"response": {"result": bool}}`."""
+    if not isinstance(payload, dict):
+        return None
+    response = payload.get("response")
+    if isinstance(response, dict) and isinstance(response.get("result"), bool):
+        return response
+    return None
+
+
+def _refusal_reason(response: Mapping[str, Any]) -> str:
+    # The proxy called this field "string" before v0.3.4 (2025-03).
+    for key in ("reason", "string"):
+        value = response.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "no reason given"
+
+
+def interpret_reply(
+    status: int, payload: Any, *, what: str, command: str | None
+) -> tuple[Outcome, TeslaError | None]:
+    """Map a reply (other than 401 and 429, which need I/O) to an outcome and maybe an error.
+
+    `payload` is the parsed JSON body, or `MALFORMED` when the body was not JSON.
+    """
+    detail = _error_text(payload)
+    suffix = f": {detail}" if detail else ""
+    if status == 408:
+        return "asleep", VehicleAsleep(f"{what}: the car is asleep or offline (HTTP 408)")
+    if status >= 500:
+        lowered = detail.lower()
+        if "vehicle unavailable" in lowered or "offline or asleep" in lowered:
+            # The proxy's answer to a command sent to a sleeping car.
+            return "asleep", VehicleAsleep(f"{what}: the car is asleep or offline (HTTP {status})")
+        return "transient", TeslaTransientError(f"{what}: HTTP {status}{suffix}")
+    if status in (401, 403):
+        return "auth", TeslaAuthError(f"{what}: token rejected (HTTP {status}){suffix}")
+    if command is not None and status in (200, 400):
+        response = _command_reply(payload)
+        if response is not None and response["result"] is False:
+            return "refused", CommandRefused(command, _refusal_reason(response))
+    if status >= 400 or status < 200:
+        return "error", TeslaProtocolError(f"{what}: HTTP {status}{suffix}")
+    if payload is MALFORMED or not isinstance(payload, dict):
+        return "error", TeslaProtocolError(f"{what}: reply is not a JSON object")
+    if command is not None:
+        if _command_reply(payload) is None:
+            return "error", TeslaProtocolError(f"{what}: response.result missing")
+    elif "response" not in payload:
+        return "error", TeslaProtocolError(f"{what}: response missing")
+    return "ok", None
+
+
+def parse_retry_after(retry_after: str | None, reset: str | None, now: float) -> float:
+    """Seconds to back off after a 429: Retry-After (seconds or HTTP date), else RateLimit-Reset.
+
+    At least 1 s (a zero would invite the same mistake again), at most TESLA_MAX_RETRY_AFTER.
+    """
+    seconds: float | None = None
+    if retry_after:
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(retry_after).timestamp() - now
+            except (TypeError, ValueError):
+                seconds = None
+    if (seconds is None or not math.isfinite(seconds)) and reset:
+        try:
+            seconds = float(reset)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds):
+        seconds = const.TESLA_DEFAULT_RETRY_AFTER
+    return min(max(seconds, 1.0), const.TESLA_MAX_RETRY_AFTER)
+
+
+class _Malformed:
+    """Sentinel for a body that is not JSON (None is valid JSON: `null`)."""
+
+    def __repr__(self) -> str:
+        return "MALFORMED"
+
+
+MALFORMED: Final = _Malformed()
+
+
+def _scrub(message: str, token: str) -> str:
+    """Belt and braces: a token must never reach an exception message or a log line."""
+    return message.replace(token, "***") if token else message
+
+
+# --- imperative shell -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    payload: Any
+    retry_after: str | None
+    ratelimit_reset: str | None
+
+
+class TeslaClient:
+    """The car through tesla-http-proxy (implements `api.Vehicle`); never wakes it."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        vehicle_id: str,
+        tokens: TokenSource,
+        counter: ApiCallCounter,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        retry_wait: wait_base = DEFAULT_RETRY_WAIT,
+        retry_attempts: int = const.TESLA_RETRY_ATTEMPTS,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._vehicle_id = vehicle_id.strip()
+        self._tokens = tokens
+        self._counter = counter
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._retry_wait = retry_wait
+        self._retry_attempts = retry_attempts
+        self._timeout = aiohttp.ClientTimeout(
+            total=const.TESLA_TOTAL_TIMEOUT, connect=const.TESLA_CONNECT_TIMEOUT
+        )
+        self._vin: str | None = self._vehicle_id.upper() if is_vin(self._vehicle_id) else None
+        self._vin_lock = asyncio.Lock()
+        self._rate_limited_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"TeslaClient(base_url={self._base!r}, vehicle_id={self._vehicle_id!r})"
+
+    @property
+    def vin(self) -> str | None:
+        """The 17-character VIN once known."""
+        return self._vin
+
+    @property
+    def rate_limited_until(self) -> float:
+        """Monotonic time until which calls are refused locally after a 429; 0 when not."""
+        return self._rate_limited_until if self._clock() < self._rate_limited_until else 0.0
+
+    async def resolve_vin(self) -> str:
+        """The VIN for teslaVehicleId, looked up once via `GET /api/1/vehicles` if numeric.
+
+        The proxy signs commands only for `/vehicles/{VIN}/command/...` and rejects Fleet ids.
+        """
+        if self._vin is not None:
+            return self._vin
+        async with self._vin_lock:
+            if self._vin is not None:  # another task resolved it while we waited
+                return self._vin
+            for page in range(1, _MAX_VEHICLE_PAGES + 1):
+                payload = await self._call(
+                    "GET",
+                    "/api/1/vehicles",
+                    "data",
+                    params={"page": str(page), "per_page": str(_VEHICLES_PER_PAGE)},
+                )
+                vin, more = find_vin(payload, self._vehicle_id)
+                if vin is not None:
+                    _LOGGER.info("teslaVehicleId %s is VIN %s", self._vehicle_id, vin)
+                    self._vin = vin
+                    return vin
+                if not more:
+                    break
+            raise TeslaProtocolError(
+                f"teslaVehicleId {self._vehicle_id!r} is not among this account's vehicles"
+            )
+
+    async def snapshot(
+        self, *, with_charge_state: bool = True, known_online: bool = False
+    ) -> VehicleSnapshot:
+        """Vehicle state (a call that does not wake the car), then `charge_state` if online.
+
+        `known_online` (a command just succeeded) skips the state call: one data call saved.
+        """
+        vin = await self.resolve_vin()
+        if known_online:
+            state = VehicleState.ONLINE
+        else:
+            try:
+                payload = await self._call("GET", f"/api/1/vehicles/{vin}", "data")
+            except VehicleAsleep:
+                return VehicleSnapshot(state=VehicleState.ASLEEP, charge=None, at=self._clock())
+            state = parse_vehicle_state(payload)
+        if state is not VehicleState.ONLINE or not with_charge_state:
+            return VehicleSnapshot(state=state, charge=None, at=self._clock())
+        try:
+            payload = await self._call(
+                "GET",
+                f"/api/1/vehicles/{vin}/vehicle_data",
+                "data",
+                params={"endpoints": "charge_state"},
+            )
+        except VehicleAsleep:
+            # It fell asleep between the two calls: report that, never wake it.
+            return VehicleSnapshot(state=VehicleState.ASLEEP, charge=None, at=self._clock())
+        charge = parse_charge_state(payload)
+        return VehicleSnapshot(state=VehicleState.ONLINE, charge=charge, at=self._clock())
+
+    async def set_charging_amps(self, amps: int) -> None:
+        """Set the charging current; below 5 A the command is sent twice (the car needs that)."""
+        if amps < 0:
+            raise ValueError(f"charging amps must not be negative, got {amps}")
+        body = {"charging_amps": amps}
+        await self._command("set_charging_amps", body, amps=amps)
+        if amps < _MIN_SINGLE_SEND_AMPS:
+            # The first send lands at 5 A; only a repeat applies the lower value.
+            await self._command("set_charging_amps", body, amps=amps)
+
+    async def charge_start(self) -> None:
+        """Resume charging."""
+        await self._command("charge_start", {}, amps=None)
+
+    async def charge_stop(self) -> None:
+        """Pause charging."""
+        await self._command("charge_stop", {}, amps=None)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _command(self, name: str, body: dict[str, Any], *, amps: int | None) -> None:
+        """POST one command and log its result on one line."""
+        vin = await self.resolve_vin()
+        shown = f" amps={amps}" if amps is not None else ""
+        try:
+            await self._call(
+                "POST", f"/api/1/vehicles/{vin}/command/{name}", "command", body=body, command=name
+            )
+        except CommandRefused as err:
+            _LOGGER.warning("command %s%s refused: %s", name, shown, err.reason)
+            raise
+        except TeslaError as err:
+            _LOGGER.info("command %s%s failed: %s", name, shown, type(err).__name__)
+            raise
+        _LOGGER.info("command %s%s result=ok", name, shown)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        category: Category,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        command: str | None = None,
+    ) -> dict[str, Any]:
+        """One logical call: transport faults retried with jittered, bounded backoff."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TeslaTransientError),
+            stop=stop_after_attempt(self._retry_attempts),
+            wait=self._retry_wait,
+            reraise=True,
+            before_sleep=_log_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._call_once(
+                    method, path, category, params=params, body=body, command=command
+                )
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    async def _call_once(
+        self,
+        method: str,
+        path: str,
+        category: Category,
+        *,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        command: str | None,
+    ) -> dict[str, Any]:
+        """One attempt: rate-limit gate, request, one token refresh on 401, reply mapping."""
+        what = f"{method} {path}"
+        remaining = self._rate_limited_until - self._clock()
+        if remaining > 0:
+            raise RateLimited(
+                f"{what}: not sent, rate limited for another {remaining:.0f} s", remaining
+            )
+        token = await self._tokens.access_token()
+        reply = await self._exchange(
+            method, path, category, token, what=what, params=params, body=body
+        )
+        if reply.status == 401:
+            self._counter.record(category, "auth", billed=True)
+            if not await self._tokens.handle_unauthorized(token):
+                raise TeslaAuthError(_scrub(self._auth_message(what, reply), token))
+            rejected, token = token, await self._tokens.access_token()
+            reply = await self._exchange(
+                method, path, category, token, what=what, params=params, body=body
+            )
+            if reply.status == 401:
+                self._counter.record(category, "auth", billed=True)
+                message = _scrub(_scrub(self._auth_message(what, reply), token), rejected)
+                raise TeslaAuthError(message)
+        if reply.status == 429:
+            self._counter.record(category, "rate_limited", billed=True)
+            delay = parse_retry_after(reply.retry_after, reply.ratelimit_reset, self._wall_clock())
+            self._rate_limited_until = self._clock() + delay
+            _LOGGER.warning("%s: rate limited by the Fleet API, backing off %.0f s", what, delay)
+            raise RateLimited(f"{what}: rate limited (HTTP 429), retry in {delay:.0f} s", delay)
+        outcome, error = interpret_reply(reply.status, reply.payload, what=what, command=command)
+        self._counter.record(category, outcome, billed=reply.status < 500)
+        if error is not None:
+            error.args = tuple(_scrub(str(a), token) for a in error.args)
+            if isinstance(error, CommandRefused):
+                error.reason = _scrub(error.reason, token)
+            raise error
+        payload: dict[str, Any] = reply.payload
+        return payload
+
+    @staticmethod
+    def _auth_message(what: str, reply: _Reply) -> str:
+        detail = _error_text(reply.payload)
+        return f"{what}: access token rejected (HTTP 401){': ' + detail if detail else ''}"
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        category: Category,
+        token: str,
+        *,
+        what: str,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+    ) -> _Reply:
+        """Send one HTTP request; transport faults become TeslaTransientError (not billed)."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            async with self._session.request(
+                method,
+                self._base + path,
+                headers=headers,
+                params=params,
+                json=body,
+                timeout=self._timeout,
+                ssl=self._ssl,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+                reset = resp.headers.get("RateLimit-Reset")
+        except aiohttp.ClientConnectorCertificateError as err:
+            self._counter.record(category, "transient", billed=False)
+            raise TeslaTransientError(
+                f"{what}: the proxy's TLS certificate is not trusted ({err.certificate_error}); "
+                "set teslaHttpProxyCaFile to the CA certificate that signed it"
+            ) from err
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            self._counter.record(category, "transient", billed=False)
+            kind = "timed out" if isinstance(err, TimeoutError) else type(err).__name__
+            raise TeslaTransientError(_scrub(f"{what}: {kind}: {err}", token)) from err
+        payload: Any
+        try:
+            payload = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            payload = MALFORMED
+        return _Reply(status, payload, retry_after, reset)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    """Say why we wait before the next attempt (tenacity's before_sleep hook)."""
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    _LOGGER.info("attempt %d failed (%s); retrying in %.1f s", state.attempt_number, error, wait)

@@ -1,0 +1,128 @@
+"""The Tesla client against a real HTTPS server on 127.0.0.1 playing tesla-http-proxy.
+
+The proxy only speaks HTTPS, usually with a self-signed certificate: teslaHttpProxyCaFile must
+make that work with verification on, and without it the request must fail, not be trusted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
+from tenacity import wait_none
+
+from tesla_smart_charger.errors import TeslaTransientError
+from tesla_smart_charger.tesla import (
+    ApiCallCounter,
+    StaticTokenSource,
+    TeslaClient,
+    ssl_context_for,
+)
+from tests.conftest import load_fixture
+
+VIN = "LRWXF7EK4KC700000"
+TOKEN = "tls-test-token-SECRET"
+
+
+def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for localhost / 127.0.0.1, like the proxy README's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "proxy-cert.pem", directory / "proxy-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path) -> AsyncIterator[tuple[TestServer, Path, list[str]]]:
+    """A fake proxy over HTTPS; yields the server, its CA file and the paths it was asked for."""
+    cert_path, key_path = write_self_signed_cert(tmp_path)
+    seen: list[str] = []
+
+    async def vehicle(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"error": "invalid bearer token"}, status=401)
+        return web.json_response(load_fixture("tesla/vehicle_asleep.json"))
+
+    app = web.Application()
+    app.router.add_get("/api/1/vehicles/{vin}", vehicle)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_path, key_path)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=server_ctx)
+    try:
+        yield server, cert_path, seen
+    finally:
+        await server.close()
+
+
+async def test_https_proxy_with_self_signed_ca_file(
+    proxy: tuple[TestServer, Path, list[str]],
+) -> None:
+    server, ca_file, seen = proxy
+    base = f"https://127.0.0.1:{server.port}"
+    tokens = StaticTokenSource(SecretStr(TOKEN))
+
+    async with aiohttp.ClientSession() as session:
+        trusted = ssl_context_for(base, ca_file)
+        assert trusted is not None
+        assert trusted.verify_mode is ssl.CERT_REQUIRED
+        counter = ApiCallCounter()
+        client = TeslaClient(
+            session, base, VIN, tokens, counter, ssl_context=trusted, retry_wait=wait_none()
+        )
+        snap = await client.snapshot()
+        assert snap.state.value == "asleep"
+        assert seen == [f"/api/1/vehicles/{VIN}"]
+
+        # Without the CA file the self-signed certificate is refused: verification stays on.
+        untrusted = TeslaClient(
+            session,
+            base,
+            VIN,
+            tokens,
+            ApiCallCounter(),
+            ssl_context=ssl_context_for(base, None),
+            retry_wait=wait_none(),
+        )
+        with pytest.raises(TeslaTransientError, match="teslaHttpProxyCaFile"):
+            await untrusted.snapshot()
+        assert seen == [f"/api/1/vehicles/{VIN}"]  # the handshake failed before any request
