@@ -1,0 +1,838 @@
+"""The charging decision: a pure function of (state, event, now). No I/O, no clock.
+
+`decide()` takes the controller's state, one event and the current monotonic time, and returns the
+new state plus the actions to carry out (commands, vehicle refreshes). The imperative shell in
+`service.py` executes the actions and feeds their outcomes back in as events, so the same code runs
+in the daemon, in tests and in the benchmark's virtual time.
+
+Safety is asymmetric: a lower setpoint is sent on the first event that needs it; a higher one only
+after the room has lasted `sleep_secs`. When the meter goes silent the car drops to the minimum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from tesla_smart_charger.config import Settings
+from tesla_smart_charger.events import AuthLost, MeterFailed, Overload, Reading, TokenRefreshed
+from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
+
+Mode = Literal["push", "measured"]
+
+# How long a look at the car counts as current for push-mode decisions (a burst of /overload
+# calls must not become a burst of billed vehicle_data calls).
+VEHICLE_FRESH_SECS = 15.0
+# An overload with the car not known to be charging triggers a look at the car at most this often,
+# and only when the supply has risen by JUMP_AMPS since the last look (the car may have started).
+UNEXPLAINED_MIN_INTERVAL = 10.0
+JUMP_AMPS = 4.0
+# After a command the car is looked at once (to confirm it followed) at most this often.
+VERIFY_INTERVAL = 300.0
+# Raises back off when the load keeps swinging: each lower within this window doubles the hold.
+FLAP_WINDOW = 600.0
+MAX_RAISE_HOLD = 300.0
+# In fail-safe the meter cannot tell us the car started charging: look at it this often.
+FAILSAFE_LOOK_SECS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The settings the decision needs, copied out so the core does not depend on I/O types."""
+
+    mode: Mode
+    home_max_amps: float
+    charger_min_amps: int
+    charger_max_amps: int
+    down_step: float
+    up_step: float
+    sleep_secs: float
+    safety_margin: float = 1.0
+    stale_secs: float = 10.0
+    settle_secs: float = 8.0
+    vehicle_check_secs: float = 1800.0
+    pause_when_overloaded: bool = False
+    pause_after_secs: float = 120.0
+    supply_phases: int = 1
+    charger_phase: int = 1
+    charger_measured: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Settings, *, measured: bool) -> ControlConfig:
+        """Build from validated settings; amps become whole numbers the car accepts."""
+        return cls(
+            mode="measured" if measured else "push",
+            home_max_amps=s.home_max_amps,
+            charger_min_amps=math.ceil(s.charger_min_amps),
+            charger_max_amps=math.floor(s.charger_max_amps),
+            down_step=s.down_step_percentage,
+            up_step=s.up_step_percentage,
+            sleep_secs=s.sleep_time_secs,
+            safety_margin=s.safety_margin_amps,
+            stale_secs=s.energy_monitor_stale_secs,
+            settle_secs=s.car_settle_secs,
+            vehicle_check_secs=s.vehicle_check_secs,
+            pause_when_overloaded=s.pause_when_overloaded,
+            pause_after_secs=s.pause_after_secs,
+            supply_phases=s.supply_phases,
+            charger_phase=s.charger_phase,
+            charger_measured=s.energy_monitor_charger_channel is not None,
+        )
+
+    @property
+    def limit(self) -> float:
+        """The most the worst phase may carry in measured mode."""
+        return self.home_max_amps - self.safety_margin
+
+
+# Timers compare float seconds; a deadline met to within this counts as met.
+EPS = 1e-6
+
+
+# --- events produced by the shell (the queue's own events live in events.py) ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: the shell wakes the controller at `next_deadline()`."""
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleUpdate:
+    """A look at the car succeeded."""
+
+    snapshot: VehicleSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleUnavailable:
+    """A look at the car or a command failed; `kind` says how."""
+
+    kind: Literal["asleep", "rate_limited", "auth", "transient", "refused", "error"]
+    detail: str
+    retry_after: float = 0.0
+    command: bool = False  # the failure came from a command, not from a look at the car
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDone:
+    """The car accepted a command."""
+
+    command: Literal["set_charging_amps", "charge_start", "charge_stop"]
+    amps: int | None = None
+
+
+ControllerEvent = (
+    Overload
+    | Reading
+    | MeterFailed
+    | TokenRefreshed
+    | AuthLost
+    | Tick
+    | VehicleUpdate
+    | VehicleUnavailable
+    | CommandDone
+)
+
+
+# --- actions for the shell ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetAmps:
+    """Send `set_charging_amps`."""
+
+    amps: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshVehicle:
+    """Look at the car (state, then charge_state if online). Never wakes it."""
+
+    reason: str
+    known_online: bool = False  # a command just succeeded: skip the state call
+
+
+@dataclass(frozen=True, slots=True)
+class StartCharging:
+    """Send `charge_start` (only ever to a car that is online)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopCharging:
+    """Send `charge_stop`."""
+
+    reason: str
+
+
+Action = SetAmps | RefreshVehicle | StartCharging | StopCharging
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerState:
+    """Everything the decision remembers between events."""
+
+    started_at: float
+    vehicle: VehicleSnapshot | None = None
+    refresh_pending: bool = False
+    overload_pending: bool = False
+    setpoint: int | None = None  # amps the car is set to, as far as we know
+    driver_amps: int | None = None  # the driver's own setting, restored when room allows
+    commanded_at: float | None = None
+    command_from: int | None = None  # setpoint before the last command (settling estimate)
+    house_at_command: tuple[float, ...] | None = None
+    verify_at: float | None = None  # look at the car once the command has settled
+    last_verify_at: float | None = None
+    target: int | None = None
+    reason: str = "starting"
+    blocked_until: float = 0.0  # Fleet API rate limit
+    auth_ok: bool = True
+    # push mode
+    last_overload_at: float | None = None
+    last_reduction_at: float | None = None
+    last_change_at: float | None = None
+    restore_pending: bool = False
+    # measured mode
+    reading: MeterReading | None = None
+    last_valid_at: float | None = None
+    failsafe: bool = False
+    raise_since: float | None = None
+    raise_floor: int | None = None
+    lowers: tuple[float, ...] = ()  # times of recent lowering commands (flap detection)
+    unresolvable_since: float | None = None
+    paused: bool = False
+    room_since: float | None = None
+    last_look_at: float | None = None
+    supply_at_look: float | None = None
+    last_unexplained_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The new state and what to do now."""
+
+    state: ControllerState
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+
+
+def initial_state(now: float) -> ControllerState:
+    """State at start-up: nothing known, fail-safe timer running from now."""
+    return ControllerState(started_at=now)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _charging(state: ControllerState) -> bool:
+    return state.vehicle is not None and state.vehicle.charging
+
+
+def _settling(state: ControllerState, cfg: ControlConfig, now: float) -> bool:
+    return state.commanded_at is not None and now - state.commanded_at < cfg.settle_secs
+
+
+def _vehicle_reason(vehicle: VehicleSnapshot) -> str:
+    if vehicle.state is not VehicleState.ONLINE:
+        return f"car {vehicle.state.value}: nothing sent (never woken)"
+    charging_state = vehicle.charge.charging_state if vehicle.charge else "unknown"
+    return f"car not charging ({charging_state}): nothing sent"
+
+
+def _set(state: ControllerState, amps: int, reason: str, now: float) -> Decision:
+    """Record and emit a setpoint command."""
+    lowering = state.setpoint is not None and amps < state.setpoint
+    lowers = tuple(t for t in state.lowers if now - t < FLAP_WINDOW)
+    if lowering:
+        lowers = (*lowers, now)
+    new = replace(
+        state,
+        command_from=state.setpoint,
+        setpoint=amps,
+        commanded_at=now,
+        last_change_at=now,
+        target=amps,
+        reason=reason,
+        raise_since=None,
+        raise_floor=None,
+        lowers=lowers,
+    )
+    return Decision(new, (SetAmps(amps, reason),))
+
+
+def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
+    """When the controller wants a Tick even if no event arrives."""
+    deadlines: list[float] = []
+    asleep = state.vehicle is not None and state.vehicle.state is not VehicleState.ONLINE
+    if cfg.mode == "push":
+        if state.driver_amps is not None and state.setpoint is not None and not asleep:
+            quiet_from = max(
+                t
+                for t in (state.last_overload_at, state.last_change_at, state.started_at)
+                if t is not None
+            )
+            deadlines.append(max(quiet_from + cfg.sleep_secs, state.blocked_until))
+    else:
+        last = state.last_valid_at if state.last_valid_at is not None else state.started_at
+        if not state.failsafe:
+            deadlines.append(last + cfg.stale_secs)
+        if _charging(state) and state.last_look_at is not None and not state.refresh_pending:
+            deadlines.append(state.last_look_at + cfg.vehicle_check_secs)
+        if state.failsafe and state.vehicle is not None and not state.refresh_pending:
+            deadlines.append(state.vehicle.at + FAILSAFE_LOOK_SECS)
+    if state.verify_at is not None and not state.refresh_pending:
+        deadlines.append(state.verify_at)
+    if not deadlines:
+        return None
+    # Nothing can be sent while rate limited, so there is no point waking before that ends.
+    return max(min(deadlines), state.blocked_until)
+
+
+def _raise_hold(state: ControllerState, cfg: ControlConfig, now: float) -> float:
+    """How long room must last before a raise: sleep_secs, doubled per recent lower (flapping)."""
+    recent = sum(1 for t in state.lowers if now - t < FLAP_WINDOW)
+    if recent <= 1:
+        return cfg.sleep_secs
+    hold: float = cfg.sleep_secs * 2.0 ** (recent - 1)
+    return min(hold, max(MAX_RAISE_HOLD, cfg.sleep_secs))
+
+
+# --- the decision -------------------------------------------------------------------------
+
+
+def decide(
+    state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
+) -> Decision:
+    """Return the new state and the actions for one event at monotonic time `now`."""
+    decision = _common(state, event, now, cfg)
+    if decision is None:
+        decision = (
+            _decide_push(state, event, now, cfg)
+            if cfg.mode == "push"
+            else _decide_measured(state, event, now, cfg)
+        )
+    return _maybe_verify(decision, now)
+
+
+def _maybe_verify(decision: Decision, now: float) -> Decision:
+    """Once a command has settled, look at the car once to confirm it followed."""
+    s = decision.state
+    if s.verify_at is None or now < s.verify_at or s.refresh_pending or decision.actions:
+        return decision
+    if now < s.blocked_until:
+        return decision
+    s = replace(s, verify_at=None, last_verify_at=now, refresh_pending=True)
+    return Decision(
+        s, (RefreshVehicle("confirm the car followed the last command", known_online=True),)
+    )
+
+
+def _common(
+    state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
+) -> Decision | None:
+    """Events handled the same way in both modes; None when the mode-specific code should run."""
+    if isinstance(event, VehicleUnavailable):
+        s = replace(state, refresh_pending=False)
+        if event.command and state.commanded_at is not None:
+            # The car did not take the command: it is still where it was, and no ramp is under way.
+            s = replace(s, setpoint=state.command_from, commanded_at=None, verify_at=None)
+        if event.kind == "asleep":
+            vehicle = VehicleSnapshot(VehicleState.ASLEEP, None, now)
+            s = replace(
+                s, vehicle=vehicle, overload_pending=False, last_look_at=now, verify_at=None
+            )
+            if (
+                state.driver_amps is not None
+                and state.setpoint is not None
+                and state.setpoint < state.driver_amps
+            ):
+                s = replace(s, restore_pending=True)
+            return Decision(replace(s, reason="car asleep: nothing sent (never woken)"))
+        if event.kind == "rate_limited":
+            return Decision(
+                replace(
+                    s,
+                    blocked_until=now + event.retry_after,
+                    reason=f"Fleet API rate limited: waiting {event.retry_after:.0f} s ({event.detail})",
+                )
+            )
+        if event.kind == "auth":
+            return Decision(
+                replace(s, auth_ok=False, reason=f"Tesla authorization failed: {event.detail}")
+            )
+        if event.kind == "refused":
+            return Decision(replace(s, reason=f"car refused the command: {event.detail}"))
+        return Decision(replace(s, reason=f"car unreachable: {event.detail}"))
+    if isinstance(event, AuthLost):
+        return Decision(
+            replace(state, auth_ok=False, reason=f"Tesla login required: {event.reason}")
+        )
+    if isinstance(event, TokenRefreshed):
+        return Decision(replace(state, auth_ok=True))
+    if isinstance(event, CommandDone):
+        s = replace(
+            state,
+            restore_pending=False if event.amps == state.driver_amps else state.restore_pending,
+        )
+        if (
+            event.command != "set_charging_amps"
+            and state.vehicle is not None
+            and state.vehicle.charge is not None
+        ):
+            # Until the next look, assume the car did what it accepted.
+            charging_state = "Charging" if event.command == "charge_start" else "Stopped"
+            charge = replace(state.vehicle.charge, charging_state=charging_state)
+            s = replace(
+                s,
+                vehicle=replace(state.vehicle, charge=charge),
+                verify_at=now + cfg.settle_secs + 1.0,
+            )
+        if (
+            event.command == "set_charging_amps"
+            and cfg.mode == "measured"
+            and not cfg.charger_measured
+        ):
+            due = (
+                state.last_verify_at is None
+                or now - state.last_verify_at >= VERIFY_INTERVAL
+                or (event.amps or 0) < 5
+            )
+            if due:
+                s = replace(s, verify_at=now + cfg.settle_secs + 1.0)
+        return Decision(s)
+    return None
+
+
+def _observe_vehicle(
+    state: ControllerState, snap: VehicleSnapshot, now: float, cfg: ControlConfig
+) -> ControllerState:
+    """Fold a look at the car into the state: learn the driver's setting and the setpoint.
+
+    Push mode remembers the driver's setting only when it reduces (a throttle session);
+    measured mode always knows it, because it caps every target.
+    """
+    s = replace(state, vehicle=snap, refresh_pending=False, last_look_at=now)
+    if state.reading is not None:
+        s = replace(s, supply_at_look=state.reading.worst_phase_amps)
+    charge = snap.charge
+    if charge is None:
+        return s
+    request = charge.charge_current_request
+    learn_driver = cfg.mode == "measured"
+    if state.setpoint is None:
+        return replace(
+            s, setpoint=request, driver_amps=request if learn_driver else state.driver_amps
+        )
+    if request != state.setpoint and (
+        state.commanded_at is None or now - state.commanded_at > cfg.settle_secs
+    ):
+        # Someone (the driver, in the app) changed the setting: that is their new wish.
+        driver = request if learn_driver or state.driver_amps is not None else None
+        return replace(s, setpoint=request, driver_amps=driver, restore_pending=False)
+    return s
+
+
+# --- push mode: the seed's /overload behaviour done right ---------------------------------
+
+
+def _decide_push(
+    state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
+) -> Decision:
+    if isinstance(event, Overload):
+        s = replace(state, last_overload_at=now)
+        if state.last_reduction_at is not None and now - state.last_reduction_at < cfg.sleep_secs:
+            return Decision(
+                replace(s, reason="overload absorbed: the car is settling after the last reduction")
+            )
+        fresh = state.vehicle is not None and now - state.vehicle.at < VEHICLE_FRESH_SECS
+        if fresh:
+            return _push_reduce(s, now, cfg)
+        if state.refresh_pending:
+            return Decision(replace(s, overload_pending=True))
+        if now < state.blocked_until:
+            return Decision(
+                replace(
+                    s, reason="overload seen but the Fleet API is rate limiting us: nothing sent"
+                )
+            )
+        s = replace(
+            s, overload_pending=True, refresh_pending=True, reason="overload: checking the car"
+        )
+        return Decision(s, (RefreshVehicle("overload reported"),))
+    if isinstance(event, VehicleUpdate):
+        s = _observe_vehicle(state, event.snapshot, now, cfg)
+        if state.overload_pending:
+            return _push_reduce(replace(s, overload_pending=False), now, cfg)
+        if (
+            not event.snapshot.charging
+            and s.driver_amps is not None
+            and s.setpoint is not None
+            and s.setpoint < s.driver_amps
+        ):
+            if event.snapshot.state is VehicleState.ONLINE:
+                # Charging ended while throttled: give the driver their setting back.
+                done = _set(
+                    s,
+                    s.driver_amps,
+                    f"charging ended: restoring the driver's {s.driver_amps} A",
+                    now,
+                )
+                return Decision(replace(done.state, driver_amps=None), done.actions)
+            return Decision(
+                replace(s, restore_pending=True, reason=_vehicle_reason(event.snapshot))
+            )
+        return Decision(s)
+    if isinstance(event, Tick):
+        return _push_raise(state, now, cfg)
+    return Decision(state)
+
+
+def _push_reduce(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    vehicle = state.vehicle
+    assert vehicle is not None  # noqa: S101 (callers only come here after a look at the car)
+    if not vehicle.charging:
+        return Decision(replace(state, reason=_vehicle_reason(vehicle), target=None))
+    if now < state.blocked_until:
+        return Decision(replace(state, reason="Fleet API rate limited: reduction postponed"))
+    amps = (
+        state.setpoint
+        if state.setpoint is not None
+        else vehicle.charge.charge_current_request
+        if vehicle.charge
+        else cfg.charger_max_amps
+    )
+    driver = state.driver_amps if state.driver_amps is not None else amps
+    new = max(cfg.charger_min_amps, math.floor(amps * cfg.down_step))
+    s = replace(state, driver_amps=driver, last_reduction_at=now)
+    if new >= amps:
+        return Decision(
+            replace(
+                s,
+                target=amps,
+                reason=f"overload: already at {amps} A (chargerMinAmps {cfg.charger_min_amps})",
+            )
+        )
+    return _set(s, new, f"overload: {amps} A x {cfg.down_step:g} -> {new} A", now)
+
+
+def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    if state.driver_amps is None or state.setpoint is None:
+        return Decision(state)
+    quiet_from = max(
+        t for t in (state.last_overload_at, state.last_change_at, state.started_at) if t is not None
+    )
+    if now - quiet_from < cfg.sleep_secs - EPS or now < state.blocked_until:
+        return Decision(state)
+    if (
+        isinstance(state.vehicle, VehicleSnapshot)
+        and state.vehicle.state is not VehicleState.ONLINE
+    ):
+        return Decision(state)
+    ceiling = min(cfg.charger_max_amps, state.driver_amps)
+    if state.setpoint >= ceiling:
+        return Decision(replace(state, driver_amps=None))
+    step = max(1, math.floor(state.setpoint * cfg.up_step))
+    new = min(ceiling, state.setpoint + step)
+    decision = _set(
+        state,
+        new,
+        f"no overload for {cfg.sleep_secs:g} s: raising {state.setpoint} -> {new} A",
+        now,
+    )
+    if new >= state.driver_amps:
+        return Decision(
+            replace(decision.state, driver_amps=None, reason=f"restored the driver's {new} A"),
+            decision.actions,
+        )
+    return decision
+
+
+# --- measured mode: closed loop on the meter ----------------------------------------------
+
+
+def _car_phases(state: ControllerState, cfg: ControlConfig) -> tuple[int, ...]:
+    """Indexes of the supply phases the car draws from."""
+    if cfg.supply_phases == 1:
+        return (0,)
+    charge = state.vehicle.charge if state.vehicle else None
+    if charge is not None and charge.charger_phases is not None and charge.charger_phases >= 2:
+        return tuple(range(cfg.supply_phases))
+    return (cfg.charger_phase - 1,)
+
+
+def _car_estimate(state: ControllerState, reading: MeterReading) -> float:
+    """Amps the car draws now: measured when a channel sees it, else what it was told."""
+    if reading.car_amps is not None:
+        return max(0.0, reading.car_amps)
+    if not _charging(state) or state.paused:
+        return 0.0
+    return float(state.setpoint or 0)
+
+
+def house_estimate(
+    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+) -> tuple[float, ...]:
+    """Per-phase house load without the car.
+
+    While a command settles the car is somewhere between the old and the new value; the house is
+    then taken as at least what it was when the command went out, so the ramp itself is never
+    mistaken for a change in the house (one overload is one command).
+    """
+    car_phases = _car_phases(state, cfg)
+    if (
+        reading.car_amps is not None
+        or not _settling(state, cfg, now)
+        or state.command_from is None
+        or not _charging(state)
+    ):
+        car = _car_estimate(state, reading)
+        return tuple(a - car if i in car_phases else a for i, a in enumerate(reading.phase_amps))
+    upper = float(max(state.command_from, state.setpoint or 0))
+    before = state.house_at_command or ()
+    out = []
+    for i, a in enumerate(reading.phase_amps):
+        now_est = a - upper if i in car_phases else a
+        out.append(max(now_est, before[i]) if i < len(before) else now_est)
+    return tuple(out)
+
+
+def _decide_measured(
+    state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
+) -> Decision:
+    if isinstance(event, Reading):
+        return _on_reading(state, event.reading, now, cfg)
+    if isinstance(event, MeterFailed):
+        return _check_stale(state, now, cfg)
+    if isinstance(event, VehicleUpdate):
+        s = _observe_vehicle(state, event.snapshot, now, cfg)
+        if s.failsafe:
+            return _failsafe(s, now, cfg)
+        snap = event.snapshot
+        if (
+            s.restore_pending
+            and snap.state is VehicleState.ONLINE
+            and not snap.charging
+            and s.driver_amps is not None
+            and s.setpoint != s.driver_amps
+            and now >= s.blocked_until
+        ):
+            done = _set(
+                s, s.driver_amps, f"car idle: restoring the driver's {s.driver_amps} A", now
+            )
+            return Decision(replace(done.state, restore_pending=False), done.actions)
+        if s.reading is not None and s.reading.valid:
+            return _control(s, s.reading, now, cfg)
+        return Decision(s)
+    if isinstance(event, Overload):
+        # The shell also triggers an immediate meter read; the reading decides.
+        return Decision(replace(state, last_overload_at=now))
+    if isinstance(event, Tick):
+        stale = _check_stale(state, now, cfg)
+        if stale.actions or stale.state.failsafe:
+            return stale
+        # Readings drive the control loop; a tick never re-judges an old reading.
+        s = stale.state
+        if (
+            _charging(s)
+            and s.last_look_at is not None
+            and now - s.last_look_at >= cfg.vehicle_check_secs
+            and not s.refresh_pending
+            and now >= s.blocked_until
+        ):
+            return Decision(
+                replace(s, refresh_pending=True), (RefreshVehicle("periodic check while charging"),)
+            )
+        return Decision(s)
+    return Decision(state)
+
+
+def _check_stale(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    last = state.last_valid_at if state.last_valid_at is not None else state.started_at
+    if state.failsafe or now - last < cfg.stale_secs:
+        return Decision(state)
+    return _failsafe(replace(state, failsafe=True, raise_since=None, raise_floor=None), now, cfg)
+
+
+def _failsafe(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    """No valid reading: the car goes to the minimum until the meter is back."""
+    last = state.last_valid_at if state.last_valid_at is not None else state.started_at
+    reason = f"fail-safe: no valid meter reading for {now - last:.0f} s: holding chargerMinAmps ({cfg.charger_min_amps} A)"
+    s = replace(state, reason=reason, target=cfg.charger_min_amps)
+    if state.refresh_pending or now < state.blocked_until:
+        return Decision(s)
+    if state.vehicle is None or now - state.vehicle.at >= FAILSAFE_LOOK_SECS:
+        return Decision(
+            replace(s, refresh_pending=True), (RefreshVehicle("fail-safe: is the car charging?"),)
+        )
+    if state.vehicle.state is not VehicleState.ONLINE:
+        return Decision(s)
+    if state.setpoint is not None and state.setpoint <= cfg.charger_min_amps:
+        return Decision(s)
+    # Online but not charging too: the car keeps the setting, so a charge that starts while the
+    # meter is dead starts at the minimum. The driver's setting comes back with the meter.
+    decision = _set(s, cfg.charger_min_amps, reason, now)
+    restore = state.driver_amps is not None and not _charging(state)
+    return Decision(replace(decision.state, restore_pending=restore), decision.actions)
+
+
+def _on_reading(
+    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+) -> Decision:
+    if not reading.valid:
+        return _check_stale(replace(state, reading=reading), now, cfg)
+    s = replace(state, reading=reading, last_valid_at=now)
+    if state.failsafe:
+        s = replace(s, failsafe=False, reason="meter readings are back: leaving fail-safe")
+        if (
+            not _charging(s)
+            and s.restore_pending
+            and not s.refresh_pending
+            and now >= s.blocked_until
+        ):
+            return Decision(
+                replace(s, refresh_pending=True),
+                (RefreshVehicle("meter back: restore the driver's setting?"),),
+            )
+    return _control(s, reading, now, cfg)
+
+
+def _control(
+    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+) -> Decision:
+    """One closed-loop step on a valid reading."""
+    house = house_estimate(state, reading, now, cfg)
+    car_phases = _car_phases(state, cfg)
+    headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
+    raw = math.floor(headroom + 1e-9)
+    worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
+
+    if state.paused:
+        return _maybe_resume(replace(state, target=None), raw, now, cfg)
+    if not _charging(state):
+        return _not_charging(state, reading, raw, now, cfg)
+
+    ceiling = min(
+        cfg.charger_max_amps,
+        state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps,
+    )
+    target = max(cfg.charger_min_amps, min(ceiling, raw))
+    setpoint = state.setpoint if state.setpoint is not None else ceiling
+    settling = _settling(state, cfg, now)
+    if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
+        # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
+        target = max(cfg.charger_min_amps, min(target, setpoint - math.ceil(worst - cfg.limit)))
+    s = replace(state, target=target)
+
+    if raw < cfg.charger_min_amps:
+        since = state.unresolvable_since if state.unresolvable_since is not None else now
+        s = replace(
+            s,
+            unresolvable_since=since,
+            reason=f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)",
+        )
+        if (
+            cfg.pause_when_overloaded
+            and setpoint <= cfg.charger_min_amps
+            and now - since >= cfg.pause_after_secs
+            and now >= state.blocked_until
+        ):
+            reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
+            return Decision(
+                replace(s, paused=True, room_since=None, reason=reason), (StopCharging(reason),)
+            )
+    else:
+        s = replace(s, unresolvable_since=None)
+
+    if target < setpoint:
+        if now < state.blocked_until:
+            return Decision(
+                replace(s, reason=f"need {target} A but the Fleet API is rate limiting us")
+            )
+        why = (
+            s.reason
+            if raw < cfg.charger_min_amps
+            else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
+        )
+        decision = _set(s, target, why, now)
+        return Decision(replace(decision.state, house_at_command=house), decision.actions)
+
+    if target >= setpoint + 1 and not settling:
+        since = state.raise_since if state.raise_since is not None else now
+        floor = min(state.raise_floor, target) if state.raise_floor is not None else target
+        hold = _raise_hold(state, cfg, now)
+        s = replace(
+            s,
+            raise_since=since,
+            raise_floor=floor,
+            reason=f"room for {floor} A; raising after {hold:.0f} s of room",
+        )
+        if now - since >= hold - EPS and now >= state.blocked_until:
+            decision = _set(
+                s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now
+            )
+            return Decision(replace(decision.state, house_at_command=house), decision.actions)
+        return Decision(s)
+
+    if raw >= cfg.charger_min_amps:
+        s = replace(
+            s,
+            raise_since=None,
+            raise_floor=None,
+            reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A",
+        )
+    return Decision(s)
+
+
+def _not_charging(
+    state: ControllerState, reading: MeterReading, raw: int, now: float, cfg: ControlConfig
+) -> Decision:
+    """The car is not known to be charging: only an unexplained overload makes us look."""
+    worst = reading.worst_phase_amps
+    s = replace(state, raise_since=None, raise_floor=None)
+    if state.vehicle is not None:
+        s = replace(s, reason=_vehicle_reason(state.vehicle), target=None)
+    else:
+        s = replace(s, reason="car state unknown: nothing sent", target=None)
+    if worst <= cfg.limit or state.refresh_pending or now < state.blocked_until:
+        return Decision(s)
+    if (
+        state.last_unexplained_at is not None
+        and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
+    ):
+        return Decision(s)
+    jumped = state.supply_at_look is None or worst - state.supply_at_look >= JUMP_AMPS
+    if state.vehicle is not None and not jumped:
+        return Decision(s)
+    s = replace(
+        s,
+        refresh_pending=True,
+        last_unexplained_at=now,
+        reason=f"unexplained overload ({worst:.1f} A): checking whether the car started charging",
+    )
+    return Decision(s, (RefreshVehicle("unexplained overload"),))
+
+
+def _maybe_resume(state: ControllerState, raw: int, now: float, cfg: ControlConfig) -> Decision:
+    """Paused by pauseWhenOverloaded: start again once room for the minimum has lasted."""
+    if raw < cfg.charger_min_amps + 1:
+        return Decision(
+            replace(
+                state, room_since=None, reason="charging paused: the house alone is over the limit"
+            )
+        )
+    since = state.room_since if state.room_since is not None else now
+    s = replace(state, room_since=since)
+    online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
+    if now - since >= cfg.sleep_secs and online and now >= state.blocked_until:
+        reason = "room has returned: resuming charging"
+        return Decision(
+            replace(s, paused=False, unresolvable_since=None, reason=reason),
+            (StartCharging(reason),),
+        )
+    return Decision(replace(s, reason="charging paused: waiting for room to last"))

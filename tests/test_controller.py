@@ -1,0 +1,415 @@
+"""The charging decision as a pure function: table-driven, no I/O, explicit clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tesla_smart_charger import controller as core
+from tesla_smart_charger.events import MeterFailed, Overload, Reading
+from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
+
+PUSH = core.ControlConfig(
+    mode="push", home_max_amps=30, charger_min_amps=6, charger_max_amps=16, down_step=0.5, up_step=0.25, sleep_secs=20
+)
+MEASURED = replace(PUSH, mode="measured", safety_margin=1.0, stale_secs=10, settle_secs=8)
+
+
+def charging(amps: int = 16, at: float = 0.0, state: str = "Charging", actual: int | None = None) -> VehicleSnapshot:
+    charge = ChargeState(state, amps, 32, amps if actual is None else actual, 1, 230)
+    return VehicleSnapshot(VehicleState.ONLINE, charge, at)
+
+
+def asleep(at: float = 0.0) -> VehicleSnapshot:
+    return VehicleSnapshot(VehicleState.ASLEEP, None, at)
+
+
+def reading(*amps: float, at: float, car: float | None = None, valid: bool = True) -> Reading:
+    return Reading(MeterReading(tuple(amps), (230.0,) * len(amps), car, valid, at))
+
+
+class Run:
+    """Feeds events through decide() and collects every action, as the shell would."""
+
+    def __init__(self, cfg: core.ControlConfig, start: float = 0.0) -> None:
+        self.cfg = cfg
+        self.state = core.initial_state(start)
+        self.actions: list[tuple[float, core.Action]] = []
+
+    def feed(self, event: core.ControllerEvent, now: float) -> tuple[core.Action, ...]:
+        d = core.decide(self.state, event, now, self.cfg)
+        self.state = d.state
+        self.actions.extend((now, a) for a in d.actions)
+        return d.actions
+
+    def amps_sent(self) -> list[int]:
+        return [a.amps for _, a in self.actions if isinstance(a, core.SetAmps)]
+
+
+# --- push mode ----------------------------------------------------------------------------
+
+
+def test_push_overload_looks_at_car_then_halves() -> None:
+    run = Run(PUSH)
+    assert run.feed(Overload(at=1.0), 1.0) == (core.RefreshVehicle("overload reported"),)
+    actions = run.feed(core.VehicleUpdate(charging(16, at=1.2)), 1.2)
+    assert actions == (core.SetAmps(8, "overload: 16 A x 0.5 -> 8 A"),)
+    assert run.state.driver_amps == 16
+
+
+def test_push_burst_of_overloads_is_one_reduction() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=1.0), 1.0)
+    for i in range(49):  # queued while the first look was under way
+        run.feed(Overload(at=1.0), 1.0 + i * 0.001)
+    run.feed(core.VehicleUpdate(charging(16, at=1.1)), 1.1)
+    run.feed(core.CommandDone("set_charging_amps", 8), 1.2)
+    for i in range(50):
+        run.feed(Overload(at=2.0), 2.0 + i * 0.01)
+    assert run.amps_sent() == [8]
+    refreshes = [a for _, a in run.actions if isinstance(a, core.RefreshVehicle)]
+    assert len(refreshes) == 1
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "fragment"),
+    [
+        (asleep(), "asleep"),
+        (VehicleSnapshot(VehicleState.OFFLINE, None, 0.0), "offline"),
+        (charging(16, state="Stopped"), "not charging (Stopped)"),
+        (charging(16, state="Complete"), "not charging (Complete)"),
+    ],
+)
+def test_push_nothing_sent_unless_charging(snapshot: VehicleSnapshot, fragment: str) -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    assert run.feed(core.VehicleUpdate(snapshot), 0.1) == ()
+    assert fragment in run.state.reason
+    assert run.amps_sent() == []
+
+
+def test_push_reduction_clamped_to_min() -> None:
+    run = Run(replace(PUSH, down_step=0.25))
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUpdate(charging(16)), 0.1)
+    assert run.amps_sent() == [6]
+
+
+def test_push_second_overload_after_settling_reduces_again() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUpdate(charging(16)), 0.1)
+    run.feed(core.CommandDone("set_charging_amps", 8), 0.2)
+    run.feed(Overload(at=21.0), 21.0)  # car view is stale -> look again
+    run.feed(core.VehicleUpdate(charging(8, at=21.1)), 21.1)
+    assert run.amps_sent() == [8, 6]
+    assert run.state.driver_amps == 16
+
+
+def test_push_raises_stepwise_after_quiet_periods_and_restores_driver_setting() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUpdate(charging(16)), 0.1)
+    run.feed(core.CommandDone("set_charging_amps", 8), 0.1)
+    now = 0.1
+    for _ in range(10):
+        deadline = core.next_deadline(run.state, PUSH)
+        if deadline is None:
+            break
+        now = deadline
+        for action in run.feed(core.Tick(), now):
+            if isinstance(action, core.SetAmps):
+                run.feed(core.CommandDone("set_charging_amps", action.amps), now)
+    # +25 % of the current amps each quiet sleep period (at least 1 A), never above the driver's 16 A
+    assert run.amps_sent() == [8, 10, 12, 15, 16]
+    assert run.state.driver_amps is None
+    assert core.next_deadline(run.state, PUSH) is None
+
+
+def test_push_new_overload_postpones_raise() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUpdate(charging(16)), 0.1)
+    run.feed(Overload(at=15.0), 15.0)  # absorbed (settling) but restarts the quiet period
+    assert run.feed(core.Tick(), 20.2) == ()
+    deadline = core.next_deadline(run.state, PUSH)
+    assert deadline == pytest.approx(35.0)
+
+
+def test_push_raise_never_above_charger_max() -> None:
+    run = Run(replace(PUSH, charger_max_amps=12))
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUpdate(charging(16)), 0.1)  # driver set 16, our max is 12
+    run.feed(core.Tick(), 21.0)
+    run.feed(core.Tick(), 42.0)
+    assert max(run.amps_sent()[1:]) == 12
+
+
+def test_push_rate_limited_sends_nothing_until_window_ends() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUnavailable("rate_limited", "429", retry_after=60), 0.1)
+    assert "rate limited" in run.state.reason
+    assert run.feed(Overload(at=30.0), 30.0) == ()
+    assert run.feed(Overload(at=61.0), 61.0) == (core.RefreshVehicle("overload reported"),)
+
+
+def test_push_asleep_from_look_never_asks_to_wake() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUnavailable("asleep", "408"), 0.1)
+    assert run.state.vehicle is not None
+    assert run.state.vehicle.state is VehicleState.ASLEEP
+    assert all(not isinstance(a, core.SetAmps | core.StartCharging) for _, a in run.actions)
+
+
+# --- measured mode ------------------------------------------------------------------------
+
+
+def measured_charging(cfg: core.ControlConfig = MEASURED, amps: int = 16) -> Run:
+    """A measured-mode run whose car is known to charge at `amps` (driver's setting)."""
+    run = Run(cfg)
+    run.feed(core.VehicleUpdate(charging(amps)), 0.0)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("house", "expected"),
+    [
+        (10.0, None),  # 10 + 16 = 26 <= 29: hold
+        (13.0, None),  # 29 exactly: hold
+        (14.0, 15),  # 30 > 29: 29 - 14 = 15
+        (20.0, 9),  # 29 - 20 = 9
+        (22.5, 6),  # 6.5 -> floor 6
+        (27.0, 6),  # house alone leaves 2 A: hold the minimum
+    ],
+)
+def test_measured_lowering_is_immediate(house: float, expected: int | None) -> None:
+    run = measured_charging()
+    actions = run.feed(reading(house + 16, at=1.0), 1.0)
+    sent = [a.amps for a in actions if isinstance(a, core.SetAmps)]
+    assert sent == ([] if expected is None else [expected])
+
+
+def test_measured_unresolvable_overload_says_so() -> None:
+    run = measured_charging()
+    run.feed(reading(27 + 16, at=1.0), 1.0)
+    assert "cannot be resolved by the car" in run.state.reason
+    assert run.state.target == 6
+
+
+def test_measured_one_overload_is_one_command_while_car_ramps() -> None:
+    cfg = MEASURED
+    run = measured_charging(cfg)
+    run.feed(reading(20 + 16, at=1.0), 1.0)  # -> 9
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.5)
+    # the car ramps down over a few seconds; the house stays at 20 A
+    for t, car in [(2.0, 16), (3.0, 16), (4.0, 14), (5.0, 11), (6.0, 9), (7.0, 9), (10.0, 9), (15.0, 9)]:
+        run.feed(reading(20 + car, at=t), t)
+    assert run.amps_sent() == [9]
+
+
+def test_measured_house_growing_during_settle_lowers_again() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)
+    run.feed(reading(24 + 16, at=2.0), 2.0)  # the house grew by 4 A before the car moved
+    assert run.amps_sent() == [9, 6]
+
+
+def test_measured_raise_waits_for_room_to_last() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    t = 10.0
+    run.feed(reading(10 + 9, at=t), t)  # house back to 10 A: room for 16 A
+    for t in range(11, 30):
+        run.feed(reading(10 + 9, at=t), float(t))
+    assert run.amps_sent() == [9]  # 19 s of room is not yet 20 s
+    run.feed(reading(10 + 9, at=30.0), 30.0)
+    assert run.amps_sent() == [9, 16]
+
+
+def test_measured_raise_uses_the_lowest_room_seen_while_waiting() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    for t in range(10, 31):
+        house = 15.0 if t == 20 else 10.0  # a brief 5 A blip: room for only 14 A
+        run.feed(reading(house + 9, at=t), float(t))
+    assert run.amps_sent() == [9, 14]
+
+
+def test_measured_room_interrupted_restarts_the_wait() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    for t in range(10, 25):
+        run.feed(reading(10 + 9, at=t), float(t))
+    run.feed(reading(19.5 + 9, at=25.0), 25.0)  # no room at all for a moment
+    for t in range(26, 40):
+        run.feed(reading(10 + 9, at=t), float(t))
+    assert run.amps_sent() == [9]
+
+
+def test_measured_changes_under_one_amp_are_never_sent() -> None:
+    run = measured_charging(amps=12)
+    run.feed(core.CommandDone("set_charging_amps", 12), 0.0)
+    for t in range(10, 80):
+        run.feed(reading(16.4 + 12, at=t), float(t))  # headroom 12.6 -> floor 12: same
+    assert run.amps_sent() == []
+
+
+def test_measured_never_above_driver_setting() -> None:
+    run = measured_charging(amps=10)
+    for t in range(1, 40):
+        run.feed(reading(2 + 10, at=t), float(t))
+    assert run.amps_sent() == []
+    assert run.state.target == 10
+
+
+def test_measured_charger_channel_gives_exact_car_current() -> None:
+    cfg = replace(MEASURED, charger_measured=True)
+    run = measured_charging(cfg)
+    run.feed(reading(20 + 16, car=16, at=1.0), 1.0)
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    run.feed(reading(20 + 12, car=12, at=2.0), 2.0)
+    assert run.amps_sent() == [9]
+    assert run.state.verify_at is None  # the meter confirms the car: no billed look needed
+
+
+def test_measured_three_phase_worst_phase_decides() -> None:
+    cfg = replace(MEASURED, supply_phases=3)
+    run = Run(cfg)
+    charge = ChargeState("Charging", 16, 16, 16, 3, 230)
+    run.feed(core.VehicleUpdate(VehicleSnapshot(VehicleState.ONLINE, charge, 0.0)), 0.0)
+    run.feed(Reading(MeterReading((5 + 16, 18 + 16, 2 + 16), (230.0,) * 3, None, True, 1.0)), 1.0)
+    assert run.amps_sent() == [11]  # 29 - 18 on phase 2
+
+
+def test_measured_single_phase_car_on_configured_phase() -> None:
+    cfg = replace(MEASURED, supply_phases=3, charger_phase=2)
+    run = measured_charging(cfg)
+    # phase 1 is overloaded by the house alone: the car on phase 2 cannot help and must not be cut
+    run.feed(Reading(MeterReading((31.0, 5 + 16, 3.0), (230.0,) * 3, None, True, 1.0)), 1.0)
+    assert run.amps_sent() == []
+
+
+def test_measured_unexplained_overload_looks_at_the_car_once() -> None:
+    run = Run(MEASURED)
+    a1 = run.feed(reading(12 + 32, at=1.0), 1.0)  # car state unknown, supply 44 A
+    assert a1 == (core.RefreshVehicle("unexplained overload"),)
+    assert run.feed(reading(12 + 32, at=2.0), 2.0) == ()  # look pending: not again
+    run.feed(core.VehicleUpdate(charging(32, at=2.5)), 2.5)
+    assert run.amps_sent() == [16]  # cut straight to min(max 16, room 17)
+
+
+def test_measured_house_alone_overloaded_with_idle_car_does_not_poll_the_car() -> None:
+    run = Run(MEASURED)
+    run.feed(reading(31.0, at=1.0), 1.0)
+    run.feed(core.VehicleUpdate(charging(16, state="Stopped", at=1.5)), 1.5)
+    refreshes = 0
+    for t in range(2, 600):
+        refreshes += sum(isinstance(a, core.RefreshVehicle) for a in run.feed(reading(31.0, at=t), float(t)))
+    assert refreshes == 0
+
+
+def test_measured_failsafe_when_meter_goes_silent() -> None:
+    run = measured_charging()
+    run.feed(reading(10 + 16, at=1.0), 1.0)
+    assert core.next_deadline(run.state, MEASURED) == pytest.approx(11.0)
+    for t in range(2, 11):
+        run.feed(MeterFailed(at=float(t), error="timeout"), float(t))
+    assert run.amps_sent() == []
+    actions = run.feed(core.Tick(), 11.0)
+    assert actions[0] == core.SetAmps(6, actions[0].reason) if isinstance(actions[0], core.SetAmps) else False
+    assert run.state.failsafe
+    assert "fail-safe" in run.state.reason
+    # held while readings stay invalid
+    for t in range(12, 40):
+        run.feed(reading(at=float(t), valid=False), float(t))
+    assert run.amps_sent() == [6]
+
+
+def test_measured_failsafe_recovery_raises_deliberately() -> None:
+    run = measured_charging()
+    run.feed(core.Tick(), 10.0)
+    run.feed(core.CommandDone("set_charging_amps", 6), 10.0)
+    run.feed(reading(5 + 6, at=50.0), 50.0)
+    assert not run.state.failsafe
+    assert run.amps_sent() == [6]
+    for t in range(51, 71):
+        run.feed(reading(5 + 6, at=t), float(t))
+    assert run.amps_sent() == [6, 16]
+
+
+def test_measured_invalid_readings_count_as_silence() -> None:
+    run = measured_charging()
+    for t in range(0, 12):
+        run.feed(reading(at=float(t), valid=False), float(t))
+    assert run.amps_sent() == [6]
+
+
+def test_measured_pause_and_resume_when_enabled() -> None:
+    cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=30)
+    run = measured_charging(cfg, amps=6)
+    stops = 0
+    for t in range(1, 40):
+        stops += sum(isinstance(a, core.StopCharging) for a in run.feed(reading(27 + 6, at=t), float(t)))
+    assert stops == 1
+    assert run.state.paused
+    run.feed(core.CommandDone("charge_stop"), 40.0)
+    starts = 0
+    for t in range(41, 70):
+        starts += sum(isinstance(a, core.StartCharging) for a in run.feed(reading(10.0, at=t), float(t)))
+    assert starts == 1
+    assert not run.state.paused
+
+
+def test_measured_no_pause_by_default() -> None:
+    run = measured_charging(amps=6)
+    for t in range(1, 400):
+        run.feed(reading(27 + 6, at=t), float(t))
+    assert not any(isinstance(a, core.StopCharging) for _, a in run.actions)
+
+
+def test_measured_command_verified_once_after_settling() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    assert run.state.verify_at == pytest.approx(1.0 + MEASURED.settle_secs + 1.0)
+    actions = run.feed(core.Tick(), 10.0)
+    assert actions == (core.RefreshVehicle("confirm the car followed the last command", known_online=True),)
+
+
+def test_measured_failed_lowering_is_retried_on_next_reading() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)
+    run.feed(core.VehicleUnavailable("transient", "502", command=True), 1.0)
+    assert run.state.setpoint == 16
+    run.feed(reading(20 + 16, at=2.0), 2.0)
+    assert run.amps_sent() == [9, 9]
+
+
+def test_measured_driver_change_in_app_is_adopted() -> None:
+    run = measured_charging()
+    run.feed(core.VehicleUpdate(charging(12, at=100.0)), 100.0)
+    assert run.state.driver_amps == 12
+    for t in range(101, 140):
+        run.feed(reading(2 + 12, at=t), float(t))
+    assert run.amps_sent() == []
+
+
+def test_flapping_load_stretches_the_raise_hold() -> None:
+    run = measured_charging()
+    t = 0.0
+    for _ in range(4):  # the oven thermostat: 13 A on and off
+        t += 1
+        run.feed(reading(13 + 1 + (run.state.setpoint or 16), at=t), t)
+        run.feed(core.CommandDone("set_charging_amps", run.state.setpoint), t)
+        for _ in range(200):
+            t += 1
+            run.feed(reading(1 + (run.state.setpoint or 0), at=t), t)
+    lowers = sum(1 for a, b in zip(run.amps_sent(), run.amps_sent()[1:], strict=False) if b < a)
+    assert lowers >= 2
+    assert core._raise_hold(run.state, MEASURED, t) > MEASURED.sleep_secs
