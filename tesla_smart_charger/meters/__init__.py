@@ -1,0 +1,59 @@
+"""Meter drivers behind the `api.Meter` protocol, built from the configuration."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from tesla_smart_charger import api
+from tesla_smart_charger.config import Settings
+from tesla_smart_charger.errors import ConfigError
+from tesla_smart_charger.meters.shelly import (
+    ChannelSample,
+    ShellyMeter,
+    compose_reading,
+    detect_kind,
+    parse_em1_status,
+    parse_em_status,
+    parse_gen1_3em_status,
+    parse_gen1_em_status,
+    parse_switch_status,
+)
+
+__all__ = [
+    "ChannelSample",
+    "ShellyMeter",
+    "compose_reading",
+    "create_meter",
+    "detect_kind",
+    "parse_em1_status",
+    "parse_em_status",
+    "parse_gen1_3em_status",
+    "parse_gen1_em_status",
+    "parse_switch_status",
+]
+
+
+def create_meter(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    clock: Callable[[], float] = time.monotonic,
+) -> api.Meter:
+    """The meter `energyMonitorType` names, on the shared session; nothing is sent yet."""
+    if settings.energy_monitor_ip is None:
+        raise ConfigError(["energyMonitorIp: required in measured mode (the meter's address)"])
+    password = settings.energy_monitor_password
+    return ShellyMeter(
+        settings.energy_monitor_ip,
+        session,
+        meter_type=settings.energy_monitor_type,
+        user=settings.energy_monitor_user,
+        password=password.get_secret_value() if password is not None else None,
+        supply_channels=settings.energy_monitor_supply_channels,
+        charger_channel=settings.energy_monitor_charger_channel,
+        supply_phases=settings.supply_phases,
+        mains_voltage=settings.mains_voltage,
+        clock=clock,
+    )

@@ -1,0 +1,535 @@
+"""Shelly meters over plain HTTP: pure parsers for each reply shape, and one polling driver.
+
+The parsers turn wire JSON into `ChannelSample`s (one per CT channel or phase) and raise
+`MeterError` naming the field when the shape is wrong; `compose_reading` maps channels onto
+supply phases. `ShellyMeter` is the thin I/O shell: one GET (or two for EM1 devices) per read on
+the shared session, Gen1 basic or Gen2 SHA-256 digest auth, and every transport fault turned
+into `MeterError`/`MeterAuthError` with a one-line reason naming the meter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import DigestAuthMiddleware
+
+from tesla_smart_charger import const
+from tesla_smart_charger.errors import MeterAuthError, MeterError
+from tesla_smart_charger.models import MeterReading
+
+_LOG = logging.getLogger(__name__)
+
+MeterType = Literal["shelly-em", "shelly-3em", "shelly-gen2", "shelly"]
+# What detect_kind() returns: the two Gen1 drivers, or the Gen2 RPC component to poll.
+Kind = Literal["shelly-em", "shelly-3em", "em", "em1", "switch"]
+
+GEN2_USER: Final = "admin"  # Gen2+ digest auth: the user name is fixed by the firmware
+GEN1_DEFAULT_USER: Final = "admin"
+# Newer Gen2 firmware answers 429 while its nonce slots are full (a 2 s window). One short
+# pause and one retry; the next poll is only a second away anyway.
+THROTTLE_BACKOFF_SECS: Final = 0.3
+# After rejected credentials, stay off the device for a while: Gen2 fw 2.x counts failed logins
+# and then locks everyone out with 429s, and a 1 s poll would hit that within seconds.
+AUTH_RETRY_SECS: Final = 30.0
+_SUPPLY_KEY: Final = "energyMonitorSupplyChannels"
+_CHARGER_KEY: Final = "energyMonitorChargerChannel"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSample:
+    """One CT channel or phase as the device reports it."""
+
+    amps: float  # signed: positive = import (sign taken from active power)
+    volts: float | None
+    valid: bool
+    error: str | None = None
+
+
+# --- pure parsers ----------------------------------------------------------------------------
+
+
+def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
+    """A finite JSON number at obj[key]; MeterError naming `where.key` otherwise."""
+    if key not in obj:
+        raise MeterError(f"{where}{key}: missing")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MeterError(f"{where}{key}: expected a number, got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise MeterError(f"{where}{key}: not a finite number")
+    return result
+
+
+def _optional_volts(obj: Mapping[str, Any], key: str, where: str) -> float | None:
+    """Volts if reported and non-zero; None when absent, null or 0 (not measured)."""
+    if obj.get(key) is None:
+        return None
+    volts = _number(obj, key, where)
+    return volts if volts > 0 else None
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise MeterError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _errors(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
+    """The optional `*_errors` / `errors` array of Gen2 EM components."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MeterError(f"{where}{key}: expected an array, got {type(value).__name__}")
+    return [str(item) for item in value]
+
+
+def _signed(magnitude: float, power: float) -> float:
+    """Current takes the sign of active power: negative only while exporting."""
+    return -abs(magnitude) if power < 0 else abs(magnitude)
+
+
+def _emeters(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    status = _object(status, "status")
+    meters = status.get("emeters")
+    if not isinstance(meters, list) or not meters:
+        raise MeterError("emeters: missing or not a non-empty array")
+    return [_object(m, f"emeters[{i}]") for i, m in enumerate(meters)]
+
+
+def _gen1_valid(meter: Mapping[str, Any], where: str) -> bool:
+    value = meter.get("is_valid", True)
+    if not isinstance(value, bool):
+        raise MeterError(f"{where}is_valid: expected true or false")
+    return value
+
+
+def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
+    """Shelly EM Gen1 `/status`: it reports no current, so I = sqrt(P² + Q²) / V, sign of P.
+
+    Works for a single `/emeter/N` object too when wrapped as `{"emeters": [obj]}`.
+    """
+    samples = []
+    for i, meter in enumerate(_emeters(status)):
+        where = f"emeters[{i}]."
+        if not _gen1_valid(meter, where):
+            samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
+            continue
+        power = _number(meter, "power", where)
+        reactive = _number(meter, "reactive", where)
+        volts = _optional_volts(meter, "voltage", where)
+        amps = math.hypot(power, reactive) / (volts or mains_voltage)
+        samples.append(ChannelSample(_signed(amps, power), volts, valid=True))
+    return samples
+
+
+def parse_gen1_3em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
+    """Shelly 3EM Gen1 `/status`: `emeters[i].current` per phase, sign from `power`.
+
+    `mains_voltage` is unused (the 3EM measures current) but kept so both Gen1 parsers share
+    one signature.
+    """
+    del mains_voltage
+    samples = []
+    for i, meter in enumerate(_emeters(status)):
+        where = f"emeters[{i}]."
+        if not _gen1_valid(meter, where):
+            samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
+            continue
+        current = _number(meter, "current", where)
+        power = _number(meter, "power", where)
+        volts = _optional_volts(meter, "voltage", where)
+        samples.append(ChannelSample(_signed(current, power), volts, valid=True))
+    return samples
+
+
+def parse_em_status(em: Mapping[str, Any]) -> list[ChannelSample]:
+    """Gen2 `EM.GetStatus` (Pro 3EM triphase, 3EM-63): one sample per phase a, b, c.
+
+    `a_errors` etc. make that phase invalid; a top-level `errors` array makes all of them invalid.
+    """
+    em = _object(em, "EM.GetStatus")
+    common = _errors(em, "errors", "")
+    samples = []
+    for phase in ("a", "b", "c"):
+        problems = common + _errors(em, f"{phase}_errors", "")
+        if problems:
+            error = f"phase {phase} errors: {', '.join(problems)}"
+            samples.append(ChannelSample(0.0, None, valid=False, error=error))
+            continue
+        current = _number(em, f"{phase}_current", "")
+        power = _number(em, f"{phase}_act_power", "")
+        volts = _optional_volts(em, f"{phase}_voltage", "")
+        samples.append(ChannelSample(_signed(current, power), volts, valid=True))
+    return samples
+
+
+def parse_em1_status(em1: Mapping[str, Any]) -> list[ChannelSample]:
+    """Gen2 `EM1.GetStatus` (Pro EM, EM Gen3, Pro 3EM monophase): one channel."""
+    em1 = _object(em1, "EM1.GetStatus")
+    problems = _errors(em1, "errors", "")
+    if problems:
+        return [ChannelSample(0.0, None, valid=False, error=f"errors: {', '.join(problems)}")]
+    current = _number(em1, "current", "")
+    power = _number(em1, "act_power", "")
+    volts = _optional_volts(em1, "voltage", "")
+    return [ChannelSample(_signed(current, power), volts, valid=True)]
+
+
+def parse_switch_status(sw: Mapping[str, Any]) -> list[ChannelSample]:
+    """Gen2 `Switch.GetStatus` (Plus/Pro 1PM class): one channel.
+
+    A switch's `errors` (overtemp, overpower...) are about the relay, not the measurement,
+    so they do not invalidate the reading.
+    """
+    sw = _object(sw, "Switch.GetStatus")
+    current = _number(sw, "current", "")
+    power = _number(sw, "apower", "")
+    volts = _optional_volts(sw, "voltage", "")
+    return [ChannelSample(_signed(current, power), volts, valid=True)]
+
+
+def detect_kind(shelly_info: Mapping[str, Any]) -> Kind:
+    """Pick the driver from the unauthenticated `GET /shelly` reply (as evcc does).
+
+    Gen1 has no `gen` key and names itself by `type`; Gen2+ by `app` and `profile`. App names
+    are matched loosely ("3EM" = three-phase EM component unless in the monophase profile,
+    other "EM" apps = EM1 channels) so new hardware generations need no code change.
+    """
+    info = _object(shelly_info, "/shelly")
+    gen = info.get("gen")
+    if gen is None:
+        device_type = info.get("type")
+        if device_type == "SHEM":
+            return "shelly-em"
+        if device_type == "SHEM-3":
+            return "shelly-3em"
+        raise MeterError(f"type: unsupported Gen1 device {device_type!r} (need SHEM or SHEM-3)")
+    if isinstance(gen, bool) or not isinstance(gen, int) or gen < 2:
+        raise MeterError(f"gen: unexpected value {gen!r}")
+    app = str(info.get("app") or "").upper()
+    profile = str(info.get("profile") or "").lower()
+    if "EM" in app:
+        if profile == "monophase" or "3EM" not in app:
+            return "em1"
+        return "em"
+    return "switch"
+
+
+def em1_channel_ids(shelly_info: Mapping[str, Any]) -> tuple[int, ...]:
+    """EM1 component ids: 0..2 on a Pro 3EM in the monophase profile, else 0 and 1."""
+    app = str(_object(shelly_info, "/shelly").get("app") or "").upper()
+    return (0, 1, 2) if "3EM" in app else (0, 1)
+
+
+def compose_reading(
+    channels: Sequence[ChannelSample],
+    *,
+    supply_channels: Sequence[int] | None,
+    charger_channel: int | None,
+    supply_phases: int,
+    at: float,
+) -> MeterReading:
+    """Map channels onto supply phases: the one place channel roles are applied.
+
+    Supply channels (default: every channel but the charger's) are summed per phase: all onto
+    phase 1 when `supply_phases` is 1 (as the seed summed both EM channels), channel i onto
+    phase i % 3 when it is 3. Any invalid supply channel makes the whole reading invalid; an
+    invalid charger channel only loses `car_amps`.
+    """
+    if supply_phases not in (1, 3):
+        raise MeterError(f"supplyPhases: must be 1 or 3, got {supply_phases}")
+    count = len(channels)
+
+    def check(index: int, key: str) -> None:
+        if not 0 <= index < count:
+            raise MeterError(
+                f"{key}: channel {index} does not exist (the meter has {count} channel(s), 0-{count - 1})"
+            )
+
+    if charger_channel is not None:
+        check(charger_channel, _CHARGER_KEY)
+    if supply_channels:
+        supply = list(supply_channels)
+        for index in supply:
+            check(index, _SUPPLY_KEY)
+    else:
+        supply = [i for i in range(count) if i != charger_channel]
+    if not supply:
+        raise MeterError(f"{_SUPPLY_KEY}: no channel left to measure the house supply")
+
+    amps = [0.0] * supply_phases
+    volts: list[float | None] = [None] * supply_phases
+    seen = [False] * supply_phases
+    error = None
+    for index in supply:
+        sample = channels[index]
+        if not sample.valid and error is None:
+            error = f"channel {index} invalid: {sample.error or 'flagged by the meter'}"
+        phase = 0 if supply_phases == 1 else index % 3
+        amps[phase] += sample.amps
+        if not seen[phase]:
+            volts[phase] = sample.volts
+            seen[phase] = True
+
+    car_amps = None
+    if charger_channel is not None and channels[charger_channel].valid:
+        # The car only draws (no V2G): a CT clamped the wrong way round must not flip the sign.
+        car_amps = abs(channels[charger_channel].amps)
+    return MeterReading(
+        phase_amps=tuple(amps),
+        phase_volts=tuple(volts),
+        car_amps=car_amps,
+        valid=error is None,
+        at=at,
+        error=error,
+    )
+
+
+# --- the driver (I/O shell) ------------------------------------------------------------------
+
+
+class _Throttled(Exception):
+    """429 from a Gen2 device: its nonce slots are full or it counts failed logins."""
+
+
+class ShellyMeter:
+    """Polls one Shelly over HTTP and returns `MeterReading`s (implements `api.Meter`).
+
+    `meter_type` "shelly-em"/"shelly-3em" poll Gen1 `/status` straight away (the seed's
+    behaviour, no extra request); "shelly-gen2" and "shelly" ask the unauthenticated `/shelly`
+    on the first read which component to poll, and cache the answer.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        meter_type: MeterType = "shelly",
+        user: str | None = None,
+        password: str | None = None,
+        supply_channels: Sequence[int] | None = None,
+        charger_channel: int | None = None,
+        supply_phases: int = 1,
+        mains_voltage: float = 230.0,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: aiohttp.ClientTimeout | None = None,
+        throttle_backoff: float = THROTTLE_BACKOFF_SECS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        auth_retry_secs: float = AUTH_RETRY_SECS,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = session
+        self._type = meter_type
+        self._user = user or GEN1_DEFAULT_USER
+        self._password = password or None
+        self._supply_channels = tuple(supply_channels) if supply_channels else None
+        self._charger_channel = charger_channel
+        self._supply_phases = supply_phases
+        self._mains_voltage = mains_voltage
+        self._clock = clock
+        self._timeout = timeout or aiohttp.ClientTimeout(
+            total=const.METER_TOTAL_TIMEOUT, connect=const.METER_CONNECT_TIMEOUT
+        )
+        self._throttle_backoff = min(max(throttle_backoff, 0.0), 1.0)
+        self._sleep = sleep
+        self._auth_retry_secs = auth_retry_secs
+        self._auth_error: MeterAuthError | None = None
+        self._auth_error_at = 0.0
+        self._lock = asyncio.Lock()
+        self._digest: DigestAuthMiddleware | None = None
+        self._kind: Kind | None = None
+        self._em1_ids: tuple[int, ...] = (0, 1)
+        if meter_type in ("shelly-em", "shelly-3em"):
+            self._kind = meter_type
+        host = urlsplit(self._base).netloc.rsplit("@", 1)[-1]
+        self._name = f"{meter_type}@{host}"
+
+    @property
+    def name(self) -> str:
+        """`type@host[:port]` for logs and /status; never carries credentials."""
+        return self._name
+
+    @property
+    def kind(self) -> Kind | None:
+        """The driver in use, once known (after the first successful detection)."""
+        return self._kind
+
+    def __repr__(self) -> str:
+        return f"ShellyMeter({self._name!r}, kind={self._kind!r})"
+
+    async def read(self) -> MeterReading:
+        """Poll the device once; MeterError (transient) or MeterAuthError when it cannot.
+
+        Reads are serialised (the device's small HTTP server prefers one request at a time).
+        After an auth failure the same MeterAuthError is raised without contacting the device
+        until `auth_retry_secs` have passed.
+        """
+        async with self._lock:
+            failed = self._auth_error
+            if failed is not None and self._clock() - self._auth_error_at < self._auth_retry_secs:
+                raise MeterAuthError(str(failed))
+            try:
+                reading = await self._read()
+            except MeterAuthError as err:
+                self._auth_error, self._auth_error_at = err, self._clock()
+                raise
+            self._auth_error = None
+            return reading
+
+    async def _read(self) -> MeterReading:
+        kind = self._kind or await self._detect()
+        if kind in ("shelly-em", "shelly-3em"):
+            status = await self._get_gen1("/status")
+            parse = parse_gen1_em_status if kind == "shelly-em" else parse_gen1_3em_status
+            channels = self._parse("/status", lambda s: parse(s, self._mains_voltage), status)
+        elif kind == "em":
+            channels = self._parse(
+                "EM.GetStatus", parse_em_status, await self._get_rpc("EM.GetStatus", 0)
+            )
+        elif kind == "em1":
+            channels = []
+            for cid in self._em1_ids:
+                em1 = await self._get_rpc("EM1.GetStatus", cid)
+                channels += self._parse(f"EM1.GetStatus id={cid}", parse_em1_status, em1)
+        else:
+            sw = await self._get_rpc("Switch.GetStatus", 0)
+            channels = self._parse("Switch.GetStatus", parse_switch_status, sw)
+        try:
+            return compose_reading(
+                channels,
+                supply_channels=self._supply_channels,
+                charger_channel=self._charger_channel,
+                supply_phases=self._supply_phases,
+                at=self._clock(),
+            )
+        except MeterError as err:
+            raise MeterError(f"{self._name}: {err}") from err
+
+    def _parse(
+        self, what: str, parse: Callable[[Any], list[ChannelSample]], reply: Any
+    ) -> list[ChannelSample]:
+        try:
+            return parse(reply)
+        except MeterError as err:
+            raise MeterError(f"{self._name}: bad reply to {what}: {err}") from err
+
+    async def _detect(self) -> Kind:
+        info = await self._request("/shelly", None, auth=None, digest=False)
+        try:
+            kind = detect_kind(info)
+            em1_ids = em1_channel_ids(info)
+        except MeterError as err:
+            raise MeterError(f"{self._name}: cannot tell the device from /shelly: {err}") from err
+        if self._type == "shelly-gen2" and kind in ("shelly-em", "shelly-3em"):
+            _LOG.warning(
+                "%s: energyMonitorType is shelly-gen2 but the device is a Gen1 %s; using %s",
+                self._name,
+                info.get("type"),
+                kind,
+            )
+        _LOG.info(
+            "%s: detected %s (gen %s, profile %s): polling %s",
+            self._name,
+            info.get("app") or info.get("type"),
+            info.get("gen", 1),
+            info.get("profile", "-"),
+            kind,
+        )
+        self._kind, self._em1_ids = kind, em1_ids
+        return kind
+
+    async def _get_gen1(self, path: str) -> Any:
+        # Built by hand: aiohttp 3.14 deprecates BasicAuth and older releases lack its successor.
+        auth = None
+        if self._password:
+            token = base64.b64encode(f"{self._user}:{self._password}".encode()).decode()
+            auth = f"Basic {token}"
+        return await self._request(path, None, auth=auth, digest=False)
+
+    async def _get_rpc(self, method: str, cid: int) -> Any:
+        path = f"/rpc/{method}"
+        params = {"id": str(cid)}
+        try:
+            return await self._request(path, params, auth=None, digest=True)
+        except _Throttled:
+            # The device wants us to forget our nonce: a fresh middleware starts a new handshake.
+            self._digest = None
+            await self._sleep(self._throttle_backoff)
+        try:
+            return await self._request(path, params, auth=None, digest=True)
+        except _Throttled:
+            self._digest = None
+            if self._auth_error is not None:
+                # Locked out after our own failed logins: keep reporting the real cause.
+                raise MeterAuthError(
+                    f"{self._name}: authentication failed and the meter now refuses logins (HTTP 429): check energyMonitorPassword"
+                ) from None
+            raise MeterError(
+                f"{self._name}: {path} answered 429 twice: the meter is throttling authentication"
+            ) from None
+
+    async def _request(
+        self,
+        path: str,
+        params: Mapping[str, str] | None,
+        *,
+        auth: str | None,
+        digest: bool,
+    ) -> Any:
+        """GET path and return its JSON; every failure becomes a one-line MeterError."""
+        middlewares: tuple[DigestAuthMiddleware, ...] = ()
+        if digest and self._password:
+            if self._digest is None:
+                self._digest = DigestAuthMiddleware(GEN2_USER, self._password, preemptive=True)
+            middlewares = (self._digest,)
+        try:
+            async with self._session.get(
+                self._base + path,
+                params=params,
+                headers={"Authorization": auth} if auth else None,
+                middlewares=middlewares,
+                timeout=self._timeout,
+            ) as resp:
+                if resp.status == 401:
+                    raise MeterAuthError(
+                        self._auth_problem(sent=auth is not None or bool(middlewares))
+                    )
+                if resp.status == 429 and digest:
+                    raise _Throttled
+                if resp.status != 200:
+                    hint = ""
+                    if resp.status == 404 and path == "/status":
+                        hint = " (a Gen2+ device? set energyMonitorType to shelly to detect it)"
+                    raise MeterError(f"{self._name}: {path} answered HTTP {resp.status}{hint}")
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError as err:
+                    raise MeterError(f"{self._name}: {path} did not return JSON") from err
+        except TimeoutError as err:
+            total = self._timeout.total
+            within = f" within {total:g} s" if total else ""
+            raise MeterError(f"{self._name}: no answer from {path}{within}") from err
+        except aiohttp.ClientError as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise MeterError(f"{self._name}: cannot reach {path}: {reason}") from err
+        except OSError as err:
+            raise MeterError(f"{self._name}: cannot reach {path}: {err.strerror or err}") from err
+
+    def _auth_problem(self, *, sent: bool) -> str:
+        if not sent:
+            return f"{self._name}: authentication required: set energyMonitorPassword"
+        if self._kind in ("shelly-em", "shelly-3em"):
+            return f"{self._name}: authentication failed: check energyMonitorUser and energyMonitorPassword"
+        return f"{self._name}: authentication failed: check energyMonitorPassword"
