@@ -1,0 +1,128 @@
+"""Log output: human lines by default, one JSON object per line for log shippers.
+
+A `RedactingFilter` on our handler replaces every registered secret with `***`, as defence
+in depth: code must not log secrets in the first place, but a token inside an exception
+message from a library must not reach the journal either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Literal, TextIO
+from urllib.parse import quote
+
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"
+REDACTED = "***"
+# Shorter values would mask ordinary words and numbers in every line.
+MIN_SECRET_LENGTH = 6
+
+_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
+
+
+def register_secret(value: str) -> None:
+    """Mask this value (and its URL-encoded form) in every log line from now on."""
+    global _secrets  # noqa: PLW0603 (one process-wide registry, swapped atomically)
+    if len(value) < MIN_SECRET_LENGTH:
+        return
+    variants = {value, quote(value, safe="")}
+    with _lock:
+        # Longest first, so a secret containing another is masked whole.
+        _secrets = tuple(sorted(set(_secrets) | variants, key=len, reverse=True))
+
+
+def clear_secrets() -> None:
+    """Forget every registered secret (tests; a reload that replaces tokens)."""
+    global _secrets  # noqa: PLW0603 (see register_secret)
+    with _lock:
+        _secrets = ()
+
+
+def redact(text: str) -> str:
+    """The text with every registered secret replaced by `***`."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites the record's message and exception text with secrets masked; drops nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 (bad %-args: logging must not raise, nor print the args)
+            message = f"{record.msg} [unformattable log arguments dropped]"
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"ts", "level", "logger", "msg"}` plus `exc_info` (the traceback text) when present."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, str] = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry)
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """Marks the handler we installed, so a second configure_logging replaces it."""
+
+
+def _level(level: str) -> int:
+    number = logging.getLevelNamesMapping().get(level.strip().upper())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r} (use DEBUG, INFO, WARNING or ERROR)")
+    return number
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: Literal["plain", "json"] = "plain",
+    stream: TextIO | None = None,
+) -> None:
+    """Install one handler on the root logger (replacing ours from an earlier call)."""
+    number = _level(level)
+    if fmt not in ("plain", "json"):
+        raise ValueError(f"unknown log format {fmt!r} (use plain or json)")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+        old.close()
+    handler = _Handler(sys.stderr if stream is None else stream)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN_FORMAT, PLAIN_DATEFMT)
+    )
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(number)
+    # One access line per meter push or dashboard poll drowns everything else.
+    logging.getLogger("aiohttp.access").setLevel(
+        logging.NOTSET if number <= logging.DEBUG else logging.WARNING
+    )
