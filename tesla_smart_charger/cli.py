@@ -1,25 +1,143 @@
-"""Command line: `tesla-smart-charger [--config PATH] [--monitor] ...` and its subcommands."""
+"""Command line: `tesla-smart-charger [--config PATH] [--monitor] [command]`.
+
+Without a command the daemon runs (the seed's usage, so existing service files keep working).
+Configuration problems exit with code 2 and one line per problem, before anything starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Sequence
 
 from tesla_smart_charger import __version__
+from tesla_smart_charger.config import LoadedConfig, load_config, redacted
+from tesla_smart_charger.errors import ConfigError
+from tesla_smart_charger.logging_setup import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options accepted before and after the command (`--config x check-config` and the reverse)."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config",
+        default=default if suppress else "config.json",
+        metavar="PATH",
+        help="configuration file (default: ./config.json)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default if suppress else "INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (default: INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default if suppress else "plain",
+        choices=["plain", "json"],
+        help="plain lines for people, json for log shippers",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (subcommands are added as their modules land)."""
-    parser = argparse.ArgumentParser(prog="tesla-smart-charger", description=__doc__)
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tesla-smart-charger",
+        description="Charge a Tesla as fast as the house allows, and never faster.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common_options(parser, suppress=False)
+    parser.add_argument(
+        "-m",
+        "--monitor",
+        action="store_true",
+        help="poll the energy meter (measured mode); without it the daemon acts on /overload calls",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="run the daemon (the default)")
+    run.add_argument(
+        "-m",
+        "--monitor",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="poll the energy meter (measured mode)",
+    )
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the configuration and print it with secrets redacted",
+    )
+    check.set_defaults(func=cmd_check_config)
+    import importlib.util  # noqa: PLC0415  TODO(lead): remove once setup_cli and demo land
+
+    if importlib.util.find_spec("tesla_smart_charger.setup_cli"):
+        from tesla_smart_charger import setup_cli  # noqa: PLC0415
+
+        setup_cli.add_subcommands(sub)
+    if importlib.util.find_spec("tesla_smart_charger.simulator.demo"):
+        from tesla_smart_charger.simulator import demo  # noqa: PLC0415
+
+        demo.add_subcommand(sub, parents=[common])
+    parser.set_defaults(func=cmd_run)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    build_parser().parse_args(argv)
+def load_or_exit(path: str) -> LoadedConfig | int:
+    """Load the configuration, or print every problem and return exit code 2."""
+    try:
+        loaded = load_config(path)
+    except ConfigError as err:
+        print("configuration error:", file=sys.stderr)
+        for line in err.problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return loaded
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate and print the effective configuration (secrets redacted)."""
+    loaded = load_or_exit(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    print(json.dumps(redacted(loaded.settings), indent=2, default=str))
+    print(f"{loaded.path}: configuration is valid", file=sys.stderr)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT."""
+    loaded = load_or_exit(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    configure_logging(args.log_level, args.log_format)
+    from tesla_smart_charger.daemon import run_daemon  # noqa: PLC0415 (check-config stays light)
+
+    try:
+        return asyncio.run(run_daemon(loaded, monitor=bool(getattr(args, "monitor", False))))
+    except ConfigError as err:
+        for line in err.problems:
+            print(f"configuration error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and `python -m tesla_smart_charger`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,272 @@
+"""Process lifecycle: one event loop, one ClientSession, tracked tasks, clean SIGTERM.
+
+Start-up builds every part, passes the shared session in, starts the HTTP server and the
+background tasks (charge controller, meter poller, token refresh, watchdog). A task that dies
+ends the process with exit code 1 so systemd or the container restarts it; SIGTERM/SIGINT
+cancel and await everything and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from tesla_smart_charger import __version__
+from tesla_smart_charger.config import LoadedConfig, redacted
+from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
+from tesla_smart_charger.controller import ControlConfig
+from tesla_smart_charger.errors import ConfigError
+from tesla_smart_charger.events import Event
+from tesla_smart_charger.logging_setup import register_secret
+from tesla_smart_charger.meters import create_meter
+from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
+from tesla_smart_charger.server import ApiContext, build_app
+from tesla_smart_charger.service import ChargeService, MeterPoller
+from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
+from tesla_smart_charger.tokens import TokenManager, TokenStore
+
+_LOG = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1024
+
+
+@dataclass
+class Daemon:
+    """Everything the running process holds, for the HTTP handlers and for tests."""
+
+    loaded: LoadedConfig
+    monitor: bool
+    session: aiohttp.ClientSession
+    service: ChargeService
+    counter: ApiCallCounter
+    tokens: TokenManager
+    poller: MeterPoller | None
+    notifier: Notifier
+    started_at: float = field(default_factory=time.monotonic)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    extra_routes: list[web.RouteDef] = field(default_factory=list)
+
+    # --- what the endpoints show -------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The /status document."""
+        out = self.service.status()
+        out["api_calls"] = self.counter.as_dict()
+        out["auth"] = self.tokens.status()
+        out["meter"] = (
+            self.poller.status(self.loaded.settings.energy_monitor_type) if self.poller else None
+        )
+        out["daemon"] = {
+            "version": __version__,
+            "uptime_secs": round(time.monotonic() - self.started_at, 1),
+        }
+        return out
+
+    def health(self) -> list[str]:
+        """Reasons the daemon is not fully working; empty when healthy."""
+        problems = [
+            f"{name} task is not running" for name, task in self.tasks.items() if task.done()
+        ]
+        state = self.service.state
+        if state.failsafe:
+            problems.append(state.reason)
+        if self.poller is not None and self.poller.auth_failed:
+            problems.append(f"meter {self.poller.meter.name}: {self.poller.last_error}")
+        if self.tokens.state == "reauth_required":
+            problems.append(
+                "Tesla login required: run `tesla-smart-charger auth url`, then `auth exchange CODE`"
+            )
+        if not state.auth_ok and self.tokens.state != "reauth_required":
+            problems.append(state.reason)
+        return problems
+
+    def tasks_alive(self) -> bool:
+        """True while every background task runs (what the systemd watchdog checks)."""
+        return all(not t.done() for t in self.tasks.values())
+
+    def one_line(self) -> str:
+        """A short status for sd_notify STATUS= and the demo's terminal view."""
+        s = self.service.state
+        return f"{self.service.cfg.mode}: setpoint {s.setpoint if s.setpoint is not None else '-'} A; {s.reason}"
+
+
+def _register_secrets(loaded: LoadedConfig) -> None:
+    """Defence in depth: the log handler masks these values wherever they appear."""
+    s = loaded.settings
+    for secret in (
+        s.tesla_access_token,
+        s.tesla_refresh_token,
+        s.tesla_client_secret,
+        s.api_token,
+        s.energy_monitor_password,
+    ):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+
+
+async def build_daemon(
+    loaded: LoadedConfig, session: aiohttp.ClientSession, *, monitor: bool
+) -> Daemon:
+    """Wire every part onto the shared session (no tasks started yet)."""
+    s = loaded.settings
+    if monitor and s.energy_monitor_ip is None:
+        raise ConfigError(
+            [
+                f"{loaded.path}: energyMonitorIp: required with --monitor (the meter's host, host:port or http:// URL)"
+            ]
+        )
+    store = TokenStore(loaded.token_file)
+    store.seed_from_config(s)
+    tokens = TokenManager(store, session, token_url=s.tesla_token_url, client_id=s.tesla_client_id)
+    counter = ApiCallCounter()
+    vehicle = TeslaClient(
+        session,
+        s.tesla_http_proxy,
+        s.tesla_vehicle_id,
+        tokens,
+        counter,
+        ssl_context=ssl_context_for(s.tesla_http_proxy, s.tesla_http_proxy_ca_file),
+    )
+    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    poller = (
+        MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
+        if monitor
+        else None
+    )
+    cfg = ControlConfig.from_settings(s, measured=monitor)
+    service = ChargeService(cfg, vehicle, queue, kick_meter=poller.kick if poller else None)
+    return Daemon(
+        loaded=loaded,
+        monitor=monitor,
+        session=session,
+        service=service,
+        counter=counter,
+        tokens=tokens,
+        poller=poller,
+        notifier=Notifier(),
+    )
+
+
+def api_context(daemon: Daemon) -> ApiContext:
+    """Bind the HTTP handlers to the daemon's parts."""
+    token = daemon.loaded.settings.api_token
+    return ApiContext(
+        overload=daemon.service.overload,
+        status=daemon.status,
+        config=lambda: redacted(daemon.loaded.settings),
+        health=daemon.health,
+        api_token=token.get_secret_value() if token else None,
+        extra_routes=daemon.extra_routes,
+    )
+
+
+def start_tasks(daemon: Daemon) -> None:
+    """Start the tracked background tasks: controller, meter, tokens, watchdog."""
+    daemon.tasks["controller"] = asyncio.create_task(daemon.service.run(), name="controller")
+    if daemon.poller is not None:
+        daemon.tasks["meter"] = asyncio.create_task(daemon.poller.run(), name="meter")
+    daemon.tasks["tokens"] = asyncio.create_task(
+        daemon.tokens.run(daemon.service.queue), name="tokens"
+    )
+    if daemon.notifier.watchdog_interval() is not None:
+        watchdog = watchdog_loop(daemon.notifier, daemon.tasks_alive, daemon.one_line)
+        daemon.tasks["watchdog"] = asyncio.create_task(watchdog, name="watchdog")
+
+
+async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
+    """Wait for a stop signal or a dead task, then cancel and await every task."""
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait(
+        {stopper, *daemon.tasks.values()}, return_when=asyncio.FIRST_COMPLETED
+    )
+    code = 0
+    for task in done:
+        if task is stopper:
+            continue
+        code = 1
+        exc = task.exception() if not task.cancelled() else None
+        _LOG.error(
+            "background task %s stopped%s: exiting so the service manager restarts us",
+            task.get_name(),
+            f" with {exc!r}" if exc else "",
+            exc_info=exc,
+        )
+    _LOG.info("shutting down")
+    daemon.notifier.stopping()
+    stopper.cancel()
+    for task in daemon.tasks.values():
+        task.cancel()
+    _, still = await asyncio.wait([*daemon.tasks.values(), stopper], timeout=SHUTDOWN_TIMEOUT)
+    if still:
+        _LOG.error("%d task(s) did not stop in time", len(still))
+        code = code or 1
+    return code
+
+
+async def run_daemon(
+    loaded: LoadedConfig,
+    *,
+    monitor: bool,
+    started: Callable[[Daemon], Awaitable[None]] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1)."""
+    _register_secrets(loaded)
+    s = loaded.settings
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    connector = aiohttp.TCPConnector(limit=20, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        daemon = await build_daemon(loaded, session, monitor=monitor)
+        app = build_app(api_context(daemon))
+        runner = web.AppRunner(
+            app, access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=1.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, s.api_host, s.api_port)
+        try:
+            await site.start()
+        except OSError as err:
+            _LOG.error(
+                "cannot listen on %s:%s: %s (change apiHost/apiPort)",
+                s.api_host,
+                s.api_port,
+                err.strerror,
+            )
+            await runner.cleanup()
+            return 1
+        mode = (
+            f"measured mode, meter {daemon.poller.meter.name}"
+            if daemon.poller
+            else "push mode (/overload)"
+        )
+        _LOG.info(
+            "tesla-smart-charger %s listening on http://%s:%s, %s",
+            __version__,
+            s.api_host,
+            s.api_port,
+            mode,
+        )
+
+        start_tasks(daemon)
+        daemon.notifier.ready(daemon.one_line())
+        if started is not None:
+            await started(daemon)
+
+        code = await wait_and_stop(daemon, stop)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT / 2):
+                await runner.cleanup()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    _LOG.info("stopped")
+    return code

@@ -1,0 +1,337 @@
+"""The imperative shell: one coroutine consumes the event queue and carries out decisions.
+
+It owns no policy. It asks `controller.decide()` what to do, calls the car through the `Vehicle`
+protocol, turns the outcome (or our error types) back into events, and keeps what /status shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tesla_smart_charger import controller as core
+from tesla_smart_charger.api import Meter, Vehicle
+from tesla_smart_charger.errors import (
+    ChargerError,
+    CommandRefused,
+    MeterAuthError,
+    MeterError,
+    RateLimited,
+    TeslaAuthError,
+    TransientError,
+    VehicleAsleep,
+)
+from tesla_smart_charger.events import Event, MeterFailed, Overload, Reading
+from tesla_smart_charger.models import MeterReading
+
+_LOG = logging.getLogger(__name__)
+
+# A deadline in the past must not spin the loop (e.g. while a refresh is pending).
+MIN_WAIT = 0.05
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """One command sent to the car, for /status and the dashboard."""
+
+    at: float  # wall clock
+    command: str
+    amps: int | None
+    result: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape used by /status `last_command` and the dashboard."""
+        return {
+            "at": _iso(self.at),
+            "command": self.command,
+            "amps": self.amps,
+            "result": self.result,
+            "reason": self.reason,
+        }
+
+
+class ChargeService:
+    """Consumes the queue; the only place that commands the car."""
+
+    def __init__(
+        self,
+        cfg: core.ControlConfig,
+        vehicle: Vehicle,
+        queue: asyncio.Queue[Event],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        kick_meter: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._vehicle = vehicle
+        self.queue = queue
+        self._clock = clock
+        self._wall = wall
+        self._kick_meter = kick_meter
+        self.state = core.initial_state(clock())
+        self.commands: deque[CommandRecord] = deque(maxlen=50)
+        self.overload_queued = False  # /overload coalesces: one queued Overload is enough
+        self.alive = False
+        self._listeners: list[Callable[[], None]] = []
+        self._last_reason = ""
+
+    # --- observers (metrics, server-sent events) -------------------------------------------
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every event the controller handled."""
+        self._listeners.append(callback)
+
+    @property
+    def last_command(self) -> CommandRecord | None:
+        """The newest command, if any."""
+        return self.commands[-1] if self.commands else None
+
+    # --- inputs ------------------------------------------------------------------------------
+    def overload(self, source: str) -> bool:
+        """Queue one Overload (a burst of calls is one event). True if it was queued now."""
+        if self.cfg.mode == "measured" and self._kick_meter is not None:
+            self._kick_meter()
+        if self.overload_queued:
+            return False
+        self.overload_queued = True
+        self.queue.put_nowait(Overload(at=self._clock(), source=source))
+        return True
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Consume events forever; wake at the controller's own deadlines."""
+        self.alive = True
+        try:
+            while True:
+                deadline = core.next_deadline(self.state, self.cfg)
+                event: core.ControllerEvent
+                if deadline is None:
+                    event = await self.queue.get()
+                else:
+                    timeout = max(deadline - self._clock(), MIN_WAIT)
+                    try:
+                        event = await asyncio.wait_for(self.queue.get(), timeout)
+                    except TimeoutError:
+                        event = core.Tick()
+                await self.handle(event)
+        finally:
+            self.alive = False
+
+    async def handle(self, event: core.ControllerEvent) -> None:
+        """Decide on one event, then carry out actions until none are left."""
+        if isinstance(event, Overload):
+            self.overload_queued = False
+        pending: deque[core.ControllerEvent] = deque([event])
+        while pending:
+            decision = core.decide(self.state, pending.popleft(), self._clock(), self.cfg)
+            self.state = decision.state
+            for action in decision.actions:
+                pending.append(await self._execute(action))
+        if self.state.reason != self._last_reason:
+            _LOG.info("controller: %s", self.state.reason)
+            self._last_reason = self.state.reason
+        for listener in self._listeners:
+            listener()
+
+    async def _execute(self, action: core.Action) -> core.ControllerEvent:
+        """Carry out one action and describe its outcome as an event."""
+        command = isinstance(action, core.SetAmps | core.StartCharging | core.StopCharging)
+        name = (
+            "set_charging_amps"
+            if isinstance(action, core.SetAmps)
+            else "charge_start"
+            if isinstance(action, core.StartCharging)
+            else "charge_stop"
+        )
+        amps = action.amps if isinstance(action, core.SetAmps) else None
+        try:
+            if isinstance(action, core.RefreshVehicle):
+                snapshot = await self._vehicle.snapshot(
+                    with_charge_state=True, known_online=action.known_online
+                )
+                return core.VehicleUpdate(snapshot)
+            if isinstance(action, core.SetAmps):
+                await self._vehicle.set_charging_amps(action.amps)
+                self._record(name, amps, "ok", action.reason)
+                return core.CommandDone("set_charging_amps", action.amps)
+            if isinstance(action, core.StartCharging):
+                await self._vehicle.charge_start()
+                self._record(name, None, "ok", action.reason)
+                return core.CommandDone("charge_start")
+            await self._vehicle.charge_stop()
+            self._record(name, None, "ok", action.reason)
+            return core.CommandDone("charge_stop")
+        except VehicleAsleep as err:
+            outcome: core.ControllerEvent = core.VehicleUnavailable(
+                "asleep", str(err), command=command
+            )
+        except RateLimited as err:
+            _LOG.warning("Fleet API rate limit: backing off %.0f s", err.retry_after)
+            outcome = core.VehicleUnavailable(
+                "rate_limited", str(err), retry_after=err.retry_after, command=command
+            )
+        except TeslaAuthError as err:
+            _LOG.error("Tesla API refused our token: %s", err)
+            outcome = core.VehicleUnavailable("auth", str(err), command=command)
+        except CommandRefused as err:
+            outcome = core.VehicleUnavailable("refused", err.reason, command=command)
+        except TransientError as err:
+            _LOG.warning("car unreachable: %s", err)
+            outcome = core.VehicleUnavailable("transient", str(err), command=command)
+        except ChargerError as err:
+            _LOG.error("car call failed: %s", err)
+            outcome = core.VehicleUnavailable("error", str(err), command=command)
+        if command:
+            assert isinstance(outcome, core.VehicleUnavailable)  # noqa: S101
+            self._record(name, amps, outcome.kind, outcome.detail)
+        return outcome
+
+    def _record(self, command: str, amps: int | None, result: str, reason: str) -> None:
+        self.commands.append(CommandRecord(self._wall(), command, amps, result, reason))
+        _LOG.info(
+            "command %s%s: %s (%s)",
+            command,
+            f" {amps} A" if amps is not None else "",
+            result,
+            reason,
+        )
+
+    # --- what /status shows ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The `vehicle`, `controller` and `last_command` objects of /status."""
+        s = self.state
+        v = s.vehicle
+        charge = v.charge if v else None
+        now = self._clock()
+        last = self.last_command
+        return {
+            "vehicle": {
+                "state": v.state.value if v else "unknown",
+                "charging_state": charge.charging_state if charge else None,
+                "amps_actual": charge.charger_actual_current if charge else None,
+                "amps_requested": charge.charge_current_request if charge else None,
+                "checked_secs_ago": round(now - v.at, 1) if v else None,
+            },
+            "controller": {
+                "mode": self.cfg.mode,
+                "target_amps": s.target,
+                "setpoint_amps": s.setpoint,
+                "driver_amps": s.driver_amps,
+                "reason": s.reason,
+                "failsafe": s.failsafe,
+                "paused": s.paused,
+                "rate_limited_for_secs": round(max(0.0, s.blocked_until - now), 1),
+            },
+            "last_command": last.as_dict() if last else None,
+        }
+
+
+class MeterPoller:
+    """Reads the meter every period and puts typed readings on the queue.
+
+    A failed poll is a transient fault: it becomes an invalid reading, and the controller's
+    fail-safe decides when silence matters. Loss and recovery are logged once each.
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        queue: asyncio.Queue[Event],
+        period: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.meter = meter
+        self._queue = queue
+        self._period = period
+        self._clock = clock
+        self._kick = asyncio.Event()
+        self.last: MeterReading | None = None
+        self.last_error: str | None = None
+        self.auth_failed = False
+        self.alive = False
+
+    def kick(self) -> None:
+        """Read now instead of at the next period (used by /overload in measured mode)."""
+        self._kick.set()
+
+    async def poll_once(self) -> MeterReading:
+        """One read; failures become an invalid reading with the reason."""
+        try:
+            reading = await self.meter.read()
+        except MeterError as err:
+            message = str(err)
+            reading = MeterReading((), (), None, valid=False, at=self._clock(), error=message)
+            if message != self.last_error:
+                level = logging.ERROR if isinstance(err, MeterAuthError) else logging.WARNING
+                _LOG.log(
+                    level,
+                    "meter %s: no reading: %s (fail-safe after %s)",
+                    self.meter.name,
+                    message,
+                    "energyMonitorStaleSecs",
+                )
+            self.last_error = message
+            self.auth_failed = isinstance(err, MeterAuthError)
+            self._put(MeterFailed(at=reading.at, error=message, auth=self.auth_failed))
+            self.last = reading if self.last is None or not self.last.valid else self.last
+            return reading
+        if not reading.valid and reading.error != self.last_error:
+            _LOG.warning("meter %s: invalid reading: %s", self.meter.name, reading.error)
+            self.last_error = reading.error
+        elif reading.valid and self.last_error is not None:
+            _LOG.info("meter %s: readings are back", self.meter.name)
+            self.last_error = None
+            self.auth_failed = False
+        if reading.valid or self.last is None or not self.last.valid:
+            self.last = reading
+        self._put(Reading(reading))
+        return reading
+
+    def _put(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            _LOG.debug("queue full: dropping a meter event")
+
+    async def run(self) -> None:
+        """Poll forever at the configured period (or sooner when kicked)."""
+        self.alive = True
+        try:
+            while True:
+                started = self._clock()
+                self._kick.clear()
+                await self.poll_once()
+                remaining = self._period - (self._clock() - started)
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._kick.wait(), remaining)
+        finally:
+            self.alive = False
+
+    def status(self, meter_type: str) -> dict[str, Any]:
+        """The `meter` object of /status."""
+        r = self.last
+        valid = r is not None and r.valid
+        return {
+            "type": meter_type,
+            "name": self.meter.name,
+            "amps": list(r.phase_amps) if r is not None and r.phase_amps else None,
+            "volts": list(r.phase_volts) if r is not None and r.phase_volts else None,
+            "car_amps": r.car_amps if r is not None else None,
+            "age_secs": round(self._clock() - r.at, 1) if valid and r is not None else None,
+            "valid": valid and self.last_error is None,
+            "error": self.last_error,
+        }
