@@ -1,0 +1,364 @@
+"""tesla-http-proxy plus the Fleet API behind it, as one local HTTP server around a `CarModel`.
+
+The real proxy cannot be pointed at a fake Fleet API (it picks the host from the token), so we
+emulate the surface our daemon talks to: the proxy's own checks (OAuth header, 17-character VIN
+in command paths, POST only, parameter validation; answered locally and never billed) and
+Fleet's answers behind it (408 for a sleeping car, 500 for a command to one, 429/5xx on demand,
+billed per category whenever the status is below 500). Facts: reference tesla-fleet-api.md §2, §4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ssl import SSLContext
+from typing import Any
+
+from aiohttp import web
+
+from tesla_smart_charger.simulator.car import (
+    BillingCounter,
+    CarModel,
+    envelope,
+    unavailable_reply,
+    validate_command,
+)
+
+__all__ = ["BillingCounter", "SimulatedProxy"]
+
+_LOGGER = logging.getLogger(__name__)
+
+NO_TOKEN = "client did not provide an OAuth token"  # noqa: S105 - a message
+MALFORMED_TOKEN = "client provided malformed OAuth token"  # noqa: S105 - a message
+TOKEN_EXPIRED = "token expired (401)"  # noqa: S105 - a message
+VIN_EXPECTED = "expected 17-character VIN in path (do not user Fleet API ID)"  # sic, as the proxy
+
+
+@dataclass
+class _Injection:
+    status: int
+    remaining: int
+    retry_after: float | None
+    paths: str
+
+
+def _format_seconds(value: float) -> str:
+    """Retry-After in whole seconds when it is whole (as Tesla sends it), else as a decimal."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+class SimulatedProxy:
+    """The HTTP surface of tesla-http-proxy and Fleet for one simulated car.
+
+    `clock` drives the car model; tests pass a fake clock to make time-dependent behaviour
+    (ramps, falling asleep) deterministic. `latency` delays every command reply, like the
+    1-3 s round trip to a real car.
+    """
+
+    def __init__(
+        self,
+        car: CarModel,
+        *,
+        token_validator: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        latency: float = 0.0,
+    ) -> None:
+        self.car = car
+        self.token_validator = token_validator
+        self.clock = clock
+        self.latency = latency
+        self.billing = BillingCounter()
+        self.commands: list[tuple[float, str, dict[str, Any]]] = []
+        self.requests: list[tuple[float, str, str, int]] = []
+        self.expired_token_requests = 0
+        self._injections: list[_Injection] = []
+        self._changed = asyncio.Condition()
+        self._command_lock = asyncio.Lock()  # the proxy serialises commands per VIN
+        self._runner: web.AppRunner | None = None
+
+    # --- test hooks ------------------------------------------------------------------------
+
+    def inject(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+        paths: str = "",
+    ) -> None:
+        """Answer the next `count` Fleet requests whose path contains `paths` with `status`.
+
+        Only requests that pass the proxy's local checks are affected (a fault comes from
+        Fleet). A 429 always carries Retry-After (`retry_after`, default 1 s).
+        """
+        if not 400 <= status <= 599:
+            raise ValueError("inject a 4xx or 5xx status")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if status == 429 and retry_after is None:
+            retry_after = 1.0
+        self._injections.append(_Injection(status, count, retry_after, paths))
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 - tests read better with it
+    ) -> None:
+        """Wait until `predicate()` holds, re-checked after every request; TimeoutError if not."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def wait_for_command(
+        self,
+        name: str | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - tests read better with it
+        *,
+        since: int = 0,
+    ) -> tuple[float, str, dict[str, Any]]:
+        """The first command (named `name`, if given) at index >= `since` in `commands`.
+
+        Returns at once if it already arrived, so there is no race with the sender; pass
+        `since=len(proxy.commands)` to wait for a new one.
+        """
+
+        def found() -> tuple[float, str, dict[str, Any]] | None:
+            for entry in self.commands[since:]:
+                if name is None or entry[1] == name:
+                    return entry
+            return None
+
+        await self.wait_until(lambda: found() is not None, timeout)
+        entry = found()
+        assert entry is not None  # noqa: S101 - wait_until guaranteed it
+        return entry
+
+    def commands_named(self, name: str) -> list[tuple[float, str, dict[str, Any]]]:
+        """Every command called `name` received so far."""
+        return [entry for entry in self.commands if entry[1] == name]
+
+    # --- server lifecycle ------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """The aiohttp application (one catch-all route: the proxy routes by path segments)."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None
+    ) -> str:
+        """Serve on `host:port` (0 = any free port); returns the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("SimulatedProxy is already started")
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=ssl)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_port = runner.addresses[0][1]
+        scheme = "https" if ssl is not None else "http"
+        _LOGGER.info("simulated tesla-http-proxy on %s://%s:%s", scheme, host, bound_port)
+        return f"{scheme}://{host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # --- request handling ------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        now = self.clock()
+        try:
+            response = await self._dispatch(request, now)
+        except Exception:  # a simulator bug must show up as a 500, not a dropped connection
+            _LOGGER.exception("simulated proxy failed on %s %s", request.method, request.path)
+            response = _json(500, envelope(None, "internal error in simulator"))
+        self.requests.append((now, request.method, request.path, response.status))
+        async with self._changed:
+            self._changed.notify_all()
+        return response
+
+    async def _dispatch(self, request: web.Request, now: float) -> web.Response:
+        path = request.path
+        if path == "/health":
+            if request.method != "GET":
+                return _json(405, envelope(None, "method not allowed"))
+            return web.Response(text="OK")
+        parts = path.strip("/").split("/")
+        if parts[:3] != ["api", "1", "vehicles"]:
+            return _json(404, envelope(None, "not_found", "no such endpoint"))
+
+        auth = self._check_auth(request)
+        if auth is not None:
+            return auth
+
+        rest = parts[3:]
+        if len(rest) == 3 and rest[1] == "command":
+            return await self._command(request, rest[0], rest[2], now)
+        if not rest:
+            return self._fleet(request, "GET", "data", lambda: self._list(now))
+        if len(rest) == 1:
+            return self._fleet(request, "GET", "data", lambda: self._vehicle(rest[0], now))
+        if len(rest) == 2 and rest[1] == "vehicle_data":
+            return self._fleet(
+                request, "GET", "data", lambda: self._vehicle_data(request, rest[0], now)
+            )
+        if len(rest) == 2 and rest[1] == "wake_up":
+            return self._fleet(request, "POST", "wake", lambda: self._wake(rest[0], now))
+        return _json(404, envelope(None, "not_found", "no such endpoint"))
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        """The proxy's header checks (403, local), then Fleet's token check (401)."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _json(403, envelope(None, NO_TOKEN))
+        segments = token.split(".")
+        if len(segments) != 3 or not all(segments):
+            return _json(403, envelope(None, MALFORMED_TOKEN))
+        if self.token_validator is not None and not self.token_validator(token):
+            self.expired_token_requests += 1
+            return _json(401, envelope(None, TOKEN_EXPIRED))
+        return None
+
+    def _injected(self, path: str) -> web.Response | None:
+        """Consume one matching injected fault, if any."""
+        for injection in self._injections:
+            if injection.paths in path:
+                injection.remaining -= 1
+                if injection.remaining <= 0:
+                    self._injections.remove(injection)
+                return self._fault(injection)
+        return None
+
+    def _fault(self, injection: _Injection) -> web.Response:
+        status = injection.status
+        headers: dict[str, str] = {}
+        if injection.retry_after is not None:
+            headers["Retry-After"] = _format_seconds(injection.retry_after)
+        if status == 408:
+            return _json(*unavailable_reply(408))
+        if status == 429:
+            reset = str(math.ceil(injection.retry_after or 1.0))
+            headers.update({"RateLimit-Limit": "60", "RateLimit-Remaining": "0"})
+            headers["RateLimit-Reset"] = reset
+            return _json(429, envelope(None, "rate limit exceeded", "Too Many Requests"), headers)
+        phrase = http.HTTPStatus(status).phrase.lower()
+        return _json(status, envelope(None, phrase), headers)
+
+    def _fleet(
+        self,
+        request: web.Request,
+        method: str,
+        category: str,
+        answer: Callable[[], tuple[int, dict[str, Any]]],
+    ) -> web.Response:
+        """A request the proxy forwards to Fleet unchanged: injected faults, then billing."""
+        if request.method != method:
+            return _json(405, envelope(None, "method not allowed"))
+        response = self._injected(request.path)
+        if response is None:
+            status, body = answer()
+            response = _json(status, body)
+        self.billing.record(category, response.status)
+        return response
+
+    def _matches(self, id_or_vin: str) -> bool:
+        return id_or_vin in (self.car.vin, str(self.car.numeric_id))
+
+    def _list(self, now: float) -> tuple[int, dict[str, Any]]:
+        self.car.advance(now)
+        body = envelope([self.car.vehicle_json()])
+        body["pagination"] = {
+            "previous": None,
+            "next": None,
+            "current": 1,
+            "per_page": 100,
+            "count": 1,
+            "pages": 1,
+        }
+        body["count"] = 1
+        return 200, body
+
+    def _not_found(self) -> tuple[int, dict[str, Any]]:
+        return 404, envelope(None, "not_found", "vehicle not found")
+
+    def _vehicle(self, id_or_vin: str, now: float) -> tuple[int, dict[str, Any]]:
+        """Vehicle state: answers for a sleeping car too and never wakes it."""
+        if not self._matches(id_or_vin):
+            return self._not_found()
+        self.car.advance(now)
+        return 200, envelope(self.car.vehicle_json(), None)
+
+    def _vehicle_data(
+        self, request: web.Request, id_or_vin: str, now: float
+    ) -> tuple[int, dict[str, Any]]:
+        """charge_state for an online car; 408 (billed, no wake) for a sleeping one."""
+        if not self._matches(id_or_vin):
+            return self._not_found()
+        self.car.touch(now)
+        if self.car.state != "online":
+            return unavailable_reply(408)
+        wanted = request.query.get("endpoints", "").split(";")
+        response = self.car.vehicle_json()
+        if "charge_state" in wanted:
+            charge = self.car.charge_state_json()
+            charge["timestamp"] = int(time.time() * 1000)  # wall-clock ms, as Tesla sends
+            response["charge_state"] = charge
+        return 200, envelope(response, None)
+
+    def _wake(self, id_or_vin: str, now: float) -> tuple[int, dict[str, Any]]:
+        if not self._matches(id_or_vin):
+            return self._not_found()
+        _LOGGER.warning("simulated car received an API wake_up (billed as a wake)")
+        self.car.wake(now)
+        return 200, envelope(self.car.vehicle_json(), None)
+
+    async def _command(self, request: web.Request, vin: str, name: str, now: float) -> web.Response:
+        """A signed command: local VIN/method/parameter checks, then the car itself."""
+        if len(vin) != 17:
+            return _json(404, envelope(None, VIN_EXPECTED))
+        if request.method != "POST":
+            return _json(405, envelope(None, "method not allowed"))
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return _json(400, envelope({"result": False, "reason": "invalid JSON body"}))
+        if not isinstance(body, dict):
+            return _json(400, envelope({"result": False, "reason": "invalid JSON body"}))
+        self.commands.append((now, name, body))
+        invalid = validate_command(name, body)
+        if invalid is not None:
+            return _json(*invalid)
+        category = "wake" if name == "wake_up" else "command"
+        if vin != self.car.vin:
+            unknown = self._injected(request.path) or _json(*self._not_found())
+            self.billing.record(category, unknown.status)
+            return unknown
+        async with self._command_lock:
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            response = self._injected(request.path)
+            if response is None:
+                status, reply = self.car.command(name, body, self.clock())
+                response = _json(status, reply)
+        self.billing.record(category, response.status)
+        return response
