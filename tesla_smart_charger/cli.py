@@ -76,16 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and print it with secrets redacted",
     )
     check.set_defaults(func=cmd_check_config)
-    import importlib.util  # noqa: PLC0415  TODO(lead): remove once setup_cli and demo land
+    from tesla_smart_charger import setup_cli  # noqa: PLC0415 (keeps `--version` fast)
+    from tesla_smart_charger.simulator import demo  # noqa: PLC0415
 
-    if importlib.util.find_spec("tesla_smart_charger.setup_cli"):
-        from tesla_smart_charger import setup_cli  # noqa: PLC0415
-
-        setup_cli.add_subcommands(sub)
-    if importlib.util.find_spec("tesla_smart_charger.simulator.demo"):
-        from tesla_smart_charger.simulator import demo  # noqa: PLC0415
-
-        demo.add_subcommand(sub, parents=[common])
+    setup_cli.add_subcommands(sub)
+    demo.add_subcommand(sub, parents=[common])
     parser.set_defaults(func=cmd_run)
     return parser
 

@@ -513,9 +513,10 @@ class TeslaClient:
             _LOGGER.warning("command %s%s refused: %s", name, shown, err.reason)
             raise
         except TeslaError as err:
-            _LOGGER.info("command %s%s failed: %s", name, shown, type(err).__name__)
+            _LOGGER.debug("command %s%s failed: %s", name, shown, type(err).__name__)
             raise
-        _LOGGER.info("command %s%s result=ok", name, shown)
+        # The service logs each command once, with the controller's reason; this is detail.
+        _LOGGER.debug("command %s%s result=ok", name, shown)
 
     async def _call(
         self,

@@ -275,7 +275,7 @@ async def test_set_charging_amps_body_and_path(
     client: TeslaClient, mocked: aioresponses, caplog: pytest.LogCaptureFixture
 ) -> None:
     mocked.post(AMPS_URL, payload=load_fixture("tesla/command_ok.json"))
-    with caplog.at_level(logging.INFO, logger="tesla_smart_charger.tesla"):
+    with caplog.at_level(logging.DEBUG, logger="tesla_smart_charger.tesla"):
         await client.set_charging_amps(8)
     (call,) = calls(mocked, "POST", AMPS_URL)
     assert call.kwargs["json"] == {"charging_amps": 8}
