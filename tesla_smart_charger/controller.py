@@ -88,6 +88,8 @@ class ControlConfig:
 
 # Timers compare float seconds; a deadline met to within this counts as met.
 EPS = 1e-6
+# Meters report to about 0.01 A; an excess smaller than that is noise, not a reason to cut.
+METER_RESOLUTION = 0.01
 
 
 # --- events produced by the shell (the queue's own events live in events.py) ---------------
@@ -359,6 +361,8 @@ def _common(
                 replace(
                     s,
                     blocked_until=now + event.retry_after,
+                    # The look that was refused is retried as soon as the window ends.
+                    last_unexplained_at=None,
                     reason=f"Fleet API rate limited: waiting {event.retry_after:.0f} s ({event.detail})",
                 )
             )
@@ -709,7 +713,7 @@ def _control(
     house = house_estimate(state, reading, now, cfg)
     car_phases = _car_phases(state, cfg)
     headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
-    raw = math.floor(headroom + 1e-9)
+    raw = math.floor(headroom + METER_RESOLUTION)
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
 
     if state.paused:
@@ -726,7 +730,8 @@ def _control(
     settling = _settling(state, cfg, now)
     if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
-        target = max(cfg.charger_min_amps, min(target, setpoint - math.ceil(worst - cfg.limit)))
+        excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
+        target = max(cfg.charger_min_amps, min(target, setpoint - excess))
     s = replace(state, target=target)
 
     if raw < cfg.charger_min_amps:

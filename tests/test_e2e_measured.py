@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -100,3 +101,50 @@ async def test_wrong_meter_password_is_named_and_daemon_stays_in_failsafe(tmp_pa
     assert "authentication failed" in log
     assert "wrong-pass-SECRET" not in log
     assert "right-pass-SECRET" not in log
+
+
+async def test_car_starting_at_full_current_into_a_loaded_house_is_caught(tmp_path: Path) -> None:
+    car = CarModel(
+        request_amps=32,
+        pilot_amps=32,
+        plugged=False,
+        charging_state="Disconnected",
+        ramp_delay=1.0,
+        capacity_kwh=None,
+    )
+    world = World(car=car, manual_house=(20.0,))
+    async with world_and_daemon(tmp_path, world, "--monitor", chargerMaxAmps=16) as (world, daemon):
+        await daemon.wait_status(lambda st: st["meter"] is not None and st["meter"]["valid"])
+        world.car.plug_in(time.monotonic())  # starts at 32 A: 52 A on a 30 A main
+        world.feed()
+        plugged = time.monotonic()
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=4.0)
+        assert time.monotonic() - plugged <= 4.0
+        assert body == {"charging_amps": 9}  # 30 - 1 (margin) - 20 (house)
+        status = await daemon.status()
+        assert status["controller"]["driver_amps"] == 32
+        assert world.car.wakes == 0
+
+
+async def test_429_storm_is_waited_out_not_hammered(tmp_path: Path) -> None:
+    world = World(car=car_at(16, ramp=0.5), manual_house=(10.0,))
+    async with world_and_daemon(tmp_path, world, "--monitor", sleepTimeSecs=5) as (world, daemon):
+        await daemon.wait_status(lambda st: st["meter"] is not None and st["meter"]["valid"])
+        world.proxy.inject(429, count=3, retry_after=2.0)
+        world.set_house(20.0)
+        started = time.monotonic()
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=15.0)
+        assert 6 <= body["charging_amps"] <= 9
+        limited = [r for r in world.proxy.requests if r[3] == 429]
+        assert len(limited) == 3
+        # Each 429 said "after 2 s": the next request came no sooner.
+        times = [r[0] for r in world.proxy.requests if r[0] >= limited[0][0]]
+        assert all(b - a >= 1.9 for a, b in itertools.pairwise(times[:4]))
+        assert time.monotonic() - started >= 3 * 2.0 - 0.5
+        status = await daemon.status()
+        assert (
+            status["api_calls"]["by_outcome"]["data"]["rate_limited"]
+            + status["api_calls"]["by_outcome"].get("command", {}).get("rate_limited", 0)
+            == 3
+        )
+        assert daemon.proc.returncode is None
