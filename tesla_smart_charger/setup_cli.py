@@ -1,0 +1,709 @@
+"""Setup commands: `keygen`, `auth url|exchange|register|refresh` and `doctor`.
+
+They replace the seed README's page of curl and Go commands. Each command prints what it did
+and what to do next, never a token or the client secret. Exit codes: 0 done, 1 the remote
+side or a check failed, 2 a usage or configuration problem (the message names the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import ssl
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tesla_smart_charger.config import FLEET_API_BASES, LoadedConfig, Settings, load_config
+from tesla_smart_charger.errors import (
+    ChargerError,
+    ConfigError,
+    LoginRequired,
+    MeterAuthError,
+    MeterError,
+    RateLimited,
+    TeslaAuthError,
+    TeslaError,
+    TeslaTransientError,
+    TokenEndpointError,
+    TokenError,
+)
+from tesla_smart_charger.meters import create_meter
+from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
+from tesla_smart_charger.tokens import (
+    FIX_REAUTH,
+    TokenManager,
+    TokenPair,
+    TokenStore,
+    atomic_write_bytes,
+    pair_from_reply,
+    post_token_request,
+    region_of,
+)
+
+USER_SCOPES: Final = "openid offline_access vehicle_device_data vehicle_cmds vehicle_charging_cmds"
+PARTNER_SCOPES: Final = "openid vehicle_device_data vehicle_cmds vehicle_charging_cmds"
+PUBLIC_KEY_PATH: Final = "/.well-known/appspecific/com.tesla.3p.public-key.pem"
+PRIVATE_KEY_FILE: Final = "private-key.pem"
+PUBLIC_KEY_FILE: Final = "public-key.pem"
+HTTP_TIMEOUT_SECS: Final = 15.0
+DOCTOR_TIMEOUT_SECS: Final = 10.0
+
+Func = Callable[[argparse.Namespace], int]
+
+
+class UsageError(ChargerError):
+    """Bad arguments or a missing configuration key: exit 2."""
+
+
+class CommandFailed(ChargerError):
+    """The remote side refused or could not be reached: exit 1."""
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _guarded(body: Callable[[argparse.Namespace], int]) -> Func:
+    """Turn our errors into one clear message and an exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except ConfigError as err:
+            _err("configuration problems:\n  " + "\n  ".join(err.problems))
+            return 2
+        except UsageError as err:
+            _err(f"error: {err}")
+            return 2
+        except ChargerError as err:
+            _err(f"error: {err}")
+            return 1
+
+    return run
+
+
+def _async(body: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Func:
+    return _guarded(lambda args: asyncio.run(body(args)))
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "config", None) or "config.json")
+
+
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    return load_config(_config_path(args))
+
+
+def _require(settings: Settings, field: str, key: str, why: str) -> str:
+    value = getattr(settings, field)
+    if value is None:
+        raise UsageError(f"{key} is not set in the configuration: {why}")
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+def _client_id(s: Settings) -> str:
+    return _require(
+        s, "tesla_client_id", "teslaClientId", "the client id of your app at developer.tesla.com"
+    )
+
+
+def _client_secret(s: Settings) -> str:
+    return _require(
+        s,
+        "tesla_client_secret",
+        "teslaClientSecret",
+        "the client secret of your app (only the setup commands use it)",
+    )
+
+
+def _redirect_uri(s: Settings) -> str:
+    return _require(
+        s,
+        "tesla_redirect_uri",
+        "teslaRedirectUri",
+        "the redirect URI registered with your app at developer.tesla.com",
+    )
+
+
+def fleet_base(settings: Settings, region_hint: str | None = None) -> tuple[str, str]:
+    """(region, Fleet API base): teslaRegion, else the token/code prefix, else na."""
+    region = settings.tesla_region or (
+        region_hint if region_hint in FLEET_API_BASES else settings.region
+    )
+    return region, settings.tesla_fleet_api_url or FLEET_API_BASES[region]
+
+
+def _remote_error(payload: Any) -> str:
+    if isinstance(payload, dict):
+        parts = [
+            str(payload.get(k))[:200] for k in ("error", "error_description") if payload.get(k)
+        ]
+        if parts:
+            return ": ".join(parts)
+    return "no error details"
+
+
+def _hours(secs: float) -> str:
+    secs = max(0.0, secs)
+    if secs >= 3600:
+        return f"{int(secs // 3600)} h {int(secs % 3600 // 60)} min"
+    if secs >= 60:
+        return f"{int(secs // 60)} min"
+    return f"{int(secs)} s"
+
+
+# --- keygen --------------------------------------------------------------------------------
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if args.out_dir:
+        out_dir = Path(args.out_dir)
+    elif getattr(args, "config", None):
+        out_dir = _config_path(args).parent
+    else:
+        out_dir = Path()
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is not a folder (pass --out-dir DIR)")
+    private, public = out_dir / PRIVATE_KEY_FILE, out_dir / PUBLIC_KEY_FILE
+    existing = [str(p) for p in (private, public) if p.exists()]
+    if existing and not args.force:
+        raise UsageError(
+            f"{' and '.join(existing)} already exist(s); refusing to overwrite. A new key means "
+            "pairing it with the car again. Pass --force to replace it anyway."
+        )
+    key = ec.generate_private_key(ec.SECP256R1())
+    # SEC1 "EC PRIVATE KEY", as `openssl ecparam -genkey -name prime256v1` writes it.
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write_bytes(private, private_pem, mode=0o600)
+    atomic_write_bytes(public, public_pem, mode=0o644)
+    _out(f"Private key (P-256, mode 0600): {private}")
+    _out(f"  keep it secret; start the proxy with: tesla-http-proxy -key-file {private} ...")
+    _out(f"Public key: {public}")
+    _out(f"  host it at https://<your-domain>{PUBLIC_KEY_PATH}")
+    _out("Then register the domain:  tesla-smart-charger auth register --domain <your-domain>")
+    _out("and pair the key with the car:  open https://tesla.com/_ak/<your-domain> on your phone")
+    return 0
+
+
+# --- auth url / exchange -------------------------------------------------------------------
+
+
+def authorize_url(settings: Settings, state: str) -> str:
+    """The URL the owner opens to log in and grant our scopes."""
+    params = {
+        "response_type": "code",
+        "client_id": _client_id(settings),
+        "redirect_uri": _redirect_uri(settings),
+        "scope": USER_SCOPES,
+        "state": state,
+        "locale": "en-US",
+        "prompt": "login",
+    }
+    return f"{settings.tesla_authorize_url}?{urlencode(params, quote_via=quote)}"
+
+
+def _auth_url(args: argparse.Namespace) -> int:
+    settings = _load(args).settings
+    url = authorize_url(settings, secrets.token_urlsafe(16))
+    _out("Open this URL, log in and allow access:")
+    _out()
+    _out(url)
+    _out()
+    _out("Tesla then redirects to your redirect URI with ?code=... in the address. Run:")
+    _out("  tesla-smart-charger auth exchange '<the whole URL you were redirected to>'")
+    _out("(the code is single use and expires after a few minutes)")
+    return 0
+
+
+def parse_code(text: str) -> str:
+    """The authorization code from a bare code or from the whole callback URL."""
+    text = text.strip()
+    if "://" in text or text.startswith("?") or "code=" in text:
+        query = urlsplit(text).query if "://" in text else text.lstrip("?")
+        params = parse_qs(query)
+        if "error" in params:
+            detail = params.get("error_description", [""])[0][:200]
+            raise UsageError(
+                f"the callback URL carries error={params['error'][0][:64]}"
+                + (f" ({detail})" if detail else "")
+                + ": run auth url again"
+            )
+        codes = params.get("code")
+        if not codes or not codes[0].strip():
+            raise UsageError("no code= parameter in the callback URL")
+        return codes[0].strip()
+    if not text:
+        raise UsageError("empty code")
+    return text
+
+
+async def _auth_exchange(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    settings = loaded.settings
+    code = parse_code(args.code)
+    client_id, secret, redirect = (
+        _client_id(settings),
+        _client_secret(settings),
+        _redirect_uri(settings),
+    )
+    region, audience = fleet_base(settings, region_of(code))
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": client_id,
+        "client_secret": secret,
+        "code": code,
+        "audience": audience,
+        "redirect_uri": redirect,
+    }
+    issued_at = time.time()
+    async with aiohttp.ClientSession() as session:
+        try:
+            reply = await post_token_request(session, settings.tesla_token_url, form)
+        except LoginRequired as err:
+            raise CommandFailed(
+                f"{err}. Codes are single use and expire after a few minutes: run auth url again"
+            ) from None
+    pair = pair_from_reply(reply, issued_at=issued_at)
+    if pair.region is None:
+        pair = TokenPair(pair.access_token, pair.refresh_token, pair.expires_at, issued_at, region)
+    store = TokenStore(loaded.token_file)
+    async with store.alock():
+        store.save(pair)
+    _out(f"Tokens saved to {store.path} (mode 0600); region {pair.region or region}.")
+    _out(f"The access token is valid for {_hours(pair.expires_at - time.time())}.")
+    _out("A running daemon picks them up within a few seconds; no restart needed.")
+    return 0
+
+
+# --- auth register -------------------------------------------------------------------------
+
+
+def _domain(text: str) -> str:
+    host = urlsplit(text).hostname if "://" in text else text.strip().strip("/")
+    if not host or "/" in host or " " in host or "." not in host:
+        raise UsageError(f"--domain {text!r} is not a domain name (e.g. charger.example.com)")
+    return host.lower()
+
+
+async def _auth_register(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    settings = loaded.settings
+    domain = _domain(args.domain)
+    client_id, secret = _client_id(settings), _client_secret(settings)
+    try:
+        pair = TokenStore(loaded.token_file).load()
+    except TokenError:
+        pair = None
+    store_region = pair.region if pair else None
+    region, base = fleet_base(settings, store_region)
+    async with aiohttp.ClientSession() as session:
+        try:
+            reply = await post_token_request(
+                session,
+                settings.tesla_token_url,
+                {
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": secret,
+                    "scope": PARTNER_SCOPES,
+                    "audience": base,
+                },
+            )
+        except LoginRequired as err:
+            raise CommandFailed(f"partner token refused: {err}") from None
+        partner = reply.get("access_token")
+        if not isinstance(partner, str) or not partner:
+            raise CommandFailed("partner token reply lacks field 'access_token'")
+        url = f"{base}/api/1/partner_accounts"
+        try:
+            async with (
+                asyncio.timeout(HTTP_TIMEOUT_SECS),
+                session.post(
+                    url,
+                    json={"domain": domain},
+                    headers={"Authorization": f"Bearer {partner}"},
+                ) as resp,
+            ):
+                status = resp.status
+                text = await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise CommandFailed(f"{url} unreachable: {type(err).__name__}") from err
+    try:
+        payload: Any = json.loads(text) if text else None
+    except ValueError:
+        payload = None
+    if status != 200:
+        hint = (
+            f"; check that https://{domain}{PUBLIC_KEY_PATH} serves public-key.pem"
+            if status in (400, 404, 422, 424)
+            else ""
+        )
+        raise CommandFailed(f"registration failed (HTTP {status}): {_remote_error(payload)}{hint}")
+    _out(f"Registered {domain} with the Fleet API ({region}: {base}).")
+    response = payload.get("response") if isinstance(payload, dict) else None
+    if response is not None:
+        _out(json.dumps(response, indent=2, sort_keys=True))
+    return 0
+
+
+# --- auth refresh --------------------------------------------------------------------------
+
+
+async def _auth_refresh(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    settings = loaded.settings
+    client_id = _client_id(settings)
+    store = TokenStore(loaded.token_file)
+    if store.load() is None:
+        raise CommandFailed(f"no token store at {store.path}: {FIX_REAUTH}")
+    async with aiohttp.ClientSession() as session:
+        manager = TokenManager(
+            store, session, token_url=settings.tesla_token_url, client_id=client_id
+        )
+        try:
+            pair = await manager.refresh(force=True)
+        except LoginRequired as err:
+            raise CommandFailed(f"{err}: {FIX_REAUTH}") from None
+    _out(
+        f"Tokens refreshed and saved to {store.path}; the access token is valid for "
+        f"{_hours(pair.expires_at - time.time())}."
+    )
+    return 0
+
+
+# --- doctor --------------------------------------------------------------------------------
+
+Verdict = Literal["ok", "FAIL", "skip"]
+
+
+@dataclass
+class Row:
+    """One line of the doctor's table."""
+
+    check: str
+    verdict: Verdict
+    result: str
+    fix: str = ""
+
+
+def render_table(rows: list[Row]) -> str:
+    """check | result | fix hint, aligned."""
+    width = max([len("check"), *(len(r.check) for r in rows)])
+    lines = [f"{'check':<{width}}  {'':4}  result  |  fix"]
+    lines.append("-" * (width + 40))
+    for r in rows:
+        fix = f"  |  {r.fix}" if r.fix else ""
+        lines.append(f"{r.check:<{width}}  {r.verdict:<4}  {r.result}{fix}")
+    return "\n".join(lines)
+
+
+class _Doctor:
+    """The checks, in order; each later check uses what the earlier ones found."""
+
+    def __init__(self, args: argparse.Namespace, session: aiohttp.ClientSession) -> None:
+        self.args = args
+        self.session = session
+        self.rows: list[Row] = []
+
+    def add(self, check: str, verdict: Verdict, result: str, fix: str = "") -> None:
+        self.rows.append(Row(check, verdict, result, fix))
+
+    async def run(self) -> list[Row]:
+        path = _config_path(self.args)
+        try:
+            loaded = load_config(path)
+        except ConfigError as err:
+            self.add(
+                "configuration valid", "FAIL", "; ".join(err.problems), f"fix the keys in {path}"
+            )
+            for name in (
+                "token store readable",
+                "access token not expired",
+                "token refresh works",
+                "proxy reachable",
+                "vehicle found",
+                "meter reading",
+            ):
+                self.add(name, "skip", "needs a valid configuration")
+            return self.rows
+        self.add("configuration valid", "ok", str(path))
+        settings = loaded.settings
+        manager = await self.tokens(loaded)
+        ssl_context, proxy_ok = await self.proxy(settings)
+        await self.vehicle(settings, manager if proxy_ok else None, ssl_context)
+        await self.meter(settings)
+        return self.rows
+
+    async def tokens(self, loaded: LoadedConfig) -> TokenManager | None:
+        settings = loaded.settings
+        store = TokenStore(loaded.token_file)
+        pair: TokenPair | None = None
+        try:
+            pair = store.load()
+            if pair is None and store.seed_from_config(settings) is not None:
+                pair = store.load()
+                self.add(
+                    "token store readable", "ok", f"{store.path} (created from the config's tokens)"
+                )
+            elif pair is None:
+                self.add(
+                    "token store readable", "FAIL", f"no token store at {store.path}", FIX_REAUTH
+                )
+            else:
+                self.add("token store readable", "ok", str(store.path))
+        except (TokenError, OSError) as err:
+            self.add("token store readable", "FAIL", str(err), f"write a new one: {FIX_REAUTH}")
+        if pair is None:
+            self.add("access token not expired", "skip", "no tokens")
+            self.add("token refresh works", "skip", "no tokens")
+            return None
+        left = pair.expires_at - time.time()
+        expiry_row = len(self.rows)
+        if left > 0:
+            self.add("access token not expired", "ok", f"valid for {_hours(left)}")
+        else:
+            self.add("access token not expired", "FAIL", f"expired {_hours(-left)} ago", FIX_REAUTH)
+        if settings.tesla_client_id is None:
+            self.add(
+                "token refresh works",
+                "FAIL",
+                "teslaClientId is not set",
+                "set teslaClientId to your app's client id (developer.tesla.com)",
+            )
+            return None
+        manager = TokenManager(
+            store,
+            self.session,
+            token_url=settings.tesla_token_url,
+            client_id=settings.tesla_client_id,
+        )
+        try:
+            new = await manager.refresh(force=True)
+        except LoginRequired as err:
+            self.add("token refresh works", "FAIL", str(err), FIX_REAUTH)
+            return None
+        except TokenEndpointError as err:
+            self.add(
+                "token refresh works",
+                "FAIL",
+                str(err),
+                f"check the network and teslaTokenUrl ({settings.tesla_token_url})",
+            )
+            return manager if left > 0 else None
+        except TokenError as err:
+            self.add("token refresh works", "FAIL", str(err), f"check {store.path} and its folder")
+            return None
+        self.add(
+            "token refresh works",
+            "ok",
+            f"new tokens saved; valid for {_hours(new.expires_at - time.time())}",
+        )
+        if left <= 0:  # renewed just now: nothing left to fix
+            self.rows[expiry_row] = Row(
+                "access token not expired", "ok", f"had expired {_hours(-left)} ago; renewed"
+            )
+        return manager
+
+    async def proxy(self, settings: Settings) -> tuple[ssl.SSLContext | None, bool]:
+        base = settings.tesla_http_proxy
+        name = "proxy reachable"
+        try:
+            ctx = ssl_context_for(base, settings.tesla_http_proxy_ca_file)
+        except ConfigError as err:
+            self.add(name, "FAIL", "; ".join(err.problems), "fix teslaHttpProxyCaFile")
+            return None, False
+        url = f"{base}/health"
+        try:
+            async with (
+                asyncio.timeout(DOCTOR_TIMEOUT_SECS),
+                self.session.get(url, ssl=ctx if ctx is not None else True) as resp,
+            ):
+                status = resp.status
+                await resp.read()
+        except aiohttp.ClientConnectorCertificateError as err:
+            self.add(
+                name,
+                "FAIL",
+                f"tesla-http-proxy at {base}: TLS certificate not trusted ({err.certificate_error})",
+                "set teslaHttpProxyCaFile to the certificate (or CA) the proxy serves "
+                "(see docs/setup.md)",
+            )
+            return ctx, False
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            self.add(
+                name,
+                "FAIL",
+                f"{url}: no answer ({type(err).__name__})",
+                f"tesla-http-proxy at {base} not reachable: start it (see docs/setup.md) "
+                "or fix teslaHttpProxy",
+            )
+            return ctx, False
+        if status != 200:
+            self.add(
+                name,
+                "FAIL",
+                f"{url} answered HTTP {status}",
+                "is teslaHttpProxy really tesla-http-proxy (v0.3.4 or later has /health)?",
+            )
+            return ctx, False
+        self.add(name, "ok", f"tesla-http-proxy at {base} answered /health")
+        return ctx, True
+
+    async def vehicle(
+        self, settings: Settings, manager: TokenManager | None, ctx: ssl.SSLContext | None
+    ) -> None:
+        name = "vehicle found"
+        if manager is None:
+            self.add(name, "skip", "needs a reachable proxy and working tokens")
+            return
+        client = TeslaClient(
+            self.session,
+            settings.tesla_http_proxy,
+            settings.tesla_vehicle_id,
+            manager,
+            ApiCallCounter(),
+            ssl_context=ctx,
+            retry_attempts=1,
+        )
+        try:
+            async with asyncio.timeout(DOCTOR_TIMEOUT_SECS * 2):
+                snap = await client.snapshot(with_charge_state=False)
+        except TeslaAuthError as err:
+            self.add(
+                name,
+                "FAIL",
+                str(err),
+                "run: tesla-smart-charger auth refresh; on 403 log in again granting all "
+                f"scopes ({FIX_REAUTH})",
+            )
+            return
+        except RateLimited as err:
+            self.add(name, "FAIL", str(err), "wait, then run doctor again")
+            return
+        except TeslaTransientError as err:
+            self.add(
+                name,
+                "FAIL",
+                str(err),
+                "the proxy could not reach the Fleet API: check the proxy's log (-verbose)",
+            )
+            return
+        except (TeslaError, TimeoutError) as err:
+            text = str(err) or "timed out"
+            fix = (
+                "register your app's domain: tesla-smart-charger auth register --domain <domain>"
+                if "412" in text
+                else "check teslaVehicleId (the car's VIN) and that the car is on this account"
+            )
+            self.add(name, "FAIL", text, fix)
+            return
+        self.add(
+            name, "ok", f"{client.vin or settings.tesla_vehicle_id}: {snap.state.value} (not woken)"
+        )
+
+    async def meter(self, settings: Settings) -> None:
+        name = "meter reading"
+        if settings.energy_monitor_ip is None:
+            self.add(name, "skip", "no energyMonitorIp configured (push mode: /overload only)")
+            return
+        where = f"{settings.energy_monitor_type} at {settings.energy_monitor_ip}"
+        try:
+            meter = create_meter(settings, self.session)
+            async with asyncio.timeout(DOCTOR_TIMEOUT_SECS):
+                reading = await meter.read()
+        except MeterAuthError as err:
+            self.add(name, "FAIL", str(err), "check energyMonitorUser / energyMonitorPassword")
+            return
+        except ConfigError as err:
+            self.add(
+                name, "FAIL", "; ".join(err.problems), "fix the meter keys in the configuration"
+            )
+            return
+        except (MeterError, TimeoutError) as err:
+            self.add(
+                name,
+                "FAIL",
+                str(err) if str(err) else f"{where}: no reading within {DOCTOR_TIMEOUT_SECS:g} s",
+                "check that the meter is powered and reachable, and energyMonitorIp / "
+                "energyMonitorType",
+            )
+            return
+        if not reading.valid:
+            self.add(
+                name,
+                "FAIL",
+                f"{where}: invalid reading ({reading.error or 'no reason given'})",
+                "check energyMonitorSupplyChannels and the meter's clamps",
+            )
+            return
+        amps = ", ".join(f"{a:.1f}" for a in reading.phase_amps)
+        self.add(name, "ok", f"{where}: phase amps {amps}")
+
+
+async def _doctor(args: argparse.Namespace) -> int:
+    async with aiohttp.ClientSession() as session:
+        rows = await _Doctor(args, session).run()
+    _out(render_table(rows))
+    failed = [r for r in rows if r.verdict == "FAIL"]
+    _out()
+    _out(f"{len(failed)} check(s) failed." if failed else "All checks passed.")
+    return 1 if failed else 0
+
+
+# --- argparse wiring -----------------------------------------------------------------------
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register keygen, auth (url, exchange, register, refresh) and doctor."""
+    keygen = subparsers.add_parser(
+        "keygen", help="create the P-256 key pair for tesla-http-proxy and your domain"
+    )
+    keygen.add_argument(
+        "--out-dir", help="folder for private-key.pem and public-key.pem (default: the config's)"
+    )
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key pair")
+    keygen.set_defaults(func=_guarded(_keygen))
+
+    auth = subparsers.add_parser("auth", help="log in to Tesla and manage tokens")
+    actions = auth.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
+    url = actions.add_parser("url", help="print the URL to log in and grant access")
+    url.set_defaults(func=_guarded(_auth_url))
+    exchange = actions.add_parser("exchange", help="turn the login's code into stored tokens")
+    exchange.add_argument(
+        "code", metavar="CODE_OR_CALLBACK_URL", help="the code, or the whole redirected URL"
+    )
+    exchange.set_defaults(func=_async(_auth_exchange))
+    register = actions.add_parser(
+        "register", help="register your app's domain with the Fleet API (once per region)"
+    )
+    register.add_argument("--domain", required=True, help="the domain hosting the public key")
+    register.set_defaults(func=_async(_auth_register))
+    refresh = actions.add_parser(
+        "refresh", help="refresh the tokens now (safe while the daemon runs)"
+    )
+    refresh.set_defaults(func=_async(_auth_refresh))
+
+    doctor = subparsers.add_parser("doctor", help="check the whole setup and say what to fix")
+    doctor.set_defaults(func=_async(_doctor))

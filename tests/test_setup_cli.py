@@ -1,0 +1,368 @@
+"""Setup commands end to end: keygen, auth url/exchange/register/refresh and doctor.
+
+The commands call `asyncio.run` themselves, so tests that need local servers run them in a
+worker thread while the servers (SimulatedOAuth, a tiny proxy, a Shelly) serve this loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tesla_smart_charger.config import FLEET_API_BASES
+from tesla_smart_charger.errors import ChargerError
+from tesla_smart_charger.setup_cli import USER_SCOPES, add_subcommands, parse_code
+from tesla_smart_charger.simulator.oauth import SimulatedOAuth
+from tesla_smart_charger.tokens import FIX_REAUTH, TokenPair, TokenStore, jwt_claims
+from tests.conftest import FIXTURES, load_fixture
+
+WriteConfig = Callable[..., Path]
+CLIENT = "my-client-id"
+SECRET = "my-client-SECRET-value"
+REDIRECT = "https://charger.example.com/callback"
+VIN = "5YJ3E1EA7KF000001"
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="tesla-smart-charger")
+    parser.add_argument("--config", default="config.json")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    result: int = args.func(args)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def oauth() -> AsyncIterator[SimulatedOAuth]:
+    sim = SimulatedOAuth(client_id=CLIENT, client_secret=SECRET)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+def oauth_config(write_config: WriteConfig, sim: SimulatedOAuth, **extra: Any) -> Path:
+    return write_config(
+        teslaTokenUrl=sim.token_url,
+        teslaClientId=CLIENT,
+        teslaClientSecret=SECRET,
+        teslaRedirectUri=REDIRECT,
+        teslaAccessToken=...,
+        teslaRefreshToken=...,
+        **extra,
+    )
+
+
+def seed_store(config: Path, sim: SimulatedOAuth, *, expired: bool = False) -> TokenPair:
+    access, refresh = sim.issue_initial()
+    now = time.time()
+    pair = TokenPair(access, refresh, now - 60 if expired else now + 3600, now - 7200, "na")
+    TokenStore(config.parent / "tokens.json").save(pair)
+    return pair
+
+
+# --- keygen --------------------------------------------------------------------------------
+
+
+def openssl(*args: str) -> str:
+    exe = shutil.which("openssl")
+    assert exe is not None
+    done = subprocess.run(  # noqa: S603 (fixed argv, no shell)
+        [exe, *args], capture_output=True, text=True, check=True, timeout=10
+    )
+    return done.stdout + done.stderr
+
+
+def test_keygen_writes_p256_pair_and_refuses_to_overwrite(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config()
+    assert run("--config", str(config), "keygen") == 0
+    private, public = config.parent / "private-key.pem", config.parent / "public-key.pem"
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
+    pub = serialization.load_pem_public_key(public.read_bytes())
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    assert pub.public_numbers() == key.public_key().public_numbers()
+    out = capsys.readouterr().out
+    assert "/.well-known/appspecific/com.tesla.3p.public-key.pem" in out
+    assert "-key-file" in out
+    assert "PRIVATE KEY" not in out
+
+    before = private.read_bytes()
+    assert run("--config", str(config), "keygen") == 2
+    err = capsys.readouterr().err
+    assert "--force" in err
+    assert "private-key.pem" in err
+    assert private.read_bytes() == before
+
+    assert run("--config", str(config), "keygen", "--force") == 0
+    assert private.read_bytes() != before
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+def test_keygen_output_is_accepted_by_openssl_as_p256(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (make system-deps installs it)")
+    assert run("keygen", "--out-dir", str(tmp_path)) == 0
+    priv = openssl("ec", "-in", str(tmp_path / "private-key.pem"), "-noout", "-text")
+    pub = openssl("pkey", "-pubin", "-in", str(tmp_path / "public-key.pem"), "-noout", "-text")
+    for text in (priv, pub):
+        assert "prime256v1" in text or "P-256" in text
+
+
+# --- auth url ------------------------------------------------------------------------------
+
+
+def test_auth_url_has_scopes_redirect_and_random_state(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(teslaRedirectUri=REDIRECT, teslaClientId=CLIENT)
+    states = []
+    for _ in range(2):
+        assert run("--config", str(config), "auth", "url") == 0
+        (url,) = [
+            line for line in capsys.readouterr().out.splitlines() if line.startswith("https://")
+        ]
+        parts = urlsplit(url)
+        assert (parts.netloc, parts.path) == ("auth.tesla.com", "/oauth2/v3/authorize")
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        assert q["response_type"] == "code"
+        assert q["client_id"] == CLIENT
+        assert q["redirect_uri"] == REDIRECT
+        assert q["scope"] == USER_SCOPES
+        assert set(q["scope"].split()) >= {"offline_access", "vehicle_charging_cmds"}
+        assert q["prompt"] == "login"
+        assert len(q["state"]) >= 16
+        states.append(q["state"])
+    assert states[0] != states[1]
+
+
+def test_auth_url_names_the_missing_key(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("--config", str(write_config()), "auth", "url") == 2
+    assert "teslaRedirectUri" in capsys.readouterr().err
+
+
+def test_parse_code_accepts_code_or_callback_url() -> None:
+    assert parse_code("NA_abc") == "NA_abc"
+    assert parse_code(f" {REDIRECT}?locale=en-US&code=EU_xyz&state=s1&issuer=x ") == "EU_xyz"
+    assert parse_code("?code=NA_q&state=1") == "NA_q"
+    with pytest.raises(ChargerError, match="access_denied"):
+        parse_code(f"{REDIRECT}?error=access_denied&state=1")
+    with pytest.raises(ChargerError, match="no code"):
+        parse_code(f"{REDIRECT}?state=1")
+
+
+# --- auth exchange / refresh / register ----------------------------------------------------
+
+
+async def test_auth_exchange_with_callback_url_writes_0600_store(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = oauth_config(write_config, oauth)
+    config_bytes = config.read_bytes()
+    code = oauth.issue_code(redirect_uri=REDIRECT, region="EU")
+    callback = f"{REDIRECT}?locale=en-US&code={code}&state=whatever&issuer=https%3A%2F%2Fauth"
+    assert await asyncio.to_thread(run, "--config", str(config), "auth", "exchange", callback) == 0
+    store = TokenStore(config.parent / "tokens.json")
+    pair = store.load()
+    assert pair is not None
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    assert oauth.is_valid_access(pair.access_token)
+    assert oauth.is_valid_refresh(pair.refresh_token)
+    assert pair.region == "eu"
+    claims = jwt_claims(pair.access_token)
+    assert claims is not None
+    assert FLEET_API_BASES["eu"] in claims["aud"]  # audience = the code's region
+    out, err = capsys.readouterr()
+    assert str(store.path) in out
+    for secret in (pair.access_token, pair.refresh_token, SECRET, code):
+        assert secret not in out + err
+    assert config.read_bytes() == config_bytes
+
+    # Codes are single use: a second exchange fails and leaves the store alone.
+    assert await asyncio.to_thread(run, "--config", str(config), "auth", "exchange", code) == 1
+    assert "auth url" in capsys.readouterr().err
+    assert store.load() == pair
+
+
+async def test_auth_refresh_rotates_the_store(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = oauth_config(write_config, oauth)
+    old = seed_store(config, oauth)
+    assert await asyncio.to_thread(run, "--config", str(config), "auth", "refresh") == 0
+    new = TokenStore(config.parent / "tokens.json").load()
+    assert new is not None
+    assert new.refresh_token != old.refresh_token
+    assert oauth.refresh_count == 1
+    out = capsys.readouterr().out
+    assert "refreshed" in out
+    assert new.refresh_token not in out
+    # The old token is gone now: a second run from a stale copy would be refused.
+    TokenStore(config.parent / "tokens.json").save(old)
+    assert await asyncio.to_thread(run, "--config", str(config), "auth", "refresh") == 1
+    assert "auth exchange" in capsys.readouterr().err
+
+
+async def test_auth_register_posts_domain_with_partner_token(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def partner_accounts(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization", ""), await request.json()))
+        return web.json_response({"response": {"domain": "charger.example.com", "ok": True}})
+
+    app = web.Application()
+    app.router.add_post("/api/1/partner_accounts", partner_accounts)
+    async with TestServer(app, host="127.0.0.1") as fleet:
+        base = str(fleet.make_url("")).rstrip("/")
+        config = oauth_config(write_config, oauth, teslaFleetApiUrl=base)
+        code = await asyncio.to_thread(
+            run, "--config", str(config), "auth", "register", "--domain", "charger.example.com"
+        )
+    assert code == 0
+    ((auth, body),) = seen
+    assert body == {"domain": "charger.example.com"}
+    assert auth.startswith("Bearer ")
+    assert oauth.is_valid_access(auth.removeprefix("Bearer "))
+    assert oauth.partner_token_count == 1
+    out = capsys.readouterr().out
+    assert "Registered charger.example.com" in out
+    assert auth.removeprefix("Bearer ") not in out
+
+
+# --- doctor --------------------------------------------------------------------------------
+
+
+def fake_proxy(sim: SimulatedOAuth, state: str = "asleep") -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def vehicle(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not sim.is_valid_access(token):
+            return web.json_response({"error": "invalid bearer token"}, status=401)
+        if request.match_info["vin"] != VIN:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response({"response": {"vin": VIN, "state": state}})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/api/1/vehicles/{vin}", vehicle)
+    return app
+
+
+def fake_shelly() -> web.Application:
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(load_fixture("shelly/gen1_em_status.json"))
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    return app
+
+
+async def test_doctor_all_green_against_local_servers(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (FIXTURES / "shelly/gen1_em_status.json").exists()
+    async with (
+        TestServer(fake_proxy(oauth), host="127.0.0.1") as proxy,
+        TestServer(fake_shelly(), host="127.0.0.1") as shelly,
+    ):
+        config = oauth_config(
+            write_config,
+            oauth,
+            teslaHttpProxy=str(proxy.make_url("")).rstrip("/"),
+            teslaVehicleId=VIN,
+            energyMonitorIp=f"127.0.0.1:{shelly.port}",
+            energyMonitorType="shelly-em",
+        )
+        pair = seed_store(config, oauth, expired=True)
+        code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "All checks passed" in out
+    assert "FAIL" not in out
+    assert f"{VIN}: asleep" in out
+    assert "renewed" in out  # the expired access token was refreshed by the refresh check
+    assert oauth.refresh_count == 1
+    assert pair.refresh_token not in out
+    lines = out.splitlines()
+    order = ["configuration", "token store", "access token", "token refresh", "proxy", "vehicle"]
+    order.append("meter")
+    positions = [next(i for i, line in enumerate(lines) if line.startswith(o)) for o in order]
+    assert positions == sorted(positions)
+
+
+async def test_doctor_with_proxy_down_names_proxy_and_fix(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proxy = f"http://127.0.0.1:{free_port()}"
+    config = oauth_config(
+        write_config, oauth, teslaHttpProxy=proxy, teslaVehicleId=VIN, energyMonitorIp=...
+    )
+    seed_store(config, oauth)
+    code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+    out = capsys.readouterr().out
+    assert code == 1
+    (row,) = [line for line in out.splitlines() if line.startswith("proxy reachable")]
+    assert "FAIL" in row
+    assert f"tesla-http-proxy at {proxy} not reachable: start it" in row
+    assert "teslaHttpProxy" in row
+    (vehicle,) = [line for line in out.splitlines() if line.startswith("vehicle found")]
+    assert "skip" in vehicle
+
+
+async def test_doctor_dead_refresh_token_points_to_auth_commands(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = oauth_config(write_config, oauth, energyMonitorIp=...)
+    pair = seed_store(config, oauth, expired=True)
+    oauth.revoke_all()  # the owner changed the password: every refresh token is dead
+    code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+    out = capsys.readouterr().out
+    assert code == 1
+    (row,) = [line for line in out.splitlines() if line.startswith("token refresh works")]
+    assert "FAIL" in row
+    assert "login_required" in row
+    assert FIX_REAUTH in row
+    assert pair.refresh_token not in out
+
+
+def test_doctor_invalid_config_fails_first_row(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(homeMaxAmps=-1)
+    assert run("--config", str(config), "doctor") == 1
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("configuration valid")]
+    assert "FAIL" in row
+    assert "homeMaxAmps" in row
