@@ -804,7 +804,14 @@ def _not_charging(
         s = replace(s, reason=_vehicle_reason(state.vehicle), target=None)
     else:
         s = replace(s, reason="car state unknown: nothing sent", target=None)
-    if worst <= cfg.limit or state.refresh_pending or now < state.blocked_until:
+    if state.refresh_pending or now < state.blocked_until:
+        return Decision(s)
+    if state.vehicle is None and state.last_look_at is None and state.last_unexplained_at is None:
+        # One look at start-up (at most two data calls): /status shows the car, and a car that
+        # is already charging is under control before the house gives any reason to ask.
+        s = replace(s, refresh_pending=True, last_unexplained_at=now, reason="first look at the car")
+        return Decision(s, (RefreshVehicle("first look at the car"),))
+    if worst <= cfg.limit:
         return Decision(s)
     if (
         state.last_unexplained_at is not None

@@ -11,12 +11,20 @@ from tesla_smart_charger.events import MeterFailed, Overload, Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 
 PUSH = core.ControlConfig(
-    mode="push", home_max_amps=30, charger_min_amps=6, charger_max_amps=16, down_step=0.5, up_step=0.25, sleep_secs=20
+    mode="push",
+    home_max_amps=30,
+    charger_min_amps=6,
+    charger_max_amps=16,
+    down_step=0.5,
+    up_step=0.25,
+    sleep_secs=20,
 )
 MEASURED = replace(PUSH, mode="measured", safety_margin=1.0, stale_secs=10, settle_secs=8)
 
 
-def charging(amps: int = 16, at: float = 0.0, state: str = "Charging", actual: int | None = None) -> VehicleSnapshot:
+def charging(
+    amps: int = 16, at: float = 0.0, state: str = "Charging", actual: int | None = None
+) -> VehicleSnapshot:
     charge = ChargeState(state, amps, 32, amps if actual is None else actual, 1, 230)
     return VehicleSnapshot(VehicleState.ONLINE, charge, at)
 
@@ -205,7 +213,16 @@ def test_measured_one_overload_is_one_command_while_car_ramps() -> None:
     run.feed(reading(20 + 16, at=1.0), 1.0)  # -> 9
     run.feed(core.CommandDone("set_charging_amps", 9), 1.5)
     # the car ramps down over a few seconds; the house stays at 20 A
-    for t, car in [(2.0, 16), (3.0, 16), (4.0, 14), (5.0, 11), (6.0, 9), (7.0, 9), (10.0, 9), (15.0, 9)]:
+    for t, car in [
+        (2.0, 16),
+        (3.0, 16),
+        (4.0, 14),
+        (5.0, 11),
+        (6.0, 9),
+        (7.0, 9),
+        (10.0, 9),
+        (15.0, 9),
+    ]:
         run.feed(reading(20 + car, at=t), t)
     assert run.amps_sent() == [9]
 
@@ -295,12 +312,23 @@ def test_measured_single_phase_car_on_configured_phase() -> None:
     assert run.amps_sent() == []
 
 
+def test_measured_first_reading_takes_one_look_at_the_car() -> None:
+    run = Run(MEASURED)
+    assert run.feed(reading(12.0, at=1.0), 1.0) == (core.RefreshVehicle("first look at the car"),)
+    assert run.feed(reading(12.0, at=2.0), 2.0) == ()  # pending: not twice
+    run.feed(core.VehicleUpdate(charging(16, state="Stopped", at=2.5)), 2.5)
+    for t in range(3, 100):
+        assert run.feed(reading(12.0, at=t), float(t)) == ()
+
+
 def test_measured_unexplained_overload_looks_at_the_car_once() -> None:
     run = Run(MEASURED)
-    a1 = run.feed(reading(12 + 32, at=1.0), 1.0)  # car state unknown, supply 44 A
+    run.feed(reading(12.0, at=1.0), 1.0)
+    run.feed(core.VehicleUpdate(charging(16, state="Stopped", at=1.5)), 1.5)
+    a1 = run.feed(reading(12 + 32, at=20.0), 20.0)  # the car started at 32 A: 44 A
     assert a1 == (core.RefreshVehicle("unexplained overload"),)
-    assert run.feed(reading(12 + 32, at=2.0), 2.0) == ()  # look pending: not again
-    run.feed(core.VehicleUpdate(charging(32, at=2.5)), 2.5)
+    assert run.feed(reading(12 + 32, at=21.0), 21.0) == ()  # look pending: not again
+    run.feed(core.VehicleUpdate(charging(32, at=21.5)), 21.5)
     assert run.amps_sent() == [16]  # cut straight to min(max 16, room 17)
 
 
@@ -310,7 +338,9 @@ def test_measured_house_alone_overloaded_with_idle_car_does_not_poll_the_car() -
     run.feed(core.VehicleUpdate(charging(16, state="Stopped", at=1.5)), 1.5)
     refreshes = 0
     for t in range(2, 600):
-        refreshes += sum(isinstance(a, core.RefreshVehicle) for a in run.feed(reading(31.0, at=t), float(t)))
+        refreshes += sum(
+            isinstance(a, core.RefreshVehicle) for a in run.feed(reading(31.0, at=t), float(t))
+        )
     assert refreshes == 0
 
 
@@ -322,7 +352,11 @@ def test_measured_failsafe_when_meter_goes_silent() -> None:
         run.feed(MeterFailed(at=float(t), error="timeout"), float(t))
     assert run.amps_sent() == []
     actions = run.feed(core.Tick(), 11.0)
-    assert actions[0] == core.SetAmps(6, actions[0].reason) if isinstance(actions[0], core.SetAmps) else False
+    assert (
+        actions[0] == core.SetAmps(6, actions[0].reason)
+        if isinstance(actions[0], core.SetAmps)
+        else False
+    )
     assert run.state.failsafe
     assert "fail-safe" in run.state.reason
     # held while readings stay invalid
@@ -355,13 +389,17 @@ def test_measured_pause_and_resume_when_enabled() -> None:
     run = measured_charging(cfg, amps=6)
     stops = 0
     for t in range(1, 40):
-        stops += sum(isinstance(a, core.StopCharging) for a in run.feed(reading(27 + 6, at=t), float(t)))
+        stops += sum(
+            isinstance(a, core.StopCharging) for a in run.feed(reading(27 + 6, at=t), float(t))
+        )
     assert stops == 1
     assert run.state.paused
     run.feed(core.CommandDone("charge_stop"), 40.0)
     starts = 0
     for t in range(41, 70):
-        starts += sum(isinstance(a, core.StartCharging) for a in run.feed(reading(10.0, at=t), float(t)))
+        starts += sum(
+            isinstance(a, core.StartCharging) for a in run.feed(reading(10.0, at=t), float(t))
+        )
     assert starts == 1
     assert not run.state.paused
 
@@ -379,7 +417,9 @@ def test_measured_command_verified_once_after_settling() -> None:
     run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
     assert run.state.verify_at == pytest.approx(1.0 + MEASURED.settle_secs + 1.0)
     actions = run.feed(core.Tick(), 10.0)
-    assert actions == (core.RefreshVehicle("confirm the car followed the last command", known_online=True),)
+    assert actions == (
+        core.RefreshVehicle("confirm the car followed the last command", known_online=True),
+    )
 
 
 def test_measured_failed_lowering_is_retried_on_next_reading() -> None:

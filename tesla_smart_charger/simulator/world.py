@@ -35,6 +35,7 @@ class World:
     meter_password: str | None = None
     car: CarModel = field(default_factory=CarModel)
     access_ttl: float = 28800.0
+    refresh_reuse_grace: float = 0.0  # Tesla keeps the most recently used refresh token valid 24 h
     time_scale: float = 1.0  # house seconds per real second
     clock: Callable[[], float] = time.monotonic
     manual_house: tuple[float, ...] = (10.0,)
@@ -46,7 +47,9 @@ class World:
     _feeder: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.oauth = SimulatedOAuth(access_ttl=self.access_ttl)
+        self.oauth = SimulatedOAuth(
+            access_ttl=self.access_ttl, reuse_grace=self.refresh_reuse_grace
+        )
         self.proxy = SimulatedProxy(
             self.car, token_validator=self.oauth.is_valid_access, clock=self.clock
         )
