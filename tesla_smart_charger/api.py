@@ -27,7 +27,9 @@ class Meter(Protocol):
 class Vehicle(Protocol):
     """The car as seen through tesla-http-proxy. No method here may wake it."""
 
-    async def snapshot(self, *, with_charge_state: bool = True, known_online: bool = False) -> VehicleSnapshot:
+    async def snapshot(
+        self, *, with_charge_state: bool = True, known_online: bool = False
+    ) -> VehicleSnapshot:
         """Vehicle state, and `charge_state` only when the car is online.
 
         `known_online` skips the state call when a command has just proved the car awake.

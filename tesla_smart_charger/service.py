@@ -121,8 +121,11 @@ class ChargeService:
                     event = await self.queue.get()
                 else:
                     timeout = max(deadline - self._clock(), MIN_WAIT)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    # that lands as an event arrives, and SIGTERM would then hang.
                     try:
-                        event = await asyncio.wait_for(self.queue.get(), timeout)
+                        async with asyncio.timeout(timeout):
+                            event = await self.queue.get()
                     except TimeoutError:
                         event = core.Tick()
                 await self.handle(event)
@@ -317,7 +320,8 @@ class MeterPoller:
                 remaining = self._period - (self._clock() - started)
                 if remaining > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._kick.wait(), remaining)
+                        async with asyncio.timeout(remaining):
+                            await self._kick.wait()
         finally:
             self.alive = False
 
@@ -328,9 +332,9 @@ class MeterPoller:
         return {
             "type": meter_type,
             "name": self.meter.name,
-            "amps": list(r.phase_amps) if r is not None and r.phase_amps else None,
+            "amps": [round(a, 3) for a in r.phase_amps] if r is not None and r.phase_amps else None,
             "volts": list(r.phase_volts) if r is not None and r.phase_volts else None,
-            "car_amps": r.car_amps if r is not None else None,
+            "car_amps": round(r.car_amps, 3) if r is not None and r.car_amps is not None else None,
             "age_secs": round(self._clock() - r.at, 1) if valid and r is not None else None,
             "valid": valid and self.last_error is None,
             "error": self.last_error,
