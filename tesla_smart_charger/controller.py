@@ -214,6 +214,7 @@ class ControllerState:
     last_look_at: float | None = None
     supply_at_look: float | None = None
     last_unexplained_at: float | None = None
+    first_look_done: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +281,8 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
                 if t is not None
             )
             deadlines.append(max(quiet_from + cfg.sleep_secs, state.blocked_until))
+        if state.overload_pending and not state.refresh_pending:
+            deadlines.append(state.blocked_until)
     else:
         last = state.last_valid_at if state.last_valid_at is not None else state.started_at
         if not state.failsafe:
@@ -378,7 +381,9 @@ def _common(
             replace(state, auth_ok=False, reason=f"Tesla login required: {event.reason}")
         )
     if isinstance(event, TokenRefreshed):
-        return Decision(replace(state, auth_ok=True))
+        if state.auth_ok:
+            return Decision(state)
+        return Decision(replace(state, auth_ok=True, reason="Tesla login restored"))
     if isinstance(event, CommandDone):
         s = replace(
             state,
@@ -460,11 +465,9 @@ def _decide_push(
         if state.refresh_pending:
             return Decision(replace(s, overload_pending=True))
         if now < state.blocked_until:
-            return Decision(
-                replace(
-                    s, reason="overload seen but the Fleet API is rate limiting us: nothing sent"
-                )
-            )
+            # Shelly's URL action fires once per crossing: remember it and act when the window ends.
+            reason = "overload seen while the Fleet API rate limits us: acting when the wait ends"
+            return Decision(replace(s, overload_pending=True, reason=reason))
         s = replace(
             s, overload_pending=True, refresh_pending=True, reason="overload: checking the car"
         )
@@ -493,6 +496,13 @@ def _decide_push(
             )
         return Decision(s)
     if isinstance(event, Tick):
+        if state.overload_pending and not state.refresh_pending and now >= state.blocked_until:
+            s = replace(
+                state,
+                refresh_pending=True,
+                reason="overload (held back by a rate limit): checking the car",
+            )
+            return Decision(s, (RefreshVehicle("overload reported"),))
         return _push_raise(state, now, cfg)
     return Decision(state)
 
@@ -503,7 +513,8 @@ def _push_reduce(state: ControllerState, now: float, cfg: ControlConfig) -> Deci
     if not vehicle.charging:
         return Decision(replace(state, reason=_vehicle_reason(vehicle), target=None))
     if now < state.blocked_until:
-        return Decision(replace(state, reason="Fleet API rate limited: reduction postponed"))
+        reason = "Fleet API rate limited: reduction postponed until the wait ends"
+        return Decision(replace(state, overload_pending=True, reason=reason))
     amps = (
         state.setpoint
         if state.setpoint is not None
@@ -618,8 +629,12 @@ def _decide_measured(
         if s.failsafe:
             return _failsafe(s, now, cfg)
         snap = event.snapshot
+        throttled = (
+            s.setpoint is not None and s.driver_amps is not None and s.setpoint < s.driver_amps
+        )
         if (
-            s.restore_pending
+            (s.restore_pending or throttled)
+            and not s.paused
             and snap.state is VehicleState.ONLINE
             and not snap.charging
             and s.driver_amps is not None
@@ -627,7 +642,7 @@ def _decide_measured(
             and now >= s.blocked_until
         ):
             done = _set(
-                s, s.driver_amps, f"car idle: restoring the driver's {s.driver_amps} A", now
+                s, s.driver_amps, f"car not charging: restoring the driver's {s.driver_amps} A", now
             )
             return Decision(replace(done.state, restore_pending=False), done.actions)
         if s.reading is not None and s.reading.valid:
@@ -728,6 +743,11 @@ def _control(
     target = max(cfg.charger_min_amps, min(ceiling, raw))
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
+    look = _car_stopped_drawing(
+        state, reading, house=house, car_phases=car_phases, settling=settling, now=now
+    )
+    if look is not None:
+        return look
     if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
@@ -794,6 +814,42 @@ def _control(
     return Decision(s)
 
 
+def _car_stopped_drawing(
+    state: ControllerState,
+    reading: MeterReading,
+    *,
+    house: tuple[float, ...],
+    car_phases: tuple[int, ...],
+    settling: bool,
+    now: float,
+) -> Decision | None:
+    """A house load below zero means the car draws much less than we think: look at it.
+
+    That is how the end of a charge (Complete, unplugged) shows on the meter. One look per
+    drop: it is only repeated when the supply falls by another JUMP_AMPS.
+    """
+    if (
+        settling
+        or reading.car_amps is not None
+        or state.refresh_pending
+        or now < state.blocked_until
+    ):
+        return None
+    if min(house[i] for i in car_phases if i < len(house)) >= -JUMP_AMPS:
+        return None
+    worst = reading.worst_phase_amps
+    if state.supply_at_look is not None and state.supply_at_look - worst < JUMP_AMPS:
+        return None
+    if (
+        state.last_unexplained_at is not None
+        and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
+    ):
+        return None
+    reason = "the meter says the car draws much less than it was set to: checking the car"
+    s = replace(state, refresh_pending=True, last_unexplained_at=now, reason=reason)
+    return Decision(s, (RefreshVehicle("car seems to have stopped drawing"),))
+
+
 def _not_charging(
     state: ControllerState, reading: MeterReading, raw: int, now: float, cfg: ControlConfig
 ) -> Decision:
@@ -806,10 +862,10 @@ def _not_charging(
         s = replace(s, reason="car state unknown: nothing sent", target=None)
     if state.refresh_pending or now < state.blocked_until:
         return Decision(s)
-    if state.vehicle is None and state.last_look_at is None and state.last_unexplained_at is None:
+    if state.vehicle is None and not state.first_look_done:
         # One look at start-up (at most two data calls): /status shows the car, and a car that
         # is already charging is under control before the house gives any reason to ask.
-        s = replace(s, refresh_pending=True, last_unexplained_at=now, reason="first look at the car")
+        s = replace(s, refresh_pending=True, first_look_done=True, reason="first look at the car")
         return Decision(s, (RefreshVehicle("first look at the car"),))
     if worst <= cfg.limit:
         return Decision(s)

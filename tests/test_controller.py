@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tesla_smart_charger import controller as core
-from tesla_smart_charger.events import MeterFailed, Overload, Reading
+from tesla_smart_charger.events import MeterFailed, Overload, Reading, TokenRefreshed
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 
 PUSH = core.ControlConfig(
@@ -453,3 +453,39 @@ def test_flapping_load_stretches_the_raise_hold() -> None:
     lowers = sum(1 for a, b in zip(run.amps_sent(), run.amps_sent()[1:], strict=False) if b < a)
     assert lowers >= 2
     assert core._raise_hold(run.state, MEASURED, t) > MEASURED.sleep_secs
+
+
+def test_push_overload_during_rate_limit_is_acted_on_when_the_wait_ends() -> None:
+    run = Run(PUSH)
+    run.feed(Overload(at=0.0), 0.0)
+    run.feed(core.VehicleUnavailable("rate_limited", "429", retry_after=30), 0.1)
+    assert core.next_deadline(run.state, PUSH) == pytest.approx(30.1)
+    assert run.feed(core.Tick(), 30.1) == (core.RefreshVehicle("overload reported"),)
+    run.feed(core.VehicleUpdate(charging(16, at=30.2)), 30.2)
+    assert run.amps_sent() == [8]
+
+
+def test_measured_charge_end_is_seen_on_the_meter_and_the_driver_setting_restored() -> None:
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)  # -> 9 A
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    for t in range(2, 40):
+        for action in run.feed(reading(20 + 9, at=t), float(t)):
+            if isinstance(action, core.RefreshVehicle):  # the settle check, answered by the car
+                run.feed(core.VehicleUpdate(charging(9, at=t)), float(t))
+    # the car completes while the oven goes off: 3 A on the meter, 9 A expected for the car alone
+    looks = run.feed(reading(3.0, at=40.0), 40.0)
+    assert looks == (core.RefreshVehicle("car seems to have stopped drawing"),)
+    actions = run.feed(core.VehicleUpdate(charging(9, state="Complete", at=40.5)), 40.5)
+    assert [a.amps for a in actions if isinstance(a, core.SetAmps)] == [16]
+    for t in range(41, 100):  # no more looks for the same drop
+        assert run.feed(reading(3.0, at=t), float(t)) == ()
+
+
+def test_token_refresh_clears_the_login_reason() -> None:
+    run = Run(PUSH)
+    run.feed(core.VehicleUnavailable("auth", "401"), 1.0)
+    assert not run.state.auth_ok
+    run.feed(TokenRefreshed(at=2.0), 2.0)
+    assert run.state.auth_ok
+    assert run.state.reason == "Tesla login restored"
