@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tesla_smart_charger import setup_cli  # noqa: PLC0415 (keeps `--version` fast)
     from tesla_smart_charger.simulator import demo  # noqa: PLC0415
 
-    setup_cli.add_subcommands(sub)
+    setup_cli.add_subcommands(sub, parents=[common])
     demo.add_subcommand(sub, parents=[common])
     parser.set_defaults(func=cmd_run)
     return parser

@@ -392,6 +392,14 @@ class LoadedConfig:
             return self.path.parent / "tokens.json"
         return configured if configured.is_absolute() else self.path.parent / configured
 
+    @property
+    def proxy_ca_file(self) -> Path | None:
+        """`teslaHttpProxyCaFile`, relative to the config file like every other path."""
+        configured = self.settings.tesla_http_proxy_ca_file
+        if configured is None or configured.is_absolute():
+            return configured
+        return self.path.parent / configured
+
 
 def _mask(name: str, value: Any) -> str:
     if name in SECRET_FIELDS:

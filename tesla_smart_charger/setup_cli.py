@@ -451,7 +451,7 @@ class _Doctor:
         self.add("configuration valid", "ok", str(path))
         settings = loaded.settings
         manager = await self.tokens(loaded)
-        ssl_context, proxy_ok = await self.proxy(settings)
+        ssl_context, proxy_ok = await self.proxy(settings, loaded.proxy_ca_file)
         await self.vehicle(settings, manager if proxy_ok else None, ssl_context)
         await self.meter(settings)
         return self.rows
@@ -526,11 +526,13 @@ class _Doctor:
             )
         return manager
 
-    async def proxy(self, settings: Settings) -> tuple[ssl.SSLContext | None, bool]:
+    async def proxy(
+        self, settings: Settings, ca_file: Path | None
+    ) -> tuple[ssl.SSLContext | None, bool]:
         base = settings.tesla_http_proxy
         name = "proxy reachable"
         try:
-            ctx = ssl_context_for(base, settings.tesla_http_proxy_ca_file)
+            ctx = ssl_context_for(base, ca_file)
         except ConfigError as err:
             self.add(name, "FAIL", "; ".join(err.problems), "fix teslaHttpProxyCaFile")
             return None, False
@@ -675,10 +677,20 @@ async def _doctor(args: argparse.Namespace) -> int:
 # --- argparse wiring -----------------------------------------------------------------------
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register keygen, auth (url, exchange, register, refresh) and doctor."""
+def add_subcommands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser] | None = None,
+) -> None:
+    """Register keygen, auth (url, exchange, register, refresh) and doctor.
+
+    `parents` carries the global options, so `doctor --config x` works as well as
+    `--config x doctor`.
+    """
+    common = parents or []
     keygen = subparsers.add_parser(
-        "keygen", help="create the P-256 key pair for tesla-http-proxy and your domain"
+        "keygen",
+        parents=common,
+        help="create the P-256 key pair for tesla-http-proxy and your domain",
     )
     keygen.add_argument(
         "--out-dir", help="folder for private-key.pem and public-key.pem (default: the config's)"
@@ -686,24 +698,30 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key pair")
     keygen.set_defaults(func=_guarded(_keygen))
 
-    auth = subparsers.add_parser("auth", help="log in to Tesla and manage tokens")
+    auth = subparsers.add_parser("auth", parents=common, help="log in to Tesla and manage tokens")
     actions = auth.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
-    url = actions.add_parser("url", help="print the URL to log in and grant access")
+    url = actions.add_parser("url", parents=common, help="print the URL to log in and grant access")
     url.set_defaults(func=_guarded(_auth_url))
-    exchange = actions.add_parser("exchange", help="turn the login's code into stored tokens")
+    exchange = actions.add_parser(
+        "exchange", parents=common, help="turn the login's code into stored tokens"
+    )
     exchange.add_argument(
         "code", metavar="CODE_OR_CALLBACK_URL", help="the code, or the whole redirected URL"
     )
     exchange.set_defaults(func=_async(_auth_exchange))
     register = actions.add_parser(
-        "register", help="register your app's domain with the Fleet API (once per region)"
+        "register",
+        parents=common,
+        help="register your app's domain with the Fleet API (once per region)",
     )
     register.add_argument("--domain", required=True, help="the domain hosting the public key")
     register.set_defaults(func=_async(_auth_register))
     refresh = actions.add_parser(
-        "refresh", help="refresh the tokens now (safe while the daemon runs)"
+        "refresh", parents=common, help="refresh the tokens now (safe while the daemon runs)"
     )
     refresh.set_defaults(func=_async(_auth_refresh))
 
-    doctor = subparsers.add_parser("doctor", help="check the whole setup and say what to fix")
+    doctor = subparsers.add_parser(
+        "doctor", parents=common, help="check the whole setup and say what to fix"
+    )
     doctor.set_defaults(func=_async(_doctor))

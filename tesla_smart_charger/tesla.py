@@ -105,12 +105,12 @@ class ApiCallCounter:
 
     def cost_usd(self) -> float:
         """Estimated cost of all billed calls so far."""
-        return sum(self._billed[c] * const.PRICE_PER_CALL[c] for c in CATEGORIES)
+        return float(sum(self._billed[c] * const.PRICE_PER_CALL[c] for c in CATEGORIES))
 
     def cost_last_24h_usd(self) -> float:
         """Estimated cost of the billed calls of the last 24 hours (wall clock)."""
         self._prune()
-        return sum(const.PRICE_PER_CALL[c] for _, c in self._recent)
+        return float(sum(const.PRICE_PER_CALL[c] for _, c in self._recent))
 
     def as_dict(self) -> dict[str, Any]:
         """The `api_calls` object of /status."""
