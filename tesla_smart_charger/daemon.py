@@ -24,10 +24,13 @@ from tesla_smart_charger import __version__
 from tesla_smart_charger.config import LoadedConfig, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.controller import ControlConfig
+from tesla_smart_charger.dashboard import dashboard_routes
 from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.events import Event
 from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.meters import create_meter
+from tesla_smart_charger.metrics import metrics_routes
+from tesla_smart_charger.openapi import openapi_routes
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
 from tesla_smart_charger.server import ApiContext, build_app
 from tesla_smart_charger.service import ChargeService, MeterPoller
@@ -77,14 +80,22 @@ class Daemon:
         ]
         state = self.service.state
         if state.failsafe:
-            problems.append(state.reason)
-        if self.poller is not None and self.poller.auth_failed:
-            problems.append(f"meter {self.poller.meter.name}: {self.poller.last_error}")
-        if self.tokens.state == "reauth_required":
-            problems.append(
-                "Tesla login required: run `tesla-smart-charger auth url`, then `auth exchange CODE`"
+            # Built here, not taken from state.reason, which a later car error may replace.
+            poller = self.poller
+            cause = (
+                poller.last_error
+                if poller is not None and poller.last_error
+                else "no valid reading"
             )
-        if not state.auth_ok and self.tokens.state != "reauth_required":
+            problems.append(f"fail-safe: meter silent or invalid ({cause}): holding chargerMinAmps")
+        if self.poller is not None and self.poller.auth_failed and self.poller.last_error:
+            problems.append(f"meter authentication: {self.poller.last_error}")
+        if self.tokens.state in ("reauth_required", "missing"):
+            problems.append(
+                f"Tesla login required ({self.tokens.state}): "
+                "run `tesla-smart-charger auth url`, then `auth exchange CODE`"
+            )
+        elif not state.auth_ok:
             problems.append(state.reason)
         return problems
 
@@ -133,7 +144,7 @@ async def build_daemon(
         s.tesla_vehicle_id,
         tokens,
         counter,
-        ssl_context=ssl_context_for(s.tesla_http_proxy, s.tesla_http_proxy_ca_file),
+        ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
     )
     queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
     poller = (
@@ -227,6 +238,9 @@ async def run_daemon(
     connector = aiohttp.TCPConnector(limit=20, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector) as session:
         daemon = await build_daemon(loaded, session, monitor=monitor)
+        daemon.extra_routes += (
+            metrics_routes(daemon) + dashboard_routes(daemon) + openapi_routes(daemon)
+        )
         app = build_app(api_context(daemon))
         runner = web.AppRunner(
             app, access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=1.0

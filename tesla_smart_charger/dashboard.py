@@ -1,0 +1,275 @@
+"""GET / (the dashboard), its static files, /events (server-sent events) and /api/history.
+
+The page is plain HTML, CSS and JS shipped in the package: no CDN, no build step, so it works
+offline on a Pi. A listener on the charge service keeps a 15-minute history (one sample per
+second) and wakes the open event streams, each of which sends at most two samples a second, so a
+fast meter cannot flood a phone. Streams end when the controller stops (SIGTERM), so shutdown
+never waits on a browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tesla_smart_charger.metrics import car_amps, controller_state, valid_reading
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.daemon import Daemon
+
+_LOG = logging.getLogger(__name__)
+
+HISTORY_SECS = 15 * 60
+MIN_SEND_INTERVAL = 0.5  # seconds between two samples on one stream (coalescing)
+HEARTBEAT_SECS = 15.0
+RECONNECT_MS = 3000
+RECENT_COMMANDS = 10
+
+# name -> content type; nothing else under /web/ is served.
+STATIC_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "icon.svg": "image/svg+xml",
+}
+# The page loads only its own files and talks only to its own origin.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _read_web_file(name: str) -> bytes:
+    return (resources.files("tesla_smart_charger") / "web" / name).read_bytes()
+
+
+def _sse(event: str | None, data: Any) -> bytes:
+    """One server-sent event; `data` is JSON on a single line."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+
+
+class Dashboard:
+    """History, live streams and the handlers for one daemon."""
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        *,
+        wall: Callable[[], float] = time.time,
+        heartbeat: float = HEARTBEAT_SECS,
+    ) -> None:
+        self._daemon = daemon
+        self._wall = wall
+        self._heartbeat = heartbeat
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_SECS)
+        self.latest: dict[str, Any] | None = None
+        self._streams: set[asyncio.Event] = set()
+        self._closing = asyncio.Event()
+        self._watching = False
+        self._files: dict[str, bytes] = {}
+        daemon.service.add_listener(self.on_event)
+
+    # --- data --------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What the page needs to draw axes and the limit line."""
+        d = self._daemon
+        cfg = d.service.cfg
+        return {
+            "homeMaxAmps": cfg.home_max_amps,
+            "limitAmps": cfg.limit,
+            "phases": cfg.supply_phases,
+            "mode": cfg.mode,
+            "chargerMinAmps": cfg.charger_min_amps,
+            "chargerMaxAmps": cfg.charger_max_amps,
+            "historySecs": HISTORY_SECS,
+        }
+
+    def sample(self) -> dict[str, Any]:
+        """The controller's state now, as one chart point."""
+        state = self._daemon.service.state
+        reading = valid_reading(state)
+        return {
+            "t": round(self._wall(), 3),
+            "supply": [round(a, 2) for a in reading.phase_amps] if reading else None,
+            "car": car_amps(state),
+            "setpoint": state.setpoint,
+            "target": state.target,
+            "reason": state.reason,
+            "state": controller_state(self._daemon),
+        }
+
+    def panel(self) -> dict[str, Any]:
+        """Recent commands, API calls and the car: what changes rarely."""
+        d = self._daemon
+        vehicle = d.service.status()["vehicle"]
+        vehicle.pop("checked_secs_ago", None)
+        return {
+            "commands": [c.as_dict() for c in reversed(d.service.commands)][:RECENT_COMMANDS],
+            "api_calls": d.counter.as_dict(),
+            "vehicle": vehicle,
+            "auth": d.tokens.state,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The server's time, the config summary, the history and the panel, in one object."""
+        return {
+            "now": round(self._wall(), 3),
+            "config": self.summary(),
+            "history": self.recent(),
+            **self.panel(),
+        }
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last 15 minutes of samples, oldest first."""
+        horizon = self._wall() - HISTORY_SECS
+        while self.history and self.history[0]["t"] < horizon:
+            self.history.popleft()
+        return list(self.history)
+
+    def on_event(self) -> None:
+        """Service listener: record a sample (one per second kept) and wake the streams."""
+        try:
+            point = self.sample()
+        except Exception:  # noqa: BLE001 (runs in the controller's loop: never stop it)
+            _LOG.exception("dashboard: could not take a sample")
+            return
+        self.latest = point
+        if self.history and int(self.history[-1]["t"]) == int(point["t"]):
+            self.history[-1] = point  # same second: keep the newest
+        else:
+            self.history.append(point)
+        for wake in self._streams:
+            wake.set()
+
+    @property
+    def open_streams(self) -> int:
+        """How many /events clients are connected."""
+        return len(self._streams)
+
+    def close(self) -> None:
+        """End every open stream (shutdown)."""
+        self._closing.set()
+        for wake in self._streams:
+            wake.set()
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """aiohttp on_shutdown hook: same as close()."""
+        self.close()
+
+    def _watch_controller(self) -> None:
+        """Close the streams once the controller task ends (SIGTERM cancels it first)."""
+        if self._watching:
+            return
+        task = self._daemon.tasks.get("controller")
+        if task is not None:
+            self._watching = True
+            task.add_done_callback(lambda _: self.close())
+
+    # --- handlers ----------------------------------------------------------------------------
+    def _file(self, name: str) -> bytes:
+        if name not in self._files:
+            self._files[name] = _read_web_file(name)
+        return self._files[name]
+
+    async def index(self, request: web.Request) -> web.Response:
+        """The dashboard page."""
+        return web.Response(
+            body=self._file("index.html"),
+            content_type="text/html",
+            charset="utf-8",
+            headers=SECURITY_HEADERS,
+        )
+
+    async def static(self, request: web.Request) -> web.Response:
+        """Only the page's own files; any other name (or a path trick) is a 404."""
+        name = request.match_info["name"]
+        content_type = STATIC_FILES.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound(reason="no such file")  # never echo the name: it may hold CR/LF
+        return web.Response(
+            body=self._file(name),
+            content_type=content_type,
+            charset="utf-8",
+            headers=SECURITY_HEADERS,
+        )
+
+    async def history_json(self, request: web.Request) -> web.Response:
+        """The same data as the stream's `init` event, for scripts and the page's first paint."""
+        body = self.snapshot()
+        return web.json_response(body, dumps=lambda o: json.dumps(o, default=str))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """text/event-stream: `init`, then `sample` (≤ 2/s) and `panel` on change; heartbeats."""
+        self._watch_controller()
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # a reverse proxy must not buffer the stream
+            }
+        )
+        await response.prepare(request)
+        wake = asyncio.Event()
+        self._streams.add(wake)
+        try:
+            await self._stream(response, wake)
+        except ConnectionResetError:
+            _LOG.debug("event stream client went away")
+        finally:
+            self._streams.discard(wake)
+        return response
+
+    async def _stream(self, response: web.StreamResponse, wake: asyncio.Event) -> None:
+        init = self.snapshot()
+        await response.write(f"retry: {RECONNECT_MS}\n".encode() + _sse("init", init))
+        sent_panel = json.dumps(self.panel(), sort_keys=True, default=str)
+        while not self._closing.is_set():
+            try:
+                async with asyncio.timeout(self._heartbeat):
+                    await wake.wait()
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+                continue
+            wake.clear()
+            if self._closing.is_set():
+                break
+            if self.latest is not None:
+                await response.write(_sse("sample", self.latest))
+            panel = self.panel()
+            text = json.dumps(panel, sort_keys=True, default=str)
+            if text != sent_panel:
+                sent_panel = text
+                await response.write(_sse("panel", panel))
+            # Coalesce: whatever arrives meanwhile goes out as one sample (rate limiting, not
+            # synchronisation). Shutdown cuts the pause short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MIN_SEND_INTERVAL):
+                    await self._closing.wait()
+
+    def routes(self) -> list[web.RouteDef]:
+        """The dashboard's routes."""
+        return [
+            web.get("/", self.index),
+            web.get("/web/{name}", self.static),
+            web.get("/events", self.events, allow_head=False),
+            web.get("/api/history", self.history_json),
+        ]
+
+
+def dashboard_routes(daemon: Daemon) -> list[web.RouteDef]:
+    """GET /, /web/{name}, /events and /api/history for `daemon` (registers its listener)."""
+    return Dashboard(daemon).routes()

@@ -1,0 +1,285 @@
+"""GET /metrics: the daemon's state in the Prometheus text format.
+
+Values are read from the daemon at scrape time by one custom collector, so the exposition can
+never drift from /status. Only what cannot be derived later is accumulated here, by a listener
+the service calls after every event: seconds spent over the supply limit and commands by result
+(the service keeps only the newest commands). Each daemon gets its own `CollectorRegistry`, never
+the process-global one, so tests can run several daemons in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from tesla_smart_charger import __version__
+from tesla_smart_charger.controller import ControllerState
+from tesla_smart_charger.models import MeterReading, VehicleState
+from tesla_smart_charger.service import CommandRecord
+from tesla_smart_charger.tesla import CATEGORIES
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.daemon import Daemon
+
+_LOG = logging.getLogger(__name__)
+
+PREFIX = "tesla_smart_charger_"
+CONTROLLER_STATES = ("normal", "failsafe", "paused", "rate_limited", "auth_lost")
+COMMANDS = ("set_charging_amps", "charge_start", "charge_stop")
+
+
+# --- views shared with the dashboard ------------------------------------------------------------
+
+
+def valid_reading(state: ControllerState) -> MeterReading | None:
+    """The meter reading the controller acted on last, if it was valid."""
+    r = state.reading
+    return r if r is not None and r.valid and r.phase_amps else None
+
+
+def car_amps(state: ControllerState) -> float | None:
+    """Amps the car draws: measured when a meter channel sees the charger, else inferred.
+
+    Inferred like the controller does: a charging car draws its setpoint; a car that is asleep,
+    offline, stopped or paused draws nothing; None until we have looked at the car.
+    """
+    r = valid_reading(state)
+    if r is not None and r.car_amps is not None:
+        return max(0.0, r.car_amps)
+    v = state.vehicle
+    if v is None:
+        return None
+    if v.state is not VehicleState.ONLINE:
+        return 0.0
+    if v.charge is None:
+        return None
+    if not v.charge.charging or state.paused:
+        return 0.0
+    if state.setpoint is not None:
+        return float(state.setpoint)
+    return float(v.charge.charger_actual_current)
+
+
+def controller_state(daemon: Daemon) -> str:
+    """One of CONTROLLER_STATES; the most serious condition wins."""
+    s = daemon.service.state
+    if not s.auth_ok or daemon.tokens.state == "reauth_required":
+        return "auth_lost"
+    if s.failsafe:
+        return "failsafe"
+    if daemon.service.status()["controller"]["rate_limited_for_secs"] > 0:
+        return "rate_limited"
+    if s.paused:
+        return "paused"
+    return "normal"
+
+
+# --- what only a listener can know --------------------------------------------------------------
+
+
+class EventTally:
+    """Counters fed after every controller event: overload seconds and commands by result."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self.overload_seconds = 0.0
+        self.commands: dict[tuple[str, str], int] = {(c, "ok"): 0 for c in COMMANDS}
+        self._prev: MeterReading | None = None
+        self._last_command: CommandRecord | None = None
+
+    def on_event(self) -> None:
+        """Fold the newest reading and any new commands into the counters.
+
+        Runs inside the controller's loop: a bug here must cost a metric, never the controller.
+        """
+        try:
+            self._fold_reading()
+            self._fold_commands()
+        except Exception:  # noqa: BLE001 (observability must not stop the charging control)
+            _LOG.exception("metrics: could not update the counters")
+
+    def _fold_reading(self) -> None:
+        reading = self._daemon.service.state.reading
+        if reading is None or reading is self._prev:
+            return
+        if not reading.valid or not reading.phase_amps:
+            self._prev = None  # a gap in the readings is not counted either way
+            return
+        prev = self._prev
+        cfg = self._daemon.service.cfg
+        if prev is not None and prev.worst_phase_amps > cfg.home_max_amps:
+            # The previous reading held until this one; a long silence counts only up to the
+            # stale limit (after that the controller itself no longer trusts the reading).
+            self.overload_seconds += min(max(0.0, reading.at - prev.at), cfg.stale_secs)
+        self._prev = reading
+
+    def _fold_commands(self) -> None:
+        records = self._daemon.service.commands
+        new: list[CommandRecord] = []
+        for record in reversed(records):
+            if record is self._last_command:
+                break
+            new.append(record)
+        for record in new:
+            key = (record.command, record.result)
+            self.commands[key] = self.commands.get(key, 0) + 1
+        if records:
+            self._last_command = records[-1]
+
+
+# --- the collector ------------------------------------------------------------------------------
+
+
+def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(PREFIX + name, doc)
+    if value is not None:
+        family.add_metric([], float(value))
+    return family
+
+
+class DaemonCollector:
+    """Reads the daemon at scrape time (prometheus_client's Collector protocol)."""
+
+    def __init__(self, daemon: Daemon, tally: EventTally) -> None:
+        self._daemon = daemon
+        self._tally = tally
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric, built fresh from the daemon's current state."""
+        yield from self._control()
+        yield from self._fleet_api()
+        yield from self._meter_and_auth()
+        build = GaugeMetricFamily(
+            PREFIX + "build_info",
+            "Version of the running daemon (value is always 1).",
+            labels=["version", "python_version"],
+        )
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
+
+    def _control(self) -> Iterable[Metric]:
+        d = self._daemon
+        state = d.service.state
+        cfg = d.service.cfg
+        reading = valid_reading(state)
+        supply = GaugeMetricFamily(
+            PREFIX + "supply_amps",
+            "Current on each supply phase from the last valid meter reading (positive = import).",
+            labels=["phase"],
+        )
+        if reading is not None:
+            for i, amps in enumerate(reading.phase_amps, start=1):
+                supply.add_metric([str(i)], amps)
+        yield supply
+        yield _gauge(
+            "car_amps",
+            "Current the car draws: measured by a meter channel, else inferred from its setpoint.",
+            car_amps(state),
+        )
+        yield _gauge("setpoint_amps", "Charging amps the car is set to.", state.setpoint)
+        yield _gauge("target_amps", "Charging amps the controller wants.", state.target)
+        yield _gauge(
+            "headroom_amps",
+            "homeMaxAmps minus the worst supply phase; negative while overloaded.",
+            cfg.home_max_amps - reading.worst_phase_amps if reading is not None else None,
+        )
+        yield _gauge("limit_amps", "The supply limit per phase (homeMaxAmps).", cfg.home_max_amps)
+        overload = CounterMetricFamily(
+            PREFIX + "overload_seconds",
+            "Seconds with the worst measured supply phase above homeMaxAmps.",
+        )
+        overload.add_metric([], self._tally.overload_seconds)
+        yield overload
+        commands = CounterMetricFamily(
+            PREFIX + "commands",
+            "Commands sent to the car, by command and result.",
+            labels=["command", "result"],
+        )
+        for (command, result), count in sorted(self._tally.commands.items()):
+            commands.add_metric([command, result], count)
+        yield commands
+        current = controller_state(d)
+        states = GaugeMetricFamily(
+            PREFIX + "controller_state",
+            "The controller's condition: 1 for the current state, 0 for the others.",
+            labels=["state"],
+        )
+        for name in CONTROLLER_STATES:
+            states.add_metric([name], 1.0 if name == current else 0.0)
+        yield states
+
+    def _fleet_api(self) -> Iterable[Metric]:
+        counter = self._daemon.counter
+        calls = CounterMetricFamily(
+            PREFIX + "fleet_api_calls",
+            "Fleet API requests by billing category and outcome.",
+            labels=["category", "outcome"],
+        )
+        by_outcome = counter.by_outcome()
+        for category in CATEGORIES:
+            outcomes = by_outcome.get(category) or {"ok": 0}
+            for outcome, count in outcomes.items():
+                calls.add_metric([category, outcome], count)
+        yield calls
+        cost = CounterMetricFamily(
+            PREFIX + "fleet_api_cost_dollars",
+            "Estimated Fleet API cost of all billed requests since start (USD).",
+        )
+        cost.add_metric([], counter.cost_usd())
+        yield cost
+        yield _gauge(
+            "fleet_api_cost_last_24h_dollars",
+            "Estimated Fleet API cost of the billed requests of the last 24 hours (USD).",
+            counter.cost_last_24h_usd(),
+        )
+
+    def _meter_and_auth(self) -> Iterable[Metric]:
+        d = self._daemon
+        if d.poller is not None:
+            meter = d.poller.status(d.loaded.settings.energy_monitor_type)
+            age, valid = meter["age_secs"], bool(meter["valid"])
+        else:
+            age, valid = None, False
+        yield _gauge("meter_reading_age_seconds", "Age of the last valid meter reading.", age)
+        yield _gauge(
+            "meter_valid",
+            "1 while the meter gives valid readings (always 0 in push mode).",
+            1.0 if valid else 0.0,
+        )
+        expires = d.tokens.status()["access_expires_in_secs"]
+        yield _gauge(
+            "access_token_expires_in_seconds",
+            "Seconds until the Tesla access token expires (0 when expired).",
+            expires,
+        )
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+
+def build_registry(daemon: Daemon) -> CollectorRegistry:
+    """A private registry for `daemon`, with the listener that feeds its counters."""
+    tally = EventTally(daemon)
+    daemon.service.add_listener(tally.on_event)
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(daemon, tally))
+    return registry
+
+
+def metrics_routes(daemon: Daemon) -> list[web.RouteDef]:
+    """GET /metrics for `daemon` (Prometheus text, or OpenMetrics when asked for)."""
+    registry = build_registry(daemon)
+
+    async def metrics(request: web.Request) -> web.Response:
+        """Scrape: build every metric now."""
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+    return [web.get("/metrics", metrics)]

@@ -1,0 +1,417 @@
+"""GET /openapi.json: an OpenAPI 3.0.3 document for every endpoint the daemon serves.
+
+Written by hand as a dict (the API is small and stable); a test compares it with the routes the
+app really has, and a schemathesis run fuzzes the app against it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tesla_smart_charger import __version__
+from tesla_smart_charger.dashboard import STATIC_FILES
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.daemon import Daemon
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "nullable": True, **extra}
+
+
+_NOT_FOUND = _json(_ref("Error"), "No such file.")
+
+_OVERLOAD_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "token",
+        "in": "query",
+        "required": False,
+        "description": "The apiToken, for callers that cannot send headers (Shelly URL actions). "
+        "Alternatively send `Authorization: Bearer <apiToken>`.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "source",
+        "in": "query",
+        "required": False,
+        "description": "Free text naming the caller, shown in the log.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _overload(method: str) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": f"overload{method.capitalize()}",
+        "summary": "Report an overload: the charger lowers the car's current.",
+        "description": "Queues one overload event and returns at once (a burst of calls is one "
+        "event). In measured mode it also triggers an immediate meter read. With `apiToken` set "
+        "the token is required (query `token` or a bearer header); without it nothing changes.",
+        "tags": ["control"],
+        "parameters": _OVERLOAD_PARAMETERS,
+        "security": [{}, {"bearerAuth": []}],
+        "responses": {
+            "202": _json(
+                _ref("OverloadAccepted"), "Accepted; `queued` is false when one was already queued."
+            ),
+            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
+            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
+        },
+    }
+    if method == "post":
+        op["requestBody"] = {
+            "required": False,
+            "description": "Ignored (webhooks may send anything); configuration is in the URL.",
+            "content": {"application/json": {"schema": {}}},
+        }
+    return op
+
+
+def _get(
+    op_id: str, summary: str, responses: dict[str, Any], tag: str = "state", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": op_id,
+            "summary": summary,
+            "tags": [tag],
+            "responses": responses,
+            **extra,
+        }
+    }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "status"],
+        "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+    },
+    "OverloadAccepted": {
+        "type": "object",
+        "required": ["accepted", "queued"],
+        "properties": {"accepted": {"type": "boolean"}, "queued": {"type": "boolean"}},
+    },
+    "Command": {
+        "type": "object",
+        "required": ["at", "command", "amps", "result", "reason"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "command": {
+                "type": "string",
+                "enum": ["set_charging_amps", "charge_start", "charge_stop"],
+            },
+            "amps": _nullable("integer"),
+            "result": {
+                "type": "string",
+                "description": "ok, or why it failed (asleep, rate_limited, auth, refused, transient, error)",
+            },
+            "reason": {"type": "string"},
+        },
+    },
+    "ApiCalls": {
+        "type": "object",
+        "required": ["data", "command", "wake", "by_outcome", "cost_usd", "cost_last_24h_usd"],
+        "properties": {
+            "data": {"type": "integer", "minimum": 0},
+            "command": {"type": "integer", "minimum": 0},
+            "wake": {"type": "integer", "minimum": 0},
+            "by_outcome": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer"},
+                },
+            },
+            "cost_usd": {"type": "number", "minimum": 0},
+            "cost_last_24h_usd": {"type": "number", "minimum": 0},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "description": "The top-level names are stable; tools may poll them.",
+        "required": ["vehicle", "controller", "last_command", "api_calls", "meter", "auth"],
+        "properties": {
+            "vehicle": {
+                "type": "object",
+                "required": [
+                    "state",
+                    "charging_state",
+                    "amps_actual",
+                    "amps_requested",
+                    "checked_secs_ago",
+                ],
+                "properties": {
+                    "state": {"type": "string", "enum": ["online", "asleep", "offline", "unknown"]},
+                    "charging_state": _nullable("string"),
+                    "amps_actual": _nullable("integer"),
+                    "amps_requested": _nullable("integer"),
+                    "checked_secs_ago": _nullable("number"),
+                },
+            },
+            "controller": {
+                "type": "object",
+                "required": [
+                    "mode",
+                    "target_amps",
+                    "setpoint_amps",
+                    "reason",
+                    "failsafe",
+                    "paused",
+                ],
+                "properties": {
+                    "mode": {"type": "string", "enum": ["push", "measured"]},
+                    "target_amps": _nullable("integer"),
+                    "setpoint_amps": _nullable("integer"),
+                    "driver_amps": _nullable("integer"),
+                    "reason": {"type": "string"},
+                    "failsafe": {"type": "boolean"},
+                    "paused": {"type": "boolean"},
+                    "rate_limited_for_secs": {"type": "number", "minimum": 0},
+                },
+            },
+            "last_command": {**_ref("Command"), "nullable": True},
+            "api_calls": _ref("ApiCalls"),
+            "meter": _nullable(
+                "object",
+                description="null in push mode",
+                properties={
+                    "type": {"type": "string"},
+                    "name": {"type": "string"},
+                    "amps": _nullable("array", items={"type": "number"}),
+                    "volts": _nullable("array", items={"type": "number", "nullable": True}),
+                    "car_amps": _nullable("number"),
+                    "age_secs": _nullable("number"),
+                    "valid": {"type": "boolean"},
+                    "error": _nullable("string"),
+                },
+            ),
+            "auth": {
+                "type": "object",
+                "required": ["state"],
+                "properties": {
+                    "state": {
+                        "type": "string",
+                        "enum": ["ok", "refreshing", "reauth_required", "missing"],
+                    },
+                    "access_expires_in_secs": _nullable("integer"),
+                    "last_refresh_at": _nullable("string"),
+                },
+            },
+            "daemon": {
+                "type": "object",
+                "properties": {"version": {"type": "string"}, "uptime_secs": {"type": "number"}},
+            },
+        },
+    },
+    "Sample": {
+        "type": "object",
+        "description": "One chart point: the controller's state after an event.",
+        "required": ["t", "supply", "car", "setpoint", "target", "reason", "state"],
+        "properties": {
+            "t": {"type": "number", "description": "Unix time, seconds"},
+            "supply": _nullable(
+                "array",
+                items={"type": "number"},
+                description="Amps per supply phase; null in push mode",
+            ),
+            "car": _nullable("number", description="Car amps, measured or inferred"),
+            "setpoint": _nullable("integer"),
+            "target": _nullable("integer"),
+            "reason": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["normal", "failsafe", "paused", "rate_limited", "auth_lost"],
+            },
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["now", "config", "history", "commands", "api_calls"],
+        "properties": {
+            "now": {"type": "number"},
+            "config": {
+                "type": "object",
+                "required": ["homeMaxAmps", "phases", "mode"],
+                "properties": {
+                    "homeMaxAmps": {"type": "number"},
+                    "limitAmps": {"type": "number"},
+                    "phases": {"type": "integer", "minimum": 1, "maximum": 3},
+                    "mode": {"type": "string", "enum": ["push", "measured"]},
+                    "chargerMinAmps": {"type": "integer"},
+                    "chargerMaxAmps": {"type": "integer"},
+                    "historySecs": {"type": "integer"},
+                },
+            },
+            "history": {"type": "array", "items": _ref("Sample")},
+            "commands": {"type": "array", "items": _ref("Command")},
+            "api_calls": _ref("ApiCalls"),
+            "vehicle": {"type": "object"},
+            "auth": {"type": "string"},
+        },
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document (a fresh dict each call)."""
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    paths: dict[str, Any] = {
+        "/overload": {"get": _overload("get"), "post": _overload("post")},
+        "/status": _get(
+            "getStatus", "The daemon's state.", {"200": _json(_ref("Status"), "The state.")}
+        ),
+        "/config": _get(
+            "getConfig",
+            "The effective configuration, secrets redacted.",
+            {
+                "200": _json(
+                    {"type": "object", "additionalProperties": True},
+                    "camelCase keys as in config.json.",
+                )
+            },
+        ),
+        "/health": _get(
+            "getHealth",
+            "Liveness for systemd, containers and monitors.",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {"type": "string", "enum": ["ok"]},
+                            "version": {"type": "string"},
+                        },
+                    },
+                    "Everything runs.",
+                ),
+                "503": _json(
+                    {
+                        "type": "object",
+                        "required": ["status", "problems"],
+                        "properties": {
+                            "status": {"type": "string", "enum": ["unhealthy"]},
+                            "problems": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "Something does not work; `problems` says what.",
+                ),
+            },
+        ),
+        "/metrics": _get(
+            "getMetrics",
+            "Prometheus metrics (text format; OpenMetrics when asked for via Accept).",
+            {
+                "200": {
+                    "description": "Metrics.",
+                    "content": {
+                        **text,
+                        "application/openmetrics-text": {"schema": {"type": "string"}},
+                    },
+                }
+            },
+            tag="observe",
+        ),
+        "/": _get(
+            "getDashboard",
+            "The dashboard page.",
+            {
+                "200": {
+                    "description": "HTML.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+            tag="observe",
+        ),
+        "/web/{name}": _get(
+            "getDashboardFile",
+            "The dashboard's script, style sheet and icon.",
+            {
+                "200": {
+                    "description": "The file.",
+                    "content": {
+                        kind: {"schema": {"type": "string"}}
+                        for kind in sorted(set(STATIC_FILES.values()))
+                    },
+                },
+                "404": _NOT_FOUND,
+            },
+            tag="observe",
+            parameters=[
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": sorted(STATIC_FILES)},
+                }
+            ],
+        ),
+        "/events": _get(
+            "getEvents",
+            "Server-sent events: `init` (config and history), `sample` (at most 2/s), `panel` (commands and API calls, on change); a comment heartbeat every 15 s.",
+            {
+                "200": {
+                    "description": "An endless event stream; `data` is JSON.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            },
+            tag="observe",
+        ),
+        "/api/history": _get(
+            "getHistory",
+            "The last 15 minutes (one sample per second), the config summary and the panel.",
+            {"200": _json(_ref("History"), "Same as the stream's `init` event.")},
+            tag="observe",
+        ),
+        "/openapi.json": _get(
+            "getOpenApi",
+            "This document.",
+            {"200": _json({"type": "object"}, "OpenAPI 3.0.3.")},
+            tag="observe",
+        ),
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "tesla-smart-charger",
+            "version": __version__,
+            "description": "Charges a Tesla as fast as the house allows. Read-only endpoints are open; "
+            "with `apiToken` set, `/overload` needs the token. Errors are JSON `{error, status}`.",
+            "license": {"name": "MIT"},
+        },
+        "servers": [{"url": "/"}],
+        "tags": [
+            {"name": "control", "description": "What changes the charger's behaviour."},
+            {"name": "state", "description": "What the charger knows."},
+            {"name": "observe", "description": "Dashboard, metrics and this document."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The apiToken."},
+            },
+        },
+    }
+
+
+def openapi_routes(daemon: Daemon) -> list[web.RouteDef]:
+    """GET /openapi.json (`daemon` is unused: the document is static; kept for symmetry)."""
+    document = openapi_document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        """The OpenAPI document."""
+        return web.json_response(document)
+
+    return [web.get("/openapi.json", openapi)]

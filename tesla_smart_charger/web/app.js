@@ -1,0 +1,294 @@
+// Tesla Smart Charger dashboard: live data over server-sent events, drawn on a <canvas>.
+// No libraries and no build step, so it works offline from the daemon itself.
+"use strict";
+
+(function () {
+  const WINDOW_SECS = 15 * 60;
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("chart");
+  const ctx = canvas.getContext("2d");
+
+  let config = { homeMaxAmps: 0, limitAmps: 0, phases: 1, mode: "", historySecs: WINDOW_SECS };
+  let points = []; // samples, oldest first, at most one per second
+  let skew = 0; // server clock minus ours, so a phone with a wrong clock still draws right
+  let source = null;
+  let retryTimer = null;
+
+  // --- formatting -------------------------------------------------------------------------
+  const amps = (v) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} A`);
+  const whole = (v) => (v === null || v === undefined ? "–" : `${v} A`);
+  const dollars = (v) => (v === null || v === undefined ? "–" : `$${Number(v).toFixed(3)}`);
+  const clock = (iso) => {
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString();
+  };
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+  // --- data -------------------------------------------------------------------------------
+  function prune(now) {
+    const horizon = now - WINDOW_SECS;
+    while (points.length && points[0].t < horizon) points.shift();
+  }
+
+  function addPoint(p) {
+    const last = points[points.length - 1];
+    if (last && Math.floor(last.t) === Math.floor(p.t)) points[points.length - 1] = p;
+    else if (!last || p.t > last.t) points.push(p);
+    prune(p.t);
+  }
+
+  // --- the chart --------------------------------------------------------------------------
+  function resize() {
+    const ratio = window.devicePixelRatio || 1;
+    const box = canvas.getBoundingClientRect();
+    const w = Math.max(1, Math.round(box.width * ratio));
+    const h = Math.max(1, Math.round(box.height * ratio));
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+    }
+    return ratio;
+  }
+
+  function series() {
+    const out = [];
+    for (let i = 0; i < config.phases; i++) {
+      out.push({ label: config.phases > 1 ? `House supply L${i + 1}` : "House supply",
+                 color: css(`--phase${i + 1}`), value: (p) => (p.supply ? p.supply[i] : null) });
+    }
+    out.push({ label: "Car", color: css("--car"), value: (p) => p.car, width: 2.5 });
+    out.push({ label: "Setpoint", color: css("--setpoint"), value: (p) => p.setpoint, dash: [4, 4], step: true });
+    return out;
+  }
+
+  let legendKey = "";
+
+  function drawLegend(lines) {
+    const legend = $("legend");
+    const key = `${config.phases}/${config.homeMaxAmps}`;
+    if (key === legendKey) return;
+    legendKey = key;
+    legend.replaceChildren();
+    const swatches = ["sw-phase1", "sw-phase2", "sw-phase3"].slice(0, config.phases);
+    const classes = [...swatches, "sw-car", "sw-setpoint"];
+    lines.forEach((line, i) => {
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = classes[i];
+      li.append(sw, line.label);
+      legend.append(li);
+    });
+    const li = document.createElement("li");
+    const sw = document.createElement("span");
+    sw.className = "sw-limit";
+    li.append(sw, `Limit (homeMaxAmps ${config.homeMaxAmps} A)`);
+    legend.append(li);
+  }
+
+  function draw() {
+    const ratio = resize();
+    const W = canvas.width;
+    const H = canvas.height;
+    const now = serverNow();
+    prune(now);
+    const lines = series();
+    drawLegend(lines);
+
+    let top = Math.max(config.homeMaxAmps * 1.15, 10);
+    for (const p of points) {
+      for (const line of lines) {
+        const v = line.value(p);
+        if (v !== null && v !== undefined && v > top) top = v * 1.05;
+      }
+    }
+    const bottom = 0;
+    const pad = { l: 38 * ratio, r: 10 * ratio, t: 8 * ratio, b: 22 * ratio };
+    // Up to 15 minutes; while there is less history the axis shows what there is (at least 1 min).
+    const first = points.length ? points[0].t : now;
+    const span = Math.min(WINDOW_SECS, Math.max(60, Math.ceil((now - first) / 60) * 60));
+    const x = (t) => pad.l + ((t - (now - span)) / span) * (W - pad.l - pad.r);
+    const y = (v) => H - pad.b - ((Math.max(v, bottom) - bottom) / (top - bottom)) * (H - pad.t - pad.b);
+
+    ctx.clearRect(0, 0, W, H);
+    ctx.font = `${11 * ratio}px system-ui, sans-serif`;
+    ctx.lineWidth = 1 * ratio;
+    ctx.strokeStyle = css("--grid");
+    ctx.fillStyle = css("--muted");
+
+    // Horizontal grid every 5 or 10 A, vertical every 5 minutes.
+    const step = top > 60 ? 20 : top > 30 ? 10 : 5;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let v = 0; v <= top; v += step) {
+      ctx.beginPath();
+      ctx.moveTo(pad.l, y(v));
+      ctx.lineTo(W - pad.r, y(v));
+      ctx.stroke();
+      ctx.fillText(`${v} A`, pad.l - 4 * ratio, y(v));
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const maxTicks = Math.max(2, Math.min(6, Math.floor((W - pad.l - pad.r) / (70 * ratio))));
+    const tick = [10, 15, 20, 30, 60, 120, 180, 300, 450].find((s) => span / s <= maxTicks) || 900;
+    for (let ago = span; ago >= 0; ago -= tick) {
+      const t = now - ago;
+      ctx.beginPath();
+      ctx.moveTo(x(t), pad.t);
+      ctx.lineTo(x(t), H - pad.b);
+      ctx.stroke();
+      ctx.textAlign = ago === span ? "left" : ago === 0 ? "right" : "center";
+      const label = ago === 0 ? "now" : ago % 60 === 0 ? `-${ago / 60} min` : `-${ago} s`;
+      ctx.fillText(label, x(t), H - pad.b + 4 * ratio);
+    }
+
+    // The limit line.
+    if (config.homeMaxAmps > 0) {
+      ctx.save();
+      ctx.strokeStyle = css("--limit");
+      ctx.lineWidth = 1.5 * ratio;
+      ctx.setLineDash([8 * ratio, 5 * ratio]);
+      ctx.beginPath();
+      ctx.moveTo(pad.l, y(config.homeMaxAmps));
+      ctx.lineTo(W - pad.r, y(config.homeMaxAmps));
+      ctx.stroke();
+      ctx.restore();
+    }
+
+    // The series; a gap of more than 5 s (meter silent, daemon restarted) breaks the line.
+    for (const line of lines) {
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(pad.l, 0, W - pad.l - pad.r, H - pad.b);
+      ctx.clip();
+      ctx.strokeStyle = line.color;
+      ctx.lineWidth = (line.width || 1.8) * ratio;
+      ctx.lineJoin = "round";
+      if (line.dash) ctx.setLineDash(line.dash.map((d) => d * ratio));
+      ctx.beginPath();
+      let prev = null;
+      for (const p of points) {
+        const v = line.value(p);
+        if (v === null || v === undefined) { prev = null; continue; }
+        if (prev === null || p.t - prev.t > 5) ctx.moveTo(x(p.t), y(v));
+        else {
+          if (line.step) ctx.lineTo(x(p.t), y(prev.v));
+          ctx.lineTo(x(p.t), y(v));
+        }
+        prev = { t: p.t, v };
+      }
+      // Hold the newest value until now, so a quiet controller still shows a line.
+      if (prev !== null && now - prev.t < 60) ctx.lineTo(x(now), y(prev.v));
+      ctx.stroke();
+      ctx.restore();
+    }
+    canvas.dataset.points = String(points.length);
+  }
+
+  // --- the panels -------------------------------------------------------------------------
+  const serverNow = () => Date.now() / 1000 + skew;
+
+  function showSample(p) {
+    const badge = $("state");
+    badge.dataset.state = p.state;
+    badge.textContent = p.state.replace("_", " ");
+    $("reason").textContent = p.reason;
+    $("supply").textContent = p.supply ? p.supply.map(amps).join(" · ") : "–";
+    $("car").textContent = amps(p.car);
+    $("setpoint").textContent = `${whole(p.setpoint)} / ${whole(p.target)}`;
+    $("headroom").textContent = p.supply
+      ? amps(config.homeMaxAmps - Math.max(...p.supply))
+      : "–";
+  }
+
+  function showPanel(panel) {
+    const body = $("commands");
+    body.replaceChildren();
+    if (!panel.commands || panel.commands.length === 0) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 4;
+      td.className = "muted";
+      td.textContent = "None yet";
+      tr.append(td);
+      body.append(tr);
+    }
+    for (const c of panel.commands || []) {
+      const tr = document.createElement("tr");
+      const cells = [
+        clock(c.at),
+        c.amps === null ? c.command : `${c.command} ${c.amps} A`,
+        c.result,
+        c.reason,
+      ];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i === 2) td.className = text === "ok" ? "result-ok" : "result-bad";
+        if (i === 3) td.className = "why";
+        tr.append(td);
+      });
+      body.append(tr);
+    }
+    const api = panel.api_calls || {};
+    $("api-data").textContent = api.data ?? "–";
+    $("api-command").textContent = api.command ?? "–";
+    $("api-wake").textContent = api.wake ?? "–";
+    $("api-cost-24h").textContent = dollars(api.cost_last_24h_usd);
+    $("api-cost").textContent = dollars(api.cost_usd);
+    const v = panel.vehicle || {};
+    $("vehicle").textContent = v.charging_state ? `${v.state}, ${v.charging_state}` : (v.state || "–");
+  }
+
+  function showConfig() {
+    $("limit").textContent = amps(config.homeMaxAmps);
+    $("mode").textContent = config.mode || "–";
+  }
+
+  function setConnection(state, text) {
+    const badge = $("connection");
+    badge.dataset.conn = state;
+    badge.textContent = text;
+  }
+
+  // --- the stream -------------------------------------------------------------------------
+  function connect() {
+    if (retryTimer !== null) { clearTimeout(retryTimer); retryTimer = null; }
+    source = new EventSource("events");
+    source.addEventListener("open", () => setConnection("live", "live"));
+    source.addEventListener("init", (e) => {
+      const init = JSON.parse(e.data);
+      config = init.config;
+      skew = init.now - Date.now() / 1000;
+      points = [];
+      for (const p of init.history) addPoint(p);
+      showConfig();
+      showPanel(init);
+      if (points.length) showSample(points[points.length - 1]);
+      setConnection("live", "live");
+      draw();
+    });
+    source.addEventListener("sample", (e) => {
+      const p = JSON.parse(e.data);
+      skew = p.t - Date.now() / 1000;
+      addPoint(p);
+      showSample(p);
+      draw();
+    });
+    source.addEventListener("panel", (e) => showPanel(JSON.parse(e.data)));
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) {
+        // The browser gave up (e.g. the daemon answered with an error): retry ourselves.
+        setConnection("offline", "offline – retrying");
+        source.close();
+        retryTimer = setTimeout(connect, 5000);
+      } else {
+        setConnection("reconnecting", "reconnecting…");
+      }
+    });
+  }
+
+  window.addEventListener("resize", draw);
+  setInterval(draw, 1000); // slide the time axis even when nothing changes
+  connect();
+  draw();
+})();

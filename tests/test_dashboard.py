@@ -1,0 +1,219 @@
+"""The dashboard: a self-contained page, its static files, /events and /api/history."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tesla_smart_charger.simulator.car import CarModel
+from tesla_smart_charger.simulator.world import World
+from tests.e2e import world_and_daemon
+from tests.observe import Running, observed_daemon, read_events
+
+FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.1}
+
+
+class _Links(HTMLParser):
+    """Every src/href in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+async def wait_until_no_streams(run: Running) -> None:
+    """Wait (≤ 5 s) until the dashboard has no open stream, checked after every event."""
+    done = asyncio.Event()
+
+    def check() -> None:
+        if run.dashboard.open_streams == 0:
+            done.set()
+
+    run.daemon.service.add_listener(check)
+    check()
+    async with asyncio.timeout(5):
+        await done.wait()
+
+
+async def test_page_is_self_contained_and_its_assets_load(tmp_path: Path) -> None:
+    async with observed_daemon(tmp_path, World(), **FAST) as run:
+        async with run.session.get(run.url + "/") as r:
+            assert r.status == 200
+            assert r.content_type == "text/html"
+            csp = r.headers["Content-Security-Policy"]
+            page = await r.text()
+        assert "default-src 'none'" in csp
+        assert "connect-src 'self'" in csp
+        parser = _Links()
+        parser.feed(page)
+        assert "web/app.js" in parser.links
+        assert "web/style.css" in parser.links
+        for link in parser.links:
+            assert not link.startswith(("http://", "https://", "//")), link
+            code, body = await run.get("/" + link)
+            assert code == 200, link
+            assert body
+        assert '<canvas id="chart" data-points="0"' in page
+        for asset in ("/web/app.js", "/web/style.css"):
+            code, text = await run.get(asset)
+            assert code == 200
+            assert "http://" not in text
+            assert "https://" not in text
+        assert "new EventSource(" in (await run.get("/web/app.js"))[1]
+
+
+TRAVERSALS = [
+    "/web/../daemon.py",
+    "/web/..%2Fdaemon.py",
+    "/web/%2e%2e%2fdaemon.py",
+    "/web/..%2F..%2Fpyproject.toml",
+    "/web/index.html/../../daemon.py",
+    "/web/%2e%2e/%2e%2e/config.py",
+    "/web/nope.js",
+    "/web/",
+    "/web/%0d%0aX-Injected:%201",
+]
+
+
+async def test_static_files_refuse_anything_but_their_own(tmp_path: Path) -> None:
+    async with observed_daemon(tmp_path, World(), **FAST) as run:
+        for raw_path in TRAVERSALS:
+            url = URL(run.url + raw_path, encoded=True)  # sent as written, not normalised
+            async with run.session.get(url) as r:
+                assert r.status == 404, raw_path
+                assert r.content_type == "application/json", raw_path
+                assert "X-Injected" not in r.headers
+                body = await r.json()
+            assert body["status"] == 404
+            assert "import" not in str(body)
+
+
+async def test_events_send_init_then_coalesced_samples(tmp_path: Path) -> None:
+    world = World(car=CarModel(charging_state="Stopped"), manual_house=(7.5,))
+    async with observed_daemon(tmp_path, world, **FAST) as run:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with run.session.get(run.url + "/events", timeout=timeout) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            assert r.headers["Cache-Control"] == "no-cache"
+            (name, init), *_ = await read_events(r, 1)
+            assert name == "init"
+            assert init["config"]["homeMaxAmps"] == 30.0
+            assert init["config"]["phases"] == 1
+            assert init["config"]["mode"] == "measured"
+            assert isinstance(init["history"], list)
+            assert init["commands"] == []
+            assert init["api_calls"]["command"] == 0
+
+            arrivals: list[float] = []
+            samples: list[dict[str, Any]] = []
+            while len(samples) < 4:
+                [(name, data)] = await read_events(r, 1)
+                if name == "sample":
+                    samples.append(data)
+                    arrivals.append(time.monotonic())
+        for sample in samples:
+            assert set(sample) >= {"t", "supply", "car", "setpoint", "target", "reason", "state"}
+            assert sample["supply"] == [pytest.approx(7.5, abs=0.01)]
+            assert sample["state"] == "normal"
+        # The meter is read every 0.1 s, but a stream carries at most ~2 samples a second.
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert min(gaps) > 0.4, gaps
+        await wait_until_no_streams(run)
+
+
+async def test_history_keeps_one_sample_per_second(tmp_path: Path) -> None:
+    world = World(car=CarModel(charging_state="Stopped"), manual_house=(5.0,))
+    async with observed_daemon(tmp_path, world, **FAST) as run:
+        done = asyncio.Event()
+        run.daemon.service.add_listener(
+            lambda: done.set() if len(run.dashboard.history) >= 2 else None
+        )
+        async with asyncio.timeout(5):
+            await done.wait()
+        code, body = await run.get("/api/history")
+        assert code == 200
+        seconds = [int(p["t"]) for p in body["history"]]
+        assert len(seconds) >= 2
+        assert seconds == sorted(set(seconds))  # ascending, one per second
+        assert body["config"]["homeMaxAmps"] == 30.0
+        assert body["history"][-1]["supply"] == [pytest.approx(5.0, abs=0.01)]
+
+
+async def test_streams_end_when_the_controller_stops(tmp_path: Path) -> None:
+    async with observed_daemon(tmp_path, World(), **FAST) as run:
+        async with run.session.get(run.url + "/events") as r:
+            await read_events(r, 1)
+            assert run.dashboard.open_streams == 1
+            run.daemon.tasks["controller"].cancel()  # what SIGTERM does first
+            async with asyncio.timeout(3):
+                rest = await r.content.read()
+            assert b"event: init" not in rest
+        assert run.dashboard.open_streams == 0
+
+
+async def test_a_client_that_goes_away_is_forgotten(tmp_path: Path) -> None:
+    async with observed_daemon(tmp_path, World(), **FAST) as run:
+        async with run.session.get(run.url + "/events") as r:
+            await read_events(r, 1)
+            assert run.dashboard.open_streams == 1
+            r.close()
+        await wait_until_no_streams(run)
+
+
+@pytest.mark.slow
+async def test_sigterm_with_an_open_event_stream_exits_promptly(tmp_path: Path) -> None:
+    """The real process (routes wired in daemon.py): SIGTERM ends the stream and exits 0."""
+    async with world_and_daemon(tmp_path, World(), "--monitor", **FAST) as (_, daemon):
+        async with aiohttp.ClientSession() as s, s.get(daemon.url + "/events") as r:
+            assert r.status == 200
+            [(name, _)] = await read_events(r, 1)
+            assert name == "init"
+            code, took = await daemon.terminate()
+        assert code == 0, daemon.log()
+        assert took < 5.0
+
+
+async def test_a_quiet_stream_gets_heartbeats(tmp_path: Path) -> None:
+    """Push mode with no /overload: no samples, but comments keep proxies from closing it."""
+    async with (
+        observed_daemon(tmp_path, World(), monitor=False, heartbeat=0.2) as run,
+        run.session.get(run.url + "/events") as r,
+    ):
+        [(name, init)] = await read_events(r, 1)
+        assert name == "init"
+        assert init["config"]["mode"] == "push"
+        lines: list[str] = []
+        async with asyncio.timeout(3):
+            while len(lines) < 2:
+                line = (await r.content.readline()).decode()
+                if line.strip():
+                    lines.append(line.strip())
+        assert lines == [": heartbeat", ": heartbeat"]
+
+
+async def test_no_secret_reaches_the_observe_endpoints(tmp_path: Path) -> None:
+    secrets = {"apiToken": "observe-api-token-SECRET", "energyMonitorPassword": "meter-pw-SECRET"}
+    world = World(meter_password=secrets["energyMonitorPassword"])
+    async with observed_daemon(tmp_path, world, apiToken=secrets["apiToken"], **FAST) as run:
+        access = run.daemon.loaded.settings.tesla_access_token
+        assert access is not None
+        forbidden = [*secrets.values(), access.get_secret_value()]
+        bodies = [str((await run.get(path))[1]) for path in ("/", "/metrics", "/api/history")]
+        bodies.append(str((await run.get("/openapi.json"))[1]))
+        async with run.session.get(run.url + "/events") as r:
+            bodies.append(str(await read_events(r, 2)))
+        for body in bodies:
+            for secret in forbidden:
+                assert secret not in body
