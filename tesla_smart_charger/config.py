@@ -277,9 +277,9 @@ class Settings(BaseSettings):
     vehicle_check_secs: Annotated[
         PositiveSecs,
         Field(
-            description="How often the car's state is checked when nothing happens (each check is a billed data call)."
+            description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each)."
         ),
-    ] = 900.0
+    ] = 3600.0
     token_file: Annotated[
         Path | None,
         BeforeValidator(_empty_as_none),

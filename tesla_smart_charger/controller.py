@@ -28,11 +28,11 @@ VEHICLE_FRESH_SECS = 15.0
 # and only when the supply has risen by JUMP_AMPS since the last look (the car may have started).
 UNEXPLAINED_MIN_INTERVAL = 10.0
 JUMP_AMPS = 4.0
-# After a command the car is looked at once (to confirm it followed) at most this often.
-VERIFY_INTERVAL = 300.0
-# Raises back off when the load keeps swinging: each lower within this window doubles the hold.
-FLAP_WINDOW = 600.0
-MAX_RAISE_HOLD = 300.0
+# After a command the car is looked at once (to confirm it followed) at most this often, and
+# only when the meter does not already confirm it: the house estimate with the car at its new
+# setpoint must match the one taken when the command went out to within this many amps.
+VERIFY_INTERVAL = 1800.0
+VERIFY_TOLERANCE = 2.0
 # In fail-safe the meter cannot tell us the car started charging: look at it this often.
 FAILSAFE_LOOK_SECS = 300.0
 
@@ -51,7 +51,7 @@ class ControlConfig:
     safety_margin: float = 1.0
     stale_secs: float = 10.0
     settle_secs: float = 8.0
-    vehicle_check_secs: float = 1800.0
+    vehicle_check_secs: float = 3600.0
     pause_when_overloaded: bool = False
     pause_after_secs: float = 120.0
     supply_phases: int = 1
@@ -207,7 +207,6 @@ class ControllerState:
     failsafe: bool = False
     raise_since: float | None = None
     raise_floor: int | None = None
-    lowers: tuple[float, ...] = ()  # times of recent lowering commands (flap detection)
     unresolvable_since: float | None = None
     paused: bool = False
     room_since: float | None = None
@@ -250,10 +249,6 @@ def _vehicle_reason(vehicle: VehicleSnapshot) -> str:
 
 def _set(state: ControllerState, amps: int, reason: str, now: float) -> Decision:
     """Record and emit a setpoint command."""
-    lowering = state.setpoint is not None and amps < state.setpoint
-    lowers = tuple(t for t in state.lowers if now - t < FLAP_WINDOW)
-    if lowering:
-        lowers = (*lowers, now)
     new = replace(
         state,
         command_from=state.setpoint,
@@ -264,7 +259,6 @@ def _set(state: ControllerState, amps: int, reason: str, now: float) -> Decision
         reason=reason,
         raise_since=None,
         raise_floor=None,
-        lowers=lowers,
     )
     return Decision(new, (SetAmps(amps, reason),))
 
@@ -291,21 +285,12 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
             deadlines.append(state.last_look_at + cfg.vehicle_check_secs)
         if state.failsafe and state.vehicle is not None and not state.refresh_pending:
             deadlines.append(state.vehicle.at + FAILSAFE_LOOK_SECS)
-    if state.verify_at is not None and not state.refresh_pending:
+    if state.verify_at is not None and not state.refresh_pending and cfg.mode == "push":
         deadlines.append(state.verify_at)
     if not deadlines:
         return None
     # Nothing can be sent while rate limited, so there is no point waking before that ends.
     return max(min(deadlines), state.blocked_until)
-
-
-def _raise_hold(state: ControllerState, cfg: ControlConfig, now: float) -> float:
-    """How long room must last before a raise: sleep_secs, doubled per recent lower (flapping)."""
-    recent = sum(1 for t in state.lowers if now - t < FLAP_WINDOW)
-    if recent <= 1:
-        return cfg.sleep_secs
-    hold: float = cfg.sleep_secs * 2.0 ** (recent - 1)
-    return min(hold, max(MAX_RAISE_HOLD, cfg.sleep_secs))
 
 
 # --- the decision -------------------------------------------------------------------------
@@ -322,6 +307,9 @@ def decide(
             if cfg.mode == "push"
             else _decide_measured(state, event, now, cfg)
         )
+    if cfg.mode == "measured" and not isinstance(event, Reading | VehicleUpdate):
+        # In measured mode readings decide: the meter may confirm the command for free.
+        return decision
     return _maybe_verify(decision, now)
 
 
@@ -664,9 +652,10 @@ def _decide_measured(
             and not s.refresh_pending
             and now >= s.blocked_until
         ):
-            return Decision(
-                replace(s, refresh_pending=True), (RefreshVehicle("periodic check while charging"),)
-            )
+            # The car is charging, so it is awake: vehicle_data alone (one billed call), and a
+            # 408 there says it has gone to sleep after all.
+            look = RefreshVehicle("periodic check while charging", known_online=True)
+            return Decision(replace(s, refresh_pending=True), (look,))
         return Decision(s)
     return Decision(state)
 
@@ -726,6 +715,7 @@ def _control(
 ) -> Decision:
     """One closed-loop step on a valid reading."""
     house = house_estimate(state, reading, now, cfg)
+    state = _confirm_on_meter(state, reading, house, now, cfg)
     car_phases = _car_phases(state, cfg)
     headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
     raw = math.floor(headroom + METER_RESOLUTION)
@@ -790,7 +780,7 @@ def _control(
     if target >= setpoint + 1 and not settling:
         since = state.raise_since if state.raise_since is not None else now
         floor = min(state.raise_floor, target) if state.raise_floor is not None else target
-        hold = _raise_hold(state, cfg, now)
+        hold = cfg.sleep_secs
         s = replace(
             s,
             raise_since=since,
@@ -812,6 +802,31 @@ def _control(
             reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A",
         )
     return Decision(s)
+
+
+def _confirm_on_meter(
+    state: ControllerState,
+    reading: MeterReading,
+    house: tuple[float, ...],
+    now: float,
+    cfg: ControlConfig,
+) -> ControllerState:
+    """The meter is the fast sensor: when it shows the car followed, no billed look is needed.
+
+    After the command settled, the house estimate with the car at its new setpoint must match
+    the house when the command went out. Sub-5 A commands are always looked at (the car takes
+    them only on a repeat), and so is any command the meter cannot vouch for.
+    """
+    if state.verify_at is None or now < state.verify_at or _settling(state, cfg, now):
+        return state
+    if state.house_at_command is None or (state.setpoint or 0) < 5 or reading.car_amps is not None:
+        return state
+    before = state.house_at_command
+    if len(before) != len(house):
+        return state
+    if max(abs(h - b) for h, b in zip(house, before, strict=True)) > VERIFY_TOLERANCE:
+        return state
+    return replace(state, verify_at=None, last_verify_at=now)
 
 
 def _car_stopped_drawing(
