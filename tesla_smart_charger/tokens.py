@@ -266,6 +266,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _keep_folder_owner(fd: int, directory: Path) -> None:
+    """Run as root (sudo auth exchange), give the file to the folder's owner.
+
+    Under systemd's DynamicUser the service owns its state folder; a store written by root
+    would be unreadable to it.
+    """
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    if st.st_uid != 0 or st.st_gid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> tuple[int, int]:
     """Replace `path` atomically and durably; returns the new file's (inode, mtime_ns).
 
@@ -279,6 +292,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> tuple[i
             fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
+            _keep_folder_owner(fh.fileno(), directory)
             os.fsync(fh.fileno())
             st = os.fstat(fh.fileno())
         os.replace(tmp, path)

@@ -577,3 +577,14 @@ def test_every_stored_token_is_masked_by_the_log_handler(tmp_path: Path) -> None
         configure_logging("INFO", "plain")
     assert "ROTATED" not in stream.getvalue()
     assert "leak? *** ***" in stream.getvalue()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a file to another owner")
+def test_store_written_as_root_belongs_to_the_folder_owner(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    os.chown(folder, 4242, 4242)
+    TokenStore(folder / "tokens.json").save(TokenPair("a" * 10, "NA_" + "r" * 10, 2e9, 1e9, "na"))
+    st = (folder / "tokens.json").stat()
+    assert (st.st_uid, st.st_gid) == (4242, 4242)
+    assert stat.S_IMODE(st.st_mode) == 0o600
