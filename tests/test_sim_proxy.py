@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -13,14 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
-from tests.conftest import load_fixture
+from tests.conftest import load_fixture, write_self_signed_cert
 
 VIN = "5YJ3E1EA7KF000001"
 # A JWT-shaped token: three dot-separated parts (the proxy only decodes the payload).
@@ -353,32 +347,7 @@ async def test_clock_drives_the_car_to_sleep(sim: Sim) -> None:
 
 async def test_serves_https_with_a_given_ssl_context(tmp_path: Path) -> None:
     """Like the real proxy (HTTPS only, self-signed cert for localhost)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = write_self_signed_cert(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert_file, key_file)
     client_ctx = ssl.create_default_context(cafile=str(cert_file))
