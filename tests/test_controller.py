@@ -490,3 +490,30 @@ def test_measured_command_the_meter_contradicts_is_looked_at() -> None:
     assert (
         core.RefreshVehicle("confirm the car followed the last command", known_online=True) in looks
     )
+
+
+def test_fleet_api_budget_under_a_steady_load_per_hour() -> None:
+    """Issue 4: while charging under a steady house load, at most 15 data calls and 10 commands
+    an hour, and no wake ever (there is no wake action at all). Three hours, 1 s readings."""
+    run = Run(MEASURED)
+    data = commands = 0
+    setpoint_draw = 0
+    for t in range(0, 3 * 3600):
+        now = float(t)
+        for action in run.feed(reading(12.0 + setpoint_draw, at=now), now):
+            if isinstance(action, core.RefreshVehicle):
+                data += 1 if action.known_online else 2
+                run.feed(core.VehicleUpdate(charging(16, at=now)), now)
+                setpoint_draw = run.state.setpoint or 0
+            elif isinstance(action, core.SetAmps):
+                commands += 1
+                run.feed(core.CommandDone("set_charging_amps", action.amps), now)
+        deadline = core.next_deadline(run.state, MEASURED)
+        if deadline is not None and deadline <= now + 1:
+            for action in run.feed(core.Tick(), max(deadline, now)):
+                if isinstance(action, core.RefreshVehicle):
+                    data += 1 if action.known_online else 2
+                    run.feed(core.VehicleUpdate(charging(16, at=now)), now)
+    assert data / 3 <= 15
+    assert commands / 3 <= 10
+    assert data >= 2  # it did look at the car: at start-up and then periodically
