@@ -224,9 +224,15 @@ class Decision:
     actions: tuple[Action, ...] = field(default_factory=tuple)
 
 
-def initial_state(now: float) -> ControllerState:
-    """State at start-up: nothing known, fail-safe timer running from now."""
-    return ControllerState(started_at=now)
+def initial_state(
+    now: float, *, setpoint: int | None = None, driver_amps: int | None = None
+) -> ControllerState:
+    """State at start-up: fail-safe timer running from now.
+
+    `setpoint` and `driver_amps` come from the state file of the previous run, so a restart
+    while the car is throttled does not mistake our throttled value for the driver's setting.
+    """
+    return ControllerState(started_at=now, setpoint=setpoint, driver_amps=driver_amps)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from tesla_smart_charger.tokens import TokenManager, TokenStore
 _LOG = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1024
+# Our setpoint and the driver's own setting, kept beside the token store across restarts.
+STATE_FILE = "charger-state.json"
 
 
 @dataclass
@@ -153,7 +155,13 @@ async def build_daemon(
         else None
     )
     cfg = ControlConfig.from_settings(s, measured=monitor)
-    service = ChargeService(cfg, vehicle, queue, kick_meter=poller.kick if poller else None)
+    service = ChargeService(
+        cfg,
+        vehicle,
+        queue,
+        kick_meter=poller.kick if poller else None,
+        state_file=loaded.token_file.parent / STATE_FILE,
+    )
     return Daemon(
         loaded=loaded,
         monitor=monitor,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tesla_smart_charger import controller as core
@@ -30,6 +32,7 @@ from tesla_smart_charger.errors import (
 )
 from tesla_smart_charger.events import Event, MeterFailed, Overload, Reading
 from tesla_smart_charger.models import MeterReading
+from tesla_smart_charger.tokens import atomic_write_bytes
 
 _LOG = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class ChargeService:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         kick_meter: Callable[[], None] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self._vehicle = vehicle
@@ -81,7 +85,10 @@ class ChargeService:
         self._clock = clock
         self._wall = wall
         self._kick_meter = kick_meter
-        self.state = core.initial_state(clock())
+        self._state_file = state_file
+        remembered = load_remembered(state_file) if state_file else {}
+        self.state = core.initial_state(clock(), **remembered)
+        self._remembered = (self.state.setpoint, self.state.driver_amps)
         self.commands: deque[CommandRecord] = deque(maxlen=50)
         self.overload_queued = False  # /overload coalesces: one queued Overload is enough
         self.alive = False
@@ -142,6 +149,7 @@ class ChargeService:
             self.state = decision.state
             for action in decision.actions:
                 pending.append(await self._execute(action))
+        self._remember()
         if self.state.reason != self._last_reason:
             _LOG.info("controller: %s", self.state.reason)
             self._last_reason = self.state.reason
@@ -201,6 +209,22 @@ class ChargeService:
             self._record(name, amps, outcome.kind, outcome.detail)
         return outcome
 
+    def _remember(self) -> None:
+        """Write our setpoint and the driver's setting when they change (rarely: on commands)."""
+        now = (self.state.setpoint, self.state.driver_amps)
+        if self._state_file is None or now == self._remembered:
+            return
+        self._remembered = now
+        data = {"setpoint": now[0], "driver_amps": now[1]}
+        try:
+            atomic_write_bytes(self._state_file, json.dumps(data).encode() + b"\n", mode=0o600)
+        except OSError as err:
+            _LOG.warning(
+                "cannot write %s: %s (the driver's setting is not kept across restarts)",
+                self._state_file,
+                err.strerror,
+            )
+
     def _record(self, command: str, amps: int | None, result: str, reason: str) -> None:
         self.commands.append(CommandRecord(self._wall(), command, amps, result, reason))
         _LOG.info(
@@ -239,6 +263,23 @@ class ChargeService:
             },
             "last_command": last.as_dict() if last else None,
         }
+
+
+def load_remembered(path: Path) -> dict[str, int | None]:
+    """The previous run's setpoint and driver's setting; nothing if missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        _LOG.warning("ignoring %s: %s", path, err)
+        return {}
+    out: dict[str, int | None] = {}
+    for key in ("setpoint", "driver_amps"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 80:
+            out[key] = value
+    return out
 
 
 class MeterPoller:
