@@ -39,7 +39,12 @@ from tesla_smart_charger.errors import (
     TokenError,
 )
 from tesla_smart_charger.meters import create_meter
-from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
+from tesla_smart_charger.tesla import (
+    ApiCallCounter,
+    TeslaClient,
+    certificate_fix_hint,
+    ssl_context_for,
+)
 from tesla_smart_charger.tokens import (
     FIX_REAUTH,
     TokenManager,
@@ -548,9 +553,8 @@ class _Doctor:
             self.add(
                 name,
                 "FAIL",
-                f"tesla-http-proxy at {base}: TLS certificate not trusted ({err.certificate_error})",
-                "set teslaHttpProxyCaFile to the certificate (or CA) the proxy serves "
-                "(see docs/setup.md)",
+                f"tesla-http-proxy at {base}: TLS certificate not accepted ({err.certificate_error})",
+                f"{certificate_fix_hint(err.certificate_error)} (see docs/setup.md)",
             )
             return ctx, False
         except (aiohttp.ClientError, OSError, TimeoutError) as err:

@@ -151,6 +151,17 @@ class StaticTokenSource:
         return False
 
 
+def certificate_fix_hint(error: BaseException) -> str:
+    """What to change when the proxy's certificate is refused: the name, or the trust."""
+    text = str(error)
+    if getattr(error, "verify_code", None) in (62, 64) or "mismatch" in text:
+        return (
+            "the certificate is not issued for the host in teslaHttpProxy: use a name from its "
+            "subjectAltName there, or re-issue it with that name (e.g. SAN DNS:tesla-http-proxy)"
+        )
+    return "set teslaHttpProxyCaFile to the certificate (or CA) the proxy serves"
+
+
 def ssl_context_for(proxy_url: str, ca_file: Path | None) -> ssl.SSLContext | None:
     """TLS settings for the proxy: None for http, a verifying context for https.
 
@@ -627,8 +638,8 @@ class TeslaClient:
         except aiohttp.ClientConnectorCertificateError as err:
             self._counter.record(category, "transient", billed=False)
             raise TeslaTransientError(
-                f"{what}: the proxy's TLS certificate is not trusted ({err.certificate_error}); "
-                "set teslaHttpProxyCaFile to the CA certificate that signed it"
+                f"{what}: the proxy's TLS certificate is not accepted ({err.certificate_error}); "
+                f"{certificate_fix_hint(err.certificate_error)}"
             ) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             self._counter.record(category, "transient", billed=False)

@@ -22,6 +22,7 @@ from tesla_smart_charger.tesla import (
     ApiCallCounter,
     StaticTokenSource,
     TeslaClient,
+    certificate_fix_hint,
     ssl_context_for,
 )
 from tests.conftest import load_fixture, write_self_signed_cert
@@ -86,3 +87,12 @@ async def test_https_proxy_with_self_signed_ca_file(
         with pytest.raises(TeslaTransientError, match="teslaHttpProxyCaFile"):
             await untrusted.snapshot()
         assert seen == [f"/api/1/vehicles/{VIN}"]  # the handshake failed before any request
+
+
+def test_certificate_hint_tells_name_mismatch_from_untrusted() -> None:
+    mismatch = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] Hostname mismatch")
+    mismatch.verify_code = 62
+    untrusted = ssl.SSLCertVerificationError(1, "self-signed certificate")
+    untrusted.verify_code = 18
+    assert "subjectAltName" in certificate_fix_hint(mismatch)
+    assert "teslaHttpProxyCaFile" in certificate_fix_hint(untrusted)
