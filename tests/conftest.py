@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from yarl import URL
+
+from tesla_smart_charger.simulator.shelly import SimulatedShelly
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -108,3 +112,20 @@ def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One client session per test, closed afterwards (filterwarnings=error catches leaks)."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@asynccontextmanager
+async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
+    """Serve a simulated Shelly on 127.0.0.1 for the duration of the block; yields its URL."""
+    url = await sim.start()
+    try:
+        yield url
+    finally:
+        await sim.stop()

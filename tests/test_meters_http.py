@@ -19,25 +19,10 @@ from tesla_smart_charger.errors import ConfigError, MeterAuthError, MeterError
 from tesla_smart_charger.meters import ShellyMeter, create_meter
 from tesla_smart_charger.meters.shelly import THROTTLE_BACKOFF_SECS
 from tesla_smart_charger.simulator.shelly import SimKind, SimulatedShelly
-from tests.conftest import FIXTURES, load_fixture
+from tests.conftest import FIXTURES, load_fixture, running
 
 PASSWORD = "s3cret-Meter-PW"
 SHORT = aiohttp.ClientTimeout(total=0.3, connect=0.2)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@asynccontextmanager
-async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
-    url = await sim.start()
-    try:
-        yield url
-    finally:
-        await sim.stop()
 
 
 @asynccontextmanager

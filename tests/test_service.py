@@ -8,21 +8,13 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
-from tesla_smart_charger import controller as core
 from tesla_smart_charger.errors import CommandRefused, RateLimited, VehicleAsleep
 from tesla_smart_charger.events import Event, Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.service import ChargeService, load_remembered
+from tests.test_controller import MEASURED
 
-CFG = core.ControlConfig(
-    mode="measured",
-    home_max_amps=30,
-    charger_min_amps=6,
-    charger_max_amps=16,
-    down_step=0.5,
-    up_step=0.25,
-    sleep_secs=20,
-)
+CFG = MEASURED
 
 
 class FakeCar:

@@ -41,12 +41,6 @@ async def sim(clock: Clock) -> AsyncIterator[SimulatedOAuth]:
     await server.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def post(
     session: aiohttp.ClientSession, sim: SimulatedOAuth, **form: str
 ) -> tuple[int, dict[str, Any]]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -14,27 +12,12 @@ import pytest
 
 from tesla_smart_charger.meters import parse_em_status, parse_gen1_em_status
 from tesla_smart_charger.simulator.shelly import SimulatedShelly, parse_digest_header
-from tests.conftest import load_fixture
+from tests.conftest import load_fixture, running
 
 GEN1_STATUS = load_fixture("shelly/gen1_em_status.json")
 PRO3EM_STATUS = load_fixture("shelly/pro3em_em_status.json")
 PRO3EM_SHELLY = load_fixture("shelly/pro3em_shelly.json")
 PASSWORD = "sim-pass"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@asynccontextmanager
-async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
-    url = await sim.start()
-    try:
-        yield url
-    finally:
-        await sim.stop()
 
 
 async def get(

@@ -65,12 +65,6 @@ async def oauth() -> AsyncIterator[SimulatedOAuth]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
