@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         PositiveSecs,
         Field(
             le=3600,
-            description="Settle time after a change; also how long headroom must last before a raise."
+            description="Settle time after a change; also how long headroom must last before a raise.",
         ),
     ] = 20.0
     energy_monitor_ip: Annotated[
@@ -301,21 +301,21 @@ class Settings(BaseSettings):
         PositiveSecs,
         Field(
             le=3600,
-            description="How long an overload the car cannot resolve lasts before charging is paused."
+            description="How long an overload the car cannot resolve lasts before charging is paused.",
         ),
     ] = 120.0
     car_settle_secs: Annotated[
         PositiveSecs,
         Field(
             le=120,
-            description="How long the car takes to follow a new setpoint; readings are judged against the commanded value meanwhile."
+            description="How long the car takes to follow a new setpoint; readings are judged against the commanded value meanwhile.",
         ),
     ] = 8.0
     vehicle_check_secs: Annotated[
         PositiveSecs,
         Field(
             ge=300,
-            description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each)."
+            description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each).",
         ),
     ] = 3600.0
     token_file: Annotated[
@@ -556,7 +556,9 @@ def parse_config_text(path: Path, data: bytes) -> tuple[dict[str, Any], list[str
         raise ConfigError([f"{path}: invalid JSON: {type(err).__name__}"]) from None
     if not isinstance(parsed, dict):
         raise ConfigError([f"{path}: the top level must be a JSON object"])
-    warnings = [f"{path}: key {key!r} appears more than once; the last value is used" for key in duplicates]
+    warnings = [
+        f"{path}: key {key!r} appears more than once; the last value is used" for key in duplicates
+    ]
     return parsed, warnings
 
 

@@ -3,6 +3,9 @@
 Handlers never block and never talk to the car: /overload only queues an event and answers 202.
 Every error is JSON; a malformed request is a 4xx, never a 500. There are no CORS headers, so a
 random web page cannot read our state, and with `apiToken` set nothing changes state without it.
+Without `apiToken`, a browser request from another site (a web page's <img src=/overload>) is
+still refused: browsers say where a request comes from (`Sec-Fetch-Site`, `Origin`), while a
+Shelly URL action or curl sends neither header.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -21,6 +25,10 @@ from tesla_smart_charger import __version__
 _LOG = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths that change state even on GET (Shelly URL actions can only GET).
+STATE_CHANGING_PATHS = frozenset({"/overload"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -69,6 +77,42 @@ def authorized(request: web.Request) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+def cross_site(request: web.Request) -> str | None:
+    """Why this looks like a browser request from another site, or None.
+
+    `Sec-Fetch-Site` (every current browser) is trusted first; older browsers send `Origin`
+    on cross-origin requests, compared with the Host the request was sent to.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if fetch_site in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site: {fetch_site}"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    parts = urlsplit(origin.strip())
+    if origin.strip().lower() == "null" or not parts.netloc:
+        return "Origin: null"
+    if parts.netloc.lower() != request.host.lower():
+        return "Origin is another site"
+    return None
+
+
+@web.middleware
+async def refuse_cross_site(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Without apiToken, a web page must not change state through the owner's browser."""
+    changes_state = request.method not in SAFE_METHODS or request.path in STATE_CHANGING_PATHS
+    if changes_state and not request.app[CTX].api_token:
+        reason = cross_site(request)
+        if reason is not None:
+            _LOG.debug("refused a cross-site %s %s (%s)", request.method, request.path, reason)
+            return json_error(
+                403,
+                f"cross-site request refused ({reason}): a web page may not change state; "
+                "set apiToken to allow other callers",
+            )
+    return await handler(request)
+
+
 async def overload(request: web.Request) -> web.Response:
     """Queue an overload; Shelly calls with GET and no body, webhooks may POST anything."""
     if not authorized(request):
@@ -103,7 +147,9 @@ def _dumps(obj: Any) -> str:
 
 def build_app(ctx: ApiContext) -> web.Application:
     """The aiohttp application with every route."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[errors_as_json, refuse_cross_site], client_max_size=64 * 1024
+    )
     app[CTX] = ctx
     app.router.add_route("GET", "/overload", overload)
     app.router.add_route("POST", "/overload", overload)
