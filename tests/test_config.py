@@ -23,8 +23,10 @@ def test_seed_config_loads_unchanged(write_config: WriteConfig) -> None:
     assert s.tesla_access_token.get_secret_value() == "seed-access-token-SECRET"
     # The seed config still loads; what it leaves open is said, not refused.
     assert len(cfg.warnings) == 3
-    assert "teslaHttpProxy" in cfg.warnings[0] and "HTTPS only" in cfg.warnings[0]
-    assert "chmod 600" in cfg.warnings[1] and "teslaRefreshToken" in cfg.warnings[1]
+    assert "teslaHttpProxy" in cfg.warnings[0]
+    assert "HTTPS only" in cfg.warnings[0]
+    assert "chmod 600" in cfg.warnings[1]
+    assert "teslaRefreshToken" in cfg.warnings[1]
     assert "apiToken is not set" in cfg.warnings[2]
     assert cfg.token_file == cfg.path.parent / "tokens.json"
 
