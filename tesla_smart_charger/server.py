@@ -234,6 +234,11 @@ class ConnectionLimiter:
         self.refused = 0
         self._closing: set[object] = set()
 
+    @property
+    def open_connections(self) -> int:
+        """API connections open right now."""
+        return len(self._server.connections)
+
     def __call__(self) -> asyncio.BaseProtocol:
         connections = self._server.connections
         if len(connections) >= self.limit:
