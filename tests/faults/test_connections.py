@@ -315,3 +315,11 @@ async def test_1100_idle_connections_at_ulimit_1024_do_not_delay_the_cut(tmp_pat
     assert "Too many open files" not in text
     new_lines = text.splitlines()[lines_before:]
     assert len(new_lines) <= 10, new_lines
+
+
+def test_deployments_set_the_descriptor_limit() -> None:
+    root = Path(__file__).resolve().parents[2]
+    unit = (root / "docs/deploy/tesla-smart-charger.service").read_text(encoding="utf-8")
+    assert "\nLimitNOFILE=8192\n" in unit
+    compose = (root / "compose.yaml").read_text(encoding="utf-8")
+    assert "      nofile:\n        soft: 8192\n        hard: 8192\n" in compose
