@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from tesla_smart_charger import __version__
-from tesla_smart_charger.config import LoadedConfig, load_config, redacted
+from tesla_smart_charger.config import LoadedConfig, check_config, redacted
 from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.logging_setup import configure_logging
 
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate the configuration and print it with secrets redacted",
     )
+    check.add_argument(
+        "-m",
+        "--monitor",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="check for measured mode too (energyMonitorIp required)",
+    )
     check.set_defaults(func=cmd_check_config)
     from tesla_smart_charger import setup_cli  # noqa: PLC0415 (keeps `--version` fast)
     from tesla_smart_charger.simulator import demo  # noqa: PLC0415
@@ -85,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_or_exit(path: str) -> LoadedConfig | int:
-    """Load the configuration, or print every problem and return exit code 2."""
+def load_or_exit(path: str, *, monitor: bool = False) -> LoadedConfig | int:
+    """Check the configuration as the daemon will, or print every problem and return 2.
+
+    The daemon and check-config both come here, so they can never disagree.
+    """
     try:
-        loaded = load_config(path)
+        loaded = check_config(path, monitor=monitor)
     except ConfigError as err:
         print("configuration error:", file=sys.stderr)
         for line in err.problems:
@@ -101,7 +111,7 @@ def load_or_exit(path: str) -> LoadedConfig | int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate and print the effective configuration (secrets redacted)."""
-    loaded = load_or_exit(args.config)
+    loaded = load_or_exit(args.config, monitor=bool(getattr(args, "monitor", False)))
     if isinstance(loaded, int):
         return loaded
     print(json.dumps(redacted(loaded.settings), indent=2, default=str))
@@ -111,7 +121,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
-    loaded = load_or_exit(args.config)
+    loaded = load_or_exit(args.config, monitor=bool(getattr(args, "monitor", False)))
     if isinstance(loaded, int):
         return loaded
     configure_logging(args.log_level, args.log_format)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from tesla_smart_charger.errors import ConfigError
 _LOG = logging.getLogger(__name__)
 
 ENV_PREFIX = "TSC_"
+# A house supply above this is a typo, not a breaker (and 10x it bounds plausible meter readings).
+MAX_HOME_AMPS = 1000.0
 DEFAULT_TOKEN_URL = "https://fleet-auth.prd.vn.cloud.tesla.com/oauth2/v3/token"  # noqa: S105 (a URL)
 DEFAULT_AUTHORIZE_URL = "https://auth.tesla.com/oauth2/v3/authorize"
 FLEET_API_BASES: dict[str, str] = {
@@ -38,6 +41,11 @@ METER_TYPES = ("shelly-em", "shelly-3em", "shelly-gen2", "shelly")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
+
+
+_NUMERIC_HOST_RE = re.compile(r"^[0-9.]+$")
+# json.loads recurses per nesting level: refuse deep files before Python's stack does.
+MAX_JSON_DEPTH = 32
 
 
 def _as_str(value: Any) -> Any:
@@ -93,6 +101,12 @@ def normalize_host_url(value: str) -> str:
     if parts.scheme != "http":
         raise ValueError("must be a host, host:port or an http:// URL (Shelly speaks plain HTTP)")
     host = parts.hostname or ""
+    if host and _NUMERIC_HOST_RE.match(host):
+        # 999.1.1.1 passes as a host name, but no resolver will ever find it.
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError("is not a valid IP address") from None
     try:
         port = parts.port
     except ValueError as err:
@@ -117,13 +131,17 @@ class Settings(BaseSettings):
         extra="ignore",
         validate_default=True,
         hide_input_in_errors=True,
+        # Infinity and NaN are valid JSON to Python and would switch protection off.
+        allow_inf_nan=False,
     )
 
     # --- the seed's keys (names and meaning unchanged) ----------------------------------
     home_max_amps: Annotated[
         float,
         Field(
-            gt=0, description="Supply limit of the house per phase (A): the main breaker's rating."
+            gt=0,
+            le=MAX_HOME_AMPS,
+            description="Supply limit of the house per phase (A): the main breaker's rating.",
         ),
     ]
     charger_max_amps: Annotated[
@@ -138,7 +156,11 @@ class Settings(BaseSettings):
     ] = 6.0
     down_step_percentage: Annotated[
         float,
-        Field(gt=0, le=1, description="Push mode: on /overload, new amps = floor(amps x this)."),
+        Field(
+            gt=0,
+            lt=1,
+            description="Push mode: on /overload, new amps = floor(amps x this). Below 1, or an overload would change nothing.",
+        ),
     ] = 0.5
     up_step_percentage: Annotated[
         float,
@@ -151,7 +173,8 @@ class Settings(BaseSettings):
     sleep_time_secs: Annotated[
         PositiveSecs,
         Field(
-            description="Settle time after a change; also how long headroom must last before a raise."
+            le=3600,
+            description="Settle time after a change; also how long headroom must last before a raise.",
         ),
     ] = 20.0
     energy_monitor_ip: Annotated[
@@ -190,7 +213,10 @@ class Settings(BaseSettings):
         Field(description="Seeds the token store on first start; the store wins afterwards."),
     ] = None
     tesla_http_proxy: Annotated[
-        str, Field(description="URL of tesla-http-proxy (http or https).")
+        str,
+        Field(
+            description="URL of tesla-http-proxy. It speaks HTTPS only; an http:// URL is accepted with a warning."
+        ),
     ] = "https://localhost:4443"
     tesla_client_id: Annotated[
         OptStr,
@@ -217,11 +243,20 @@ class Settings(BaseSettings):
         ),
     ] = None
     energy_monitor_poll_secs: Annotated[
-        PositiveSecs, Field(description="Meter poll period in measured mode.")
+        PositiveSecs,
+        Field(
+            ge=0.2,
+            le=60,
+            description="Meter poll period in measured mode; at most a third of energyMonitorStaleSecs.",
+        ),
     ] = 1.0
     energy_monitor_stale_secs: Annotated[
         PositiveSecs,
-        Field(description="No valid reading for this long: fall back to chargerMinAmps."),
+        Field(
+            ge=2,
+            le=120,
+            description="No valid reading for this long: fall back to chargerMinAmps.",
+        ),
     ] = 10.0
     energy_monitor_user: Annotated[
         OptStr, Field(description="Meter user name (Gen1 basic auth; Gen2 always uses admin).")
@@ -265,19 +300,22 @@ class Settings(BaseSettings):
     pause_after_secs: Annotated[
         PositiveSecs,
         Field(
-            description="How long an overload the car cannot resolve lasts before charging is paused."
+            le=3600,
+            description="How long an overload the car cannot resolve lasts before charging is paused.",
         ),
     ] = 120.0
     car_settle_secs: Annotated[
         PositiveSecs,
         Field(
-            description="How long the car takes to follow a new setpoint; readings are judged against the commanded value meanwhile."
+            le=120,
+            description="How long the car takes to follow a new setpoint; readings are judged against the commanded value meanwhile.",
         ),
     ] = 8.0
     vehicle_check_secs: Annotated[
         PositiveSecs,
         Field(
-            description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each)."
+            ge=300,
+            description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each).",
         ),
     ] = 3600.0
     token_file: Annotated[
@@ -446,6 +484,13 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 "energyMonitorChargerChannel must not also be one of energyMonitorSupplyChannels",
             )
         )
+    if s.energy_monitor_poll_secs > s.energy_monitor_stale_secs / 3:
+        problems.append(
+            (
+                "energy_monitor_poll_secs",
+                f"energyMonitorPollSecs ({s.energy_monitor_poll_secs:g}) must be at most a third of energyMonitorStaleSecs ({s.energy_monitor_stale_secs:g}), so a missed poll or two does not trip the fail-safe",
+            )
+        )
     if s.charger_phase > s.supply_phases:
         problems.append(
             (
@@ -456,23 +501,120 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     return problems
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read the JSON file; malformed JSON is reported with line and column."""
+def _json_depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """False when brackets nest deeper than `limit` (strings skipped); cheap and iterative."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def parse_config_text(path: Path, data: bytes) -> tuple[dict[str, Any], list[str]]:
+    """(the top-level object, warnings); ConfigError naming the file for every bad input."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: file not found (pass --config PATH)"]) from None
-    except OSError as err:
-        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8"]
+        ) from None
+    if not _json_depth_ok(text):
+        raise ConfigError(
+            [f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels; a config file is flat"]
+        )
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out and key not in duplicates:
+                duplicates.append(key)
+            out[key] = value
+        return out
+
     try:
-        data = json.loads(text)
+        parsed = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as err:
         raise ConfigError(
             [f"{path}: line {err.lineno}, column {err.colno}: invalid JSON: {err.msg}"]
         ) from None
-    if not isinstance(data, dict):
+    except (RecursionError, ValueError) as err:
+        raise ConfigError([f"{path}: invalid JSON: {type(err).__name__}"]) from None
+    if not isinstance(parsed, dict):
         raise ConfigError([f"{path}: the top level must be a JSON object"])
-    return data
+    warnings = [
+        f"{path}: key {key!r} appears more than once; the last value is used" for key in duplicates
+    ]
+    return parsed, warnings
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read the JSON file; malformed JSON is reported with line and column."""
+    return _read_config(path)[0]
+
+
+def _read_config(path: Path) -> tuple[dict[str, Any], list[str]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found (pass --config PATH)"]) from None
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    return parse_config_text(path, data)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _config_warnings(path: Path, raw: Mapping[str, Any], s: Settings) -> list[str]:
+    """Settings that work but leave a door open: worth a line at every start."""
+    warnings: list[str] = []
+    if urlsplit(s.tesla_http_proxy).scheme == "http":
+        warnings.append(
+            f"teslaHttpProxy: {s.tesla_http_proxy} is http://, but tesla-http-proxy speaks HTTPS only; "
+            "use https:// (with teslaHttpProxyCaFile for its self-signed certificate)"
+        )
+    secrets_in_file = sorted(
+        key
+        for key, value in raw.items()
+        if FIELD_BY_KEY.get(key) in SECRET_FIELDS and isinstance(value, str) and value.strip()
+    )
+    if secrets_in_file:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o044:
+            warnings.append(
+                f"{path} holds secrets ({', '.join(secrets_in_file)}) and other users can read it: "
+                f"run chmod 600 {path}"
+            )
+    if s.api_token is None and not _is_loopback(s.api_host):
+        warnings.append(
+            f"apiToken is not set and apiHost {s.api_host} is reachable from the network: anyone on it "
+            "can call /overload; set apiToken (web pages are refused either way)"
+        )
+    return warnings
 
 
 def load_config(path: Path | str) -> LoadedConfig:
@@ -482,8 +624,7 @@ def load_config(path: Path | str) -> LoadedConfig:
     """
     path = Path(path)
     env = os.environ
-    raw = read_config_file(path)
-    warnings: list[str] = []
+    raw, warnings = _read_config(path)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         name = FIELD_BY_KEY.get(key)
@@ -510,7 +651,55 @@ def load_config(path: Path | str) -> LoadedConfig:
     cross = cross_check(settings)
     if cross:
         raise ConfigError([f"{_source(name, path, env)}: {msg}" for name, msg in cross])
+    warnings += _config_warnings(path, raw, settings)
     return LoadedConfig(settings=settings, path=path, warnings=warnings)
+
+
+def preflight(loaded: LoadedConfig, *, monitor: bool) -> None:
+    """Checks that need the file system or the mode: ConfigError naming the key.
+
+    Both `check-config` and the daemon run these (through `check_config`), so check-config
+    never calls valid a configuration the daemon then refuses.
+    """
+    s = loaded.settings
+    problems: list[str] = []
+    if monitor and s.energy_monitor_ip is None:
+        problems.append(
+            f"{loaded.path}: energyMonitorIp: required with --monitor (the meter's host, host:port or http:// URL)"
+        )
+    token_file = loaded.token_file
+    folder = token_file.parent
+    if not folder.is_dir():
+        problems.append(
+            f"{loaded.path}: tokenFile: folder {folder} does not exist (create it, or change tokenFile)"
+        )
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problems.append(
+            f"{loaded.path}: tokenFile: folder {folder} is not writable: rotated Tesla tokens could not be saved"
+        )
+    elif token_file.exists() and not os.access(token_file, os.R_OK):
+        problems.append(f"{loaded.path}: tokenFile: {token_file} is not readable by this user")
+    ca_file = loaded.proxy_ca_file
+    if ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(ca_file))
+        except OSError as err:
+            problems.append(
+                f"{loaded.path}: teslaHttpProxyCaFile: cannot read {ca_file}: {err.strerror or err}"
+            )
+        except ssl.SSLError as err:
+            problems.append(
+                f"{loaded.path}: teslaHttpProxyCaFile: {ca_file} is not a PEM CA certificate ({err.reason or err})"
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_config(path: Path | str, *, monitor: bool) -> LoadedConfig:
+    """`load_config` plus `preflight`: the one check the daemon and check-config both run."""
+    loaded = load_config(path)
+    preflight(loaded, monitor=monitor)
+    return loaded
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -32,7 +32,14 @@ from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.metrics import metrics_routes
 from tesla_smart_charger.openapi import openapi_routes
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
-from tesla_smart_charger.server import ApiContext, build_app
+from tesla_smart_charger.server import (
+    ApiContext,
+    build_app,
+    connection_cap,
+    listen,
+    make_runner,
+    raise_fd_limit,
+)
 from tesla_smart_charger.service import ChargeService, MeterPoller
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
 from tesla_smart_charger.tokens import TokenManager, TokenStore
@@ -239,24 +246,32 @@ async def run_daemon(
     """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1)."""
     _register_secrets(loaded)
     s = loaded.settings
+    fd_soft, _ = raise_fd_limit()
+    try:
+        # A kill between writing and renaming may have left the only copy of rotated tokens.
+        TokenStore(loaded.token_file).recover_leftovers()
+    except OSError as err:
+        _LOG.warning(
+            "token store %s: cannot check for leftover temp files: %s", loaded.token_file, err
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    connector = aiohttp.TCPConnector(limit=20, ttl_dns_cache=300)
+    # Per-host limits: a hung proxy cannot take the sockets the meter or token endpoint need.
+    connector = aiohttp.TCPConnector(limit=32, limit_per_host=8, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector) as session:
         daemon = await build_daemon(loaded, session, monitor=monitor)
         daemon.extra_routes += (
             metrics_routes(daemon) + dashboard_routes(daemon) + openapi_routes(daemon)
         )
         app = build_app(api_context(daemon))
-        runner = web.AppRunner(
-            app, access_log=logging.getLogger("aiohttp.access"), shutdown_timeout=1.0
-        )
+        runner = make_runner(app)
         await runner.setup()
-        site = web.TCPSite(runner, s.api_host, s.api_port)
         try:
-            await site.start()
+            listener, _ = await listen(
+                runner, s.api_host, s.api_port, max_connections=connection_cap(fd_soft)
+            )
         except OSError as err:
             _LOG.error(
                 "cannot listen on %s:%s: %s (change apiHost/apiPort)",
@@ -285,6 +300,7 @@ async def run_daemon(
             await started(daemon)
 
         code = await wait_and_stop(daemon, stop)
+        listener.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_TIMEOUT / 2):
                 await runner.cleanup()

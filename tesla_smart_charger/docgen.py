@@ -43,8 +43,19 @@ as `***`. An empty string in the file means "not set".
 
 Rules between keys, checked at start-up: `chargerMinAmps` <= `chargerMaxAmps` <= `homeMaxAmps`;
 `chargerPhase` <= `supplyPhases`; `energyMonitorChargerChannel` must not also be one of
-`energyMonitorSupplyChannels`. Every problem is reported on its own line, naming the key and
+`energyMonitorSupplyChannels`; `energyMonitorPollSecs` is at most a third of
+`energyMonitorStaleSecs`. Every problem is reported on its own line, naming the key and
 where the value came from (the file or the environment variable).
+
+No setting can switch protection off: numbers must be finite (`Infinity` and `NaN` are
+refused), and the ranges below keep the fail-safe, the poll rate and the Fleet API budget
+sane. The file must be UTF-8 JSON; the token file's folder must exist and be writable, and
+`teslaHttpProxyCaFile` must be a readable PEM certificate. `check-config` (add `--monitor` for
+measured mode) runs exactly the checks the daemon runs at start; any problem is exit code 2.
+
+Warnings (the daemon still starts): a key given twice (the last value wins), an `http://`
+`teslaHttpProxy` (tesla-http-proxy speaks HTTPS only), a config file holding secrets that
+other users can read, and no `apiToken` while `apiHost` is reachable from the network.
 """
 
 

@@ -3,24 +3,36 @@
 Handlers never block and never talk to the car: /overload only queues an event and answers 202.
 Every error is JSON; a malformed request is a 4xx, never a 500. There are no CORS headers, so a
 random web page cannot read our state, and with `apiToken` set nothing changes state without it.
+Without `apiToken`, a browser request from another site (a web page's <img src=/overload>) is
+still refused: browsers say where a request comes from (`Sec-Fetch-Site`, `Origin`), while a
+Shelly URL action or curl sends neither header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import resource
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tesla_smart_charger import __version__
 
 _LOG = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths that change state even on GET (Shelly URL actions can only GET).
+STATE_CHANGING_PATHS = frozenset({"/overload"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -36,6 +48,14 @@ class ApiContext:
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
+# Connections whose request a handler is working on (an /events stream, say): never evicted.
+BUSY: web.AppKey[set[object]] = web.AppKey("busy", set)
+
+# Connection hygiene (issue 10): a home API needs a handful of connections; 1,100 idle ones
+# must neither exhaust file descriptors nor delay a cut.
+MAX_CONNECTIONS = 256
+KEEPALIVE_SECS = 15.0  # also the time a new connection gets to send its request headers
+LISTEN_BACKLOG = 128
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -67,6 +87,54 @@ def authorized(request: web.Request) -> bool:
     if header.startswith("Bearer "):
         given = header.removeprefix("Bearer ").strip()
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def cross_site(request: web.Request) -> str | None:
+    """Why this looks like a browser request from another site, or None.
+
+    `Sec-Fetch-Site` (every current browser) is trusted first; older browsers send `Origin`
+    on cross-origin requests, compared with the Host the request was sent to.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if fetch_site in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site: {fetch_site}"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    parts = urlsplit(origin.strip())
+    if origin.strip().lower() == "null" or not parts.netloc:
+        return "Origin: null"
+    if parts.netloc.lower() != request.host.lower():
+        return "Origin is another site"
+    return None
+
+
+@web.middleware
+async def mark_busy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Remember which connections are mid-request, so only idle ones are ever evicted."""
+    busy = request.app[BUSY]
+    protocol = request.protocol
+    busy.add(protocol)
+    try:
+        return await handler(request)
+    finally:
+        busy.discard(protocol)
+
+
+@web.middleware
+async def refuse_cross_site(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Without apiToken, a web page must not change state through the owner's browser."""
+    changes_state = request.method not in SAFE_METHODS or request.path in STATE_CHANGING_PATHS
+    if changes_state and not request.app[CTX].api_token:
+        reason = cross_site(request)
+        if reason is not None:
+            _LOG.debug("refused a cross-site %s %s (%s)", request.method, request.path, reason)
+            return json_error(
+                403,
+                f"cross-site request refused ({reason}): a web page may not change state; "
+                "set apiToken to allow other callers",
+            )
+    return await handler(request)
 
 
 async def overload(request: web.Request) -> web.Response:
@@ -103,8 +171,11 @@ def _dumps(obj: Any) -> str:
 
 def build_app(ctx: ApiContext) -> web.Application:
     """The aiohttp application with every route."""
-    app = web.Application(middlewares=[errors_as_json], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[mark_busy, errors_as_json, refuse_cross_site], client_max_size=64 * 1024
+    )
     app[CTX] = ctx
+    app[BUSY] = set()
     app.router.add_route("GET", "/overload", overload)
     app.router.add_route("POST", "/overload", overload)
     app.router.add_get("/status", status)
@@ -112,3 +183,162 @@ def build_app(ctx: ApiContext) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_routes(ctx.extra_routes)
     return app
+
+
+# --- connections and file descriptors ------------------------------------------------------
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (many distributions start at 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as err:
+            _LOG.debug("cannot raise the open-file limit from %d to %d: %s", soft, target, err)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def connection_cap(fd_soft_limit: int, wanted: int = MAX_CONNECTIONS) -> int:
+    """API connections allowed: `wanted`, but never more than half the descriptors left over."""
+    if fd_soft_limit == resource.RLIM_INFINITY:
+        return wanted
+    return max(8, min(wanted, (fd_soft_limit - 64) // 2))
+
+
+class _Refuse(asyncio.Protocol):
+    """Every connection is mid-request and the cap is reached: reset, freeing the descriptor."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+        else:
+            transport.close()
+
+
+class ConnectionLimiter:
+    """Protocol factory in front of aiohttp's server: at most `limit` open API connections.
+
+    At the cap, a new connection evicts the oldest idle one (connected but not mid-request),
+    so a pile of idle or half-open connections cannot lock out a Shelly's /overload, nor eat
+    the descriptors the meter and the car link need. Only when every connection is busy is
+    the newcomer reset.
+    """
+
+    def __init__(self, server: web.Server, busy: set[object], limit: int) -> None:
+        self._server = server
+        self._busy = busy
+        self.limit = limit
+        self.evicted = 0
+        self.refused = 0
+        self._closing: set[object] = set()
+
+    @property
+    def open_connections(self) -> int:
+        """API connections open right now."""
+        return len(self._server.connections)
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        connections = self._server.connections
+        if len(connections) >= self.limit:
+            self._closing.intersection_update(connections)
+            victim = next(
+                (c for c in connections if c not in self._busy and c not in self._closing), None
+            )
+            if victim is None:
+                self.refused += 1
+                return _Refuse()
+            self._closing.add(victim)
+            victim.force_close()
+            self.evicted += 1
+        return self._server()
+
+
+async def listen(
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    backlog: int = LISTEN_BACKLOG,
+) -> tuple[asyncio.Server, ConnectionLimiter]:
+    """Listen on host:port through a ConnectionLimiter (after `runner.setup()`).
+
+    Close the returned server before `runner.cleanup()`, which closes the connections.
+    """
+    server = runner.server
+    if server is None:
+        raise RuntimeError("call runner.setup() first")
+    limiter = ConnectionLimiter(server, runner.app[BUSY], max_connections)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(limiter, host, port, backlog=backlog, reuse_address=True)
+    return listener, limiter
+
+
+def make_runner(app: web.Application, *, keepalive_secs: float = KEEPALIVE_SECS) -> web.AppRunner:
+    """The AppRunner with our limits: idle and slow connections close after `keepalive_secs`."""
+    quiet_server_logs()
+    return web.AppRunner(
+        app,
+        access_log=logging.getLogger("aiohttp.access"),
+        shutdown_timeout=1.0,
+        keepalive_timeout=keepalive_secs,
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=64,
+    )
+
+
+class _MalformedRequestsToDebug(logging.Filter):
+    """aiohttp logs ERROR plus a traceback for each malformed request; that is the client's
+    problem, not ours, and anyone could flood the log with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+class _OutOfDescriptorsOnce(logging.Filter):
+    """asyncio logs a traceback for every failed accept() once descriptors run out (thousands
+    a second); say it once every 10 minutes, in words, without the traceback."""
+
+    PREFIX = "socket.accept() out of system resource"
+
+    def __init__(self, every_secs: float = 600.0) -> None:
+        super().__init__()
+        self._every = every_secs
+        self._last: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(self.PREFIX)):
+            return True
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._every:
+            return False
+        self._last = now
+        record.msg = (
+            "the HTTP API is out of file descriptors and cannot accept connections for now "
+            "(too many open connections; raise LimitNOFILE or find what holds them)"
+        )
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_server_logs() -> None:
+    """Install the two filters above once per process."""
+    for name, flt in (
+        ("aiohttp.server", _MalformedRequestsToDebug),
+        ("asyncio", _OutOfDescriptorsOnce),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, flt) for f in logger.filters):
+            logger.addFilter(flt())

@@ -398,6 +398,66 @@ class TokenStore:
         _LOG.info("token store %s created from config.json (it wins from now on)", self.path)
         return pair
 
+    def leftover_temp_files(self) -> list[Path]:
+        """`.tokens.json.*.tmp` files a killed write left behind (regular files only)."""
+        found = []
+        prefix = f".{self.path.name}."
+        try:
+            entries = list(os.scandir(self.path.parent))
+        except OSError:
+            return []
+        for entry in entries:
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    found.append(Path(entry.path))
+        return sorted(found)
+
+    def recover_leftovers(self) -> TokenPair | None:
+        """At start: adopt a complete, newer pair a kill left in a temp file; remove the rest.
+
+        A SIGKILL between writing the temp file and renaming it can leave the only copy of a
+        freshly rotated refresh token there (the old one is then already spent). Newer means a
+        later expiry, then a later issue time, than the store's pair; anything that does not
+        parse as a complete pair is just removed. Returns the adopted pair, or None.
+        """
+        with self.lock():
+            leftovers = self.leftover_temp_files()
+            if not leftovers:
+                return None
+            try:
+                current = self.load()
+            except TokenError:
+                current = None  # a corrupt store loses to any complete pair
+            best: TokenPair | None = None
+            for tmp in leftovers:
+                try:
+                    pair = TokenPair.from_json(json.loads(tmp.read_bytes()))
+                except (OSError, ValueError, RecursionError):
+                    continue
+                rival = best or current
+                if rival is None or (pair.expires_at, pair.issued_at) > (
+                    rival.expires_at,
+                    rival.issued_at,
+                ):
+                    best = pair
+            if best is not None:
+                self.save(best)
+                _LOG.warning(
+                    "token store %s: adopted a newer token pair that an interrupted save left "
+                    "behind (the daemon was killed while saving rotated tokens)",
+                    self.path,
+                )
+            removed = 0
+            for tmp in leftovers:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed += 1
+            if removed:
+                _LOG.info("token store %s: removed %d leftover temp file(s)", self.path, removed)
+            return best
+
     def _open_lock(self) -> int:
         return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
 

@@ -18,7 +18,7 @@ from tesla_smart_charger.simulator.world import World
 from tests.e2e import world_and_daemon
 from tests.observe import Running, observed_daemon, read_events
 
-FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.1}
+FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.2}
 
 
 class _Links(HTMLParser):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
@@ -25,6 +27,18 @@ RUN_SECS = 60.0
 KILLS = 5
 
 
+async def _overload_every(url: str, period: float) -> None:
+    """GET /overload now and then, through restarts (a refused connection is expected)."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(
+                    url + "/overload", timeout=aiohttp.ClientTimeout(total=2)
+                ) as reply:
+                    await reply.read()
+            await asyncio.sleep(period)
+
+
 async def test_sigkill_during_token_rotation_never_loses_the_refresh_token(tmp_path: Path) -> None:
     car = CarModel(request_amps=16, charging_state="Charging", capacity_kwh=None)
     # Tesla: refresh tokens are single use, but the most recently used one stays valid 24 h.
@@ -32,20 +46,21 @@ async def test_sigkill_during_token_rotation_never_loses_the_refresh_token(tmp_p
     rng = random.Random(20261124)
     kill_at = sorted(rng.uniform(3.0, RUN_SECS - 3.0) for _ in range(KILLS))
     async with world:
-        # The car is looked at every 2 s, so the proxy sees the access token in use all the time.
-        config = world.write_config(
-            tmp_path, apiPort=free_port(), vehicleCheckSecs=2, energyMonitorPollSecs=0.5
-        )
+        # Push mode: an /overload every 3 s cuts the car and it steps back up every second, so
+        # the proxy sees the access token in use all the time. (vehicleCheckSecs can no longer be
+        # set below 300 s, which is what this test used to rely on.)
+        config = world.write_config(tmp_path, apiPort=free_port(), sleepTimeSecs=1)
         original = config.read_bytes()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
         url = f"http://127.0.0.1:{json.loads(original)['apiPort']}"
         started = time.monotonic()
         restarts = 0
+        poker = asyncio.create_task(_overload_every(url, 3.0))
         log = (tmp_path / "daemon.log").open("ab")
         try:
             while True:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "tesla_smart_charger", "--config", str(config), "--monitor",
+                    sys.executable, "-m", "tesla_smart_charger", "--config", str(config),
                     stdout=log, stderr=log, env=env, cwd=tmp_path,
                 )  # fmt: skip
                 await wait_http(url, proc, tmp_path / "daemon.log")
@@ -60,6 +75,7 @@ async def test_sigkill_during_token_rotation_never_loses_the_refresh_token(tmp_p
                 assert await asyncio.wait_for(proc.wait(), 10) == 0
                 break
         finally:
+            poker.cancel()
             log.close()
             if proc.returncode is None:
                 proc.kill()

@@ -170,7 +170,6 @@ def _without(data: Mapping[str, Any], key: str) -> dict[str, Any]:
             {"emeters": [{"power": 1.0, "reactive": 1.0, "is_valid": "yes"}]},
             "emeters[0].is_valid",
         ),
-        (_gen1, {"emeters": [{"power": math.nan, "reactive": 1.0}]}, "emeters[0].power"),
         (_gen1, [1, 2], "status"),
         (_gen1_3em, {"emeters": [{"power": 1.0, "voltage": 230}]}, "emeters[0].current"),
         (parse_em_status, _without(PRO3EM, "a_current"), "a_current"),

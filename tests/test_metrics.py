@@ -41,7 +41,7 @@ EXPECTED = {
     P + "controller_state": "gauge",
     P + "build_info": "gauge",
 }
-FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.1}
+FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.2}
 
 
 async def scrape(run: Running) -> dict[str, list[Sample]]:
@@ -157,7 +157,7 @@ async def test_overload_counts_commands_api_calls_cost_and_overload_seconds(
 
 async def test_meter_outage_shows_as_invalid_and_failsafe(tmp_path: Path) -> None:
     world = World(car=charging_car(16), manual_house=(10.0,))
-    config = {**FAST, "energyMonitorStaleSecs": 0.5}
+    config = {**FAST, "energyMonitorStaleSecs": 2}
     async with observed_daemon(tmp_path, world, **config) as run:
         await until(run.daemon, supply_is(26.0))
         run.world.meter.set_valid(False)

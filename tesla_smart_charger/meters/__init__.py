@@ -11,8 +11,11 @@ from tesla_smart_charger import api
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.meters.shelly import (
+    MAX_REPLY_BYTES,
+    PLAUSIBLE_FACTOR,
     ChannelSample,
     ShellyMeter,
+    check_plausible,
     compose_reading,
     detect_kind,
     parse_em1_status,
@@ -23,8 +26,11 @@ from tesla_smart_charger.meters.shelly import (
 )
 
 __all__ = [
+    "MAX_REPLY_BYTES",
+    "PLAUSIBLE_FACTOR",
     "ChannelSample",
     "ShellyMeter",
+    "check_plausible",
     "compose_reading",
     "create_meter",
     "detect_kind",
@@ -56,4 +62,5 @@ def create_meter(
         supply_phases=settings.supply_phases,
         mains_voltage=settings.mains_voltage,
         clock=clock,
+        max_amps=PLAUSIBLE_FACTOR * settings.home_max_amps,
     )

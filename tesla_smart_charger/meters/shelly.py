@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import json
 import logging
 import math
 import time
@@ -40,6 +42,12 @@ THROTTLE_BACKOFF_SECS: Final = 0.3
 # After rejected credentials, stay off the device for a while: Gen2 fw 2.x counts failed logins
 # and then locks everyone out with 429s, and a 1 s poll would hit that within seconds.
 AUTH_RETRY_SECS: Final = 30.0
+# A meter reply is a few hundred bytes; anything this large is a fault, not a reading, and is
+# never held in memory whole.
+MAX_REPLY_BYTES: Final = 1024 * 1024
+_CHUNK_BYTES: Final = 64 * 1024
+# |amps| above homeMaxAmps times this is a broken CT or firmware, not a house.
+PLAUSIBLE_FACTOR: Final = 10.0
 _SUPPLY_KEY: Final = "energyMonitorSupplyChannels"
 _CHARGER_KEY: Final = "energyMonitorChargerChannel"
 
@@ -52,6 +60,16 @@ class ChannelSample:
     volts: float | None
     valid: bool
     error: str | None = None
+    # Where the amps came from ("emeters[0].current"), for error messages; not part of the value.
+    field: str = dataclasses.field(default="", compare=False)
+
+
+class _NotFinite(MeterError):
+    """NaN or ±Infinity where a measurement belongs: an invalid reading, not a parse error."""
+
+
+def _invalid(error: str, field: str) -> ChannelSample:
+    return ChannelSample(0.0, None, valid=False, error=error, field=field)
 
 
 # --- pure parsers ----------------------------------------------------------------------------
@@ -66,7 +84,7 @@ def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
         raise MeterError(f"{where}{key}: expected a number, got {type(value).__name__}")
     result = float(value)
     if not math.isfinite(result):
-        raise MeterError(f"{where}{key}: not a finite number")
+        raise _NotFinite(f"{where}{key}: not a finite number ({value})")
     return result
 
 
@@ -125,11 +143,17 @@ def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> lis
         if not _gen1_valid(meter, where):
             samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
             continue
-        power = _number(meter, "power", where)
-        reactive = _number(meter, "reactive", where)
-        volts = _optional_volts(meter, "voltage", where)
+        try:
+            power = _number(meter, "power", where)
+            reactive = _number(meter, "reactive", where)
+            volts = _optional_volts(meter, "voltage", where)
+        except _NotFinite as err:
+            samples.append(_invalid(str(err), f"{where}power"))
+            continue
         amps = math.hypot(power, reactive) / (volts or mains_voltage)
-        samples.append(ChannelSample(_signed(amps, power), volts, valid=True))
+        samples.append(
+            ChannelSample(_signed(amps, power), volts, valid=True, field=f"{where}power")
+        )
     return samples
 
 
@@ -146,10 +170,16 @@ def parse_gen1_3em_status(status: Mapping[str, Any], mains_voltage: float) -> li
         if not _gen1_valid(meter, where):
             samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
             continue
-        current = _number(meter, "current", where)
-        power = _number(meter, "power", where)
-        volts = _optional_volts(meter, "voltage", where)
-        samples.append(ChannelSample(_signed(current, power), volts, valid=True))
+        try:
+            current = _number(meter, "current", where)
+            power = _number(meter, "power", where)
+            volts = _optional_volts(meter, "voltage", where)
+        except _NotFinite as err:
+            samples.append(_invalid(str(err), f"{where}current"))
+            continue
+        samples.append(
+            ChannelSample(_signed(current, power), volts, valid=True, field=f"{where}current")
+        )
     return samples
 
 
@@ -167,10 +197,16 @@ def parse_em_status(em: Mapping[str, Any]) -> list[ChannelSample]:
             error = f"phase {phase} errors: {', '.join(problems)}"
             samples.append(ChannelSample(0.0, None, valid=False, error=error))
             continue
-        current = _number(em, f"{phase}_current", "")
-        power = _number(em, f"{phase}_act_power", "")
-        volts = _optional_volts(em, f"{phase}_voltage", "")
-        samples.append(ChannelSample(_signed(current, power), volts, valid=True))
+        try:
+            current = _number(em, f"{phase}_current", "")
+            power = _number(em, f"{phase}_act_power", "")
+            volts = _optional_volts(em, f"{phase}_voltage", "")
+        except _NotFinite as err:
+            samples.append(_invalid(str(err), f"{phase}_current"))
+            continue
+        samples.append(
+            ChannelSample(_signed(current, power), volts, valid=True, field=f"{phase}_current")
+        )
     return samples
 
 
@@ -180,10 +216,13 @@ def parse_em1_status(em1: Mapping[str, Any]) -> list[ChannelSample]:
     problems = _errors(em1, "errors", "")
     if problems:
         return [ChannelSample(0.0, None, valid=False, error=f"errors: {', '.join(problems)}")]
-    current = _number(em1, "current", "")
-    power = _number(em1, "act_power", "")
-    volts = _optional_volts(em1, "voltage", "")
-    return [ChannelSample(_signed(current, power), volts, valid=True)]
+    try:
+        current = _number(em1, "current", "")
+        power = _number(em1, "act_power", "")
+        volts = _optional_volts(em1, "voltage", "")
+    except _NotFinite as err:
+        return [_invalid(str(err), "current")]
+    return [ChannelSample(_signed(current, power), volts, valid=True, field="current")]
 
 
 def parse_switch_status(sw: Mapping[str, Any]) -> list[ChannelSample]:
@@ -193,10 +232,30 @@ def parse_switch_status(sw: Mapping[str, Any]) -> list[ChannelSample]:
     so they do not invalidate the reading.
     """
     sw = _object(sw, "Switch.GetStatus")
-    current = _number(sw, "current", "")
-    power = _number(sw, "apower", "")
-    volts = _optional_volts(sw, "voltage", "")
-    return [ChannelSample(_signed(current, power), volts, valid=True)]
+    try:
+        current = _number(sw, "current", "")
+        power = _number(sw, "apower", "")
+        volts = _optional_volts(sw, "voltage", "")
+    except _NotFinite as err:
+        return [_invalid(str(err), "current")]
+    return [ChannelSample(_signed(current, power), volts, valid=True, field="current")]
+
+
+def check_plausible(channels: Sequence[ChannelSample], max_amps: float) -> list[ChannelSample]:
+    """Mark channels whose |amps| exceed `max_amps` invalid, naming the field.
+
+    A CT that reads 5,000 A on a 30 A house would otherwise drive the car to its minimum (or,
+    negative, hide a real overload); the fail-safe is the honest answer.
+    """
+    out = []
+    for sample in channels:
+        if sample.valid and abs(sample.amps) > max_amps:
+            where = sample.field or "current"
+            error = f"{where}: {sample.amps:.0f} A is implausible (more than {max_amps:g} A, 10 x homeMaxAmps)"
+            out.append(dataclasses.replace(sample, valid=False, error=error))
+        else:
+            out.append(sample)
+    return out
 
 
 def detect_kind(shelly_info: Mapping[str, Any]) -> Kind:
@@ -328,6 +387,8 @@ class ShellyMeter:
         throttle_backoff: float = THROTTLE_BACKOFF_SECS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         auth_retry_secs: float = AUTH_RETRY_SECS,
+        max_amps: float | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._session = session
@@ -345,6 +406,8 @@ class ShellyMeter:
         self._throttle_backoff = min(max(throttle_backoff, 0.0), 1.0)
         self._sleep = sleep
         self._auth_retry_secs = auth_retry_secs
+        self._max_amps = max_amps
+        self._max_reply_bytes = max_reply_bytes
         self._auth_error: MeterAuthError | None = None
         self._auth_error_at = 0.0
         self._lock = asyncio.Lock()
@@ -402,10 +465,15 @@ class ShellyMeter:
             channels = []
             for cid in self._em1_ids:
                 em1 = await self._get_rpc("EM1.GetStatus", cid)
-                channels += self._parse(f"EM1.GetStatus id={cid}", parse_em1_status, em1)
+                channels += [
+                    dataclasses.replace(c, field=f"EM1.GetStatus id={cid} {c.field}")
+                    for c in self._parse(f"EM1.GetStatus id={cid}", parse_em1_status, em1)
+                ]
         else:
             sw = await self._get_rpc("Switch.GetStatus", 0)
             channels = self._parse("Switch.GetStatus", parse_switch_status, sw)
+        if self._max_amps is not None:
+            channels = check_plausible(channels, self._max_amps)
         try:
             return compose_reading(
                 channels,
@@ -513,9 +581,10 @@ class ShellyMeter:
                     if resp.status == 404 and path == "/status":
                         hint = " (a Gen2+ device? set energyMonitorType to shelly to detect it)"
                     raise MeterError(f"{self._name}: {path} answered HTTP {resp.status}{hint}")
+                body = await self._read_capped(resp, path)
                 try:
-                    return await resp.json(content_type=None)
-                except ValueError as err:
+                    return json.loads(body)
+                except (ValueError, RecursionError) as err:
                     raise MeterError(f"{self._name}: {path} did not return JSON") from err
         except TimeoutError as err:
             total = self._timeout.total
@@ -526,6 +595,28 @@ class ShellyMeter:
             raise MeterError(f"{self._name}: cannot reach {path}: {reason}") from err
         except OSError as err:
             raise MeterError(f"{self._name}: cannot reach {path}: {err.strerror or err}") from err
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, path: str) -> bytes:
+        """The body, read in chunks and refused past `max_reply_bytes` (memory stays flat).
+
+        Leaving the response unread closes the connection instead of draining it. The partial
+        body is dropped before raising, so no traceback can keep a megabyte alive.
+        """
+        cap = self._max_reply_bytes
+        over = resp.content_length is not None and resp.content_length > cap
+        body = bytearray()
+        if not over:
+            async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
+                if len(body) + len(chunk) > cap:
+                    over = True
+                    break
+                body += chunk
+        if over:
+            del body
+            raise MeterError(
+                f"{self._name}: {path} reply is larger than {cap // 1024} KiB: not a meter reading"
+            )
+        return bytes(body)
 
     def _auth_problem(self, *, sent: bool) -> str:
         if not sent:
