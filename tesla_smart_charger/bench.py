@@ -183,6 +183,8 @@ class Metrics:
     typical: breaker.ThermalReplica = field(init=False)
     fuse: breaker.FuseReplica = field(init=False)
     _run: int = 0
+    _held: Phases = ()
+    _held_secs: int = 0
 
     def __post_init__(self) -> None:
         preload = self.preload if self.preload is not None else (0.0,) * self.phases
@@ -192,20 +194,49 @@ class Metrics:
 
     def add(self, supply: Phases, car_amps: float) -> None:
         """One second: the supply per phase and the car's draw per phase."""
-        worst = max(supply)
-        excess = worst - self.limit
+        excess = max(supply) - self.limit
         if excess > 0:
             self.overload_amp_secs += excess
             self._run += 1
         elif self._run:
             self._close_event()
-        cons = self.conservative
-        cons.step(supply)
-        self.typical.step(supply)
-        self.fuse.step(supply)
-        if max(cons.heat) >= HOT_RATIO * cons.cal.trip_heat:
-            self.secs_hot += 1
         self.car_amp_secs += car_amps
+        # The supply is piecewise constant (appliance cycles, car setpoints): the replicas
+        # advance once per constant stretch, second by second only near a threshold.
+        if supply == self._held:
+            self._held_secs += 1
+        else:
+            self._advance()
+            self._held, self._held_secs = supply, 1
+
+    def _advance(self) -> None:
+        supply, n = self._held, self._held_secs
+        self._held_secs = 0
+        if not n:
+            return
+        cons, typ, fuse = self.conservative, self.typical, self.fuse
+        hot = HOT_RATIO * cons.cal.trip_heat
+        inv2 = 1.0 / (self.limit * self.limit)
+        targets = [a * a * inv2 for a in supply]
+        # Heat moves monotonically toward its target, so a stretch whose start and target both
+        # stay below a threshold cannot cross it: one exact step of n seconds is enough.
+        if max(max(cons.heat), max(targets)) < hot:
+            cons.step(supply, float(n))
+        else:
+            for _ in range(n):
+                cons.step(supply)
+                if max(cons.heat) >= hot:
+                    self.secs_hot += 1
+        if max(max(typ.heat), max(targets)) <= typ.cal.trip_heat:
+            typ.step(supply, float(n))
+        else:
+            for _ in range(n):
+                typ.step(supply)
+        if max(supply) <= breaker.FUSE_NON_FUSING * self.limit:
+            fuse.step(supply, float(n))
+        else:
+            for _ in range(n):
+                fuse.step(supply)
 
     def _close_event(self) -> None:
         self.events.append(self._run)
@@ -213,7 +244,8 @@ class Metrics:
         self._run = 0
 
     def finish(self) -> None:
-        """Close an overload still running at the end of the trace."""
+        """Advance the replicas to the end; close an overload still running."""
+        self._advance()
         if self._run:
             self._close_event()
 
@@ -263,9 +295,7 @@ class Result:
         return 100.0 * self.energy_kwh / self.oracle_kwh if self.oracle_kwh > 0 else 100.0
 
 
-def _result(
-    policy: str, m: Metrics, fleet: Fleet | None, trace: Trace, offset: int = 0
-) -> Result:
+def _result(policy: str, m: Metrics, fleet: Fleet | None, trace: Trace, offset: int = 0) -> Result:
     m.finish()
     cons, typ, fuse = m.conservative, m.typical, m.fuse
     return Result(
@@ -943,8 +973,7 @@ def run_all(
         oracle = {r.seed: r.energy_kwh for r in by_policy["oracle"]}
         for policy, results in by_policy.items():
             by_policy[policy] = [
-                replace(r, matched_kwh=matched[r.seed], oracle_kwh=oracle[r.seed])
-                for r in results
+                replace(r, matched_kwh=matched[r.seed], oracle_kwh=oracle[r.seed]) for r in results
             ]
     return {k: {p: out[k][p] for p in POLICIES if p in out[k]} for k in keys}
 
