@@ -220,14 +220,14 @@ class Metrics:
         targets = [a * a * inv2 for a in supply]
         # Heat moves monotonically toward its target, so a stretch whose start and target both
         # stay below a threshold cannot cross it: one exact step of n seconds is enough.
-        if max(max(cons.heat), max(targets)) < hot:
+        if max(*cons.heat, *targets) < hot:
             cons.step(supply, float(n))
         else:
             for _ in range(n):
                 cons.step(supply)
                 if max(cons.heat) >= hot:
                     self.secs_hot += 1
-        if max(max(typ.heat), max(targets)) <= typ.cal.trip_heat:
+        if max(*typ.heat, *targets) <= typ.cal.trip_heat:
             typ.step(supply, float(n))
         else:
             for _ in range(n):
