@@ -998,11 +998,11 @@ def spread(values: Sequence[float], digits: int = 0) -> str:
 
 
 SAFETY_HEADER = (
-    f"{'policy':<14} {'runs':>4}  {'trips':<9} {'trips':<9} {'peak':<17} {'s >= 90 %':<15}"
+    f"{'policy':<14} {'runs':>4}  {'trips':<9} {'trips':<9} {'peak':<19} {'s >= 90 %':<15}"
     f" {'overloads':>9} {'p50':>4} {'p95':>4} {'max':>4}  {'fuse':<5} {'A*s':<19} {'longest':<11}"
 )
 SAFETY_UNITS = (
-    f"{'':<14} {'':>4}  {'conserv.':<9} {'typical':<9} {'% of trip':<17} {'[s]':<15}"
+    f"{'':<14} {'':>4}  {'conserv.':<9} {'typical':<9} {'% of trip':<19} {'[s]':<15}"
     f" {'[count]':>9} {'[s]':>4} {'[s]':>4} {'[s]':>4}  {'melts':<5} {'[A*s]':<19} {'[s]':<11}"
 )
 ENERGY_HEADER = (
@@ -1022,7 +1022,7 @@ def _safety_row(policy: str, rs: Sequence[Result]) -> str:
     )
     return (
         f"{policy:<14} {len(rs):>4}  {spread([r.trips for r in rs]):<9}"
-        f" {spread([r.trips_typical for r in rs]):<9} {spread([r.peak_pct for r in rs], 1):<17}"
+        f" {spread([r.trips_typical for r in rs]):<9} {spread([r.peak_pct for r in rs], 1):<19}"
         f" {spread([r.secs_hot for r in rs]):<15} {len(events) / len(rs):>9.1f}"
         f" {p50:>4.0f} {p95:>4.0f} {top:>4.0f}  {spread([r.fuse_melts for r in rs]):<5}"
         f" {spread([r.overload_amp_secs for r in rs]):<19}"
@@ -1121,6 +1121,10 @@ def format_targets(verdicts: Sequence[Verdict]) -> str:
     return "\n".join(lines)
 
 
+def _nth(step: int) -> str:
+    return "" if step <= 1 else f"{step}th "
+
+
 def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[str, bool]:
     """The whole benchmark as text (deterministic) and whether every target was met."""
     results = run_all(keys, plan, jobs=jobs)
@@ -1131,20 +1135,20 @@ def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[
         f" {DATA_LATENCY:g} s; car ramp {RAMP_DELAY:g} s; driver {DRIVER_AMPS} A,\n"
         f"       chargerMinAmps {CHARGER_MIN_AMPS}, chargerMaxAmps {CHARGER_MAX_AMPS};"
         " overload is judged against homeMaxAmps (= the breaker's In)\n"
-        f"breaker replica: H' = ((I/In)^2 - H)/tau, trips at H > k^2, warm start; conservative"
-        f" k {breaker.CONSERVATIVE.k:g}, tau {breaker.CONSERVATIVE.tau:g} s;"
-        f" typical k {breaker.TYPICAL.k:g}, tau {breaker.TYPICAL.tau:g} s; gG fuse curve\n"
-        f"runs: evenings at {plan.seeds} seeds, the week at {plan.week_seeds};"
-        f" evcc-like every {plan.offset_step} s of tick offset on the evenings, every"
-        f" {plan.week_offset_step} s on the week"
+        f"breaker replica: H' = ((I/In)^2 - H)/tau, trips at H > k^2, warm start;\n"
+        f"       conservative k {breaker.CONSERVATIVE.k:g}, tau {breaker.CONSERVATIVE.tau:g} s;"
+        f" typical k {breaker.TYPICAL.k:g}, tau {breaker.TYPICAL.tau:g} s; fuse: gG curve\n"
+        f"runs:  evenings at {plan.seeds} seeds, the week at {plan.week_seeds};"
+        f" evcc rows at every {_nth(plan.offset_step)}tick offset on the evenings,"
+        f" every {_nth(plan.week_offset_step)}on the week"
     )
     ours = (
         "ours:  measured mode, shipped defaults: safetyMarginAmps"
         f" {cfg.safety_margin:g}, sleepTimeSecs {cfg.sleep_secs:g}, carSettleSecs"
         f" {cfg.settle_secs:g},\n       vehicleCheckSecs {cfg.vehicle_check_secs:g},"
         f" pauseWhenOverloaded {str(cfg.pause_when_overloaded).lower()}"
-        f" (pauseAfterSecs {cfg.pause_after_secs:g}); oracle-matched keeps the same margin,"
-        " minimum and pause rule"
+        f" (pauseAfterSecs {cfg.pause_after_secs:g});\n       oracle-matched keeps the same"
+        " margin, minimum and pause rule"
     )
     parts = [model + (" [--quick: shortened traces]" if plan.quick else "") + "\n" + ours]
     parts += [format_table(traces[k], results[k]) for k in keys]
