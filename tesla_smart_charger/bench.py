@@ -1006,11 +1006,11 @@ SAFETY_UNITS = (
     f" {'[count]':>9} {'[s]':>4} {'[s]':>4} {'[s]':>4}  {'melts':<5} {'[A*s]':<19} {'[s]':<11}"
 )
 ENERGY_HEADER = (
-    f"{'policy':<14} {'energy':<19} {'of matched':<19} {'of oracle':<19}"
+    f"{'policy':<14} {'energy':<22} {'of matched':<19} {'of oracle':<19}"
     f" {'commands':<13} {'data calls':<13} {'wakes':>5}  {'Fleet $':<19}"
 )
 ENERGY_UNITS = (
-    f"{'':<14} {'[kWh]':<19} {'oracle [%]':<19} {'[%]':<19}"
+    f"{'':<14} {'[kWh]':<22} {'oracle [%]':<19} {'[%]':<19}"
     f" {'':<13} {'':<13} {'':>5}  {'per day':<19}"
 )
 
@@ -1032,7 +1032,7 @@ def _safety_row(policy: str, rs: Sequence[Result]) -> str:
 
 def _energy_row(policy: str, rs: Sequence[Result]) -> str:
     return (
-        f"{policy:<14} {spread([r.energy_kwh for r in rs], 2):<19}"
+        f"{policy:<14} {spread([r.energy_kwh for r in rs], 2):<22}"
         f" {spread([r.matched_pct for r in rs], 1):<19} {spread([r.oracle_pct for r in rs], 1):<19}"
         f" {spread([r.commands for r in rs]):<13} {spread([r.data_calls for r in rs]):<13}"
         f" {sum(r.wakes for r in rs):>5}  {spread([r.cost_per_day for r in rs], 3):<19}"
