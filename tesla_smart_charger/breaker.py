@@ -18,7 +18,7 @@ Two calibrations, both inside IEC 60898-1's gates (tests/test_breaker.py pins th
 
 Limits: one time constant cannot fit a real curve everywhere. It is conservative for long
 small overloads (a real breaker at 1.2 In takes tens of minutes, the conservative replica
-about a minute), and the magnetic release (3-20 In, instant) is out of scope: a charger
+about 90 s), and the magnetic release (3-20 In, instant) is out of scope: a charger
 cannot cause it.
 
 `BreakerMonitor` is the live use: the daemon feeds it every meter reading and shows the heat
