@@ -29,11 +29,14 @@ overload: the controller does not read it.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tesla_smart_charger.models import MeterReading
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +207,17 @@ class BreakerMonitor:
     _last: MeterReading | None = field(default=None, init=False, repr=False)
 
     def observe(self, reading: MeterReading | None) -> None:
-        """Fold one reading in (an invalid, empty or already seen reading is ignored)."""
+        """Fold one reading in; runs in the controller's loop, so it never raises."""
+        try:
+            self._observe(reading)
+        except Exception:  # noqa: BLE001 (a bug here must cost the gauge, never the controller)
+            _LOG.exception("breaker model: could not fold a reading in")
+
+    def _observe(self, reading: MeterReading | None) -> None:
+        """An invalid, empty, non-finite or already seen reading is ignored."""
         if reading is None or not reading.valid or not reading.phase_amps:
             return
-        if reading is self._last:
+        if reading is self._last or not all(map(math.isfinite, reading.phase_amps)):
             return
         amps = [max(0.0, a) for a in reading.phase_amps]
         prev, replica = self._last, self._replica

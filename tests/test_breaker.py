@@ -136,6 +136,8 @@ def test_monitor_ignores_invalid_readings_and_long_gaps() -> None:
     before = monitor.heat_ratio()
     monitor.observe(_reading(1.0, 90.0, valid=False))
     assert monitor.heat_ratio() == before
+    monitor.observe(_reading(0.5, math.nan))  # a non-finite reading is ignored
+    assert monitor.heat_ratio() == before
     monitor.observe(_reading(1000.0, 60.0))  # a 1000 s gap: nothing integrated
     assert monitor.heat_ratio() == before
     monitor.observe(_reading(1001.0, 20.0))  # 60 A held for 1 s
