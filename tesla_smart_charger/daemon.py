@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from tesla_smart_charger import __version__
+from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.config import LoadedConfig, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.controller import ControlConfig
@@ -66,6 +67,7 @@ class Daemon:
     started_at: float = field(default_factory=time.monotonic)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     extra_routes: list[web.RouteDef] = field(default_factory=list)
+    breaker: BreakerMonitor | None = None  # the main breaker's heat, from meter readings
 
     # --- what the endpoints show -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class Daemon:
             "version": __version__,
             "uptime_secs": round(time.monotonic() - self.started_at, 1),
         }
+        out["breaker"] = self.breaker.status() if self.breaker is not None else None
         return out
 
     def health(self) -> list[str]:
@@ -106,6 +109,9 @@ class Daemon:
             )
         elif not state.auth_ok:
             problems.append(state.reason)
+        hot = self.breaker.problem() if self.breaker is not None else None
+        if hot is not None:
+            problems.append(hot)
         return problems
 
     def tasks_alive(self) -> bool:
@@ -169,6 +175,9 @@ async def build_daemon(
         kick_meter=poller.kick if poller else None,
         state_file=loaded.token_file.parent / STATE_FILE,
     )
+    breaker = BreakerMonitor(s.home_max_amps) if monitor else None
+    if breaker is not None:  # fed every reading the controller handles; it never steers
+        service.add_listener(lambda: breaker.observe(service.state.reading))
     return Daemon(
         loaded=loaded,
         monitor=monitor,
@@ -178,6 +187,7 @@ async def build_daemon(
         tokens=tokens,
         poller=poller,
         notifier=Notifier(),
+        breaker=breaker,
     )
 
 

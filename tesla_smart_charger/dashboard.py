@@ -62,6 +62,12 @@ def _sse(event: str | None, data: Any) -> bytes:
     return f"{head}data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
+def _heat_pct(daemon: Daemon) -> list[float] | None:
+    """The main breaker's heat per phase in % of trip (None without a meter)."""
+    ratio = daemon.breaker.heat_ratio() if daemon.breaker is not None else None
+    return None if ratio is None else [round(100.0 * r, 1) for r in ratio]
+
+
 class Dashboard:
     """History, live streams and the handlers for one daemon."""
 
@@ -110,6 +116,7 @@ class Dashboard:
             "target": state.target,
             "reason": state.reason,
             "state": controller_state(self._daemon),
+            "breaker": _heat_pct(self._daemon),
         }
 
     def panel(self) -> dict[str, Any]:

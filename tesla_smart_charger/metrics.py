@@ -156,6 +156,7 @@ class DaemonCollector:
         yield from self._control()
         yield from self._fleet_api()
         yield from self._meter_and_auth()
+        yield self._breaker()
         build = GaugeMetricFamily(
             PREFIX + "build_info",
             "Version of the running daemon (value is always 1).",
@@ -214,6 +215,19 @@ class DaemonCollector:
         for name in CONTROLLER_STATES:
             states.add_metric([name], 1.0 if name == current else 0.0)
         yield states
+
+    def _breaker(self) -> Metric:
+        heat = GaugeMetricFamily(
+            PREFIX + "breaker_heat_ratio",
+            "Main breaker's thermal replica per phase as a fraction of its trip heat"
+            " (conservative calibration; 1 = would trip).",
+            labels=["phase"],
+        )
+        breaker = self._daemon.breaker
+        ratio = breaker.heat_ratio() if breaker is not None else None
+        for i, value in enumerate(ratio or (), start=1):
+            heat.add_metric([str(i)], value)
+        return heat
 
     def _fleet_api(self) -> Iterable[Metric]:
         counter = self._daemon.counter

@@ -212,6 +212,19 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "properties": {"version": {"type": "string"}, "uptime_secs": {"type": "number"}},
             },
+            "breaker": _nullable(
+                "object",
+                description="Main breaker's thermal replica (docs/benchmarks.md); null in push mode",
+                properties={
+                    "heat_pct": _nullable(
+                        "array",
+                        items={"type": "number"},
+                        description="Heat per phase, % of what trips it; null before a reading",
+                    ),
+                    "calibration": {"type": "string"},
+                    "rating_amps": {"type": "number"},
+                },
+            ),
         },
     },
     "Sample": {
@@ -233,6 +246,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "enum": ["normal", "failsafe", "paused", "rate_limited", "auth_lost"],
             },
+            "breaker": _nullable(
+                "array",
+                items={"type": "number"},
+                description="Main breaker's heat per phase, % of trip; null without a meter",
+            ),
         },
     },
     "History": {

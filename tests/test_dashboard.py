@@ -65,12 +65,15 @@ async def test_page_is_self_contained_and_its_assets_load(tmp_path: Path) -> Non
             assert code == 200, link
             assert body
         assert '<canvas id="chart" data-points="0"' in page
+        assert '<meter id="breaker-gauge"' in page  # the main breaker's heat gauge
         for asset in ("/web/app.js", "/web/style.css"):
             code, text = await run.get(asset)
             assert code == 200
             assert "http://" not in text
             assert "https://" not in text
-        assert "new EventSource(" in (await run.get("/web/app.js"))[1]
+        app_js = (await run.get("/web/app.js"))[1]
+        assert "new EventSource(" in app_js
+        assert "showBreaker(p.breaker)" in app_js
 
 
 TRAVERSALS = [
@@ -127,6 +130,8 @@ async def test_events_send_init_then_coalesced_samples(tmp_path: Path) -> None:
             assert set(sample) >= {"t", "supply", "car", "setpoint", "target", "reason", "state"}
             assert sample["supply"] == [pytest.approx(7.5, abs=0.01)]
             assert sample["state"] == "normal"
+            # 7.5 A on a 30 A main: (7.5 / 30)² of the conservative trip heat 1.13²
+            assert sample["breaker"] == [pytest.approx(100 * 0.0625 / 1.13**2, abs=0.1)]
         # The meter is read every 0.1 s, but a stream carries at most ~2 samples a second.
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         assert min(gaps) > 0.4, gaps

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.controller import ControllerState
 from tesla_smart_charger.daemon import Daemon
 from tesla_smart_charger.metrics import CONTROLLER_STATES, car_amps
@@ -39,6 +40,7 @@ EXPECTED = {
     P + "meter_valid": "gauge",
     P + "access_token_expires_in_seconds": "gauge",
     P + "controller_state": "gauge",
+    P + "breaker_heat_ratio": "gauge",
     P + "build_info": "gauge",
 }
 FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.2}
@@ -109,6 +111,9 @@ async def test_every_metric_is_present_and_supply_follows_the_meter(tmp_path: Pa
         assert 28000 < value(m[P + "access_token_expires_in_seconds"]) <= 28800
         assert value(m[P + "build_info"]) == 1.0
         assert value(m[P + "overload_seconds"]) == 0.0
+        # The replica is warm-started at the house's 12.5 A: (12.5 / 30)² of the trip heat 1.13².
+        cold = value(m[P + "breaker_heat_ratio"], phase="1")
+        assert cold == pytest.approx((12.5 / 30.0) ** 2 / 1.13**2, rel=0.01)
         assert P.encode() not in generate_latest(REGISTRY)  # a private registry per daemon
 
         run.world.set_house(20.25)
@@ -116,6 +121,12 @@ async def test_every_metric_is_present_and_supply_follows_the_meter(tmp_path: Pa
         m = await scrape(run)
         assert value(m[P + "supply_amps"], phase="1") == pytest.approx(20.25, abs=0.01)
         assert value(m[P + "headroom_amps"]) == pytest.approx(30.0 - 20.25, abs=0.01)
+        # Each reading's current holds until the next one: the replica heats from then on.
+        breaker = run.daemon.breaker
+        assert breaker is not None
+        await until(run.daemon, lambda _s: (breaker.heat_ratio() or [0.0])[0] > cold)
+        m = await scrape(run)
+        assert value(m[P + "breaker_heat_ratio"], phase="1") > cold
 
 
 async def test_overload_counts_commands_api_calls_cost_and_overload_seconds(
@@ -232,3 +243,25 @@ async def test_the_real_process_serves_metrics(tmp_path: Path) -> None:
         code, doc = await daemon.get("/openapi.json")
         assert code == 200
         assert "/metrics" in doc["paths"]
+
+
+async def test_a_hot_breaker_shows_in_status_metrics_and_health(tmp_path: Path) -> None:
+    world = World(car=CarModel(charging_state="Stopped"), manual_house=(12.5,))
+    async with observed_daemon(tmp_path, world, **FAST) as run:
+        await until(run.daemon, supply_is(12.5))
+        code, status = await run.get("/status")
+        assert status["breaker"]["heat_pct"] == [pytest.approx(13.6, abs=0.2)]
+        assert status["breaker"]["calibration"].startswith("conservative")
+        code, _ = await run.get("/health")
+        assert code == 200
+        # 1.5 x homeMaxAmps for 14 s from 0.9 x: 95 % of the conservative trip heat. Fed to a
+        # monitor of its own (virtual times), so the live readings do not interfere.
+        hot = BreakerMonitor(30.0)
+        for t in range(15):
+            hot.observe(MeterReading((27.0 if t == 0 else 45.0,), (230.0,), None, True, t))
+        run.daemon.breaker = hot
+        m = await scrape(run)
+        assert value(m[P + "breaker_heat_ratio"], phase="1") > 0.9
+        code, health = await run.get("/health")
+        assert code == 503
+        assert any("main breaker heating up: phase 1" in p for p in health["problems"])

@@ -198,6 +198,19 @@
     $("headroom").textContent = p.supply
       ? amps(config.homeMaxAmps - Math.max(...p.supply))
       : "–";
+    showBreaker(p.breaker);
+  }
+
+  // The breaker replica's heat per phase (% of trip); the gauge shows the hottest phase.
+  function showBreaker(heat) {
+    const gauge = $("breaker-gauge");
+    if (!heat || heat.length === 0) {
+      gauge.value = 0;
+      $("breaker").textContent = "–";
+      return;
+    }
+    gauge.value = Math.min(100, Math.max(...heat));
+    $("breaker").textContent = heat.map((h) => `${Math.round(h)} %`).join(" · ");
   }
 
   function showPanel(panel) {

@@ -1,0 +1,145 @@
+"""The breaker replica's calibrations satisfy IEC 60898-1; the fuse follows its characteristic."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from tesla_smart_charger import breaker
+from tesla_smart_charger.breaker import CALIBRATIONS, BreakerMonitor, ThermalReplica
+from tesla_smart_charger.models import MeterReading
+
+HOUR = 3600
+
+
+def _seconds_to_trip(cal: breaker.Calibration, multiple: float, *, limit: int) -> int | None:
+    """Step a cold 10 A replica at `multiple` x In once a second; the second it trips, or None."""
+    replica = ThermalReplica(cal, 10.0, [0.0])
+    for second in range(1, limit + 1):
+        if replica.step([10.0 * multiple]):
+            return second
+    return None
+
+
+@pytest.mark.parametrize("cal", CALIBRATIONS, ids=lambda c: c.name)
+def test_non_tripping_current_holds_for_an_hour(cal: breaker.Calibration) -> None:
+    # IEC 60898-1: 1.13 In does not trip within 1 h (from cold).
+    assert _seconds_to_trip(cal, 1.13, limit=HOUR) is None
+
+
+@pytest.mark.parametrize("cal", CALIBRATIONS, ids=lambda c: c.name)
+def test_conventional_tripping_current_trips_within_an_hour(cal: breaker.Calibration) -> None:
+    # IEC 60898-1: 1.45 In trips in < 1 h, tested right after the 1.13 In test (warm).
+    warm = ThermalReplica(cal, 10.0, [11.3])
+    seconds = next((s for s in range(1, HOUR + 1) if warm.step([14.5])), None)
+    assert seconds is not None
+    assert _seconds_to_trip(cal, 1.45, limit=HOUR) is not None
+
+
+@pytest.mark.parametrize("cal", CALIBRATIONS, ids=lambda c: c.name)
+def test_2_55_in_trips_between_1_and_60_s_from_cold(cal: breaker.Calibration) -> None:
+    seconds = _seconds_to_trip(cal, 2.55, limit=HOUR)
+    assert seconds is not None
+    assert 1 < seconds <= 60
+
+
+def test_conservative_figures_quoted_in_the_docs() -> None:
+    cal = breaker.CONSERVATIVE
+    assert cal.time_to_trip(2.0) == pytest.approx(15.4, abs=0.1)
+    assert cal.time_to_trip(2.55) == pytest.approx(8.8, abs=0.1)
+    assert cal.time_to_trip(1.45) == pytest.approx(37.4, abs=0.1)
+    assert cal.time_to_trip(1.13) == math.inf
+    assert cal.time_to_trip(1.2) == pytest.approx(87, abs=1)  # conservative for small overloads
+    assert breaker.TYPICAL.time_to_trip(1.45) == pytest.approx(309, abs=2)
+
+
+def test_stepping_matches_the_closed_form() -> None:
+    cal = breaker.CONSERVATIVE
+    replica = ThermalReplica(cal, 30.0, [27.0])  # warm: 0.9 In for a while
+    expected = cal.time_to_trip(1.5, heat=0.81)
+    second = next(s for s in range(1, 600) if replica.step([45.0]))
+    assert second == math.ceil(expected)
+    assert replica.trips == 1
+    assert replica.heat == [0.0]  # restarts cold after a trip
+
+
+def test_a_preloaded_house_has_less_margin() -> None:
+    cal = breaker.CONSERVATIVE
+    assert cal.time_to_trip(1.5, heat=0.81) < cal.time_to_trip(1.5, heat=0.0)
+
+
+def test_replica_is_per_phase() -> None:
+    replica = ThermalReplica(breaker.CONSERVATIVE, 25.0, [10.0, 10.0, 10.0])
+    for _ in range(20):  # 2 In trips a cold conservative replica in 15 s
+        replica.step([10.0, 50.0, 10.0])
+    ratio = replica.ratio()
+    assert replica.trips == 1
+    assert ratio[0] == pytest.approx(ratio[2])
+    assert ratio[0] < 0.2
+
+
+@pytest.mark.parametrize(
+    ("multiple", "low", "high"),
+    [
+        (1.25, math.inf, math.inf),  # conventional non-fusing current: never
+        (1.6, 600.0, 3600.0),  # conventional fusing current: within 1 h
+        (2.0, 13 * 60.0, 30 * 60.0),  # 2 In: about 13-30 min
+        (2.06, 10.0, math.inf),  # IEC 60269-2 gate: not before 10 s at ~2 In
+        (4.06, 0.1, 5.0),  # IEC 60269-2 gate: within 5 s at ~4 In
+        (10.0, 0.01, 0.2),
+    ],
+)
+def test_fuse_melting_time_follows_the_characteristic(
+    multiple: float, low: float, high: float
+) -> None:
+    t = breaker.fuse_melting_time(multiple)
+    assert low <= t <= high
+
+
+def test_fuse_curve_is_monotonic() -> None:
+    multiples = [1.3 + 0.05 * i for i in range(150)]
+    times = [breaker.fuse_melting_time(m) for m in multiples]
+    assert all(a > b for a, b in itertools.pairwise(times))
+
+
+def test_fuse_replica_melts_at_its_characteristic_time() -> None:
+    fuse = breaker.FuseReplica(16.0, 1)
+    seconds = next(s for s in range(1, 4000) if fuse.step([48.0]))  # 3 In
+    assert seconds == math.ceil(breaker.fuse_melting_time(3.0))
+    assert fuse.melts == 1
+
+
+def _reading(at: float, *amps: float, valid: bool = True) -> MeterReading:
+    return MeterReading(tuple(amps), (230.0,) * len(amps), None, valid, at)
+
+
+def test_monitor_warm_starts_and_heats() -> None:
+    monitor = BreakerMonitor(30.0)
+    assert monitor.heat_ratio() is None
+    assert monitor.status()["heat_pct"] is None
+    monitor.observe(_reading(0.0, 27.0))
+    assert monitor.heat_ratio() == pytest.approx([0.81 / 1.2769])
+    for t in range(1, 15):  # 1.5 In from 0.9 In trips it after 15.7 s
+        monitor.observe(_reading(float(t), 45.0))
+    assert monitor.heat_ratio()[0] > 0.9  # type: ignore[index]
+    problem = monitor.problem()
+    assert problem is not None
+    assert "phase 1" in problem
+    assert "30 A" in problem
+
+
+def test_monitor_ignores_invalid_readings_and_long_gaps() -> None:
+    monitor = BreakerMonitor(30.0)
+    monitor.observe(_reading(0.0, 20.0))
+    before = monitor.heat_ratio()
+    monitor.observe(_reading(1.0, 90.0, valid=False))
+    assert monitor.heat_ratio() == before
+    monitor.observe(_reading(0.5, math.nan))  # a non-finite reading is ignored
+    assert monitor.heat_ratio() == before
+    monitor.observe(_reading(1000.0, 60.0))  # a 1000 s gap: nothing integrated
+    assert monitor.heat_ratio() == before
+    monitor.observe(_reading(1001.0, 20.0))  # 60 A held for 1 s
+    assert monitor.heat_ratio()[0] > before[0]  # type: ignore[index]
+    assert monitor.problem() is None
