@@ -657,11 +657,17 @@ class MqttBridge:
             self.connected = False
             self._lost_at = self._clock()
             self._since, self._since_wall = self._clock(), self._wall()
+            hint = (
+                "check the user and password in mqttUrl"
+                if "authoriz" in message.lower() or "password" in message.lower()
+                else "retrying"
+            )
             _LOG.warning(
-                "MQTT broker %s unreachable (%s): Home Assistant shows the charger as "
-                "unavailable; charging control goes on, retrying",
+                "MQTT broker %s not available (%s): Home Assistant shows the charger as "
+                "unavailable; charging control goes on; %s",
                 self.cfg.url,
                 message,
+                hint,
             )
 
     def _up(self) -> None:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from tesla_smart_charger.mqtt import BridgeConfig, Car, MqttBridge, MqttUrl
 
-MOSQUITTO = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+MOSQUITTO = shutil.which("mosquitto", path=_PATH)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd", path=_PATH)
 
 
 def free_port() -> int:
@@ -29,16 +31,43 @@ def free_port() -> int:
 
 
 class Broker:
-    """mosquitto with a generated config: anonymous, no persistence, 127.0.0.1 only."""
+    """mosquitto with a generated config: no persistence, 127.0.0.1 only.
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    Anonymous, or with `users` ({name: password}) only those users may connect.
+    """
+
+    def __init__(
+        self, folder: Path, port: int | None = None, users: dict[str, str] | None = None
+    ) -> None:
         assert MOSQUITTO is not None
         self.port = port or free_port()
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
+        access = "allow_anonymous true\n"
+        if users:
+            assert MOSQUITTO_PASSWD is not None
+            passwords = folder / "passwords"
+            for i, (name, password) in enumerate(users.items()):
+                subprocess.run(  # noqa: S603 (the system's mosquitto_passwd, test values)
+                    [
+                        MOSQUITTO_PASSWD,
+                        "-b",
+                        *(["-c"] if i == 0 else []),
+                        str(passwords),
+                        name,
+                        password,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            passwords.chmod(0o600)
+            access = f"allow_anonymous false\npassword_file {passwords}\n"
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root, mosquitto would switch to its own user, who cannot read pytest's tmp dir.
+            access += "user root\n"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{access}"
             "persistence false\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n",

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from tesla_smart_charger.mqtt import (
     parse_mqtt_url,
     state_messages,
 )
-from tests.mqtt_broker import MOSQUITTO, Broker, bridge_config
+from tests.mqtt_broker import MOSQUITTO, MOSQUITTO_PASSWD, Broker, bridge_config
 
 VIN = "5YJ3E7EB2KF000001"
 TREE = Path(__file__).resolve().parent.parent
@@ -645,8 +645,56 @@ async def test_broker_restart_reconnects_and_republishes(
         assert bridge.state()["state"] == "ok"
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2, warnings
-    assert "unreachable" in warnings[0]
+    assert "not available" in warnings[0]
     assert "reachable again after" in warnings[1]
+
+
+class CountingBackoff(Backoff):
+    """Fast retries that count the attempts."""
+
+    def __init__(self) -> None:
+        super().__init__(initial=0.05, cap=0.1)
+        self.calls = 0
+
+    def next_delay(self) -> float:
+        self.calls += 1
+        return super().next_delay()
+
+
+@needs_broker
+@pytest.mark.skipif(MOSQUITTO_PASSWD is None, reason="mosquitto_passwd is not installed")
+async def test_credentials_and_a_wrong_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = Broker(tmp_path, users={"ha": "right-SECRET-pw", "watcher": "watcher-pw"})
+    broker.start()
+    try:
+        good = replace(
+            cfg_for(broker.port),
+            url=parse_mqtt_url(f"mqtt://ha:right-SECRET-pw@127.0.0.1:{broker.port}"),
+        )
+        bridge = MqttBridge(good, lambda: STATUS, RecordingControls())
+        async with running(bridge):
+            await wait_for(lambda: bridge.connected, 5, "connected with credentials")
+        caplog.set_level(logging.DEBUG, logger="tesla_smart_charger.mqtt")
+        bad = replace(
+            good, url=parse_mqtt_url(f"mqtt://ha:wrong-SECRET-pw@127.0.0.1:{broker.port}")
+        )
+        backoff = CountingBackoff()
+        rejected = MqttBridge(bad, lambda: STATUS, RecordingControls(), backoff=backoff)
+        async with running(rejected) as task:
+            await wait_for(lambda: backoff.calls >= 5, 10, "five refused attempts")
+            assert not task.done()
+        health = rejected.state()
+        assert health["state"] == "degraded"
+        assert "Not authorized" in (health["last_error"] or "")
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings  # logged once when it starts, not per attempt
+        assert "check the user and password in mqttUrl" in warnings[0]
+        text = caplog.text + json.dumps(health) + repr(bad)
+        assert "SECRET" not in text
+    finally:
+        broker.stop()
 
 
 def test_health_goes_down_after_30s() -> None:
