@@ -41,6 +41,8 @@ ONLINE: Final = "online"
 OFFLINE: Final = "offline"
 # Every broker round trip (connect, publish, subscribe) is bounded by this.
 MQTT_TIMEOUT: Final = 5.0
+# `offline` on shutdown must fit in the daemon's SHUTDOWN_TIMEOUT (4 s).
+OFFLINE_TIMEOUT: Final = 2.0
 # Home Assistant is told at most once a second per topic: the dashboard's own pace.
 PUBLISH_INTERVAL: Final = 1.0
 # Reconnect backoff. The cap is below the brief's 60 s on purpose: a refused connection to a
@@ -690,30 +692,42 @@ class MqttBridge:
         self._backoff.reset()
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        await client.publish(
-            self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=MQTT_TIMEOUT
-        )
-        await client.subscribe(self.cfg.ha_status_topic, qos=1, timeout=MQTT_TIMEOUT)
-        for topic in self.cfg.command_topics():
-            await client.subscribe(topic, qos=1, timeout=MQTT_TIMEOUT)
-        await self._publish_discovery(client)
-        self._up()
-        self._limiter.forget()
-        self._changed.set()
+        """One connection's life; on cancellation it says `offline` before disconnecting.
+
+        A clean disconnect suppresses the last will, so `offline` must be published by hand,
+        whenever the stop comes, even while we are still announcing ourselves.
+        """
+        try:
+            await client.publish(
+                self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=MQTT_TIMEOUT
+            )
+            await client.subscribe(self.cfg.ha_status_topic, qos=1, timeout=MQTT_TIMEOUT)
+            for topic in self.cfg.command_topics():
+                await client.subscribe(topic, qos=1, timeout=MQTT_TIMEOUT)
+            await self._publish_discovery(client)
+            self._up()
+            self._limiter.forget()
+            self._changed.set()
+            await self._serve_connected(client)
+        except asyncio.CancelledError:
+            self.connected = False
+            try:
+                await client.publish(
+                    self.cfg.status_topic, OFFLINE, qos=1, retain=True, timeout=OFFLINE_TIMEOUT
+                )
+            except aiomqtt.MqttError as err:
+                _LOG.info("MQTT: could not say offline on the way out (%s)", err)
+            else:
+                _LOG.info("MQTT: told Home Assistant we are offline")
+            raise
+
+    async def _serve_connected(self, client: aiomqtt.Client) -> None:
         receiver = asyncio.create_task(self._receive(client), name="mqtt-receive")
         publisher = asyncio.create_task(self._publish_states(client), name="mqtt-publish")
         try:
             done, _ = await asyncio.wait((receiver, publisher), return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # raises what ended it (MqttError on a lost broker)
-        except asyncio.CancelledError:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await client.publish(
-                    self.cfg.status_topic, OFFLINE, qos=1, retain=True, timeout=MQTT_TIMEOUT
-                )
-            self.connected = False
-            _LOG.info("MQTT: told Home Assistant we are offline")
-            raise
         finally:
             for task in (receiver, publisher):
                 task.cancel()
