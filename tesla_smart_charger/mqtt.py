@@ -48,7 +48,7 @@ PUBLISH_INTERVAL: Final = 1.0
 # Reconnect backoff. The cap is below the brief's 60 s on purpose: a refused connection to a
 # broker on the LAN costs nothing, and discovery must be back within 10 s of the broker's return.
 BACKOFF_INITIAL: Final = 1.0
-BACKOFF_CAP: Final = 8.0
+BACKOFF_CAP: Final = 5.0
 # Lost for longer than this: health says "down" instead of "degraded".
 DOWN_AFTER: Final = 30.0
 # Home Assistant rejects states longer than 255 characters.
@@ -584,6 +584,7 @@ class MqttBridge:
         wall: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         client_id: str | None = None,
+        timeout: float = MQTT_TIMEOUT,
     ) -> None:
         self.cfg = cfg
         self._snapshot = snapshot
@@ -591,6 +592,7 @@ class MqttBridge:
         self._clock = clock
         self._wall = wall
         self._backoff = backoff or Backoff()
+        self._timeout = timeout
         self._client_id = client_id or f"{cfg.device_id}-{random.getrandbits(32):08x}"
         self._changed = asyncio.Event()
         self._limiter = TopicLimiter()
@@ -635,7 +637,7 @@ class MqttBridge:
             password=url.password,
             identifier=self._client_id,
             will=aiomqtt.Will(self.cfg.status_topic, OFFLINE, qos=1, retain=True),
-            timeout=MQTT_TIMEOUT,
+            timeout=self._timeout,
             keepalive=30,
             tls_context=tls,
         )
@@ -699,11 +701,11 @@ class MqttBridge:
         """
         try:
             await client.publish(
-                self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=MQTT_TIMEOUT
+                self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=self._timeout
             )
-            await client.subscribe(self.cfg.ha_status_topic, qos=1, timeout=MQTT_TIMEOUT)
+            await client.subscribe(self.cfg.ha_status_topic, qos=1, timeout=self._timeout)
             for topic in self.cfg.command_topics():
-                await client.subscribe(topic, qos=1, timeout=MQTT_TIMEOUT)
+                await client.subscribe(topic, qos=1, timeout=self._timeout)
             await self._publish_discovery(client)
             self._up()
             self._limiter.forget()
@@ -735,7 +737,7 @@ class MqttBridge:
 
     async def _publish_discovery(self, client: aiomqtt.Client) -> None:
         for topic, payload in discovery_messages(self.cfg, self._snapshot()).items():
-            await client.publish(topic, payload, qos=1, retain=True, timeout=MQTT_TIMEOUT)
+            await client.publish(topic, payload, qos=1, retain=True, timeout=self._timeout)
 
     async def _publish_states(self, client: aiomqtt.Client) -> None:
         while True:
@@ -749,7 +751,7 @@ class MqttBridge:
                 for topic, payload in state_messages(self.cfg, self._snapshot()).items():
                     self._limiter.offer(topic, payload)
             for topic, payload in self._limiter.due(self._clock()):
-                await client.publish(topic, payload, qos=0, retain=True, timeout=MQTT_TIMEOUT)
+                await client.publish(topic, payload, qos=0, retain=True, timeout=self._timeout)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
