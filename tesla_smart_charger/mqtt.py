@@ -599,7 +599,6 @@ class MqttBridge:
         self.connected = False
         self._lost_at: float | None = None  # monotonic; None while connected or never lost
         self._since_wall = wall()
-        self._since = clock()
         self.last_error: str | None = None
         if cfg.url.password:
             register_secret(cfg.url.password)
@@ -660,7 +659,7 @@ class MqttBridge:
         if self.connected or self._lost_at is None:
             self.connected = False
             self._lost_at = self._clock()
-            self._since, self._since_wall = self._clock(), self._wall()
+            self._since_wall = self._wall()
             hint = (
                 "check the user and password in mqttUrl"
                 if "authoriz" in message.lower() or "password" in message.lower()
@@ -690,7 +689,7 @@ class MqttBridge:
         self.connected = True
         self._lost_at = None
         self.last_error = None
-        self._since, self._since_wall = self._clock(), self._wall()
+        self._since_wall = self._wall()
         self._backoff.reset()
 
     async def _serve(self, client: aiomqtt.Client) -> None:
