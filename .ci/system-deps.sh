@@ -5,6 +5,7 @@ want=()
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
 command -v openssl >/dev/null 2>&1 || want+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+command -v mosquitto >/dev/null 2>&1 || want+=(mosquitto)
 [ ${#want[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: not root or no apt-get; tests needing ${want[*]} will skip" >&2

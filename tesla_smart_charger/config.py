@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -345,6 +352,36 @@ class Settings(BaseSettings):
         OptStr,
         Field(description="Override the region's Fleet API base URL (audience and registration)."),
     ] = None
+
+    # --- Home Assistant through MQTT (issue 15) ------------------------------------------
+    mqtt_url: Annotated[
+        OptSecret,
+        Field(
+            description="MQTT broker for Home Assistant discovery: mqtt://[user[:password]@]host[:port] or mqtts://…. Unset: no MQTT."
+        ),
+    ] = None
+    mqtt_topic_prefix: Annotated[
+        str, Field(description="Root of our MQTT topics (availability, state, commands).")
+    ] = "tesla-smart-charger"
+    mqtt_discovery_prefix: Annotated[
+        str, Field(description="Home Assistant's MQTT discovery prefix.")
+    ] = "homeassistant"
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from tesla_smart_charger.mqtt import parse_mqtt_url  # noqa: PLC0415 (aiomqtt only when used)
+
+        if value is not None:
+            parse_mqtt_url(value.get_secret_value())
+        return value
+
+    @field_validator("mqtt_topic_prefix", "mqtt_discovery_prefix")
+    @classmethod
+    def _mqtt_prefix(cls, value: str, info: ValidationInfo) -> str:
+        from tesla_smart_charger.mqtt import check_topic_prefix  # noqa: PLC0415 (see above)
+
+        return check_topic_prefix(value, to_camel(info.field_name or "topic prefix"))
 
     @field_validator("energy_monitor_type", mode="before")
     @classmethod
