@@ -319,3 +319,16 @@ def test_issue_11_keys_and_defaults(write_config: Any) -> None:
 def test_escalate_after_secs_range(write_config: Any, secs: int) -> None:
     with pytest.raises(ConfigError, match="escalateAfterSecs"):
         load_config(write_config(escalateAfterSecs=secs))
+
+
+async def test_a_car_that_ignores_commands_still_says_yes(
+    session: aiohttp.ClientSession, bridge: tuple[SimulatedBleBridge, str], car: CarModel
+) -> None:
+    _, url = bridge
+    car.fault = "ignores_commands"
+    ble = BleVehicle(session, url, VIN)
+    await ble.set_charging_amps(6)
+    await ble.charge_stop()
+    assert car.current_draw(car.now or 0.0) == 16
+    assert car.charging_state == "Charging"
+    assert ble.calls["ok"] == 2

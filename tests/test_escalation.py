@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import asyncio
+from contextlib import suppress
+from dataclasses import dataclass, replace
 
+import aiohttp
 import pytest
+from pydantic import SecretStr
+from tenacity import wait_none
 
+from tesla_smart_charger.alerts import AlertSender
+from tesla_smart_charger.ble import BleVehicle
+from tesla_smart_charger.errors import ChargerError, RelayError
 from tesla_smart_charger.escalation import (
     RESUME_AFTER_SECS,
     Action,
@@ -28,6 +36,14 @@ from tesla_smart_charger.escalation import (
     next_deadline,
     step,
 )
+from tesla_smart_charger.relay import ShellyRelay
+from tesla_smart_charger.roads import FailoverVehicle
+from tesla_smart_charger.simulator.ble import SimulatedBleBridge
+from tesla_smart_charger.simulator.car import CarModel
+from tesla_smart_charger.simulator.proxy import SimulatedProxy
+from tesla_smart_charger.simulator.relay import SimulatedRelay
+from tesla_smart_charger.tesla import ApiCallCounter, StaticTokenSource, TeslaClient
+from tests.test_alerts import Receiver
 
 CFG = EscalationConfig(
     home_max_amps=30,
@@ -284,3 +300,140 @@ def test_commands_during_an_escalation_are_not_tracked_as_cuts() -> None:
     after, actions = step(state, CutErrored("ble", 6, "x"), 30, CFG)
     assert after == state
     assert actions == ()
+
+
+# --- the state machine driving real roads, a real relay and a real webhook --------------------
+
+
+@dataclass
+class Shell:
+    """A minimal imperative shell, as the charge service will run the escalation's actions."""
+
+    vehicle: FailoverVehicle
+    relay: ShellyRelay
+    alerts: AlertSender
+    worst: float = 0.0
+    setpoint: float = 16.0
+    resumed: int = 0
+
+    async def execute(self, actions: tuple[Action, ...]) -> list[Input]:
+        outcomes: list[Input] = []
+        for action in actions:
+            match action:
+                case RetryCut(road=road, amps=amps):
+                    try:
+                        await self.vehicle.on_road(road).set_charging_amps(int(amps))
+                    except ChargerError as err:
+                        outcomes.append(CutErrored(road, amps, str(err)))
+                    else:
+                        outcomes.append(CutAccepted(road, self.setpoint, amps))
+                        self.setpoint = amps
+                case ChargeStop():
+                    try:
+                        await self.vehicle.charge_stop()
+                    except ChargerError as err:
+                        outcomes.append(StopOutcome(ok=False, error=str(err)))
+                    else:
+                        outcomes.append(StopOutcome(ok=True))
+                case SwitchRelay(on=on):
+                    try:
+                        await self.relay.switch(on)
+                    except RelayError as err:
+                        outcomes.append(RelayOutcome(on=on, ok=False, error=str(err)))
+                    else:
+                        outcomes.append(RelayOutcome(on=on, ok=True))
+                case SetAmps(amps=amps):
+                    try:
+                        await self.vehicle.set_charging_amps(int(amps))
+                    except ChargerError:
+                        outcomes.append(RoadStatus(up=False))
+                    else:
+                        self.setpoint = amps
+                case Resume():
+                    self.resumed += 1
+                case Alert(event=event, message=message):
+                    self.alerts.send(event, message, house_amps=[self.worst], limit=30)
+        return outcomes
+
+
+async def test_ignored_cut_escalates_over_real_roads_relay_and_webhook(
+    session: aiohttp.ClientSession,
+) -> None:
+    now = [0.0]
+    car = CarModel(request_amps=16, ramp_delay=0.0, fault="ignores_commands")
+    bridge = SimulatedBleBridge(car, clock=lambda: now[0])
+    proxy = SimulatedProxy(car, clock=lambda: now[0])
+    relay_sim = SimulatedRelay(2, car=car, clock=lambda: now[0])
+    receiver = Receiver()
+    ble_url, cloud_url, relay_url = (
+        await bridge.start(),
+        await proxy.start(),
+        await relay_sim.start(),
+    )
+    await receiver.start()
+    alerts = AlertSender(session, receiver.url, retry_wait=wait_none())
+    delivery = asyncio.create_task(alerts.run())
+    try:
+        cloud = TeslaClient(
+            session,
+            cloud_url,
+            car.vin,
+            StaticTokenSource(SecretStr("a.b.c")),
+            ApiCallCounter(),
+            retry_wait=wait_none(),
+        )
+        vehicle = FailoverVehicle(
+            [("ble", BleVehicle(session, ble_url, car.vin)), ("cloud", cloud)]
+        )
+        shell = Shell(vehicle, ShellyRelay(relay_url, session), alerts)
+        state = EscalationState()
+        active_at: list[float] = []
+
+        async def feed(event: Input) -> None:
+            nonlocal state
+            state, actions = step(state, event, now[0], CFG)
+            for outcome in await shell.execute(actions):
+                await feed(outcome)
+
+        def reading() -> Measured:
+            shell.worst = 20.0 + car.current_draw(now[0])  # the house draws 20 A besides the car
+            return Measured(shell.worst, car.current_draw(now[0]))
+
+        await feed(reading())  # 36 A on a 30 A supply: the controller cuts to 10 A
+        await vehicle.set_charging_amps(10)
+        await feed(CutAccepted("ble", 16, 10))
+        shell.setpoint = 10
+        for second in range(1, 130):
+            now[0] = float(second)
+            await feed(reading())
+            if state.active:
+                active_at.append(now[0])
+        async with asyncio.timeout(5):
+            await alerts.drain()
+    finally:
+        delivery.cancel()
+        with suppress(asyncio.CancelledError):
+            await delivery
+        for server in (bridge, proxy, relay_sim, receiver):
+            await server.stop()
+
+    assert [c[1:] for c in bridge.commands] == [
+        ("set_charging_amps", {"charging_amps": 10}),
+        ("charge_stop", {}),
+        ("set_charging_amps", {"charging_amps": 6}),
+    ]
+    assert [c[1:] for c in proxy.commands] == [("set_charging_amps", {"charging_amps": 10})]
+    assert relay_sim.switches == [(0, False), (0, True)]
+    assert [b["event"] for b in receiver.bodies] == [
+        "cut_failed",
+        "charge_stop",
+        "relay_off",
+        "relay_on",
+        "resolved",
+    ]
+    assert active_at[0] == 28  # escalateAfterSecs after the failed cut at 8 s
+    assert active_at[-1] == 108  # relay back on once room lasted 60 s (from 49 s)
+    assert shell.resumed == 1
+    assert car.wakes == 0
+    assert bridge.wakeup_requests == 0
+    assert proxy.billing.wake == 0
