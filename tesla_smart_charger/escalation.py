@@ -184,6 +184,7 @@ class EscalationState:
     last_worst: float | None = None
     last_car: float | None = None
     road_up: bool = True
+    alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
 
     @property
     def active(self) -> bool:
@@ -204,6 +205,13 @@ def _calm(state: EscalationState) -> EscalationState:
     return EscalationState(
         road_up=state.road_up, last_worst=state.last_worst, last_car=state.last_car
     )
+
+
+def _alert_once(state: EscalationState, event: str, message: str) -> Step:
+    """A failure alert, sent once per episode however often the failure repeats."""
+    if event in state.alerted:
+        return state, ()
+    return replace(state, alerted=state.alerted | {event}), (Alert(event, message),)
 
 
 def _other(road: str) -> str:
@@ -250,7 +258,7 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
     if isinstance(event, StopOutcome):
         if state.level == "charge_stop" and not event.ok:
             # Retried at the next deadline; the relay step follows on the same clock.
-            return state, (Alert("charge_stop_failed", f"charge_stop failed: {event.error}"),)
+            return _alert_once(state, "charge_stop_failed", f"charge_stop failed: {event.error}")
         return state, ()
     if isinstance(event, RelayOutcome):
         return _relay_outcome(state, event)
@@ -264,7 +272,7 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
 
 def _relay_outcome(state: EscalationState, event: RelayOutcome) -> Step:
     if not event.ok:
-        return state, (Alert("relay_failed", f"the safety relay did not switch: {event.error}"),)
+        return _alert_once(state, "relay_failed", f"the safety relay did not switch: {event.error}")
     if not event.on and state.level == "relay_off":
         return replace(state, relay_off_confirmed=True), ()
     if event.on and state.relay_on_requested:

@@ -265,7 +265,11 @@ def test_relay_on_without_a_road_does_not_set_amps_first() -> None:
     assert [label(a) for a in actions] == ["alert:relay_failed"]
     state, actions = step(state, Measured(20, 0), 114, CFG)
     assert [label(a) for a in actions] == ["relay:on"]  # asked again, no second alert
-    state, actions = step(state, RelayOutcome(on=True, ok=True), 114.2, CFG)
+    state, actions = step(state, RelayOutcome(on=True, ok=False, error="unreachable"), 114.1, CFG)
+    assert actions == ()  # one failure alert per episode
+    state, actions = step(state, Measured(20, 0), 119.1, CFG)
+    assert [label(a) for a in actions] == ["relay:on"]
+    state, actions = step(state, RelayOutcome(on=True, ok=True), 119.2, CFG)
     assert [label(a) for a in actions] == ["resume:True", "alert:resolved"]
     assert not state.active
     assert not state.road_up
@@ -437,3 +441,17 @@ async def test_ignored_cut_escalates_over_real_roads_relay_and_webhook(
     assert car.wakes == 0
     assert bridge.wakeup_requests == 0
     assert proxy.billing.wake == 0
+
+
+def test_resume_after_charge_stop_without_a_road_skips_setting_amps() -> None:
+    script: Script = [
+        (0, Measured(36, 16)),
+        (0, CutErrored("ble", 10, "BleUnavailable")),
+        (0, CutErrored("cloud", 10, "TeslaTransientError")),
+        *over(1, 20),
+        (20.5, RoadStatus(up=False)),
+        *over(21, 21 + RESUME_AFTER_SECS, worst=22, car=0),
+    ]
+    state, timeline = run(script, NO_RELAY)
+    assert timeline[-1] == (81, ["resume:True", "alert:resolved"])
+    assert not state.active
