@@ -348,8 +348,14 @@ class Settings(BaseSettings):
     ] = None
     safety_relay_password: Annotated[OptSecret, Field(description="Relay password.")] = None
     alert_webhook: Annotated[
-        OptStr,
-        AfterValidator(lambda v: None if v is None else _check_http_url(v, "alertWebhook")),
+        OptSecret,  # a Home Assistant webhook id or an ntfy topic is as good as a password
+        AfterValidator(
+            lambda v: (
+                None
+                if v is None
+                else SecretStr(_check_http_url(v.get_secret_value(), "alertWebhook"))
+            )
+        ),
         Field(
             description="URL that receives one JSON POST per episode (escalation, relay, fail-safe, login required, a road down > 5 min): Home Assistant webhook, ntfy..."
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tesla_smart_charger.ble import (
     parse_sleep_status,
     unwrap,
 )
-from tesla_smart_charger.config import load_config
+from tesla_smart_charger.config import load_config, redacted
 from tesla_smart_charger.errors import (
     BleUnavailable,
     CommandRefused,
@@ -288,12 +289,22 @@ def test_a_numeric_id_is_not_a_vin(session: aiohttp.ClientSession) -> None:
 
 
 def test_ble_and_alert_urls_are_checked(write_config: Any) -> None:
-    path: Path = write_config(teslaBleProxy="ftp://pi", alertWebhook="nope")
+    path: Path = write_config(teslaBleProxy="ftp://pi", alertWebhook="nope-SECRET")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     text = str(caught.value)
     assert "teslaBleProxy" in text
     assert "alertWebhook" in text
+    assert "SECRET" not in text  # a webhook URL is a credential
+
+
+def test_alert_webhook_is_kept_secret(write_config: Any) -> None:
+    hook = "http://127.0.0.1:8123/api/webhook/tsc-SECRET-id"
+    settings = load_config(write_config(alertWebhook=hook)).settings
+    assert settings.alert_webhook is not None
+    assert settings.alert_webhook.get_secret_value() == hook
+    assert "SECRET" not in json.dumps(redacted(settings))
+    assert "SECRET" not in repr(settings)
 
 
 def test_issue_11_keys_and_defaults(write_config: Any) -> None:
