@@ -59,3 +59,20 @@ class TokenSource(Protocol):
     async def handle_unauthorized(self, rejected: str) -> bool:
         """The API answered 401 to `rejected`: refresh once; True if a new token is available."""
         ...
+
+
+class Relay(Protocol):
+    """A switch on the charger circuit: the last resort when the car ignores a cut."""
+
+    @property
+    def name(self) -> str:
+        """A short label for logs and /status, e.g. `shelly-relay@192.0.2.20/0`."""
+        ...
+
+    async def is_on(self) -> bool:
+        """Whether the charger circuit is powered now; raises `RelayError` if unknown."""
+        ...
+
+    async def switch(self, on: bool) -> None:
+        """Power the charger circuit on or off; raises `RelayError` if it did not switch."""
+        ...

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     SecretStr,
@@ -382,6 +383,52 @@ class Settings(BaseSettings):
         from tesla_smart_charger.mqtt import check_topic_prefix  # noqa: PLC0415 (see above)
 
         return check_topic_prefix(value, to_camel(info.field_name or "topic prefix"))
+
+    # --- issue 11: BLE road, escalation, safety relay, alerts -----------------------------
+    tesla_ble_proxy: Annotated[
+        OptStr,
+        AfterValidator(lambda v: None if v is None else _check_http_url(v, "teslaBleProxy")),
+        Field(
+            description="URL of a local BLE bridge (TeslaBleHttpProxy, ESPHome Tesla BLE): tried first for every look and command, the cloud proxy only when it fails."
+        ),
+    ] = None
+    escalate_after_secs: Annotated[
+        float,
+        Field(
+            ge=5,
+            le=120,
+            description="A cut the car did not follow, still over homeMaxAmps this long: charge_stop; as long again: the safety relay off.",
+        ),
+    ] = 20.0
+    safety_relay_ip: Annotated[
+        OptStr,
+        AfterValidator(lambda v: None if v is None else normalize_host_url(v)),
+        Field(
+            description="Shelly relay on the charger circuit (host, host:port or http://host[:port]): the last resort, switched off only after charge_stop failed."
+        ),
+    ] = None
+    safety_relay_channel: Annotated[
+        int,
+        BeforeValidator(_as_int),
+        Field(ge=0, le=3, description="Relay output (switch id) that feeds the charger."),
+    ] = 0
+    safety_relay_user: Annotated[
+        OptStr, Field(description="Relay user name (Gen1 basic auth; Gen2 always uses admin).")
+    ] = None
+    safety_relay_password: Annotated[OptSecret, Field(description="Relay password.")] = None
+    alert_webhook: Annotated[
+        OptSecret,  # a Home Assistant webhook id or an ntfy topic is as good as a password
+        AfterValidator(
+            lambda v: (
+                None
+                if v is None
+                else SecretStr(_check_http_url(v.get_secret_value(), "alertWebhook"))
+            )
+        ),
+        Field(
+            description="URL that receives one JSON POST per episode (escalation, relay, fail-safe, login required, a road down > 5 min): Home Assistant webhook, ntfy..."
+        ),
+    ] = None
 
     @field_validator("energy_monitor_type", mode="before")
     @classmethod

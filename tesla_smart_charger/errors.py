@@ -92,3 +92,26 @@ class LoginRequired(TokenError, PermanentError):
 
 class TokenEndpointError(TokenError, TransientError):
     """Network or 5xx from the token endpoint: retry while the access token lasts."""
+
+
+# --- BLE bridge, safety relay, alerts (issue 11) -------------------------------------------
+
+
+class BleUnavailable(TeslaTransientError):
+    """The BLE bridge or its Bluetooth link failed (not the car): fall back to the cloud.
+
+    A subclass of TeslaTransientError so code that handles "the road failed" treats both
+    roads alike; a refusal by the car stays `CommandRefused` and is never failed over.
+    """
+
+
+class RelayError(TransientError):
+    """The safety relay did not answer or did not switch; the next step may try again."""
+
+
+class RelayAuthError(RelayError):
+    """The safety relay rejected our credentials (safetyRelayUser / safetyRelayPassword)."""
+
+
+class AlertError(TransientError):
+    """The alert webhook did not accept a POST; alerts are retried, never block control."""

@@ -72,6 +72,22 @@ def _invalid(error: str, field: str) -> ChannelSample:
     return ChannelSample(0.0, None, valid=False, error=error, field=field)
 
 
+def basic_auth_header(user: str | None, password: str | None) -> str | None:
+    """Gen1 basic `Authorization` value, or None without a password (shared with the relay).
+
+    Built by hand: aiohttp 3.14 deprecates BasicAuth and older releases lack its successor.
+    """
+    if not password:
+        return None
+    token = base64.b64encode(f"{user or GEN1_DEFAULT_USER}:{password}".encode()).decode()
+    return f"Basic {token}"
+
+
+def digest_middleware(password: str) -> DigestAuthMiddleware:
+    """Gen2+ SHA-256 digest auth (user fixed to admin), preemptive once challenged."""
+    return DigestAuthMiddleware(GEN2_USER, password, preemptive=True)
+
+
 # --- pure parsers ----------------------------------------------------------------------------
 
 
@@ -519,11 +535,7 @@ class ShellyMeter:
         return kind
 
     async def _get_gen1(self, path: str) -> Any:
-        # Built by hand: aiohttp 3.14 deprecates BasicAuth and older releases lack its successor.
-        auth = None
-        if self._password:
-            token = base64.b64encode(f"{self._user}:{self._password}".encode()).decode()
-            auth = f"Basic {token}"
+        auth = basic_auth_header(self._user, self._password)
         return await self._request(path, None, auth=auth, digest=False)
 
     async def _get_rpc(self, method: str, cid: int) -> Any:
@@ -560,7 +572,7 @@ class ShellyMeter:
         middlewares: tuple[DigestAuthMiddleware, ...] = ()
         if digest and self._password:
             if self._digest is None:
-                self._digest = DigestAuthMiddleware(GEN2_USER, self._password, preemptive=True)
+                self._digest = digest_middleware(self._password)
             middlewares = (self._digest,)
         try:
             async with self._session.get(

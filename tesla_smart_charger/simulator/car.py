@@ -17,6 +17,11 @@ Behaviour modelled (sources in docs/reference tesla-fleet-api.md §1, §2, §5):
   offline car answer 500 "vehicle unavailable"; only `wake()` wakes it, and counts a wake.
 - `vehicle_data` reads keep an idle car awake (`data_keeps_awake`): polling charge_state of
   an idle car is what stops real Teslas from sleeping. The vehicle-state call does not.
+- Faults (issue 11): `fault="ignores_commands"` accepts every command and follows none (the
+  cut that does not land); `fault="unavailable_while_charging"` answers commands over the
+  cloud road with 500 "vehicle unavailable" although the car charges (vehicle-command
+  issue 452); the BLE road is unaffected. `set_circuit(False)` is the safety relay cutting the
+  charger circuit: the car draws 0 A and reports `NoPower` until power returns.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ KNOWN_COMMANDS = frozenset({"set_charging_amps", "charge_start", "charge_stop"})
 MIN_SINGLE_SEND_AMPS = 5
 
 Reply = tuple[int, dict[str, Any]]
+CarFault = Literal["none", "ignores_commands", "unavailable_while_charging"]
+Road = Literal["cloud", "ble"]
 
 
 def envelope(response: Any, error: str | None = "", description: str = "") -> dict[str, Any]:
@@ -154,6 +161,8 @@ class CarModel:
     data_keeps_awake: bool = True
     display_name: str = "Simulated Model 3"
     vehicle_id: int = 99999
+    fault: CarFault = "none"
+    circuit_on: bool = True  # the charger circuit is powered (a safety relay can cut it)
 
     wakes: int = field(default=0, init=False)  # times wake() was called (API wakes)
     energy_added_kwh: float = field(default=0.0, init=False)
@@ -243,7 +252,9 @@ class CarModel:
 
     def _target(self) -> int:
         """Where charger_actual_current heads for in the current state."""
-        return min(self.request_amps, self.pilot_amps) if self.charging else 0
+        if not self.charging or not self.circuit_on:
+            return 0
+        return min(self.request_amps, self.pilot_amps)
 
     def _schedule(self, now: float) -> None:
         """Have actual current follow the current target after the ramp delay."""
@@ -301,6 +312,18 @@ class CarModel:
         self.pilot_amps = amps
         self._schedule(now)
 
+    def set_circuit(self, on: bool, now: float) -> None:
+        """The safety relay switches the charger circuit: off stops the draw at once."""
+        self.advance(now)
+        if on == self.circuit_on:
+            return
+        self.circuit_on = on
+        if not on:
+            self.actual_amps = 0.0
+            self._pending.clear()
+        else:
+            self._schedule(now)  # power is back: the session resumes after the ramp delay
+
     def wake(self, now: float) -> bool:
         """An API wake_up (counted, priced as a wake); True when the car is now online."""
         self.advance(now)
@@ -318,8 +341,10 @@ class CarModel:
 
     # --- the API --------------------------------------------------------------------------
 
-    def command(self, name: str, body: Mapping[str, Any], now: float) -> Reply:
-        """Execute one proxy command; returns (HTTP status, Tesla-envelope body)."""
+    def command(
+        self, name: str, body: Mapping[str, Any], now: float, *, road: Road = "cloud"
+    ) -> Reply:
+        """Execute one command arriving by `road`; returns (HTTP status, Tesla-envelope body)."""
         self.advance(now)
         if name == "wake_up":
             self.wake(now)
@@ -329,6 +354,10 @@ class CarModel:
             return invalid
         if self.state != "online":
             return unavailable_reply(500)
+        if self.fault == "unavailable_while_charging" and road == "cloud" and self.charging:
+            return unavailable_reply(500)
+        if self.fault == "ignores_commands":
+            return ok_reply()  # accepted, and nothing changes: the cut does not land
         if name == "set_charging_amps":
             return self._set_charging_amps(int(body["charging_amps"]), now)
         if name == "charge_start":
@@ -421,7 +450,11 @@ class CarModel:
             "charger_pilot_current": self.pilot_amps if self.plugged else 0,
             "charger_power": power_kw,
             "charger_voltage": self.voltage if drawing else 2,
-            "charging_state": self.charging_state,
+            "charging_state": (
+                "NoPower"
+                if not self.circuit_on and self.charging_state == "Charging"
+                else self.charging_state
+            ),
             "conn_charge_cable": "IEC" if self.plugged else "<invalid>",
             "est_battery_range": range_mi,
             "fast_charger_brand": "<invalid>",

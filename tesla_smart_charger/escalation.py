@@ -1,0 +1,420 @@
+"""What to do when a cut does not land: a pure state machine, the clock passed in.
+
+A lowering command that errors, or that the car accepts and does not follow (after
+`carSettleSecs` the charger channel, or else the meter, still shows the old current), is a
+*failed cut*. Then, in order:
+
+1. retry the cut once on the other road (BLE <-> cloud);
+2. still above `homeMaxAmps` `escalateAfterSecs` after the first failed cut: `charge_stop`;
+3. still above another `escalateAfterSecs` later, and a relay is configured: the charger
+   circuit off (the relay is switched again every `RELAY_RETRY_SECS` until it confirms);
+4. once room for `chargerMinAmps` has lasted `RESUME_AFTER_SECS` (60 s): the car's amps set to
+   `chargerMinAmps` first when a road to it works, the relay back on, normal control resumed.
+
+A failed cut without an overload ends by itself once the worst phase has stayed at or below the
+limit for `escalateAfterSecs`. Like `controller.decide`, `step()` does no I/O: the shell executes
+the actions and feeds their outcomes back as inputs. `level` is `controller.escalation` in
+/status (`none`, `charge_stop`, `relay_off`); `/health` is 503 while it is not `none`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final, Literal
+
+Level = Literal["none", "charge_stop", "relay_off"]
+
+RESUME_AFTER_SECS: Final = 60.0  # room for chargerMinAmps this long before the relay goes on
+RELAY_RETRY_SECS: Final = 5.0  # a relay that did not switch is asked again this often
+# A cut counts as followed when the charger channel shows at most this much above the target,
+# or the meter shows at least this share of the expected drop.
+FOLLOW_TOLERANCE_AMPS: Final = 1.0
+FOLLOW_SHARE: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationConfig:
+    """The settings the escalation needs, copied out of `Settings`."""
+
+    home_max_amps: float
+    charger_min_amps: float
+    car_settle_secs: float = 8.0
+    escalate_after_secs: float = 20.0
+    relay_configured: bool = False
+    safety_margin_amps: float = 0.0
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """A valid meter reading: worst phase, and the charger channel when there is one."""
+
+    worst_amps: float
+    car_amps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CutAccepted:
+    """A lowering `set_charging_amps` from `from_amps` to `to_amps` was accepted on `road`."""
+
+    road: str
+    from_amps: float
+    to_amps: float
+
+
+@dataclass(frozen=True, slots=True)
+class CutErrored:
+    """A lowering command failed on `road` (every road the call tried failed)."""
+
+    road: str
+    to_amps: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopOutcome:
+    """The `charge_stop` the escalation asked for was accepted (`ok`) or failed."""
+
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    """The relay confirmed it is now `on`, or (`ok` False) did not answer / switch."""
+
+    on: bool
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoadStatus:
+    """Whether some road to the car works now (a command or look just succeeded or failed)."""
+
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed without a reading: deadlines are checked against the last known reading."""
+
+
+Input = Measured | CutAccepted | CutErrored | StopOutcome | RelayOutcome | RoadStatus | Tick
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryCut:
+    """Send the cut again, on `road` only."""
+
+    road: str
+    amps: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeStop:
+    """Send `charge_stop` (BLE first, then the cloud)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchRelay:
+    """Switch the charger circuit on or off."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetAmps:
+    """Set the car's amps (before the relay powers the charger again)."""
+
+    amps: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Normal control takes over again; `restart_charging` when we stopped the car."""
+
+    restart_charging: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One episode step for the alert webhook and the log."""
+
+    event: str
+    message: str
+
+
+Action = RetryCut | ChargeStop | SwitchRelay | SetAmps | Resume | Alert
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCut:
+    """A cut the car accepted and has `car_settle_secs` to follow."""
+
+    at: float
+    road: str
+    from_amps: float
+    to_amps: float
+    worst_at_send: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationState:
+    """Everything `step()` remembers between inputs."""
+
+    level: Level = "none"
+    first_failed_at: float | None = None  # start of the episode
+    retried_other_road: bool = False
+    pending: PendingCut | None = None
+    stop_at: float | None = None  # when charge_stop was asked for
+    relay_at: float | None = None  # when the relay was last asked to switch
+    relay_off_confirmed: bool = False
+    relay_on_requested: bool = False
+    within_limit_since: float | None = None
+    room_since: float | None = None
+    last_worst: float | None = None
+    last_car: float | None = None
+    road_up: bool = True
+    alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
+
+    @property
+    def active(self) -> bool:
+        """An escalation step is in force: /health is 503."""
+        return self.level != "none"
+
+    @property
+    def cut_failed(self) -> bool:
+        """A failed-cut episode is open (escalation may follow)."""
+        return self.first_failed_at is not None
+
+
+Step = tuple[EscalationState, tuple[Action, ...]]
+
+
+def _calm(state: EscalationState) -> EscalationState:
+    """No episode: forget everything but the last reading and the road's health."""
+    return EscalationState(
+        road_up=state.road_up, last_worst=state.last_worst, last_car=state.last_car
+    )
+
+
+def _alert_once(state: EscalationState, event: str, message: str) -> Step:
+    """A failure alert, sent once per episode however often the failure repeats."""
+    if event in state.alerted:
+        return state, ()
+    return replace(state, alerted=state.alerted | {event}), (Alert(event, message),)
+
+
+def _other(road: str) -> str:
+    return "cloud" if road == "ble" else "ble"
+
+
+def _followed(cut: PendingCut, reading: Measured, cfg: EscalationConfig) -> bool:
+    """Did the car follow `cut`, judging by the charger channel or else the meter?"""
+    if reading.car_amps is not None:
+        return reading.car_amps <= cut.to_amps + FOLLOW_TOLERANCE_AMPS
+    if reading.worst_amps <= cfg.home_max_amps or cut.worst_at_send is None:
+        return True  # within the limit: nothing to escalate, whatever the car did
+    expected = cut.from_amps - cut.to_amps
+    return cut.worst_at_send - reading.worst_amps >= FOLLOW_SHARE * expected
+
+
+def _failed_cut(state: EscalationState, road: str, amps: float, now: float, why: str) -> Step:
+    """Open (or continue) the episode; retry once on the other road."""
+    actions: list[Action] = []
+    first = state.first_failed_at if state.first_failed_at is not None else now
+    retried = state.retried_other_road
+    if not retried and state.level == "none":
+        actions.append(RetryCut(_other(road), amps))
+        retried = True
+    if state.first_failed_at is None:
+        actions.append(Alert("cut_failed", f"the car did not take the cut to {amps:g} A: {why}"))
+    new = replace(state, first_failed_at=first, retried_other_road=retried, pending=None)
+    return new, tuple(actions)
+
+
+def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig) -> Step:
+    """Advance the escalation by one input at time `now`; returns the new state and actions."""
+    if isinstance(event, CutAccepted):
+        if state.level != "none" or event.to_amps >= event.from_amps:
+            return state, ()
+        pending = PendingCut(now, event.road, event.from_amps, event.to_amps, state.last_worst)
+        return replace(state, pending=pending), ()
+    if isinstance(event, CutErrored):
+        if state.level != "none":
+            return state, ()
+        return _failed_cut(state, event.road, event.to_amps, now, event.error)
+    if isinstance(event, RoadStatus):
+        return replace(state, road_up=event.up), ()
+    if isinstance(event, StopOutcome):
+        if state.level == "charge_stop" and not event.ok:
+            # Retried at the next deadline; the relay step follows on the same clock.
+            return _alert_once(state, "charge_stop_failed", f"charge_stop failed: {event.error}")
+        return state, ()
+    if isinstance(event, RelayOutcome):
+        return _relay_outcome(state, event)
+    if isinstance(event, Measured):
+        state = replace(state, last_worst=event.worst_amps, last_car=event.car_amps)
+        return _evaluate(state, event, now, cfg, fresh=True)
+    if state.last_worst is None:
+        return state, ()
+    return _evaluate(state, Measured(state.last_worst, state.last_car), now, cfg, fresh=False)
+
+
+def _relay_outcome(state: EscalationState, event: RelayOutcome) -> Step:
+    if not event.ok:
+        return _alert_once(state, "relay_failed", f"the safety relay did not switch: {event.error}")
+    if not event.on and state.level == "relay_off":
+        return replace(state, relay_off_confirmed=True), ()
+    if event.on and state.relay_on_requested:
+        return _calm(state), (
+            Resume(restart_charging=True),
+            Alert("resolved", "charger circuit powered again: normal control resumes"),
+        )
+    return state, ()
+
+
+def _evaluate(
+    state: EscalationState, reading: Measured, now: float, cfg: EscalationConfig, *, fresh: bool
+) -> Step:
+    actions: list[Action] = []
+    over = reading.worst_amps > cfg.home_max_amps
+    if state.pending is not None and now - state.pending.at >= cfg.car_settle_secs and fresh:
+        cut = state.pending
+        if _followed(cut, reading, cfg):
+            # The road works and the car listens: whatever overload is left is the
+            # controller's to handle, not an escalation.
+            state = _calm(state)
+        else:
+            shown = reading.car_amps if reading.car_amps is not None else reading.worst_amps
+            state, acts = _failed_cut(
+                state,
+                cut.road,
+                cut.to_amps,
+                now,
+                f"still {shown:g} A after {cfg.car_settle_secs:g} s",
+            )
+            actions += acts
+    if state.level == "none":
+        return _level_none(state, now, cfg, over=over, fresh=fresh, actions=actions)
+    return _escalated(state, reading, now, cfg, over=over, fresh=fresh, actions=actions)
+
+
+def _level_none(
+    state: EscalationState,
+    now: float,
+    cfg: EscalationConfig,
+    *,
+    over: bool,
+    fresh: bool,
+    actions: list[Action],
+) -> Step:
+    """No step taken yet: end a calm episode, or stop charging when it has lasted."""
+    first_failed = state.first_failed_at
+    if first_failed is None:
+        return state, tuple(actions)
+    if not over:
+        if not fresh:
+            return state, tuple(actions)
+        since = state.within_limit_since if state.within_limit_since is not None else now
+        if now - since >= cfg.escalate_after_secs:
+            return _calm(state), tuple(actions)
+        return replace(state, within_limit_since=since), tuple(actions)
+    state = replace(state, within_limit_since=None)
+    if now - first_failed >= cfg.escalate_after_secs:
+        state = replace(state, level="charge_stop", stop_at=now, pending=None)
+        actions += [
+            ChargeStop(),
+            Alert(
+                "charge_stop",
+                f"the car ignored the cut and the house is still above {cfg.home_max_amps:g} A: "
+                "charging stopped",
+            ),
+        ]
+    return state, tuple(actions)
+
+
+def _escalated(
+    state: EscalationState,
+    reading: Measured,
+    now: float,
+    cfg: EscalationConfig,
+    *,
+    over: bool,
+    fresh: bool,
+    actions: list[Action],
+) -> Step:
+    """charge_stop or relay_off in force: the next step while over, resuming once room lasts."""
+    room = cfg.home_max_amps - cfg.safety_margin_amps - reading.worst_amps
+    if over:
+        state = replace(state, room_since=None)
+        since = state.relay_at if state.level == "relay_off" else state.stop_at
+        due = since is not None and now - since >= cfg.escalate_after_secs
+        if state.level == "charge_stop" and due:
+            if cfg.relay_configured:
+                state = replace(state, level="relay_off", relay_at=now, relay_off_confirmed=False)
+                actions += [
+                    SwitchRelay(on=False),
+                    Alert(
+                        "relay_off",
+                        "charge_stop did not stop the overload: the charger circuit is switched off",
+                    ),
+                ]
+            else:
+                state = replace(state, stop_at=now)
+                actions.append(ChargeStop())  # no relay: the only lever left, asked again
+        elif (
+            state.level == "relay_off"
+            and not state.relay_off_confirmed
+            and state.relay_at is not None
+            and now - state.relay_at >= RELAY_RETRY_SECS
+        ):
+            state = replace(state, relay_at=now)
+            actions.append(SwitchRelay(on=False))
+        return state, tuple(actions)
+    if not fresh or room < cfg.charger_min_amps:
+        return replace(state, room_since=None if fresh else state.room_since), tuple(actions)
+    since = state.room_since if state.room_since is not None else now
+    state = replace(state, room_since=since)
+    if now - since < RESUME_AFTER_SECS:
+        return state, tuple(actions)
+    if state.level == "charge_stop":
+        if state.road_up:
+            actions.append(SetAmps(cfg.charger_min_amps))
+        actions += [
+            Resume(restart_charging=True),
+            Alert("resolved", "room for the car again: normal control resumes"),
+        ]
+        return _calm(state), tuple(actions)
+    if (
+        state.relay_on_requested
+        and state.relay_at is not None
+        and now - state.relay_at < RELAY_RETRY_SECS
+    ):
+        return state, tuple(actions)
+    if not state.relay_on_requested and state.road_up:
+        actions.append(SetAmps(cfg.charger_min_amps))
+    actions.append(SwitchRelay(on=True))
+    if not state.relay_on_requested:
+        actions.append(Alert("relay_on", "room for the car has lasted 60 s: charger circuit on"))
+    return replace(state, relay_on_requested=True, relay_at=now), tuple(actions)
+
+
+def next_deadline(state: EscalationState, cfg: EscalationConfig) -> float | None:
+    """When a `Tick` may change something without a new reading (meter silent), or None."""
+    if state.level == "none" and state.first_failed_at is not None:
+        return state.first_failed_at + cfg.escalate_after_secs
+    if state.level == "charge_stop" and state.stop_at is not None:
+        return state.stop_at + cfg.escalate_after_secs
+    if state.level == "relay_off" and not state.relay_off_confirmed and state.relay_at is not None:
+        return state.relay_at + RELAY_RETRY_SECS
+    return None

@@ -1,0 +1,457 @@
+"""The escalation state machine, table-driven: (time, input) scripts and the actions they give."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from dataclasses import dataclass, replace
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+from tenacity import wait_none
+
+from tesla_smart_charger.alerts import AlertSender
+from tesla_smart_charger.ble import BleVehicle
+from tesla_smart_charger.errors import ChargerError, RelayError
+from tesla_smart_charger.escalation import (
+    RESUME_AFTER_SECS,
+    Action,
+    Alert,
+    ChargeStop,
+    CutAccepted,
+    CutErrored,
+    EscalationConfig,
+    EscalationState,
+    Input,
+    Measured,
+    RelayOutcome,
+    Resume,
+    RetryCut,
+    RoadStatus,
+    SetAmps,
+    StopOutcome,
+    SwitchRelay,
+    Tick,
+    next_deadline,
+    step,
+)
+from tesla_smart_charger.relay import ShellyRelay
+from tesla_smart_charger.roads import FailoverVehicle
+from tesla_smart_charger.simulator.ble import SimulatedBleBridge
+from tesla_smart_charger.simulator.car import CarModel
+from tesla_smart_charger.simulator.proxy import SimulatedProxy
+from tesla_smart_charger.simulator.relay import SimulatedRelay
+from tesla_smart_charger.tesla import ApiCallCounter, StaticTokenSource, TeslaClient
+from tests.test_alerts import Receiver
+
+CFG = EscalationConfig(
+    home_max_amps=30,
+    charger_min_amps=6,
+    car_settle_secs=8,
+    escalate_after_secs=20,
+    relay_configured=True,
+)
+NO_RELAY = replace(CFG, relay_configured=False)
+
+
+def label(action: Action) -> str:
+    """A short, readable name for an action in the tables below."""
+    match action:
+        case RetryCut(road=road, amps=amps):
+            return f"retry:{road}:{amps:g}"
+        case ChargeStop():
+            return "charge_stop"
+        case SwitchRelay(on=on):
+            return f"relay:{'on' if on else 'off'}"
+        case SetAmps(amps=amps):
+            return f"set:{amps:g}"
+        case Resume(restart_charging=restart):
+            return f"resume:{restart}"
+        case Alert(event=event):
+            return f"alert:{event}"
+    raise AssertionError(action)  # pragma: no cover
+
+
+Script = list[tuple[float, Input]]
+
+
+def run(
+    script: Script, cfg: EscalationConfig = CFG, state: EscalationState | None = None
+) -> tuple[EscalationState, list[tuple[float, list[str]]]]:
+    """Feed the script; return the final state and every non-empty action list with its time."""
+    state = state or EscalationState()
+    out: list[tuple[float, list[str]]] = []
+    for now, event in script:
+        state, actions = step(state, event, now, cfg)
+        if actions:
+            out.append((now, [label(a) for a in actions]))
+    return state, out
+
+
+def over(
+    t0: float, t1: float, every: float = 1.0, worst: float = 36.0, car: float | None = 16.0
+) -> Script:
+    """Readings from t0 to t1 inclusive."""
+    n = round((t1 - t0) / every)
+    return [(t0 + i * every, Measured(worst, car)) for i in range(n + 1)]
+
+
+IGNORED_CUT: Script = [
+    (0, Measured(36, 16)),
+    (0, CutAccepted("ble", 16, 10)),
+    *over(1, 8),
+    (8, CutAccepted("cloud", 16, 10)),
+    *over(9, 28),
+    (28, StopOutcome(ok=True)),
+    *over(29, 48),
+    (48, RelayOutcome(on=False, ok=True)),
+    *over(49, 49 + RESUME_AFTER_SECS, worst=20, car=0),
+    (109, RelayOutcome(on=True, ok=True)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "script", "cfg", "expected", "level"),
+    [
+        (
+            "car accepts and ignores every cut: other road, charge_stop, relay, back on",
+            IGNORED_CUT,
+            CFG,
+            [
+                (8, ["retry:cloud:10", "alert:cut_failed"]),
+                (28, ["charge_stop", "alert:charge_stop"]),
+                (48, ["relay:off", "alert:relay_off"]),
+                (109, ["set:6", "relay:on", "alert:relay_on"]),
+                (109, ["resume:True", "alert:resolved"]),
+            ],
+            "none",
+        ),
+        (
+            "no relay: charge_stop is asked again, then resume once room lasts",
+            [
+                (0, Measured(36, 16)),
+                (0, CutErrored("ble", 10, "BleUnavailable")),
+                (0, CutErrored("cloud", 10, "TeslaTransientError")),
+                *over(1, 40),
+                *over(41, 41 + RESUME_AFTER_SECS, worst=22, car=0),
+            ],
+            NO_RELAY,
+            [
+                (0, ["retry:cloud:10", "alert:cut_failed"]),
+                (20, ["charge_stop", "alert:charge_stop"]),
+                (40, ["charge_stop"]),
+                (101, ["set:6", "resume:True", "alert:resolved"]),
+            ],
+            "none",
+        ),
+        (
+            "the retry on the other road lands: the episode ends, nothing escalates",
+            [
+                (0, Measured(36, 16)),
+                (0, CutErrored("ble", 10, "BleUnavailable")),
+                (0, CutAccepted("cloud", 16, 10)),
+                *over(1, 60, car=10, worst=31),
+            ],
+            CFG,
+            [(0, ["retry:cloud:10", "alert:cut_failed"])],
+            "none",
+        ),
+        (
+            "meter only: the expected drop does not show, a failed cut",
+            [
+                (0, Measured(36)),
+                (0, CutAccepted("ble", 16, 10)),
+                *over(1, 20, worst=35.5, car=None),
+            ],
+            CFG,
+            [(8, ["retry:cloud:10", "alert:cut_failed"])],
+            "none",
+        ),
+        (
+            "meter only: the drop shows, the cut landed",
+            [
+                (0, Measured(36)),
+                (0, CutAccepted("ble", 16, 10)),
+                *over(1, 40, worst=32, car=None),
+            ],
+            CFG,
+            [],
+            "none",
+        ),
+        (
+            "a failed cut with no overload ends by itself",
+            [
+                (0, Measured(29, 16)),
+                (0, CutAccepted("ble", 16, 14)),
+                *over(1, 40, worst=29, car=16),
+            ],
+            CFG,
+            [(8, ["retry:cloud:14", "alert:cut_failed"])],
+            "none",
+        ),
+        (
+            "a raise is not a cut",
+            [(0, Measured(36, 10)), (0, CutAccepted("ble", 10, 16)), *over(1, 40, car=10)],
+            CFG,
+            [],
+            "none",
+        ),
+        (
+            "the meter falls silent: deadlines still fire on the last reading",
+            [
+                (0, Measured(36, 16)),
+                (0, CutErrored("ble", 10, "timeout")),
+                (0, CutErrored("cloud", 10, "timeout")),
+                (19, Tick()),
+                (20, Tick()),
+                (40, Tick()),
+            ],
+            CFG,
+            [
+                (0, ["retry:cloud:10", "alert:cut_failed"]),
+                (20, ["charge_stop", "alert:charge_stop"]),
+                (40, ["relay:off", "alert:relay_off"]),
+            ],
+            "relay_off",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_escalation_table(
+    name: str,
+    script: Script,
+    cfg: EscalationConfig,
+    expected: list[tuple[float, list[str]]],
+    level: str,
+) -> None:
+    state, actions = run(script, cfg)
+    assert actions == expected, name
+    assert state.level == level
+
+
+def test_relay_that_does_not_switch_is_asked_again_and_health_stays_bad() -> None:
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True)))])
+    assert state.level == "relay_off"
+    assert state.active
+    state, actions = step(state, RelayOutcome(on=False, ok=False, error="timeout"), 48.5, CFG)
+    assert [label(a) for a in actions] == ["alert:relay_failed"]
+    state, actions = step(state, Measured(36, 16), 52, CFG)
+    assert actions == ()
+    state, actions = step(state, Measured(36, 16), 53, CFG)
+    assert [label(a) for a in actions] == ["relay:off"]
+    assert next_deadline(state, CFG) == 53 + 5
+
+
+def test_room_must_last_a_full_minute_before_the_relay_goes_on() -> None:
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
+    script: Script = [
+        *over(49, 90, worst=20, car=0),
+        (91, Measured(29, 0)),  # no room for 6 A: the minute starts again
+        *over(92, 92 + RESUME_AFTER_SECS - 1, worst=20, car=0),
+    ]
+    state, timeline = run(script, state=state)
+    assert timeline == []
+    state, actions = step(state, Measured(20, 0), 92 + RESUME_AFTER_SECS, CFG)
+    assert [label(a) for a in actions] == ["set:6", "relay:on", "alert:relay_on"]
+
+
+def test_relay_on_without_a_road_does_not_set_amps_first() -> None:
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
+    state, _ = step(state, RoadStatus(up=False), 48.5, CFG)
+    state, timeline = run(over(49, 49 + RESUME_AFTER_SECS, worst=20, car=0), state=state)
+    assert timeline == [(109, ["relay:on", "alert:relay_on"])]
+    state, actions = step(state, RelayOutcome(on=True, ok=False, error="unreachable"), 109.5, CFG)
+    assert [label(a) for a in actions] == ["alert:relay_failed"]
+    state, actions = step(state, Measured(20, 0), 114, CFG)
+    assert [label(a) for a in actions] == ["relay:on"]  # asked again, no second alert
+    state, actions = step(state, RelayOutcome(on=True, ok=False, error="unreachable"), 114.1, CFG)
+    assert actions == ()  # one failure alert per episode
+    state, actions = step(state, Measured(20, 0), 119.1, CFG)
+    assert [label(a) for a in actions] == ["relay:on"]
+    state, actions = step(state, RelayOutcome(on=True, ok=True), 119.2, CFG)
+    assert [label(a) for a in actions] == ["resume:True", "alert:resolved"]
+    assert not state.active
+    assert not state.road_up
+
+
+def test_charge_stop_failure_is_alerted_and_the_relay_follows() -> None:
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((28, StopOutcome(ok=True)))])
+    state, actions = step(state, StopOutcome(ok=False, error="both roads down"), 28.5, CFG)
+    assert [label(a) for a in actions] == ["alert:charge_stop_failed"]
+    state, actions = step(state, Measured(36, 16), 48, CFG)
+    assert [label(a) for a in actions] == ["relay:off", "alert:relay_off"]
+
+
+def test_next_deadline_follows_the_episode() -> None:
+    state = EscalationState()
+    assert next_deadline(state, CFG) is None
+    state, _ = step(state, Measured(36, 16), 0, CFG)
+    state, _ = step(state, CutErrored("ble", 10, "x"), 3, CFG)
+    assert state.cut_failed
+    assert next_deadline(state, CFG) == 23
+    state, _ = step(state, Measured(36, 16), 23, CFG)
+    assert state.level == "charge_stop"
+    assert next_deadline(state, CFG) == 43
+
+
+def test_commands_during_an_escalation_are_not_tracked_as_cuts() -> None:
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((28, StopOutcome(ok=True)))])
+    assert state.level == "charge_stop"
+    after, actions = step(state, CutAccepted("ble", 16, 6), 30, CFG)
+    assert after == state
+    assert actions == ()
+    after, actions = step(state, CutErrored("ble", 6, "x"), 30, CFG)
+    assert after == state
+    assert actions == ()
+
+
+# --- the state machine driving real roads, a real relay and a real webhook --------------------
+
+
+@dataclass
+class Shell:
+    """A minimal imperative shell, as the charge service will run the escalation's actions."""
+
+    vehicle: FailoverVehicle
+    relay: ShellyRelay
+    alerts: AlertSender
+    worst: float = 0.0
+    setpoint: float = 16.0
+    resumed: int = 0
+
+    async def execute(self, actions: tuple[Action, ...]) -> list[Input]:
+        outcomes: list[Input] = []
+        for action in actions:
+            match action:
+                case RetryCut(road=road, amps=amps):
+                    try:
+                        await self.vehicle.on_road(road).set_charging_amps(int(amps))
+                    except ChargerError as err:
+                        outcomes.append(CutErrored(road, amps, str(err)))
+                    else:
+                        outcomes.append(CutAccepted(road, self.setpoint, amps))
+                        self.setpoint = amps
+                case ChargeStop():
+                    try:
+                        await self.vehicle.charge_stop()
+                    except ChargerError as err:
+                        outcomes.append(StopOutcome(ok=False, error=str(err)))
+                    else:
+                        outcomes.append(StopOutcome(ok=True))
+                case SwitchRelay(on=on):
+                    try:
+                        await self.relay.switch(on)
+                    except RelayError as err:
+                        outcomes.append(RelayOutcome(on=on, ok=False, error=str(err)))
+                    else:
+                        outcomes.append(RelayOutcome(on=on, ok=True))
+                case SetAmps(amps=amps):
+                    try:
+                        await self.vehicle.set_charging_amps(int(amps))
+                    except ChargerError:
+                        outcomes.append(RoadStatus(up=False))
+                    else:
+                        self.setpoint = amps
+                case Resume():
+                    self.resumed += 1
+                case Alert(event=event, message=message):
+                    self.alerts.send(event, message, house_amps=[self.worst], limit=30)
+        return outcomes
+
+
+async def test_ignored_cut_escalates_over_real_roads_relay_and_webhook(
+    session: aiohttp.ClientSession,
+) -> None:
+    now = [0.0]
+    car = CarModel(request_amps=16, ramp_delay=0.0, fault="ignores_commands")
+    bridge = SimulatedBleBridge(car, clock=lambda: now[0])
+    proxy = SimulatedProxy(car, clock=lambda: now[0])
+    relay_sim = SimulatedRelay(2, car=car, clock=lambda: now[0])
+    receiver = Receiver()
+    ble_url, cloud_url, relay_url = (
+        await bridge.start(),
+        await proxy.start(),
+        await relay_sim.start(),
+    )
+    await receiver.start()
+    alerts = AlertSender(session, receiver.url, retry_wait=wait_none())
+    delivery = asyncio.create_task(alerts.run())
+    try:
+        cloud = TeslaClient(
+            session,
+            cloud_url,
+            car.vin,
+            StaticTokenSource(SecretStr("a.b.c")),
+            ApiCallCounter(),
+            retry_wait=wait_none(),
+        )
+        vehicle = FailoverVehicle(
+            [("ble", BleVehicle(session, ble_url, car.vin)), ("cloud", cloud)]
+        )
+        shell = Shell(vehicle, ShellyRelay(relay_url, session), alerts)
+        state = EscalationState()
+        active_at: list[float] = []
+
+        async def feed(event: Input) -> None:
+            nonlocal state
+            state, actions = step(state, event, now[0], CFG)
+            for outcome in await shell.execute(actions):
+                await feed(outcome)
+
+        def reading() -> Measured:
+            shell.worst = 20.0 + car.current_draw(now[0])  # the house draws 20 A besides the car
+            return Measured(shell.worst, car.current_draw(now[0]))
+
+        await feed(reading())  # 36 A on a 30 A supply: the controller cuts to 10 A
+        await vehicle.set_charging_amps(10)
+        await feed(CutAccepted("ble", 16, 10))
+        shell.setpoint = 10
+        for second in range(1, 130):
+            now[0] = float(second)
+            await feed(reading())
+            if state.active:
+                active_at.append(now[0])
+        async with asyncio.timeout(5):
+            await alerts.drain()
+    finally:
+        delivery.cancel()
+        with suppress(asyncio.CancelledError):
+            await delivery
+        for server in (bridge, proxy, relay_sim, receiver):
+            await server.stop()
+
+    assert [c[1:] for c in bridge.commands] == [
+        ("set_charging_amps", {"charging_amps": 10}),
+        ("charge_stop", {}),
+        ("set_charging_amps", {"charging_amps": 6}),
+    ]
+    assert [c[1:] for c in proxy.commands] == [("set_charging_amps", {"charging_amps": 10})]
+    assert relay_sim.switches == [(0, False), (0, True)]
+    assert [b["event"] for b in receiver.bodies] == [
+        "cut_failed",
+        "charge_stop",
+        "relay_off",
+        "relay_on",
+        "resolved",
+    ]
+    assert active_at[0] == 28  # escalateAfterSecs after the failed cut at 8 s
+    assert active_at[-1] == 108  # relay back on once room lasted 60 s (from 49 s)
+    assert shell.resumed == 1
+    assert car.wakes == 0
+    assert bridge.wakeup_requests == 0
+    assert proxy.billing.wake == 0
+
+
+def test_resume_after_charge_stop_without_a_road_skips_setting_amps() -> None:
+    script: Script = [
+        (0, Measured(36, 16)),
+        (0, CutErrored("ble", 10, "BleUnavailable")),
+        (0, CutErrored("cloud", 10, "TeslaTransientError")),
+        *over(1, 20),
+        (20.5, RoadStatus(up=False)),
+        *over(21, 21 + RESUME_AFTER_SECS, worst=22, car=0),
+    ]
+    state, timeline = run(script, NO_RELAY)
+    assert timeline[-1] == (81, ["resume:True", "alert:resolved"])
+    assert not state.active
