@@ -141,12 +141,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommand(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
-) -> None:
-    """Register `demo` on the CLI."""
+DEMO_HELP = """\
+Run the real daemon against a simulated house, Shelly EM, tesla-http-proxy, Tesla
+and token endpoint, all on 127.0.0.1: no car, account or configuration needed.
+Open the dashboard URL it prints. Writes only a temporary folder (removed on exit)."""
+
+
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `demo` on the CLI (only the options it uses: no --config)."""
     demo = sub.add_parser(
-        "demo", parents=parents, help="run the daemon on a built-in simulated house and car"
+        "demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run the daemon on a built-in simulated house and car",
+        description=DEMO_HELP,
     )
     demo.add_argument(
         "--port",
@@ -159,5 +166,12 @@ def add_subcommand(
         type=float,
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (default: INFO)",
     )
     demo.set_defaults(func=cmd_demo)
