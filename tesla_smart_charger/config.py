@@ -238,10 +238,13 @@ class Settings(BaseSettings):
         Field(ge=0, le=5, description="Meter channel that measures the charger circuit, if any."),
     ] = None
     supply_phases: Annotated[
-        Literal[1, 3],
+        Literal["auto", 1, 3],
         BeforeValidator(_as_int),
-        Field(description="Phases of the house supply (1 or 3)."),
-    ] = 1
+        Field(
+            description="Phases of the house supply: 1, 3, or auto (what the meter reports: "
+            "three for a Shelly 3EM or a Pro 3EM in its triphase profile, else one)."
+        ),
+    ] = "auto"
     charger_phase: Annotated[
         int,
         BeforeValidator(_as_int),
@@ -446,7 +449,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 "energyMonitorChargerChannel must not also be one of energyMonitorSupplyChannels",
             )
         )
-    if s.charger_phase > s.supply_phases:
+    if s.supply_phases != "auto" and s.charger_phase > s.supply_phases:
         problems.append(
             (
                 "charger_phase",

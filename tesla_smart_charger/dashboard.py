@@ -91,12 +91,17 @@ class Dashboard:
         return {
             "homeMaxAmps": cfg.home_max_amps,
             "limitAmps": cfg.limit,
-            "phases": cfg.supply_phases,
+            "phases": cfg.supply_phases or self._meter_phases(),
             "mode": cfg.mode,
             "chargerMinAmps": cfg.charger_min_amps,
             "chargerMaxAmps": cfg.charger_max_amps,
             "historySecs": HISTORY_SECS,
         }
+
+    def _meter_phases(self) -> int:
+        """supplyPhases auto: as many phases as the meter's readings carry (1 until known)."""
+        reading = valid_reading(self._daemon.service.state)
+        return len(reading.phase_amps) if reading and reading.phase_amps else 1
 
     def sample(self) -> dict[str, Any]:
         """The controller's state now, as one chart point."""
