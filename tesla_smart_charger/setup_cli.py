@@ -142,7 +142,9 @@ def _require_all(settings: Settings, *needs: Need) -> list[str]:
         if value is None:
             missing.append(f"{key} ({why})")
             continue
-        values.append(value.get_secret_value() if hasattr(value, "get_secret_value") else str(value))
+        values.append(
+            value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+        )
     if missing:
         keys = "; ".join(missing)
         raise UsageError(f"not set in the configuration: {keys}")
@@ -711,15 +713,19 @@ async def _doctor(args: argparse.Namespace) -> int:
 
 # --- argparse wiring -----------------------------------------------------------------------
 
-KEYGEN_HELP: Final = """\
+KEYGEN_HELP: Final = (
+    """\
 Create the P-256 key pair tesla-http-proxy signs commands with.
 
 Writes, in --out-dir (default: the folder of --config):
   private-key.pem  mode 0600  the proxy's signing key: keep it secret, never commit it
-  public-key.pem   mode 0644  host it at https://<your-domain>""" + PUBLIC_KEY_PATH + """
+  public-key.pem   mode 0644  host it at https://<your-domain>"""
+    + PUBLIC_KEY_PATH
+    + """
 Refuses to overwrite an existing pair without --force (a new key must be paired with
 the car again). Warns when the private key lands inside a git work tree.
 Needs no configuration key and no network."""
+)
 
 AUTH_HELP: Final = """\
 Log in to Tesla and keep the tokens the daemon uses. In order:
@@ -743,14 +749,18 @@ Needs: teslaClientId, teslaClientSecret, teslaRedirectUri.
 Writes: tokenFile (default tokens.json beside the config; mode 0600) and its lock file
 tokens.json.lock. A running daemon picks the new tokens up; no restart needed."""
 
-AUTH_REGISTER_HELP: Final = """\
+AUTH_REGISTER_HELP: Final = (
+    """\
 Register your app's domain with the Fleet API of your region (once per region, before
 the first command to a car). Tesla fetches the public key from
-  https://<domain>""" + PUBLIC_KEY_PATH + """
+  https://<domain>"""
+    + PUBLIC_KEY_PATH
+    + """
 so host public-key.pem there first.
 
 Needs: teslaClientId, teslaClientSecret (a partner token is requested with them).
 Writes nothing locally."""
+)
 
 AUTH_REFRESH_HELP: Final = """\
 Use the stored refresh token to get new tokens now and save them (Tesla's refresh
@@ -766,8 +776,6 @@ Check the whole setup, in order, and print one row per check with what to fix:
   (teslaVehicleId; without waking the car), meter reading (energyMonitorIp).
 The refresh check renews the tokens and saves them to tokenFile (mode 0600).
 Exit 0 when every check passes, 1 otherwise."""
-
-
 
 
 def add_subcommands(

@@ -193,8 +193,7 @@ class _FitFormatter(logging.Formatter):
         lines: list[str] = []
         for raw in text.splitlines() or [""]:
             lines.extend(
-                textwrap.wrap(raw, width, subsequent_indent=" " * 9, break_on_hyphens=False)
-                or [""]
+                textwrap.wrap(raw, width, subsequent_indent=" " * 9, break_on_hyphens=False) or [""]
             )
         return "\n".join(lines)
 
