@@ -92,8 +92,8 @@ async def capture() -> Replies:
         return {"status": status, "health": health}
 
     car = CarModel(request_amps=16, charging_state="Charging", ramp_delay=1.0, capacity_kwh=None)
-    world = World(house=story_evening(), car=car, time_scale=2.0)
-    replies = await _with_daemon(
+    world = World(house=story_evening(), car=car, time_scale=5.0)
+    cut = _with_daemon(
         world,
         {"energyMonitorPollSecs": 0.5, "vehicleCheckSecs": 2, "supplyPhases": "auto"},
         after_the_cut,
@@ -106,12 +106,13 @@ async def capture() -> Replies:
         )
 
     locked = World(meter_password="the-right-password", car=CarModel(capacity_kwh=None))  # noqa: S106 (simulated meter)
-    replies |= await _with_daemon(
+    failing = _with_daemon(
         locked,
-        {"energyMonitorPassword": "a-wrong-password", "energyMonitorStaleSecs": 3},
+        {"energyMonitorPassword": "a-wrong-password", "energyMonitorStaleSecs": 2},
         unhealthy,
     )
-    return replies
+    first, second = await asyncio.gather(cut, failing)  # two daemons, two ports: in parallel
+    return first | second
 
 
 def _block(name: str, text: str) -> str:
