@@ -44,6 +44,22 @@ def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+RUN_HELP = """\
+Run the daemon until SIGTERM or Ctrl-C: serve the HTTP API on apiHost:apiPort and keep
+the car's charging current within homeMaxAmps.
+
+Needs: homeMaxAmps, teslaVehicleId, teslaClientId and tokens (auth exchange, or the
+seed's teslaAccessToken/teslaRefreshToken), tesla-http-proxy at teslaHttpProxy; with
+--monitor also energyMonitorIp.
+Writes, beside the config: tokenFile (tokens.json, mode 0600, and tokens.json.lock) and
+charger-state.json (the driver's own charge setting, kept across restarts)."""
+
+CHECK_CONFIG_HELP = """\
+Validate the configuration file and the TSC_* environment overrides, and print the
+effective settings as JSON with every secret redacted. Names each bad key on its own
+line. Writes nothing, contacts nothing. Exit 0 when valid, 2 otherwise."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -61,7 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", parents=[common], help="run the daemon (the default)")
+    fmt = argparse.RawDescriptionHelpFormatter
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        formatter_class=fmt,
+        help="run the daemon (the default)",
+        description=RUN_HELP,
+    )
     run.add_argument(
         "-m",
         "--monitor",
@@ -73,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config",
         parents=[common],
+        formatter_class=fmt,
         help="validate the configuration and print it with secrets redacted",
+        description=CHECK_CONFIG_HELP,
     )
     check.add_argument(
         "-m",
@@ -87,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tesla_smart_charger.simulator import demo  # noqa: PLC0415
 
     setup_cli.add_subcommands(sub, parents=[common])
-    demo.add_subcommand(sub, parents=[common])
+    demo.add_subcommand(sub)
     parser.set_defaults(func=cmd_run)
     return parser
 

@@ -281,10 +281,13 @@ class Settings(BaseSettings):
         Field(ge=0, le=5, description="Meter channel that measures the charger circuit, if any."),
     ] = None
     supply_phases: Annotated[
-        Literal[1, 3],
+        Literal["auto", 1, 3],
         BeforeValidator(_as_int),
-        Field(description="Phases of the house supply (1 or 3)."),
-    ] = 1
+        Field(
+            description="Phases of the house supply: 1, 3, or auto (what the meter reports: "
+            "three for a Shelly 3EM or a Pro 3EM in its triphase profile, else one)."
+        ),
+    ] = "auto"
     charger_phase: Annotated[
         int,
         BeforeValidator(_as_int),
@@ -575,7 +578,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 f"energyMonitorPollSecs ({s.energy_monitor_poll_secs:g}) must be at most a third of energyMonitorStaleSecs ({s.energy_monitor_stale_secs:g}), so a missed poll or two does not trip the fail-safe",
             )
         )
-    if s.charger_phase > s.supply_phases:
+    if s.supply_phases != "auto" and s.charger_phase > s.supply_phases:
         problems.append(
             (
                 "charger_phase",

@@ -54,7 +54,7 @@ class ControlConfig:
     vehicle_check_secs: float = 3600.0
     pause_when_overloaded: bool = False
     pause_after_secs: float = 120.0
-    supply_phases: int = 1
+    supply_phases: int = 1  # 0: as many as the meter reports (supplyPhases auto)
     charger_phase: int = 1
     charger_measured: bool = False
 
@@ -75,7 +75,7 @@ class ControlConfig:
             vehicle_check_secs=s.vehicle_check_secs,
             pause_when_overloaded=s.pause_when_overloaded,
             pause_after_secs=s.pause_after_secs,
-            supply_phases=s.supply_phases,
+            supply_phases=0 if s.supply_phases == "auto" else s.supply_phases,
             charger_phase=s.charger_phase,
             charger_measured=s.energy_monitor_charger_channel is not None,
         )
@@ -565,13 +565,16 @@ def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decis
 # --- measured mode: closed loop on the meter ----------------------------------------------
 
 
-def _car_phases(state: ControllerState, cfg: ControlConfig) -> tuple[int, ...]:
+def _car_phases(
+    state: ControllerState, cfg: ControlConfig, reading: MeterReading
+) -> tuple[int, ...]:
     """Indexes of the supply phases the car draws from."""
-    if cfg.supply_phases == 1:
+    phases = cfg.supply_phases or len(reading.phase_amps)
+    if phases == 1:
         return (0,)
     charge = state.vehicle.charge if state.vehicle else None
     if charge is not None and charge.charger_phases is not None and charge.charger_phases >= 2:
-        return tuple(range(cfg.supply_phases))
+        return tuple(range(phases))
     return (cfg.charger_phase - 1,)
 
 
@@ -593,7 +596,7 @@ def house_estimate(
     then taken as at least what it was when the command went out, so the ramp itself is never
     mistaken for a change in the house (one overload is one command).
     """
-    car_phases = _car_phases(state, cfg)
+    car_phases = _car_phases(state, cfg, reading)
     if (
         reading.car_amps is not None
         or not _settling(state, cfg, now)
@@ -722,7 +725,7 @@ def _control(
     """One closed-loop step on a valid reading."""
     house = house_estimate(state, reading, now, cfg)
     state = _confirm_on_meter(state, reading, house, now, cfg)
-    car_phases = _car_phases(state, cfg)
+    car_phases = _car_phases(state, cfg, reading)
     headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
     raw = math.floor(headroom + METER_RESOLUTION)
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))

@@ -78,6 +78,8 @@ class Daemon:
         out["meter"] = (
             self.poller.status(self.loaded.settings.energy_monitor_type) if self.poller else None
         )
+        if out["meter"] is not None:
+            out["meter"]["supply_phases"] = self.loaded.settings.supply_phases  # 1, 3 or "auto"
         out["daemon"] = {
             "version": __version__,
             "uptime_secs": round(time.monotonic() - self.started_at, 1),

@@ -77,9 +77,11 @@ class Dashboard:
         *,
         wall: Callable[[], float] = time.time,
         heartbeat: float = HEARTBEAT_SECS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._daemon = daemon
         self._wall = wall
+        self._clock = clock  # the controller's clock (commanded_at is on it)
         self._heartbeat = heartbeat
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_SECS)
         self.latest: dict[str, Any] | None = None
@@ -97,12 +99,42 @@ class Dashboard:
         return {
             "homeMaxAmps": cfg.home_max_amps,
             "limitAmps": cfg.limit,
-            "phases": cfg.supply_phases,
+            "phases": cfg.supply_phases or self._meter_phases(),
+            # False: the car line is inferred from the setpoint ("car (inferred)" on the page)
+            "carMeasured": cfg.charger_measured,
             "mode": cfg.mode,
             "chargerMinAmps": cfg.charger_min_amps,
             "chargerMaxAmps": cfg.charger_max_amps,
             "historySecs": HISTORY_SECS,
         }
+
+    def _meter_phases(self) -> int:
+        """supplyPhases auto: as many phases as the meter's readings carry (1 until known)."""
+        reading = valid_reading(self._daemon.service.state)
+        return len(reading.phase_amps) if reading and reading.phase_amps else 1
+
+    def car_line(self) -> float | None:
+        """The car's current for the chart: measured, or inferred from when it can have followed.
+
+        Without a charger channel the car is taken to draw its setpoint, but a car follows a
+        command only after its ramp: until carSettleSecs have passed, the chart keeps the
+        setpoint the car had before, so the car line does not drop before the supply does.
+        """
+        state = self._daemon.service.state
+        car = car_amps(state)
+        reading = valid_reading(state)
+        if car is None or (reading is not None and reading.car_amps is not None):
+            return car
+        settle = self._daemon.service.cfg.settle_secs
+        if (
+            state.commanded_at is not None
+            and state.command_from is not None
+            and state.setpoint is not None
+            and car == float(state.setpoint)
+            and self._clock() - state.commanded_at < settle
+        ):
+            return float(state.command_from)
+        return car
 
     def sample(self) -> dict[str, Any]:
         """The controller's state now, as one chart point."""
@@ -111,7 +143,7 @@ class Dashboard:
         return {
             "t": round(self._wall(), 3),
             "supply": [round(a, 2) for a in reading.phase_amps] if reading else None,
-            "car": car_amps(state),
+            "car": self.car_line(),
             "setpoint": state.setpoint,
             "target": state.target,
             "reason": state.reason,

@@ -1,6 +1,7 @@
 """Generate docs/configuration.md from the settings model, so the reference cannot drift.
 
-`python -m tesla_smart_charger.docgen` writes the file; `--check` exits 1 when it is stale.
+`python -m tesla_smart_charger.docgen` writes the file; `--check` exits 1 when it is stale;
+`--api` also regenerates the /status and /health examples in docs/api.md from a real run.
 """
 
 from __future__ import annotations
@@ -172,7 +173,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tesla_smart_charger.docgen")
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="also regenerate the /status and /health examples in docs/api.md from a real "
+        "daemon run on the simulator (127.0.0.1 only, about 15 s)",
+    )
     args = parser.parse_args(argv)
+    if args.api and not args.check:
+        from tesla_smart_charger import apidocs  # noqa: PLC0415 (starts servers: only on request)
+
+        apidocs.write()
+        print(f"wrote the generated examples in {apidocs.API_DOC}")
     text = render_config_reference()
     output: Path = args.output
     if args.check:

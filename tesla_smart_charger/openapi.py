@@ -189,6 +189,11 @@ _SCHEMAS: dict[str, Any] = {
                     "type": {"type": "string"},
                     "name": {"type": "string"},
                     "amps": _nullable("array", items={"type": "number"}),
+                    "phases": _nullable("integer", description="supply phases the meter reports"),
+                    "supply_phases": {
+                        "description": "the supplyPhases setting: 1, 3 or auto (see phases)",
+                        "oneOf": [{"type": "integer"}, {"type": "string"}],
+                    },
                     "volts": _nullable("array", items={"type": "number", "nullable": True}),
                     "car_amps": _nullable("number"),
                     "age_secs": _nullable("number"),

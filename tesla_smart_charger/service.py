@@ -374,6 +374,8 @@ class MeterPoller:
             "type": meter_type,
             "name": self.meter.name,
             "amps": [round(a, 3) for a in r.phase_amps] if r is not None and r.phase_amps else None,
+            # how many supply phases the meter's readings carry (supplyPhases auto detects it)
+            "phases": len(r.phase_amps) if r is not None and r.phase_amps else None,
             "volts": list(r.phase_volts) if r is not None and r.phase_volts else None,
             "car_amps": round(r.car_amps, 3) if r is not None and r.car_amps is not None else None,
             "age_secs": round(self._clock() - r.at, 1) if valid and r is not None else None,

@@ -114,35 +114,45 @@ def _load(args: argparse.Namespace) -> LoadedConfig:
     return load_config(_config_path(args))
 
 
-def _require(settings: Settings, field: str, key: str, why: str) -> str:
-    value = getattr(settings, field)
-    if value is None:
-        raise UsageError(f"{key} is not set in the configuration: {why}")
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+Need = tuple[str, str, str]  # (settings field, config key, what it is)
+
+CLIENT_ID: Final[Need] = (
+    "tesla_client_id",
+    "teslaClientId",
+    "the client id of your app at developer.tesla.com",
+)
+CLIENT_SECRET: Final[Need] = (
+    "tesla_client_secret",
+    "teslaClientSecret",
+    "the client secret of your app (only the setup commands use it)",
+)
+REDIRECT_URI: Final[Need] = (
+    "tesla_redirect_uri",
+    "teslaRedirectUri",
+    "the redirect URI registered with your app at developer.tesla.com",
+)
+
+
+def _require_all(settings: Settings, *needs: Need) -> list[str]:
+    """The values of `needs`, or one UsageError naming every missing key at once."""
+    values: list[str] = []
+    missing: list[str] = []
+    for field, key, why in needs:
+        value = getattr(settings, field)
+        if value is None:
+            missing.append(f"{key} ({why})")
+            continue
+        values.append(
+            value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+        )
+    if missing:
+        keys = "; ".join(missing)
+        raise UsageError(f"not set in the configuration: {keys}")
+    return values
 
 
 def _client_id(s: Settings) -> str:
-    return _require(
-        s, "tesla_client_id", "teslaClientId", "the client id of your app at developer.tesla.com"
-    )
-
-
-def _client_secret(s: Settings) -> str:
-    return _require(
-        s,
-        "tesla_client_secret",
-        "teslaClientSecret",
-        "the client secret of your app (only the setup commands use it)",
-    )
-
-
-def _redirect_uri(s: Settings) -> str:
-    return _require(
-        s,
-        "tesla_redirect_uri",
-        "teslaRedirectUri",
-        "the redirect URI registered with your app at developer.tesla.com",
-    )
+    return _require_all(s, CLIENT_ID)[0]
 
 
 def fleet_base(settings: Settings, region_hint: str | None = None) -> tuple[str, str]:
@@ -182,6 +192,11 @@ def _keygen(args: argparse.Namespace) -> int:
         out_dir = _config_path(args).parent
     else:
         out_dir = Path()
+    if args.out_dir and not out_dir.exists():
+        # Only the owner may list the folder that holds the private key.
+        out_dir.mkdir(mode=0o700, parents=True)
+        out_dir.chmod(0o700)
+        _out(f"Created folder {out_dir} (mode 0700)")
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not a folder (pass --out-dir DIR)")
     private, public = out_dir / PRIVATE_KEY_FILE, out_dir / PUBLIC_KEY_FILE
@@ -204,6 +219,13 @@ def _keygen(args: argparse.Namespace) -> int:
     atomic_write_bytes(private, private_pem, mode=0o600)
     atomic_write_bytes(public, public_pem, mode=0o644)
     _out(f"Private key (P-256, mode 0600): {private}")
+    repo = git_work_tree(out_dir)
+    if repo is not None:
+        _err(
+            f"warning: {private} is inside the git work tree {repo}. Never commit it: anyone "
+            "with this file can command your car. Keep it outside the repository (keygen "
+            "--out-dir /etc/tesla-smart-charger) or make sure .gitignore lists private-key.pem."
+        )
     _out(f"  keep it secret; start the proxy with: tesla-http-proxy -key-file {private} ...")
     _out(f"Public key: {public}")
     _out(f"  host it at https://<your-domain>{PUBLIC_KEY_PATH}")
@@ -212,15 +234,25 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def git_work_tree(folder: Path) -> Path | None:
+    """The git work tree `folder` lies in (a `.git` folder or file above it), else None."""
+    here = folder.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
 # --- auth url / exchange -------------------------------------------------------------------
 
 
 def authorize_url(settings: Settings, state: str) -> str:
     """The URL the owner opens to log in and grant our scopes."""
+    client_id, redirect = _require_all(settings, CLIENT_ID, REDIRECT_URI)
     params = {
         "response_type": "code",
-        "client_id": _client_id(settings),
-        "redirect_uri": _redirect_uri(settings),
+        "client_id": client_id,
+        "redirect_uri": redirect,
         "scope": USER_SCOPES,
         "state": state,
         "locale": "en-US",
@@ -267,12 +299,8 @@ def parse_code(text: str) -> str:
 async def _auth_exchange(args: argparse.Namespace) -> int:
     loaded = _load(args)
     settings = loaded.settings
+    client_id, secret, redirect = _require_all(settings, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
     code = parse_code(args.code)
-    client_id, secret, redirect = (
-        _client_id(settings),
-        _client_secret(settings),
-        _redirect_uri(settings),
-    )
     region, audience = fleet_base(settings, region_of(code))
     form = {
         "grant_type": "authorization_code",
@@ -315,8 +343,8 @@ def _domain(text: str) -> str:
 async def _auth_register(args: argparse.Namespace) -> int:
     loaded = _load(args)
     settings = loaded.settings
+    client_id, secret = _require_all(settings, CLIENT_ID, CLIENT_SECRET)
     domain = _domain(args.domain)
-    client_id, secret = _client_id(settings), _client_secret(settings)
     try:
         pair = TokenStore(loaded.token_file).load()
     except TokenError:
@@ -414,13 +442,18 @@ class Row:
 
 
 def render_table(rows: list[Row]) -> str:
-    """check | result | fix hint, aligned."""
+    """check | verdict | result | fix, every column aligned with its header."""
     width = max([len("check"), *(len(r.check) for r in rows)])
-    lines = [f"{'check':<{width}}  {'':4}  result  |  fix"]
-    lines.append("-" * (width + 40))
-    for r in rows:
-        fix = f"  |  {r.fix}" if r.fix else ""
-        lines.append(f"{r.check:<{width}}  {r.verdict:<4}  {r.result}{fix}")
+    has_fix = any(r.fix for r in rows)
+    result_width = max([len("result"), *(len(r.result) for r in rows)]) if has_fix else 0
+
+    def line(check: str, verdict: str, result: str, fix: str) -> str:
+        text = f"{check:<{width}}  {verdict:<4}  {result:<{result_width}}"
+        return (f"{text}  |  {fix}" if fix else text).rstrip()
+
+    lines = [line("check", "", "result", "fix" if has_fix else "")]
+    lines.append("-" * max(len(lines[0]), width + 12))
+    lines.extend(line(r.check, r.verdict, r.result, r.fix) for r in rows)
     return "\n".join(lines)
 
 
@@ -680,6 +713,70 @@ async def _doctor(args: argparse.Namespace) -> int:
 
 # --- argparse wiring -----------------------------------------------------------------------
 
+KEYGEN_HELP: Final = (
+    """\
+Create the P-256 key pair tesla-http-proxy signs commands with.
+
+Writes, in --out-dir (default: the folder of --config):
+  private-key.pem  mode 0600  the proxy's signing key: keep it secret, never commit it
+  public-key.pem   mode 0644  host it at https://<your-domain>"""
+    + PUBLIC_KEY_PATH
+    + """
+Refuses to overwrite an existing pair without --force (a new key must be paired with
+the car again). Warns when the private key lands inside a git work tree.
+Needs no configuration key and no network."""
+)
+
+AUTH_HELP: Final = """\
+Log in to Tesla and keep the tokens the daemon uses. In order:
+  auth register --domain D   once per region: tell the Fleet API your app's domain
+  auth url                   print the login URL; log in and allow access
+  auth exchange URL          turn the redirected URL's code into stored tokens
+  auth refresh               renew the tokens now (the daemon also does this by itself)
+Which keys each one needs and which files it writes: auth ACTION --help."""
+
+AUTH_URL_HELP: Final = """\
+Print the URL to open in a browser: log in to Tesla and allow this app to read the car
+and control charging. Tesla then redirects to teslaRedirectUri with ?code=...
+
+Needs: teslaClientId, teslaRedirectUri. Writes nothing, sends nothing."""
+
+AUTH_EXCHANGE_HELP: Final = """\
+Exchange the code from `auth url` (or the whole redirected URL) for an access and a
+refresh token at teslaTokenUrl, and save them in the token store.
+
+Needs: teslaClientId, teslaClientSecret, teslaRedirectUri.
+Writes: tokenFile (default tokens.json beside the config; mode 0600) and its lock file
+tokens.json.lock. A running daemon picks the new tokens up; no restart needed."""
+
+AUTH_REGISTER_HELP: Final = (
+    """\
+Register your app's domain with the Fleet API of your region (once per region, before
+the first command to a car). Tesla fetches the public key from
+  https://<domain>"""
+    + PUBLIC_KEY_PATH
+    + """
+so host public-key.pem there first.
+
+Needs: teslaClientId, teslaClientSecret (a partner token is requested with them).
+Writes nothing locally."""
+)
+
+AUTH_REFRESH_HELP: Final = """\
+Use the stored refresh token to get new tokens now and save them (Tesla's refresh
+tokens rotate: the old one stops working). Safe while the daemon runs: both take the
+token store's lock.
+
+Needs: teslaClientId and a token store (auth exchange). Writes: tokenFile (mode 0600)."""
+
+DOCTOR_HELP: Final = """\
+Check the whole setup, in order, and print one row per check with what to fix:
+  configuration valid, token store readable, access token not expired, token refresh
+  works, proxy reachable (teslaHttpProxy, teslaHttpProxyCaFile), vehicle found
+  (teslaVehicleId; without waking the car), meter reading (energyMonitorIp).
+The refresh check renews the tokens and saves them to tokenFile (mode 0600).
+Exit 0 when every check passes, 1 otherwise."""
+
 
 def add_subcommands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -691,23 +788,45 @@ def add_subcommands(
     `--config x doctor`.
     """
     common = parents or []
+    fmt = argparse.RawDescriptionHelpFormatter
     keygen = subparsers.add_parser(
         "keygen",
         parents=common,
+        formatter_class=fmt,
         help="create the P-256 key pair for tesla-http-proxy and your domain",
+        description=KEYGEN_HELP,
     )
     keygen.add_argument(
-        "--out-dir", help="folder for private-key.pem and public-key.pem (default: the config's)"
+        "--out-dir",
+        metavar="DIR",
+        help="folder for private-key.pem and public-key.pem, created 0700 if missing "
+        "(default: the folder of --config)",
     )
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key pair")
     keygen.set_defaults(func=_guarded(_keygen))
 
-    auth = subparsers.add_parser("auth", parents=common, help="log in to Tesla and manage tokens")
+    auth = subparsers.add_parser(
+        "auth",
+        parents=common,
+        formatter_class=fmt,
+        help="log in to Tesla and manage tokens",
+        description=AUTH_HELP,
+    )
     actions = auth.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
-    url = actions.add_parser("url", parents=common, help="print the URL to log in and grant access")
+    url = actions.add_parser(
+        "url",
+        parents=common,
+        formatter_class=fmt,
+        help="print the URL to log in and grant access",
+        description=AUTH_URL_HELP,
+    )
     url.set_defaults(func=_guarded(_auth_url))
     exchange = actions.add_parser(
-        "exchange", parents=common, help="turn the login's code into stored tokens"
+        "exchange",
+        parents=common,
+        formatter_class=fmt,
+        help="turn the login's code into stored tokens",
+        description=AUTH_EXCHANGE_HELP,
     )
     exchange.add_argument(
         "code", metavar="CODE_OR_CALLBACK_URL", help="the code, or the whole redirected URL"
@@ -716,16 +835,28 @@ def add_subcommands(
     register = actions.add_parser(
         "register",
         parents=common,
+        formatter_class=fmt,
         help="register your app's domain with the Fleet API (once per region)",
+        description=AUTH_REGISTER_HELP,
     )
-    register.add_argument("--domain", required=True, help="the domain hosting the public key")
+    register.add_argument(
+        "--domain", required=True, help="the domain hosting the public key (charger.example.com)"
+    )
     register.set_defaults(func=_async(_auth_register))
     refresh = actions.add_parser(
-        "refresh", parents=common, help="refresh the tokens now (safe while the daemon runs)"
+        "refresh",
+        parents=common,
+        formatter_class=fmt,
+        help="refresh the tokens now (safe while the daemon runs)",
+        description=AUTH_REFRESH_HELP,
     )
     refresh.set_defaults(func=_async(_auth_refresh))
 
     doctor = subparsers.add_parser(
-        "doctor", parents=common, help="check the whole setup and say what to fix"
+        "doctor",
+        parents=common,
+        formatter_class=fmt,
+        help="check the whole setup and say what to fix",
+        description=DOCTOR_HELP,
     )
     doctor.set_defaults(func=_async(_doctor))

@@ -222,3 +222,62 @@ async def test_no_secret_reaches_the_observe_endpoints(tmp_path: Path) -> None:
         for body in bodies:
             for secret in forbidden:
                 assert secret not in body
+
+
+# --- the car line and the config summary (pure, no server) -----------------------------------
+
+
+def _fake_daemon(state: Any, cfg: Any) -> Any:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    service = SimpleNamespace(state=state, cfg=cfg, add_listener=lambda _listener: None)
+    return SimpleNamespace(service=service)
+
+
+@pytest.mark.parametrize(
+    ("since_command", "car_channel", "expected"),
+    [
+        (2.0, None, 16.0),  # settling: the car cannot have followed yet, keep the old value
+        (9.0, None, 7.0),  # after carSettleSecs: the inferred car is at its new setpoint
+        (2.0, 7.4, 7.4),  # a meter channel measures the car: always the measurement
+    ],
+)
+def test_inferred_car_line_follows_only_after_the_settle_time(
+    since_command: float, car_channel: float | None, expected: float
+) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from tesla_smart_charger import controller as core  # noqa: PLC0415
+    from tesla_smart_charger.dashboard import Dashboard  # noqa: PLC0415
+    from tesla_smart_charger.models import (  # noqa: PLC0415
+        ChargeState,
+        MeterReading,
+        VehicleSnapshot,
+        VehicleState,
+    )
+
+    now = 1000.0
+    charge = ChargeState("Charging", 16, 16, 16, 1, 230)
+    reading = MeterReading((20.0,), (230.0,), car_channel, True, now)
+    state = replace(
+        core.initial_state(now - 100),
+        vehicle=VehicleSnapshot(VehicleState.ONLINE, charge, now - 50),
+        reading=reading,
+        setpoint=7,
+        command_from=16,
+        commanded_at=now - since_command,
+    )
+    cfg = core.ControlConfig(
+        mode="measured",
+        home_max_amps=30.0,
+        charger_min_amps=6,
+        charger_max_amps=16,
+        down_step=0.5,
+        up_step=0.25,
+        sleep_secs=20,
+        settle_secs=8.0,
+        charger_measured=car_channel is not None,
+    )
+    board = Dashboard(_fake_daemon(state, cfg), clock=lambda: now)
+    assert board.car_line() == expected
+    assert board.summary()["carMeasured"] is (car_channel is not None)

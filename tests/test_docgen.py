@@ -56,3 +56,36 @@ def test_check_mode_reports_stale_and_current(tmp_path: Path) -> None:
 def test_unknown_annotation_is_a_loud_error() -> None:
     with pytest.raises(TypeError, match="no reader's name"):
         docgen._type_name(complex)
+
+
+@pytest.mark.slow
+async def test_api_examples_are_real_replies_of_this_version() -> None:
+    """docs/api.md's /status and /health examples have exactly the keys a real run gives."""
+    from tesla_smart_charger import apidocs  # noqa: PLC0415
+
+    committed = apidocs.examples((REFERENCE.parent / "api.md").read_text(encoding="utf-8"))
+    fresh = await apidocs.capture()
+    for name in ("status", "health", "unhealthy"):
+        assert apidocs.shape(committed[name]) == apidocs.shape(fresh[name]), (
+            f"docs/api.md {name} example is stale: run python -m tesla_smart_charger.docgen --api"
+        )
+    assert committed["health"] == fresh["health"]
+    assert fresh["status"]["meter"]["supply_phases"] == "auto"
+    assert fresh["status"]["last_command"]["command"] == "set_charging_amps"
+    assert any("energyMonitorPassword" in p for p in fresh["unhealthy"]["problems"])
+
+
+def test_render_replaces_only_the_generated_block() -> None:
+    from tesla_smart_charger import apidocs  # noqa: PLC0415
+
+    text = (
+        "before\n<!-- BEGIN generated: health -->\n```json\n{}\n```\n"
+        "<!-- END generated: health -->\nafter\n"
+    )
+    out = apidocs.render(text, {"health": {"status": "ok"}})
+    assert out.startswith("before\n")
+    assert out.endswith("\nafter\n")
+    assert '"status": "ok"' in out
+    assert apidocs.shape({"a": {"b": 1}, "c": [{"d": 2}]}) == {"a", "a.b", "c[]", "c[].d"}
+    with pytest.raises(ValueError, match="unhealthy"):
+        apidocs.render(text, {"unhealthy": {}})

@@ -27,7 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tesla_smart_charger.config import FLEET_API_BASES
 from tesla_smart_charger.errors import ChargerError
-from tesla_smart_charger.setup_cli import USER_SCOPES, add_subcommands, parse_code
+from tesla_smart_charger.setup_cli import (
+    USER_SCOPES,
+    Row,
+    add_subcommands,
+    parse_code,
+    render_table,
+)
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.tokens import FIX_REAUTH, TokenPair, TokenStore, jwt_claims
 from tests.conftest import FIXTURES, load_fixture
@@ -135,6 +141,65 @@ def test_keygen_output_is_accepted_by_openssl_as_p256(tmp_path: Path) -> None:
         assert "prime256v1" in text or "P-256" in text
 
 
+def test_keygen_out_dir_is_created_0700_and_no_git_warning_outside_a_repo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "keys" / "tesla"
+    assert run("keygen", "--out-dir", str(folder)) == 0
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(folder / "private-key.pem").st_mode) == 0o600
+    captured = capsys.readouterr()
+    assert f"Created folder {folder} (mode 0700)" in captured.out
+    assert "git" not in captured.err
+
+
+def test_keygen_warns_when_the_private_key_lands_in_a_git_work_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".git").mkdir()
+    folder = tmp_path / "deploy"
+    assert run("keygen", "--out-dir", str(folder)) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err
+    assert f"inside the git work tree {tmp_path.resolve()}" in err
+    assert "Never commit it" in err
+
+
+def test_repository_gitignore_covers_every_file_setup_and_daemon_write(tmp_path: Path) -> None:
+    """`git add .` after keygen, auth and a daemon run must not stage a secret or state."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / ".gitignore", tmp_path / ".gitignore")
+    written = [
+        "private-key.pem",
+        "public-key.pem",
+        "tokens.json",
+        "tokens.json.lock",
+        ".tokens.json.abc123.tmp",
+        "charger-state.json",
+        ".charger-state.json.k2j4.tmp",
+        ".venv-demo/bin/python",
+        ".venv/bin/python",
+        "build/lib/x.py",
+        "tesla_smart_charger.egg-info/PKG-INFO",
+        "deploy/private-key.pem",
+    ]
+    for name in written:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x", encoding="utf-8")
+    subprocess.run([git, "init", "-q", str(tmp_path)], check=True, timeout=10)  # noqa: S603
+    status = subprocess.run(  # noqa: S603 (fixed argv)
+        [git, "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    assert status.splitlines() == ["?? .gitignore"]
+
+
 # --- auth url ------------------------------------------------------------------------------
 
 
@@ -167,6 +232,44 @@ def test_auth_url_names_the_missing_key(
 ) -> None:
     assert run("--config", str(write_config()), "auth", "url") == 2
     assert "teslaRedirectUri" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [
+        (("auth", "url"), ["teslaClientId", "teslaRedirectUri"]),
+        (("auth", "exchange", "abc"), ["teslaClientId", "teslaClientSecret", "teslaRedirectUri"]),
+        (("auth", "register", "--domain", "x.example.com"), ["teslaClientId", "teslaClientSecret"]),
+    ],
+)
+def test_auth_commands_name_every_missing_key_at_once(
+    write_config: WriteConfig,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    missing: list[str],
+) -> None:
+    config = write_config(teslaClientId=...)
+    assert run("--config", str(config), *argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    for key in missing:
+        assert key in err
+
+
+def test_doctor_table_header_lines_up_with_its_rows() -> None:
+    rows = [
+        Row("configuration valid", "ok", "config.json"),
+        Row("proxy reachable", "FAIL", "not reachable: start it", "set teslaHttpProxy"),
+        Row("meter reading", "skip", "no energyMonitorIp"),
+    ]
+    lines = render_table(rows).splitlines()
+    header, rule, body = lines[0], lines[1], lines[2:]
+    assert set(rule) == {"-"}
+    assert len(rule) >= len(header)
+    assert header.index("result") == body[0].index("config.json")
+    assert header.index("|") == body[1].index("|")
+    assert header.index("fix") == body[1].index("set teslaHttpProxy")
+    assert all(line == line.rstrip() for line in lines)
 
 
 def test_parse_code_accepts_code_or_callback_url() -> None:
@@ -366,3 +469,43 @@ def test_doctor_invalid_config_fails_first_row(
     (row,) = [line for line in out.splitlines() if line.startswith("configuration valid")]
     assert "FAIL" in row
     assert "homeMaxAmps" in row
+
+
+# --- help ----------------------------------------------------------------------------------
+
+SUBCOMMANDS = [
+    ["run"],
+    ["check-config"],
+    ["keygen"],
+    ["auth"],
+    ["auth", "url"],
+    ["auth", "exchange"],
+    ["auth", "register"],
+    ["auth", "refresh"],
+    ["doctor"],
+    ["demo"],
+]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS, ids=" ".join)
+def test_every_subcommand_help_has_a_description(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tesla_smart_charger.cli import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    _usage, _, rest = out.partition("\n\n")
+    description = rest.split("options:")[0].strip()
+    assert len(description) > 80, out  # says what it does, not just the one-line summary
+    assert any(word in description for word in ("Writes", "writes", "Needs", "needs", "Exit"))
+    if argv == ["demo"]:
+        assert "--config" not in out  # the demo writes its own config: offering it would lie
+        assert "--log-format" not in out
+    if argv in (["auth", "url"], ["auth", "exchange"], ["auth", "register"]):
+        assert "teslaClientId" in description
+    if argv == ["keygen"]:
+        assert "0600" in description
+        assert "0700" in out

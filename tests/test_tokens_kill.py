@@ -1,6 +1,6 @@
 """SIGKILL a process that keeps refreshing: the refresh-token chain must survive every kill.
 
-A child process (`python -m tesla_smart_charger.tokens --refresh-loop`) refreshes 2-second
+A child process (`python -m tesla_smart_charger.tokens --refresh-loop`) refreshes 1-second
 access tokens against the simulated endpoint. It is killed at 5 random moments and restarted
 each time. The endpoint must never answer `login_required`, and the final store must hold a
 refresh token the endpoint still accepts.
@@ -32,6 +32,8 @@ from tesla_smart_charger.tokens import TokenPair, TokenStore, post_token_request
 CLIENT = "sim-client"
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 5
+# Short tokens: a refresh every 0.8 s, so a random kill often lands in or near one.
+ACCESS_TTL = 1.0
 # A kill this close to the token's use is the in-flight window, not a late save.
 IN_FLIGHT_SECS = 0.5
 
@@ -65,21 +67,21 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
 
 @pytest.mark.slow
 async def test_sigkill_at_random_moments_never_loses_the_refresh_token(tmp_path: Path) -> None:
-    sim = SimulatedOAuth(access_ttl=2.0, client_id=CLIENT, reuse_grace=86400)
+    sim = SimulatedOAuth(access_ttl=ACCESS_TTL, client_id=CLIENT, reuse_grace=86400)
     await sim.start()
     try:
         path = tmp_path / "tokens.json"
         log = tmp_path / "child.log"
         access, refresh = sim.issue_initial()
         now = time.time()
-        TokenStore(path).save(TokenPair(access, refresh, now + 2.0, now, "na"))
+        TokenStore(path).save(TokenPair(access, refresh, now + ACCESS_TTL, now, "na"))
         rng = random.Random(20260705)
         in_flight_kills = 0
         for _ in range(KILLS):
             life_start = time.time()
             proc = await start_child(path, sim.token_url, log)
             # A random moment: during a refresh, between refreshes, or right at start.
-            await asyncio.sleep(rng.uniform(0.05, 2.5))
+            await asyncio.sleep(rng.uniform(0.05, 1.3 * ACCESS_TTL))  # aiming, not synchronising
             killed_at = time.time()
             await kill(proc)
             pair = TokenStore(path).load()

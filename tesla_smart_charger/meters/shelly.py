@@ -301,6 +301,12 @@ def detect_kind(shelly_info: Mapping[str, Any]) -> Kind:
     return "switch"
 
 
+def phases_of(kind: Kind) -> int:
+    """Supply phases a meter reports (supplyPhases auto): three for an EM component (Pro 3EM
+    in its triphase profile, 3EM-63) and a Gen1 3EM, one for everything else."""
+    return 3 if kind in ("em", "shelly-3em") else 1
+
+
 def em1_channel_ids(shelly_info: Mapping[str, Any]) -> tuple[int, ...]:
     """EM1 component ids: 0..2 on a Pro 3EM in the monophase profile, else 0 and 1."""
     app = str(_object(shelly_info, "/shelly").get("app") or "").upper()
@@ -396,7 +402,7 @@ class ShellyMeter:
         password: str | None = None,
         supply_channels: Sequence[int] | None = None,
         charger_channel: int | None = None,
-        supply_phases: int = 1,
+        supply_phases: int | Literal["auto"] = 1,
         mains_voltage: float = 230.0,
         clock: Callable[[], float] = time.monotonic,
         timeout: aiohttp.ClientTimeout | None = None,
@@ -413,7 +419,7 @@ class ShellyMeter:
         self._password = password or None
         self._supply_channels = tuple(supply_channels) if supply_channels else None
         self._charger_channel = charger_channel
-        self._supply_phases = supply_phases
+        self._supply_phases = supply_phases  # "auto": resolved from /shelly in _detect
         self._mains_voltage = mains_voltage
         self._clock = clock
         self._timeout = timeout or aiohttp.ClientTimeout(
@@ -432,6 +438,8 @@ class ShellyMeter:
         self._em1_ids: tuple[int, ...] = (0, 1)
         if meter_type in ("shelly-em", "shelly-3em"):
             self._kind = meter_type
+            if supply_phases == "auto":
+                self._supply_phases = phases_of(meter_type)
         host = urlsplit(self._base).netloc.rsplit("@", 1)[-1]
         self._name = f"{meter_type}@{host}"
 
@@ -495,7 +503,7 @@ class ShellyMeter:
                 channels,
                 supply_channels=self._supply_channels,
                 charger_channel=self._charger_channel,
-                supply_phases=self._supply_phases,
+                supply_phases=self._supply_phases if self._supply_phases != "auto" else 1,
                 at=self._clock(),
             )
         except MeterError as err:
@@ -532,6 +540,15 @@ class ShellyMeter:
             kind,
         )
         self._kind, self._em1_ids = kind, em1_ids
+        if self._supply_phases == "auto":
+            self._supply_phases = phases_of(kind)
+            _LOG.info(
+                "%s: supplyPhases auto: %s",
+                self._name,
+                "three phases (a three-phase meter)"
+                if self._supply_phases == 3
+                else "one phase (all channels summed)",
+            )
         return kind
 
     async def _get_gen1(self, path: str) -> Any:

@@ -2,7 +2,8 @@
 
 Starts a simulated Shelly EM, car, tesla-http-proxy and token endpoint on 127.0.0.1, writes a
 config pointing at them into a temporary folder, runs the real daemon in measured mode and
-prints a one-line live view. The house would trip a 30 A main without us within a minute.
+prints a live view. The whole story (a cut, the raise, a second overload) is told within 90 s,
+so a new user sees it before losing interest; it then repeats every two minutes.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import tempfile
+import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -23,12 +28,42 @@ from tesla_smart_charger.config import load_config
 from tesla_smart_charger.daemon import Daemon, run_daemon
 from tesla_smart_charger.logging_setup import configure_logging
 from tesla_smart_charger.simulator.car import CarModel
-from tesla_smart_charger.simulator.house import demo_evening
+from tesla_smart_charger.simulator.house import BASE_LOAD, KETTLE, Appliance, ApplianceRun, House
 from tesla_smart_charger.simulator.world import World
 
 DEFAULT_PORT = 8000
 HOME_MAX_AMPS = 30.0
 DRIVER_AMPS = 16
+SLEEP_SECS = 10  # room must last this long before a raise: short, so the story fits 90 s
+
+# The story, in seconds from start (the banner tells the user when to look).
+KETTLE_ON, KETTLE_OFF = 10.0, 35.0
+OVEN_ON, OVEN_OFF = 60.0, 85.0
+STORY_PERIOD = 120.0
+
+
+def story_evening() -> House:
+    """Heat pump and base load (~9.6 A) all along; a kettle at 10 s, the oven at 60 s.
+
+    With the car at 16 A, either appliance pushes the 30 A main over, and the gap between them
+    is long enough for the raise after `SLEEP_SECS`. Repeats every `STORY_PERIOD` seconds.
+    """
+    runs = [
+        ApplianceRun(BASE_LOAD, 0.0, STORY_PERIOD, amps=1.6),
+        ApplianceRun(Appliance("heat pump", 8.0), 0.0, STORY_PERIOD),
+        ApplianceRun(KETTLE, KETTLE_ON, KETTLE_OFF - KETTLE_ON, amps=12.0),
+        ApplianceRun(Appliance("oven", 13.0), OVEN_ON, OVEN_OFF - OVEN_ON),
+    ]
+    return House(1, runs, name="demo evening", period=STORY_PERIOD)
+
+
+BANNER_STORY = (
+    f"  ~{KETTLE_ON:.0f} s  a kettle pushes the house past its {HOME_MAX_AMPS:.0f} A main:"
+    " the car is cut at once",
+    f"  ~{KETTLE_OFF:.0f} s  the kettle is done; {SLEEP_SECS} s later the car goes back up",
+    f"  ~{OVEN_ON:.0f} s  the oven starts: a second overload, a second cut",
+    f"  then it all repeats every {STORY_PERIOD / 60:.0f} minutes",
+)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -50,34 +85,147 @@ def pick_port(wanted: int) -> int:
         return port
 
 
-def live_line(world: World, daemon: Daemon, started: float) -> str:
-    """House, car, supply against the limit, and the last action, in one line."""
+_SHORT_COMMAND = {"set_charging_amps": "set", "charge_start": "start", "charge_stop": "stop"}
+
+
+def live_parts(world: World, daemon: Daemon, started: float) -> list[str]:
+    """The live view's pieces, most important first: supply against the limit, last action."""
     now = time.monotonic()
     house = world.house_amps()[0]
     car = world.car.current_draw(now)
     supply = house + car
     unthrottled = house + DRIVER_AMPS  # what an uncontrolled car at the driver's setting would add
     last = daemon.service.last_command
-    action = f"{last.command} {last.amps} A ({last.reason})" if last else "none yet"
-    flag = "OVER" if supply > HOME_MAX_AMPS else "ok  "
-    active = ",".join(world.house.active(world.house_time)) if world.house else ""
-    return (
-        f"{now - started:5.0f}s  house {house:5.1f} A  car {car:4.1f} A  "
-        f"supply {supply:5.1f}/{HOME_MAX_AMPS:.0f} A {flag} (without us {unthrottled:5.1f} A)  "
-        f"last: {action}  [{active}]"
-    )
+    if last is None:
+        action = "last: none yet"
+    else:
+        amps = f" {last.amps} A" if last.amps is not None else ""
+        ago = max(0.0, time.time() - last.at)
+        action = f"last: {_SHORT_COMMAND.get(last.command, last.command)}{amps} {ago:.0f}s ago"
+    flag = "OVER" if supply > HOME_MAX_AMPS else "ok"
+    active = ", ".join(world.house.active(world.house_time)) if world.house else ""
+    return [
+        f"{now - started:3.0f}s house {house:4.1f} + car {car:4.1f}"
+        f" = {supply:4.1f}/{HOME_MAX_AMPS:.0f} A {flag}",
+        action,
+        f"without us {unthrottled:4.1f} A",
+        active,
+    ]
 
 
-async def _live_view(world: World, daemon: Daemon, out: TextIO, period: float = 1.0) -> None:
-    """Redraw one line on a terminal; print a line per second when piped (logs, CI)."""
-    started = time.monotonic()
-    tty = out.isatty()
-    while True:
-        line = live_line(world, daemon, started)
-        if tty:
-            print(f"\r\x1b[K{line}", end="", file=out, flush=True)
+def fit(parts: list[str], width: int) -> str:
+    """The first part (cut if need be), then each later part that still fits in `width`."""
+    if not parts:
+        return ""
+    first = parts[0]
+    line = first if len(first) <= width else first[: max(0, width - 1)] + "…"
+    for part in parts[1:]:
+        candidate = f"{line} | {part}"
+        if part and len(candidate) <= width:
+            line = candidate
+    return line
+
+
+class LiveView:
+    """A status line redrawn in place on a terminal, plain lines when piped.
+
+    On a terminal the line is cleared before anything else is printed (log records, the
+    banner), so a log line never starts at the end of the status line, and it is cut to the
+    terminal's width minus one column, so it never wraps.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.drawn = False
+
+    def width(self) -> int:
+        """Columns available (re-read each time: the user may resize the terminal)."""
+        return max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+
+    def show(self, world: World, daemon: Daemon, started: float) -> None:
+        """Redraw the status line (terminal) or print one more line (pipe)."""
+        parts = live_parts(world, daemon, started)
+        self.draw(parts)
+
+    def draw(self, parts: list[str]) -> None:
+        """Redraw in place, cut to the width (terminal), or print a whole line (pipe)."""
+        if self.tty:
+            line = fit(parts, self.width())
+            print(f"\r\x1b[K{line}", end="", file=self.out, flush=True)
+            self.drawn = True
         else:
-            print(line, file=out, flush=True)
+            print(" | ".join(p for p in parts if p), file=self.out, flush=True)
+
+    def end_line(self) -> None:
+        """Clear the status line so the next output starts on an empty line."""
+        if self.drawn:
+            print("\r\x1b[K", end="", file=self.out, flush=True)
+            self.drawn = False
+
+
+class _EndLiveLine(logging.Filter):
+    """Clears the live view before a log record is written (the filter runs before emit)."""
+
+    def __init__(self, view: LiveView) -> None:
+        super().__init__()
+        self.view = view
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.view.end_line()
+        return True
+
+
+class _FitFormatter(logging.Formatter):
+    """Short log lines for the demo's terminal: time and message, wrapped to its width.
+
+    Our own line breaks (indented continuation) instead of the terminal's hard wrap keep an
+    80-column terminal readable.
+    """
+
+    def __init__(self, view: LiveView) -> None:
+        super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
+        self.view = view
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        width = self.view.width()
+        lines: list[str] = []
+        for raw in text.splitlines() or [""]:
+            lines.extend(
+                textwrap.wrap(raw, width, subsequent_indent=" " * 9, break_on_hyphens=False) or [""]
+            )
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def logs_end_the_live_line(view: LiveView) -> Iterator[None]:
+    """While the demo runs, every root handler clears the live line before it writes.
+
+    On a terminal the handlers also write short lines that fit its width.
+    """
+    handlers = list(logging.getLogger().handlers)
+    guard = _EndLiveLine(view)
+    formatters = [h.formatter for h in handlers]
+    for handler in handlers:
+        handler.addFilter(guard)
+        if view.tty:
+            handler.setFormatter(_FitFormatter(view))
+    try:
+        yield
+    finally:
+        for handler, formatter in zip(handlers, formatters, strict=True):
+            handler.removeFilter(guard)
+            handler.setFormatter(formatter)
+        view.end_line()
+
+
+async def _live_view(
+    world: World, daemon: Daemon, view: LiveView, started: float, period: float = 1.0
+) -> None:
+    """Redraw every `period` seconds; a log record in between clears the line at once."""
+    while True:
+        view.show(world, daemon, started)
         await asyncio.sleep(period)
 
 
@@ -86,35 +234,41 @@ async def run_demo(port: int, out: TextIO = sys.stdout, duration: float | None =
     car = CarModel(
         request_amps=DRIVER_AMPS, charging_state="Charging", ramp_delay=3.0, capacity_kwh=None
     )
-    async with World(house=demo_evening(), car=car) as world:
+    view = LiveView(out)
+    with logs_end_the_live_line(view):
+        code = await _run_world(port, out, duration, car, view)
+    print("demo stopped", file=out)
+    return code
+
+
+async def _run_world(
+    port: int, out: TextIO, duration: float | None, car: CarModel, view: LiveView
+) -> int:
+    async with World(house=story_evening(), car=car) as world:
+        started_at = time.monotonic()  # the house's clock starts with the world
         with tempfile.TemporaryDirectory(prefix="tsc-demo-") as tmp:
             path = world.write_config(
-                Path(tmp), apiPort=port, homeMaxAmps=HOME_MAX_AMPS, sleepTimeSecs=15
+                Path(tmp), apiPort=port, homeMaxAmps=HOME_MAX_AMPS, sleepTimeSecs=SLEEP_SECS
             )
             loaded = load_config(path)
             url = f"http://127.0.0.1:{port}"
 
             async def started(daemon: Daemon) -> None:
-                print(
-                    f"\nDemo running: a simulated house, Shelly EM and Tesla on 127.0.0.1 ({tmp})",
-                    file=out,
-                )
-                print(f"  dashboard: {url}/", file=out)
-                print(
-                    f"  status:    {url}/status   health: {url}/health   metrics: {url}/metrics",
-                    file=out,
-                )
-                print(
-                    "  The evening's appliances push the house past its 30 A main within a minute;",
-                    file=out,
-                )
-                print(
-                    "  watch the car's current go down at once and come back when there is room.",
-                    file=out,
-                )
-                print("  Ctrl-C stops everything.\n", file=out, flush=True)
+                view.end_line()
+                lines = [
+                    "",
+                    "Demo: a simulated house, Shelly EM and Tesla on 127.0.0.1",
+                    f"  dashboard: {url}/",
+                    f"  status:    {url}/status",
+                    f"  metrics:   {url}/metrics",
+                    "What happens when (seconds on the left of the live line):",
+                    *BANNER_STORY,
+                    "Ctrl-C stops everything.",
+                    "",
+                ]
+                print("\n".join(lines), file=out, flush=True)
                 daemon.tasks["demo-view"] = asyncio.create_task(
-                    _live_view(world, daemon, out), name="demo-view"
+                    _live_view(world, daemon, view, started_at), name="demo-view"
                 )
                 if duration is not None:
                     # Stop exactly as Ctrl-C would, through the daemon's own signal handling.
@@ -122,17 +276,12 @@ async def run_demo(port: int, out: TextIO = sys.stdout, duration: float | None =
                         duration, os.kill, os.getpid(), signal.SIGINT
                     )
 
-            code = await run_daemon(loaded, monitor=True, started=started)
-    print("demo stopped", file=out)
-    return code
+            return await run_daemon(loaded, monitor=True, started=started)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Entry point of `tesla-smart-charger demo`."""
-    configure_logging(
-        getattr(args, "log_level", "INFO") or "INFO",
-        getattr(args, "log_format", "plain") or "plain",
-    )
+    configure_logging(getattr(args, "log_level", "INFO") or "INFO", "plain")
     port = pick_port(args.port)
     if port != args.port:
         print(f"port {args.port} is busy: using {port}", file=sys.stderr)
@@ -141,12 +290,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommand(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]
-) -> None:
-    """Register `demo` on the CLI."""
+DEMO_HELP = """\
+Run the real daemon against a simulated house, Shelly EM, tesla-http-proxy, Tesla
+and token endpoint, all on 127.0.0.1: no car, account or configuration needed.
+Open the dashboard URL it prints. Writes only a temporary folder (removed on exit)."""
+
+
+def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `demo` on the CLI (only the options it uses: no --config)."""
     demo = sub.add_parser(
-        "demo", parents=parents, help="run the daemon on a built-in simulated house and car"
+        "demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run the daemon on a built-in simulated house and car",
+        description=DEMO_HELP,
     )
     demo.add_argument(
         "--port",
@@ -159,5 +315,12 @@ def add_subcommand(
         type=float,
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (default: INFO)",
     )
     demo.set_defaults(func=cmd_demo)

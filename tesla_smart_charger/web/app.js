@@ -8,7 +8,8 @@
   const canvas = $("chart");
   const ctx = canvas.getContext("2d");
 
-  let config = { homeMaxAmps: 0, limitAmps: 0, phases: 1, mode: "", historySecs: WINDOW_SECS };
+  // null until the daemon's first event: nothing is drawn from made-up values before that.
+  let config = null;
   let points = []; // samples, oldest first, at most one per second
   let skew = 0; // server clock minus ours, so a phone with a wrong clock still draws right
   let source = null;
@@ -31,6 +32,8 @@
   }
 
   function addPoint(p) {
+    // supplyPhases auto: the meter may report more phases than were known at connect time.
+    if (config !== null && p.supply && p.supply.length > config.phases) config.phases = p.supply.length;
     const last = points[points.length - 1];
     if (last && Math.floor(last.t) === Math.floor(p.t)) points[points.length - 1] = p;
     else if (!last || p.t > last.t) points.push(p);
@@ -56,7 +59,9 @@
       out.push({ label: config.phases > 1 ? `House supply L${i + 1}` : "House supply",
                  color: css(`--phase${i + 1}`), value: (p) => (p.supply ? p.supply[i] : null) });
     }
-    out.push({ label: "Car", color: css("--car"), value: (p) => p.car, width: 2.5 });
+    // Without a meter channel on the charger the car's current is the setpoint it was given.
+    const carLabel = config.carMeasured ? "Car" : "Car (inferred)";
+    out.push({ label: carLabel, color: css("--car"), value: (p) => p.car, width: 2.5 });
     out.push({ label: "Setpoint", color: css("--setpoint"), value: (p) => p.setpoint, dash: [4, 4], step: true });
     return out;
   }
@@ -65,7 +70,7 @@
 
   function drawLegend(lines) {
     const legend = $("legend");
-    const key = `${config.phases}/${config.homeMaxAmps}`;
+    const key = `${config.phases}/${config.homeMaxAmps}/${config.carMeasured}`;
     if (key === legendKey) return;
     legendKey = key;
     legend.replaceChildren();
@@ -85,8 +90,22 @@
     legend.append(li);
   }
 
+  function drawConnecting(ratio) {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.font = `${14 * ratio}px system-ui, sans-serif`;
+    ctx.fillStyle = css("--muted");
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.fillText("connecting…", canvas.width / 2, canvas.height / 2);
+    $("legend").replaceChildren();
+    legendKey = "";
+    canvas.dataset.points = "0";
+    canvas.dataset.spanSecs = "0";
+  }
+
   function draw() {
     const ratio = resize();
+    if (config === null) { drawConnecting(ratio); return; }
     const W = canvas.width;
     const H = canvas.height;
     const now = serverNow();
@@ -103,9 +122,8 @@
     }
     const bottom = 0;
     const pad = { l: 38 * ratio, r: 10 * ratio, t: 8 * ratio, b: 22 * ratio };
-    // Up to 15 minutes; while there is less history the axis shows what there is (at least 1 min).
-    const first = points.length ? points[0].t : now;
-    const span = Math.min(WINDOW_SECS, Math.max(60, Math.ceil((now - first) / 60) * 60));
+    // Always the last 15 minutes, as the title says: a short history fills the right end.
+    const span = WINDOW_SECS;
     const x = (t) => pad.l + ((t - (now - span)) / span) * (W - pad.l - pad.r);
     const y = (v) => H - pad.b - ((Math.max(v, bottom) - bottom) / (top - bottom)) * (H - pad.t - pad.b);
 
@@ -182,12 +200,14 @@
       ctx.restore();
     }
     canvas.dataset.points = String(points.length);
+    canvas.dataset.spanSecs = String(span);
   }
 
   // --- the panels -------------------------------------------------------------------------
   const serverNow = () => Date.now() / 1000 + skew;
 
   function showSample(p) {
+    setConnection("live", "live"); // live only once real data has arrived
     const badge = $("state");
     badge.dataset.state = p.state;
     badge.textContent = p.state.replace("_", " ");
@@ -255,6 +275,7 @@
   function showConfig() {
     $("limit").textContent = amps(config.homeMaxAmps);
     $("mode").textContent = config.mode || "–";
+    $("car-label").textContent = config.carMeasured ? "Car" : "Car (inferred)";
   }
 
   function setConnection(state, text) {
@@ -267,7 +288,7 @@
   function connect() {
     if (retryTimer !== null) { clearTimeout(retryTimer); retryTimer = null; }
     source = new EventSource("events");
-    source.addEventListener("open", () => setConnection("live", "live"));
+    source.addEventListener("open", () => setConnection("connecting", "connecting…"));
     source.addEventListener("init", (e) => {
       const init = JSON.parse(e.data);
       config = init.config;
@@ -277,7 +298,7 @@
       showConfig();
       showPanel(init);
       if (points.length) showSample(points[points.length - 1]);
-      setConnection("live", "live");
+      else setConnection("connecting", "connecting…");
       draw();
     });
     source.addEventListener("sample", (e) => {
