@@ -135,8 +135,13 @@ class BridgeConfig:
     name: str = "Tesla Smart Charger"
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, vin: str | None = None) -> BridgeConfig | None:
-        """None without `mqttUrl`. `vin` overrides `teslaVehicleId` once the VIN is known."""
+    def from_settings(
+        cls, settings: Settings, *, vin: str | None = None, phases: int | None = None
+    ) -> BridgeConfig | None:
+        """None without `mqttUrl`. `vin` overrides `teslaVehicleId` once the VIN is known.
+
+        `phases` is what the meter reported, used when `supplyPhases` is `auto`.
+        """
         if settings.mqtt_url is None:
             return None
         car = Car(
@@ -150,7 +155,11 @@ class BridgeConfig:
             topic_prefix=settings.mqtt_topic_prefix,
             discovery_prefix=settings.mqtt_discovery_prefix,
             home_max_amps=settings.home_max_amps,
-            supply_phases=settings.supply_phases,
+            supply_phases=(
+                settings.supply_phases
+                if isinstance(settings.supply_phases, int)
+                else (phases or 1)
+            ),
         )
 
     @property
