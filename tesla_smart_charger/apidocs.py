@@ -95,7 +95,7 @@ async def capture() -> Replies:
     world = World(house=story_evening(), car=car, time_scale=5.0)
     cut = _with_daemon(
         world,
-        {"energyMonitorPollSecs": 0.5, "vehicleCheckSecs": 2, "supplyPhases": "auto"},
+        {"energyMonitorPollSecs": 0.5, "supplyPhases": "auto"},
         after_the_cut,
     )
 
@@ -108,7 +108,11 @@ async def capture() -> Replies:
     locked = World(meter_password="the-right-password", car=CarModel(capacity_kwh=None))  # noqa: S106 (simulated meter)
     failing = _with_daemon(
         locked,
-        {"energyMonitorPassword": "a-wrong-password", "energyMonitorStaleSecs": 2},
+        {
+            "energyMonitorPassword": "a-wrong-password",
+            "energyMonitorStaleSecs": 2,
+            "energyMonitorPollSecs": 0.5,
+        },
         unhealthy,
     )
     first, second = await asyncio.gather(cut, failing)  # two daemons, two ports: in parallel
