@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from datetime import UTC, datetime
@@ -51,24 +52,49 @@ def redact(text: str) -> str:
     return text
 
 
+# A JWT (three base64url parts), or any long unbroken base64/base64url run: what a token looks
+# like even when we do not hold it (an echoed header, someone else's token). Paths, host names
+# and VINs have separators or are shorter.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+_LONG_RUN = re.compile(r"(?<![A-Za-z0-9+_-])[A-Za-z0-9+_-]{32,}={0,2}")
+
+
+def _mask_random(match: re.Match[str]) -> str:
+    """Mask a long run only if it looks random: upper, lower case and digits mixed."""
+    run = match.group(0)
+    if any(c.isupper() for c in run) and any(c.islower() for c in run) and any(
+        c.isdigit() for c in run
+    ):
+        return REDACTED
+    return run
+
+
+def scrub(text: str) -> str:
+    """Text that came from outside, with every secret we hold and anything token-shaped masked.
+
+    The one mechanism for every surface (logs, /status, /events, /api/history, CLI output):
+    call it on reply bodies, error fields and exception messages BEFORE truncating or
+    storing them, so no prefix of a token survives a cut.
+    """
+    return _LONG_RUN.sub(_mask_random, _JWT.sub(REDACTED, redact(text)))
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites the record's message and exception text with secrets masked; drops nothing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 (bad %-args: logging must not raise, nor print the args)
             message = f"{record.msg} [unformattable log arguments dropped]"
-        record.msg = redact(message)
+        record.msg = scrub(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = scrub(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = scrub(record.stack_info)
         return True
 
 
