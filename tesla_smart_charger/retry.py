@@ -161,9 +161,7 @@ class RetryPolicy:
         self._last_kind = None
         self._last_logged_at = None
 
-    def failure(
-        self, kind: FailureKind, error: str, *, retry_after: float | None = None
-    ) -> float:
+    def failure(self, kind: FailureKind, error: str, *, retry_after: float | None = None) -> float:
         """The call failed: schedule the next attempt, log per the once rule; the wait in s."""
         now = self._clock()
         error = scrub(error)
@@ -193,9 +191,10 @@ class RetryPolicy:
     def _note(self, kind: FailureKind, error: str, now: float, delay: float) -> None:
         """Log-once: the start, a reminder every `remind_secs`, a changed cause."""
         first = self._last_logged_at is None
-        changed = self._last_error is not None and error != self._last_error
+        # A transient condition turning into a fault is news; a reworded error is not.
+        worse = kind == "fault" and self._last_kind not in (None, "fault")
         due = self._last_logged_at is not None and now - self._last_logged_at >= self._remind
-        if not (first or due or (changed and kind == "fault")):
+        if not (first or due or worse):
             self._log.debug("%s: %s (attempt %d failed)", self.name, error, self._failures)
             return
         self._last_logged_at = now
@@ -226,7 +225,7 @@ class RetryPolicy:
         """ok, degraded (one transient failure or a rate limit) or down."""
         if not self._failures:
             return "ok"
-        if self._faults or self._failures >= DOWN_AFTER and self._last_kind != "rate_limited":
+        if self._faults or (self._failures >= DOWN_AFTER and self._last_kind != "rate_limited"):
             return "down"
         return "degraded"
 
