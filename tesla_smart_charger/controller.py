@@ -532,7 +532,9 @@ def _push_reduce(state: ControllerState, now: float, cfg: ControlConfig) -> Deci
     if not vehicle.charging:
         return Decision(replace(state, reason=_vehicle_reason(vehicle), target=None))
     if now < state.blocked_until:
-        reason = f"{state.blocked_reason or 'car calls wait'}: reduction postponed until the wait ends"
+        reason = (
+            f"{state.blocked_reason or 'car calls wait'}: reduction postponed until the wait ends"
+        )
         return Decision(replace(state, overload_pending=True, reason=reason))
     amps = (
         state.setpoint

@@ -62,8 +62,10 @@ _LONG_RUN = re.compile(r"(?<![A-Za-z0-9+_-])[A-Za-z0-9+_-]{32,}={0,2}")
 def _mask_random(match: re.Match[str]) -> str:
     """Mask a long run only if it looks random: upper, lower case and digits mixed."""
     run = match.group(0)
-    if any(c.isupper() for c in run) and any(c.islower() for c in run) and any(
-        c.isdigit() for c in run
+    if (
+        any(c.isupper() for c in run)
+        and any(c.islower() for c in run)
+        and any(c.isdigit() for c in run)
     ):
         return REDACTED
     return run

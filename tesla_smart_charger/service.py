@@ -224,7 +224,9 @@ class ChargeService:
         """
         if self.cfg.mode != "push" or self._state_file is None or not self.reduction_pending:
             return False
-        before = self.state.command_from if self.in_flight is not None else self.state.setpoint
+        # A cut cancelled in flight never landed: the car is still at the value before it.
+        cut = isinstance(self.in_flight, core.SetAmps)
+        before = self.state.command_from if cut else self.state.setpoint
         self._write_state(before, self.state.driver_amps, pending=True)
         _LOG.warning(
             "stopping with a reduction not yet confirmed by the car: it is sent first on the next start"

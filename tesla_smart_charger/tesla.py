@@ -571,9 +571,7 @@ class TeslaClient:
             what = f"{method} {path}"
             cause = policy.last_error or "an earlier failure"
             if policy.last_kind == "rate_limited":
-                raise RateLimited(
-                    f"{what}: not sent, rate limited for another {wait:.0f} s", wait
-                )
+                raise RateLimited(f"{what}: not sent, rate limited for another {wait:.0f} s", wait)
             blocked = TeslaTransientError(
                 f"{what}: not sent, car link paused for another {wait:.0f} s after: {cause}"
             )
