@@ -81,6 +81,7 @@ class RetryPolicy:
         rand: Callable[[], float] = random.random,
         remind_secs: float = REMIND_SECS,
         backoff: bool = True,
+        back_words: str = "works again",
     ) -> None:
         self.name = name
         self._base = base
@@ -91,6 +92,7 @@ class RetryPolicy:
         self._rand = rand
         self._remind = remind_secs
         self._backoff = backoff  # False: keep the caller's rhythm (meter), only log and report
+        self._back_words = back_words
         self._failures = 0
         self._faults = 0
         self._next_at = 0.0
@@ -146,8 +148,9 @@ class RetryPolicy:
             now = self._clock()
             lasted = now - (self._failing_since if self._failing_since is not None else now)
             self._log.info(
-                "%s works again after %s (%d failed attempt%s)",
+                "%s: %s after %s (%d failed attempt%s)",
                 self.name,
+                self._back_words,
                 _duration(lasted),
                 self._failures,
                 "" if self._failures == 1 else "s",

@@ -412,7 +412,13 @@ class MeterPoller:
         self.auth_failed = False
         self.alive = False
         # The meter keeps its poll rhythm; the policy only does log-once and health.
-        self.policy = RetryPolicy(f"meter {meter.name}", logger=_LOG, clock=clock, backoff=False)
+        self.policy = RetryPolicy(
+            f"meter {meter.name}",
+            logger=_LOG,
+            clock=clock,
+            backoff=False,
+            back_words="readings are back",
+        )
 
     def kick(self) -> None:
         """Read now instead of at the next period (used by /overload in measured mode)."""

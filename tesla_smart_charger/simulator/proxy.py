@@ -92,6 +92,7 @@ class SimulatedProxy:
         self._command_lock = asyncio.Lock()  # the proxy serialises commands per VIN
         self._runner: web.AppRunner | None = None
         self.failure: str | None = None
+        self.failure_paths = ""
         self.seen = 0  # every request that reached the server, answered or not
         self._release = asyncio.Event()
 
@@ -118,7 +119,7 @@ class SimulatedProxy:
             retry_after = 1.0
         self._injections.append(_Injection(status, count, retry_after, paths))
 
-    def fail(self, mode: str | None) -> None:
+    def fail(self, mode: str | None, *, paths: str = "") -> None:
         """Answer every Fleet request with failure `mode` (one of FAILURE_MODES); None heals.
 
         `hang` never answers (until healed or stopped) and applies nothing; `echo401` echoes
@@ -127,6 +128,7 @@ class SimulatedProxy:
         if mode is not None and mode not in FAILURE_MODES:
             raise ValueError(f"unknown failure mode {mode!r} (use one of {FAILURE_MODES})")
         self.failure = mode
+        self.failure_paths = paths  # only requests whose path contains this fail
         if mode is None:
             self._release.set()
             self._release = asyncio.Event()
@@ -227,7 +229,8 @@ class SimulatedProxy:
         now = self.clock()
         self.seen += 1
         try:
-            if self.failure is not None and request.path.startswith("/api/"):
+            path = request.path
+            if self.failure is not None and path.startswith("/api/") and self.failure_paths in path:
                 response = await self._failure_reply(request, self.failure)
             else:
                 response = await self._dispatch(request, now)
