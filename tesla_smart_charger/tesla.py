@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
 )
@@ -578,7 +578,9 @@ class TeslaClient:
             blocked.retry_after = wait
             raise blocked
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TeslaTransientError),
+            # Fast transient faults only: a call that hung until its timeout is not repeated
+            # in place (the controller would be stuck for three timeouts).
+            retry=retry_if_exception(_quick_transient),
             stop=stop_after_attempt(1 if policy.failing else self._retry_attempts),
             wait=self._retry_wait,
             reraise=True,
@@ -702,6 +704,11 @@ class TeslaClient:
         except ValueError:
             payload = MALFORMED
         return _Reply(status, payload, retry_after, reset)
+
+
+def _quick_transient(err: BaseException) -> bool:
+    """A transient fault worth one more immediate try: not a timeout."""
+    return isinstance(err, TeslaTransientError) and not isinstance(err.__cause__, TimeoutError)
 
 
 def _log_retry(state: RetryCallState) -> None:
