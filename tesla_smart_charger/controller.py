@@ -380,7 +380,7 @@ def _common(
             blocked_reason=blocked if event.retry_after > 0 else s.blocked_reason,
             blocked_kind=event.kind if event.retry_after > 0 else s.blocked_kind,
             # The look that was refused is retried as soon as the window ends.
-            last_unexplained_at=None if event.kind == "rate_limited" else s.last_unexplained_at,
+            last_unexplained_at=None,
             reason=reason,
         )
         if event.kind in ("auth", "token"):

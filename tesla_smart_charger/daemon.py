@@ -142,8 +142,15 @@ class Daemon:
     def _cut_blocked(self) -> list[str]:
         """A cut is needed but cannot be sent: the breaker is not protected."""
         s = self.service.state
-        needed = s.overload_pending or (
-            s.target is not None and s.setpoint is not None and s.target < s.setpoint
+        over_rating = (
+            s.reading is not None
+            and s.reading.valid
+            and s.reading.worst_phase_amps > self.service.cfg.home_max_amps
+        )
+        needed = (
+            s.overload_pending
+            or over_rating
+            or (s.target is not None and s.setpoint is not None and s.target < s.setpoint)
         )
         if not needed:
             return []

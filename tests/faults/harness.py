@@ -70,7 +70,9 @@ async def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
         return r.status, await r.text()
 
 
-async def poll(predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1) -> float:
+async def poll(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1
+) -> float:
     """Await `predicate()` until true; the seconds it took. AssertionError at the deadline."""
     started = time.monotonic()
     while not await predicate():
@@ -111,5 +113,5 @@ async def guarded(name: str, body: Awaitable[Outcome]) -> Outcome:
     """A scenario that fails reports its traceback instead of ending the whole window."""
     try:
         return await body
-    except Exception:  # noqa: BLE001 - reported per scenario by the tests
+    except Exception:
         return Outcome(name, error=traceback.format_exc())
