@@ -21,7 +21,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port, run_daemon
+from tests.e2e import free_port
 from tests.faults.harness import (
     WINDOW_SECS,
     Outcome,
@@ -30,6 +30,7 @@ from tests.faults.harness import (
     guarded,
     poll,
     rss_kib,
+    run_daemon,
     sample,
 )
 
