@@ -572,9 +572,8 @@ class TeslaClient:
             cause = policy.last_error or "an earlier failure"
             if policy.last_kind == "rate_limited":
                 raise RateLimited(f"{what}: not sent, rate limited for another {wait:.0f} s", wait)
-            blocked = TeslaTransientError(
-                f"{what}: not sent, car link paused for another {wait:.0f} s after: {cause}"
-            )
+            # No seconds in the text: it becomes the controller's reason, logged on change.
+            blocked = TeslaTransientError(f"{what}: not sent, car link paused after: {cause}")
             blocked.retry_after = wait
             raise blocked
         retrying = AsyncRetrying(

@@ -38,7 +38,7 @@ from tesla_smart_charger.const import TOKEN_TOTAL_TIMEOUT
 from tesla_smart_charger.errors import LoginRequired, TokenEndpointError, TokenError
 from tesla_smart_charger.events import AuthLost, Event, TokenRefreshed
 from tesla_smart_charger.logging_setup import register_secret, scrub
-from tesla_smart_charger.retry import RetryPolicy
+from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
 
 if TYPE_CHECKING:
     from tesla_smart_charger.config import Settings
@@ -240,9 +240,8 @@ async def post_token_request(
             f"token endpoint {host} did not answer within {TOKEN_TOTAL_TIMEOUT:g} s"
         ) from err
     except (aiohttp.ClientError, OSError) as err:
-        raise TokenEndpointError(
-            f"token endpoint {host} unreachable: {type(err).__name__}"
-        ) from err
+        words = describe_transport_error(err, host=host)
+        raise TokenEndpointError(f"token endpoint: {words}") from err
     try:
         payload: Any = json.loads(text) if text else None
     except ValueError:
@@ -487,7 +486,7 @@ class TokenManager:
         self._queue: asyncio.Queue[Event] | None = None
         # Every request to the token endpoint goes through this: 1 s doubling to 60 s.
         self.policy = RetryPolicy(
-            "Tesla token endpoint",
+            "Tesla token refresh",
             base=RETRY_MIN_SECS,
             cap=RETRY_MAX_SECS,
             logger=_LOG,
@@ -652,8 +651,9 @@ class TokenManager:
             wait = self.policy.wait_secs(self._clock())
             if wait > 0:
                 # Nobody (a pending command, a 401, the refresh task) asks faster than this.
+                # No seconds in the text: it becomes the controller's reason, logged on change.
                 paused = TokenEndpointError(
-                    f"token endpoint not asked for another {wait:.0f} s after: "
+                    "token endpoint not asked again yet after: "
                     f"{self.policy.last_error or 'an earlier failure'}"
                 )
                 paused.retry_after = wait

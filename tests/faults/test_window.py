@@ -345,7 +345,25 @@ async def _run_all(tmp: Path) -> dict[str, Outcome]:
 def window(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     """Every scenario, run concurrently in one 60 s window (its own event loop)."""
     results = asyncio.run(_run_all(tmp_path_factory.mktemp("faults")))
+    print("\n" + summary(results))  # the figures quoted in docs/faults.md
     return {name: results[name] for name in SCENARIOS}
+
+
+def summary(results: dict[str, Outcome]) -> str:
+    """One line per scenario: the figures the tests assert on."""
+    keys = ("secs_to_503", "secs_to_cut", "secs_to_200", "exit_secs", "secs_to_reduced")
+    lines = [
+        "| scenario | requests | log lines | RSS growth KiB | alive | timings |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, o in results.items():
+        timings = ", ".join(f"{k} {o.notes[k]:.1f}" for k in keys if k in o.notes)
+        lines.append(
+            f"| {name} | {o.requests if o.requests is not None else '-'} | "
+            f"{o.log_lines if o.requests is not None else '-'} | "
+            f"{o.rss_growth_kib if o.requests is not None else '-'} | {o.alive} | {timings} |"
+        )
+    return "\n".join(lines)
 
 
 def _ok(outcome: Outcome) -> Outcome:
