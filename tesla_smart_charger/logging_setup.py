@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Literal, TextIO
 from urllib.parse import quote
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"
 REDACTED = "***"
@@ -100,6 +102,25 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a malformed HTTP request (bad Content-Length, header too long, …) as an
+    ERROR with a traceback, once per request: anyone on the network could flood the journal.
+    Such a record becomes one DEBUG line without the traceback (dropped unless DEBUG is on).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not isinstance(exc, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        record.msg = f"{record.getMessage()}: malformed request ({scrub(first)[:200]})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 class JsonFormatter(logging.Formatter):
     """`{"ts", "level", "logger", "msg"}` plus `exc_info` (the traceback text) when present."""
 
@@ -150,6 +171,9 @@ def configure_logging(
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(number)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
     # One access line per meter push or dashboard poll drowns everything else.
     logging.getLogger("aiohttp.access").setLevel(
         logging.NOTSET if number <= logging.DEBUG else logging.WARNING

@@ -280,3 +280,37 @@ def test_push_restart_looks_at_the_car_before_raising() -> None:
     d = core.decide(d.state, core.VehicleUpdate(snap), 25.5, cfg)
     assert d.state.setpoint == 10
     assert not any(isinstance(a, core.SetAmps) and a.amps > 10 for a in d.actions)
+
+
+# --- malformed HTTP requests ---------------------------------------------------------------------
+
+
+async def test_malformed_requests_do_not_log_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web  # noqa: PLC0415
+
+    from tesla_smart_charger.logging_setup import MalformedRequestFilter  # noqa: PLC0415
+
+    server_logger = logging.getLogger("aiohttp.server")
+    flt = MalformedRequestFilter()
+    server_logger.addFilter(flt)
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+            for raw in (
+                b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+                b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(raw)
+                await writer.drain()
+                assert (await reader.read(12)).startswith(b"HTTP/1.")
+                writer.close()
+        assert not [r for r in caplog.records if r.name == "aiohttp.server"]
+    finally:
+        server_logger.removeFilter(flt)
+        await runner.cleanup()

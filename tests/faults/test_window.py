@@ -86,6 +86,7 @@ async def observe(
     notes["health"] = await get_json(daemon.url + "/health")
     notes["status"] = await daemon.status()
     notes["history"] = await get_json(daemon.url + "/api/history")
+    notes["metrics"] = (await get_json(daemon.url + "/metrics"))[1]
     notes["config_path"] = str(path)
     return await sample(name, run, notes)
 
@@ -397,6 +398,8 @@ def test_proxy_fault_after_one_overload_is_asked_at_most_ten_times(
     assert code == 503
     assert any("car link" in p for p in body["problems"])
     assert "rate limit" not in status["controller"]["reason"]
+    down = 'tesla_smart_charger_dependency_state{dependency="car_link",state="down"} 1.0'
+    assert down in outcome.notes["metrics"]
 
 
 def test_proxy_refused_is_asked_at_most_ten_times_and_said_in_words(
