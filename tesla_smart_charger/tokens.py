@@ -248,8 +248,10 @@ async def post_token_request(
         payload = None
     error = _short_error(payload)
     if status == 429 or status >= 500:
+        what = "is rate limiting us" if status == 429 else "is failing on Tesla's side"
+        detail = error.replace("_", " ") if error else ""
         raise TokenEndpointError(
-            f"token endpoint {host} answered HTTP {status}" + (f" ({error})" if error else "")
+            f"token endpoint {host} {what} (HTTP {status}{': ' + detail if detail else ''})"
         )
     if 400 <= status < 500:
         if error in _LOGIN_ERRORS or status == 401:
