@@ -111,9 +111,9 @@ class VehicleUpdate:
 class VehicleUnavailable:
     """A look at the car or a command failed; `kind` says how."""
 
-    kind: Literal["asleep", "rate_limited", "auth", "transient", "refused", "error"]
+    kind: Literal["asleep", "rate_limited", "auth", "token", "transient", "refused", "error"]
     detail: str
-    retry_after: float = 0.0
+    retry_after: float = 0.0  # when the failing dependency may be tried again (its policy)
     command: bool = False  # the failure came from a command, not from a look at the car
 
 
@@ -194,7 +194,9 @@ class ControllerState:
     last_verify_at: float | None = None
     target: int | None = None
     reason: str = "starting"
-    blocked_until: float = 0.0  # Fleet API rate limit
+    blocked_until: float = 0.0  # no car call before this (the failing dependency's policy)
+    blocked_reason: str = ""  # why, in words: a rate limit, the car link, the token endpoint
+    blocked_kind: str = ""  # the VehicleUnavailable kind that set blocked_until
     auth_ok: bool = True
     # push mode
     last_overload_at: float | None = None
@@ -353,28 +355,45 @@ def _common(
             ):
                 s = replace(s, restore_pending=True)
             return Decision(replace(s, reason="car asleep: nothing sent (never woken)"))
-        if event.kind == "rate_limited":
-            return Decision(
-                replace(
-                    s,
-                    blocked_until=now + event.retry_after,
-                    # The look that was refused is retried as soon as the window ends.
-                    last_unexplained_at=None,
-                    reason=f"Fleet API rate limited: waiting {event.retry_after:.0f} s ({event.detail})",
-                )
-            )
-        if event.kind == "auth":
-            return Decision(
-                replace(s, auth_ok=False, reason=f"Tesla authorization failed: {event.detail}")
-            )
         if event.kind == "refused":
             return Decision(replace(s, reason=f"car refused the command: {event.detail}"))
-        return Decision(replace(s, reason=f"car unreachable: {event.detail}"))
+        # Every other failure pauses car calls until its dependency's policy allows the next
+        # try; the reason names the real cause.
+        blocked, reason = {
+            "rate_limited": (
+                "the Fleet API rate limits us",
+                f"Fleet API rate limited: waiting {event.retry_after:.0f} s ({event.detail})",
+            ),
+            "auth": (
+                "Tesla refuses our access token",
+                f"Tesla authorization failed: {event.detail}",
+            ),
+            "token": (
+                "the Tesla token endpoint is failing",
+                f"Tesla token refresh failing (the car is not the problem): {event.detail}",
+            ),
+            "transient": ("the car link is down", f"car unreachable: {event.detail}"),
+        }.get(event.kind, ("the car link has a fault", f"car link fault: {event.detail}"))
+        s = replace(
+            s,
+            blocked_until=max(s.blocked_until, now + event.retry_after),
+            blocked_reason=blocked if event.retry_after > 0 else s.blocked_reason,
+            blocked_kind=event.kind if event.retry_after > 0 else s.blocked_kind,
+            # The look that was refused is retried as soon as the window ends.
+            last_unexplained_at=None,
+            reason=reason,
+        )
+        if event.kind in ("auth", "token"):
+            s = replace(s, auth_ok=False)
+        return Decision(s)
     if isinstance(event, AuthLost):
         return Decision(
             replace(state, auth_ok=False, reason=f"Tesla login required: {event.reason}")
         )
     if isinstance(event, TokenRefreshed):
+        if state.blocked_kind in ("auth", "token"):
+            # The wait was for a token: a car call may go now.
+            state = replace(state, blocked_until=0.0, blocked_reason="", blocked_kind="")
         if state.auth_ok:
             return Decision(state)
         return Decision(replace(state, auth_ok=True, reason="Tesla login restored"))
@@ -382,7 +401,12 @@ def _common(
         s = replace(
             state,
             restore_pending=False if event.amps == state.driver_amps else state.restore_pending,
+            auth_ok=True,
         )
+        if event.command == "set_charging_amps" and state.commanded_at is not None:
+            # The car ramps from when the command landed, not from when it was decided: after
+            # a slow call, readings are judged against the setpoint the car really had.
+            s = replace(s, commanded_at=now)
         if (
             event.command != "set_charging_amps"
             and state.vehicle is not None
@@ -460,7 +484,7 @@ def _decide_push(
             return Decision(replace(s, overload_pending=True))
         if now < state.blocked_until:
             # Shelly's URL action fires once per crossing: remember it and act when the window ends.
-            reason = "overload seen while the Fleet API rate limits us: acting when the wait ends"
+            reason = f"overload seen while {state.blocked_reason or 'car calls wait'}: acting when the wait ends"
             return Decision(replace(s, overload_pending=True, reason=reason))
         s = replace(
             s, overload_pending=True, refresh_pending=True, reason="overload: checking the car"
@@ -491,10 +515,11 @@ def _decide_push(
         return Decision(s)
     if isinstance(event, Tick):
         if state.overload_pending and not state.refresh_pending and now >= state.blocked_until:
+            held = f" (held back: {state.blocked_reason})" if state.blocked_reason else ""
             s = replace(
                 state,
                 refresh_pending=True,
-                reason="overload (held back by a rate limit): checking the car",
+                reason=f"overload{held}: checking the car",
             )
             return Decision(s, (RefreshVehicle("overload reported"),))
         return _push_raise(state, now, cfg)
@@ -507,7 +532,9 @@ def _push_reduce(state: ControllerState, now: float, cfg: ControlConfig) -> Deci
     if not vehicle.charging:
         return Decision(replace(state, reason=_vehicle_reason(vehicle), target=None))
     if now < state.blocked_until:
-        reason = "Fleet API rate limited: reduction postponed until the wait ends"
+        reason = (
+            f"{state.blocked_reason or 'car calls wait'}: reduction postponed until the wait ends"
+        )
         return Decision(replace(state, overload_pending=True, reason=reason))
     amps = (
         state.setpoint
@@ -538,10 +565,15 @@ def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decis
     )
     if now - quiet_from < cfg.sleep_secs - EPS or now < state.blocked_until:
         return Decision(state)
-    if (
-        isinstance(state.vehicle, VehicleSnapshot)
-        and state.vehicle.state is not VehicleState.ONLINE
-    ):
+    if state.vehicle is None:
+        # First raise since a restart: the driver may have changed the setting meanwhile.
+        if state.refresh_pending:
+            return Decision(state)
+        reason = "restarted while throttled: looking at the car before raising"
+        return Decision(
+            replace(state, refresh_pending=True, reason=reason), (RefreshVehicle(reason),)
+        )
+    if state.vehicle.state is not VehicleState.ONLINE:
         return Decision(state)
     ceiling = min(cfg.charger_max_amps, state.driver_amps)
     if state.setpoint >= ceiling:
@@ -776,7 +808,11 @@ def _control(
     if target < setpoint:
         if now < state.blocked_until:
             return Decision(
-                replace(s, reason=f"need {target} A but the Fleet API is rate limiting us")
+                replace(
+                    s,
+                    reason=f"need {target} A but {s.blocked_reason or 'car calls wait'}: "
+                    "sending it when the wait ends",
+                )
             )
         why = (
             s.reason

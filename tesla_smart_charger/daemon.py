@@ -27,11 +27,12 @@ from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.controller import ControlConfig
 from tesla_smart_charger.dashboard import dashboard_routes
 from tesla_smart_charger.errors import ConfigError
-from tesla_smart_charger.events import Event
+from tesla_smart_charger.events import Event, EventQueue
 from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.metrics import metrics_routes
 from tesla_smart_charger.openapi import openapi_routes
+from tesla_smart_charger.retry import Health
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
 from tesla_smart_charger.server import (
     ApiContext,
@@ -47,7 +48,10 @@ from tesla_smart_charger.tokens import TokenManager, TokenStore
 
 _LOG = logging.getLogger(__name__)
 
-QUEUE_SIZE = 1024
+QUEUE_SIZE = 1024  # kept for callers; the EventQueue coalesces and never fills
+# On SIGTERM, a cut in flight gets this long to land before it is persisted instead
+# (inside the 5 s exit budget, leaving time to cancel tasks and close the server).
+DRAIN_SECS = 2.5
 # Our setpoint and the driver's own setting, kept beside the token store across restarts.
 STATE_FILE = "charger-state.json"
 
@@ -63,6 +67,7 @@ class Daemon:
     counter: ApiCallCounter
     tokens: TokenManager
     poller: MeterPoller | None
+    vehicle: TeslaClient | None
     notifier: Notifier
     started_at: float = field(default_factory=time.monotonic)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -85,6 +90,38 @@ class Daemon:
             "uptime_secs": round(time.monotonic() - self.started_at, 1),
         }
         out["breaker"] = self.breaker.status() if self.breaker is not None else None
+        out["auth"]["state"] = self.auth_state()
+        out["dependencies"] = {name: h.as_dict() for name, h in self.dependencies().items()}
+        return out
+
+    def auth_state(self) -> str:
+        """/status `auth.state`: the token manager's state, or `expired`/`refresh_failing`."""
+        state = self.tokens.state
+        if state != "ok" or not self.tokens.policy.failing:
+            return state
+        expires = self.tokens.status()["access_expires_in_secs"]
+        return "expired" if expires == 0 else "refresh_failing"
+
+    def dependencies(self) -> dict[str, Health]:
+        """Per dependency: ok / degraded / down, since when, last error in words, failures."""
+        out: dict[str, Health] = {}
+        if self.poller is not None:
+            out["meter"] = self.poller.policy.health()
+        if self.vehicle is not None:
+            out["car_link"] = self.vehicle.policy.health()
+        token = self.tokens.policy.health()
+        if self.tokens.state in ("reauth_required", "missing"):
+            token = Health(
+                "down", token.since, f"Tesla login required ({self.tokens.state})", token.failures
+            )
+        out["token_endpoint"] = token
+        dead = [name for name, task in self.tasks.items() if task.done()]
+        out["tasks"] = Health(
+            "down" if dead else "ok",
+            None,
+            f"stopped: {', '.join(dead)}" if dead else None,
+            len(dead),
+        )
         return out
 
     def health(self) -> list[str]:
@@ -111,10 +148,34 @@ class Daemon:
             )
         elif not state.auth_ok:
             problems.append(state.reason)
+        problems += self._cut_blocked()
         hot = self.breaker.problem() if self.breaker is not None else None
         if hot is not None:
             problems.append(hot)
         return problems
+
+    def _cut_blocked(self) -> list[str]:
+        """A cut is needed but cannot be sent: the breaker is not protected."""
+        s = self.service.state
+        over_rating = (
+            s.reading is not None
+            and s.reading.valid
+            and s.reading.worst_phase_amps > self.service.cfg.home_max_amps
+        )
+        needed = (
+            s.overload_pending
+            or over_rating
+            or (s.target is not None and s.setpoint is not None and s.target < s.setpoint)
+        )
+        if not needed:
+            return []
+        if self.vehicle is not None and self.vehicle.policy.state_now() != "ok":
+            cause = self.vehicle.policy.last_error or "failing"
+            return [f"a reduction is needed but the car link is down: {cause}"]
+        if self.tokens.policy.failing or not s.auth_ok:
+            cause = self.tokens.policy.last_error or s.reason
+            return [f"a reduction is needed but Tesla authorization is failing: {cause}"]
+        return []
 
     def tasks_alive(self) -> bool:
         """True while every background task runs (what the systemd watchdog checks)."""
@@ -163,7 +224,7 @@ async def build_daemon(
         counter,
         ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
     )
-    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
+    queue: asyncio.Queue[Event] = EventQueue()
     poller = (
         MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
         if monitor
@@ -188,6 +249,7 @@ async def build_daemon(
         counter=counter,
         tokens=tokens,
         poller=poller,
+        vehicle=vehicle,
         notifier=Notifier(),
         breaker=breaker,
     )
@@ -240,12 +302,21 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
     _LOG.info("shutting down")
     daemon.notifier.stopping()
     stopper.cancel()
+    controller = daemon.tasks.get("controller")
+    service = daemon.service
+    budget = SHUTDOWN_TIMEOUT
+    if controller is not None and not controller.done() and service.in_flight is not None:
+        # A cut (or the look before it) is on its way: let it land rather than drop it.
+        service.request_stop()
+        await asyncio.wait([controller], timeout=DRAIN_SECS)
+        budget = max(0.5, SHUTDOWN_TIMEOUT - DRAIN_SECS)
     for task in daemon.tasks.values():
         task.cancel()
-    _, still = await asyncio.wait([*daemon.tasks.values(), stopper], timeout=SHUTDOWN_TIMEOUT)
+    _, still = await asyncio.wait([*daemon.tasks.values(), stopper], timeout=budget)
     if still:
         _LOG.error("%d task(s) did not stop in time", len(still))
         code = code or 1
+    service.persist_pending()
     return code
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class ChargerError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    `retry_after` is set by the retry policy of the dependency that failed: seconds until it
+    may be tried again (0: at once), so callers schedule the next attempt instead of guessing.
+    """
+
+    retry_after: float = 0.0
 
 
 class TransientError(ChargerError):
@@ -48,7 +54,7 @@ class RateLimited(TeslaError, TransientError):
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after: float = retry_after
 
 
 class CommandRefused(TeslaError, PermanentError):

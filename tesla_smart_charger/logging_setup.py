@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 from urllib.parse import quote
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"
@@ -51,25 +54,71 @@ def redact(text: str) -> str:
     return text
 
 
+# A JWT (three base64url parts), or any long unbroken base64/base64url run: what a token looks
+# like even when we do not hold it (an echoed header, someone else's token). Paths, host names
+# and VINs have separators or are shorter.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+_LONG_RUN = re.compile(r"(?<![A-Za-z0-9+_-])[A-Za-z0-9+_-]{32,}={0,2}")
+
+
+def _mask_random(match: re.Match[str]) -> str:
+    """Mask a long run only if it looks random: upper, lower case and digits mixed."""
+    run = match.group(0)
+    if (
+        any(c.isupper() for c in run)
+        and any(c.islower() for c in run)
+        and any(c.isdigit() for c in run)
+    ):
+        return REDACTED
+    return run
+
+
+def scrub(text: str) -> str:
+    """Text that came from outside, with every secret we hold and anything token-shaped masked.
+
+    The one mechanism for every surface (logs, /status, /events, /api/history, CLI output):
+    call it on reply bodies, error fields and exception messages BEFORE truncating or
+    storing them, so no prefix of a token survives a cut.
+    """
+    return _LONG_RUN.sub(_mask_random, _JWT.sub(REDACTED, redact(text)))
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites the record's message and exception text with secrets masked; drops nothing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 (bad %-args: logging must not raise, nor print the args)
             message = f"{record.msg} [unformattable log arguments dropped]"
-        record.msg = redact(message)
+        record.msg = scrub(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = scrub(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = scrub(record.stack_info)
         return True
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a malformed HTTP request (bad Content-Length, header too long, …) as an
+    ERROR with a traceback, once per request: anyone on the network could flood the journal.
+    Such a record becomes one DEBUG line without the traceback (dropped unless DEBUG is on).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not isinstance(exc, HttpProcessingError):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        record.msg = f"{record.getMessage()}: malformed request ({scrub(first)[:200]})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 class JsonFormatter(logging.Formatter):
@@ -122,6 +171,9 @@ def configure_logging(
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(number)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
     # One access line per meter push or dashboard poll drowns everything else.
     logging.getLogger("aiohttp.access").setLevel(
         logging.NOTSET if number <= logging.DEBUG else logging.WARNING

@@ -267,6 +267,22 @@ class DaemonCollector:
             "1 while the meter gives valid readings (always 0 in push mode).",
             1.0 if valid else 0.0,
         )
+        health = GaugeMetricFamily(
+            PREFIX + "dependency_state",
+            "1 for the state each dependency is in (ok, degraded, down), as in /status.",
+            labels=["dependency", "state"],
+        )
+        failures = GaugeMetricFamily(
+            PREFIX + "dependency_failures",
+            "Failed attempts in a row per dependency (0 while it works).",
+            labels=["dependency"],
+        )
+        for name, dep in d.dependencies().items():
+            for state in ("ok", "degraded", "down"):
+                health.add_metric([name, state], 1.0 if dep.state == state else 0.0)
+            failures.add_metric([name], float(dep.failures))
+        yield health
+        yield failures
         expires = d.tokens.status()["access_expires_in_secs"]
         yield _gauge(
             "access_token_expires_in_seconds",

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,21 +23,27 @@ from tesla_smart_charger.api import Meter, Vehicle
 from tesla_smart_charger.errors import (
     ChargerError,
     CommandRefused,
+    LoginRequired,
     MeterAuthError,
     MeterError,
     RateLimited,
     TeslaAuthError,
+    TokenError,
     TransientError,
     VehicleAsleep,
 )
 from tesla_smart_charger.events import Event, MeterFailed, Overload, Reading
+from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.models import MeterReading
+from tesla_smart_charger.retry import REMIND_SECS, FailureKind, RetryPolicy
 from tesla_smart_charger.tokens import atomic_write_bytes
 
 _LOG = logging.getLogger(__name__)
 
 # A deadline in the past must not spin the loop (e.g. while a refresh is pending).
 MIN_WAIT = 0.05
+# With a login needed, car calls wait this long or until new tokens arrive (TokenRefreshed).
+LOGIN_WAIT_SECS = 60.0
 
 
 def _iso(wall: float) -> str:
@@ -87,13 +93,31 @@ class ChargeService:
         self._kick_meter = kick_meter
         self._state_file = state_file
         remembered = load_remembered(state_file) if state_file else {}
+        pending = bool(remembered.pop("overload_pending", None)) and cfg.mode == "push"
         self.state = core.initial_state(clock(), **remembered)
-        self._remembered = (self.state.setpoint, self.state.driver_amps)
+        if pending:
+            # The last run stopped with a reduction not yet sent: carry it out first.
+            _LOG.warning(
+                "a reduction was still pending when the daemon last stopped: sending it now"
+            )
+            self.state = replace(
+                self.state,
+                overload_pending=True,
+                reason="reduction pending from before the restart",
+            )
+        self._remembered: tuple[int | None, int | None, bool] = (
+            self.state.setpoint,
+            self.state.driver_amps,
+            pending,
+        )
         self.commands: deque[CommandRecord] = deque(maxlen=50)
         self.overload_queued = False  # /overload coalesces: one queued Overload is enough
         self.alive = False
         self._listeners: list[Callable[[], None]] = []
         self._last_reason = ""
+        self._reason_logged: dict[str, float] = {}
+        self.in_flight: core.Action | None = None  # the car call being awaited, if any
+        self._stopping = False
 
     # --- observers (metrics, server-sent events) -------------------------------------------
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -121,7 +145,7 @@ class ChargeService:
         """Consume events forever; wake at the controller's own deadlines."""
         self.alive = True
         try:
-            while True:
+            while not self._stopping:
                 deadline = core.next_deadline(self.state, self.cfg)
                 event: core.ControllerEvent
                 if deadline is None:
@@ -148,13 +172,66 @@ class ChargeService:
             decision = core.decide(self.state, pending.popleft(), self._clock(), self.cfg)
             self.state = decision.state
             for action in decision.actions:
+                self.in_flight = action
                 pending.append(await self._execute(action))
+                self.in_flight = None
         self._remember()
-        if self.state.reason != self._last_reason:
-            _LOG.info("controller: %s", self.state.reason)
-            self._last_reason = self.state.reason
+        self._log_reason(self.state.reason)
         for listener in self._listeners:
             listener()
+
+    def _log_reason(self, reason: str) -> None:
+        """Each new reason once at INFO; one seen in the last 10 minutes again only at DEBUG.
+
+        A failing dependency makes the reason alternate ("checking the car", "car
+        unreachable"): that must not become a line per attempt.
+        """
+        if reason == self._last_reason:
+            return
+        self._last_reason = reason
+        now = self._clock()
+        last = self._reason_logged.get(reason)
+        if last is not None and now - last < REMIND_SECS:
+            _LOG.debug("controller: %s", reason)
+            return
+        if len(self._reason_logged) > 200:
+            self._reason_logged = {
+                r: t for r, t in self._reason_logged.items() if now - t < REMIND_SECS
+            }
+        self._reason_logged[reason] = now
+        _LOG.info("controller: %s", reason)
+
+    # --- stopping ----------------------------------------------------------------------------
+    @property
+    def reduction_pending(self) -> bool:
+        """A cut is decided but not yet confirmed by the car (in flight or waiting)."""
+        action = self.in_flight
+        if isinstance(action, core.SetAmps) and (
+            self.state.command_from is None or action.amps < self.state.command_from
+        ):
+            return True
+        return self.state.overload_pending
+
+    def request_stop(self) -> None:
+        """Let `run()` return once the actions in flight are done (SIGTERM with a cut pending)."""
+        self._stopping = True
+
+    def persist_pending(self) -> bool:
+        """On the way out: if a push-mode cut was not carried out, keep it for the next start.
+
+        True when something was written. Measured mode needs nothing: the meter shows the
+        overload again after a restart.
+        """
+        if self.cfg.mode != "push" or self._state_file is None or not self.reduction_pending:
+            return False
+        # A cut cancelled in flight never landed: the car is still at the value before it.
+        cut = isinstance(self.in_flight, core.SetAmps)
+        before = self.state.command_from if cut else self.state.setpoint
+        self._write_state(before, self.state.driver_amps, pending=True)
+        _LOG.warning(
+            "stopping with a reduction not yet confirmed by the car: it is sent first on the next start"
+        )
+        return True
 
     async def _execute(self, action: core.Action) -> core.ControllerEvent:
         """Carry out one action and describe its outcome as an event."""
@@ -184,26 +261,37 @@ class ChargeService:
             await self._vehicle.charge_stop()
             self._record(name, None, "ok", action.reason)
             return core.CommandDone("charge_stop")
+        # No log lines here: each dependency's retry policy logs a condition once.
         except VehicleAsleep as err:
             outcome: core.ControllerEvent = core.VehicleUnavailable(
                 "asleep", str(err), command=command
             )
         except RateLimited as err:
-            _LOG.warning("Fleet API rate limit: backing off %.0f s", err.retry_after)
             outcome = core.VehicleUnavailable(
                 "rate_limited", str(err), retry_after=err.retry_after, command=command
             )
+        except LoginRequired as err:
+            outcome = core.VehicleUnavailable(
+                "auth", str(err), retry_after=max(err.retry_after, LOGIN_WAIT_SECS), command=command
+            )
+        except TokenError as err:
+            outcome = core.VehicleUnavailable(
+                "token", str(err), retry_after=err.retry_after, command=command
+            )
         except TeslaAuthError as err:
-            _LOG.error("Tesla API refused our token: %s", err)
-            outcome = core.VehicleUnavailable("auth", str(err), command=command)
+            outcome = core.VehicleUnavailable(
+                "auth", str(err), retry_after=err.retry_after, command=command
+            )
         except CommandRefused as err:
             outcome = core.VehicleUnavailable("refused", err.reason, command=command)
         except TransientError as err:
-            _LOG.warning("car unreachable: %s", err)
-            outcome = core.VehicleUnavailable("transient", str(err), command=command)
+            outcome = core.VehicleUnavailable(
+                "transient", str(err), retry_after=err.retry_after, command=command
+            )
         except ChargerError as err:
-            _LOG.error("car call failed: %s", err)
-            outcome = core.VehicleUnavailable("error", str(err), command=command)
+            outcome = core.VehicleUnavailable(
+                "error", str(err), retry_after=err.retry_after, command=command
+            )
         if command:
             assert isinstance(outcome, core.VehicleUnavailable)  # noqa: S101
             self._record(name, amps, outcome.kind, outcome.detail)
@@ -211,11 +299,18 @@ class ChargeService:
 
     def _remember(self) -> None:
         """Write our setpoint and the driver's setting when they change (rarely: on commands)."""
-        now = (self.state.setpoint, self.state.driver_amps)
+        now = (self.state.setpoint, self.state.driver_amps, False)
         if self._state_file is None or now == self._remembered:
             return
-        self._remembered = now
-        data = {"setpoint": now[0], "driver_amps": now[1]}
+        self._write_state(now[0], now[1], pending=False)
+
+    def _write_state(self, setpoint: int | None, driver: int | None, *, pending: bool) -> None:
+        if self._state_file is None:
+            return
+        self._remembered = (setpoint, driver, pending)
+        data: dict[str, Any] = {"setpoint": setpoint, "driver_amps": driver}
+        if pending:
+            data["overload_pending"] = True
         try:
             atomic_write_bytes(self._state_file, json.dumps(data).encode() + b"\n", mode=0o600)
         except OSError as err:
@@ -227,7 +322,8 @@ class ChargeService:
 
     def _record(self, command: str, amps: int | None, result: str, reason: str) -> None:
         self.commands.append(CommandRecord(self._wall(), command, amps, result, reason))
-        _LOG.info(
+        _LOG.log(
+            logging.INFO if result == "ok" else logging.DEBUG,  # failures: the policy logs them
             "command %s%s: %s (%s)",
             command,
             f" {amps} A" if amps is not None else "",
@@ -259,7 +355,14 @@ class ChargeService:
                 "reason": s.reason,
                 "failsafe": s.failsafe,
                 "paused": s.paused,
-                "rate_limited_for_secs": round(max(0.0, s.blocked_until - now), 1),
+                "rate_limited_for_secs": (
+                    round(max(0.0, s.blocked_until - now), 1)
+                    if s.blocked_kind == "rate_limited"
+                    else 0.0
+                ),
+                "car_calls_wait_secs": round(max(0.0, s.blocked_until - now), 1),
+                "car_calls_wait_reason": s.blocked_reason if s.blocked_until > now else None,
+                "command_in_flight": self.in_flight is not None,
             },
             "last_command": last.as_dict() if last else None,
         }
@@ -279,6 +382,8 @@ def load_remembered(path: Path) -> dict[str, int | None]:
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 80:
             out[key] = value
+    if isinstance(data, dict) and data.get("overload_pending") is True:
+        out["overload_pending"] = 1
     return out
 
 
@@ -306,6 +411,14 @@ class MeterPoller:
         self.last_error: str | None = None
         self.auth_failed = False
         self.alive = False
+        # The meter keeps its poll rhythm; the policy only does log-once and health.
+        self.policy = RetryPolicy(
+            f"meter {meter.name}",
+            logger=_LOG,
+            clock=clock,
+            backoff=False,
+            back_words="readings are back",
+        )
 
     def kick(self) -> None:
         """Read now instead of at the next period (used by /overload in measured mode)."""
@@ -316,27 +429,22 @@ class MeterPoller:
         try:
             reading = await self.meter.read()
         except MeterError as err:
-            message = str(err)
+            message = scrub(str(err))
             reading = MeterReading((), (), None, valid=False, at=self._clock(), error=message)
-            if message != self.last_error:
-                level = logging.ERROR if isinstance(err, MeterAuthError) else logging.WARNING
-                _LOG.log(
-                    level,
-                    "meter %s: no reading: %s (fail-safe after %s)",
-                    self.meter.name,
-                    message,
-                    "energyMonitorStaleSecs",
-                )
+            kind: FailureKind = "fault" if isinstance(err, MeterAuthError) else "transient"
+            self.policy.failure(
+                kind, f"no reading: {message} (fail-safe after energyMonitorStaleSecs)"
+            )
             self.last_error = message
             self.auth_failed = isinstance(err, MeterAuthError)
             self._put(MeterFailed(at=reading.at, error=message, auth=self.auth_failed))
             self.last = reading if self.last is None or not self.last.valid else self.last
             return reading
-        if not reading.valid and reading.error != self.last_error:
-            _LOG.warning("meter %s: invalid reading: %s", self.meter.name, reading.error)
-            self.last_error = reading.error
-        elif reading.valid and self.last_error is not None:
-            _LOG.info("meter %s: readings are back", self.meter.name)
+        if not reading.valid:
+            self.last_error = scrub(reading.error or "invalid reading")
+            self.policy.failure("fault", f"invalid reading: {self.last_error}")
+        elif self.last_error is not None or self.policy.failing:
+            self.policy.success()  # logs "works again" once
             self.last_error = None
             self.auth_failed = False
         if reading.valid or self.last is None or not self.last.valid:

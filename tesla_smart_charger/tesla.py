@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
 )
@@ -46,7 +46,9 @@ from tesla_smart_charger.errors import (
     TeslaTransientError,
     VehicleAsleep,
 )
+from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.models import ChargeState, VehicleSnapshot, VehicleState
+from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -279,7 +281,8 @@ def _error_text(payload: Any) -> str:
         return ""
     parts = [payload.get("error"), payload.get("error_description")]
     text = ": ".join(p for p in parts if isinstance(p, str) and p)
-    return text[:_MAX_ERROR_TEXT]
+    # Scrubbed before the cut: a truncated token must not survive as a prefix.
+    return scrub(text)[:_MAX_ERROR_TEXT]
 
 
 def _command_reply(payload: Any) -> dict[str, Any] | None:
@@ -299,6 +302,14 @@ def _refusal_reason(response: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return value
     return "no reason given"
+
+
+# What a 4xx from the proxy usually means, for the one log line a home owner reads.
+_STATUS_WORDS: Final = {
+    404: " (no such vehicle or endpoint: check teslaVehicleId and teslaHttpProxy)",
+    412: " (this car has not paired our key: add the virtual key in the Tesla app)",
+    422: " (the proxy could not sign the command)",
+}
 
 
 def interpret_reply(
@@ -325,9 +336,12 @@ def interpret_reply(
         if response is not None and response["result"] is False:
             return "refused", CommandRefused(command, _refusal_reason(response))
     if status >= 400 or status < 200:
-        return "error", TeslaProtocolError(f"{what}: HTTP {status}{suffix}")
+        hint = _STATUS_WORDS.get(status, "")
+        return "error", TeslaProtocolError(f"{what}: proxy answered HTTP {status}{suffix}{hint}")
     if payload is MALFORMED or not isinstance(payload, dict):
-        return "error", TeslaProtocolError(f"{what}: reply is not a JSON object")
+        return "error", TeslaProtocolError(
+            f"{what}: the proxy's reply is not a JSON object (HTTP {status})"
+        )
     if command is not None:
         if _command_reply(payload) is None:
             return "error", TeslaProtocolError(f"{what}: response.result missing")
@@ -372,7 +386,7 @@ MALFORMED: Final = _Malformed()
 
 def _scrub(message: str, token: str) -> str:
     """Belt and braces: a token must never reach an exception message or a log line."""
-    return message.replace(token, "***") if token else message
+    return scrub(message.replace(token, "***") if token else message)
 
 
 # --- imperative shell -----------------------------------------------------------------------
@@ -402,6 +416,7 @@ class TeslaClient:
         wall_clock: Callable[[], float] = time.time,
         retry_wait: wait_base = DEFAULT_RETRY_WAIT,
         retry_attempts: int = const.TESLA_RETRY_ATTEMPTS,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -419,6 +434,10 @@ class TeslaClient:
         self._vin: str | None = self._vehicle_id.upper() if is_vin(self._vehicle_id) else None
         self._vin_lock = asyncio.Lock()
         self._rate_limited_until = 0.0
+        self._host = urlsplit(self._base).netloc or self._base
+        self.policy = policy or RetryPolicy(
+            f"car link (tesla-http-proxy at {self._host})", logger=_LOGGER, clock=clock
+        )
 
     def __repr__(self) -> str:
         return f"TeslaClient(base_url={self._base!r}, vehicle_id={self._vehicle_id!r})"
@@ -539,20 +558,53 @@ class TeslaClient:
         body: dict[str, Any] | None = None,
         command: str | None = None,
     ) -> dict[str, Any]:
-        """One logical call: transport faults retried with jittered, bounded backoff."""
+        """One logical call through the car link's retry policy.
+
+        Refused locally while the policy backs off, so no caller can call faster than it
+        allows. While the link is healthy, tenacity retries transport faults in place (a blip
+        must not delay a cut); once it is failing, the policy alone paces the attempts.
+        Every error raised carries `retry_after`: when the link may be tried again.
+        """
+        policy = self.policy
+        wait = policy.wait_secs(self._clock())
+        if wait > 0:
+            what = f"{method} {path}"
+            cause = policy.last_error or "an earlier failure"
+            if policy.last_kind == "rate_limited":
+                raise RateLimited(f"{what}: not sent, rate limited for another {wait:.0f} s", wait)
+            # No seconds in the text: it becomes the controller's reason, logged on change.
+            blocked = TeslaTransientError(f"{what}: not sent, car link paused after: {cause}")
+            blocked.retry_after = wait
+            raise blocked
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TeslaTransientError),
-            stop=stop_after_attempt(self._retry_attempts),
+            # Fast transient faults only: a call that hung until its timeout is not repeated
+            # in place (the controller would be stuck for three timeouts).
+            retry=retry_if_exception(_quick_transient),
+            stop=stop_after_attempt(1 if policy.failing else self._retry_attempts),
             wait=self._retry_wait,
             reraise=True,
             before_sleep=_log_retry,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._call_once(
-                    method, path, category, params=params, body=body, command=command
-                )
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    result = await self._call_once(
+                        method, path, category, params=params, body=body, command=command
+                    )
+        except RateLimited as err:
+            err.retry_after = policy.failure("rate_limited", str(err), retry_after=err.retry_after)
+            raise
+        except TeslaTransientError as err:
+            err.retry_after = policy.failure("transient", str(err))
+            raise
+        except (TeslaProtocolError, TeslaAuthError) as err:
+            err.retry_after = policy.failure("fault", str(err))
+            raise
+        except (VehicleAsleep, CommandRefused):
+            policy.success()  # the link works; the car answered
+            raise
+        policy.success()
+        return result
 
     async def _call_once(
         self,
@@ -591,7 +643,7 @@ class TeslaClient:
             self._counter.record(category, "rate_limited", billed=True)
             delay = parse_retry_after(reply.retry_after, reply.ratelimit_reset, self._wall_clock())
             self._rate_limited_until = self._clock() + delay
-            _LOGGER.warning("%s: rate limited by the Fleet API, backing off %.0f s", what, delay)
+            _LOGGER.debug("%s: rate limited by the Fleet API, backing off %.0f s", what, delay)
             raise RateLimited(f"{what}: rate limited (HTTP 429), retry in {delay:.0f} s", delay)
         outcome, error = interpret_reply(reply.status, reply.payload, what=what, command=command)
         self._counter.record(category, outcome, billed=reply.status < 500)
@@ -643,8 +695,8 @@ class TeslaClient:
             ) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             self._counter.record(category, "transient", billed=False)
-            kind = "timed out" if isinstance(err, TimeoutError) else type(err).__name__
-            raise TeslaTransientError(_scrub(f"{what}: {kind}: {err}", token)) from err
+            words = describe_transport_error(err, host=self._host, service="tesla-http-proxy")
+            raise TeslaTransientError(_scrub(f"{what}: {words}", token)) from err
         payload: Any
         try:
             payload = json.loads(raw) if raw.strip() else None
@@ -653,8 +705,13 @@ class TeslaClient:
         return _Reply(status, payload, retry_after, reset)
 
 
+def _quick_transient(err: BaseException) -> bool:
+    """A transient fault worth one more immediate try: not a timeout."""
+    return isinstance(err, TeslaTransientError) and not isinstance(err.__cause__, TimeoutError)
+
+
 def _log_retry(state: RetryCallState) -> None:
     """Say why we wait before the next attempt (tenacity's before_sleep hook)."""
     error = state.outcome.exception() if state.outcome is not None else None
     wait = state.next_action.sleep if state.next_action is not None else 0.0
-    _LOGGER.info("attempt %d failed (%s); retrying in %.1f s", state.attempt_number, error, wait)
+    _LOGGER.debug("attempt %d failed (%s); retrying in %.1f s", state.attempt_number, error, wait)

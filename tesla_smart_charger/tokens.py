@@ -37,7 +37,8 @@ import aiohttp
 from tesla_smart_charger.const import TOKEN_TOTAL_TIMEOUT
 from tesla_smart_charger.errors import LoginRequired, TokenEndpointError, TokenError
 from tesla_smart_charger.events import AuthLost, Event, TokenRefreshed
-from tesla_smart_charger.logging_setup import register_secret
+from tesla_smart_charger.logging_setup import register_secret, scrub
+from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
 
 if TYPE_CHECKING:
     from tesla_smart_charger.config import Settings
@@ -55,9 +56,11 @@ STORE_POLL_SECS: Final = 2.0
 # How long a refresh waits for another process holding the store lock.
 LOCK_TIMEOUT_SECS: Final = 30.0
 LOCK_POLL_SECS: Final = 0.05
-# Backoff of the refresh task after network/5xx failures.
+# Backoff of every token-endpoint request after network/5xx failures (the policy's range).
 RETRY_MIN_SECS: Final = 1.0
 RETRY_MAX_SECS: Final = 60.0
+# The refresh task never spins, even if a policy says "now".
+MIN_LOOP_SLEEP: Final = 0.05
 # A 401 on a token this young will not be cured by another refresh (wrong audience/region).
 FORCED_REFRESH_MIN_AGE_SECS: Final = 10.0
 # Errors that mean the refresh token itself is dead.
@@ -199,13 +202,21 @@ def pair_from_reply(
     return TokenPair(access, refresh, expires_at, issued_at, region)
 
 
+def _secs(value: float) -> str:
+    return f"{value:.0f} s"
+
+
 def _short_error(payload: Any) -> str:
-    """The `error` key of an OAuth error body, reduced to a safe identifier."""
+    """The `error` key of an OAuth error body, reduced to a safe identifier.
+
+    Scrubbed before it is cut: an endpoint that echoes the refresh token in `error` must
+    not leave any part of it in a log line or /status.
+    """
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, str):
         return ""
-    safe = "".join(ch for ch in error if ch.isalnum() or ch in "_-.")
-    return safe[:64]
+    safe = "".join(ch for ch in scrub(error) if ch.isalnum() or ch in "_-.* ")
+    return safe.strip()[:64]
 
 
 async def post_token_request(
@@ -229,17 +240,18 @@ async def post_token_request(
             f"token endpoint {host} did not answer within {TOKEN_TOTAL_TIMEOUT:g} s"
         ) from err
     except (aiohttp.ClientError, OSError) as err:
-        raise TokenEndpointError(
-            f"token endpoint {host} unreachable: {type(err).__name__}"
-        ) from err
+        words = describe_transport_error(err, host=host)
+        raise TokenEndpointError(f"token endpoint: {words}") from err
     try:
         payload: Any = json.loads(text) if text else None
     except ValueError:
         payload = None
     error = _short_error(payload)
     if status == 429 or status >= 500:
+        what = "is rate limiting us" if status == 429 else "is failing on Tesla's side"
+        detail = error.replace("_", " ") if error else ""
         raise TokenEndpointError(
-            f"token endpoint {host} answered HTTP {status}" + (f" ({error})" if error else "")
+            f"token endpoint {host} {what} (HTTP {status}{': ' + detail if detail else ''})"
         )
     if 400 <= status < 500:
         if error in _LOGIN_ERRORS or status == 401:
@@ -534,6 +546,15 @@ class TokenManager:
         self._last_refresh_at: float | None = None
         self._last_failure_at: float | None = None
         self._queue: asyncio.Queue[Event] | None = None
+        # Every request to the token endpoint goes through this: 1 s doubling to 60 s.
+        self.policy = RetryPolicy(
+            "Tesla token refresh",
+            base=RETRY_MIN_SECS,
+            cap=RETRY_MAX_SECS,
+            logger=_LOG,
+            clock=clock,
+            wall=clock,
+        )
 
     def __repr__(self) -> str:
         return f"TokenManager(store={self._store!r}, state={self._state!r})"
@@ -581,8 +602,12 @@ class TokenManager:
         return self._pair
 
     def _emit(self, event: Event) -> None:
-        if self._queue is not None:
+        if self._queue is None:
+            return
+        try:
             self._queue.put_nowait(event)
+        except asyncio.QueueFull:  # the daemon's queue coalesces; a plain one must not kill us
+            _LOG.warning("event queue full: %s not delivered", type(event).__name__)
 
     def _mark_reauth(self, pair: TokenPair, err: LoginRequired) -> None:
         """Enter reauth_required: ONE clear log line and one AuthLost per episode."""
@@ -623,17 +648,13 @@ class TokenManager:
             if still_valid:
                 return pair.access_token  # good for a while yet; the owner has been told
             raise LoginRequired(f"Tesla access token expired and {self._reauth_reason}")
-        recently_failed = (
-            self._last_failure_at is not None and now - self._last_failure_at < RETRY_MAX_SECS
-        )
-        if still_valid and recently_failed:
+        if still_valid and self.policy.failing:
             return pair.access_token  # the refresh task retries; do not stall API calls
         try:
             pair = await self.refresh()
-        except (TokenEndpointError, LoginRequired) as err:
+        except (TokenEndpointError, LoginRequired):
             if self._clock() < pair.expires_at:
-                _LOG.warning("token refresh failed (%s); the access token is still valid", err)
-                return pair.access_token
+                return pair.access_token  # the policy logged the failure once
             raise
         return pair.access_token
 
@@ -657,7 +678,7 @@ class TokenManager:
         try:
             new = await self.refresh(force=True, rejected=rejected)
         except (LoginRequired, TokenEndpointError) as err:
-            _LOG.warning("forced token refresh after a 401 failed: %s", err)
+            _LOG.debug("forced token refresh after a 401 failed: %s", err)
             return False
         return new.access_token != rejected
 
@@ -689,6 +710,16 @@ class TokenManager:
                 return pair  # another task or process refreshed meanwhile
             if fingerprint(pair.refresh_token) == self._dead_refresh:
                 raise LoginRequired(self._reauth_reason)  # known dead: do not ask again
+            wait = self.policy.wait_secs(self._clock())
+            if wait > 0:
+                # Nobody (a pending command, a 401, the refresh task) asks faster than this.
+                # No seconds in the text: it becomes the controller's reason, logged on change.
+                paused = TokenEndpointError(
+                    "token endpoint not asked again yet after: "
+                    f"{self.policy.last_error or 'an earlier failure'}"
+                )
+                paused.retry_after = wait
+                raise paused
             # Shielded: a cancelled caller (daemon shutdown) must not drop a rotated token,
             # and the file lock is held until the new pair is on disk.
             task = asyncio.create_task(self._exchange_and_save(pair))
@@ -707,16 +738,30 @@ class TokenManager:
         form = {"grant_type": "refresh_token", "refresh_token": pair.refresh_token}
         if self._client_id:
             form["client_id"] = self._client_id
+        # A lost reply (timeout, dropped connection) keeps `pair`: the retry sends the same
+        # refresh token, which Tesla keeps valid for 24 h as the most recently used one.
         try:
             reply = await post_token_request(self._session, self._token_url, form)
             new = pair_from_reply(reply, issued_at=issued_at, previous=pair)
         except LoginRequired as err:
             self._mark_reauth(pair, err)
             raise
+        except TokenEndpointError as err:
+            self._state = "ok"
+            self._last_failure_at = self._clock()
+            valid_for = pair.expires_at - self._clock()
+            tail = (
+                f"the access token lasts another {_secs(valid_for)}"
+                if valid_for > 0
+                else "the access token has expired: Tesla calls wait for the token endpoint"
+            )
+            err.retry_after = self.policy.failure("transient", f"{err}; {tail}")
+            raise
         except BaseException:
             self._state = "ok"
             self._last_failure_at = self._clock()
             raise
+        self.policy.success()
         # Durable before use. Synchronous on purpose: an fsync in a worker thread could
         # outlive the file lock if this task were cancelled.
         try:
@@ -770,8 +815,6 @@ class TokenManager:
         `auth refresh` is noticed within that time, also while waiting for a new login.
         """
         self._queue = queue
-        backoff = RETRY_MIN_SECS
-        failing = False
         missing_logged = False
         try:
             while True:
@@ -793,42 +836,20 @@ class TokenManager:
                 if now < pair.refresh_due_at:
                     await self._sleep(min(pair.refresh_due_at - now, self._poll))
                     continue
+                wait = self.policy.wait_secs(now)
+                if wait > 0:
+                    await self._sleep(min(wait, self._poll))
+                    continue
                 try:
                     await self.refresh()
                 except LoginRequired:
                     continue  # logged once and AuthLost queued by _mark_reauth
                 except TokenEndpointError as err:
-                    self._log_failure(err, pair, backoff, first=not failing)
-                    failing = True
-                    await self._sleep(min(backoff, self._poll * 30))
-                    backoff = min(backoff * 2, RETRY_MAX_SECS)
+                    # Logged once by the policy; the loop sleeps until it allows a new try.
+                    await self._sleep(min(max(err.retry_after, MIN_LOOP_SLEEP), self._poll))
                     continue
-                if failing:
-                    _LOG.info("token refresh works again")
-                failing = False
-                backoff = RETRY_MIN_SECS
         finally:
             self._queue = None
-
-    def _log_failure(self, err: Exception, pair: TokenPair, backoff: float, *, first: bool) -> None:
-        valid_for = pair.expires_at - self._clock()
-        if valid_for > 0:
-            _LOG.log(
-                logging.WARNING if first else logging.DEBUG,
-                "token refresh failed (%s); retrying in %.0f s while the access token lasts "
-                "another %.0f s",
-                err,
-                backoff,
-                valid_for,
-            )
-        else:
-            _LOG.log(
-                logging.ERROR if first else logging.DEBUG,
-                "token refresh failed (%s) and the access token has expired: Tesla calls wait "
-                "until the token endpoint answers (retrying in %.0f s)",
-                err,
-                backoff,
-            )
 
 
 # --- `python -m tesla_smart_charger.tokens --refresh-loop STORE URL CLIENT_ID` ---------------

@@ -116,6 +116,10 @@ class SimulatedOAuth:
         self.code_exchange_count = 0
         self.partner_token_count = 0
         self.requests = 0
+        # A failure on purpose for the fault tests: "500", "hang", "lost" (the refresh is done
+        # but the reply never arrives) or "echo" (the refresh token echoed in `error`).
+        self.failure: str | None = None
+        self._release = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"SimulatedOAuth(region={self.region!r}, access_ttl={self.access_ttl:g})"
@@ -288,9 +292,33 @@ class SimulatedOAuth:
         self.partner_token_count += 1
         return web.json_response(self._issue(grant, with_refresh=False))
 
+    def fail(self, mode: str | None) -> None:
+        """Fail every request with `mode` from now on; None heals (and releases hung ones)."""
+        if mode not in (None, "500", "hang", "lost", "echo"):
+            raise ValueError(f"unknown failure mode {mode!r}")
+        self.failure = mode
+        if mode is None:
+            self._release.set()
+            self._release = asyncio.Event()
+
     async def _token(self, request: web.Request) -> web.Response:
         self.requests += 1
         try:
+            if self.failure == "500":
+                return self._error(500, "server_error", "injected failure")
+            if self.failure == "hang":
+                await self._release.wait()
+                return self._error(503, "server_error", "was hung")
+            if self.failure in ("lost", "echo"):
+                posted = await request.post()
+                token = str(posted.get("refresh_token", ""))
+                if self.failure == "echo":
+                    return self._error(400, f"bad token {token}", f"you sent {token}")
+                # The grant is carried out, then the connection drops before the reply.
+                self._refresh_grant({k: v for k, v in posted.items() if isinstance(v, str)})
+                if request.transport is not None:
+                    request.transport.abort()
+                return self._error(500, "server_error", "never seen")
             if self._fail_next:
                 status = self._fail_next.pop(0)
                 return self._error(status, "server_error", "injected failure")
@@ -327,6 +355,7 @@ class SimulatedOAuth:
 
     async def stop(self) -> None:
         """Stop serving."""
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -53,6 +53,12 @@ def _format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+# Ways the proxy can fail on purpose (`SimulatedProxy.fail`), for the fault tests.
+FAILURE_MODES: Final = (
+    "404", "412", "500", "garbage", "html", "truncated", "hang", "echo401",
+)  # fmt: skip
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
@@ -85,6 +91,10 @@ class SimulatedProxy:
         self._changed = asyncio.Condition()
         self._command_lock = asyncio.Lock()  # the proxy serialises commands per VIN
         self._runner: web.AppRunner | None = None
+        self.failure: str | None = None
+        self.failure_paths = ""
+        self.seen = 0  # every request that reached the server, answered or not
+        self._release = asyncio.Event()
 
     # --- test hooks ------------------------------------------------------------------------
 
@@ -108,6 +118,38 @@ class SimulatedProxy:
         if status == 429 and retry_after is None:
             retry_after = 1.0
         self._injections.append(_Injection(status, count, retry_after, paths))
+
+    def fail(self, mode: str | None, *, paths: str = "") -> None:
+        """Answer every Fleet request with failure `mode` (one of FAILURE_MODES); None heals.
+
+        `hang` never answers (until healed or stopped) and applies nothing; `echo401` echoes
+        the Authorization header in a 401 body, as a careless proxy might.
+        """
+        if mode is not None and mode not in FAILURE_MODES:
+            raise ValueError(f"unknown failure mode {mode!r} (use one of {FAILURE_MODES})")
+        self.failure = mode
+        self.failure_paths = paths  # only requests whose path contains this fail
+        if mode is None:
+            self._release.set()
+            self._release = asyncio.Event()
+
+    async def _failure_reply(self, request: web.Request, mode: str) -> web.Response:
+        if mode == "hang":
+            await self._release.wait()
+            return _json(503, envelope(None, "upstream unavailable"))
+        if mode in ("404", "412", "500"):
+            status = int(mode)
+            return _json(status, envelope(None, http.HTTPStatus(status).phrase.lower()))
+        if mode == "garbage":
+            return web.Response(body=b"\x00\xff\xfe garbage \x81", content_type="application/json")
+        if mode == "html":
+            return web.Response(
+                text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+            )
+        if mode == "truncated":
+            return web.Response(text='{"response": {"result": tr', content_type="application/json")
+        header = request.headers.get("Authorization", "")
+        return _json(401, envelope(None, f"invalid bearer token: {header}"))
 
     async def wait_until(
         self,
@@ -176,6 +218,7 @@ class SimulatedProxy:
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
+        self._release.set()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -184,8 +227,13 @@ class SimulatedProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         now = self.clock()
+        self.seen += 1
         try:
-            response = await self._dispatch(request, now)
+            path = request.path
+            if self.failure is not None and path.startswith("/api/") and self.failure_paths in path:
+                response = await self._failure_reply(request, self.failure)
+            else:
+                response = await self._dispatch(request, now)
         except Exception:  # a simulator bug must show up as a 500, not a dropped connection
             _LOGGER.exception("simulated proxy failed on %s %s", request.method, request.path)
             response = _json(500, envelope(None, "internal error in simulator"))

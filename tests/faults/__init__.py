@@ -1,0 +1,1 @@
+"""Issue 10: the daemon against dependencies that fail on purpose."""

@@ -1,0 +1,144 @@
+"""Run many real daemons at once, each against its own failing dependency, for one window.
+
+Every fault scenario needs 60 s of the real daemon; run one after the other that would take
+many minutes. `run_window` starts all of them concurrently in one event loop, lets the window
+pass, samples what each daemon did (requests to the failing server, log lines, RSS, exit) and
+stops everything. The tests then assert per scenario on the collected `Outcome`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tesla_smart_charger.simulator.world import World
+from tests.e2e import DaemonProcess, free_port, wait_http
+
+WINDOW_SECS = 60.0
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of `pid` in KiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Outcome:
+    """What one scenario's daemon did during the window."""
+
+    name: str
+    requests: int | None = None  # requests that reached (or tried) the failing dependency
+    log_lines: int = 0  # daemon log lines after the fault started
+    log: str = ""
+    rss_growth_kib: int = 0
+    alive: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a scenario's own assertion or crash, with its traceback
+
+
+@dataclass
+class Running:
+    """A started scenario, sampled at the end of the window."""
+
+    world: World
+    daemon: DaemonProcess
+    count: Callable[[], Awaitable[int | None]]
+    started: float = 0.0
+    log_mark: int = 0
+    rss_start: int = 0
+
+
+async def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """GET and parse JSON (status, body)."""
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r,
+    ):
+        if r.content_type == "application/json":
+            return r.status, await r.json()
+        return r.status, await r.text()
+
+
+async def poll(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.1
+) -> float:
+    """Await `predicate()` until true; the seconds it took. AssertionError at the deadline."""
+    started = time.monotonic()
+    while not await predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+    return time.monotonic() - started
+
+
+async def start_fault(
+    stack: contextlib.AsyncExitStack,
+    directory: Path,
+    world: World,
+    *args: str,
+    **config: Any,
+) -> tuple[World, DaemonProcess]:
+    """Start a world and a daemon on it, kept running until `stack` closes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    await stack.enter_async_context(world)
+    path = world.write_config(directory, apiPort=free_port(), **config)
+    daemon = await stack.enter_async_context(run_daemon(directory, path, *args))
+    return world, daemon
+
+
+async def sample(name: str, run: Running, notes: dict[str, Any]) -> Outcome:
+    """The window is over: collect what the daemon did."""
+    out = Outcome(name, notes=notes)
+    out.alive = run.daemon.proc.returncode is None
+    out.log = run.daemon.log()
+    out.log_lines = len(out.log[run.log_mark :].splitlines())
+    if out.alive:
+        out.rss_growth_kib = rss_kib(run.daemon.proc.pid) - run.rss_start
+    out.requests = await run.count()
+    return out
+
+
+async def guarded(name: str, body: Awaitable[Outcome]) -> Outcome:
+    """A scenario that fails reports its traceback instead of ending the whole window."""
+    try:
+        return await body
+    except Exception:
+        return Outcome(name, error=traceback.format_exc())
+
+
+STARTUP_SECS = 90.0  # many daemons start at once on a small shared machine
+
+
+@contextlib.asynccontextmanager
+async def run_daemon(
+    directory: Path, config_path: Path, *args: str
+) -> AsyncIterator[DaemonProcess]:
+    """`tests.e2e.run_daemon` with a start-up allowance for many concurrent daemons."""
+    log_path = directory / "daemon.log"
+    port = int(json.loads(config_path.read_text())["apiPort"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
+    with log_path.open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tesla_smart_charger", "--config", str(config_path), *args,
+            stdout=log, stderr=asyncio.subprocess.STDOUT, env=env, cwd=directory,
+        )  # fmt: skip
+    daemon = DaemonProcess(proc, f"http://127.0.0.1:{port}", log_path, config_path)
+    try:
+        await wait_http(daemon.url, proc, log_path, timeout=STARTUP_SECS)
+        yield daemon
+    finally:
+        await daemon.terminate()
