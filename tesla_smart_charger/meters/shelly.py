@@ -27,6 +27,7 @@ from aiohttp import DigestAuthMiddleware
 from tesla_smart_charger import const
 from tesla_smart_charger.errors import MeterAuthError, MeterError
 from tesla_smart_charger.models import MeterReading
+from tesla_smart_charger.retry import describe_transport_error
 
 _LOG = logging.getLogger(__name__)
 
@@ -619,11 +620,11 @@ class ShellyMeter:
             total = self._timeout.total
             within = f" within {total:g} s" if total else ""
             raise MeterError(f"{self._name}: no answer from {path}{within}") from err
-        except aiohttp.ClientError as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        except (aiohttp.ClientError, OSError) as err:
+            # In words, not aiohttp's class names: "cannot resolve the host name shelly-em".
+            host = urlsplit(self._base).netloc.rsplit("@", 1)[-1]
+            reason = describe_transport_error(err, host=host)
             raise MeterError(f"{self._name}: cannot reach {path}: {reason}") from err
-        except OSError as err:
-            raise MeterError(f"{self._name}: cannot reach {path}: {err.strerror or err}") from err
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, path: str) -> bytes:
         """The body, read in chunks and refused past `max_reply_bytes` (memory stays flat).
