@@ -242,3 +242,21 @@ async def test_broker_outage_control_goes_on(tmp_path: Path, broker: Broker) -> 
         ]
         assert len(mqtt_lines) <= 4, mqtt_lines
         assert daemon.proc.returncode is None
+
+
+async def test_supply_phases_auto_announces_the_meters_phases(
+    tmp_path: Path, broker: Broker
+) -> None:
+    world = World(car=charging_car(16), phases=3, meter_kind="pro3em", manual_house=(5.0,))
+    started = time.monotonic()
+    async with (
+        daemon_with_mqtt(tmp_path, world, broker, "--monitor", supplyPhases="auto"),
+        watching(broker.port, "homeassistant/#") as seen,
+    ):
+        await wait_for(
+            lambda: all(entity(configs(seen), "sensor", f"_supply_l{i}") for i in (1, 2, 3)),
+            5 - (time.monotonic() - started),
+            "a supply sensor per detected phase",
+        )
+        labels = {p["name"] for p in configs(seen).values()}
+        assert {"Supply current L1", "Supply current L2", "Supply current L3"} <= labels
