@@ -16,7 +16,14 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tesla_smart_charger.config import Settings
-from tesla_smart_charger.events import AuthLost, MeterFailed, Overload, Reading, TokenRefreshed
+from tesla_smart_charger.events import (
+    AuthLost,
+    DriverLimit,
+    MeterFailed,
+    Overload,
+    Reading,
+    TokenRefreshed,
+)
 from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
 
 Mode = Literal["push", "measured"]
@@ -33,6 +40,8 @@ JUMP_AMPS = 4.0
 # setpoint must match the one taken when the command went out to within this many amps.
 VERIFY_INTERVAL = 1800.0
 VERIFY_TOLERANCE = 2.0
+# A cut to the driver's ceiling that did not land is tried again this long after the last one.
+LIMIT_RETRY_SECS = 5.0
 # In fail-safe the meter cannot tell us the car started charging: look at it this often.
 FAILSAFE_LOOK_SECS = 300.0
 
@@ -135,6 +144,7 @@ ControllerEvent = (
     | VehicleUpdate
     | VehicleUnavailable
     | CommandDone
+    | DriverLimit
 )
 
 
@@ -187,6 +197,9 @@ class ControllerState:
     overload_pending: bool = False
     setpoint: int | None = None  # amps the car is set to, as far as we know
     driver_amps: int | None = None  # the driver's own setting, restored when room allows
+    # driver_amps was set by a DriverLimit (API, Home Assistant): kept until the driver
+    # changes the setting in the app (the last writer wins), also in push mode
+    driver_pinned: bool = False
     commanded_at: float | None = None
     command_from: int | None = None  # setpoint before the last command (settling estimate)
     house_at_command: tuple[float, ...] | None = None
@@ -227,14 +240,23 @@ class Decision:
 
 
 def initial_state(
-    now: float, *, setpoint: int | None = None, driver_amps: int | None = None
+    now: float,
+    *,
+    setpoint: int | None = None,
+    driver_amps: int | None = None,
+    driver_pinned: bool = False,
 ) -> ControllerState:
     """State at start-up: fail-safe timer running from now.
 
     `setpoint` and `driver_amps` come from the state file of the previous run, so a restart
     while the car is throttled does not mistake our throttled value for the driver's setting.
     """
-    return ControllerState(started_at=now, setpoint=setpoint, driver_amps=driver_amps)
+    return ControllerState(
+        started_at=now,
+        setpoint=setpoint,
+        driver_amps=driver_amps,
+        driver_pinned=driver_pinned and driver_amps is not None,
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -276,7 +298,12 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
     deadlines: list[float] = []
     asleep = state.vehicle is not None and state.vehicle.state is not VehicleState.ONLINE
     if cfg.mode == "push":
-        if state.driver_amps is not None and state.setpoint is not None and not asleep:
+        if (
+            state.driver_amps is not None
+            and state.setpoint is not None
+            and not asleep
+            and not (state.driver_pinned and state.setpoint >= _limit(state, cfg))
+        ):
             quiet_from = max(
                 t
                 for t in (state.last_overload_at, state.last_change_at, state.started_at)
@@ -295,6 +322,9 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
             deadlines.append(state.vehicle.at + FAILSAFE_LOOK_SECS)
     if state.verify_at is not None and not state.refresh_pending and cfg.mode == "push":
         deadlines.append(state.verify_at)
+    if _over_limit(state, cfg) and not state.refresh_pending:
+        # a cut to the driver's ceiling held back by a wait, or retried after a failure
+        deadlines.append(max(state.blocked_until, (state.last_change_at or 0.0) + LIMIT_RETRY_SECS))
     if not deadlines:
         return None
     # Nothing can be sent while rate limited, so there is no point waking before that ends.
@@ -308,6 +338,8 @@ def decide(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
     """Return the new state and the actions for one event at monotonic time `now`."""
+    if isinstance(event, DriverLimit):
+        return _enforce_limit(_on_driver_limit(state, event, now), now, cfg, asked=True)
     decision = _common(state, event, now, cfg)
     if decision is None:
         decision = (
@@ -315,10 +347,74 @@ def decide(
             if cfg.mode == "push"
             else _decide_measured(state, event, now, cfg)
         )
+    if decision.state.driver_pinned:
+        decision = _enforce_limit(decision, now, cfg)
     if cfg.mode == "measured" and not isinstance(event, Reading | VehicleUpdate):
         # In measured mode readings decide: the meter may confirm the command for free.
         return decision
     return _maybe_verify(decision, now)
+
+
+# --- the driver's ceiling set through the API or Home Assistant ---------------------------
+
+
+def _limit(state: ControllerState, cfg: ControlConfig) -> int:
+    """The driver's ceiling as the car may be set to it."""
+    driver = state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps
+    return max(cfg.charger_min_amps, min(cfg.charger_max_amps, driver))
+
+
+def _over_limit(state: ControllerState, cfg: ControlConfig) -> bool:
+    """A DriverLimit below the car's setting is still to be sent to a car that is online."""
+    return (
+        state.driver_pinned
+        and state.setpoint is not None
+        and state.setpoint > _limit(state, cfg)
+        and state.vehicle is not None
+        and state.vehicle.state is VehicleState.ONLINE
+    )
+
+
+def _on_driver_limit(state: ControllerState, event: DriverLimit, now: float) -> Decision:
+    """Like the driver changing the setting in the app: a new ceiling, ours until they do.
+
+    Lowering follows at once (`_enforce_limit`); raising waits for the mode's raise rules.
+    """
+    s = replace(
+        state,
+        driver_amps=event.amps,
+        driver_pinned=True,
+        raise_since=None,
+        raise_floor=None,
+        reason=f"driver's ceiling set to {event.amps} A",
+    )
+    if state.vehicle is None and not state.refresh_pending and now >= state.blocked_until:
+        # Where the car is set is not known yet: one look, then the ceiling applies.
+        look = "driver's ceiling changed: looking at the car"
+        return Decision(replace(s, refresh_pending=True), (RefreshVehicle(look),))
+    return Decision(s)
+
+
+def _enforce_limit(
+    decision: Decision, now: float, cfg: ControlConfig, *, asked: bool = False
+) -> Decision:
+    """Lower a car set above the driver's ceiling at once (if nothing else is being sent).
+
+    Right when the ceiling is set (`asked`) it goes out at once; otherwise (the car was just
+    seen online, a wait ended, the last try failed) not sooner than LIMIT_RETRY_SECS after the
+    last command, so a car that refuses it is not asked in a tight loop.
+    """
+    s = decision.state
+    if decision.actions or not _over_limit(s, cfg) or s.refresh_pending:
+        return decision
+    if not asked and s.last_change_at is not None and now - s.last_change_at < LIMIT_RETRY_SECS:
+        return decision
+    limit = _limit(s, cfg)
+    if now < s.blocked_until:
+        reason = f"need {limit} A (driver's ceiling) but {s.blocked_reason or 'car calls wait'}: sending it when the wait ends"
+        return Decision(replace(s, reason=reason))
+    lowered = _set(s, limit, f"driver's ceiling: lowering {s.setpoint} -> {limit} A", now)
+    return Decision(replace(lowered.state, house_at_command=None), lowered.actions)
 
 
 def _maybe_verify(decision: Decision, now: float) -> Decision:
@@ -453,15 +549,17 @@ def _observe_vehicle(
     request = charge.charge_current_request
     learn_driver = cfg.mode == "measured"
     if state.setpoint is None:
-        return replace(
-            s, setpoint=request, driver_amps=request if learn_driver else state.driver_amps
-        )
+        learn = learn_driver and not state.driver_pinned  # a ceiling set before the first look
+        return replace(s, setpoint=request, driver_amps=request if learn else state.driver_amps)
     if request != state.setpoint and (
         state.commanded_at is None or now - state.commanded_at > cfg.settle_secs
     ):
-        # Someone (the driver, in the app) changed the setting: that is their new wish.
+        # Someone (the driver, in the app) changed the setting: that is their new wish, and it
+        # replaces a ceiling set through the API or Home Assistant (the last writer wins).
         driver = request if learn_driver or state.driver_amps is not None else None
-        return replace(s, setpoint=request, driver_amps=driver, restore_pending=False)
+        return replace(
+            s, setpoint=request, driver_amps=driver, restore_pending=False, driver_pinned=False
+        )
     return s
 
 
@@ -508,7 +606,7 @@ def _decide_push(
                     f"charging ended: restoring the driver's {s.driver_amps} A",
                     now,
                 )
-                return Decision(replace(done.state, driver_amps=None), done.actions)
+                return Decision(replace(done.state, driver_amps=_released(s)), done.actions)
             return Decision(
                 replace(s, restore_pending=True, reason=_vehicle_reason(event.snapshot))
             )
@@ -557,6 +655,11 @@ def _push_reduce(state: ControllerState, now: float, cfg: ControlConfig) -> Deci
     return _set(s, new, f"overload: {amps} A x {cfg.down_step:g} -> {new} A", now)
 
 
+def _released(state: ControllerState) -> int | None:
+    """Push mode forgets the driver's setting once restored, unless it was set as a ceiling."""
+    return state.driver_amps if state.driver_pinned else None
+
+
 def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
     if state.driver_amps is None or state.setpoint is None:
         return Decision(state)
@@ -577,7 +680,7 @@ def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decis
         return Decision(state)
     ceiling = min(cfg.charger_max_amps, state.driver_amps)
     if state.setpoint >= ceiling:
-        return Decision(replace(state, driver_amps=None))
+        return Decision(replace(state, driver_amps=_released(state)))
     step = max(1, math.floor(state.setpoint * cfg.up_step))
     new = min(ceiling, state.setpoint + step)
     decision = _set(
@@ -588,7 +691,11 @@ def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decis
     )
     if new >= state.driver_amps:
         return Decision(
-            replace(decision.state, driver_amps=None, reason=f"restored the driver's {new} A"),
+            replace(
+                decision.state,
+                driver_amps=_released(state),
+                reason=f"restored the driver's {new} A",
+            ),
             decision.actions,
         )
     return decision

@@ -3,7 +3,8 @@
 Start-up builds every part, passes the shared session in, starts the HTTP server and the
 background tasks (charge controller, meter poller, token refresh, watchdog). A task that dies
 ends the process with exit code 1 so systemd or the container restarts it; SIGTERM/SIGINT
-cancel and await everything and exit 0.
+cancel and await everything and exit 0. The optional MQTT bridge is the exception: control
+never depends on it, so it only ever ends by cancellation and its state is a dependency's.
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from tesla_smart_charger import __version__
 from tesla_smart_charger.breaker import BreakerMonitor
+from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.controller import ControlConfig
 from tesla_smart_charger.dashboard import dashboard_routes
-from tesla_smart_charger.errors import ConfigError
+from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.events import Event, EventQueue
 from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.meters import create_meter
@@ -46,6 +48,9 @@ from tesla_smart_charger.service import ChargeService, MeterPoller
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
 from tesla_smart_charger.tokens import TokenManager, TokenStore
 
+if TYPE_CHECKING:
+    from tesla_smart_charger.mqtt import MqttBridge
+
 _LOG = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1024  # kept for callers; the EventQueue coalesces and never fills
@@ -54,6 +59,10 @@ QUEUE_SIZE = 1024  # kept for callers; the EventQueue coalesces and never fills
 DRAIN_SECS = 2.5
 # Our setpoint and the driver's own setting, kept beside the token store across restarts.
 STATE_FILE = "charger-state.json"
+# Tasks whose end never stops the daemon: the breaker is protected without them.
+OPTIONAL_TASKS = frozenset({"mqtt"})
+# With supplyPhases auto, MQTT discovery waits this long for the meter's phase count.
+PHASES_WAIT_SECS = 3.0
 
 
 @dataclass
@@ -73,6 +82,8 @@ class Daemon:
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     breaker: BreakerMonitor | None = None  # the main breaker's heat, from meter readings
+    controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
+    mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
 
     # --- what the endpoints show -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -115,7 +126,11 @@ class Daemon:
                 "down", token.since, f"Tesla login required ({self.tokens.state})", token.failures
             )
         out["token_endpoint"] = token
-        dead = [name for name, task in self.tasks.items() if task.done()]
+        if self.loaded.settings.mqtt_url is not None:
+            out["mqtt"] = self._mqtt_health()
+        dead = [
+            name for name, task in self.tasks.items() if task.done() and name not in OPTIONAL_TASKS
+        ]
         out["tasks"] = Health(
             "down" if dead else "ok",
             None,
@@ -124,10 +139,24 @@ class Daemon:
         )
         return out
 
+    def _mqtt_health(self) -> Health:
+        """The broker link; never a /health problem (the breaker is protected without it)."""
+        task = self.tasks.get("mqtt")
+        if task is not None and task.done():
+            return Health("down", None, "the MQTT task stopped: Home Assistant is not updated", 1)
+        if self.mqtt is None:
+            return Health("degraded", None, "not connected yet (waiting for the car's VIN)", 0)
+        return self.mqtt.health()
+
     def health(self) -> list[str]:
-        """Reasons the daemon is not fully working; empty when healthy."""
+        """Reasons the daemon is not fully working; empty when healthy.
+
+        MQTT is left out on purpose: a broker that is down does not put the breaker at risk.
+        """
         problems = [
-            f"{name} task is not running" for name, task in self.tasks.items() if task.done()
+            f"{name} task is not running"
+            for name, task in self.tasks.items()
+            if task.done() and name not in OPTIONAL_TASKS
         ]
         state = self.service.state
         if state.failsafe:
@@ -178,8 +207,8 @@ class Daemon:
         return []
 
     def tasks_alive(self) -> bool:
-        """True while every background task runs (what the systemd watchdog checks)."""
-        return all(not t.done() for t in self.tasks.values())
+        """True while every needed background task runs (what the systemd watchdog checks)."""
+        return all(not t.done() for n, t in self.tasks.items() if n not in OPTIONAL_TASKS)
 
     def one_line(self) -> str:
         """A short status for sd_notify STATUS= and the demo's terminal view."""
@@ -199,6 +228,10 @@ def _register_secrets(loaded: LoadedConfig) -> None:
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
+    if s.mqtt_url is not None and "@" in s.mqtt_url.get_secret_value():
+        # The whole URL carries the broker password (the bridge also masks the password alone);
+        # without credentials it stays readable, so log lines can name the broker.
+        register_secret(s.mqtt_url.get_secret_value())
 
 
 async def build_daemon(
@@ -238,6 +271,12 @@ async def build_daemon(
         kick_meter=poller.kick if poller else None,
         state_file=loaded.token_file.parent / STATE_FILE,
     )
+    controls = DriverControls(
+        queue,
+        lambda: tuple(v for v in (vehicle.vin, s.tesla_vehicle_id) if v),
+        min_amps=cfg.charger_min_amps,
+        max_amps=cfg.charger_max_amps,
+    )
     breaker = BreakerMonitor(s.home_max_amps) if monitor else None
     if breaker is not None:  # fed every reading the controller handles; it never steers
         service.add_listener(lambda: breaker.observe(service.state.reading))
@@ -252,6 +291,7 @@ async def build_daemon(
         vehicle=vehicle,
         notifier=Notifier(),
         breaker=breaker,
+        controls=controls,
     )
 
 
@@ -265,6 +305,7 @@ def api_context(daemon: Daemon) -> ApiContext:
         health=daemon.health,
         api_token=token.get_secret_value() if token else None,
         extra_routes=daemon.extra_routes,
+        controls=daemon.controls,
     )
 
 
@@ -279,14 +320,79 @@ def start_tasks(daemon: Daemon) -> None:
     if daemon.notifier.watchdog_interval() is not None:
         watchdog = watchdog_loop(daemon.notifier, daemon.tasks_alive, daemon.one_line)
         daemon.tasks["watchdog"] = asyncio.create_task(watchdog, name="watchdog")
+    if daemon.loaded.settings.mqtt_url is not None:
+        daemon.tasks["mqtt"] = asyncio.create_task(run_mqtt(daemon), name="mqtt")
+
+
+async def run_mqtt(daemon: Daemon) -> None:
+    """The Home Assistant bridge: announce once the VIN (and the meter's phases) are known.
+
+    Optional: it ends only by cancellation. Whatever goes wrong is logged and retried; control
+    goes on regardless.
+    """
+    from tesla_smart_charger.mqtt import BridgeConfig, MqttBridge  # noqa: PLC0415 (aiomqtt only when used)
+
+    s = daemon.loaded.settings
+    vin = await _known_vin(daemon)
+    cfg = BridgeConfig.from_settings(s, vin=vin, phases=await _meter_phases(daemon))
+    if cfg is None or daemon.controls is None:
+        return
+    bridge = MqttBridge(cfg, daemon.status, daemon.controls)
+    daemon.mqtt = bridge
+    daemon.service.add_listener(bridge.changed)
+    if s.supply_phases == "auto" and daemon.poller is not None:
+        poller = daemon.poller
+
+        def follow_phases() -> None:
+            """supplyPhases auto: the meter's phase count may become known later."""
+            last = poller.last
+            if last is not None and last.valid and len(last.phase_amps) != bridge.cfg.supply_phases:
+                new = BridgeConfig.from_settings(s, vin=vin, phases=len(last.phase_amps))
+                if new is not None:
+                    bridge.reconfigure(new)
+
+        daemon.service.add_listener(follow_phases)
+    while True:
+        try:
+            await bridge.run()
+        except Exception:  # noqa: BLE001 (MQTT must never end the daemon; logged, retried)
+            _LOG.exception("MQTT bridge failed: restarting it in 10 s (charging control goes on)")
+        await asyncio.sleep(10.0)
+
+
+async def _known_vin(daemon: Daemon) -> str:
+    """The VIN for stable Home Assistant ids; looked up (once) if teslaVehicleId is numeric."""
+    vehicle = daemon.vehicle
+    if vehicle is None:
+        return daemon.loaded.settings.tesla_vehicle_id
+    while vehicle.vin is None:
+        try:
+            return await vehicle.resolve_vin()
+        except ChargerError as err:  # the car link's policy logs it once
+            await asyncio.sleep(max(5.0, err.retry_after, vehicle.policy.wait_secs()))
+    return vehicle.vin
+
+
+async def _meter_phases(daemon: Daemon) -> int | None:
+    """supplyPhases auto: the phases of the first valid reading (waits PHASES_WAIT_SECS at most)."""
+    poller = daemon.poller
+    if daemon.loaded.settings.supply_phases != "auto" or poller is None:
+        return None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PHASES_WAIT_SECS
+    while loop.time() < deadline:
+        last = poller.last
+        if last is not None and last.valid and last.phase_amps:
+            return len(last.phase_amps)
+        await asyncio.sleep(0.1)
+    return None  # announced with one phase; follow_phases re-announces once known
 
 
 async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
     """Wait for a stop signal or a dead task, then cancel and await every task."""
     stopper = asyncio.create_task(stop.wait(), name="stop")
-    done, _ = await asyncio.wait(
-        {stopper, *daemon.tasks.values()}, return_when=asyncio.FIRST_COMPLETED
-    )
+    needed = [t for name, t in daemon.tasks.items() if name not in OPTIONAL_TASKS]
+    done, _ = await asyncio.wait({stopper, *needed}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     for task in done:
         if task is stopper:

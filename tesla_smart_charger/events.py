@@ -48,7 +48,19 @@ class AuthLost:
     reason: str
 
 
-Event = Overload | Reading | MeterFailed | TokenRefreshed | AuthLost
+@dataclass(frozen=True, slots=True)
+class DriverLimit:
+    """A person set the car's amps ceiling (HTTP `/vehicles/{vin}/limit` or Home Assistant).
+
+    Handled like the driver's own setting in the app: the last writer wins. `amps` is
+    already validated (`commands.parse_driver_limit`).
+    """
+
+    vin: str
+    amps: int
+
+
+Event = Overload | Reading | MeterFailed | TokenRefreshed | AuthLost | DriverLimit
 
 
 def _slot(event: Event) -> str | None:
@@ -59,6 +71,8 @@ def _slot(event: Event) -> str | None:
         return "auth"
     if isinstance(event, Overload):
         return "overload"
+    if isinstance(event, DriverLimit):
+        return "driver_limit"  # a slider dragged: only where it stopped matters
     return None
 
 

@@ -27,7 +27,9 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from tesla_smart_charger import __version__
+from tesla_smart_charger.commands import parse_driver_limit
 from tesla_smart_charger.logging_setup import register_secret
+from tesla_smart_charger.retry import Health
 
 if TYPE_CHECKING:
     from tesla_smart_charger.config import Settings
@@ -156,9 +158,7 @@ class BridgeConfig:
             discovery_prefix=settings.mqtt_discovery_prefix,
             home_max_amps=settings.home_max_amps,
             supply_phases=(
-                settings.supply_phases
-                if isinstance(settings.supply_phases, int)
-                else (phases or 1)
+                settings.supply_phases if isinstance(settings.supply_phases, int) else (phases or 1)
             ),
         )
 
@@ -473,16 +473,11 @@ def parse_command(cfg: BridgeConfig, topic: str, payload: bytes) -> Command | No
         if text not in MODES:
             raise ValueError(f"mode for {car.vin}: {text[:40]!r} is not one of {', '.join(MODES)}")
         return Command(car.vin, kind, text)
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"amps ceiling for {car.vin}: {text[:40]!r} is not a number") from None
-    if not number.is_integer() or not car.min_amps <= number <= car.max_amps:
-        raise ValueError(
-            f"amps ceiling for {car.vin}: {text[:40]!r} is not a whole number of amps from "
-            f"{car.min_amps} to {car.max_amps}"
-        )
-    return Command(car.vin, kind, int(number))
+    # The same validation as POST /vehicles/{vin}/limit.
+    amps = parse_driver_limit(
+        text, min_amps=car.min_amps, max_amps=car.max_amps, name=f"amps ceiling for {car.vin}"
+    )
+    return Command(car.vin, kind, amps)
 
 
 class TopicLimiter:
@@ -606,6 +601,8 @@ class MqttBridge:
         self._changed = asyncio.Event()
         self._limiter = TopicLimiter()
         self.connected = False
+        self.failures = 0  # failed connection attempts since the last success
+        self._rediscover = False
         self._lost_at: float | None = None  # monotonic; None while connected or never lost
         self._since_wall = wall()
         self.last_error: str | None = None
@@ -617,6 +614,18 @@ class MqttBridge:
     def changed(self) -> None:
         """Something changed: publish soon. Never blocks (a service listener)."""
         self._changed.set()
+
+    def reconfigure(self, cfg: BridgeConfig) -> None:
+        """New entities (the meter's phases became known): announce them on the next publish."""
+        if cfg != self.cfg:
+            self.cfg = cfg
+            self._rediscover = True
+            self._changed.set()
+
+    def health(self) -> Health:
+        """The broker link as a dependency: /status `dependencies.mqtt` and /metrics."""
+        state = self.state()["state"]
+        return Health(state, self._since_wall, self.last_error, self.failures)
 
     def state(self) -> dict[str, Any]:
         """Health of the broker link: ok, degraded (lost, retrying) or down (lost > 30 s)."""
@@ -658,6 +667,9 @@ class MqttBridge:
                     await self._serve(client)
             except aiomqtt.MqttError as err:
                 self._lost(err)
+            except (OSError, ValueError, RuntimeError) as err:
+                # MQTT is optional: nothing it meets may end the task (and so the daemon).
+                self._lost(err)
             delay = self._backoff.next_delay()
             _LOG.debug("MQTT: next attempt in %.1f s", delay)
             await asyncio.sleep(delay)
@@ -665,6 +677,7 @@ class MqttBridge:
     def _lost(self, err: Exception) -> None:
         message = str(err) or type(err).__name__
         self.last_error = message
+        self.failures += 1
         if self.connected or self._lost_at is None:
             self.connected = False
             self._lost_at = self._clock()
@@ -696,6 +709,7 @@ class MqttBridge:
                 self.cfg.discovery_prefix,
             )
         self.connected = True
+        self.failures = 0
         self._lost_at = None
         self.last_error = None
         self._since_wall = self._wall()
@@ -756,6 +770,10 @@ class MqttBridge:
                     await self._changed.wait()
             if self._changed.is_set():
                 self._changed.clear()
+                if self._rediscover:
+                    self._rediscover = False
+                    _LOG.info("MQTT: the meter's phases are known: announcing the device again")
+                    await self._publish_discovery(client)
                 for topic, payload in state_messages(self.cfg, self._snapshot()).items():
                     self._limiter.offer(topic, payload)
             for topic, payload in self._limiter.due(self._clock()):

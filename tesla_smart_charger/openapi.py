@@ -77,6 +77,61 @@ def _overload(method: str) -> dict[str, Any]:
     return op
 
 
+def _limit() -> dict[str, Any]:
+    """POST /vehicles/{vin}/limit: the driver's amps ceiling, as Home Assistant's number sets it."""
+    return {
+        "operationId": "setVehicleLimit",
+        "summary": "Set the car's amps ceiling, like the driver's own setting in the app.",
+        "description": "The charger never sets the car above it: a car set higher is lowered at "
+        "once, a higher ceiling is reached by the normal raise rules. It is kept across restarts "
+        "until the driver changes the setting in the app (the last writer wins). Give the value "
+        'as `?amps=N` or as a JSON body `{"amps": N}`: a whole number from chargerMinAmps to '
+        "chargerMaxAmps. The same validation as the MQTT number. With `apiToken` set the token is "
+        "required; without it a browser request from another site is refused (403).",
+        "tags": ["control"],
+        "parameters": [
+            {
+                "name": "vin",
+                "in": "path",
+                "required": True,
+                "description": "The car's VIN (or teslaVehicleId), any case.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "amps",
+                "in": "query",
+                "required": False,
+                "description": "The ceiling in amps, for clients that cannot send a body.",
+                "schema": {"type": "integer"},
+            },
+            _OVERLOAD_PARAMETERS[0],
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["amps"],
+                        "properties": {"amps": {"type": "integer"}},
+                    }
+                }
+            },
+        },
+        "security": [{}, {"bearerAuth": []}],
+        "responses": {
+            "202": _json(_ref("LimitAccepted"), "Queued for the charge controller."),
+            "400": _json(
+                _ref("Error"), "The value is missing or invalid; `error` names the field."
+            ),
+            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
+            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
+            "404": _json(_ref("Error"), "This daemon does not charge that car."),
+            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
+        },
+    }
+
+
 def _get(
     op_id: str, summary: str, responses: dict[str, Any], tag: str = "state", **extra: Any
 ) -> dict[str, Any]:
@@ -101,6 +156,15 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["accepted", "queued"],
         "properties": {"accepted": {"type": "boolean"}, "queued": {"type": "boolean"}},
+    },
+    "LimitAccepted": {
+        "type": "object",
+        "required": ["accepted", "vin", "amps"],
+        "properties": {
+            "accepted": {"type": "boolean"},
+            "vin": {"type": "string"},
+            "amps": {"type": "integer"},
+        },
     },
     "Command": {
         "type": "object",
@@ -174,6 +238,11 @@ _SCHEMAS: dict[str, Any] = {
                     "target_amps": _nullable("integer"),
                     "setpoint_amps": _nullable("integer"),
                     "driver_amps": _nullable("integer"),
+                    "driver_limit_amps": _nullable(
+                        "integer",
+                        description="the most the car may be set to: the driver's setting from "
+                        "the app, POST /vehicles/{vin}/limit or Home Assistant",
+                    ),
                     "reason": {"type": "string"},
                     "failsafe": {"type": "boolean"},
                     "paused": {"type": "boolean"},
@@ -291,6 +360,7 @@ def openapi_document() -> dict[str, Any]:
     text = {"text/plain": {"schema": {"type": "string"}}}
     paths: dict[str, Any] = {
         "/overload": {"get": _overload("get"), "post": _overload("post")},
+        "/vehicles/{vin}/limit": {"post": _limit()},
         "/status": _get(
             "getStatus", "The daemon's state.", {"200": _json(_ref("Status"), "The state.")}
         ),
@@ -410,7 +480,7 @@ def openapi_document() -> dict[str, Any]:
             "title": "tesla-smart-charger",
             "version": __version__,
             "description": "Charges a Tesla as fast as the house allows. Read-only endpoints are open; "
-            "with `apiToken` set, `/overload` needs the token. Errors are JSON `{error, status}`.",
+            "with `apiToken` set, `/overload` and `/vehicles/{vin}/limit` need the token. Errors are JSON `{error, status}`.",
             "license": {"name": "MIT"},
         },
         "servers": [{"url": "/"}],

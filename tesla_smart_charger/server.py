@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tesla_smart_charger import __version__
+from tesla_smart_charger.commands import DriverControls
 
 _LOG = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ApiContext:
     health: Callable[[], list[str]]  # problems; empty = healthy
     api_token: str | None = None
     extra_routes: list[web.RouteDef] = field(default_factory=list)
+    controls: DriverControls | None = None  # POST /vehicles/{vin}/limit
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
@@ -147,6 +149,44 @@ async def overload(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True, "queued": queued}, status=202)
 
 
+async def vehicle_limit(request: web.Request) -> web.Response:
+    """Set the car's amps ceiling, like the driver in the app (and Home Assistant's number).
+
+    `?amps=N` for simple clients, else a JSON body `{"amps": N}`; validated exactly like the
+    MQTT command (`commands.parse_driver_limit`).
+    """
+    if not authorized(request):
+        return json_error(401, "missing or wrong token (use ?token= or Authorization: Bearer)")
+    controls = request.app[CTX].controls
+    vin = request.match_info["vin"]
+    car = controls.known(vin) if controls is not None else None
+    if controls is None or car is None:
+        return json_error(404, f"unknown vehicle {vin[:40]!r}: this daemon charges another car")
+    raw: object = request.query.get("amps")
+    if raw is None:
+        text = await request.text() if request.can_read_body else ""
+        if not text.strip():
+            return json_error(400, 'amps: required (?amps=N or a JSON body {"amps": N})')
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return json_error(400, 'body: not JSON (send {"amps": N} or use ?amps=N)')
+        if not isinstance(body, dict):
+            return json_error(400, 'body: expected a JSON object like {"amps": N}')
+        if "amps" not in body:
+            return json_error(400, 'amps: required (?amps=N or a JSON body {"amps": N})')
+        raw = body["amps"]
+    try:
+        amps = controls.parse(raw)
+    except ValueError as err:
+        return json_error(400, str(err))
+    refused = controls.set_driver_limit(car, amps)
+    if refused is not None:
+        return json_error(400, refused)
+    _LOG.info("API set the amps ceiling of %s to %d A", car, amps)
+    return web.json_response({"accepted": True, "vin": car, "amps": amps}, status=202)
+
+
 async def status(request: web.Request) -> web.Response:
     """The daemon's state: stable top-level names that tools poll."""
     return web.json_response(request.app[CTX].status(), dumps=_dumps)
@@ -178,6 +218,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     app[BUSY] = set()
     app.router.add_route("GET", "/overload", overload)
     app.router.add_route("POST", "/overload", overload)
+    app.router.add_post("/vehicles/{vin}/limit", vehicle_limit)
     app.router.add_get("/status", status)
     app.router.add_get("/config", config)
     app.router.add_get("/health", health)

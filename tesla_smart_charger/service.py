@@ -94,7 +94,8 @@ class ChargeService:
         self._state_file = state_file
         remembered = load_remembered(state_file) if state_file else {}
         pending = bool(remembered.pop("overload_pending", None)) and cfg.mode == "push"
-        self.state = core.initial_state(clock(), **remembered)
+        pinned = bool(remembered.pop("driver_limit", None))
+        self.state = core.initial_state(clock(), **remembered, driver_pinned=pinned)
         if pending:
             # The last run stopped with a reduction not yet sent: carry it out first.
             _LOG.warning(
@@ -105,10 +106,11 @@ class ChargeService:
                 overload_pending=True,
                 reason="reduction pending from before the restart",
             )
-        self._remembered: tuple[int | None, int | None, bool] = (
+        self._remembered: tuple[int | None, int | None, bool, bool] = (
             self.state.setpoint,
             self.state.driver_amps,
             pending,
+            self.state.driver_pinned,
         )
         self.commands: deque[CommandRecord] = deque(maxlen=50)
         self.overload_queued = False  # /overload coalesces: one queued Overload is enough
@@ -299,7 +301,7 @@ class ChargeService:
 
     def _remember(self) -> None:
         """Write our setpoint and the driver's setting when they change (rarely: on commands)."""
-        now = (self.state.setpoint, self.state.driver_amps, False)
+        now = (self.state.setpoint, self.state.driver_amps, False, self.state.driver_pinned)
         if self._state_file is None or now == self._remembered:
             return
         self._write_state(now[0], now[1], pending=False)
@@ -307,8 +309,11 @@ class ChargeService:
     def _write_state(self, setpoint: int | None, driver: int | None, *, pending: bool) -> None:
         if self._state_file is None:
             return
-        self._remembered = (setpoint, driver, pending)
+        pinned = self.state.driver_pinned
+        self._remembered = (setpoint, driver, pending, pinned)
         data: dict[str, Any] = {"setpoint": setpoint, "driver_amps": driver}
+        if pinned:  # set through the API or Home Assistant: kept until the app changes it
+            data["driver_limit"] = True
         if pending:
             data["overload_pending"] = True
         try:
@@ -352,6 +357,8 @@ class ChargeService:
                 "target_amps": s.target,
                 "setpoint_amps": s.setpoint,
                 "driver_amps": s.driver_amps,
+                # the most the car may be set to (Home Assistant's "Amps ceiling")
+                "driver_limit_amps": (s.driver_amps if s.driver_amps is not None else s.setpoint),
                 "reason": s.reason,
                 "failsafe": s.failsafe,
                 "paused": s.paused,
@@ -384,6 +391,8 @@ def load_remembered(path: Path) -> dict[str, int | None]:
             out[key] = value
     if isinstance(data, dict) and data.get("overload_pending") is True:
         out["overload_pending"] = 1
+    if isinstance(data, dict) and data.get("driver_limit") is True:
+        out["driver_limit"] = 1
     return out
 
 
