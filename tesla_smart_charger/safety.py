@@ -153,9 +153,7 @@ class Escalator:
         return esc.next_deadline(self.state, self.cfg)
 
     # --- hooks called by the charge service ---------------------------------------------------
-    def hold(
-        self, action: core.Action, state: core.ControllerState
-    ) -> core.ControllerEvent | None:
+    def hold(self, action: core.Action, state: core.ControllerState) -> core.ControllerEvent | None:
         """While escalated, a raise is not sent: the answer the controller gets instead."""
         if not self.state.active or not isinstance(action, core.SetAmps):
             return None
