@@ -37,6 +37,7 @@ from tesla_smart_charger.ble import BleVehicle
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.errors import ChargerError, CommandRefused, RelayAuthError, RelayError
 from tesla_smart_charger.events import MeterFailed, Reading
+from tesla_smart_charger.models import VehicleState
 from tesla_smart_charger.relay import ShellyRelay
 from tesla_smart_charger.retry import FailureKind, RetryPolicy
 from tesla_smart_charger.roads import ROAD_DOWN_ALERT_SECS, ROAD_LABELS, FailoverVehicle
@@ -46,8 +47,12 @@ _LOG = logging.getLogger(__name__)
 
 # How often the alert watch looks at fail-safe, login and road health.
 WATCH_SECS: Final = 1.0
-# A cut the controller sends while these outcomes come back did not land on any road.
+# Outcomes that say the road to the car failed (not the car's own refusal or its sleep).
 _ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth", "token"})
+# A cut answered with one of these did not land. "asleep" too: Tesla's cloud answers "vehicle
+# unavailable" to commands while the car is visibly charging (vehicle-command issue 452), and
+# the meter, not that answer, says whether the car still draws.
+CUT_FAILURES: Final = _ROAD_FAILURES | {"asleep"}
 ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
 
 Record = Callable[[str, int | None, str, str], None]
@@ -171,7 +176,12 @@ class Escalator:
     ) -> None:
         """A controller command ended: note a cut (accepted or failed) and the road's health."""
         road = self._road()
-        if isinstance(outcome, core.CommandDone | core.VehicleUpdate):
+        if isinstance(outcome, core.CommandDone) or (
+            isinstance(outcome, core.VehicleUpdate)
+            and outcome.snapshot.state is VehicleState.ONLINE
+        ):
+            # A look that finds the car "asleep" proves no road: the cloud says that of a
+            # charging car when it cannot reach it (vehicle-command issue 452).
             self._inputs.append(esc.RoadStatus(up=True))
         elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in _ROAD_FAILURES:
             self._inputs.append(esc.RoadStatus(up=False))
@@ -182,7 +192,7 @@ class Escalator:
             return
         if isinstance(outcome, core.CommandDone):
             self._inputs.append(esc.CutAccepted(road, before, float(action.amps)))
-        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in _ROAD_FAILURES:
+        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in CUT_FAILURES:
             self._inputs.append(esc.CutErrored(road, float(action.amps), outcome.detail))
 
     async def after_event(
