@@ -279,9 +279,7 @@ async def build_daemon(
     breaker = BreakerMonitor(s.home_max_amps) if monitor else None
     if breaker is not None:  # fed every reading the controller handles; it never steers
         service.add_listener(lambda: breaker.observe(service.state.reading))
-    alerts = (
-        AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
-    )
+    alerts = AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
     relay = build_relay(session, s)
     escalator = None
     if monitor:  # a failed cut is seen on the meter: push mode has none

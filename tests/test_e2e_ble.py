@@ -108,9 +108,7 @@ async def test_ble_refusing_connections_the_cut_goes_to_the_cloud(tmp_path: Path
 async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path: Path) -> None:
     receiver = Receiver()
     await receiver.start()
-    world = World(
-        car=charging_car(fault="ignores_commands"), manual_house=(10.0,), relay_gen=2
-    )
+    world = World(car=charging_car(fault="ignores_commands"), manual_house=(10.0,), relay_gen=2)
     try:
         async with world_and_daemon(
             tmp_path,
