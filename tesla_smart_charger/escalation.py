@@ -362,7 +362,7 @@ def _level_none(
             Alert(
                 "charge_stop",
                 f"the car ignored the cut and the house is still above {cfg.home_max_amps:g} A: "
-                "charging stopped",
+                "asking the car to stop charging",
             ),
         ]
     return state, tuple(actions)

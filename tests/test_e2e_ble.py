@@ -162,5 +162,5 @@ async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path
     assert world.car.wakes == 0
     assert world.proxy.billing.wake == 0
     log = daemon.log()
-    assert log.count("charging stopped") == 1  # each step logged once
+    assert log.count("asking the car to stop charging") == 1  # each step logged once
     assert log.count("the charger circuit is switched off") == 1
