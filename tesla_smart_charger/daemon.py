@@ -22,6 +22,8 @@ import aiohttp
 from aiohttp import web
 
 from tesla_smart_charger import __version__
+from tesla_smart_charger.alerts import AlertSender
+from tesla_smart_charger.api import Vehicle
 from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, redacted
@@ -34,7 +36,15 @@ from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.metrics import metrics_routes
 from tesla_smart_charger.openapi import openapi_routes
-from tesla_smart_charger.retry import Health
+from tesla_smart_charger.retry import Health, RetryPolicy
+from tesla_smart_charger.roads import FailoverVehicle
+from tesla_smart_charger.safety import (
+    AlertWatch,
+    Escalator,
+    build_relay,
+    build_roads,
+    escalation_config,
+)
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
 from tesla_smart_charger.server import (
     ApiContext,
@@ -85,6 +95,14 @@ class Daemon:
     controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
 
+    # issue 11: the BLE road (teslaBleProxy), the escalation, the safety relay, alerts
+    roads: FailoverVehicle | None = None
+    ble_policy: RetryPolicy | None = None
+    escalator: Escalator | None = None
+    relay_policy: RetryPolicy | None = None
+    alerts: AlertSender | None = None
+    alert_watch: AlertWatch | None = None
+
     # --- what the endpoints show -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The /status document."""
@@ -103,6 +121,10 @@ class Daemon:
         out["breaker"] = self.breaker.status() if self.breaker is not None else None
         out["auth"]["state"] = self.auth_state()
         out["dependencies"] = {name: h.as_dict() for name, h in self.dependencies().items()}
+        if self.roads is not None:
+            out["roads"] = {name: st.as_dict() for name, st in self.roads.stats().items()}
+        if self.alerts is not None:
+            out["alerts"] = self.alerts.as_dict()
         return out
 
     def auth_state(self) -> str:
@@ -118,8 +140,12 @@ class Daemon:
         out: dict[str, Health] = {}
         if self.poller is not None:
             out["meter"] = self.poller.policy.health()
+        if self.ble_policy is not None:
+            out["ble_bridge"] = self.ble_policy.health()
         if self.vehicle is not None:
             out["car_link"] = self.vehicle.policy.health()
+        if self.relay_policy is not None:
+            out["safety_relay"] = self.relay_policy.health()
         token = self.tokens.policy.health()
         if self.tokens.state in ("reauth_required", "missing"):
             token = Health(
@@ -178,6 +204,12 @@ class Daemon:
         elif not state.auth_ok:
             problems.append(state.reason)
         problems += self._cut_blocked()
+        escalator = self.escalator
+        if escalator is not None and escalator.state.active:
+            problems.append(
+                f"escalation {escalator.level}: the car did not follow a cut "
+                "(see the log and docs/relay.md)"
+            )
         hot = self.breaker.problem() if self.breaker is not None else None
         if hot is not None:
             problems.append(hot)
@@ -198,7 +230,8 @@ class Daemon:
         )
         if not needed:
             return []
-        if self.vehicle is not None and self.vehicle.policy.state_now() != "ok":
+        ble_ok = self.ble_policy is not None and self.ble_policy.state_now() == "ok"
+        if self.vehicle is not None and self.vehicle.policy.state_now() != "ok" and not ble_ok:
             cause = self.vehicle.policy.last_error or "failing"
             return [f"a reduction is needed but the car link is down: {cause}"]
         if self.tokens.policy.failing or not s.auth_ok:
@@ -225,6 +258,8 @@ def _register_secrets(loaded: LoadedConfig) -> None:
         s.tesla_client_secret,
         s.api_token,
         s.energy_monitor_password,
+        s.safety_relay_password,
+        s.alert_webhook,
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
@@ -257,6 +292,9 @@ async def build_daemon(
         counter,
         ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
     )
+    roads, ble_policy = (
+        build_roads(session, s.tesla_ble_proxy, vehicle) if s.tesla_ble_proxy else (None, None)
+    )
     queue: asyncio.Queue[Event] = EventQueue()
     poller = (
         MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
@@ -264,9 +302,10 @@ async def build_daemon(
         else None
     )
     cfg = ControlConfig.from_settings(s, measured=monitor)
+    car: Vehicle = roads if roads is not None else vehicle  # BLE first when configured
     service = ChargeService(
         cfg,
-        vehicle,
+        car,
         queue,
         kick_meter=poller.kick if poller else None,
         state_file=loaded.token_file.parent / STATE_FILE,
@@ -280,7 +319,21 @@ async def build_daemon(
     breaker = BreakerMonitor(s.home_max_amps) if monitor else None
     if breaker is not None:  # fed every reading the controller handles; it never steers
         service.add_listener(lambda: breaker.observe(service.state.reading))
-    return Daemon(
+    alerts = AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
+    relay = build_relay(session, s)
+    escalator = None
+    if monitor:  # a failed cut is seen on the meter: push mode has none
+        escalator = Escalator(
+            escalation_config(s),
+            car,
+            roads=roads,
+            relay=relay[0] if relay else None,
+            relay_policy=relay[1] if relay else None,
+            alerts=alerts,
+            record=service._record,  # its commands show in /status too
+        )
+        service.escalation = escalator
+    daemon = Daemon(
         loaded=loaded,
         monitor=monitor,
         session=session,
@@ -292,7 +345,24 @@ async def build_daemon(
         notifier=Notifier(),
         breaker=breaker,
         controls=controls,
+        roads=roads,
+        ble_policy=ble_policy,
+        escalator=escalator,
+        relay_policy=relay[1] if relay else None,
+        alerts=alerts,
     )
+    if alerts is not None:
+        daemon.alert_watch = AlertWatch(
+            alerts,
+            failsafe=lambda: service.state.failsafe,
+            login_required=lambda: tokens.state in ("reauth_required", "missing"),
+            house_amps=lambda: (
+                service.state.reading.phase_amps if service.state.reading is not None else ()
+            ),
+            limit=s.home_max_amps,
+            roads=roads,
+        )
+    return daemon
 
 
 def api_context(daemon: Daemon) -> ApiContext:
@@ -317,6 +387,12 @@ def start_tasks(daemon: Daemon) -> None:
     daemon.tasks["tokens"] = asyncio.create_task(
         daemon.tokens.run(daemon.service.queue), name="tokens"
     )
+    if daemon.alerts is not None:
+        daemon.tasks["alerts"] = asyncio.create_task(daemon.alerts.run(), name="alerts")
+    if daemon.alert_watch is not None:
+        daemon.tasks["alert_watch"] = asyncio.create_task(
+            daemon.alert_watch.run(), name="alert_watch"
+        )
     if daemon.notifier.watchdog_interval() is not None:
         watchdog = watchdog_loop(daemon.notifier, daemon.tasks_alive, daemon.one_line)
         daemon.tasks["watchdog"] = asyncio.create_task(watchdog, name="watchdog")

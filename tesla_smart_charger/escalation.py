@@ -185,6 +185,10 @@ class EscalationState:
     last_car: float | None = None
     road_up: bool = True
     alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
+    # Normal control resumed (relay on, or charging restarted) and no road has reached the car
+    # since: a new overload then is a failed cut of its own, as the controller may send no
+    # cut at all (it takes the car for asleep when Tesla's cloud says "vehicle unavailable").
+    resumed_at: float | None = None
 
     @property
     def active(self) -> bool:
@@ -203,8 +207,16 @@ Step = tuple[EscalationState, tuple[Action, ...]]
 def _calm(state: EscalationState) -> EscalationState:
     """No episode: forget everything but the last reading and the road's health."""
     return EscalationState(
-        road_up=state.road_up, last_worst=state.last_worst, last_car=state.last_car
+        road_up=state.road_up,
+        last_worst=state.last_worst,
+        last_car=state.last_car,
+        resumed_at=state.resumed_at,
     )
+
+
+def _resumed(state: EscalationState, now: float) -> EscalationState:
+    """The episode is over and normal control takes over at `now`."""
+    return replace(_calm(state), resumed_at=now)
 
 
 def _alert_once(state: EscalationState, event: str, message: str) -> Step:
@@ -254,14 +266,16 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
             return state, ()
         return _failed_cut(state, event.road, event.to_amps, now, event.error)
     if isinstance(event, RoadStatus):
-        return replace(state, road_up=event.up), ()
+        return replace(
+            state, road_up=event.up, resumed_at=state.resumed_at if not event.up else None
+        ), ()
     if isinstance(event, StopOutcome):
         if state.level == "charge_stop" and not event.ok:
             # Retried at the next deadline; the relay step follows on the same clock.
             return _alert_once(state, "charge_stop_failed", f"charge_stop failed: {event.error}")
         return state, ()
     if isinstance(event, RelayOutcome):
-        return _relay_outcome(state, event)
+        return _relay_outcome(state, event, now)
     if isinstance(event, Measured):
         state = replace(state, last_worst=event.worst_amps, last_car=event.car_amps)
         return _evaluate(state, event, now, cfg, fresh=True)
@@ -270,13 +284,13 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
     return _evaluate(state, Measured(state.last_worst, state.last_car), now, cfg, fresh=False)
 
 
-def _relay_outcome(state: EscalationState, event: RelayOutcome) -> Step:
+def _relay_outcome(state: EscalationState, event: RelayOutcome, now: float) -> Step:
     if not event.ok:
         return _alert_once(state, "relay_failed", f"the safety relay did not switch: {event.error}")
     if not event.on and state.level == "relay_off":
         return replace(state, relay_off_confirmed=True), ()
     if event.on and state.relay_on_requested:
-        return _calm(state), (
+        return _resumed(state, now), (
             Resume(restart_charging=True),
             Alert("resolved", "charger circuit powered again: normal control resumes"),
         )
@@ -320,6 +334,17 @@ def _level_none(
 ) -> Step:
     """No step taken yet: end a calm episode, or stop charging when it has lasted."""
     first_failed = state.first_failed_at
+    if first_failed is None and over and state.resumed_at is not None and not state.road_up:
+        # Over the limit again after resuming, and no road reaches the car: nothing the
+        # controller sends can land, so this is a failed cut (no retry: no road works).
+        state = replace(state, first_failed_at=now, retried_other_road=True, resumed_at=None)
+        actions.append(
+            Alert(
+                "cut_failed",
+                f"above {cfg.home_max_amps:g} A again after resuming, and no road reaches the car",
+            )
+        )
+        return state, tuple(actions)
     if first_failed is None:
         return state, tuple(actions)
     if not over:
@@ -337,7 +362,7 @@ def _level_none(
             Alert(
                 "charge_stop",
                 f"the car ignored the cut and the house is still above {cfg.home_max_amps:g} A: "
-                "charging stopped",
+                "asking the car to stop charging",
             ),
         ]
     return state, tuple(actions)
@@ -394,7 +419,7 @@ def _escalated(
             Resume(restart_charging=True),
             Alert("resolved", "room for the car again: normal control resumes"),
         ]
-        return _calm(state), tuple(actions)
+        return _resumed(state, now), tuple(actions)
     if (
         state.relay_on_requested
         and state.relay_at is not None

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from tesla_smart_charger import __version__
 from tesla_smart_charger.controller import ControllerState
 from tesla_smart_charger.models import MeterReading, VehicleState
+from tesla_smart_charger.safety import ESCALATION_LEVELS
 from tesla_smart_charger.service import CommandRecord
 from tesla_smart_charger.tesla import CATEGORIES
 
@@ -157,6 +158,7 @@ class DaemonCollector:
         yield from self._fleet_api()
         yield from self._meter_and_auth()
         yield self._breaker()
+        yield from self._escalation()
         build = GaugeMetricFamily(
             PREFIX + "build_info",
             "Version of the running daemon (value is always 1).",
@@ -215,6 +217,47 @@ class DaemonCollector:
         for name in CONTROLLER_STATES:
             states.add_metric([name], 1.0 if name == current else 0.0)
         yield states
+
+    def _escalation(self) -> Iterable[Metric]:
+        """Issue 11: the escalation step in force, its steps taken, and each road's calls."""
+        d = self._daemon
+        escalator = d.escalator
+        current = escalator.level if escalator is not None else "none"
+        level = GaugeMetricFamily(
+            PREFIX + "escalation_level",
+            "The escalation step in force (none, charge_stop, relay_off): 1 for the current one.",
+            labels=["level"],
+        )
+        steps = CounterMetricFamily(
+            PREFIX + "escalation_steps",
+            "Escalation steps taken since start (charge_stop, relay_off).",
+            labels=["level"],
+        )
+        for name in ESCALATION_LEVELS:
+            level.add_metric([name], 1.0 if name == current else 0.0)
+            if name != "none":
+                steps.add_metric([name], escalator.steps[name] if escalator is not None else 0)
+        yield level
+        yield steps
+        if d.roads is not None:
+            calls = CounterMetricFamily(
+                PREFIX + "road_calls",
+                "Looks and commands per road to the car (ble, cloud) by outcome.",
+                labels=["road", "outcome"],
+            )
+            for name, st in d.roads.stats().items():
+                for outcome in ("ok", "failed", "refused", "skipped", "fallbacks"):
+                    calls.add_metric([name, outcome], getattr(st, outcome))
+            yield calls
+        if d.alerts is not None:
+            alerts = CounterMetricFamily(
+                PREFIX + "alerts",
+                "Alerts for the alertWebhook by outcome (sent, failed, dropped).",
+                labels=["outcome"],
+            )
+            for outcome in ("sent", "failed", "dropped"):
+                alerts.add_metric([outcome], getattr(d.alerts, outcome))
+            yield alerts
 
     def _breaker(self) -> Metric:
         heat = GaugeMetricFamily(

@@ -247,6 +247,40 @@ _SCHEMAS: dict[str, Any] = {
                     "failsafe": {"type": "boolean"},
                     "paused": {"type": "boolean"},
                     "rate_limited_for_secs": {"type": "number", "minimum": 0},
+                    "escalation": {
+                        "type": "string",
+                        "enum": ["none", "charge_stop", "relay_off"],
+                        "description": "the escalation step in force after a cut the car did "
+                        "not follow (docs/relay.md); /health is 503 while not none",
+                    },
+                },
+            },
+            "roads": {
+                "type": "object",
+                "description": "only with teslaBleProxy: per road (ble, cloud) its calls",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "calls": {"type": "integer"},
+                        "ok": {"type": "integer"},
+                        "failed": {"type": "integer"},
+                        "refused": {"type": "integer"},
+                        "skipped": {"type": "integer"},
+                        "fallbacks": {"type": "integer"},
+                        "last_error": _nullable("string"),
+                        "down": {"type": "boolean"},
+                    },
+                },
+            },
+            "alerts": {
+                "type": "object",
+                "description": "only with alertWebhook: alerts sent, failed, dropped, queued",
+                "properties": {
+                    "sent": {"type": "integer"},
+                    "failed": {"type": "integer"},
+                    "dropped": {"type": "integer"},
+                    "queued": {"type": "integer"},
+                    "failing": {"type": "boolean"},
                 },
             },
             "last_command": {**_ref("Command"), "nullable": True},

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tesla_smart_charger import controller as core
 from tesla_smart_charger.api import Meter, Vehicle
@@ -37,6 +37,9 @@ from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.models import MeterReading
 from tesla_smart_charger.retry import REMIND_SECS, FailureKind, RetryPolicy
 from tesla_smart_charger.tokens import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.safety import Escalator
 
 _LOG = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ class ChargeService:
         self._reason_logged: dict[str, float] = {}
         self.in_flight: core.Action | None = None  # the car call being awaited, if any
         self._stopping = False
+        # Failed-cut detection and escalation (safety.py); None: no escalation (push mode).
+        self.escalation: Escalator | None = None
 
     # --- observers (metrics, server-sent events) -------------------------------------------
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -148,7 +153,7 @@ class ChargeService:
         self.alive = True
         try:
             while not self._stopping:
-                deadline = core.next_deadline(self.state, self.cfg)
+                deadline = self._next_deadline()
                 event: core.ControllerEvent
                 if deadline is None:
                     event = await self.queue.get()
@@ -165,18 +170,36 @@ class ChargeService:
         finally:
             self.alive = False
 
+    def _next_deadline(self) -> float | None:
+        """The controller's next deadline, or the escalation's when that is sooner."""
+        deadline = core.next_deadline(self.state, self.cfg)
+        extra = self.escalation.next_deadline() if self.escalation is not None else None
+        if extra is None:
+            return deadline
+        return extra if deadline is None else min(deadline, extra)
+
     async def handle(self, event: core.ControllerEvent) -> None:
         """Decide on one event, then carry out actions until none are left."""
         if isinstance(event, Overload):
             self.overload_queued = False
+        escalation = self.escalation
         pending: deque[core.ControllerEvent] = deque([event])
         while pending:
             decision = core.decide(self.state, pending.popleft(), self._clock(), self.cfg)
             self.state = decision.state
             for action in decision.actions:
+                held = escalation.hold(action, self.state) if escalation is not None else None
+                if held is not None:
+                    pending.append(held)
+                    continue
                 self.in_flight = action
-                pending.append(await self._execute(action))
+                outcome = await self._execute(action)
                 self.in_flight = None
+                if escalation is not None:
+                    escalation.command_outcome(action, outcome, self.state)
+                pending.append(outcome)
+        if escalation is not None:
+            self.state = await escalation.after_event(event, self.state, self._clock())
         self._remember()
         self._log_reason(self.state.reason)
         for listener in self._listeners:
@@ -370,6 +393,7 @@ class ChargeService:
                 "car_calls_wait_secs": round(max(0.0, s.blocked_until - now), 1),
                 "car_calls_wait_reason": s.blocked_reason if s.blocked_until > now else None,
                 "command_in_flight": self.in_flight is not None,
+                "escalation": self.escalation.level if self.escalation is not None else "none",
             },
             "last_command": last.as_dict() if last else None,
         }

@@ -24,14 +24,18 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tesla_smart_charger.ble import BleVehicle
 from tesla_smart_charger.config import FLEET_API_BASES, LoadedConfig, Settings, load_config
 from tesla_smart_charger.errors import (
+    BleUnavailable,
     ChargerError,
     ConfigError,
     LoginRequired,
     MeterAuthError,
     MeterError,
     RateLimited,
+    RelayAuthError,
+    RelayError,
     TeslaAuthError,
     TeslaError,
     TeslaTransientError,
@@ -39,10 +43,12 @@ from tesla_smart_charger.errors import (
     TokenError,
 )
 from tesla_smart_charger.meters import create_meter
+from tesla_smart_charger.safety import build_relay
 from tesla_smart_charger.tesla import (
     ApiCallCounter,
     TeslaClient,
     certificate_fix_hint,
+    is_vin,
     ssl_context_for,
 )
 from tesla_smart_charger.tokens import (
@@ -492,6 +498,10 @@ class _Doctor:
         ssl_context, proxy_ok = await self.proxy(settings, loaded.proxy_ca_file)
         await self.vehicle(settings, manager if proxy_ok else None, ssl_context)
         await self.meter(settings)
+        if settings.tesla_ble_proxy is not None:
+            await self.ble_bridge(settings)
+        if settings.safety_relay_ip is not None:
+            await self.relay(settings)
         return self.rows
 
     async def tokens(self, loaded: LoadedConfig) -> TokenManager | None:
@@ -700,6 +710,92 @@ class _Doctor:
         amps = ", ".join(f"{a:.1f}" for a in reading.phase_amps)
         self.add(name, "ok", f"{where}: phase amps {amps}")
 
+    async def ble_bridge(self, settings: Settings) -> None:
+        """Reachable, VIN known, sleep state readable: three rows, none wakes the car."""
+        url = settings.tesla_ble_proxy
+        assert url is not None  # noqa: S101 - only called when configured
+        vin = settings.tesla_vehicle_id.strip().upper()
+        fix_up = "start the BLE bridge (docs/ble.md) or fix teslaBleProxy"
+        try:
+            async with (
+                asyncio.timeout(DOCTOR_TIMEOUT_SECS),
+                self.session.get(url) as resp,
+            ):
+                await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            self.add(
+                "BLE bridge reachable", "FAIL", f"{url}: no answer ({type(err).__name__})", fix_up
+            )
+            self.add("BLE bridge knows the VIN", "skip", "bridge not reachable")
+            self.add("BLE sleep state readable", "skip", "bridge not reachable")
+            return
+        self.add("BLE bridge reachable", "ok", f"{url} answered HTTP {resp.status}")
+        if not is_vin(vin):
+            self.add(
+                "BLE bridge knows the VIN",
+                "FAIL",
+                f"teslaVehicleId {vin!r} is not a VIN",
+                "set teslaVehicleId to the car's 17-character VIN (the bridge only knows VINs)",
+            )
+            self.add("BLE sleep state readable", "skip", "needs the VIN")
+            return
+        ble = BleVehicle(self.session, url, vin)
+        try:
+            state = await ble.sleep_state()
+        except BleUnavailable as err:
+            text = str(err)
+            if "404" in text or "unknown VIN" in text:
+                self.add(
+                    "BLE bridge knows the VIN",
+                    "FAIL",
+                    text,
+                    "pair the bridge with this car (docs/ble.md) or fix teslaVehicleId",
+                )
+                self.add("BLE sleep state readable", "skip", "the bridge does not know the VIN")
+                return
+            self.add("BLE bridge knows the VIN", "ok", vin)
+            self.add(
+                "BLE sleep state readable",
+                "FAIL",
+                text,
+                "move the bridge closer to the car (BLE range) and check its key is paired",
+            )
+            return
+        self.add("BLE bridge knows the VIN", "ok", vin)
+        self.add("BLE sleep state readable", "ok", f"car {state.value} (not woken)")
+
+    async def relay(self, settings: Settings) -> None:
+        """Reachable and its current state (read only: the doctor never switches it)."""
+        built = build_relay(self.session, settings)
+        assert built is not None  # noqa: S101 - only called when configured
+        relay = built[0]
+        try:
+            on = await relay.is_on()
+        except RelayAuthError as err:
+            self.add(
+                "safety relay", "FAIL", str(err), "check safetyRelayUser / safetyRelayPassword"
+            )
+            return
+        except RelayError as err:
+            self.add(
+                "safety relay",
+                "FAIL",
+                str(err),
+                "check that the relay is powered and reachable, and safetyRelayIp / "
+                "safetyRelayChannel",
+            )
+            return
+        gen = relay.generation
+        if not on:
+            self.add(
+                "safety relay",
+                "FAIL",
+                f"{relay.name} (Gen{gen}): the charger circuit is OFF",
+                "switch it on (the car cannot charge); see docs/relay.md",
+            )
+            return
+        self.add("safety relay", "ok", f"{relay.name} (Gen{gen}): charger circuit on")
+
 
 async def _doctor(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
@@ -773,7 +869,9 @@ DOCTOR_HELP: Final = """\
 Check the whole setup, in order, and print one row per check with what to fix:
   configuration valid, token store readable, access token not expired, token refresh
   works, proxy reachable (teslaHttpProxy, teslaHttpProxyCaFile), vehicle found
-  (teslaVehicleId; without waking the car), meter reading (energyMonitorIp).
+  (teslaVehicleId; without waking the car), meter reading (energyMonitorIp), and when
+  configured: the BLE bridge (teslaBleProxy: reachable, VIN known, sleep state readable)
+  and the safety relay (safetyRelayIp: reachable, current state; never switched).
 The refresh check renews the tokens and saves them to tokenFile (mode 0600).
 Exit 0 when every check passes, 1 otherwise."""
 

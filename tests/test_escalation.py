@@ -455,3 +455,31 @@ def test_resume_after_charge_stop_without_a_road_skips_setting_amps() -> None:
     state, timeline = run(script, NO_RELAY)
     assert timeline[-1] == (81, ["resume:True", "alert:resolved"])
     assert not state.active
+
+
+def test_overload_after_resuming_without_a_road_is_a_failed_cut_of_its_own() -> None:
+    """Relay back on while no road reaches the car: the next overload escalates again.
+
+    The controller sends no cut then (Tesla's cloud calls the charging car "unavailable", so it
+    takes it for asleep); without this the overload would run until the road is back.
+    """
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
+    state, _ = run(over(49, 49 + RESUME_AFTER_SECS, worst=20, car=0), state=state)
+    state, _ = step(state, RelayOutcome(on=True, ok=True), 109.2, CFG)
+    state, _ = step(state, RoadStatus(up=False), 109.5, CFG)  # the amps could not be set
+    assert not state.active
+    state, timeline = run(over(110, 150, worst=36, car=16), state=state)
+    assert timeline == [
+        (110, ["alert:cut_failed"]),
+        (130, ["charge_stop", "alert:charge_stop"]),
+        (150, ["relay:off", "alert:relay_off"]),
+    ]
+
+
+def test_a_road_back_after_resuming_leaves_overloads_to_the_controller() -> None:
+    state, _ = run(IGNORED_CUT)
+    assert state.resumed_at == 109
+    state, _ = step(state, RoadStatus(up=True), 110, CFG)
+    state, timeline = run(over(111, 160, worst=36, car=16), state=state)
+    assert timeline == []
+    assert not state.cut_failed

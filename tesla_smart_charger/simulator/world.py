@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tesla_smart_charger.simulator.ble import SimulatedBleBridge
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.house import House
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
+from tesla_smart_charger.simulator.relay import SimulatedRelay
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
 
 FEED_PERIOD = 0.1  # seconds between meter updates (the daemon polls at most every 0.1 s in tests)
@@ -39,9 +41,13 @@ class World:
     time_scale: float = 1.0  # house seconds per real second
     clock: Callable[[], float] = time.monotonic
     manual_house: tuple[float, ...] = (10.0,)
+    ble: bool = False  # a BLE bridge to the same car (teslaBleProxy)
+    relay_gen: Literal[0, 1, 2] = 0  # a Shelly relay on the charger circuit (0: none)
     oauth: SimulatedOAuth = field(init=False)
     proxy: SimulatedProxy = field(init=False)
     meter: SimulatedShelly = field(init=False)
+    bridge: SimulatedBleBridge | None = field(default=None, init=False)
+    relay: SimulatedRelay | None = field(default=None, init=False)
     urls: dict[str, str] = field(default_factory=dict, init=False)
     _t0: float = field(default=0.0, init=False)
     _feeder: asyncio.Task[None] | None = field(default=None, init=False)
@@ -57,6 +63,10 @@ class World:
         self.meter = SimulatedShelly(
             self.meter_kind, password=self.meter_password, phase_amps=channels
         )
+        if self.ble:
+            self.bridge = SimulatedBleBridge(self.car, clock=self.clock)
+        if self.relay_gen:
+            self.relay = SimulatedRelay(self.relay_gen, car=self.car, clock=self.clock)
         if self.phases == 3 and len(self.manual_house) == 1:
             self.manual_house = self.manual_house * 3
 
@@ -66,6 +76,10 @@ class World:
         self.urls["oauth"] = await self.oauth.start()
         self.urls["proxy"] = await self.proxy.start()
         self.urls["meter"] = await self.meter.start()
+        if self.bridge is not None:
+            self.urls["ble"] = await self.bridge.start()
+        if self.relay is not None:
+            self.urls["relay"] = await self.relay.start()
         self._t0 = self.clock()
         self.feed()
         self._feeder = asyncio.create_task(self._feed_forever(), name="world-feeder")
@@ -76,6 +90,10 @@ class World:
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._feeder
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.bridge is not None:
+            await self.bridge.stop()
         await self.meter.stop()
         await self.proxy.stop()
         await self.oauth.stop()
@@ -150,6 +168,10 @@ class World:
         }
         if self.meter_password:
             cfg["energyMonitorPassword"] = self.meter_password
+        if "ble" in self.urls:
+            cfg["teslaBleProxy"] = self.urls["ble"]
+        if "relay" in self.urls:
+            cfg["safetyRelayIp"] = self.urls["relay"].removeprefix("http://")
         cfg.update(overrides)
         return cfg
 

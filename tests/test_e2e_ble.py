@@ -1,0 +1,166 @@
+"""Issue 11 acceptance, black-box: the real daemon with a BLE bridge, a cloud proxy, a relay
+and an alert webhook, all simulated on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tesla_smart_charger.escalation import RESUME_AFTER_SECS
+from tesla_smart_charger.simulator.car import CarModel
+from tesla_smart_charger.simulator.world import World
+from tests.e2e import DaemonProcess, free_port, world_and_daemon
+from tests.test_alerts import Receiver
+
+pytestmark = pytest.mark.slow
+
+ESCALATE = 5.0  # escalateAfterSecs in these tests (its minimum)
+
+
+def charging_car(**kwargs: object) -> CarModel:
+    return CarModel(
+        request_amps=16,
+        charging_state="Charging",
+        ramp_delay=0.5,
+        capacity_kwh=None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def meter_valid(daemon: DaemonProcess) -> None:
+    await daemon.wait_status(lambda st: st["meter"] is not None and st["meter"]["valid"])
+
+
+async def poll(predicate: Callable[[], bool], timeout: float, daemon: DaemonProcess) -> None:
+    """Re-check `predicate` every 50 ms until it holds; fail with the daemon's log if not."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s:\n{daemon.log()[-4000:]}")
+        await asyncio.sleep(0.05)
+
+
+def cloud_data_requests(world: World) -> list[str]:
+    return [path for _, _, path, _ in world.proxy.requests if "vehicle_data" in path]
+
+
+async def test_cut_goes_over_ble_and_the_cloud_is_not_asked(tmp_path: Path) -> None:
+    world = World(car=charging_car(), manual_house=(10.0,), ble=True)
+    async with world_and_daemon(tmp_path, world, "--monitor") as (world, daemon):
+        await meter_valid(daemon)
+        assert world.bridge is not None
+        world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main
+        stepped = time.monotonic()
+        await world.bridge.wait_until(
+            lambda: bool(world.bridge and world.bridge.commands_named("set_charging_amps")),
+            timeout=2.0,
+        )
+        assert time.monotonic() - stepped <= 2.0
+        _, _, body = world.bridge.commands_named("set_charging_amps")[0]
+        assert 6 <= body["charging_amps"] <= 9
+        status = await daemon.status()
+        assert status["dependencies"]["ble_bridge"]["state"] == "ok"
+        assert status["roads"]["ble"]["ok"] >= 1
+        assert status["roads"]["cloud"]["calls"] == 0
+        assert status["controller"]["escalation"] == "none"
+        code, text = await daemon.get("/metrics")
+        assert code == 200
+        assert 'dependency="ble_bridge"' in text
+        assert "tesla_smart_charger_escalation_level" in text
+    assert world.proxy.commands == []
+    assert cloud_data_requests(world) == []
+    assert world.bridge.requests["vehicle_data"] >= 1  # the look went over BLE too
+    assert world.car.wakes == 0
+    assert world.bridge.wakeup_requests == 0
+    assert world.proxy.billing.wake == 0
+
+
+async def test_ble_refusing_connections_the_cut_goes_to_the_cloud(tmp_path: Path) -> None:
+    world = World(car=charging_car(), manual_house=(10.0,))
+    dead_bridge = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with world_and_daemon(tmp_path, world, "--monitor", teslaBleProxy=dead_bridge) as (
+        world,
+        daemon,
+    ):
+        await meter_valid(daemon)
+        world.set_house(20.0)
+        stepped = time.monotonic()
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5.0)
+        assert time.monotonic() - stepped <= 5.0
+        assert 6 <= body["charging_amps"] <= 9
+        status = await daemon.status()
+        assert status["roads"]["ble"]["failed"] >= 1
+        assert status["roads"]["ble"]["down"] is True
+        assert status["dependencies"]["ble_bridge"]["state"] in ("degraded", "down")
+        assert status["dependencies"]["car_link"]["state"] == "ok"
+        code, _ = await daemon.get("/health")
+        assert code == 200  # the cloud road carries the cut: nothing is unprotected
+    log = daemon.log()
+    assert log.count("the BLE bridge is not getting through to the car") == 1
+    assert world.car.wakes == 0
+    assert world.proxy.billing.wake == 0
+
+
+async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path: Path) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    world = World(car=charging_car(fault="ignores_commands"), manual_house=(10.0,), relay_gen=2)
+    try:
+        async with world_and_daemon(
+            tmp_path,
+            world,
+            "--monitor",
+            escalateAfterSecs=ESCALATE,
+            carSettleSecs=2,
+            alertWebhook=receiver.url,
+        ) as (world, daemon):
+            relay = world.relay
+            assert relay is not None
+            await meter_valid(daemon)
+            world.set_house(20.0)  # 36 A on 30 A, and the car will not follow any cut
+            stepped = time.monotonic()
+            await world.proxy.wait_for_command("charge_stop", timeout=ESCALATE + 5)
+            assert time.monotonic() - stepped <= ESCALATE + 5
+            code, health = await daemon.get("/health")
+            assert code == 503
+            assert any("escalation" in p for p in health["problems"])
+            status = await daemon.status()
+            assert status["controller"]["escalation"] in ("charge_stop", "relay_off")
+
+            await poll(lambda: (0, False) in relay.switches, 2 * ESCALATE + 5, daemon)
+            assert time.monotonic() - stepped <= 2 * ESCALATE + 5
+            off_at = time.monotonic()
+            assert world.car.current_draw(time.monotonic()) == 0.0
+            status = await daemon.wait_status(
+                lambda st: st["controller"]["escalation"] == "relay_off", timeout=3
+            )
+            assert status["dependencies"]["safety_relay"]["state"] == "ok"
+            code, _ = await daemon.get("/health")
+            assert code == 503
+            code, text = await daemon.get("/metrics")
+            assert 'tesla_smart_charger_escalation_level{level="relay_off"} 1.0' in text
+
+            # Room for chargerMinAmps (house 20 A, car off) must last a minute first.
+            await daemon.wait_status(
+                lambda st: st["controller"]["escalation"] == "none",
+                timeout=RESUME_AFTER_SECS + 15,
+            )
+            assert time.monotonic() - off_at >= RESUME_AFTER_SECS - 1
+            assert relay.switches[:2] == [(0, False), (0, True)]
+            await receiver.wait_for(lambda: len(receiver.bodies) >= 5, timeout=10)
+    finally:
+        await receiver.stop()
+    events = [b["event"] for b in receiver.bodies]
+    assert events[:5] == ["cut_failed", "charge_stop", "relay_off", "relay_on", "resolved"]
+    first = receiver.bodies[0]
+    assert first["limit"] == 30.0
+    assert first["house_amps"][0] > 30
+    assert world.car.wakes == 0
+    assert world.proxy.billing.wake == 0
+    log = daemon.log()
+    assert log.count("asking the car to stop charging") == 1  # each step logged once
+    assert log.count("the charger circuit is switched off") == 1

@@ -1,0 +1,166 @@
+"""The escalation's shell: raises held while escalated, cuts noted per road, alerts per episode."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from tesla_smart_charger import controller as core
+from tesla_smart_charger import escalation as esc
+from tesla_smart_charger.errors import BleUnavailable
+from tesla_smart_charger.events import Reading
+from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
+from tesla_smart_charger.roads import FailoverVehicle
+from tesla_smart_charger.safety import AlertWatch, Escalator
+
+CFG = esc.EscalationConfig(home_max_amps=30, charger_min_amps=6, escalate_after_secs=5)
+
+
+class Car:
+    """A `Vehicle` that records commands; `fail` makes every call raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.commands: list[tuple[str, int | None]] = []
+
+    async def snapshot(self, **_: Any) -> VehicleSnapshot:
+        raise AssertionError("not used")
+
+    async def set_charging_amps(self, amps: int) -> None:
+        self._go("set_charging_amps", amps)
+
+    async def charge_start(self) -> None:
+        self._go("charge_start", None)
+
+    async def charge_stop(self) -> None:
+        self._go("charge_stop", None)
+
+    def _go(self, name: str, amps: int | None) -> None:
+        if self.fail:
+            raise BleUnavailable(f"{name}: bridge down")
+        self.commands.append((name, amps))
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def send(self, event: str, message: str, **_: Any) -> None:
+        self.events.append(event)
+
+
+def _reading(worst: float) -> Reading:
+    return Reading(MeterReading((worst,), (230.0,), None, True, 0.0))
+
+
+def controller_state(setpoint: int, before: int | None) -> core.ControllerState:
+    return replace(core.initial_state(0.0), setpoint=setpoint, command_from=before)
+
+
+def test_raises_are_held_only_while_escalated_and_cuts_never() -> None:
+    escalator = Escalator(CFG, Car())
+    raise_ = core.SetAmps(10, "room")
+    cut = core.SetAmps(6, "overload")
+    assert escalator.hold(raise_, controller_state(10, 8)) is None
+    escalator.state = replace(escalator.state, level="charge_stop")
+    held = escalator.hold(raise_, controller_state(10, 8))
+    assert isinstance(held, core.VehicleUnavailable)
+    assert held.kind == "refused"
+    assert held.command
+    assert escalator.hold(cut, controller_state(6, 8)) is None
+    assert escalator.hold(core.RefreshVehicle("look"), controller_state(6, 8)) is None
+
+
+async def test_cut_accepted_on_ble_and_not_followed_is_retried_on_the_cloud() -> None:
+    ble, cloud = Car(), Car()
+    roads = FailoverVehicle([("ble", ble), ("cloud", cloud)])
+    await roads.set_charging_amps(9)  # the controller's cut, over BLE
+    escalator = Escalator(CFG, roads, roads=roads, clock=lambda: 10.0)
+    state = controller_state(9, 16)
+    escalator.command_outcome(
+        core.SetAmps(9, "cut"), core.CommandDone("set_charging_amps", 9), state
+    )
+    await escalator.after_event(_reading(36.0), state, 0.0)
+    assert escalator.state.pending is not None
+    assert escalator.state.pending.road == "ble"
+    await escalator.after_event(_reading(36.0), state, 9.0)  # after carSettleSecs (8 s)
+    assert cloud.commands == [("set_charging_amps", 9)]
+    assert escalator.state.cut_failed
+
+
+async def test_a_cut_answered_vehicle_unavailable_opens_an_episode() -> None:
+    escalator = Escalator(CFG, Car(fail=True))
+    state = controller_state(6, 16)
+    outcome = core.VehicleUnavailable("asleep", "vehicle unavailable", command=True)
+    escalator.command_outcome(core.SetAmps(6, "cut"), outcome, state)
+    await escalator.after_event(_reading(36.0), state, 0.0)
+    assert escalator.state.cut_failed
+    await escalator.after_event(_reading(36.0), state, 5.0)
+    assert escalator.level == "charge_stop"
+    assert escalator.steps["charge_stop"] == 1
+
+
+def test_a_look_that_finds_the_car_asleep_does_not_prove_a_road() -> None:
+    escalator = Escalator(CFG, Car())
+    state = controller_state(6, 16)
+    asleep = core.VehicleUpdate(VehicleSnapshot(VehicleState.ASLEEP, None, 0.0))
+    escalator.command_outcome(core.RefreshVehicle("look"), asleep, state)
+    assert escalator._inputs == []
+    online = core.VehicleUpdate(VehicleSnapshot(VehicleState.ONLINE, None, 0.0))
+    escalator.command_outcome(core.RefreshVehicle("look"), online, state)
+    assert escalator._inputs == [esc.RoadStatus(up=True)]
+
+
+def test_alert_watch_sends_one_alert_per_change() -> None:
+    sender = Sender()
+    flags = {"failsafe": False, "login": False}
+    now = [0.0]
+    ble = Car(fail=True)
+    roads = FailoverVehicle([("ble", ble), ("cloud", Car())], clock=lambda: now[0])
+    watch = AlertWatch(
+        sender,  # type: ignore[arg-type]
+        failsafe=lambda: flags["failsafe"],
+        login_required=lambda: flags["login"],
+        house_amps=lambda: (20.0,),
+        limit=30,
+        roads=roads,
+        clock=lambda: now[0],
+    )
+    watch.check()
+    assert sender.events == []
+    flags["failsafe"] = True
+    watch.check()
+    watch.check()
+    flags["failsafe"] = False
+    flags["login"] = True
+    watch.check()
+    watch.check()
+    assert sender.events == ["failsafe", "failsafe_left", "login_required"]
+
+
+async def test_alert_watch_road_down_for_five_minutes() -> None:
+    sender = Sender()
+    now = [0.0]
+    ble = Car(fail=True)
+    roads = FailoverVehicle([("ble", ble), ("cloud", Car())], clock=lambda: now[0])
+    watch = AlertWatch(
+        sender,  # type: ignore[arg-type]
+        failsafe=lambda: False,
+        login_required=lambda: False,
+        house_amps=lambda: (),
+        limit=30,
+        roads=roads,
+        clock=lambda: now[0],
+    )
+    await roads.set_charging_amps(10)  # BLE fails, the cloud carries it
+    now[0] = 299.0
+    watch.check()
+    assert sender.events == []
+    now[0] = 301.0
+    watch.check()
+    watch.check()
+    assert sender.events == ["road_down"]
+    ble.fail = False
+    await roads.set_charging_amps(10)
+    watch.check()
+    assert sender.events == ["road_down", "road_up"]
