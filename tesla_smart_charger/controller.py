@@ -12,8 +12,9 @@ after the room has lasted `sleep_secs`. When the meter goes silent the car drops
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import operator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.events import AuthLost, MeterFailed, Overload, Reading, TokenRefreshed
@@ -224,6 +225,21 @@ class Decision:
 
     state: ControllerState
     actions: tuple[Action, ...] = field(default_factory=tuple)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(ControllerState))
+_state_values = operator.attrgetter(*_STATE_FIELDS)
+
+
+def _evolve(state: ControllerState, changes: dict[str, Any]) -> ControllerState:
+    """`dataclasses.replace` for the once-a-second path, about twice as fast.
+
+    Same result (unknown names still raise TypeError); it skips replace's per-field checks,
+    which cost more than the copy itself on a ~30-field state.
+    """
+    values = dict(zip(_STATE_FIELDS, _state_values(state), strict=True))
+    values.update(changes)
+    return ControllerState(**values)
 
 
 def initial_state(
@@ -735,26 +751,38 @@ def _on_reading(
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
-    s = replace(state, reading=reading, last_valid_at=now)
-    if state.failsafe:
-        s = replace(s, failsafe=False, reason="meter readings are back: leaving fail-safe")
-        if (
-            not _charging(s)
-            and s.restore_pending
-            and not s.refresh_pending
-            and now >= s.blocked_until
-        ):
-            return Decision(
-                replace(s, refresh_pending=True),
-                (RefreshVehicle("meter back: restore the driver's setting?"),),
-            )
+    if not state.failsafe:
+        # The hot path (every reading): the two fields ride along into _control's one replace.
+        return _control(state, reading, now, cfg, {"reading": reading, "last_valid_at": now})
+    s = replace(
+        state,
+        reading=reading,
+        last_valid_at=now,
+        failsafe=False,
+        reason="meter readings are back: leaving fail-safe",
+    )
+    if not _charging(s) and s.restore_pending and not s.refresh_pending and now >= s.blocked_until:
+        return Decision(
+            replace(s, refresh_pending=True),
+            (RefreshVehicle("meter back: restore the driver's setting?"),),
+        )
     return _control(s, reading, now, cfg)
 
 
 def _control(
-    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+    state: ControllerState,
+    reading: MeterReading,
+    now: float,
+    cfg: ControlConfig,
+    pending: dict[str, object] | None = None,
 ) -> Decision:
-    """One closed-loop step on a valid reading."""
+    """One closed-loop step on a valid reading.
+
+    `pending` holds field updates the caller has not applied yet (the reading itself). This
+    runs once a second, so every field it changes goes into one `replace` at the end: copying
+    the ~30-field state was most of the controller's cost per reading.
+    """
+    ch: dict[str, Any] = dict(pending) if pending else {}
     house = house_estimate(state, reading, now, cfg)
     state = _confirm_on_meter(state, reading, house, now, cfg)
     car_phases = _car_phases(state, cfg, reading)
@@ -763,9 +791,9 @@ def _control(
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
 
     if state.paused:
-        return _maybe_resume(replace(state, target=None), raw, now, cfg)
+        return _maybe_resume(replace(state, **ch, target=None), raw, now, cfg)
     if not _charging(state):
-        return _not_charging(state, reading, raw, now, cfg)
+        return _not_charging(state, reading, raw, now, cfg, pending=ch)
 
     ceiling = min(
         cfg.charger_max_amps,
@@ -775,7 +803,7 @@ def _control(
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
     look = _car_stopped_drawing(
-        state, reading, house=house, car_phases=car_phases, settling=settling, now=now
+        state, reading, house=house, car_phases=car_phases, settling=settling, now=now, pending=ch
     )
     if look is not None:
         return look
@@ -783,14 +811,13 @@ def _control(
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
-    s = replace(state, target=target)
+    ch["target"] = target
 
     if raw < cfg.charger_min_amps:
         since = state.unresolvable_since if state.unresolvable_since is not None else now
-        s = replace(
-            s,
-            unresolvable_since=since,
-            reason=f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)",
+        ch["unresolvable_since"] = since
+        ch["reason"] = (
+            f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
         )
         if (
             cfg.pause_when_overloaded
@@ -799,54 +826,46 @@ def _control(
             and now >= state.blocked_until
         ):
             reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
-            return Decision(
-                replace(s, paused=True, room_since=None, reason=reason), (StopCharging(reason),)
-            )
+            ch.update(paused=True, room_since=None, reason=reason)
+            return Decision(_evolve(state, ch), (StopCharging(reason),))
     else:
-        s = replace(s, unresolvable_since=None)
+        ch["unresolvable_since"] = None
 
     if target < setpoint:
         if now < state.blocked_until:
-            return Decision(
-                replace(
-                    s,
-                    reason=f"need {target} A but {s.blocked_reason or 'car calls wait'}: "
-                    "sending it when the wait ends",
-                )
+            ch["reason"] = (
+                f"need {target} A but {state.blocked_reason or 'car calls wait'}: "
+                "sending it when the wait ends"
             )
+            return Decision(_evolve(state, ch))
         why = (
-            s.reason
+            ch["reason"]
             if raw < cfg.charger_min_amps
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
-        decision = _set(s, target, why, now)
-        return Decision(replace(decision.state, house_at_command=house), decision.actions)
+        return _set(replace(state, **ch, house_at_command=house), target, why, now)
 
     if target >= setpoint + 1 and not settling:
         since = state.raise_since if state.raise_since is not None else now
         floor = min(state.raise_floor, target) if state.raise_floor is not None else target
         hold = cfg.sleep_secs
-        s = replace(
-            s,
+        ch.update(
             raise_since=since,
             raise_floor=floor,
             reason=f"room for {floor} A; raising after {hold:.0f} s of room",
         )
         if now - since >= hold - EPS and now >= state.blocked_until:
-            decision = _set(
-                s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now
-            )
-            return Decision(replace(decision.state, house_at_command=house), decision.actions)
-        return Decision(s)
+            s = replace(state, **ch, house_at_command=house)
+            return _set(s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now)
+        return Decision(_evolve(state, ch))
 
     if raw >= cfg.charger_min_amps:
-        s = replace(
-            s,
+        ch.update(
             raise_since=None,
             raise_floor=None,
             reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A",
         )
-    return Decision(s)
+    return Decision(_evolve(state, ch))
 
 
 def _confirm_on_meter(
@@ -882,6 +901,7 @@ def _car_stopped_drawing(
     car_phases: tuple[int, ...],
     settling: bool,
     now: float,
+    pending: dict[str, Any],
 ) -> Decision | None:
     """A house load below zero means the car draws much less than we think: look at it.
 
@@ -906,44 +926,52 @@ def _car_stopped_drawing(
     ):
         return None
     reason = "the meter says the car draws much less than it was set to: checking the car"
-    s = replace(state, refresh_pending=True, last_unexplained_at=now, reason=reason)
+    s = replace(
+        state, **{**pending, "refresh_pending": True, "last_unexplained_at": now, "reason": reason}
+    )
     return Decision(s, (RefreshVehicle("car seems to have stopped drawing"),))
 
 
 def _not_charging(
-    state: ControllerState, reading: MeterReading, raw: int, now: float, cfg: ControlConfig
+    state: ControllerState,
+    reading: MeterReading,
+    raw: int,
+    now: float,
+    cfg: ControlConfig,
+    *,
+    pending: dict[str, Any],
 ) -> Decision:
     """The car is not known to be charging: only an unexplained overload makes us look."""
     worst = reading.worst_phase_amps
-    s = replace(state, raise_since=None, raise_floor=None)
-    if state.vehicle is not None:
-        s = replace(s, reason=_vehicle_reason(state.vehicle), target=None)
-    else:
-        s = replace(s, reason="car state unknown: nothing sent", target=None)
+    ch: dict[str, Any] = {**pending, "raise_since": None, "raise_floor": None, "target": None}
+    ch["reason"] = (
+        _vehicle_reason(state.vehicle)
+        if state.vehicle is not None
+        else "car state unknown: nothing sent"
+    )
     if state.refresh_pending or now < state.blocked_until:
-        return Decision(s)
+        return Decision(_evolve(state, ch))
     if state.vehicle is None and not state.first_look_done:
         # One look at start-up (at most two data calls): /status shows the car, and a car that
         # is already charging is under control before the house gives any reason to ask.
-        s = replace(s, refresh_pending=True, first_look_done=True, reason="first look at the car")
-        return Decision(s, (RefreshVehicle("first look at the car"),))
+        ch.update(refresh_pending=True, first_look_done=True, reason="first look at the car")
+        return Decision(_evolve(state, ch), (RefreshVehicle("first look at the car"),))
     if worst <= cfg.limit:
-        return Decision(s)
+        return Decision(_evolve(state, ch))
     if (
         state.last_unexplained_at is not None
         and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
     ):
-        return Decision(s)
+        return Decision(_evolve(state, ch))
     jumped = state.supply_at_look is None or worst - state.supply_at_look >= JUMP_AMPS
     if state.vehicle is not None and not jumped:
-        return Decision(s)
-    s = replace(
-        s,
+        return Decision(_evolve(state, ch))
+    ch.update(
         refresh_pending=True,
         last_unexplained_at=now,
         reason=f"unexplained overload ({worst:.1f} A): checking whether the car started charging",
     )
-    return Decision(s, (RefreshVehicle("unexplained overload"),))
+    return Decision(_evolve(state, ch), (RefreshVehicle("unexplained overload"),))
 
 
 def _maybe_resume(state: ControllerState, raw: int, now: float, cfg: ControlConfig) -> Decision:
