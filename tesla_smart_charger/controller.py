@@ -193,6 +193,7 @@ class ControllerState:
     house_at_command: tuple[float, ...] | None = None
     verify_at: float | None = None  # look at the car once the command has settled
     last_verify_at: float | None = None
+    verify_look: bool = True  # False: only the meter checks this command (no billed look due)
     target: int | None = None
     reason: str = "starting"
     blocked_until: float = 0.0  # no car call before this (the failing dependency's policy)
@@ -342,6 +343,9 @@ def _maybe_verify(decision: Decision, now: float) -> Decision:
     s = decision.state
     if s.verify_at is None or now < s.verify_at or s.refresh_pending or decision.actions:
         return decision
+    if not s.verify_look:
+        # The meter could not vouch for this command, and a billed look is not due yet.
+        return Decision(replace(s, verify_at=None), decision.actions)
     if now < s.blocked_until:
         return decision
     s = replace(s, verify_at=None, last_verify_at=now, refresh_pending=True)
@@ -435,6 +439,7 @@ def _common(
                 s,
                 vehicle=replace(state.vehicle, charge=charge),
                 verify_at=now + cfg.settle_secs + 1.0,
+                verify_look=True,
             )
         if (
             event.command == "set_charging_amps"
@@ -446,8 +451,10 @@ def _common(
                 or now - state.last_verify_at >= VERIFY_INTERVAL
                 or (event.amps or 0) < 5
             )
-            if due:
-                s = replace(s, verify_at=now + cfg.settle_secs + 1.0)
+            # The meter checks every command for free (a command it vouches for counts as a
+            # look at the car); a billed look follows only when one is due.
+            look = due or (state.verify_at is not None and state.verify_look)  # keep one owed
+            s = replace(s, verify_at=now + cfg.settle_secs + 1.0, verify_look=look)
         return Decision(s)
     return None
 
@@ -890,7 +897,7 @@ def _confirm_on_meter(
         return state
     if max(abs(h - b) for h, b in zip(house, before, strict=True)) > VERIFY_TOLERANCE:
         return state
-    return replace(state, verify_at=None, last_verify_at=now)
+    return replace(state, verify_at=None, last_verify_at=now, last_look_at=now)
 
 
 def _car_stopped_drawing(

@@ -517,3 +517,70 @@ def test_fleet_api_budget_under_a_steady_load_per_hour() -> None:
     assert data / 3 <= 15
     assert commands / 3 <= 10
     assert data >= 2  # it did look at the car: at start-up and then periodically
+
+
+def _vouch_run(follows: bool) -> tuple[Run, list[core.Action]]:
+    """Two cuts 10 min apart; the meter vouches for the first, so the second is owed no look."""
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)  # -> 9 A
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    for t in range(2, 12):
+        run.feed(reading(20 + (16 if t < 4 else 9), at=t), float(t))  # the car follows
+    run.feed(reading(22 + 9, at=600.0), 600.0)  # 2 A more in the house -> 7 A
+    run.feed(core.CommandDone("set_charging_amps", 7), 600.0)
+    for t in range(601, 625):  # (before a raise could follow the odd case's room)
+        car = 9 if t < 603 else 7 if follows else 4  # it follows, or draws 3 A less than told
+        run.feed(reading(22 + car, at=t), float(t))
+    return run, [a for _, a in run.actions if isinstance(a, core.RefreshVehicle)]
+
+
+@pytest.mark.parametrize(
+    ("follows", "last_look_at"),
+    [
+        (True, 609.0),  # the meter vouches for the second command too: it counts as a look
+        (False, 10.0),  # the meter contradicts it: the first vouched command stays the last look
+    ],
+)
+def test_measured_meter_checks_every_command_and_a_vouched_one_counts_as_a_look(
+    follows: bool, last_look_at: float
+) -> None:
+    run, looks = _vouch_run(follows)
+    assert run.amps_sent() == [9, 7]
+    # No billed look at all: the first was vouched by the meter, the second was not due one
+    # (one confirmation per 30 min), and the periodic look counts from the last vouched command.
+    assert looks == []
+    assert run.state.verify_at is None
+    assert run.state.last_look_at == last_look_at
+    assert core.next_deadline(replace(run.state, last_valid_at=1e9), MEASURED) == (
+        last_look_at + MEASURED.vehicle_check_secs
+    )
+
+
+@pytest.mark.parametrize(
+    ("first_due", "second_amps", "billed"),
+    [
+        (True, 7, 1),  # a look owed by the first command survives a second command before it
+        (False, 7, 0),  # nothing owed, nothing due: the meter alone checks
+        (False, 4, 1),  # sub-5 A is always looked at
+    ],
+)
+def test_measured_owed_confirmation_is_not_dropped_by_a_quick_second_command(
+    first_due: bool, second_amps: int, billed: int
+) -> None:
+    run = measured_charging()
+    if not first_due:
+        run.state = replace(run.state, last_verify_at=0.5)
+    run.feed(reading(20 + 16, at=1.0), 1.0)  # -> 9 A
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.0)
+    run.state = replace(run.state, setpoint=second_amps)
+    run.feed(core.CommandDone("set_charging_amps", second_amps), 3.0)
+    looks = []
+    for t in range(4, 30):  # the meter cannot vouch: the house estimate moves by 5 A
+        looks += [
+            a
+            for a in run.feed(reading(25 + 16, at=t), float(t))
+            if isinstance(a, core.RefreshVehicle)
+        ]
+        if looks:
+            break
+    assert len(looks) == billed
