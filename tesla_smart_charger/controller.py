@@ -34,6 +34,10 @@ JUMP_AMPS = 4.0
 # setpoint must match the one taken when the command went out to within this many amps.
 VERIFY_INTERVAL = 1800.0
 VERIFY_TOLERANCE = 2.0
+# When the meter cannot vouch for a command at once (the house changed meanwhile, e.g. an
+# appliance's inrush that triggered the cut), the billed look waits this long once: a later
+# command the meter vouches for shows the car follows us, and makes the look unnecessary.
+VERIFY_RETRY_SECS = 60.0
 # In fail-safe the meter cannot tell us the car started charging: look at it this often.
 FAILSAFE_LOOK_SECS = 300.0
 
@@ -194,6 +198,7 @@ class ControllerState:
     verify_at: float | None = None  # look at the car once the command has settled
     last_verify_at: float | None = None
     verify_look: bool = True  # False: only the meter checks this command (no billed look due)
+    verify_retry: bool = False  # the billed look may wait VERIFY_RETRY_SECS once for the meter
     target: int | None = None
     reason: str = "starting"
     blocked_until: float = 0.0  # no car call before this (the failing dependency's policy)
@@ -346,6 +351,9 @@ def _maybe_verify(decision: Decision, now: float) -> Decision:
     if not s.verify_look:
         # The meter could not vouch for this command, and a billed look is not due yet.
         return Decision(replace(s, verify_at=None), decision.actions)
+    if s.verify_retry and (s.setpoint or 0) >= 5:
+        # Give the meter one more chance (a later command it vouches for clears the look).
+        return Decision(replace(s, verify_at=now + VERIFY_RETRY_SECS, verify_retry=False))
     if now < s.blocked_until:
         return decision
     s = replace(s, verify_at=None, last_verify_at=now, refresh_pending=True)
@@ -440,6 +448,7 @@ def _common(
                 vehicle=replace(state.vehicle, charge=charge),
                 verify_at=now + cfg.settle_secs + 1.0,
                 verify_look=True,
+                verify_retry=False,
             )
         if (
             event.command == "set_charging_amps"
@@ -453,8 +462,13 @@ def _common(
             )
             # The meter checks every command for free (a command it vouches for counts as a
             # look at the car); a billed look follows only when one is due.
-            look = due or (state.verify_at is not None and state.verify_look)  # keep one owed
-            s = replace(s, verify_at=now + cfg.settle_secs + 1.0, verify_look=look)
+            owed = state.verify_at is not None and state.verify_look  # kept, not waited for again
+            s = replace(
+                s,
+                verify_at=now + cfg.settle_secs + 1.0,
+                verify_look=due or owed,
+                verify_retry=not owed,
+            )
         return Decision(s)
     return None
 
