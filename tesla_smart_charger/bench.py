@@ -32,6 +32,7 @@ from typing import Any, Literal, Protocol
 from tesla_smart_charger import breaker
 from tesla_smart_charger import controller as core
 from tesla_smart_charger.config import Settings
+from tesla_smart_charger.const import PRICE_PER_CALL
 from tesla_smart_charger.events import Reading
 from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
@@ -64,7 +65,16 @@ EVCC_INTERVAL = 30  # s, evcc's default `interval` (cmd/setup.go)
 EVCC_FAST_INTERVAL = 10  # s, the shortest interval evcc's docs call possible (sensitivity row)
 EVCC_DATA_CACHE = 900.0
 
-POLICIES = ("step", "evcc-like", "evcc-10s", "ours", "ours-min0", "oracle-matched", "oracle")
+POLICIES = (
+    "step",
+    "evcc-like",
+    "evcc-10s",
+    "ours",
+    "ours-min0",
+    "oracle-matched",
+    "oracle-held",
+    "oracle",
+)
 INTERVALS = {"evcc-like": EVCC_INTERVAL, "evcc-10s": EVCC_FAST_INTERVAL}  # tick offsets vary
 Phases = tuple[float, ...]
 
@@ -278,6 +288,9 @@ class Result:
     offset: int = 0
     matched_kwh: float = 0.0  # the constraint-matched oracle's energy at this seed
     oracle_kwh: float = 0.0  # the unmatched oracle's energy at this seed
+    held_kwh: float = 0.0  # the oracle that also raises only after sleepTimeSecs, this seed
+    matched_peak_pct: float = 0.0  # the constraint-matched oracle's peak at this seed
+    data_cost: float = 0.0  # US dollars of data calls alone (commands over BLE cost nothing)
 
     @property
     def cost_per_day(self) -> float:
@@ -293,6 +306,16 @@ class Result:
     def oracle_pct(self) -> float:
         """Energy as % of the unmatched oracle."""
         return 100.0 * self.energy_kwh / self.oracle_kwh if self.oracle_kwh > 0 else 100.0
+
+    @property
+    def held_pct(self) -> float:
+        """Energy as % of the oracle that obeys every rule of ours, the raise hold included."""
+        return 100.0 * self.energy_kwh / self.held_kwh if self.held_kwh > 0 else 100.0
+
+    @property
+    def ble_cost_per_day(self) -> float:
+        """Fleet API dollars a day with commands over the BLE road (issue 11): data calls only."""
+        return self.data_cost * DAY / self.seconds
 
 
 def _result(policy: str, m: Metrics, fleet: Fleet | None, trace: Trace, offset: int = 0) -> Result:
@@ -316,6 +339,7 @@ def _result(policy: str, m: Metrics, fleet: Fleet | None, trace: Trace, offset: 
         trace.seconds,
         trace.seed,
         offset,
+        data_cost=fleet.billing.data * PRICE_PER_CALL["data"] if fleet else 0.0,
     )
 
 
@@ -820,13 +844,16 @@ def run_oracle(
     margin: float = 0.0,
     minimum: int = CHARGER_MIN_AMPS,
     pause: bool = True,
+    hold: int = 0,
     name: str = "oracle",
 ) -> Result:
     """The car draws what the house leaves (less `margin`), to the amp, each second, instantly.
 
     Below `minimum` it pauses (`pause`) or holds the minimum, as ours does with
     pauseWhenOverloaded off. The unmatched oracle keeps no margin and pauses; the matched one
-    keeps ours' margin, minimum and pause rule.
+    keeps ours' margin, minimum and pause rule. With `hold` > 0 it lowers at once but draws
+    more only once the room for it has lasted `hold` seconds: the least of the last `hold` + 1
+    seconds' room (ours' sleepTimeSecs, with no latency and no wasted second).
     """
     changes = dict(trace.plug_changes)
 
@@ -841,9 +868,18 @@ def run_oracle(
     plugged = trace.plugged_at_start
     first = trace.house[0]
     m = Metrics(trace.limit, trace.phases, _supply(trace, first, car_at(first, plugged)))
+    window: deque[tuple[int, int]] = deque()  # (second, room): a sliding minimum
     for t, load in enumerate(trace.house):
         plugged = changes.get(t, plugged)
-        car = float(car_at(load, plugged))
+        room = car_at(load, plugged)
+        if hold:
+            while window and window[-1][1] >= room:
+                window.pop()
+            window.append((t, room))
+            if window[0][0] < t - hold:
+                window.popleft()
+            room = window[0][1]
+        car = float(room)
         m.add(_supply(trace, load, car), car)
     return _result(name, m, None, trace)
 
@@ -860,12 +896,27 @@ def run_matched_oracle(trace: Trace) -> Result:
     )
 
 
+def run_held_oracle(trace: Trace) -> Result:
+    """The matched oracle that also raises only after sleepTimeSecs of room, as ours must."""
+    cfg = control_config(trace)
+    return run_oracle(
+        trace,
+        margin=cfg.safety_margin,
+        minimum=int(cfg.charger_min_amps),
+        pause=cfg.pause_when_overloaded,
+        hold=round(cfg.sleep_secs),
+        name="oracle-held",
+    )
+
+
 def run_policy(trace: Trace, policy: str, offset: int = 0) -> Result:
     """Drive one policy through one trace, second by second, in virtual time."""
     if policy == "oracle":
         return run_oracle(trace)
     if policy == "oracle-matched":
         return run_matched_oracle(trace)
+    if policy == "oracle-held":
+        return run_held_oracle(trace)
     clock = Clock()
     car = make_car(trace)
     fleet = Fleet(car, clock)
@@ -969,11 +1020,19 @@ def run_all(
         for r in results:
             out[key].setdefault(r.policy, []).append(r)
     for by_policy in out.values():
-        matched = {r.seed: r.energy_kwh for r in by_policy["oracle-matched"]}
+        matched = {r.seed: r for r in by_policy["oracle-matched"]}
         oracle = {r.seed: r.energy_kwh for r in by_policy["oracle"]}
+        held = {r.seed: r.energy_kwh for r in by_policy["oracle-held"]}
         for policy, results in by_policy.items():
             by_policy[policy] = [
-                replace(r, matched_kwh=matched[r.seed], oracle_kwh=oracle[r.seed]) for r in results
+                replace(
+                    r,
+                    matched_kwh=matched[r.seed].energy_kwh,
+                    oracle_kwh=oracle[r.seed],
+                    held_kwh=held[r.seed],
+                    matched_peak_pct=matched[r.seed].peak_pct,
+                )
+                for r in results
             ]
     return {k: {p: out[k][p] for p in POLICIES if p in out[k]} for k in keys}
 
@@ -1006,12 +1065,12 @@ SAFETY_UNITS = (
     f" {'[count]':>9} {'[s]':>4} {'[s]':>4} {'[s]':>4}  {'melts':<5} {'[A*s]':<19} {'[s]':<11}"
 )
 ENERGY_HEADER = (
-    f"{'policy':<14} {'energy':<22} {'of matched':<19} {'of oracle':<19}"
-    f" {'commands':<13} {'data calls':<13} {'wakes':>5}  {'Fleet $':<19}"
+    f"{'policy':<14} {'energy':<22} {'of matched':<19} {'of held':<19} {'of oracle':<19}"
+    f" {'commands':<13} {'data calls':<13} {'wakes':>5}  {'Fleet $':<19} {'Fleet $ with':<19}"
 )
 ENERGY_UNITS = (
-    f"{'':<14} {'[kWh]':<22} {'oracle [%]':<19} {'[%]':<19}"
-    f" {'':<13} {'':<13} {'':>5}  {'per day':<19}"
+    f"{'':<14} {'[kWh]':<22} {'oracle [%]':<19} {'oracle [%]':<19} {'[%]':<19}"
+    f" {'':<13} {'':<13} {'':>5}  {'per day':<19} {'BLE cmds, /day':<19}"
 )
 
 
@@ -1033,10 +1092,12 @@ def _safety_row(policy: str, rs: Sequence[Result]) -> str:
 def _energy_row(policy: str, rs: Sequence[Result]) -> str:
     return (
         f"{policy:<14} {spread([r.energy_kwh for r in rs], 2):<22}"
-        f" {spread([r.matched_pct for r in rs], 1):<19} {spread([r.oracle_pct for r in rs], 1):<19}"
+        f" {spread([r.matched_pct for r in rs], 1):<19} {spread([r.held_pct for r in rs], 1):<19}"
+        f" {spread([r.oracle_pct for r in rs], 1):<19}"
         f" {spread([r.commands for r in rs]):<13} {spread([r.data_calls for r in rs]):<13}"
         f" {sum(r.wakes for r in rs):>5}  {spread([r.cost_per_day for r in rs], 3):<19}"
-    )
+        f" {spread([r.ble_cost_per_day for r in rs], 3):<19}"
+    ).rstrip()
 
 
 def format_table(trace: Trace, results: dict[str, list[Result]]) -> str:
@@ -1058,20 +1119,30 @@ def format_table(trace: Trace, results: dict[str, list[Result]]) -> str:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One target: passed or not, with the figures behind it."""
+    """One target: passed or not, with the figures behind it.
+
+    Issue 13's targets gate the exit code as written. A target that is not `gating` is context:
+    what any controller under our rules can reach (docs/benchmarks.md argues each case), shown
+    beside the target it explains, never in its place.
+    """
 
     target: str
     passed: bool
     detail: str
+    gating: bool = True
 
 
-ENERGY_TARGET = 98.0  # % of the constraint-matched oracle
+ENERGY_TARGET = 98.0  # % of an oracle
 PEAK_TARGET = 90.0  # % of the conservative replica's trip heat
 COST_TARGET = 0.05  # US dollars a day on the random week
 
 
 def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
-    """Issue 13's targets for `ours`, checked on every run of every trace."""
+    """Issue 13's targets for `ours`, checked on every run of every trace.
+
+    Three of them are missed for reasons docs/benchmarks.md (Targets) gives; each is followed by
+    a context line stating what any controller under ours' rules can reach, which does not gate.
+    """
     out: list[Verdict] = []
     ours = {k: rs["ours"] for k, rs in all_results.items()}
     for key, rs in ours.items():
@@ -1081,6 +1152,20 @@ def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
         worst = max(r.trips_typical for r in rs)
         out.append(Verdict(f"ours: 0 trips, typical [{key}]", worst == 0, f"max {worst}"))
     for key, rs in ours.items():
+        # The matched oracle has perfect foresight and zero latency: where even it peaks above
+        # the target, the house alone (with the car held at chargerMinAmps) causes the rest.
+        allowed = [max(PEAK_TARGET, r.matched_peak_pct) for r in rs]
+        over = [r.peak_pct - a for r, a in zip(rs, allowed, strict=True)]
+        worst_run = rs[over.index(max(over))]
+        out.append(
+            Verdict(
+                f"ours: peak <= {PEAK_TARGET:g} % or <= matched oracle's [{key}]",
+                max(over) <= 0,
+                f"max {max(r.peak_pct for r in rs):.1f} % (matched oracle"
+                f" {worst_run.matched_peak_pct:.1f} % in that run)",
+                gating=False,
+            )
+        )
         peak = max(r.peak_pct for r in rs)
         out.append(
             Verdict(
@@ -1090,6 +1175,15 @@ def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
             )
         )
     for key, rs in ours.items():
+        share = min(r.held_pct for r in rs)
+        out.append(
+            Verdict(
+                f"ours: energy >= {ENERGY_TARGET:g} % of held oracle [{key}]",
+                share >= ENERGY_TARGET,
+                f"min {share:.1f} %",
+                gating=False,
+            )
+        )
         share = min(r.matched_pct for r in rs)
         out.append(
             Verdict(
@@ -1099,7 +1193,17 @@ def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
             )
         )
     if "random-week" in ours:
-        cost = max(r.cost_per_day for r in ours["random-week"])
+        week = ours["random-week"]
+        cost = max(r.ble_cost_per_day for r in week)
+        out.append(
+            Verdict(
+                f"ours: Fleet API cost <= ${COST_TARGET:.2f}/day, BLE commands [random-week]",
+                cost <= COST_TARGET,
+                f"${cost:.3f}/day",
+                gating=False,
+            )
+        )
+        cost = max(r.cost_per_day for r in week)
         out.append(
             Verdict(
                 f"ours: Fleet API cost <= ${COST_TARGET:.2f}/day [random-week]",
@@ -1113,11 +1217,12 @@ def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
 
 
 def format_targets(verdicts: Sequence[Verdict]) -> str:
-    """The targets section: PASS/FAIL per target."""
+    """The targets section: PASS/FAIL per target, met/MISS for the context lines."""
     width = max(len(v.target) for v in verdicts)
-    lines = ["targets (issue 13; docs/benchmarks.md)"]
+    lines = ["targets (issue 13, PASS/FAIL; met/MISS: context, not gating; see docs/benchmarks.md)"]
     for v in verdicts:
-        lines.append(f"  {v.target:<{width}}  {'PASS' if v.passed else 'FAIL'}  {v.detail}")
+        mark = ("PASS" if v.passed else "FAIL") if v.gating else ("met " if v.passed else "MISS")
+        lines.append(f"  {v.target:<{width}}  {mark}  {v.detail}")
     return "\n".join(lines)
 
 
@@ -1148,7 +1253,8 @@ def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[
         f" {cfg.settle_secs:g},\n       vehicleCheckSecs {cfg.vehicle_check_secs:g},"
         f" pauseWhenOverloaded {str(cfg.pause_when_overloaded).lower()}"
         f" (pauseAfterSecs {cfg.pause_after_secs:g});\n       oracle-matched keeps the same"
-        " margin, minimum and pause rule"
+        " margin, minimum and pause rule; oracle-held also raises only after"
+        f" {cfg.sleep_secs:g} s of room"
     )
     parts = [model + (" [--quick: shortened traces]" if plan.quick else "") + "\n" + ours]
     parts += [format_table(traces[k], results[k]) for k in keys]
@@ -1158,7 +1264,7 @@ def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[
         parts.append(bench_roads.report())
     verdicts = targets(results)
     parts.append(format_targets(verdicts))
-    return "\n\n".join(parts), all(v.passed for v in verdicts)
+    return "\n\n".join(parts), all(v.passed for v in verdicts if v.gating)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,9 @@ after the room has lasted `sleep_secs`. When the meter goes silent the car drops
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import operator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.events import (
@@ -42,6 +43,11 @@ VERIFY_INTERVAL = 1800.0
 VERIFY_TOLERANCE = 2.0
 # A cut to the driver's ceiling that did not land is tried again this long after the last one.
 LIMIT_RETRY_SECS = 5.0
+
+# When the meter cannot vouch for a command at once (the house changed meanwhile, e.g. an
+# appliance's inrush that triggered the cut), the billed look waits this long once: a later
+# command the meter vouches for shows the car follows us, and makes the look unnecessary.
+VERIFY_RETRY_SECS = 60.0
 # In fail-safe the meter cannot tell us the car started charging: look at it this often.
 FAILSAFE_LOOK_SECS = 300.0
 
@@ -205,6 +211,8 @@ class ControllerState:
     house_at_command: tuple[float, ...] | None = None
     verify_at: float | None = None  # look at the car once the command has settled
     last_verify_at: float | None = None
+    verify_look: bool = True  # False: only the meter checks this command (no billed look due)
+    verify_retry: bool = False  # the billed look may wait VERIFY_RETRY_SECS once for the meter
     target: int | None = None
     reason: str = "starting"
     blocked_until: float = 0.0  # no car call before this (the failing dependency's policy)
@@ -237,6 +245,21 @@ class Decision:
 
     state: ControllerState
     actions: tuple[Action, ...] = field(default_factory=tuple)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(ControllerState))
+_state_values = operator.attrgetter(*_STATE_FIELDS)
+
+
+def _evolve(state: ControllerState, changes: dict[str, Any]) -> ControllerState:
+    """`dataclasses.replace` for the once-a-second path, about twice as fast.
+
+    Same result (unknown names still raise TypeError); it skips replace's per-field checks,
+    which cost more than the copy itself on a ~30-field state.
+    """
+    values = dict(zip(_STATE_FIELDS, _state_values(state), strict=True))
+    values.update(changes)
+    return ControllerState(**values)
 
 
 def initial_state(
@@ -422,6 +445,12 @@ def _maybe_verify(decision: Decision, now: float) -> Decision:
     s = decision.state
     if s.verify_at is None or now < s.verify_at or s.refresh_pending or decision.actions:
         return decision
+    if not s.verify_look:
+        # The meter could not vouch for this command, and a billed look is not due yet.
+        return Decision(replace(s, verify_at=None), decision.actions)
+    if s.verify_retry and (s.setpoint or 0) >= 5:
+        # Give the meter one more chance (a later command it vouches for clears the look).
+        return Decision(replace(s, verify_at=now + VERIFY_RETRY_SECS, verify_retry=False))
     if now < s.blocked_until:
         return decision
     s = replace(s, verify_at=None, last_verify_at=now, refresh_pending=True)
@@ -515,6 +544,8 @@ def _common(
                 s,
                 vehicle=replace(state.vehicle, charge=charge),
                 verify_at=now + cfg.settle_secs + 1.0,
+                verify_look=True,
+                verify_retry=False,
             )
         if (
             event.command == "set_charging_amps"
@@ -526,8 +557,15 @@ def _common(
                 or now - state.last_verify_at >= VERIFY_INTERVAL
                 or (event.amps or 0) < 5
             )
-            if due:
-                s = replace(s, verify_at=now + cfg.settle_secs + 1.0)
+            # The meter checks every command for free (a command it vouches for counts as a
+            # look at the car); a billed look follows only when one is due.
+            owed = state.verify_at is not None and state.verify_look  # kept, not waited for again
+            s = replace(
+                s,
+                verify_at=now + cfg.settle_secs + 1.0,
+                verify_look=due or owed,
+                verify_retry=not owed,
+            )
         return Decision(s)
     return None
 
@@ -842,26 +880,38 @@ def _on_reading(
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
-    s = replace(state, reading=reading, last_valid_at=now)
-    if state.failsafe:
-        s = replace(s, failsafe=False, reason="meter readings are back: leaving fail-safe")
-        if (
-            not _charging(s)
-            and s.restore_pending
-            and not s.refresh_pending
-            and now >= s.blocked_until
-        ):
-            return Decision(
-                replace(s, refresh_pending=True),
-                (RefreshVehicle("meter back: restore the driver's setting?"),),
-            )
+    if not state.failsafe:
+        # The hot path (every reading): the two fields ride along into _control's one replace.
+        return _control(state, reading, now, cfg, {"reading": reading, "last_valid_at": now})
+    s = replace(
+        state,
+        reading=reading,
+        last_valid_at=now,
+        failsafe=False,
+        reason="meter readings are back: leaving fail-safe",
+    )
+    if not _charging(s) and s.restore_pending and not s.refresh_pending and now >= s.blocked_until:
+        return Decision(
+            replace(s, refresh_pending=True),
+            (RefreshVehicle("meter back: restore the driver's setting?"),),
+        )
     return _control(s, reading, now, cfg)
 
 
 def _control(
-    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+    state: ControllerState,
+    reading: MeterReading,
+    now: float,
+    cfg: ControlConfig,
+    pending: dict[str, object] | None = None,
 ) -> Decision:
-    """One closed-loop step on a valid reading."""
+    """One closed-loop step on a valid reading.
+
+    `pending` holds field updates the caller has not applied yet (the reading itself). This
+    runs once a second, so every field it changes goes into one `replace` at the end: copying
+    the ~30-field state was most of the controller's cost per reading.
+    """
+    ch: dict[str, Any] = dict(pending) if pending else {}
     house = house_estimate(state, reading, now, cfg)
     state = _confirm_on_meter(state, reading, house, now, cfg)
     car_phases = _car_phases(state, cfg, reading)
@@ -870,9 +920,9 @@ def _control(
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
 
     if state.paused:
-        return _maybe_resume(replace(state, target=None), raw, now, cfg)
+        return _maybe_resume(replace(state, **ch, target=None), raw, now, cfg)
     if not _charging(state):
-        return _not_charging(state, reading, raw, now, cfg)
+        return _not_charging(state, reading, raw, now, cfg, pending=ch)
 
     ceiling = min(
         cfg.charger_max_amps,
@@ -882,7 +932,7 @@ def _control(
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
     look = _car_stopped_drawing(
-        state, reading, house=house, car_phases=car_phases, settling=settling, now=now
+        state, reading, house=house, car_phases=car_phases, settling=settling, now=now, pending=ch
     )
     if look is not None:
         return look
@@ -890,14 +940,13 @@ def _control(
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
-    s = replace(state, target=target)
+    ch["target"] = target
 
     if raw < cfg.charger_min_amps:
         since = state.unresolvable_since if state.unresolvable_since is not None else now
-        s = replace(
-            s,
-            unresolvable_since=since,
-            reason=f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)",
+        ch["unresolvable_since"] = since
+        ch["reason"] = (
+            f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
         )
         if (
             cfg.pause_when_overloaded
@@ -906,54 +955,46 @@ def _control(
             and now >= state.blocked_until
         ):
             reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
-            return Decision(
-                replace(s, paused=True, room_since=None, reason=reason), (StopCharging(reason),)
-            )
+            ch.update(paused=True, room_since=None, reason=reason)
+            return Decision(_evolve(state, ch), (StopCharging(reason),))
     else:
-        s = replace(s, unresolvable_since=None)
+        ch["unresolvable_since"] = None
 
     if target < setpoint:
         if now < state.blocked_until:
-            return Decision(
-                replace(
-                    s,
-                    reason=f"need {target} A but {s.blocked_reason or 'car calls wait'}: "
-                    "sending it when the wait ends",
-                )
+            ch["reason"] = (
+                f"need {target} A but {state.blocked_reason or 'car calls wait'}: "
+                "sending it when the wait ends"
             )
+            return Decision(_evolve(state, ch))
         why = (
-            s.reason
+            ch["reason"]
             if raw < cfg.charger_min_amps
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
-        decision = _set(s, target, why, now)
-        return Decision(replace(decision.state, house_at_command=house), decision.actions)
+        return _set(replace(state, **ch, house_at_command=house), target, why, now)
 
     if target >= setpoint + 1 and not settling:
         since = state.raise_since if state.raise_since is not None else now
         floor = min(state.raise_floor, target) if state.raise_floor is not None else target
         hold = cfg.sleep_secs
-        s = replace(
-            s,
+        ch.update(
             raise_since=since,
             raise_floor=floor,
             reason=f"room for {floor} A; raising after {hold:.0f} s of room",
         )
         if now - since >= hold - EPS and now >= state.blocked_until:
-            decision = _set(
-                s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now
-            )
-            return Decision(replace(decision.state, house_at_command=house), decision.actions)
-        return Decision(s)
+            s = replace(state, **ch, house_at_command=house)
+            return _set(s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now)
+        return Decision(_evolve(state, ch))
 
     if raw >= cfg.charger_min_amps:
-        s = replace(
-            s,
+        ch.update(
             raise_since=None,
             raise_floor=None,
             reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A",
         )
-    return Decision(s)
+    return Decision(_evolve(state, ch))
 
 
 def _confirm_on_meter(
@@ -978,7 +1019,7 @@ def _confirm_on_meter(
         return state
     if max(abs(h - b) for h, b in zip(house, before, strict=True)) > VERIFY_TOLERANCE:
         return state
-    return replace(state, verify_at=None, last_verify_at=now)
+    return replace(state, verify_at=None, last_verify_at=now, last_look_at=now)
 
 
 def _car_stopped_drawing(
@@ -989,6 +1030,7 @@ def _car_stopped_drawing(
     car_phases: tuple[int, ...],
     settling: bool,
     now: float,
+    pending: dict[str, Any],
 ) -> Decision | None:
     """A house load below zero means the car draws much less than we think: look at it.
 
@@ -1013,44 +1055,52 @@ def _car_stopped_drawing(
     ):
         return None
     reason = "the meter says the car draws much less than it was set to: checking the car"
-    s = replace(state, refresh_pending=True, last_unexplained_at=now, reason=reason)
+    s = replace(
+        state, **{**pending, "refresh_pending": True, "last_unexplained_at": now, "reason": reason}
+    )
     return Decision(s, (RefreshVehicle("car seems to have stopped drawing"),))
 
 
 def _not_charging(
-    state: ControllerState, reading: MeterReading, raw: int, now: float, cfg: ControlConfig
+    state: ControllerState,
+    reading: MeterReading,
+    raw: int,
+    now: float,
+    cfg: ControlConfig,
+    *,
+    pending: dict[str, Any],
 ) -> Decision:
     """The car is not known to be charging: only an unexplained overload makes us look."""
     worst = reading.worst_phase_amps
-    s = replace(state, raise_since=None, raise_floor=None)
-    if state.vehicle is not None:
-        s = replace(s, reason=_vehicle_reason(state.vehicle), target=None)
-    else:
-        s = replace(s, reason="car state unknown: nothing sent", target=None)
+    ch: dict[str, Any] = {**pending, "raise_since": None, "raise_floor": None, "target": None}
+    ch["reason"] = (
+        _vehicle_reason(state.vehicle)
+        if state.vehicle is not None
+        else "car state unknown: nothing sent"
+    )
     if state.refresh_pending or now < state.blocked_until:
-        return Decision(s)
+        return Decision(_evolve(state, ch))
     if state.vehicle is None and not state.first_look_done:
         # One look at start-up (at most two data calls): /status shows the car, and a car that
         # is already charging is under control before the house gives any reason to ask.
-        s = replace(s, refresh_pending=True, first_look_done=True, reason="first look at the car")
-        return Decision(s, (RefreshVehicle("first look at the car"),))
+        ch.update(refresh_pending=True, first_look_done=True, reason="first look at the car")
+        return Decision(_evolve(state, ch), (RefreshVehicle("first look at the car"),))
     if worst <= cfg.limit:
-        return Decision(s)
+        return Decision(_evolve(state, ch))
     if (
         state.last_unexplained_at is not None
         and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
     ):
-        return Decision(s)
+        return Decision(_evolve(state, ch))
     jumped = state.supply_at_look is None or worst - state.supply_at_look >= JUMP_AMPS
     if state.vehicle is not None and not jumped:
-        return Decision(s)
-    s = replace(
-        s,
+        return Decision(_evolve(state, ch))
+    ch.update(
         refresh_pending=True,
         last_unexplained_at=now,
         reason=f"unexplained overload ({worst:.1f} A): checking whether the car started charging",
     )
-    return Decision(s, (RefreshVehicle("unexplained overload"),))
+    return Decision(_evolve(state, ch), (RefreshVehicle("unexplained overload"),))
 
 
 def _maybe_resume(state: ControllerState, raw: int, now: float, cfg: ControlConfig) -> Decision:
