@@ -16,7 +16,14 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tesla_smart_charger.config import Settings
-from tesla_smart_charger.events import AuthLost, MeterFailed, Overload, Reading, TokenRefreshed
+from tesla_smart_charger.events import (
+    AuthLost,
+    CarLinkBack,
+    MeterFailed,
+    Overload,
+    Reading,
+    TokenRefreshed,
+)
 from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
 
 Mode = Literal["push", "measured"]
@@ -131,6 +138,7 @@ ControllerEvent = (
     | MeterFailed
     | TokenRefreshed
     | AuthLost
+    | CarLinkBack
     | Tick
     | VehicleUpdate
     | VehicleUnavailable
@@ -488,6 +496,18 @@ def _common(
         return Decision(
             replace(state, auth_ok=False, reason=f"Tesla login required: {event.reason}")
         )
+    if isinstance(event, CarLinkBack):
+        if state.blocked_kind != "transient" or now >= state.blocked_until:
+            return Decision(state)
+        # The proxy accepts connections again: the wait was for it, so act on it now.
+        s = replace(
+            state,
+            blocked_until=now,
+            blocked_reason="",
+            blocked_kind="",
+            reason="the car link is back: acting now",
+        )
+        return _after_call(s, now, cfg)
     if isinstance(event, TokenRefreshed):
         if state.blocked_kind in ("auth", "token"):
             # The wait was for a token: a car call may go now.

@@ -48,7 +48,14 @@ class AuthLost:
     reason: str
 
 
-Event = Overload | Reading | MeterFailed | TokenRefreshed | AuthLost
+@dataclass(frozen=True, slots=True)
+class CarLinkBack:
+    """The proxy's port accepts connections again after refusing them: a waiting cut may go."""
+
+    at: float
+
+
+Event = Overload | Reading | MeterFailed | TokenRefreshed | AuthLost | CarLinkBack
 
 
 def _slot(event: Event) -> str | None:
@@ -59,6 +66,8 @@ def _slot(event: Event) -> str | None:
         return "auth"
     if isinstance(event, Overload):
         return "overload"
+    if isinstance(event, CarLinkBack):
+        return "link"
     return None
 
 

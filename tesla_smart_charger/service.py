@@ -238,6 +238,27 @@ class ChargeService:
         self._reason_logged[reason] = now
         _LOG.info("controller: %s", reason)
 
+    # --- what is waiting ---------------------------------------------------------------------
+    @property
+    def cut_needed(self) -> bool:
+        """The controller wants the car lower than it is (or the meter shows the breaker over)."""
+        s = self.state
+        over_rating = (
+            s.reading is not None
+            and s.reading.valid
+            and s.reading.worst_phase_amps > self.cfg.home_max_amps
+        )
+        return (
+            s.overload_pending
+            or over_rating
+            or (s.target is not None and s.setpoint is not None and s.target < s.setpoint)
+        )
+
+    def cut_waits_for_link(self) -> bool:
+        """A cut is needed and held back only because the car link failed (a transport fault)."""
+        s = self.state
+        return s.blocked_kind == "transient" and self._clock() < s.blocked_until and self.cut_needed
+
     # --- stopping ----------------------------------------------------------------------------
     @property
     def reduction_pending(self) -> bool:

@@ -166,8 +166,13 @@ def token_fault(mode: str) -> Callable[[contextlib.AsyncExitStack, Path], Awaita
     return scenario
 
 
+# Long enough for the car link's backoff to reach its 60 s cap: without the TCP probe the cut
+# would land up to a minute after the proxy is back.
+OUTAGE_SECS = 90.0
+
+
 async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path) -> Outcome:
-    """House 36 A on 30 A, proxy refused: 503 naming the car link; healed: 200 and the cut."""
+    """House 36 A on 30 A, proxy refused 90 s: 503 naming the car link; back: 200 and the cut."""
     world = World(car=charging_car(16), manual_house=(20.0,))
     await stack.enter_async_context(world)
     port = int(world.urls["proxy"].rsplit(":", 1)[1])
@@ -183,7 +188,10 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
         notes["health_down"] = (code, body)
         return code == 503 and any("car link" in p for p in body.get("problems", []))
 
+    started = time.monotonic()
     notes["secs_to_503"] = await poll(unhealthy, 15.0)
+    await asyncio.sleep(max(0.0, started + OUTAGE_SECS - time.monotonic()))  # the outage itself
+    notes["outage_status"] = await daemon.status()
     await world.proxy.start(port=port)
     healed = time.monotonic()
 
