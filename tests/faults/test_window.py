@@ -275,6 +275,78 @@ async def hung_proxy_under_load(stack: contextlib.AsyncExitStack, tmp: Path) -> 
     return Outcome("hang", alive=daemon.proc.returncode is None, log=daemon.log(), notes=notes)
 
 
+HANG_SECS = 10.0
+HANG_STALE_SECS = 3.0
+
+
+async def hung_cut_keeps_the_controller_going(
+    stack: contextlib.AsyncExitStack, tmp: Path
+) -> Outcome:
+    """A cut hangs at the proxy for 10 s: readings, the fail-safe and /health go on; it lands."""
+    world = World(car=charging_car(16), manual_house=(10.0,))
+    await stack.enter_async_context(world)
+    directory = tmp / "hang10"
+    directory.mkdir()
+    path = world.write_config(
+        directory,
+        apiPort=free_port(),
+        energyMonitorPollSecs=0.2,
+        energyMonitorStaleSecs=HANG_STALE_SECS,
+    )
+    daemon = await stack.enter_async_context(run_daemon(directory, path, "--monitor"))
+    notes: dict[str, Any] = {}
+
+    async def looked() -> bool:
+        return (await daemon.status())["vehicle"]["charging_state"] == "Charging"
+
+    await poll(looked, 30.0)
+    world.proxy.fail("hang", paths="/command/")
+    world.set_house(20.0)  # 36 A on 30 A: cut to 9 A, and the proxy hangs
+
+    async def in_flight() -> bool:
+        return bool((await daemon.status())["controller"]["command_in_flight"])
+
+    await poll(in_flight, 10.0)
+    hung = time.monotonic()
+    world.set_house(23.0)  # the kettle too: the controller must see it while the call hangs
+
+    async def new_target() -> bool:
+        status = await daemon.status()
+        ages.append(status["meter"]["age_secs"])
+        return bool(status["controller"]["target_amps"] == 6)
+
+    ages: list[float] = []
+    notes["secs_to_new_target"] = await poll(new_target, 5.0)
+    while time.monotonic() - hung < 2.5:  # readings keep coming while the cut hangs
+        ages.append((await daemon.status())["meter"]["age_secs"])
+        await asyncio.sleep(0.1)
+    notes["meter_ages"] = ages
+    world.meter.set_responding(False)  # and now the meter goes silent: fail-safe on time
+    silent = time.monotonic()
+
+    async def failsafe() -> bool:
+        code, body = await get_json(daemon.url + "/health")
+        return code == 503 and any("fail-safe" in p for p in body.get("problems", []))
+
+    notes["secs_to_failsafe"] = await poll(failsafe, 15.0)
+    notes["failsafe_after_hang_secs"] = time.monotonic() - hung
+    world.meter.set_responding(True)
+    notes["controller_mid_hang"] = (await daemon.status())["controller"]
+    await asyncio.sleep(max(0.0, hung + HANG_SECS - time.monotonic()))  # the hang itself
+    notes["in_flight_at_release"] = await in_flight()
+    world.proxy.fail(None)
+    released = time.monotonic()
+
+    async def landed() -> bool:
+        return world.car.request_amps == 6
+
+    await poll(landed, 15.0)
+    notes["secs_to_landed"] = time.monotonic() - released
+    notes["sent"] = [c[2]["charging_amps"] for c in world.proxy.commands_named("set_charging_amps")]
+    notes["silent_at"] = silent - hung
+    return Outcome("hang10", alive=daemon.proc.returncode is None, log=daemon.log(), notes=notes)
+
+
 async def lost_token_reply(stack: contextlib.AsyncExitStack, tmp: Path) -> Outcome:
     """The token endpoint rotates, the reply is lost: the retry with the same token works."""
     world = World(car=charging_car(), access_ttl=12.0, refresh_reuse_grace=86400.0)
@@ -335,6 +407,7 @@ SCENARIOS: dict[str, Callable[[contextlib.AsyncExitStack, Path], Awaitable[Outco
     "measured_refused": measured_refused_recovers,
     "sigterm": sigterm_in_flight,
     "hang": hung_proxy_under_load,
+    "hang10": hung_cut_keeps_the_controller_going,
     "lost": lost_token_reply,
     "echo": echoed_tokens,
 }
@@ -460,6 +533,20 @@ def test_hung_proxy_under_a_flood_of_events_never_ends_the_daemon(
     assert outcome.notes["accepted"] == 2000
     assert outcome.notes["status_secs"] < 2.0
     assert "QueueFull" not in outcome.log
+
+
+def test_a_hung_cut_does_not_stall_readings_failsafe_or_health(
+    window: dict[str, Outcome],
+) -> None:
+    notes = _ok(window["hang10"]).notes
+    assert notes["secs_to_new_target"] < 2.0, notes  # the reading was decided mid-hang
+    assert max(notes["meter_ages"]) < 2.0, notes["meter_ages"]
+    assert notes["secs_to_failsafe"] <= HANG_STALE_SECS + 2.0, notes
+    assert notes["failsafe_after_hang_secs"] < HANG_SECS, notes  # all while the cut hung
+    assert notes["controller_mid_hang"]["command_in_flight"] is True
+    assert notes["in_flight_at_release"] is True
+    assert notes["secs_to_landed"] <= 5.0, notes  # then the outcome lands, and the newer cut
+    assert notes["sent"][-1] == 6, notes
 
 
 def test_a_lost_token_reply_is_retried_with_the_same_refresh_token(
