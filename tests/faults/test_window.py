@@ -34,6 +34,8 @@ from tests.faults.harness import (
     sample,
 )
 
+# `make test` runs pytest with `--dist loadfile`: this module's tests all go to one worker, so
+# the module fixture (the window) runs once, not once per worker on the same 2 cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 PROXY_FAULTS = ("404", "412", "garbage", "html", "truncated", "500", "echo401")
