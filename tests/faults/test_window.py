@@ -435,7 +435,16 @@ def window(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
 
 def summary(results: dict[str, Outcome]) -> str:
     """One line per scenario: the figures the tests assert on."""
-    keys = ("secs_to_503", "secs_to_cut", "secs_to_200", "exit_secs", "secs_to_reduced")
+    keys = (
+        "secs_to_503",
+        "secs_to_cut",
+        "secs_to_200",
+        "exit_secs",
+        "secs_to_reduced",
+        "secs_to_new_target",
+        "secs_to_failsafe",
+        "secs_to_landed",
+    )
     lines = [
         "| scenario | requests | log lines | RSS growth KiB | alive | timings |",
         "|---|---|---|---|---|---|",
