@@ -299,7 +299,7 @@ async def hung_cut_keeps_the_controller_going(
     notes: dict[str, Any] = {}
 
     async def looked() -> bool:
-        return (await daemon.status())["vehicle"]["charging_state"] == "Charging"
+        return bool((await daemon.status())["vehicle"]["charging_state"] == "Charging")
 
     await poll(looked, 30.0)
     world.proxy.fail("hang", paths="/command/")
