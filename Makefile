@@ -9,7 +9,9 @@ DEMO_STAMP := $(DEMO_VENV)/.installed-stamp
 CONFIG ?= config.json
 # Independent tests run on four workers (pytest-xdist) even on two cores: most e2e tests wait on
 # wall-clock time (a 90 s proxy outage, 60 s fault windows), not on the CPU. `--dist loadfile`
-# keeps a file on one worker, so the fault window's module fixture runs once.
+# keeps a file on one worker, so the fault window's module fixture runs once; with
+# --no-loadscope-reorder the files go out in collection order, the window's first
+# (tests/faults/conftest.py), so it starts at once and nothing queues behind it.
 # PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 4
 
@@ -52,7 +54,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # ruff and mypy run beside pytest (it mostly waits on the clock); -O keeps each one's output whole.
 test: install system-deps

@@ -1,7 +1,7 @@
 """The fault window first: it is the suite's longest test (a 90 s proxy outage).
 
-`make test` runs pytest with `--dist loadfile`, which hands test files to workers in
-collection order. With the window's module first it starts at once on one worker while the
+`make test` runs pytest with `--dist loadfile --no-loadscope-reorder`, which hands test files
+to workers in collection order (xdist would otherwise put the files with most tests first). With the window's module first it starts at once on one worker while the
 other workers share every other file, so the whole suite takes little more than the window.
 """
 

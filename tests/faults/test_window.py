@@ -168,8 +168,9 @@ def token_fault(mode: str) -> Callable[[contextlib.AsyncExitStack, Path], Awaita
     return scenario
 
 
-# Long enough for the car link's backoff to reach its 60 s cap: without the TCP probe the cut
-# would land up to a minute after the proxy is back.
+# From the proxy's stop, before the daemon starts: long enough for the car link's backoff to
+# reach its 60 s cap (attempts 1, 2, 4, ... 32 s apart, the 7th about 63 s in): without the TCP
+# probe the cut would land up to a minute after the proxy is back.
 OUTAGE_SECS = 90.0
 
 
@@ -179,6 +180,7 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
     await stack.enter_async_context(world)
     port = int(world.urls["proxy"].rsplit(":", 1)[1])
     await world.proxy.stop()
+    stopped = time.monotonic()
     directory = tmp / "measured_refused"
     directory.mkdir()
     path = world.write_config(directory, apiPort=free_port())
@@ -190,10 +192,11 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
         notes["health_down"] = (code, body)
         return code == 503 and any("car link" in p for p in body.get("problems", []))
 
-    started = time.monotonic()
     notes["secs_to_503"] = await poll(unhealthy, 15.0)
-    await asyncio.sleep(max(0.0, started + OUTAGE_SECS - time.monotonic()))  # the outage itself
-    notes["outage_status"] = await daemon.status()
+    await asyncio.sleep(max(0.0, stopped + OUTAGE_SECS - time.monotonic()))  # the outage itself
+    status = await daemon.status()
+    notes["failed_attempts"] = status["dependencies"]["car_link"]["failures"]
+    notes["transient_attempts"] = transient_attempts(status)
     await world.proxy.start(port=port)
     healed = time.monotonic()
 
@@ -523,6 +526,9 @@ def test_measured_overload_with_proxy_refused_is_503_then_recovers(
 ) -> None:
     notes = _ok(window["measured_refused"]).notes
     assert notes["secs_to_503"] <= 15.0
+    # The backoff reached its cap: the next attempt would have been up to a minute away.
+    assert notes["failed_attempts"] >= 6, notes
+    assert notes["transient_attempts"] <= 12, notes  # 1 + 2 in place, then the policy
     assert notes["secs_to_cut"] <= 5.0, notes
     assert notes["secs_to_200"] <= 5.0, notes
     assert notes["cut_amps"] <= 9  # 36 A on a 30 A supply with a 1 A margin: 16 -> 9 A at most
