@@ -50,8 +50,9 @@ system-deps:
 lint: install
 	$(BIN)/ruff check tesla_smart_charger tests
 
+# nice: beside pytest, mypy takes only CPU the tests' daemons leave idle.
 typecheck: install
-	$(BIN)/mypy
+	nice -n 10 $(BIN)/mypy
 
 unit: install
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15

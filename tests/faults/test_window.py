@@ -201,9 +201,13 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
     healed = time.monotonic()
 
     async def healthy() -> bool:
+        # 90 s at 120 % heats the main breaker's thermal replica: its warning may keep /health
+        # 503 for a while after the cut, rightly. Every other problem must be gone.
         code, body = await get_json(daemon.url + "/health")
         notes["health_up"] = (code, body)
-        return code == 200
+        problems = body.get("problems", []) if isinstance(body, dict) else []
+        notes["breaker_warm"] = code == 503 and bool(problems)
+        return code == 200 or all(p.startswith("main breaker heating up") for p in problems)
 
     await world.proxy.wait_for_command("set_charging_amps", timeout=15.0)
     notes["secs_to_cut"] = time.monotonic() - healed
@@ -525,12 +529,13 @@ def test_measured_overload_with_proxy_refused_is_503_then_recovers(
     window: dict[str, Outcome],
 ) -> None:
     notes = _ok(window["measured_refused"]).notes
+    shown = json.dumps(notes, default=str)  # whole: pytest would cut a long dict short
     assert notes["secs_to_503"] <= 15.0
     # The backoff reached its cap: the next attempt would have been up to a minute away.
-    assert notes["failed_attempts"] >= 6, notes
-    assert notes["transient_attempts"] <= 12, notes  # 1 + 2 in place, then the policy
-    assert notes["secs_to_cut"] <= 5.0, notes
-    assert notes["secs_to_200"] <= 5.0, notes
+    assert notes["failed_attempts"] >= 6, shown
+    assert notes["transient_attempts"] <= 12, shown  # 1 + 2 in place, then the policy
+    assert notes["secs_to_cut"] <= 5.0, shown
+    assert notes["secs_to_200"] <= 5.0, shown  # 200, or 503 only for the breaker's heat
     assert notes["cut_amps"] <= 9  # 36 A on a 30 A supply with a 1 A margin: 16 -> 9 A at most
 
 
