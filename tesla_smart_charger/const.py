@@ -10,6 +10,10 @@ TESLA_RETRY_MAX_WAIT: Final = 4.0
 # Longest 429 back-off we honour before trying again anyway (Retry-After can be huge).
 TESLA_MAX_RETRY_AFTER: Final = 3600.0
 TESLA_DEFAULT_RETRY_AFTER: Final = 60.0
+# While a cut waits for a proxy that refused the connection: a TCP connect (no HTTP request,
+# nothing billed) this often, so the cut goes within seconds of the proxy coming back.
+TESLA_PROBE_SECS: Final = 2.0
+TESLA_PROBE_TIMEOUT: Final = 1.0
 
 # Shelly meters are on Wi-Fi: fail fast, the next poll is a second away.
 METER_CONNECT_TIMEOUT: Final = 1.0

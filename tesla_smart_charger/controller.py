@@ -19,6 +19,7 @@ from typing import Any, Literal
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.events import (
     AuthLost,
+    CarLinkBack,
     DriverLimit,
     MeterFailed,
     Overload,
@@ -146,6 +147,7 @@ ControllerEvent = (
     | MeterFailed
     | TokenRefreshed
     | AuthLost
+    | CarLinkBack
     | Tick
     | VehicleUpdate
     | VehicleUnavailable
@@ -237,6 +239,11 @@ class ControllerState:
     supply_at_look: float | None = None
     last_unexplained_at: float | None = None
     first_look_done: bool = False
+    # The one car call the shell is awaiting ("" when none): "look", "set_charging_amps",
+    # "charge_start" or "charge_stop". While it runs, events are still decided but no further
+    # action is emitted; `act_after_call` says one was wanted, so the outcome re-decides.
+    call_in_flight: str = ""
+    act_after_call: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +297,11 @@ def _charging(state: ControllerState) -> bool:
 
 
 def _settling(state: ControllerState, cfg: ControlConfig, now: float) -> bool:
-    return state.commanded_at is not None and now - state.commanded_at < cfg.settle_secs
+    # A set_charging_amps still in flight has not landed: the car is somewhere between the
+    # old and the new value, so readings are judged as during a ramp (never as already done).
+    return state.commanded_at is not None and (
+        state.call_in_flight == "set_charging_amps" or now - state.commanded_at < cfg.settle_secs
+    )
 
 
 def _vehicle_reason(vehicle: VehicleSnapshot) -> str:
@@ -318,6 +329,13 @@ def _set(state: ControllerState, amps: int, reason: str, now: float) -> Decision
 
 def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
     """When the controller wants a Tick even if no event arrives."""
+    if state.call_in_flight:
+        # Nothing can be sent until the call's outcome arrives (which wakes the shell);
+        # only the fail-safe transition is due on time.
+        if cfg.mode == "push" or state.failsafe:
+            return None
+        last = state.last_valid_at if state.last_valid_at is not None else state.started_at
+        return last + cfg.stale_secs
     deadlines: list[float] = []
     asleep = state.vehicle is not None and state.vehicle.state is not VehicleState.ONLINE
     if cfg.mode == "push":
@@ -357,10 +375,92 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
 # --- the decision -------------------------------------------------------------------------
 
 
+_OUTCOMES = (VehicleUpdate, VehicleUnavailable, CommandDone)
+
+
 def decide(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
-    """Return the new state and the actions for one event at monotonic time `now`."""
+    """Return the new state and the actions for one event at monotonic time `now`.
+
+    At most one car call is in flight: the shell runs it while events keep coming and marks it
+    with `call_started()`. Until its outcome (VehicleUpdate, VehicleUnavailable, CommandDone)
+    arrives, an event is still decided (readings, fail-safe, overloads are noted) but an action
+    it wants is held back; the outcome then decides again on the newest state, so nothing is
+    lost.
+    """
+    if isinstance(event, _OUTCOMES):
+        wanted = state.act_after_call
+        state = replace(state, call_in_flight="", act_after_call=False)
+        decision = _decide(state, event, now, cfg)
+        if wanted and not decision.actions:
+            decision = _after_call(decision.state, now, cfg)
+    elif state.call_in_flight:
+        decision = _decide(state, event, now, cfg)
+        if decision.actions:
+            decision = Decision(_hold_actions(state, decision.state, event, cfg))
+    else:
+        decision = _decide(state, event, now, cfg)
+    return decision
+
+
+def call_started(state: ControllerState, action: Action) -> ControllerState:
+    """The shell started `action` as the one car call in flight; its outcome event ends it."""
+    call = (
+        "look"
+        if isinstance(action, RefreshVehicle)
+        else "set_charging_amps"
+        if isinstance(action, SetAmps)
+        else "charge_start"
+        if isinstance(action, StartCharging)
+        else "charge_stop"
+    )
+    return replace(state, call_in_flight=call)
+
+
+def _hold_actions(
+    state: ControllerState, wanted: ControllerState, event: ControllerEvent, cfg: ControlConfig
+) -> ControllerState:
+    """A call is in flight and this event wants another: keep what the event told us, act later.
+
+    The setpoint, the command bookkeeping and the pending look stay as they were (the call in
+    flight has not landed); the reading, the fail-safe and a push-mode overload are kept.
+    """
+    if wanted.failsafe and not state.failsafe:
+        reason = wanted.reason
+    elif wanted.target is not None and wanted.target != state.setpoint:
+        reason = f"need {wanted.target} A: waiting for the car call in flight"
+    else:
+        reason = "waiting for the car call in flight"
+    return replace(
+        state,
+        reading=wanted.reading,
+        last_valid_at=wanted.last_valid_at,
+        failsafe=wanted.failsafe,
+        target=wanted.target,
+        last_overload_at=wanted.last_overload_at,
+        unresolvable_since=wanted.unresolvable_since,
+        overload_pending=state.overload_pending
+        or (cfg.mode == "push" and isinstance(event, Overload)),
+        act_after_call=True,
+        reason=reason,
+    )
+
+
+def _after_call(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    """The call landed and an event meanwhile wanted to act: decide again on the newest state."""
+    if cfg.mode == "push":
+        return _decide_push(state, Tick(), now, cfg)
+    if state.failsafe:
+        return _failsafe(state, now, cfg)
+    if state.reading is not None and state.reading.valid:
+        return _control(state, state.reading, now, cfg)
+    return Decision(state)
+
+
+def _decide(
+    state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
+) -> Decision:
     if isinstance(event, DriverLimit):
         return _enforce_limit(_on_driver_limit(state, event, now), now, cfg, asked=True)
     decision = _common(state, event, now, cfg)
@@ -515,6 +615,18 @@ def _common(
         return Decision(
             replace(state, auth_ok=False, reason=f"Tesla login required: {event.reason}")
         )
+    if isinstance(event, CarLinkBack):
+        if state.blocked_kind != "transient" or now >= state.blocked_until:
+            return Decision(state)
+        # The proxy accepts connections again: the wait was for it, so act on it now.
+        s = replace(
+            state,
+            blocked_until=now,
+            blocked_reason="",
+            blocked_kind="",
+            reason="the car link is back: acting now",
+        )
+        return _after_call(s, now, cfg)
     if isinstance(event, TokenRefreshed):
         if state.blocked_kind in ("auth", "token"):
             # The wait was for a token: a car call may go now.

@@ -31,7 +31,7 @@ from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.controller import ControlConfig
 from tesla_smart_charger.dashboard import dashboard_routes
 from tesla_smart_charger.errors import ChargerError, ConfigError
-from tesla_smart_charger.events import Event, EventQueue
+from tesla_smart_charger.events import CarLinkBack, Event, EventQueue
 from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.metrics import metrics_routes
@@ -218,17 +218,7 @@ class Daemon:
     def _cut_blocked(self) -> list[str]:
         """A cut is needed but cannot be sent: the breaker is not protected."""
         s = self.service.state
-        over_rating = (
-            s.reading is not None
-            and s.reading.valid
-            and s.reading.worst_phase_amps > self.service.cfg.home_max_amps
-        )
-        needed = (
-            s.overload_pending
-            or over_rating
-            or (s.target is not None and s.setpoint is not None and s.target < s.setpoint)
-        )
-        if not needed:
+        if not self.service.cut_needed:
             return []
         ble_ok = self.ble_policy is not None and self.ble_policy.state_now() == "ok"
         if self.vehicle is not None and self.vehicle.policy.state_now() != "ok" and not ble_ok:
@@ -392,6 +382,16 @@ def start_tasks(daemon: Daemon) -> None:
     if daemon.alert_watch is not None:
         daemon.tasks["alert_watch"] = asyncio.create_task(
             daemon.alert_watch.run(), name="alert_watch"
+        )
+    if daemon.vehicle is not None:
+        # After a long proxy outage the cut goes within seconds of recovery, not a minute.
+        queue = daemon.service.queue
+        daemon.tasks["probe"] = asyncio.create_task(
+            daemon.vehicle.watch_link(
+                daemon.service.cut_waits_for_link,
+                lambda: queue.put_nowait(CarLinkBack(at=time.monotonic())),
+            ),
+            name="probe",
         )
     if daemon.notifier.watchdog_interval() is not None:
         watchdog = watchdog_loop(daemon.notifier, daemon.tasks_alive, daemon.one_line)

@@ -60,7 +60,16 @@ class DriverLimit:
     amps: int
 
 
-Event = Overload | Reading | MeterFailed | TokenRefreshed | AuthLost | DriverLimit
+@dataclass(frozen=True, slots=True)
+class CarLinkBack:
+    """The proxy's port accepts connections again after refusing them: a waiting cut may go."""
+
+    at: float
+
+
+Event = (
+    Overload | Reading | MeterFailed | TokenRefreshed | AuthLost | DriverLimit | CarLinkBack
+)
 
 
 def _slot(event: Event) -> str | None:
@@ -73,6 +82,8 @@ def _slot(event: Event) -> str | None:
         return "overload"
     if isinstance(event, DriverLimit):
         return "driver_limit"  # a slider dragged: only where it stopped matters
+    if isinstance(event, CarLinkBack):
+        return "link"
     return None
 
 

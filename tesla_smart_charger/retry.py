@@ -140,6 +140,15 @@ class RetryPolicy:
         """May the dependency be called now?"""
         return self.wait_secs(now) <= 0.0
 
+    def allow_now(self) -> None:
+        """A cheap probe says the dependency is reachable again: the next attempt may go now.
+
+        The failure count and the log-once state stay until a real call succeeds; a rate
+        limit is never cut short.
+        """
+        if self._last_kind != "rate_limited":
+            self._next_at = min(self._next_at, self._clock())
+
     # --- telling ----------------------------------------------------------------------------
 
     def success(self) -> None:

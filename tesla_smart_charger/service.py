@@ -122,6 +122,8 @@ class ChargeService:
         self._last_reason = ""
         self._reason_logged: dict[str, float] = {}
         self.in_flight: core.Action | None = None  # the car call being awaited, if any
+        self._call: asyncio.Task[core.ControllerEvent] | None = None  # its task
+        self._actions: deque[core.Action] = deque()  # decided, waiting for the call in flight
         self._stopping = False
         # Failed-cut detection and escalation (safety.py); None: no escalation (push mode).
         self.escalation: Escalator | None = None
@@ -149,26 +151,45 @@ class ChargeService:
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
-        """Consume events forever; wake at the controller's own deadlines."""
+        """Consume events forever; wake at the controller's own deadlines.
+
+        A car call runs as its own task while the loop keeps taking events (readings, the
+        fail-safe, /overload), so a hung proxy never stalls the controller. Its outcome comes
+        back as the next event; `decide()` knows a call is in flight and holds any further
+        action until then (at most one car call at a time). A call task that dies with an
+        unexpected error ends this loop with that error, so the daemon restarts.
+        """
         self.alive = True
+        getter: asyncio.Task[Event] | None = None
         try:
-            while not self._stopping:
+            while not (self._stopping and self._call is None and not self._actions):
+                if getter is None:
+                    getter = asyncio.create_task(self.queue.get(), name="controller queue")
+                waits: set[asyncio.Future[Any]] = {getter}
+                if self._call is not None:
+                    waits.add(self._call)
                 deadline = self._next_deadline()
+                timeout = None if deadline is None else max(deadline - self._clock(), MIN_WAIT)
+                # asyncio.wait never swallows our own cancellation (SIGTERM must not hang).
+                done, _ = await asyncio.wait(
+                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 event: core.ControllerEvent
-                if deadline is None:
-                    event = await self.queue.get()
+                if self._call is not None and self._call in done:
+                    event = self._call_outcome()  # first: the state learns what really happened
+                elif getter in done:
+                    event, getter = getter.result(), None
                 else:
-                    timeout = max(deadline - self._clock(), MIN_WAIT)
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                    # that lands as an event arrives, and SIGTERM would then hang.
-                    try:
-                        async with asyncio.timeout(timeout):
-                            event = await self.queue.get()
-                    except TimeoutError:
-                        event = core.Tick()
-                await self.handle(event)
+                    event = core.Tick()
+                self._dispatch(event)
+                await self._escalate(event)
         finally:
             self.alive = False
+            if getter is not None:
+                getter.cancel()
+            if self._call is not None:
+                # Shutdown: `in_flight` stays set, so persist_pending knows the cut did not land.
+                self._call.cancel()
 
     def _next_deadline(self) -> float | None:
         """The controller's next deadline, or the escalation's when that is sooner."""
@@ -179,31 +200,63 @@ class ChargeService:
         return extra if deadline is None else min(deadline, extra)
 
     async def handle(self, event: core.ControllerEvent) -> None:
-        """Decide on one event, then carry out actions until none are left."""
+        """Decide on one event and await every action it leads to (tests, one-shot callers)."""
+        self._dispatch(event)
+        while self._call is not None:
+            await asyncio.wait({self._call})
+            self._dispatch(self._call_outcome())
+        await self._escalate(event)
+
+    async def _escalate(self, event: core.ControllerEvent) -> None:
+        """Feed the escalation (safety.py) after an event, between car calls, never during one.
+
+        Its own steps (a retry on the other road, charge_stop, the relay) are rare and awaited
+        here; a reading skipped while a call is in flight is made up by the next one.
+        """
+        if self.escalation is not None and self._call is None:
+            self.state = await self.escalation.after_event(event, self.state, self._clock())
+
+    def _dispatch(self, event: core.ControllerEvent) -> None:
+        """Decide on one event; start its action unless a car call is already in flight."""
         if isinstance(event, Overload):
             self.overload_queued = False
-        escalation = self.escalation
-        pending: deque[core.ControllerEvent] = deque([event])
-        while pending:
-            decision = core.decide(self.state, pending.popleft(), self._clock(), self.cfg)
-            self.state = decision.state
-            for action in decision.actions:
-                held = escalation.hold(action, self.state) if escalation is not None else None
-                if held is not None:
-                    pending.append(held)
-                    continue
-                self.in_flight = action
-                outcome = await self._execute(action)
-                self.in_flight = None
-                if escalation is not None:
-                    escalation.command_outcome(action, outcome, self.state)
-                pending.append(outcome)
-        if escalation is not None:
-            self.state = await escalation.after_event(event, self.state, self._clock())
+        decision = core.decide(self.state, event, self._clock(), self.cfg)
+        self.state = decision.state
+        self._actions.extend(decision.actions)
+        self._start_next()
         self._remember()
         self._log_reason(self.state.reason)
         for listener in self._listeners:
             listener()
+
+    def _start_next(self) -> None:
+        """Start the next decided action as the one car call, unless one is in flight.
+
+        While escalated, a raise is answered by the escalation instead of being sent.
+        """
+        while self._call is None and self._actions:
+            action = self._actions.popleft()
+            held = self.escalation.hold(action, self.state) if self.escalation else None
+            if held is not None:
+                decision = core.decide(self.state, held, self._clock(), self.cfg)
+                self.state = decision.state
+                self._actions.extend(decision.actions)
+                continue
+            self.in_flight = action
+            self.state = core.call_started(self.state, action)
+            self._call = asyncio.create_task(
+                self._execute(action), name=f"car call {type(action).__name__}"
+            )
+
+    def _call_outcome(self) -> core.ControllerEvent:
+        """The finished call's outcome event; an unexpected error in it is raised here."""
+        call, self._call = self._call, None
+        assert call is not None  # noqa: S101
+        outcome = call.result()  # never silently lost: a bug in a call ends the loop
+        action, self.in_flight = self.in_flight, None
+        if self.escalation is not None and action is not None:
+            self.escalation.command_outcome(action, outcome, self.state)
+        return outcome
 
     def _log_reason(self, reason: str) -> None:
         """Each new reason once at INFO; one seen in the last 10 minutes again only at DEBUG.
@@ -226,11 +279,32 @@ class ChargeService:
         self._reason_logged[reason] = now
         _LOG.info("controller: %s", reason)
 
+    # --- what is waiting ---------------------------------------------------------------------
+    @property
+    def cut_needed(self) -> bool:
+        """The controller wants the car lower than it is (or the meter shows the breaker over)."""
+        s = self.state
+        over_rating = (
+            s.reading is not None
+            and s.reading.valid
+            and s.reading.worst_phase_amps > self.cfg.home_max_amps
+        )
+        return (
+            s.overload_pending
+            or over_rating
+            or (s.target is not None and s.setpoint is not None and s.target < s.setpoint)
+        )
+
+    def cut_waits_for_link(self) -> bool:
+        """A cut is needed and held back only because the car link failed (a transport fault)."""
+        s = self.state
+        return s.blocked_kind == "transient" and self._clock() < s.blocked_until and self.cut_needed
+
     # --- stopping ----------------------------------------------------------------------------
     @property
     def reduction_pending(self) -> bool:
         """A cut is decided but not yet confirmed by the car (in flight or waiting)."""
-        action = self.in_flight
+        action = self.in_flight or (self._actions[0] if self._actions else None)
         if isinstance(action, core.SetAmps) and (
             self.state.command_from is None or action.amps < self.state.command_from
         ):
@@ -238,7 +312,10 @@ class ChargeService:
         return self.state.overload_pending
 
     def request_stop(self) -> None:
-        """Let `run()` return once the actions in flight are done (SIGTERM with a cut pending)."""
+        """Let `run()` return once the call in flight and what follows from it are done.
+
+        SIGTERM with a cut pending; the daemon gives this DRAIN_SECS, then cancels.
+        """
         self._stopping = True
 
     def persist_pending(self) -> bool:
@@ -249,8 +326,10 @@ class ChargeService:
         """
         if self.cfg.mode != "push" or self._state_file is None or not self.reduction_pending:
             return False
-        # A cut cancelled in flight never landed: the car is still at the value before it.
-        cut = isinstance(self.in_flight, core.SetAmps)
+        # A cut cancelled in flight (or not yet started) never landed: the car is still at
+        # the value before it.
+        action = self.in_flight or (self._actions[0] if self._actions else None)
+        cut = isinstance(action, core.SetAmps)
         before = self.state.command_from if cut else self.state.setpoint
         self._write_state(before, self.state.driver_amps, pending=True)
         _LOG.warning(
@@ -325,6 +404,8 @@ class ChargeService:
     def _remember(self) -> None:
         """Write our setpoint and the driver's setting when they change (rarely: on commands)."""
         now = (self.state.setpoint, self.state.driver_amps, False, self.state.driver_pinned)
+        if self._call is not None:
+            return  # the setpoint of a call in flight is not the car's yet
         if self._state_file is None or now == self._remembered:
             return
         self._write_state(now[0], now[1], pending=False)

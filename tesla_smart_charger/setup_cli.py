@@ -42,6 +42,7 @@ from tesla_smart_charger.errors import (
     TokenEndpointError,
     TokenError,
 )
+from tesla_smart_charger.logging_setup import register_secret, scrub
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.safety import build_relay
 from tesla_smart_charger.tesla import (
@@ -86,7 +87,8 @@ def _out(text: str = "") -> None:
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    # Every error message may carry text from outside (a reply body, an exception).
+    print(scrub(text), file=sys.stderr, flush=True)
 
 
 def _guarded(body: Callable[[argparse.Namespace], int]) -> Func:
@@ -117,7 +119,22 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
-    return load_config(_config_path(args))
+    loaded = load_config(_config_path(args))
+    _register_secrets(loaded.settings)
+    return loaded
+
+
+def _register_secrets(s: Settings) -> None:
+    """The config's secrets are masked in everything these commands print (scrub)."""
+    for secret in (
+        s.tesla_access_token,
+        s.tesla_refresh_token,
+        s.tesla_client_secret,
+        s.api_token,
+        s.energy_monitor_password,
+    ):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
 
 
 Need = tuple[str, str, str]  # (settings field, config key, what it is)
@@ -172,7 +189,9 @@ def fleet_base(settings: Settings, region_hint: str | None = None) -> tuple[str,
 def _remote_error(payload: Any) -> str:
     if isinstance(payload, dict):
         parts = [
-            str(payload.get(k))[:200] for k in ("error", "error_description") if payload.get(k)
+            scrub(str(payload.get(k)))[:200]
+            for k in ("error", "error_description")
+            if payload.get(k)
         ]
         if parts:
             return ": ".join(parts)
@@ -287,9 +306,9 @@ def parse_code(text: str) -> str:
         query = urlsplit(text).query if "://" in text else text.lstrip("?")
         params = parse_qs(query)
         if "error" in params:
-            detail = params.get("error_description", [""])[0][:200]
+            detail = scrub(params.get("error_description", [""])[0])[:200]
             raise UsageError(
-                f"the callback URL carries error={params['error'][0][:64]}"
+                f"the callback URL carries error={scrub(params['error'][0])[:64]}"
                 + (f" ({detail})" if detail else "")
                 + ": run auth url again"
             )
@@ -375,6 +394,7 @@ async def _auth_register(args: argparse.Namespace) -> int:
         partner = reply.get("access_token")
         if not isinstance(partner, str) or not partner:
             raise CommandFailed("partner token reply lacks field 'access_token'")
+        register_secret(partner)  # a reply that echoes it must not print it
         url = f"{base}/api/1/partner_accounts"
         try:
             async with (
@@ -403,7 +423,7 @@ async def _auth_register(args: argparse.Namespace) -> int:
     _out(f"Registered {domain} with the Fleet API ({region}: {base}).")
     response = payload.get("response") if isinstance(payload, dict) else None
     if response is not None:
-        _out(json.dumps(response, indent=2, sort_keys=True))
+        _out(scrub(json.dumps(response, indent=2, sort_keys=True)))
     return 0
 
 
@@ -472,7 +492,8 @@ class _Doctor:
         self.rows: list[Row] = []
 
     def add(self, check: str, verdict: Verdict, result: str, fix: str = "") -> None:
-        self.rows.append(Row(check, verdict, result, fix))
+        # Results quote replies and exception messages: scrubbed before they are shown.
+        self.rows.append(Row(check, verdict, scrub(result), fix))
 
     async def run(self) -> list[Row]:
         path = _config_path(self.args)

@@ -10,6 +10,7 @@ drains the 12 V battery and is never needed to throttle a car that is already ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -438,6 +439,9 @@ class TeslaClient:
         self.policy = policy or RetryPolicy(
             f"car link (tesla-http-proxy at {self._host})", logger=_LOGGER, clock=clock
         )
+        # The last attempt could not even connect (refused, DNS, connect timeout): only then
+        # does a TCP probe say anything about recovery.
+        self.connect_failed = False
 
     def __repr__(self) -> str:
         return f"TeslaClient(base_url={self._base!r}, vehicle_id={self._vehicle_id!r})"
@@ -528,6 +532,47 @@ class TeslaClient:
     async def charge_stop(self) -> None:
         """Pause charging."""
         await self._command("charge_stop", {}, amps=None)
+
+    # -- recovery probe ----------------------------------------------------------------------
+
+    async def probe(self) -> bool:
+        """One TCP connect to the proxy's port: no HTTP request, nothing billed. True if accepted."""
+        parts = urlsplit(self._base)
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            async with asyncio.timeout(const.TESLA_PROBE_TIMEOUT):
+                _, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(const.TESLA_PROBE_TIMEOUT):
+                await writer.wait_closed()
+        return True
+
+    async def watch_link(
+        self,
+        needed: Callable[[], bool],
+        on_back: Callable[[], None],
+        *,
+        every: float = const.TESLA_PROBE_SECS,
+    ) -> None:
+        """While `needed()` (a cut waits) and the proxy refused to connect, probe every `every` s.
+
+        The backoff may have grown to a minute during a long outage; the moment the port
+        accepts again the policy allows the next attempt and `on_back()` wakes the controller,
+        so the cut lands within seconds of recovery. A 5xx is left to the policy: the proxy is
+        up then, and a probe could not tell when Tesla's side recovers.
+        """
+        while True:
+            await asyncio.sleep(every)
+            if not (self.connect_failed and self.policy.wait_secs() > 0 and needed()):
+                continue
+            if await self.probe():
+                _LOGGER.debug("car link: %s accepts connections again", self._host)
+                self.policy.allow_now()
+                on_back()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -688,15 +733,23 @@ class TeslaClient:
                 retry_after = resp.headers.get("Retry-After")
                 reset = resp.headers.get("RateLimit-Reset")
         except aiohttp.ClientConnectorCertificateError as err:
+            self.connect_failed = False  # the port accepts; a probe would prove nothing
             self._counter.record(category, "transient", billed=False)
             raise TeslaTransientError(
                 f"{what}: the proxy's TLS certificate is not accepted ({err.certificate_error}); "
                 f"{certificate_fix_hint(err.certificate_error)}"
             ) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            self.connect_failed = isinstance(
+                err,
+                aiohttp.ClientConnectorError
+                | aiohttp.ConnectionTimeoutError
+                | ConnectionRefusedError,
+            )
             self._counter.record(category, "transient", billed=False)
             words = describe_transport_error(err, host=self._host, service="tesla-http-proxy")
             raise TeslaTransientError(_scrub(f"{what}: {words}", token)) from err
+        self.connect_failed = False
         payload: Any
         try:
             payload = json.loads(raw) if raw.strip() else None

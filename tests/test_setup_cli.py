@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tesla_smart_charger.config import FLEET_API_BASES
 from tesla_smart_charger.errors import ChargerError
+from tesla_smart_charger.logging_setup import clear_secrets
 from tesla_smart_charger.setup_cli import (
     USER_SCOPES,
     Row,
@@ -509,3 +510,98 @@ def test_every_subcommand_help_has_a_description(
     if argv == ["keygen"]:
         assert "0600" in description
         assert "0700" in out
+
+
+def echoing_proxy() -> web.Application:
+    """A careless proxy: every Fleet request gets a 401 that echoes the Authorization header."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def echo(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        return web.json_response({"error": f"invalid bearer token: {header}"}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_route("*", "/api/{tail:.*}", echo)
+    return app
+
+
+def assert_no_token_run(text: str, tokens: list[str]) -> None:
+    for token in tokens:
+        assert len(token) >= 16
+        for i in range(len(token) - 15):
+            assert token[i : i + 16] not in text, f"16-character run of a token at {i}: {text}"
+
+
+async def test_cli_output_is_scrubbed_of_echoed_tokens(
+    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clear_secrets()  # nothing registered by earlier tests: the CLI must do it itself
+    async with TestServer(echoing_proxy(), host="127.0.0.1") as proxy:
+        config = oauth_config(
+            write_config,
+            oauth,
+            teslaHttpProxy=str(proxy.make_url("")).rstrip("/"),
+            teslaVehicleId=VIN,
+            energyMonitorIp=...,
+        )
+        pair = seed_store(config, oauth, expired=True)
+        oauth.fail("echo")  # the token endpoint echoes the refresh token in `error`
+        doctor = await asyncio.to_thread(run, "--config", str(config), "doctor")
+        doctor_out = capsys.readouterr()
+        refresh = await asyncio.to_thread(run, "--config", str(config), "auth", "refresh")
+        refresh_out = capsys.readouterr()
+        oauth.fail(None)
+        clear_secrets()
+        fresh = seed_store(config, oauth)  # valid: the proxy's echoed 401 is what fails now
+        clear_secrets()
+        doctor2 = await asyncio.to_thread(run, "--config", str(config), "doctor")
+        doctor2_out = capsys.readouterr()
+    assert (doctor, refresh, doctor2) == (1, 1, 1)
+    assert "token refresh works" in doctor_out.out
+    assert "bad token" in doctor_out.out + refresh_out.err  # the error itself is still shown
+    assert "invalid bearer token" in doctor2_out.out
+    text = "\n".join(
+        [doctor_out.out, doctor_out.err, refresh_out.out, refresh_out.err, doctor2_out.out]
+    )
+    text += doctor2_out.err
+    assert_no_token_run(
+        text, [pair.access_token, pair.refresh_token, fresh.access_token, fresh.refresh_token]
+    )
+
+
+@pytest.mark.parametrize("status", [400, 200])
+async def test_auth_register_output_is_scrubbed_of_an_echoed_partner_token(
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+) -> None:
+    clear_secrets()
+    seen: list[str] = []
+
+    async def partner_accounts(request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        seen.append(header.removeprefix("Bearer "))
+        body: dict[str, Any] = {
+            "error": f"you sent {header}",
+            "error_description": f"again: {header}",
+        }
+        if status == 200:
+            body = {"response": {"domain": "charger.example.com", "echo": header}}
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/api/1/partner_accounts", partner_accounts)
+    async with TestServer(app, host="127.0.0.1") as fleet:
+        base = str(fleet.make_url("")).rstrip("/")
+        config = oauth_config(write_config, oauth, teslaFleetApiUrl=base)
+        code = await asyncio.to_thread(
+            run, "--config", str(config), "auth", "register", "--domain", "charger.example.com"
+        )
+    out = capsys.readouterr()
+    assert code == (0 if status == 200 else 1)
+    assert "***" in out.out + out.err  # the echo is shown, masked
+    assert_no_token_run(out.out + out.err, [*seen, SECRET])
