@@ -127,6 +127,7 @@ class ChargeService:
         self._stopping = False
         # Failed-cut detection and escalation (safety.py); None: no escalation (push mode).
         self.escalation: Escalator | None = None
+        self._escalation_backlog: core.ControllerEvent | None = None  # seen during a call
 
     # --- observers (metrics, server-sent events) -------------------------------------------
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -211,10 +212,20 @@ class ChargeService:
         """Feed the escalation (safety.py) after an event, between car calls, never during one.
 
         Its own steps (a retry on the other road, charge_stop, the relay) are rare and awaited
-        here; a reading skipped while a call is in flight is made up by the next one.
+        here. The newest reading seen while a call was in flight is fed first when it is back.
         """
-        if self.escalation is not None and self._call is None:
-            self.state = await self.escalation.after_event(event, self.state, self._clock())
+        if self.escalation is None:
+            return
+        if self._call is not None:
+            if isinstance(event, Reading | MeterFailed | core.Tick):
+                self._escalation_backlog = event  # the newest is fed once the call is back
+            return
+        backlog, self._escalation_backlog = self._escalation_backlog, None
+        if backlog is not None and backlog is not event:
+            # First what the meter showed while the call was out, then the call's outcome:
+            # the order in which they happened.
+            self.state = await self.escalation.after_event(backlog, self.state, self._clock())
+        self.state = await self.escalation.after_event(event, self.state, self._clock())
 
     def _dispatch(self, event: core.ControllerEvent) -> None:
         """Decide on one event; start its action unless a car call is already in flight."""
