@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tesla_smart_charger import __version__
-from tesla_smart_charger.dashboard import STATIC_FILES
+from tesla_smart_charger.httpapi.dashboard import STATIC_FILES
 
 if TYPE_CHECKING:
     from tesla_smart_charger.daemon import Daemon

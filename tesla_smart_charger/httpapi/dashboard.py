@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tesla_smart_charger.metrics import car_amps, controller_state, valid_reading
+from tesla_smart_charger.httpapi.metrics import car_amps, controller_state, valid_reading
 
 if TYPE_CHECKING:
     from tesla_smart_charger.daemon import Daemon
@@ -53,7 +53,7 @@ SECURITY_HEADERS = {
 
 
 def _read_web_file(name: str) -> bytes:
-    return (resources.files("tesla_smart_charger") / "web" / name).read_bytes()
+    return (resources.files("tesla_smart_charger.httpapi") / "web" / name).read_bytes()
 
 
 def _sse(event: str | None, data: Any) -> bytes:
