@@ -24,7 +24,7 @@ from aiohttp import web
 
 from tesla_smart_charger.config import load_config
 from tesla_smart_charger.daemon import api_context, build_daemon, start_tasks, wait_and_stop
-from tesla_smart_charger.server import build_app
+from tesla_smart_charger.httpapi.server import build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.demo import story_evening
 from tesla_smart_charger.simulator.world import World

@@ -29,13 +29,21 @@ from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.controller import ControlConfig
-from tesla_smart_charger.dashboard import dashboard_routes
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.events import CarLinkBack, Event, EventQueue
+from tesla_smart_charger.httpapi.dashboard import dashboard_routes
+from tesla_smart_charger.httpapi.metrics import metrics_routes
+from tesla_smart_charger.httpapi.openapi import openapi_routes
+from tesla_smart_charger.httpapi.server import (
+    ApiContext,
+    build_app,
+    connection_cap,
+    listen,
+    make_runner,
+    raise_fd_limit,
+)
 from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.meters import create_meter
-from tesla_smart_charger.metrics import metrics_routes
-from tesla_smart_charger.openapi import openapi_routes
 from tesla_smart_charger.retry import Health, RetryPolicy
 from tesla_smart_charger.roads import FailoverVehicle
 from tesla_smart_charger.safety import (
@@ -46,14 +54,6 @@ from tesla_smart_charger.safety import (
     escalation_config,
 )
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
-from tesla_smart_charger.server import (
-    ApiContext,
-    build_app,
-    connection_cap,
-    listen,
-    make_runner,
-    raise_fd_limit,
-)
 from tesla_smart_charger.service import ChargeService, MeterPoller
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
 from tesla_smart_charger.tokens import TokenManager, TokenStore

@@ -19,10 +19,10 @@ from aiohttp import web
 
 from tesla_smart_charger.config import load_config
 from tesla_smart_charger.daemon import Daemon, api_context, build_daemon, start_tasks, wait_and_stop
-from tesla_smart_charger.dashboard import HEARTBEAT_SECS, Dashboard
-from tesla_smart_charger.metrics import metrics_routes
-from tesla_smart_charger.openapi import openapi_routes
-from tesla_smart_charger.server import build_app
+from tesla_smart_charger.httpapi.dashboard import HEARTBEAT_SECS, Dashboard
+from tesla_smart_charger.httpapi.metrics import metrics_routes
+from tesla_smart_charger.httpapi.openapi import openapi_routes
+from tesla_smart_charger.httpapi.server import build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.e2e import free_port

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tesla_smart_charger import controller as core
 from tesla_smart_charger.commands import DriverControls, parse_driver_limit
 from tesla_smart_charger.events import DriverLimit, Event, EventQueue, Overload
-from tesla_smart_charger.server import ApiContext, build_app
+from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tests.test_controller import MEASURED, PUSH, Run, asleep, charging, reading
 from tests.test_service import FakeCar, make
 

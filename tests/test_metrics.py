@@ -15,7 +15,7 @@ from prometheus_client.samples import Sample
 from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.controller import ControllerState
 from tesla_smart_charger.daemon import Daemon
-from tesla_smart_charger.metrics import CONTROLLER_STATES, car_amps
+from tesla_smart_charger.httpapi.metrics import CONTROLLER_STATES, car_amps
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World

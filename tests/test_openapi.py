@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tesla_smart_charger.openapi import openapi_document
+from tesla_smart_charger.httpapi.openapi import openapi_document
 from tesla_smart_charger.simulator.world import World
 from tests.observe import Running, charging_car, observed_daemon
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tesla_smart_charger.server import ApiContext, build_app
+from tesla_smart_charger.httpapi.server import ApiContext, build_app
 
 
 class FakeDaemon:

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tesla_smart_charger.server import (
+from tesla_smart_charger.httpapi.server import (
     ApiContext,
     ConnectionLimiter,
     build_app,

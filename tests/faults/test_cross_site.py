@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tesla_smart_charger.server import ApiContext, build_app
+from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.e2e import world_and_daemon

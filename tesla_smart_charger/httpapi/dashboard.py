@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tesla_smart_charger.metrics import car_amps, controller_state, valid_reading
+from tesla_smart_charger.httpapi.metrics import car_amps, controller_state, valid_reading
 
 if TYPE_CHECKING:
-    from tesla_smart_charger.daemon import Daemon
+    from tesla_smart_charger.httpapi.view import DaemonView
 
 _LOG = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ SECURITY_HEADERS = {
 
 
 def _read_web_file(name: str) -> bytes:
-    return (resources.files("tesla_smart_charger") / "web" / name).read_bytes()
+    return (resources.files("tesla_smart_charger.httpapi") / "web" / name).read_bytes()
 
 
 def _sse(event: str | None, data: Any) -> bytes:
@@ -62,7 +62,7 @@ def _sse(event: str | None, data: Any) -> bytes:
     return f"{head}data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
-def _heat_pct(daemon: Daemon) -> list[float] | None:
+def _heat_pct(daemon: DaemonView) -> list[float] | None:
     """The main breaker's heat per phase in % of trip (None without a meter)."""
     ratio = daemon.breaker.heat_ratio() if daemon.breaker is not None else None
     return None if ratio is None else [round(100.0 * r, 1) for r in ratio]
@@ -73,7 +73,7 @@ class Dashboard:
 
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: DaemonView,
         *,
         wall: Callable[[], float] = time.time,
         heartbeat: float = HEARTBEAT_SECS,
@@ -309,6 +309,6 @@ class Dashboard:
         ]
 
 
-def dashboard_routes(daemon: Daemon) -> list[web.RouteDef]:
+def dashboard_routes(daemon: DaemonView) -> list[web.RouteDef]:
     """GET /, /web/{name}, /events and /api/history for `daemon` (registers its listener)."""
     return Dashboard(daemon).routes()

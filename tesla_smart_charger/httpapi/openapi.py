@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tesla_smart_charger import __version__
-from tesla_smart_charger.dashboard import STATIC_FILES
+from tesla_smart_charger.httpapi.dashboard import STATIC_FILES
 
 if TYPE_CHECKING:
-    from tesla_smart_charger.daemon import Daemon
+    from tesla_smart_charger.httpapi.view import DaemonView
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -533,7 +533,7 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-def openapi_routes(daemon: Daemon) -> list[web.RouteDef]:
+def openapi_routes(daemon: DaemonView) -> list[web.RouteDef]:
     """GET /openapi.json (`daemon` is unused: the document is static; kept for symmetry)."""
     document = openapi_document()
 

@@ -27,7 +27,7 @@ from tesla_smart_charger.service import CommandRecord
 from tesla_smart_charger.tesla import CATEGORIES
 
 if TYPE_CHECKING:
-    from tesla_smart_charger.daemon import Daemon
+    from tesla_smart_charger.httpapi.view import DaemonView
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def car_amps(state: ControllerState) -> float | None:
     return float(v.charge.charger_actual_current)
 
 
-def controller_state(daemon: Daemon) -> str:
+def controller_state(daemon: DaemonView) -> str:
     """One of CONTROLLER_STATES; the most serious condition wins."""
     s = daemon.service.state
     if not s.auth_ok or daemon.tokens.state == "reauth_required":
@@ -88,7 +88,7 @@ def controller_state(daemon: Daemon) -> str:
 class EventTally:
     """Counters fed after every controller event: overload seconds and commands by result."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self._daemon = daemon
         self.overload_seconds = 0.0
         self.commands: dict[tuple[str, str], int] = {(c, "ok"): 0 for c in COMMANDS}
@@ -148,7 +148,7 @@ def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
 class DaemonCollector:
     """Reads the daemon at scrape time (prometheus_client's Collector protocol)."""
 
-    def __init__(self, daemon: Daemon, tally: EventTally) -> None:
+    def __init__(self, daemon: DaemonView, tally: EventTally) -> None:
         self._daemon = daemon
         self._tally = tally
 
@@ -337,7 +337,7 @@ class DaemonCollector:
 # --- wiring -------------------------------------------------------------------------------------
 
 
-def build_registry(daemon: Daemon) -> CollectorRegistry:
+def build_registry(daemon: DaemonView) -> CollectorRegistry:
     """A private registry for `daemon`, with the listener that feeds its counters."""
     tally = EventTally(daemon)
     daemon.service.add_listener(tally.on_event)
@@ -346,7 +346,7 @@ def build_registry(daemon: Daemon) -> CollectorRegistry:
     return registry
 
 
-def metrics_routes(daemon: Daemon) -> list[web.RouteDef]:
+def metrics_routes(daemon: DaemonView) -> list[web.RouteDef]:
     """GET /metrics for `daemon` (Prometheus text, or OpenMetrics when asked for)."""
     registry = build_registry(daemon)
 

@@ -1,0 +1,73 @@
+"""The narrow view of the running daemon that the dashboard and /metrics read.
+
+A `typing.Protocol`, so this package never imports daemon.py (which imports this package to
+serve it): `daemon.Daemon` satisfies it structurally, and tests may pass any object that has
+these members. Everything is read-only from here; the one write is registering a listener on
+the charge service. The plain endpoints (/status, /health, /config, /overload, the driver's
+limit) go through `server.ApiContext` instead, which is narrower still.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from tesla_smart_charger.alerts import AlertSender
+    from tesla_smart_charger.breaker import BreakerMonitor
+    from tesla_smart_charger.config import LoadedConfig
+    from tesla_smart_charger.retry import Health
+    from tesla_smart_charger.roads import FailoverVehicle
+    from tesla_smart_charger.safety import Escalator
+    from tesla_smart_charger.service import ChargeService, MeterPoller
+    from tesla_smart_charger.tesla import ApiCallCounter
+    from tesla_smart_charger.tokens import TokenManager
+
+
+class DaemonView(Protocol):
+    """What the HTTP surface reads from the daemon (implemented by `daemon.Daemon`)."""
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        """The validated settings (the meter type for /metrics)."""
+
+    @property
+    def service(self) -> ChargeService:
+        """Controller state, config, recent commands, status; `add_listener` for live data."""
+
+    @property
+    def counter(self) -> ApiCallCounter:
+        """Fleet API calls and their cost."""
+
+    @property
+    def tokens(self) -> TokenManager:
+        """Login state and token expiry."""
+
+    @property
+    def poller(self) -> MeterPoller | None:
+        """The meter poller (None when the meter pushes /overload)."""
+
+    @property
+    def tasks(self) -> Mapping[str, asyncio.Task[None]]:
+        """The tracked background tasks (the dashboard closes its streams when `controller` ends)."""
+
+    @property
+    def breaker(self) -> BreakerMonitor | None:
+        """The main breaker's heat (None without a meter)."""
+
+    @property
+    def roads(self) -> FailoverVehicle | None:
+        """The command roads (cloud, BLE) when more than one is configured."""
+
+    @property
+    def escalator(self) -> Escalator | None:
+        """The escalation ladder when configured."""
+
+    @property
+    def alerts(self) -> AlertSender | None:
+        """The alert sender when configured."""
+
+    def dependencies(self) -> Mapping[str, Health]:
+        """Per dependency: ok / degraded / down, as on /status."""
