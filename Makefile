@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed-stamp
 CONFIG ?= config.json
+# `make demo SCENARIO=two-cars` or `SCENARIO=solar` (see `tesla-smart-charger demo --help`).
+SCENARIO ?= evening
 # Independent tests run on two workers (pytest-xdist); PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 2
 
@@ -52,7 +54,7 @@ unit: install
 test: install system-deps lint typecheck unit
 
 demo: $(DEMO_STAMP)
-	$(DEMO_VENV)/bin/tesla-smart-charger demo
+	$(DEMO_VENV)/bin/tesla-smart-charger demo --scenario $(SCENARIO)
 
 # Exits 1 when a target in docs/benchmarks.md is missed; BENCH_ARGS="--quick" for a short run.
 bench: install
