@@ -4,14 +4,16 @@ Solar table: a 6 kWp roof on a clear and a cloudy summer day (`simulator/pv.py`:
 irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
 - `no car`: the roof and the house alone (the self-consumption the car starts from).
 - `evcc-like pv`: evcc's PV mode from its documented rules: every `interval` (30 s, evcc's
-  default) target = measured car current + surplus (= -grid current); not charging: start when
-  the target has covered `minCurrent` for `enable.delay` (1 min, threshold 0 W); charging: a
-  target below `minCurrent` holds `minCurrent` and, while the grid imports (>= `disable.threshold`
-  0 W) for `disable.delay` (3 min), stops. Whole amps (Tesla `coarsecurrent`), a command only on
-  change, vehicle data once per 15 min cache while charging. Sources: docs.evcc.io
-  reference/configuration/loadpoints (`enable`/`disable` `threshold`/`delay`), evcc
-  core/loadpoint.go (thresholds and delays, pvMaxCurrent), cmd/setup.go (interval 30 s); see
-  /work/shared/reference/peers-evcc-and-others.md §1.
+  default) target = measured car current + surplus (= -grid current); not charging: once the
+  target has covered `minCurrent` for `enable.delay` (1 min, threshold 0 W) it starts at
+  `minCurrent` and follows the target from the next cycle; charging: a target below
+  `minCurrent` holds `minCurrent` and, after the grid has imported (>= `disable.threshold` 0 W)
+  for `disable.delay` (3 min), stops; a cycle without import resets that timer. Whole amps
+  (Tesla `coarsecurrent`), a command only on change, vehicle data once per 15 min cache while
+  charging. Sources: docs.evcc.io reference/configuration/loadpoints (`enable`/`disable`
+  `threshold`/`delay`); evcc-io/evcc core/loadpoint.go `NewLoadpoint` (Enable 1 min / 0 W,
+  Disable 3 min / 0 W, min 6 A, max 16 A) and core/loadpoint_pv.go `pvMaxCurrent` (the timer
+  rules above); cmd/setup.go (interval 30 s); /work/shared/reference/peers-evcc-and-others.md.
 - `oracle`: knows house and PV every second, sets the car to floor(PV - house) within
   [min, max] at once (0 below min): never imports for the car; its commands are free and
   instant (the count shows what that would cost on Fleet).
@@ -156,9 +158,9 @@ class EvccPv:
         if target >= MIN_AMPS:
             self.timer = t if self.timer is None else self.timer
             if t - self.timer >= EVCC_ENABLE_DELAY:
-                amps = min(MAX_AMPS, math.trunc(target))
-                self.enabled, self.offered, self.timer = True, amps, None
-                car.command(t, float(amps), calls=2)  # set_charging_amps + charge_start
+                # pvMaxCurrent returns minCurrent when the enable timer elapses.
+                self.enabled, self.offered, self.timer = True, MIN_AMPS, None
+                car.command(t, float(MIN_AMPS), calls=2)  # set_charging_amps + charge_start
         else:
             self.timer = None
 

@@ -24,7 +24,9 @@ def test_evcc_pv_enables_after_one_minute_of_surplus() -> None:
     assert pv.enabled
     assert car.commands == 2  # set_charging_amps + charge_start
     _run_evcc(-10.0, 10, pv, car, start=61)
-    assert car.draw == 10.0  # after the command lag
+    assert car.draw == bench_solar.MIN_AMPS  # evcc starts at minCurrent ...
+    _run_evcc(-10.0, 30, pv, car, start=71)
+    assert car.draw == 10.0  # ... and follows the surplus from the next cycle
 
 
 def test_evcc_pv_short_surplus_resets_the_enable_timer() -> None:
@@ -52,9 +54,9 @@ def test_evcc_pv_holds_the_minimum_then_stops_after_three_minutes_of_import() ->
 
 def test_evcc_pv_follows_the_surplus_in_whole_amps_up_to_the_maximum() -> None:
     pv, car = EvccPv(), LaggedCar()
-    _run_evcc(-8.7, 70, pv, car)
+    _run_evcc(-8.7, 100, pv, car)
     assert car.draw == 8.0  # truncated
-    _run_evcc(-30.0, 40, pv, car, start=70)
+    _run_evcc(-30.0, 40, pv, car, start=100)
     assert car.draw == bench_solar.MAX_AMPS
 
 
