@@ -34,6 +34,7 @@ Commands take COMMAND_LATENCY + RAMP_DELAY (4 s) to change what the car draws, a
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -224,17 +225,14 @@ def run_solar(
     """One policy ("no car", "evcc-like pv", "oracle") through one solar day at `step` s."""
     if policy not in SOLAR_POLICIES:
         raise ValueError(f"unknown solar policy {policy!r}")
-    pv = solar_day("cloudy" if sky == "cloudy" else "clear", seed=seed)
-    house = daytime_house(seed)
     start, stop = QUICK_WINDOW if quick else (SUN_START, SUN_STOP)
-    loads = house.sample(start, stop, step)
+    loads, pvs = _solar_inputs(sky, seed, start, stop, step)
     car = LaggedCar()
     evcc = EvccPv() if policy == "evcc-like pv" else None
     export = imported_for_car = 0.0
     pv_amp_secs = 0.0
-    for k, load in enumerate(loads):
+    for k, (h, p) in enumerate(zip(loads, pvs, strict=True)):
         t = start + k * step
-        h, p = load[0], pv.amps(t, 1)[0]
         plugged = PLUG_IN <= t < UNPLUG
         if not plugged:
             if car.draw or (evcc is not None and evcc.enabled):
@@ -262,6 +260,19 @@ def run_solar(
         car.commands,
         car.data,
     )
+
+
+@functools.cache
+def _solar_inputs(
+    sky: str, seed: int, start: int, stop: int, step: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """House load and PV feed-in (A, L1) for each step: built once per day, shared by rows."""
+    if sky not in SKIES:
+        raise ValueError(f"unknown sky {sky!r}; one of {', '.join(SKIES)}")
+    pv = solar_day("cloudy" if sky == "cloudy" else "clear", seed=seed)
+    loads = tuple(x[0] for x in daytime_house(seed).sample(start, stop, step))
+    feed = tuple(pv.amps(start + k * step, 1)[0] for k in range(len(loads)))
+    return loads, feed
 
 
 SOLAR_POLICIES = ("no car", "evcc-like pv", "oracle")
