@@ -191,3 +191,22 @@ async def test_meter_reads_export_per_phase_pro3em() -> None:
 def test_settings_keys_know_the_seed_keys() -> None:
     keys = settings_keys()
     assert {"homeMaxAmps", "teslaVehicleId", "chargerMinAmps"} <= keys
+
+
+def test_one_phase_cars_draw_on_their_own_supply_phase() -> None:
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.0)
+    b = CarModel(vin=VIN_B, request_amps=10, ramp_delay=0.0, supply_phase=2)
+    clock = [0.0]
+    world = World(
+        phases=3,
+        meter_kind="pro3em",
+        cars=[a, b],
+        manual_house=(1.0, 2.0, 3.0),
+        clock=lambda: clock[0],
+    )
+    assert world.supply_amps() == (17.0, 12.0, 3.0)
+    assert [v.get("chargerPhase") for v in world.vehicles()] == [1, 2]
+    # On a one-phase supply everything is L1, whatever the car's wiring says.
+    assert b.phase_draw(0.0, 1) == (10.0,)
+    with pytest.raises(ValueError, match="supply_phase"):
+        CarModel(vin=VIN_A, supply_phase=4)

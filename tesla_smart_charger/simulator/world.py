@@ -232,6 +232,8 @@ class World:
                 "name": car.display_name,
                 "priority": priorities[i] if i < len(priorities) else 0,
             }
+            if self.phases > 1 and car.phases == 1:
+                entry["chargerPhase"] = car.supply_phase
             if i < len(modes):
                 entry["mode"] = modes[i]
             out.append(entry)
