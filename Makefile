@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed-stamp
 CONFIG ?= config.json
+# `make demo SCENARIO=two-cars` or `SCENARIO=solar` (see `tesla-smart-charger demo --help`).
+SCENARIO ?= evening
 # Independent tests run on four workers (pytest-xdist) even on two cores: most e2e tests wait on
 # wall-clock time (a 90 s proxy outage, 60 s fault windows), not on the CPU. `--dist loadfile`
 # keeps a file on one worker, so the fault window's module fixture runs once; with
@@ -62,7 +64,7 @@ test: install system-deps
 	@$(MAKE) --no-print-directory -j 3 -O lint typecheck unit
 
 demo: $(DEMO_STAMP)
-	$(DEMO_VENV)/bin/tesla-smart-charger demo
+	$(DEMO_VENV)/bin/tesla-smart-charger demo --scenario $(SCENARIO)
 
 # Exits 1 when a target in docs/benchmarks.md is missed; BENCH_ARGS="--quick" for a short run.
 bench: install

@@ -1262,6 +1262,10 @@ def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[
         from tesla_smart_charger import bench_roads  # noqa: PLC0415 - it builds on this module
 
         parts.append(bench_roads.report())
+        # issue 14: a solar day and a two-car evening (its own module, like the roads table)
+        from tesla_smart_charger import bench_solar  # noqa: PLC0415 - it builds on this module
+
+        parts.append(bench_solar.report(quick=plan.quick))
     verdicts = targets(results)
     parts.append(format_targets(verdicts))
     return "\n\n".join(parts), all(v.passed for v in verdicts if v.gating)

@@ -6,6 +6,10 @@ import io
 import logging
 import os
 import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +18,14 @@ from tesla_smart_charger.simulator.demo import (
     HOME_MAX_AMPS,
     SLEEP_SECS,
     LiveView,
+    build_scenario,
     fit,
     logs_end_the_live_line,
+    pick_port,
+    scenario_config,
     story_evening,
 )
+from tesla_smart_charger.simulator.world import World
 
 
 class _Terminal(io.StringIO):
@@ -116,3 +124,95 @@ def test_piped_output_is_plain_lines() -> None:
     view.draw(["b"])
     assert out.getvalue() == "a" * 150 + " | last: none yet\nb\n"
     assert "\x1b" not in out.getvalue()
+
+
+# --- scenarios (issue 14) ---------------------------------------------------------------------
+
+WITH_VEHICLES = frozenset({"homeMaxAmps", "vehicles"})
+WITHOUT = frozenset({"homeMaxAmps"})
+
+
+def test_two_cars_scenario_overloads_without_control_and_has_distinct_vins() -> None:
+    sc = build_scenario("two-cars", WITH_VEHICLES)
+    vins = [c.vin for c in sc.cars]
+    assert len(set(vins)) == 2
+    assert all(c.charging and c.request_amps == DRIVER_AMPS for c in sc.cars)
+    # Both cars at the driver's setting push the house over at once: there is a story.
+    assert sc.house.amps(0.0)[0] + 2 * DRIVER_AMPS > HOME_MAX_AMPS
+    assert not any("NOTE" in line for line in sc.banner)
+    assert any("NOTE" in line for line in build_scenario("two-cars", WITHOUT).banner)
+
+
+def test_solar_scenario_starts_in_full_sun_and_a_cloud_follows() -> None:
+    sc = build_scenario("solar", WITH_VEHICLES)
+    assert sc.pv is not None
+    (car,) = sc.cars
+    assert car.state == "online"
+    assert not car.charging
+    supply = [sc.house.amps(t)[0] - sc.pv.amps(sc.pv_offset + t, 1)[0] for t in range(0, 120)]
+    assert supply[0] < -12.0  # exporting more than a car's minimum from the first second
+    assert min(supply[:30]) < -12.0
+    assert max(supply[SOLAR_LEAD_S : SOLAR_LEAD_S + 80]) > supply[0] + 8.0  # the cloud bites
+
+
+SOLAR_LEAD_S = 40
+
+
+def test_scenario_config_adds_keys_only_when_the_settings_know_them() -> None:
+    world = World(cars=build_scenario("two-cars", WITH_VEHICLES).cars)
+    extra = scenario_config(build_scenario("two-cars", WITH_VEHICLES), world, WITH_VEHICLES)
+    assert [v["priority"] for v in extra["vehicles"]] == [1, 0]
+    assert [v["vin"] for v in extra["vehicles"]] == [c.vin for c in world.cars]
+    assert scenario_config(build_scenario("two-cars", WITHOUT), world, WITHOUT) == {}
+    solar = build_scenario("solar", WITH_VEHICLES)
+    one = World(cars=solar.cars)
+    assert scenario_config(solar, one, WITH_VEHICLES)["vehicles"][0]["mode"] == "solar"
+    assert scenario_config(solar, one, frozenset({"mode"})) == {"mode": "solar"}
+    assert scenario_config(solar, one, WITHOUT) == {}
+
+
+def test_unknown_scenario_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown scenario 'garage'"):
+        build_scenario("garage", WITHOUT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario", "expect"), [("two-cars", "cars"), ("solar", "pv")])
+def test_demo_scenario_runs_the_real_daemon(scenario: str, expect: str, tmp_path: Path) -> None:
+    port = pick_port(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "tesla_smart_charger",
+            "demo",
+            "--scenario",
+            scenario,
+            "--duration",
+            "5",
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"Demo ({scenario})" in proc.stdout
+    live = [line for line in proc.stdout.splitlines() if " house " in line]
+    assert live, proc.stdout
+    assert expect in live[-1]
+    if scenario == "solar":
+        assert "export" in live[0]
+    assert "demo stopped" in proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

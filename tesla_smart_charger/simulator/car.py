@@ -163,6 +163,7 @@ class CarModel:
     vehicle_id: int = 99999
     fault: CarFault = "none"
     circuit_on: bool = True  # the charger circuit is powered (a safety relay can cut it)
+    supply_phase: int = 1  # the supply phase a 1-phase car's charger is wired to (chargerPhase)
 
     wakes: int = field(default=0, init=False)  # times wake() was called (API wakes)
     energy_added_kwh: float = field(default=0.0, init=False)
@@ -177,6 +178,8 @@ class CarModel:
             raise ValueError("vin must have 17 characters")
         if self.phases not in (1, 2, 3):
             raise ValueError("phases must be 1, 2 or 3")
+        if self.supply_phase not in (1, 2, 3):
+            raise ValueError("supply_phase must be 1, 2 or 3")
         if not self.plugged:
             self.charging_state = "Disconnected"
         if self.state != "online" and self.charging_state == "Charging":
@@ -277,10 +280,14 @@ class CarModel:
         return self.actual_amps if self.state == "online" else 0.0
 
     def phase_draw(self, now: float, supply_phases: int) -> tuple[float, ...]:
-        """The car's draw on each supply phase: a 1-phase car loads L1, a 3-phase car all."""
+        """The car's draw on each supply phase: a 1-phase car loads its `supply_phase`
+        (L1 by default), a 3-phase car all of them."""
         amps = self.current_draw(now)
         used = min(self.phases, supply_phases)
-        return tuple(amps if i < used else 0.0 for i in range(supply_phases))
+        first = (
+            self.supply_phase - 1 if self.phases == 1 and self.supply_phase <= supply_phases else 0
+        )
+        return tuple(amps if first <= i < first + used else 0.0 for i in range(supply_phases))
 
     def plug_in(self, now: float, *, start: bool = True) -> None:
         """The driver plugs in: the car wakes (no API wake) and, by default, starts charging.

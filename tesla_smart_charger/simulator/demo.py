@@ -4,6 +4,11 @@ Starts a simulated Shelly EM, car, tesla-http-proxy and token endpoint on 127.0.
 config pointing at them into a temporary folder, runs the real daemon in measured mode and
 prints a live view. The whole story (a cut, the raise, a second overload) is told within 90 s,
 so a new user sees it before losing interest; it then repeats every two minutes.
+
+`--scenario two-cars` puts two cars behind the one proxy (the same evening, both asking for
+16 A); `--scenario solar` a 6 kWp roof on a cloudy afternoon and a car waiting for surplus. The
+config gets `vehicles` / `mode` only when this build's settings know those keys (issue 14);
+until then the banner says what the daemon will not do.
 """
 
 from __future__ import annotations
@@ -21,15 +26,24 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tesla_smart_charger.config import load_config
 from tesla_smart_charger.daemon import Daemon, run_daemon
 from tesla_smart_charger.logging_setup import configure_logging
 from tesla_smart_charger.simulator.car import CarModel
-from tesla_smart_charger.simulator.house import BASE_LOAD, KETTLE, Appliance, ApplianceRun, House
-from tesla_smart_charger.simulator.world import World
+from tesla_smart_charger.simulator.house import (
+    BASE_LOAD,
+    FRIDGE,
+    KETTLE,
+    Appliance,
+    ApplianceRun,
+    House,
+)
+from tesla_smart_charger.simulator.pv import PvArray, solar_day
+from tesla_smart_charger.simulator.world import World, settings_keys
 
 DEFAULT_PORT = 8000
 HOME_MAX_AMPS = 30.0
@@ -64,6 +78,108 @@ BANNER_STORY = (
     f"  ~{OVEN_ON:.0f} s  the oven starts: a second overload, a second cut",
     f"  then it all repeats every {STORY_PERIOD / 60:.0f} minutes",
 )
+
+
+SCENARIOS = ("evening", "two-cars", "solar")
+SECOND_VIN = "5YJ3E1EA7KF000002"
+SOLAR_SEED = 4  # a cloudy afternoon whose clouds make a good story
+SOLAR_LEAD = 40.0  # seconds of full sun before the first thick cloud
+
+
+@dataclass
+class Scenario:
+    """What one `--scenario` runs: the house, the cars, the roof, the story and the config."""
+
+    name: str
+    house: House
+    cars: list[CarModel]
+    banner: tuple[str, ...]
+    pv: PvArray | None = None
+    pv_offset: float = 0.0
+    config: dict[str, Any] | None = None  # extra config.json keys (only ones the build knows)
+
+
+def _demo_car(vin: str = "5YJ3E1EA7KF000001", **kwargs: Any) -> CarModel:
+    base: dict[str, Any] = {
+        "request_amps": DRIVER_AMPS,
+        "charging_state": "Charging",
+        "ramp_delay": 3.0,
+        "capacity_kwh": None,
+    }
+    base.update(kwargs)
+    return CarModel(vin=vin, **base)
+
+
+def solar_house(period: float = 3600.0) -> House:
+    """An afternoon at home: base load and the fridge (about 2 A): the roof exports the rest."""
+    runs = [
+        ApplianceRun(BASE_LOAD, 0.0, period, amps=1.2),
+        ApplianceRun(FRIDGE, 0.0, period, seed=1),
+    ]
+    return House(1, runs, name="demo afternoon", period=period)
+
+
+def solar_start(pv: PvArray) -> float:
+    """The PV-day second to start at: full sun, the first thick cloud `SOLAR_LEAD` s later."""
+    for cloud in pv.clouds:
+        lead = [pv.fraction(cloud.start - s) for s in range(1, int(SOLAR_LEAD) + 20)]
+        if cloud.start > 11 * 3600 and cloud.opacity >= 0.6 and min(lead) > 0.7:
+            return cloud.start - SOLAR_LEAD
+    raise ValueError("this PV day has no thick cloud after a sunny spell")
+
+
+def build_scenario(name: str, keys: frozenset[str] | None = None) -> Scenario:
+    """The named scenario; `keys` are the config keys the settings model knows."""
+    keys = settings_keys() if keys is None else keys
+    banner: tuple[str, ...]
+    if name == "evening":
+        return Scenario(name, story_evening(), [_demo_car()], BANNER_STORY)
+    if name == "two-cars":
+        cars = [_demo_car(), _demo_car(SECOND_VIN, numeric_id=100022, display_name="Second car")]
+        banner = (
+            f"  two cars ask for {DRIVER_AMPS} A each on top of a ~10 A house: the total is"
+            f" cut below {HOME_MAX_AMPS:.0f} A at once",
+            "  the first car has priority 1, the second 0: when there is no room for both,",
+            "  the second is the one cut (the kettle at ~10 s, the oven at ~60 s)",
+        )
+        config: dict[str, Any] = {}
+        if "vehicles" not in keys:
+            banner += (
+                "  NOTE: this build has no `vehicles` key yet: only the first car is controlled,",
+                "  the second charges uncontrolled (watch the OVER flag)",
+            )
+        return Scenario(name, story_evening(), cars, banner, config=config)
+    if name == "solar":
+        pv = solar_day("cloudy", seed=SOLAR_SEED)
+        car = _demo_car(charging_state="Stopped", sleep_after=1e9)
+        banner = (
+            "  a 6 kWp roof exports ~15 A; the car (plugged in, not charging) starts on the",
+            "  surplus after solarStartSecs and follows it",
+            f"  ~{SOLAR_LEAD:.0f} s  a thick cloud passes: the car slows down, then stops if the"
+            " surplus stays gone",
+        )
+        if "vehicles" not in keys and "mode" not in keys:
+            banner += (
+                "  NOTE: this build has no solar mode yet: the car is left alone (it does not",
+                "  start on surplus); the live line still shows the export",
+            )
+        return Scenario(
+            name, solar_house(), [car], banner, pv=pv, pv_offset=solar_start(pv), config={}
+        )
+    raise ValueError(f"unknown scenario {name!r} (use one of {', '.join(SCENARIOS)})")
+
+
+def scenario_config(scenario: Scenario, world: World, keys: frozenset[str]) -> dict[str, Any]:
+    """The `vehicles` / `mode` keys for this scenario, only those the settings model knows."""
+    extra: dict[str, Any] = dict(scenario.config or {})
+    if scenario.name == "two-cars" and "vehicles" in keys:
+        extra["vehicles"] = world.vehicles(priorities=[1, 0])
+    if scenario.name == "solar":
+        if "vehicles" in keys:
+            extra["vehicles"] = world.vehicles(modes=["solar"])
+        elif "mode" in keys:
+            extra["mode"] = "solar"
+    return extra
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -113,6 +229,29 @@ def live_parts(world: World, daemon: Daemon, started: float) -> list[str]:
     ]
 
 
+def scenario_parts(world: World, daemon: Daemon, started: float) -> list[str]:
+    """The live view for several cars and PV: each car's draw, PV, and the signed supply."""
+    now = time.monotonic()
+    house = world.house_amps()[0]
+    cars = [car.current_draw(now) for car in world.cars]
+    pv = world.pv_amps()[0]
+    supply = world.supply_amps()[0]
+    flag = "OVER" if supply > HOME_MAX_AMPS else ("export" if supply < 0 else "ok")
+    head = f"{now - started:3.0f}s house {house:4.1f} + car{'s' if len(cars) > 1 else ''} "
+    head += "+".join(f"{c:4.1f}" for c in cars)
+    if world.pv is not None:
+        head += f" - pv {pv:4.1f}"
+    head += f" = {supply:5.1f}/{HOME_MAX_AMPS:.0f} A {flag}"
+    last = daemon.service.last_command
+    action = "last: none yet"
+    if last is not None:
+        amps = f" {last.amps} A" if last.amps is not None else ""
+        ago = max(0.0, time.time() - last.at)
+        action = f"last: {_SHORT_COMMAND.get(last.command, last.command)}{amps} {ago:.0f}s ago"
+    active = ", ".join(world.house.active(world.house_time)) if world.house else ""
+    return [head, action, active]
+
+
 def fit(parts: list[str], width: int) -> str:
     """The first part (cut if need be), then each later part that still fits in `width`."""
     if not parts:
@@ -145,7 +284,8 @@ class LiveView:
 
     def show(self, world: World, daemon: Daemon, started: float) -> None:
         """Redraw the status line (terminal) or print one more line (pipe)."""
-        parts = live_parts(world, daemon, started)
+        simple = len(world.cars) == 1 and world.pv is None
+        parts = (live_parts if simple else scenario_parts)(world, daemon, started)
         self.draw(parts)
 
     def draw(self, parts: list[str]) -> None:
@@ -229,26 +369,37 @@ async def _live_view(
         await asyncio.sleep(period)
 
 
-async def run_demo(port: int, out: TextIO = sys.stdout, duration: float | None = None) -> int:
+async def run_demo(
+    port: int,
+    out: TextIO = sys.stdout,
+    duration: float | None = None,
+    scenario: str = "evening",
+) -> int:
     """Run the simulated world and the real daemon until Ctrl-C (or `duration` seconds)."""
-    car = CarModel(
-        request_amps=DRIVER_AMPS, charging_state="Charging", ramp_delay=3.0, capacity_kwh=None
-    )
+    chosen = build_scenario(scenario)
     view = LiveView(out)
     with logs_end_the_live_line(view):
-        code = await _run_world(port, out, duration, car, view)
+        code = await _run_world(port, out, duration, chosen, view)
     print("demo stopped", file=out)
     return code
 
 
 async def _run_world(
-    port: int, out: TextIO, duration: float | None, car: CarModel, view: LiveView
+    port: int, out: TextIO, duration: float | None, scenario: Scenario, view: LiveView
 ) -> int:
-    async with World(house=story_evening(), car=car) as world:
+    world_ = World(
+        house=scenario.house, cars=scenario.cars, pv=scenario.pv, pv_offset=scenario.pv_offset
+    )
+    async with world_ as world:
         started_at = time.monotonic()  # the house's clock starts with the world
         with tempfile.TemporaryDirectory(prefix="tsc-demo-") as tmp:
+            extra = scenario_config(scenario, world, settings_keys())
             path = world.write_config(
-                Path(tmp), apiPort=port, homeMaxAmps=HOME_MAX_AMPS, sleepTimeSecs=SLEEP_SECS
+                Path(tmp),
+                apiPort=port,
+                homeMaxAmps=HOME_MAX_AMPS,
+                sleepTimeSecs=SLEEP_SECS,
+                **extra,
             )
             loaded = load_config(path)
             url = f"http://127.0.0.1:{port}"
@@ -257,12 +408,12 @@ async def _run_world(
                 view.end_line()
                 lines = [
                     "",
-                    "Demo: a simulated house, Shelly EM and Tesla on 127.0.0.1",
+                    f"Demo ({scenario.name}): a simulated house, Shelly EM and Tesla on 127.0.0.1",
                     f"  dashboard: {url}/",
                     f"  status:    {url}/status",
                     f"  metrics:   {url}/metrics",
                     "What happens when (seconds on the left of the live line):",
-                    *BANNER_STORY,
+                    *scenario.banner,
                     "Ctrl-C stops everything.",
                     "",
                 ]
@@ -286,7 +437,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if port != args.port:
         print(f"port {args.port} is busy: using {port}", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_demo(port, duration=args.duration))
+        return asyncio.run(run_demo(port, duration=args.duration, scenario=args.scenario))
     return 0
 
 
@@ -309,6 +460,13 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         type=int,
         default=DEFAULT_PORT,
         help=f"HTTP port (default {DEFAULT_PORT}; another free one if busy)",
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="evening",
+        help="evening: one car and a kettle (default); two-cars: two cars on one supply;"
+        " solar: a PV roof on a cloudy afternoon",
     )
     demo.add_argument(
         "--duration",

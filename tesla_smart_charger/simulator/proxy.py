@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any, Final
@@ -64,8 +64,11 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 class SimulatedProxy:
-    """The HTTP surface of tesla-http-proxy and Fleet for one simulated car.
+    """The HTTP surface of tesla-http-proxy and Fleet for one or several simulated cars.
 
+    `car` is one `CarModel` or a sequence of them (distinct VINs): one account, one proxy,
+    routed by VIN or numeric id as the real proxy and Fleet do; billing is per account. `car`
+    (the attribute) is the first car, so single-car callers are unchanged.
     `clock` drives the car model; tests pass a fake clock to make time-dependent behaviour
     (ramps, falling asleep) deterministic. `latency` delays every command reply, like the
     1-3 s round trip to a real car.
@@ -73,23 +76,30 @@ class SimulatedProxy:
 
     def __init__(
         self,
-        car: CarModel,
+        car: CarModel | Sequence[CarModel],
         *,
         token_validator: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         latency: float = 0.0,
     ) -> None:
-        self.car = car
+        self.cars: tuple[CarModel, ...] = (car,) if isinstance(car, CarModel) else tuple(car)
+        if not self.cars:
+            raise ValueError("the proxy needs at least one car")
+        vins = [c.vin for c in self.cars]
+        if len(set(vins)) != len(vins):
+            raise ValueError(f"two cars share a VIN: {vins}")
+        self.car = self.cars[0]
         self.token_validator = token_validator
         self.clock = clock
         self.latency = latency
         self.billing = BillingCounter()
         self.commands: list[tuple[float, str, dict[str, Any]]] = []
+        self.command_vins: list[str] = []  # the VIN each entry of `commands` was sent to
         self.requests: list[tuple[float, str, str, int]] = []
         self.expired_token_requests = 0
         self._injections: list[_Injection] = []
         self._changed = asyncio.Condition()
-        self._command_lock = asyncio.Lock()  # the proxy serialises commands per VIN
+        self._command_locks = {c.vin: asyncio.Lock() for c in self.cars}  # one queue per VIN
         self._runner: web.AppRunner | None = None
         self.failure: str | None = None
         self.failure_paths = ""
@@ -187,6 +197,17 @@ class SimulatedProxy:
     def commands_named(self, name: str) -> list[tuple[float, str, dict[str, Any]]]:
         """Every command called `name` received so far."""
         return [entry for entry in self.commands if entry[1] == name]
+
+    def commands_for(self, vin: str) -> list[tuple[float, str, dict[str, Any]]]:
+        """Every command sent to `vin` so far (several cars behind one proxy)."""
+        return [e for e, v in zip(self.commands, self.command_vins, strict=True) if v == vin]
+
+    def car_for(self, id_or_vin: str) -> CarModel | None:
+        """The car with this VIN or numeric id, if the account has it."""
+        for car in self.cars:
+            if id_or_vin in (car.vin, str(car.numeric_id)):
+                return car
+        return None
 
     # --- server lifecycle ------------------------------------------------------------------
 
@@ -328,21 +349,19 @@ class SimulatedProxy:
         self.billing.record(category, response.status)
         return response
 
-    def _matches(self, id_or_vin: str) -> bool:
-        return id_or_vin in (self.car.vin, str(self.car.numeric_id))
-
     def _list(self, now: float) -> tuple[int, dict[str, Any]]:
-        self.car.advance(now)
-        body = envelope([self.car.vehicle_json()])
+        for car in self.cars:
+            car.advance(now)
+        body = envelope([car.vehicle_json() for car in self.cars])
         body["pagination"] = {
             "previous": None,
             "next": None,
             "current": 1,
             "per_page": 100,
-            "count": 1,
+            "count": len(self.cars),
             "pages": 1,
         }
-        body["count"] = 1
+        body["count"] = len(self.cars)
         return 200, body
 
     def _not_found(self) -> tuple[int, dict[str, Any]]:
@@ -350,34 +369,37 @@ class SimulatedProxy:
 
     def _vehicle(self, id_or_vin: str, now: float) -> tuple[int, dict[str, Any]]:
         """Vehicle state: answers for a sleeping car too and never wakes it."""
-        if not self._matches(id_or_vin):
+        car = self.car_for(id_or_vin)
+        if car is None:
             return self._not_found()
-        self.car.advance(now)
-        return 200, envelope(self.car.vehicle_json(), None)
+        car.advance(now)
+        return 200, envelope(car.vehicle_json(), None)
 
     def _vehicle_data(
         self, request: web.Request, id_or_vin: str, now: float
     ) -> tuple[int, dict[str, Any]]:
         """charge_state for an online car; 408 (billed, no wake) for a sleeping one."""
-        if not self._matches(id_or_vin):
+        car = self.car_for(id_or_vin)
+        if car is None:
             return self._not_found()
-        self.car.touch(now)
-        if self.car.state != "online":
+        car.touch(now)
+        if car.state != "online":
             return unavailable_reply(408)
         wanted = request.query.get("endpoints", "").split(";")
-        response = self.car.vehicle_json()
+        response = car.vehicle_json()
         if "charge_state" in wanted:
-            charge = self.car.charge_state_json()
+            charge = car.charge_state_json()
             charge["timestamp"] = int(time.time() * 1000)  # wall-clock ms, as Tesla sends
             response["charge_state"] = charge
         return 200, envelope(response, None)
 
     def _wake(self, id_or_vin: str, now: float) -> tuple[int, dict[str, Any]]:
-        if not self._matches(id_or_vin):
+        car = self.car_for(id_or_vin)
+        if car is None:
             return self._not_found()
         _LOGGER.warning("simulated car received an API wake_up (billed as a wake)")
-        self.car.wake(now)
-        return 200, envelope(self.car.vehicle_json(), None)
+        car.wake(now)
+        return 200, envelope(car.vehicle_json(), None)
 
     async def _command(self, request: web.Request, vin: str, name: str, now: float) -> web.Response:
         """A signed command: local VIN/method/parameter checks, then the car itself."""
@@ -393,20 +415,22 @@ class SimulatedProxy:
         if not isinstance(body, dict):
             return _json(400, envelope({"result": False, "reason": "invalid JSON body"}))
         self.commands.append((now, name, body))
+        self.command_vins.append(vin)
         invalid = validate_command(name, body)
         if invalid is not None:
             return _json(*invalid)
         category = "wake" if name == "wake_up" else "command"
-        if vin != self.car.vin:
+        car = self.car_for(vin) if len(vin) == 17 else None
+        if car is None or vin != car.vin:
             unknown = self._injected(request.path) or _json(*self._not_found())
             self.billing.record(category, unknown.status)
             return unknown
-        async with self._command_lock:
+        async with self._command_locks[car.vin]:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             response = self._injected(request.path)
             if response is None:
-                status, reply = self.car.command(name, body, self.clock())
+                status, reply = car.command(name, body, self.clock())
                 response = _json(status, reply)
         self.billing.record(category, response.status)
         return response

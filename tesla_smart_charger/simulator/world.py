@@ -1,7 +1,9 @@
-"""A simulated house, meter, car and token endpoint on loopback, wired for the real daemon.
+"""A simulated house, meter, car(s) and token endpoint on loopback, wired for the real daemon.
 
-The meter shows what a real one would: the house's appliances plus whatever the simulated car
-actually draws after its ramp delay. The daemon sees only HTTP, exactly as in a real home.
+The meter shows what a real one would: the house's appliances plus whatever the simulated cars
+actually draw after their ramp delay, minus what the PV array feeds in (negative = export).
+The daemon sees only HTTP, exactly as in a real home. Several cars share one proxy (routed by
+VIN); `World(car=...)` is the one-car shorthand, `World(cars=[...])` the general form.
 Used by `make demo`, the end-to-end tests and the dashboard browser test.
 """
 
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,8 +23,28 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.house import House
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
+from tesla_smart_charger.simulator.pv import PvArray
 from tesla_smart_charger.simulator.relay import SimulatedRelay
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
+
+
+def settings_keys() -> frozenset[str]:
+    """The config.json keys this build's settings model knows (camelCase).
+
+    The daemon ignores keys it does not know, but a scenario must not pretend a feature is
+    there: the demo and the benchmark add `vehicles` and `mode` only when the model has them.
+    """
+    from pydantic.alias_generators import to_camel  # noqa: PLC0415 - only when asked
+
+    from tesla_smart_charger.config import Settings  # noqa: PLC0415 - simulator stays light
+
+    keys: set[str] = set()
+    for name, info in Settings.model_fields.items():
+        keys.add(to_camel(name))
+        if info.alias:
+            keys.add(info.alias)
+    return frozenset(keys)
+
 
 FEED_PERIOD = 0.1  # seconds between meter updates (the daemon polls at most every 0.1 s in tests)
 
@@ -36,6 +58,9 @@ class World:
     meter_kind: Literal["em-gen1", "pro3em"] = "em-gen1"
     meter_password: str | None = None
     car: CarModel = field(default_factory=CarModel)
+    cars: Sequence[CarModel] = ()  # several cars behind the one proxy; the first is `car`
+    pv: PvArray | None = None  # rooftop PV: subtracted from the supply the meter sees
+    pv_offset: float = 0.0  # PV-day second at house time 0 (the demo starts at noon)
     access_ttl: float = 28800.0
     refresh_reuse_grace: float = 0.0  # Tesla keeps the most recently used refresh token valid 24 h
     time_scale: float = 1.0  # house seconds per real second
@@ -53,11 +78,16 @@ class World:
     _feeder: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.cars:
+            self.cars = tuple(self.cars)
+            self.car = self.cars[0]
+        else:
+            self.cars = (self.car,)
         self.oauth = SimulatedOAuth(
             access_ttl=self.access_ttl, reuse_grace=self.refresh_reuse_grace
         )
         self.proxy = SimulatedProxy(
-            self.car, token_validator=self.oauth.is_valid_access, clock=self.clock
+            self.cars, token_validator=self.oauth.is_valid_access, clock=self.clock
         )
         channels = [0.0, 0.0] if self.meter_kind == "em-gen1" else [0.0, 0.0, 0.0]
         self.meter = SimulatedShelly(
@@ -122,11 +152,25 @@ class World:
         self.manual_house = tuple(amps)
         self.feed()
 
+    def pv_amps(self) -> tuple[float, ...]:
+        """PV feed-in per supply phase now (zeros without an array)."""
+        phases = len(self.house_amps())
+        if self.pv is None:
+            return (0.0,) * phases
+        return self.pv.amps(self.pv_offset + self.house_time, phases)
+
+    def car_amps(self) -> tuple[float, ...]:
+        """What all cars together draw on each supply phase now."""
+        phases, now = len(self.house_amps()), self.clock()
+        total = [0.0] * phases
+        for car in self.cars:
+            total = [t + d for t, d in zip(total, car.phase_draw(now, phases), strict=True)]
+        return tuple(total)
+
     def supply_amps(self) -> tuple[float, ...]:
-        """What the meter measures on each supply phase: house plus car."""
-        house = self.house_amps()
-        car = self.car.phase_draw(self.clock(), len(house))
-        return tuple(h + c for h, c in zip(house, car, strict=True))
+        """What the meter measures on each supply phase: house plus cars minus PV (signed)."""
+        house, cars, pv = self.house_amps(), self.car_amps(), self.pv_amps()
+        return tuple(h + c - p for h, c, p in zip(house, cars, pv, strict=True))
 
     def feed(self) -> None:
         """Push the current supply into the simulated meter's channels."""
@@ -172,8 +216,28 @@ class World:
             cfg["teslaBleProxy"] = self.urls["ble"]
         if "relay" in self.urls:
             cfg["safetyRelayIp"] = self.urls["relay"].removeprefix("http://")
+        if len(self.cars) > 1 and "vehicles" in settings_keys():
+            cfg["vehicles"] = self.vehicles()
         cfg.update(overrides)
         return cfg
+
+    def vehicles(
+        self, *, modes: Sequence[str] = (), priorities: Sequence[int] = ()
+    ) -> list[dict[str, Any]]:
+        """The `vehicles` list (issue 14) for these cars; `modes`/`priorities` per car in order."""
+        out: list[dict[str, Any]] = []
+        for i, car in enumerate(self.cars):
+            entry: dict[str, Any] = {
+                "vin": car.vin,
+                "name": car.display_name,
+                "priority": priorities[i] if i < len(priorities) else 0,
+            }
+            if self.phases > 1 and car.phases == 1:
+                entry["chargerPhase"] = car.supply_phase
+            if i < len(modes):
+                entry["mode"] = modes[i]
+            out.append(entry)
+        return out
 
     def write_config(self, directory: Path, **overrides: Any) -> Path:
         """Write config.json into `directory` and return its path."""
