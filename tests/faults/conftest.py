@@ -1,17 +1,35 @@
-"""The fault window first: it is the suite's longest test (a 90 s proxy outage).
+"""The longest test files first, so `make test` takes little more than the longest of them.
 
 `make test` runs pytest with `--dist loadfile --no-loadscope-reorder`, which hands test files
-to workers in collection order (xdist would otherwise put the files with most tests first). With the window's module first it starts at once on one worker while the
-other workers share every other file, so the whole suite takes little more than the window.
+to workers in collection order (xdist would otherwise put the files with most tests first).
+Handing out the long files first (the fault window's 90 s proxy outage, the escalation's 60 s
+of room before the relay goes back on, …) lets them run side by side from the start while the
+other workers share every other file, instead of one of them starting last.
 """
 
 from __future__ import annotations
 
 import pytest
 
-WINDOW = "tests/faults/test_window.py"
+# Longest first, as measured by `make test`'s --durations report.
+LONG_FIRST = (
+    "tests/faults/test_window.py",
+    "tests/test_e2e_ble.py",
+    "tests/faults/test_meter_limits.py",
+    "tests/test_docgen.py",
+    "tests/test_e2e_mqtt.py",
+    "tests/faults/test_cross_site.py",
+    "tests/faults/test_connections.py",
+    "tests/test_e2e_tokens.py",
+    "tests/test_openapi.py",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Stable reorder: the window's tests first, everything else as collected."""
-    items.sort(key=lambda item: not item.nodeid.startswith(WINDOW))
+    """Stable reorder: the long files first, longest first; everything else as collected."""
+    items.sort(key=_rank)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -180,6 +181,12 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
     await stack.enter_async_context(world)
     port = int(world.urls["proxy"].rsplit(":", 1)[1])
     await world.proxy.stop()
+    # Hold the port: bound but not listening, so connections are refused, and no other server
+    # of the suite (hundreds start meanwhile) can take it before the proxy comes back.
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    stack.callback(holder.close)  # also when the scenario fails before the proxy is back
     stopped = time.monotonic()
     directory = tmp / "measured_refused"
     directory.mkdir()
@@ -197,6 +204,7 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
     status = await daemon.status()
     notes["failed_attempts"] = status["dependencies"]["car_link"]["failures"]
     notes["transient_attempts"] = transient_attempts(status)
+    holder.close()
     await world.proxy.start(port=port)
     healed = time.monotonic()
 
