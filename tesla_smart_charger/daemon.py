@@ -28,7 +28,7 @@ from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
-from tesla_smart_charger.controller import ControlConfig
+from tesla_smart_charger.control import ControlConfig
 from tesla_smart_charger.dashboard import dashboard_routes
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.events import CarLinkBack, Event, EventQueue

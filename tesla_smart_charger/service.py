@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.api import Meter, Vehicle
 from tesla_smart_charger.errors import (
     ChargerError,

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.commands import DriverControls, parse_driver_limit
 from tesla_smart_charger.events import DriverLimit, Event, EventQueue, Overload
 from tesla_smart_charger.server import ApiContext, build_app
