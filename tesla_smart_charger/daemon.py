@@ -54,7 +54,7 @@ from tesla_smart_charger.server import (
     make_runner,
     raise_fd_limit,
 )
-from tesla_smart_charger.service import ChargeService, MeterPoller
+from tesla_smart_charger.service import ChargeService, MeterPoller, car_status
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
 from tesla_smart_charger.tokens import TokenManager, TokenStore
 
@@ -107,6 +107,14 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """The /status document."""
         out = self.service.status()
+        settings = self.loaded.settings
+        first = settings.vehicles[0] if settings.vehicles else None
+        vin = self.vehicle.vin if self.vehicle is not None else None
+        out["vehicles"] = [
+            car_status(
+                self.service, vin or settings.tesla_vehicle_id, first.name if first else None
+            )
+        ]
         out["api_calls"] = self.counter.as_dict()
         out["auth"] = self.tokens.status()
         out["meter"] = (
@@ -299,6 +307,7 @@ async def build_daemon(
         queue,
         kick_meter=poller.kick if poller else None,
         state_file=loaded.token_file.parent / STATE_FILE,
+        charge_mode=s.mode,
     )
     controls = DriverControls(
         queue,

@@ -41,6 +41,7 @@ from tesla_smart_charger.events import (
     AuthLost,
     CarLinkBack,
     DriverLimit,
+    ModeChange,
     Overload,
     Reading,
     TokenRefreshed,
@@ -184,6 +185,8 @@ def _decide(
 ) -> Decision:
     if isinstance(event, DriverLimit):
         return _enforce_limit(_on_driver_limit(state, event, now), now, cfg, asked=True)
+    if isinstance(event, ModeChange):
+        return _on_mode(state, event, now, cfg)
     decision = _common(state, event, now, cfg)
     if decision is None:
         decision = (
@@ -197,6 +200,43 @@ def _decide(
         # In measured mode readings decide: the meter may confirm the command for free.
         return decision
     return _maybe_verify(decision, now)
+
+
+def _on_mode(state: ControllerState, event: ModeChange, now: float, cfg: ControlConfig) -> Decision:
+    """A new charging mode: judged at once on the newest reading (a lowering goes out now).
+
+    Leaving solar for fast restarts a charge that solar stopped (the car must be online);
+    push mode has no meter to see the sun, so it keeps charging fast whatever the mode says.
+    """
+    if event.mode == state.charge_mode:
+        return Decision(state)
+    s = replace(
+        state,
+        charge_mode=event.mode,
+        solar_since=None,
+        solar_short_since=None,
+        raise_since=None,
+        raise_floor=None,
+        reason=f"mode set to {event.mode}",
+    )
+    if cfg.mode == "push":
+        note = "" if event.mode == "fast" else " (solar needs the meter: --monitor; charging fast)"
+        return Decision(replace(s, reason=s.reason + note))
+    online = s.vehicle is not None and s.vehicle.state is VehicleState.ONLINE
+    if event.mode == "fast" and s.solar_stopped and online and not _charging(s):
+        reason = "mode set to fast: starting the charge solar mode stopped"
+        if now >= s.blocked_until:
+            return Decision(
+                replace(s, solar_stopped=False, reason=reason), (StartCharging(reason),)
+            )
+    if s.failsafe or s.reading is None or not s.reading.valid:
+        return Decision(s)
+    decision = _control(s, s.reading, now, cfg)
+    if not decision.actions:
+        decision = Decision(
+            replace(decision.state, reason=f"mode set to {event.mode}: " + decision.state.reason)
+        )
+    return decision
 
 
 def _on_driver_limit(state: ControllerState, event: DriverLimit, now: float) -> Decision:

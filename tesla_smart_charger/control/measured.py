@@ -13,11 +13,13 @@ from tesla_smart_charger.control.state import (
     METER_RESOLUTION,
     UNEXPLAINED_MIN_INTERVAL,
     VERIFY_TOLERANCE,
+    Action,
     ControlConfig,
     ControllerEvent,
     ControllerState,
     Decision,
     RefreshVehicle,
+    SetAmps,
     StartCharging,
     StopCharging,
     Tick,
@@ -218,7 +220,14 @@ def _control(
 
     if state.paused:
         return _maybe_resume(replace(state, **ch, target=None), raw, now, cfg)
+    sun = _sun(house, car_phases, cfg) if state.charge_mode != "fast" else None
     if not _charging(state):
+        if sun is not None:
+            started = _solar_start(
+                state, house=house, raw=raw, sun=sun, now=now, cfg=cfg, pending=ch
+            )
+            if started is not None:
+                return started
         return _not_charging(state, reading, raw, now, cfg, pending=ch)
 
     ceiling = min(
@@ -228,11 +237,25 @@ def _control(
     target = max(cfg.charger_min_amps, min(ceiling, raw))
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
-    look = _car_stopped_drawing(
-        state, reading, house=house, car_phases=car_phases, settling=settling, now=now, pending=ch
-    )
-    if look is not None:
-        return look
+    if sun is None:
+        # With the sun a house below zero is normal: only fast mode reads it as the car stopping.
+        look = _car_stopped_drawing(
+            state,
+            reading,
+            house=house,
+            car_phases=car_phases,
+            settling=settling,
+            now=now,
+            pending=ch,
+        )
+        if look is not None:
+            return look
+    else:
+        target, stop = _follow_sun(
+            state, sun=sun, target=target, setpoint=setpoint, now=now, cfg=cfg, ch=ch
+        )
+        if stop is not None:
+            return stop
     if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
@@ -289,9 +312,145 @@ def _control(
         ch.update(
             raise_since=None,
             raise_floor=None,
-            reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A",
+            reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A"
+            if sun is None
+            else f"{state.charge_mode}: holding {setpoint} A on a surplus of {sun[0]} A",
         )
     return Decision(_evolve(state, ch))
+
+
+def _sun(
+    house: tuple[float, ...], car_phases: tuple[int, ...], cfg: ControlConfig
+) -> tuple[int, int]:
+    """(raise to, lower below): the amps the export surplus pays for on each car phase.
+
+    The surplus is the house without the car, netted over all phases (a negative supply is
+    export). A raise needs the whole amp from the sun; a lowering waits until the car would
+    import more than `solarImportToleranceAmps`, so the setpoint does not flap on 0.1 A.
+    """
+    surplus = -sum(house) / max(1, len(car_phases))
+    return (
+        math.floor(surplus + METER_RESOLUTION),
+        math.floor(surplus + cfg.solar_tolerance + METER_RESOLUTION),
+    )
+
+
+def _follow_sun(
+    state: ControllerState,
+    *,
+    sun: tuple[int, int],
+    target: int,
+    setpoint: int,
+    now: float,
+    cfg: ControlConfig,
+    ch: dict[str, Any],
+) -> tuple[int, Decision | None]:
+    """Solar modes while charging: the breaker's target capped by the sun, or a stop."""
+    raise_to, lower_below = sun
+    cap = raise_to if raise_to >= setpoint + 1 else min(setpoint, lower_below)
+    target = max(cfg.charger_min_amps, min(target, cap))
+    return target, _solar_stop(state, lower_below, now, cfg, ch)
+
+
+def _solar_stop(
+    state: ControllerState, lower_below: int, now: float, cfg: ControlConfig, ch: dict[str, Any]
+) -> Decision | None:
+    """Solar mode: stop once the car at its minimum has imported beyond the tolerance long enough."""
+    if state.charge_mode != "solar" or lower_below >= cfg.charger_min_amps:
+        ch["solar_short_since"] = None
+        return None
+    since = state.solar_short_since if state.solar_short_since is not None else now
+    ch["solar_short_since"] = since
+    if now - since < cfg.solar_stop_secs - EPS or now < state.blocked_until:
+        ch["reason"] = (
+            f"solar: not enough sun for {cfg.charger_min_amps} A for {now - since:.0f} s; "
+            f"stopping after {cfg.solar_stop_secs:.0f} s"
+        )
+        return None
+    online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
+    if not online:
+        return None
+    reason = f"solar: not enough sun for {now - since:.0f} s: stopping the charge"
+    ch.update(
+        solar_stopped=True, solar_short_since=None, solar_since=None, target=None, reason=reason
+    )
+    return Decision(_evolve(state, ch), (StopCharging(reason),))
+
+
+def _solar_start(
+    state: ControllerState,
+    *,
+    house: tuple[float, ...],
+    raw: int,
+    sun: tuple[int, int],
+    now: float,
+    cfg: ControlConfig,
+    pending: dict[str, Any],
+) -> Decision | None:
+    """Solar modes: start a plugged-in, awake car once the sun has covered its minimum long enough.
+
+    Only a car seen online and `Stopped` (plugged in) is started, never woken: a charge that would
+    need a sleeping car simply waits. `minsolar` starts only a charge we stopped ourselves.
+    """
+    v = state.vehicle
+    if (
+        v is None
+        or v.state is not VehicleState.ONLINE
+        or v.charge is None
+        or v.charge.charging_state != "Stopped"
+        or state.refresh_pending
+        or (state.charge_mode == "minsolar" and not state.solar_stopped)
+    ):
+        return None
+    ceiling = min(
+        cfg.charger_max_amps,
+        state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps,
+    )
+    amps = min(ceiling, raw, sun[0])
+    if state.charge_mode == "minsolar":
+        amps = max(cfg.charger_min_amps, min(ceiling, raw))
+    elif amps < cfg.charger_min_amps:
+        return Decision(
+            _evolve(
+                state,
+                {
+                    **pending,
+                    "solar_since": None,
+                    "target": None,
+                    "reason": f"solar: waiting for a surplus of {cfg.charger_min_amps} A (now {max(sun[0], 0)} A)",
+                },
+            )
+        )
+    since = state.solar_since if state.solar_since is not None else now
+    wait = 0.0 if state.charge_mode == "minsolar" else cfg.solar_start_secs
+    if now - since < wait - EPS or now < state.blocked_until:
+        reason = f"solar: surplus for {amps} A; starting after {wait:.0f} s of it"
+        return Decision(
+            _evolve(state, {**pending, "solar_since": since, "target": amps, "reason": reason})
+        )
+    reason = (
+        f"{state.charge_mode}: surplus for {amps} A for {now - since:.0f} s: starting the charge"
+    )
+    s = _evolve(
+        state,
+        {
+            **pending,
+            "solar_since": None,
+            "solar_short_since": None,
+            "solar_stopped": False,
+            "raise_since": None,
+            "raise_floor": None,
+        },
+    )
+    actions: tuple[Action, ...] = ()
+    if s.setpoint != amps:
+        s = replace(s, setpoint=amps)
+        actions = (SetAmps(amps, reason),)
+    # The car ramps from nothing: readings are judged as during a command until it settles.
+    s = replace(
+        s, command_from=0, commanded_at=now, house_at_command=house, target=amps, reason=reason
+    )
+    return Decision(s, (*actions, StartCharging(reason)))
 
 
 def _confirm_on_meter(

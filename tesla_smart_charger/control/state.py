@@ -16,6 +16,7 @@ from tesla_smart_charger.events import (
     CarLinkBack,
     DriverLimit,
     MeterFailed,
+    ModeChange,
     Overload,
     Reading,
     TokenRefreshed,
@@ -67,6 +68,10 @@ class ControlConfig:
     supply_phases: int = 1  # 0: as many as the meter reports (supplyPhases auto)
     charger_phase: int = 1
     charger_measured: bool = False
+    # solar modes (issue 14): the car's mode itself is in the state (changeable at runtime)
+    solar_tolerance: float = 1.0
+    solar_start_secs: float = 60.0
+    solar_stop_secs: float = 300.0
 
     @classmethod
     def from_settings(cls, s: Settings, *, measured: bool) -> ControlConfig:
@@ -88,6 +93,9 @@ class ControlConfig:
             supply_phases=0 if s.supply_phases == "auto" else s.supply_phases,
             charger_phase=s.charger_phase,
             charger_measured=s.energy_monitor_charger_channel is not None,
+            solar_tolerance=s.solar_import_tolerance_amps,
+            solar_start_secs=s.solar_start_secs,
+            solar_stop_secs=s.solar_stop_secs,
         )
 
     @property
@@ -147,6 +155,7 @@ ControllerEvent = (
     | VehicleUnavailable
     | CommandDone
     | DriverLimit
+    | ModeChange
 )
 
 
@@ -238,6 +247,12 @@ class ControllerState:
     # action is emitted; `act_after_call` says one was wanted, so the outcome re-decides.
     call_in_flight: str = ""
     act_after_call: bool = False
+    # How the car charges (issue 14): "fast" (as the breaker allows), "solar" (only the export
+    # surplus), "minsolar" (chargerMinAmps plus the surplus). The breaker limit wins over all.
+    charge_mode: str = "fast"
+    solar_since: float | None = None  # surplus enough to start since (solar, not charging)
+    solar_short_since: float | None = None  # importing beyond the tolerance since (solar)
+    solar_stopped: bool = False  # we stopped the charge for lack of sun: we may start it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +284,7 @@ def initial_state(
     setpoint: int | None = None,
     driver_amps: int | None = None,
     driver_pinned: bool = False,
+    charge_mode: str = "fast",
 ) -> ControllerState:
     """State at start-up: fail-safe timer running from now.
 
@@ -280,6 +296,7 @@ def initial_state(
         setpoint=setpoint,
         driver_amps=driver_amps,
         driver_pinned=driver_pinned and driver_amps is not None,
+        charge_mode=charge_mode,
     )
 
 
