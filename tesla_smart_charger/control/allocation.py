@@ -18,10 +18,11 @@ before raises (a raise uses room a cut has freed only once the cut is under way)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 
 from tesla_smart_charger.control.state import METER_RESOLUTION
+from tesla_smart_charger.models import MeterReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +132,54 @@ def plan(cars: tuple[CarDemand, ...], shares: tuple[Share, ...]) -> tuple[Change
 def whole_amps(value: float) -> int:
     """Amps the car can be set to: down to the whole amp (a meter's 0.01 A noise forgiven)."""
     return math.floor(value + METER_RESOLUTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CarView:
+    """A car as the fleet sees it on one reading: its demand and what it draws now (estimate)."""
+
+    demand: CarDemand
+    draw: float  # amps it draws now on each of its phases (the controller's own estimate)
+
+
+def split_reading(
+    cars: tuple[CarView, ...],
+    reading: MeterReading,
+    limit: float,
+    *,
+    pause_when_overloaded: bool,
+) -> tuple[tuple[MeterReading, ...], tuple[Share, ...]]:
+    """One reading per car, in which the car's own headroom is exactly its share.
+
+    Each car keeps its own unchanged single-car controller: it is shown a supply where the other
+    cars and the room they were given count as house load (`limit - share + own draw` on its
+    phases), so cuts stay immediate and raises deliberate car by car. A car the shares pause sees
+    no room at all (its controller then pauses it as pauseWhenOverloaded says); a car not
+    charging sees the real supply without the other cars (an unexplained rise is then its own).
+    """
+    n = len(reading.phase_amps)
+    total = [0.0] * n
+    for c in cars:
+        for i in c.demand.phases:
+            if i < n:
+                total[i] += c.draw
+    house = tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+    shares = share(
+        tuple(c.demand for c in cars),
+        room_per_phase(limit, house),
+        pause_when_overloaded=pause_when_overloaded,
+    )
+    by_vin = {s.vin: s for s in shares}
+    out: list[MeterReading] = []
+    for c in cars:
+        mine = by_vin.get(c.demand.vin)
+        phases = list(reading.phase_amps)
+        for i in range(n):
+            others = total[i] - (c.draw if i in c.demand.phases else 0.0)
+            if mine is not None and i in c.demand.phases:
+                room = 0 if mine.paused else mine.amps
+                phases[i] = limit - room + c.draw
+            else:
+                phases[i] = reading.phase_amps[i] - others
+        out.append(replace(reading, phase_amps=tuple(phases), car_amps=None))
+    return tuple(out), shares
