@@ -101,7 +101,8 @@ def test_breaker_wins_over_the_sun() -> None:
     run.feed(core.VehicleUpdate(charging(12)), 0.1)
     run.feed(core.CommandDone("set_charging_amps", 12), 0.2)
     actions = run.feed(reading(20.0, at=10), 10.0)  # house 8 A, limit 11 A: 3 A left
-    assert actions and isinstance(actions[0], core.SetAmps)
+    assert actions
+    assert isinstance(actions[0], core.SetAmps)
     assert actions[0].amps == 6  # chargerMinAmps: the most the breaker allows here
 
 
