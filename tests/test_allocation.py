@@ -81,3 +81,23 @@ def test_raises_highest_priority_first_one_command_per_car() -> None:
     cars = (car("LOW", 0, setpoint=5), car("HIGH", 1, setpoint=5))
     changes = plan(cars, share(cars, (40.0,), pause_when_overloaded=False))
     assert [(c.vin, c.amps, c.cut) for c in changes] == [("HIGH", 16, False), ("LOW", 16, False)]
+
+
+def test_split_reading_shows_each_car_its_share_as_headroom() -> None:
+    from tesla_smart_charger.control.allocation import CarView, split_reading  # noqa: PLC0415
+    from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
+
+    views = (CarView(car("A"), 16.0), CarView(car("B"), 16.0))
+    real = MeterReading((42.0,), (230.0,), None, True, 5.0)  # house 10 A + two cars at 16 A
+    readings, shares = split_reading(views, real, 29.0, pause_when_overloaded=False)
+    got = amps(shares)
+    assert sum(got.values()) == 19
+    for view, mine in zip(views, readings, strict=True):
+        # the car's controller: headroom = limit - (supply - own draw) = its share
+        assert 29.0 - (mine.phase_amps[0] - view.draw) == got[view.demand.vin]
+        assert mine.at == real.at
+    idle = (CarView(car("A"), 16.0), CarView(car("B", charging=False), 0.0))
+    readings, _ = split_reading(
+        idle, MeterReading((26.0,), (230.0,), None, True, 6.0), 29.0, pause_when_overloaded=False
+    )
+    assert readings[1].phase_amps == (10.0,)  # the car not charging sees the house alone

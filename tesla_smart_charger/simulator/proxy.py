@@ -80,6 +80,7 @@ class SimulatedProxy:
         latency: float = 0.0,
     ) -> None:
         self.car = car
+        self.cars: dict[str, CarModel] = {car.vin: car}  # more cars: add_car() (issue 14)
         self.token_validator = token_validator
         self.clock = clock
         self.latency = latency
@@ -328,8 +329,18 @@ class SimulatedProxy:
         self.billing.record(category, response.status)
         return response
 
+    def add_car(self, car: CarModel) -> None:
+        """A second (third...) car behind this proxy: same account, its own VIN."""
+        self.cars[car.vin] = car
+
+    def _find(self, id_or_vin: str) -> CarModel | None:
+        for car in self.cars.values():
+            if id_or_vin in (car.vin, str(car.numeric_id)):
+                return car
+        return None
+
     def _matches(self, id_or_vin: str) -> bool:
-        return id_or_vin in (self.car.vin, str(self.car.numeric_id))
+        return self._find(id_or_vin) is not None
 
     def _list(self, now: float) -> tuple[int, dict[str, Any]]:
         self.car.advance(now)
@@ -350,24 +361,26 @@ class SimulatedProxy:
 
     def _vehicle(self, id_or_vin: str, now: float) -> tuple[int, dict[str, Any]]:
         """Vehicle state: answers for a sleeping car too and never wakes it."""
-        if not self._matches(id_or_vin):
+        car = self._find(id_or_vin)
+        if car is None:
             return self._not_found()
-        self.car.advance(now)
-        return 200, envelope(self.car.vehicle_json(), None)
+        car.advance(now)
+        return 200, envelope(car.vehicle_json(), None)
 
     def _vehicle_data(
         self, request: web.Request, id_or_vin: str, now: float
     ) -> tuple[int, dict[str, Any]]:
         """charge_state for an online car; 408 (billed, no wake) for a sleeping one."""
-        if not self._matches(id_or_vin):
+        car = self._find(id_or_vin)
+        if car is None:
             return self._not_found()
-        self.car.touch(now)
-        if self.car.state != "online":
+        car.touch(now)
+        if car.state != "online":
             return unavailable_reply(408)
         wanted = request.query.get("endpoints", "").split(";")
-        response = self.car.vehicle_json()
+        response = car.vehicle_json()
         if "charge_state" in wanted:
-            charge = self.car.charge_state_json()
+            charge = car.charge_state_json()
             charge["timestamp"] = int(time.time() * 1000)  # wall-clock ms, as Tesla sends
             response["charge_state"] = charge
         return 200, envelope(response, None)
@@ -397,7 +410,8 @@ class SimulatedProxy:
         if invalid is not None:
             return _json(*invalid)
         category = "wake" if name == "wake_up" else "command"
-        if vin != self.car.vin:
+        car = self.cars.get(vin)
+        if car is None:
             unknown = self._injected(request.path) or _json(*self._not_found())
             self.billing.record(category, unknown.status)
             return unknown
@@ -406,7 +420,7 @@ class SimulatedProxy:
                 await asyncio.sleep(self.latency)
             response = self._injected(request.path)
             if response is None:
-                status, reply = self.car.command(name, body, self.clock())
+                status, reply = car.command(name, body, self.clock())
                 response = _json(status, reply)
         self.billing.record(category, response.status)
         return response

@@ -43,6 +43,7 @@ class World:
     manual_house: tuple[float, ...] = (10.0,)
     ble: bool = False  # a BLE bridge to the same car (teslaBleProxy)
     relay_gen: Literal[0, 1, 2] = 0  # a Shelly relay on the charger circuit (0: none)
+    more_cars: tuple[CarModel, ...] = ()  # further cars behind the same proxy (issue 14)
     oauth: SimulatedOAuth = field(init=False)
     proxy: SimulatedProxy = field(init=False)
     meter: SimulatedShelly = field(init=False)
@@ -59,6 +60,8 @@ class World:
         self.proxy = SimulatedProxy(
             self.car, token_validator=self.oauth.is_valid_access, clock=self.clock
         )
+        for other in self.more_cars:
+            self.proxy.add_car(other)
         channels = [0.0, 0.0] if self.meter_kind == "em-gen1" else [0.0, 0.0, 0.0]
         self.meter = SimulatedShelly(
             self.meter_kind, password=self.meter_password, phase_amps=channels
@@ -125,8 +128,11 @@ class World:
     def supply_amps(self) -> tuple[float, ...]:
         """What the meter measures on each supply phase: house plus car."""
         house = self.house_amps()
-        car = self.car.phase_draw(self.clock(), len(house))
-        return tuple(h + c for h, c in zip(house, car, strict=True))
+        total = list(house)
+        for model in (self.car, *self.more_cars):
+            for i, c in enumerate(model.phase_draw(self.clock(), len(house))):
+                total[i] += c
+        return tuple(total)
 
     def feed(self) -> None:
         """Push the current supply into the simulated meter's channels."""

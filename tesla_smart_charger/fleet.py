@@ -1,0 +1,111 @@
+"""Several cars on one supply (issue 14): one controller per car behind one allocation.
+
+Each car keeps the single-car controller (`ChargeService` running `control.decide`) with its
+own Vehicle, setpoint, driver's setting, mode and look-at-the-car schedule. The fleet reads the
+one shared queue and routes each event: a meter reading is split by
+`control.allocation.split_reading` so that every car's controller sees exactly its share of
+the room as headroom (cuts immediate, lowest priority first; raises deliberate, highest
+priority first); a driver's limit or mode goes to the car it names; everything else (tokens,
+the car link coming back, meter failures) goes to every car. In push mode an /overload goes
+to the lowest-priority charging car first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tesla_smart_charger.control import allocation
+from tesla_smart_charger.control.measured import _car_phases
+from tesla_smart_charger.control.state import _charging, _settling
+from tesla_smart_charger.events import DriverLimit, Event, ModeChange, Overload, Reading
+from tesla_smart_charger.service import ChargeService
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCar:
+    """One car of `vehicles` and the controller that runs it."""
+
+    vin: str
+    name: str | None
+    priority: int
+    service: ChargeService
+
+
+class Fleet:
+    """Routes the shared queue's events to one ChargeService per car."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Event],
+        cars: list[FleetCar],
+        *,
+        limit: float,
+        pause_when_overloaded: bool,
+    ) -> None:
+        self.queue = queue
+        self.cars = cars
+        self.limit = limit
+        self.pause_when_overloaded = pause_when_overloaded
+        self.shares: tuple[allocation.Share, ...] = ()
+        self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
+        self.roads: list[Any] = []  # each car's Vehicle (BLE first when configured)
+
+    def view(self, car: FleetCar, reading: Reading) -> allocation.CarView:
+        """The car as the allocation sees it: its limits, where it is set, what it draws."""
+        s = car.service.state
+        cfg = car.service.cfg
+        charging = _charging(s) and not s.paused
+        draw = 0.0
+        if charging:
+            draw = float(s.setpoint or 0)
+            if _settling(s, cfg, reading.reading.at) and s.command_from is not None:
+                draw = float(max(draw, s.command_from))  # still ramping down: count the old value
+        ceiling = min(cfg.charger_max_amps, s.driver_amps or cfg.charger_max_amps)
+        demand = allocation.CarDemand(
+            vin=car.vin,
+            priority=car.priority,
+            min_amps=cfg.charger_min_amps,
+            max_amps=max(cfg.charger_min_amps, ceiling),
+            phases=_car_phases(s, cfg, reading.reading),
+            setpoint=s.setpoint,
+            charging=charging,
+        )
+        return allocation.CarView(demand, draw)
+
+    def route(self, event: Event) -> None:
+        """Put `event` (or each car's part of it) on the cars' own queues."""
+        if isinstance(event, Reading) and event.reading.valid:
+            views = tuple(self.view(c, event) for c in self.cars)
+            readings, self.shares = allocation.split_reading(
+                views, event.reading, self.limit, pause_when_overloaded=self.pause_when_overloaded
+            )
+            for car, mine in zip(self.cars, readings, strict=True):
+                car.service.queue.put_nowait(Reading(mine))
+            return
+        if isinstance(event, DriverLimit | ModeChange):
+            for car in self.cars:
+                if car.vin.upper() == event.vin.upper():
+                    car.service.queue.put_nowait(event)
+            return
+        if isinstance(event, Overload) and self.cars[0].service.cfg.mode == "push":
+            # No meter to share by: the lowest-priority charging car is cut first.
+            charging = [c for c in self.cars if _charging(c.service.state)]
+            pool = charging or self.cars
+            target = min(pool, key=lambda c: (c.priority, c.vin))
+            target.service.queue.put_nowait(event)
+            return
+        for car in self.cars:
+            car.service.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        """Run every car's controller and route events until cancelled; a failure ends all."""
+        async with asyncio.TaskGroup() as group:
+            for car in self.cars:
+                group.create_task(car.service.run(), name=f"controller {car.vin}")
+            while True:
+                self.route(await self.queue.get())
