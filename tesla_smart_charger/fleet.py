@@ -75,7 +75,7 @@ class Fleet:
             setpoint=s.setpoint,
             charging=charging,
         )
-        return allocation.CarView(demand, draw)
+        return allocation.CarView(demand, draw, solar=s.charge_mode != "fast")
 
     def route(self, event: Event) -> None:
         """Put `event` (or each car's part of it) on the cars' own queues."""

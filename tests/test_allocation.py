@@ -101,3 +101,15 @@ def test_split_reading_shows_each_car_its_share_as_headroom() -> None:
         idle, MeterReading((26.0,), (230.0,), None, True, 6.0), 29.0, pause_when_overloaded=False
     )
     assert readings[1].phase_amps == (10.0,)  # the car not charging sees the house alone
+
+
+def test_a_solar_car_is_capped_by_the_surplus_and_sees_the_real_export() -> None:
+    from tesla_smart_charger.control.allocation import CarView, split_reading  # noqa: PLC0415
+    from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
+
+    # house -8 A (export), fast car at 16 A, solar car at 6 A: supply 14 A
+    views = (CarView(car("FAST"), 16.0), CarView(car("SUN", setpoint=6), 6.0, solar=True))
+    real = MeterReading((14.0,), (230.0,), None, True, 1.0)
+    readings, shares = split_reading(views, real, 29.0, pause_when_overloaded=False)
+    assert amps(shares) == {"FAST": 16, "SUN": 8}
+    assert readings[1].phase_amps == (-2.0,)  # house -8 A plus its own 6 A: the real export

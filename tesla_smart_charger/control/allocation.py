@@ -140,6 +140,7 @@ class CarView:
 
     demand: CarDemand
     draw: float  # amps it draws now on each of its phases (the controller's own estimate)
+    solar: bool = False  # solar/minsolar: it sees the real surplus, and is capped by it here
 
 
 def split_reading(
@@ -155,7 +156,9 @@ def split_reading(
     cars and the room they were given count as house load (`limit - share + own draw` on its
     phases), so cuts stay immediate and raises deliberate car by car. A car the shares pause sees
     no room at all (its controller then pauses it as pauseWhenOverloaded says); a car not
-    charging sees the real supply without the other cars (an unexplained rise is then its own).
+    charging, or in a solar mode, sees the real supply without the other cars (an unexplained
+    rise is then its own; the export it follows is the real one). A solar car's share is capped
+    by the surplus, so the fast cars are given the room it cannot use.
     """
     n = len(reading.phase_amps)
     total = [0.0] * n
@@ -164,8 +167,21 @@ def split_reading(
             if i < n:
                 total[i] += c.draw
     house = tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+    surplus = -sum(house)
+    demands = tuple(
+        replace(
+            c.demand,
+            max_amps=max(
+                c.demand.min_amps,
+                min(c.demand.max_amps, whole_amps(surplus / max(1, len(c.demand.phases)))),
+            ),
+        )
+        if c.solar
+        else c.demand
+        for c in cars
+    )
     shares = share(
-        tuple(c.demand for c in cars),
+        demands,
         room_per_phase(limit, house),
         pause_when_overloaded=pause_when_overloaded,
     )
@@ -176,7 +192,7 @@ def split_reading(
         phases = list(reading.phase_amps)
         for i in range(n):
             others = total[i] - (c.draw if i in c.demand.phases else 0.0)
-            if mine is not None and i in c.demand.phases:
+            if mine is not None and i in c.demand.phases and not c.solar:
                 room = 0 if mine.paused else mine.amps
                 phases[i] = limit - room + c.draw
             else:
