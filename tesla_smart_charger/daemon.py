@@ -449,7 +449,7 @@ def api_context(daemon: Daemon) -> ApiContext:
     """Bind the HTTP handlers to the daemon's parts."""
     token = daemon.loaded.settings.api_token
     return ApiContext(
-        overload=daemon.service.overload,
+        overload=daemon.fleet.overload if daemon.fleet is not None else daemon.service.overload,
         status=daemon.status,
         config=lambda: redacted(daemon.loaded.settings),
         health=daemon.health,

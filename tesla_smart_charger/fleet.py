@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ class Fleet:
         self.limit = limit
         self.pause_when_overloaded = pause_when_overloaded
         self.shares: tuple[allocation.Share, ...] = ()
+        self.overload_queued = False
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
         self.roads: list[Any] = []  # each car's Vehicle (BLE first when configured)
 
@@ -77,8 +79,21 @@ class Fleet:
         )
         return allocation.CarView(demand, draw, solar=s.charge_mode != "fast")
 
+    def overload(self, source: str) -> bool:
+        """/overload with several cars: one Overload on the shared queue (a burst is one)."""
+        first = self.cars[0].service
+        if first.cfg.mode == "measured" and first._kick_meter is not None:
+            first._kick_meter()
+        if self.overload_queued:
+            return False
+        self.overload_queued = True
+        self.queue.put_nowait(Overload(at=time.monotonic(), source=source))
+        return True
+
     def route(self, event: Event) -> None:
         """Put `event` (or each car's part of it) on the cars' own queues."""
+        if isinstance(event, Overload):
+            self.overload_queued = False
         if isinstance(event, Reading) and event.reading.valid:
             views = tuple(self.view(c, event) for c in self.cars)
             readings, self.shares = allocation.split_reading(

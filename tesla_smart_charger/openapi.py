@@ -283,6 +283,7 @@ _SCHEMAS: dict[str, Any] = {
                         "setpoint_amps": _nullable("integer"),
                         "target_amps": _nullable("integer"),
                         "driver_amps": _nullable("integer"),
+                        "driver_limit_amps": _nullable("integer"),
                         "reason": {"type": "string"},
                     },
                 },

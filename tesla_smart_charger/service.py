@@ -512,6 +512,7 @@ def car_status(service: ChargeService, vin: str | None, name: str | None) -> dic
         "setpoint_amps": s.setpoint,
         "target_amps": s.target,
         "driver_amps": s.driver_amps,
+        "driver_limit_amps": s.driver_amps if s.driver_amps is not None else s.setpoint,
         "reason": s.reason,
     }
 
