@@ -36,6 +36,7 @@ from tesla_smart_charger.control.state import (
     _limit,
     _over_limit,
     _set,
+    budget_free_at,
 )
 from tesla_smart_charger.events import (
     AuthLost,
@@ -72,7 +73,9 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
                 for t in (state.last_overload_at, state.last_change_at, state.started_at)
                 if t is not None
             )
-            deadlines.append(max(quiet_from + cfg.sleep_secs, state.blocked_until))
+            deadlines.append(
+                max(quiet_from + cfg.sleep_secs, state.blocked_until, budget_free_at(state, cfg))
+            )
         if state.overload_pending and not state.refresh_pending:
             deadlines.append(state.blocked_until)
     else:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from tesla_smart_charger.control.state import (
+    BUDGET_REASON,
     EPS,
     FAILSAFE_LOOK_SECS,
     JUMP_AMPS,
@@ -30,6 +31,8 @@ from tesla_smart_charger.control.state import (
     _set,
     _settling,
     _vehicle_reason,
+    budget_left,
+    spent,
 )
 from tesla_smart_charger.events import (
     MeterFailed,
@@ -301,9 +304,15 @@ def _control(
         ch.update(
             raise_since=since,
             raise_floor=floor,
-            reason=f"room for {floor} A; raising after {hold:.0f} s of room",
+            reason=f"room for {floor} A; raising after {hold:.0f} s of room"
+            if budget_left(state, now, cfg)
+            else BUDGET_REASON,
         )
-        if now - since >= hold - EPS and now >= state.blocked_until:
+        if (
+            now - since >= hold - EPS
+            and now >= state.blocked_until
+            and budget_left(state, now, cfg)
+        ):
             s = replace(state, **ch, house_at_command=house)
             return _set(s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now)
         return Decision(_evolve(state, ch))
@@ -368,11 +377,16 @@ def _solar_stop(
         )
         return None
     online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
-    if not online:
+    if not online or not budget_left(state, now, cfg):
         return None
     reason = f"solar: not enough sun for {now - since:.0f} s: stopping the charge"
     ch.update(
-        solar_stopped=True, solar_short_since=None, solar_since=None, target=None, reason=reason
+        solar_stopped=True,
+        solar_short_since=None,
+        solar_since=None,
+        target=None,
+        reason=reason,
+        sent_at=spent(state, now),
     )
     return Decision(_evolve(state, ch), (StopCharging(reason),))
 
@@ -423,8 +437,10 @@ def _solar_start(
         )
     since = state.solar_since if state.solar_since is not None else now
     wait = 0.0 if state.charge_mode == "minsolar" else cfg.solar_start_secs
-    if now - since < wait - EPS or now < state.blocked_until:
+    if now - since < wait - EPS or now < state.blocked_until or not budget_left(state, now, cfg):
         reason = f"solar: surplus for {amps} A; starting after {wait:.0f} s of it"
+        if not budget_left(state, now, cfg):
+            reason = BUDGET_REASON
         return Decision(
             _evolve(state, {**pending, "solar_since": since, "target": amps, "reason": reason})
         )
@@ -448,7 +464,13 @@ def _solar_start(
         actions = (SetAmps(amps, reason),)
     # The car ramps from nothing: readings are judged as during a command until it settles.
     s = replace(
-        s, command_from=0, commanded_at=now, house_at_command=house, target=amps, reason=reason
+        s,
+        command_from=0,
+        commanded_at=now,
+        house_at_command=house,
+        target=amps,
+        reason=reason,
+        sent_at=spent(s, now),
     )
     return Decision(s, (*actions, StartCharging(reason)))
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 
 from tesla_smart_charger.control.state import (
+    BUDGET_REASON,
     EPS,
     VEHICLE_FRESH_SECS,
     ControlConfig,
@@ -18,6 +19,7 @@ from tesla_smart_charger.control.state import (
     _observe_vehicle,
     _set,
     _vehicle_reason,
+    budget_left,
 )
 from tesla_smart_charger.events import (
     Overload,
@@ -127,6 +129,8 @@ def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decis
     )
     if now - quiet_from < cfg.sleep_secs - EPS or now < state.blocked_until:
         return Decision(state)
+    if not budget_left(state, now, cfg):
+        return Decision(replace(state, reason=BUDGET_REASON))
     if state.vehicle is None:
         # First raise since a restart: the driver may have changed the setting meanwhile.
         if state.refresh_pending:

@@ -72,6 +72,8 @@ class ControlConfig:
     solar_tolerance: float = 1.0
     solar_start_secs: float = 60.0
     solar_stop_secs: float = 300.0
+    # Billed (cloud) commands per hour for raises and solar start/stop; None: no budget (BLE).
+    cloud_budget: int | None = None
 
     @classmethod
     def from_settings(cls, s: Settings, *, measured: bool) -> ControlConfig:
@@ -96,6 +98,7 @@ class ControlConfig:
             solar_tolerance=s.solar_import_tolerance_amps,
             solar_start_secs=s.solar_start_secs,
             solar_stop_secs=s.solar_stop_secs,
+            cloud_budget=None if s.tesla_ble_proxy else s.cloud_commands_per_hour,
         )
 
     @property
@@ -253,6 +256,7 @@ class ControllerState:
     solar_since: float | None = None  # surplus enough to start since (solar, not charging)
     solar_short_since: float | None = None  # importing beyond the tolerance since (solar)
     solar_stopped: bool = False  # we stopped the charge for lack of sun: we may start it again
+    sent_at: tuple[float, ...] = ()  # when commands went out in the last hour (the budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,10 +326,39 @@ def _vehicle_reason(vehicle: VehicleSnapshot) -> str:
     return f"car not charging ({charging_state}): nothing sent"
 
 
+BUDGET_WINDOW = 3600.0
+BUDGET_REASON = (
+    "cloud command budget for this hour used (cloudCommandsPerHour): raising later; cuts still go"
+)
+
+
+def spent(state: ControllerState, now: float) -> tuple[float, ...]:
+    """The command times of the last hour, plus one now."""
+    return (*(t for t in state.sent_at if now - t < BUDGET_WINDOW), now)
+
+
+def budget_left(state: ControllerState, now: float, cfg: ControlConfig) -> bool:
+    """A raise or a solar start/stop may go: the cloud budget for this hour is not used up.
+
+    Cuts the breaker needs are never held back by it (they still count).
+    """
+    if cfg.cloud_budget is None:
+        return True
+    return sum(1 for t in state.sent_at if now - t < BUDGET_WINDOW) < cfg.cloud_budget
+
+
+def budget_free_at(state: ControllerState, cfg: ControlConfig) -> float:
+    """When the next budgeted command may go (0.0: now, as far as the budget goes)."""
+    if cfg.cloud_budget is None or len(state.sent_at) < cfg.cloud_budget:
+        return 0.0
+    return sorted(state.sent_at)[-cfg.cloud_budget] + BUDGET_WINDOW
+
+
 def _set(state: ControllerState, amps: int, reason: str, now: float) -> Decision:
     """Record and emit a setpoint command."""
     new = replace(
         state,
+        sent_at=spent(state, now),
         command_from=state.setpoint,
         setpoint=amps,
         commanded_at=now,
