@@ -318,6 +318,7 @@ def build_fleet(
             charger_min_amps=math.ceil(v.charger_min_amps or s.charger_min_amps),
             charger_max_amps=math.floor(v.charger_max_amps or s.charger_max_amps),
             charger_phase=v.charger_phase or s.charger_phase,
+            cloud_budget=None if ble else s.cloud_commands_per_hour,  # BLE is free
         )
         state_name = STATE_FILE if i == 0 else f"charger-state-{v.vin}.json"
         service = ChargeService(
@@ -352,17 +353,18 @@ async def build_daemon(
     store.seed_from_config(s)
     tokens = TokenManager(store, session, token_url=s.tesla_token_url, client_id=s.tesla_client_id)
     counter = ApiCallCounter()
+    # One entry in `vehicles`: that car, with its own keys over the top-level ones.
+    one = s.vehicles[0] if s.vehicles and len(s.vehicles) == 1 else None
+    ble_url = (one.tesla_ble_proxy if one else None) or s.tesla_ble_proxy
     vehicle = TeslaClient(
         session,
         s.tesla_http_proxy,
-        s.tesla_vehicle_id,
+        one.vin if one else s.tesla_vehicle_id,
         tokens,
         counter,
         ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
     )
-    roads, ble_policy = (
-        build_roads(session, s.tesla_ble_proxy, vehicle) if s.tesla_ble_proxy else (None, None)
-    )
+    roads, ble_policy = build_roads(session, ble_url, vehicle) if ble_url else (None, None)
     queue: asyncio.Queue[Event] = EventQueue()
     poller = (
         MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
@@ -370,6 +372,14 @@ async def build_daemon(
         else None
     )
     cfg = ControlConfig.from_settings(s, measured=monitor)
+    if one is not None:
+        cfg = replace(
+            cfg,
+            charger_min_amps=math.ceil(one.charger_min_amps or s.charger_min_amps),
+            charger_max_amps=math.floor(one.charger_max_amps or s.charger_max_amps),
+            charger_phase=one.charger_phase or s.charger_phase,
+            cloud_budget=None if ble_url else s.cloud_commands_per_hour,
+        )
     car: Vehicle = roads if roads is not None else vehicle  # BLE first when configured
     fleet = None
     if s.vehicles and len(s.vehicles) > 1:

@@ -81,3 +81,16 @@ async def test_two_cars_share_the_supply(tmp_path: Path, prio_a: int, prio_b: in
         assert st["vehicles"][1]["name"] == "B"
         assert world.car.wakes == 0
         assert world.more_cars[0].wakes == 0
+
+
+async def test_one_entry_in_vehicles_is_that_car_with_its_own_keys(tmp_path: Path) -> None:
+    car = CarModel(vin=VIN_A, request_amps=16, ramp_delay=1.0, capacity_kwh=None)
+    cars = [{"vin": VIN_A, "chargerMaxAmps": 10, "name": "Only"}]
+    async with world_and_daemon(
+        tmp_path, World(car=car), "--monitor", vehicles=cars, teslaVehicleId="5YJ3E1EA7KF999999"
+    ) as (world, daemon):
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=10.0)
+        assert body["charging_amps"] == 10  # its own chargerMaxAmps, on its own VIN
+        st = await daemon.wait_status(lambda s: s["vehicles"][0]["setpoint_amps"] == 10)
+        assert st["vehicles"][0]["vin"] == VIN_A
+        assert st["vehicles"][0]["name"] == "Only"
