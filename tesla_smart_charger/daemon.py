@@ -407,7 +407,10 @@ async def build_daemon(
     )
     breaker = BreakerMonitor(s.home_max_amps) if monitor else None
     if breaker is not None:  # fed every reading the controller handles; it never steers
-        service.add_listener(lambda: breaker.observe(service.state.reading))
+        # the real meter reading: with several cars each controller sees its own share
+        service.add_listener(
+            lambda: breaker.observe(fleet.last_reading if fleet else service.state.reading)
+        )
     alerts = AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
     relay = build_relay(session, s)
     escalator = None
@@ -447,7 +450,9 @@ async def build_daemon(
             failsafe=lambda: service.state.failsafe,
             login_required=lambda: tokens.state in ("reauth_required", "missing"),
             house_amps=lambda: (
-                service.state.reading.phase_amps if service.state.reading is not None else ()
+                real.phase_amps
+                if (real := fleet.last_reading if fleet else service.state.reading) is not None
+                else ()
             ),
             limit=s.home_max_amps,
             roads=roads,

@@ -22,6 +22,7 @@ from tesla_smart_charger.control import allocation
 from tesla_smart_charger.control.measured import _car_phases
 from tesla_smart_charger.control.state import _charging, _settling
 from tesla_smart_charger.events import DriverLimit, Event, ModeChange, Overload, Reading
+from tesla_smart_charger.models import MeterReading
 from tesla_smart_charger.service import ChargeService
 
 _LOG = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Fleet:
         self.pause_when_overloaded = pause_when_overloaded
         self.shares: tuple[allocation.Share, ...] = ()
         self.overload_queued = False
+        self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
         self.roads: list[Any] = []  # each car's Vehicle (BLE first when configured)
 
@@ -94,6 +96,8 @@ class Fleet:
         """Put `event` (or each car's part of it) on the cars' own queues."""
         if isinstance(event, Overload):
             self.overload_queued = False
+        if isinstance(event, Reading):
+            self.last_reading = event.reading
         if isinstance(event, Reading) and event.reading.valid:
             views = tuple(self.view(c, event) for c in self.cars)
             readings, self.shares = allocation.split_reading(
