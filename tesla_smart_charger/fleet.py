@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tesla_smart_charger.control import allocation
-from tesla_smart_charger.control.measured import _car_phases
-from tesla_smart_charger.control.state import _charging, _settling
+from tesla_smart_charger.control.state import _charging
 from tesla_smart_charger.events import DriverLimit, Event, ModeChange, Overload, Reading
 from tesla_smart_charger.models import MeterReading
 from tesla_smart_charger.service import ChargeService
@@ -61,25 +60,9 @@ class Fleet:
 
     def view(self, car: FleetCar, reading: Reading) -> allocation.CarView:
         """The car as the allocation sees it: its limits, where it is set, what it draws."""
-        s = car.service.state
-        cfg = car.service.cfg
-        charging = _charging(s) and not s.paused
-        draw = 0.0
-        if charging:
-            draw = float(s.setpoint or 0)
-            if _settling(s, cfg, reading.reading.at) and s.command_from is not None:
-                draw = float(max(draw, s.command_from))  # still ramping down: count the old value
-        ceiling = min(cfg.charger_max_amps, s.driver_amps or cfg.charger_max_amps)
-        demand = allocation.CarDemand(
-            vin=car.vin,
-            priority=car.priority,
-            min_amps=cfg.charger_min_amps,
-            max_amps=max(cfg.charger_min_amps, ceiling),
-            phases=_car_phases(s, cfg, reading.reading),
-            setpoint=s.setpoint,
-            charging=charging,
+        return allocation.car_view(
+            car.service.state, car.service.cfg, reading.reading, vin=car.vin, priority=car.priority
         )
-        return allocation.CarView(demand, draw, solar=s.charge_mode != "fast")
 
     def overload(self, source: str) -> bool:
         """/overload with several cars: one Overload on the shared queue (a burst is one)."""

@@ -113,3 +113,31 @@ def test_a_solar_car_is_capped_by_the_surplus_and_sees_the_real_export() -> None
     readings, shares = split_reading(views, real, 29.0, pause_when_overloaded=False)
     assert amps(shares) == {"FAST": 16, "SUN": 8}
     assert readings[1].phase_amps == (-2.0,)  # house -8 A plus its own 6 A: the real export
+
+
+def test_car_view_counts_the_old_setpoint_while_a_cut_settles() -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from tesla_smart_charger import control as core  # noqa: PLC0415
+    from tesla_smart_charger.control.allocation import car_view  # noqa: PLC0415
+    from tests.test_controller import MEASURED, charging  # noqa: PLC0415
+
+    state = replace(
+        core.initial_state(0.0, charge_mode="solar"),
+        vehicle=charging(16),
+        setpoint=8,
+        command_from=16,
+        commanded_at=10.0,
+    )
+    from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
+
+    settling = car_view(
+        state, MEASURED, MeterReading((30.0,), (230.0,), None, True, 12.0), vin="A", priority=3
+    )
+    settled = car_view(
+        state, MEASURED, MeterReading((30.0,), (230.0,), None, True, 30.0), vin="A", priority=3
+    )
+    assert (settling.draw, settled.draw) == (16.0, 8.0)
+    assert settling.solar
+    assert settling.demand.priority == 3
+    assert (settling.demand.min_amps, settling.demand.max_amps) == (6, 16)

@@ -21,7 +21,14 @@ import math
 from dataclasses import dataclass, replace
 from itertools import groupby
 
-from tesla_smart_charger.control.state import METER_RESOLUTION
+from tesla_smart_charger.control.measured import _car_phases
+from tesla_smart_charger.control.state import (
+    METER_RESOLUTION,
+    ControlConfig,
+    ControllerState,
+    _charging,
+    _settling,
+)
 from tesla_smart_charger.models import MeterReading
 
 
@@ -199,3 +206,30 @@ def split_reading(
                 phases[i] = reading.phase_amps[i] - others
         out.append(replace(reading, phase_amps=tuple(phases), car_amps=None))
     return tuple(out), shares
+
+
+def car_view(
+    state: ControllerState, cfg: ControlConfig, reading: MeterReading, *, vin: str, priority: int
+) -> CarView:
+    """One car's controller state as the allocation sees it (pure; the fleet and the benchmark).
+
+    Its draw is what its controller assumes (the setpoint; the old value while a command
+    settles, so a cut still ramping down is not counted as room yet).
+    """
+    charging = _charging(state) and not state.paused
+    draw = 0.0
+    if charging:
+        draw = float(state.setpoint or 0)
+        if _settling(state, cfg, reading.at) and state.command_from is not None:
+            draw = float(max(draw, state.command_from))
+    ceiling = min(cfg.charger_max_amps, state.driver_amps or cfg.charger_max_amps)
+    demand = CarDemand(
+        vin=vin,
+        priority=priority,
+        min_amps=cfg.charger_min_amps,
+        max_amps=max(cfg.charger_min_amps, ceiling),
+        phases=_car_phases(state, cfg, reading),
+        setpoint=state.setpoint,
+        charging=charging,
+    )
+    return CarView(demand, draw, solar=state.charge_mode != "fast")
