@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from tesla_smart_charger import bench
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger import escalation as esc
 from tesla_smart_charger.bench import (
     COMMAND_LATENCY,

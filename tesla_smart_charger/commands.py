@@ -13,15 +13,13 @@ import math
 from collections.abc import Callable
 from typing import Final
 
-from tesla_smart_charger.events import DriverLimit, Event
+from tesla_smart_charger.events import DriverLimit, Event, ModeChange
 
 _LOG = logging.getLogger(__name__)
 
-# The modes a car can be in today; `solar` and `minsolar` arrive with issue 14.
-AVAILABLE_MODES: Final = ("fast",)
-NOT_YET = (
-    "not available until solar modes exist (this version charges fast: as fast as the house allows)"
-)
+# How a car may charge (issue 14): as fast as the house allows, only from the export
+# surplus, or chargerMinAmps always plus the surplus.
+AVAILABLE_MODES: Final = ("fast", "solar", "minsolar")
 
 
 def parse_driver_limit(value: object, *, min_amps: int, max_amps: int, name: str = "amps") -> int:
@@ -93,10 +91,13 @@ class DriverControls:
         self._queue.put_nowait(DriverLimit(car, value))
         return None
 
-    def set_mode(self, vin: str, mode: str) -> str | None:
-        """Only `fast` exists yet: anything else is refused in words."""
-        if self.known(vin) is None:
+    def set_mode(self, vin: str, mode: object) -> str | None:
+        """Queue a ModeChange; a short reason when refused (unknown car, unknown mode)."""
+        car = self.known(vin)
+        if car is None:
             return f"unknown vehicle {vin[:40]!r}"
-        if mode in AVAILABLE_MODES:
-            return None
-        return f"mode {mode[:40]!r} is {NOT_YET}"
+        if not isinstance(mode, str) or mode.strip().lower() not in AVAILABLE_MODES:
+            shown = repr(mode[:40]) if isinstance(mode, str) else type(mode).__name__
+            return f"mode: {shown} is not one of {', '.join(AVAILABLE_MODES)}"
+        self._queue.put_nowait(ModeChange(car, mode.strip().lower()))
+        return None

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -128,6 +130,33 @@ def normalize_host_url(value: str) -> str:
         raise ValueError("must not contain a path or query")
     netloc = f"[{host}]" if ":" in host else host
     return f"http://{netloc}" + (f":{port}" if port else "")
+
+
+ChargeMode = Literal["fast", "solar", "minsolar"]
+CHARGE_MODES: tuple[str, ...] = ("fast", "solar", "minsolar")
+
+
+class VehicleSettings(BaseModel):
+    """One car of `vehicles`; a key left out takes the top-level value (priority: 0)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        allow_inf_nan=False,
+    )
+
+    vin: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9]+$")]
+    name: Annotated[str | None, Field(max_length=60)] = None
+    charger_min_amps: Annotated[float | None, Field(gt=0)] = None
+    charger_max_amps: Annotated[float | None, Field(gt=0)] = None
+    charger_phase: Annotated[int | None, Field(ge=1, le=3)] = None
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    mode: ChargeMode | None = None
+    meter_charger_channel: Annotated[int | None, Field(ge=0, le=5)] = None
+    tesla_ble_proxy: str | None = None
 
 
 class Settings(BaseSettings):
@@ -329,6 +358,53 @@ class Settings(BaseSettings):
             description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each).",
         ),
     ] = 3600.0
+    mode: Annotated[
+        ChargeMode,
+        Field(
+            description="How the car charges: fast (as fast as the house allows), solar (only the export surplus) or minsolar (chargerMinAmps always, plus the surplus above it). Changeable at runtime (POST /vehicles/{vin}/mode); the last choice is kept across restarts."
+        ),
+    ] = "fast"
+    solar_import_tolerance_amps: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=10,
+            description="Solar mode: how many amps the car may import from the grid before it counts as not covered by the sun.",
+        ),
+    ] = 1.0
+    solar_start_secs: Annotated[
+        float,
+        Field(
+            ge=1,
+            le=3600,
+            description="Solar mode: the surplus must cover chargerMinAmps this long before charge_start (car awake only).",
+        ),
+    ] = 60.0
+    solar_stop_secs: Annotated[
+        float,
+        Field(
+            ge=1,
+            le=7200,
+            description="Solar mode: importing more than solarImportToleranceAmps at chargerMinAmps this long means charge_stop.",
+        ),
+    ] = 300.0
+    cloud_commands_per_hour: Annotated[
+        int,
+        BeforeValidator(_as_int),
+        Field(
+            ge=1,
+            le=1000,
+            description="Most billed (cloud) commands per car per hour for raises and solar start/stop; cuts the breaker needs are always sent, BLE is exempt.",
+        ),
+    ] = 20
+    vehicles: Annotated[
+        list[VehicleSettings] | None,
+        Field(
+            min_length=1,
+            max_length=8,
+            description="Several cars on one supply: a list of {vin, name, chargerMinAmps, chargerMaxAmps, chargerPhase, priority, mode, meterChargerChannel, teslaBleProxy}. Without it the top-level keys describe the one car.",
+        ),
+    ] = None
     token_file: Annotated[
         Path | None,
         BeforeValidator(_empty_as_none),
@@ -585,6 +661,34 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 f"chargerPhase ({s.charger_phase}) must not exceed supplyPhases ({s.supply_phases})",
             )
         )
+    problems += [("vehicles", msg) for msg in _check_vehicles(s)]
+    return problems
+
+
+def _check_vehicles(s: Settings) -> list[str]:
+    """`vehicles`: unique VINs, each car's amps within its own and the house's range."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, v in enumerate(s.vehicles or ()):
+        where = f"vehicles[{i}]"
+        if v.vin.upper() in seen:
+            problems.append(f"{where}.vin: {v.vin[:40]!r} appears twice")
+        seen.add(v.vin.upper())
+        low = v.charger_min_amps if v.charger_min_amps is not None else s.charger_min_amps
+        high = v.charger_max_amps if v.charger_max_amps is not None else s.charger_max_amps
+        if low > high:
+            problems.append(
+                f"{where}.chargerMinAmps ({low:g}) must not exceed chargerMaxAmps ({high:g})"
+            )
+        if high > s.home_max_amps:
+            problems.append(
+                f"{where}.chargerMaxAmps ({high:g}) must not exceed homeMaxAmps ({s.home_max_amps:g})"
+            )
+        phase = v.charger_phase if v.charger_phase is not None else s.charger_phase
+        if s.supply_phases != "auto" and phase > s.supply_phases:
+            problems.append(
+                f"{where}.chargerPhase ({phase}) must not exceed supplyPhases ({s.supply_phases})"
+            )
     return problems
 
 
@@ -726,7 +830,9 @@ def load_config(path: Path | str) -> LoadedConfig:
         for e in err.errors():
             loc = e["loc"]
             name = str(loc[0]) if loc else ""
-            key = KEY_BY_FIELD.get(name, name)
+            key = KEY_BY_FIELD.get(name, name) + "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:]
+            )
             where = _source(name, path, env)
             if e["type"] == "missing":
                 problems.append(f"{where}: {key}: required key is missing")
@@ -796,6 +902,10 @@ def redacted(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, name)
         if name in SECRET_FIELDS:
             out[KEY_BY_FIELD[name]] = None if value is None else "***"
+        elif name == "vehicles" and value is not None:
+            out[KEY_BY_FIELD[name]] = [
+                v.model_dump(by_alias=True, exclude_none=True) for v in value
+            ]
         elif isinstance(value, Path):
             out[KEY_BY_FIELD[name]] = str(value)
         else:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,9 +29,10 @@ from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
-from tesla_smart_charger.controller import ControlConfig
+from tesla_smart_charger.control import ControlConfig
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.events import CarLinkBack, Event, EventQueue
+from tesla_smart_charger.fleet import Fleet, FleetCar
 from tesla_smart_charger.httpapi.dashboard import dashboard_routes
 from tesla_smart_charger.httpapi.metrics import metrics_routes
 from tesla_smart_charger.httpapi.openapi import openapi_routes
@@ -54,7 +56,7 @@ from tesla_smart_charger.safety import (
     escalation_config,
 )
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
-from tesla_smart_charger.service import ChargeService, MeterPoller
+from tesla_smart_charger.service import ChargeService, MeterPoller, car_status
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
 from tesla_smart_charger.tokens import TokenManager, TokenStore
 
@@ -94,6 +96,7 @@ class Daemon:
     breaker: BreakerMonitor | None = None  # the main breaker's heat, from meter readings
     controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
+    fleet: Fleet | None = None  # several cars (issue 14): one controller per car
 
     # issue 11: the BLE road (teslaBleProxy), the escalation, the safety relay, alerts
     roads: FailoverVehicle | None = None
@@ -103,10 +106,27 @@ class Daemon:
     alerts: AlertSender | None = None
     alert_watch: AlertWatch | None = None
 
+    @property
+    def queue(self) -> asyncio.Queue[Event]:
+        """The one queue every source feeds (the fleet's when there are several cars)."""
+        return self.fleet.queue if self.fleet is not None else self.service.queue
+
     # --- what the endpoints show -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The /status document."""
         out = self.service.status()
+        settings = self.loaded.settings
+        first = settings.vehicles[0] if settings.vehicles else None
+        vin = self.vehicle.vin if self.vehicle is not None else None
+        out["vehicles"] = (
+            [car_status(c.service, c.vin, c.name) for c in self.fleet.cars]
+            if self.fleet is not None
+            else [
+                car_status(
+                    self.service, vin or settings.tesla_vehicle_id, first.name if first else None
+                )
+            ]
+        )
         out["api_calls"] = self.counter.as_dict()
         out["auth"] = self.tokens.status()
         out["meter"] = (
@@ -259,6 +279,65 @@ def _register_secrets(loaded: LoadedConfig) -> None:
         register_secret(s.mqtt_url.get_secret_value())
 
 
+def build_fleet(
+    loaded: LoadedConfig,
+    session: aiohttp.ClientSession,
+    *,
+    queue: asyncio.Queue[Event],
+    cfg: ControlConfig,
+    tokens: TokenManager,
+    counter: ApiCallCounter,
+    poller: MeterPoller | None,
+) -> Fleet:
+    """One TeslaClient (and BLE road) and one ChargeService per entry of `vehicles`.
+
+    One token store for the account; the first car keeps charger-state.json, the others get
+    charger-state-<VIN>.json.
+    """
+    s = loaded.settings
+    assert s.vehicles is not None  # noqa: S101 (the caller checked)
+    cars: list[FleetCar] = []
+    clients: list[TeslaClient] = []
+    roads: list[Vehicle] = []
+    for i, v in enumerate(s.vehicles):
+        client = TeslaClient(
+            session,
+            s.tesla_http_proxy,
+            v.vin,
+            tokens,
+            counter,
+            ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
+        )
+        ble = v.tesla_ble_proxy or s.tesla_ble_proxy
+        road: Vehicle = client
+        if ble:
+            failover = build_roads(session, ble, client)[0]
+            road = failover if failover is not None else client
+        car_cfg = replace(
+            cfg,
+            charger_min_amps=math.ceil(v.charger_min_amps or s.charger_min_amps),
+            charger_max_amps=math.floor(v.charger_max_amps or s.charger_max_amps),
+            charger_phase=v.charger_phase or s.charger_phase,
+            cloud_budget=None if ble else s.cloud_commands_per_hour,  # BLE is free
+        )
+        state_name = STATE_FILE if i == 0 else f"charger-state-{v.vin}.json"
+        service = ChargeService(
+            car_cfg,
+            road,
+            EventQueue(),
+            kick_meter=poller.kick if poller else None,
+            state_file=loaded.token_file.parent / state_name,
+            charge_mode=v.mode or s.mode,
+        )
+        cars.append(FleetCar(v.vin, v.name, v.priority, service))
+        clients.append(client)
+        roads.append(road)
+    fleet = Fleet(queue, cars, limit=cfg.limit, pause_when_overloaded=cfg.pause_when_overloaded)
+    fleet.clients = clients
+    fleet.roads = roads
+    return fleet
+
+
 async def build_daemon(
     loaded: LoadedConfig, session: aiohttp.ClientSession, *, monitor: bool
 ) -> Daemon:
@@ -274,17 +353,18 @@ async def build_daemon(
     store.seed_from_config(s)
     tokens = TokenManager(store, session, token_url=s.tesla_token_url, client_id=s.tesla_client_id)
     counter = ApiCallCounter()
+    # One entry in `vehicles`: that car, with its own keys over the top-level ones.
+    one = s.vehicles[0] if s.vehicles and len(s.vehicles) == 1 else None
+    ble_url = (one.tesla_ble_proxy if one else None) or s.tesla_ble_proxy
     vehicle = TeslaClient(
         session,
         s.tesla_http_proxy,
-        s.tesla_vehicle_id,
+        one.vin if one else s.tesla_vehicle_id,
         tokens,
         counter,
         ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
     )
-    roads, ble_policy = (
-        build_roads(session, s.tesla_ble_proxy, vehicle) if s.tesla_ble_proxy else (None, None)
-    )
+    roads, ble_policy = build_roads(session, ble_url, vehicle) if ble_url else (None, None)
     queue: asyncio.Queue[Event] = EventQueue()
     poller = (
         MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
@@ -292,23 +372,45 @@ async def build_daemon(
         else None
     )
     cfg = ControlConfig.from_settings(s, measured=monitor)
+    if one is not None:
+        cfg = replace(
+            cfg,
+            charger_min_amps=math.ceil(one.charger_min_amps or s.charger_min_amps),
+            charger_max_amps=math.floor(one.charger_max_amps or s.charger_max_amps),
+            charger_phase=one.charger_phase or s.charger_phase,
+            cloud_budget=None if ble_url else s.cloud_commands_per_hour,
+        )
     car: Vehicle = roads if roads is not None else vehicle  # BLE first when configured
-    service = ChargeService(
-        cfg,
-        car,
-        queue,
-        kick_meter=poller.kick if poller else None,
-        state_file=loaded.token_file.parent / STATE_FILE,
-    )
+    fleet = None
+    if s.vehicles and len(s.vehicles) > 1:
+        fleet = build_fleet(
+            loaded, session, queue=queue, cfg=cfg, tokens=tokens, counter=counter, poller=poller
+        )
+        service = fleet.cars[0].service
+        vehicle = fleet.clients[0]
+        car = fleet.roads[0]
+    else:
+        service = ChargeService(
+            cfg,
+            car,
+            queue,
+            kick_meter=poller.kick if poller else None,
+            state_file=loaded.token_file.parent / STATE_FILE,
+            charge_mode=(s.vehicles[0].mode if s.vehicles else None) or s.mode,
+        )
+    fleet_vins = tuple(c.vin for c in fleet.cars) if fleet else ()
     controls = DriverControls(
         queue,
-        lambda: tuple(v for v in (vehicle.vin, s.tesla_vehicle_id) if v),
+        lambda: fleet_vins or tuple(v for v in (vehicle.vin, s.tesla_vehicle_id) if v),
         min_amps=cfg.charger_min_amps,
         max_amps=cfg.charger_max_amps,
     )
     breaker = BreakerMonitor(s.home_max_amps) if monitor else None
     if breaker is not None:  # fed every reading the controller handles; it never steers
-        service.add_listener(lambda: breaker.observe(service.state.reading))
+        # the real meter reading: with several cars each controller sees its own share
+        service.add_listener(
+            lambda: breaker.observe(fleet.last_reading if fleet else service.state.reading)
+        )
     alerts = AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
     relay = build_relay(session, s)
     escalator = None
@@ -341,13 +443,16 @@ async def build_daemon(
         relay_policy=relay[1] if relay else None,
         alerts=alerts,
     )
+    daemon.fleet = fleet
     if alerts is not None:
         daemon.alert_watch = AlertWatch(
             alerts,
             failsafe=lambda: service.state.failsafe,
             login_required=lambda: tokens.state in ("reauth_required", "missing"),
             house_amps=lambda: (
-                service.state.reading.phase_amps if service.state.reading is not None else ()
+                real.phase_amps
+                if (real := fleet.last_reading if fleet else service.state.reading) is not None
+                else ()
             ),
             limit=s.home_max_amps,
             roads=roads,
@@ -359,7 +464,7 @@ def api_context(daemon: Daemon) -> ApiContext:
     """Bind the HTTP handlers to the daemon's parts."""
     token = daemon.loaded.settings.api_token
     return ApiContext(
-        overload=daemon.service.overload,
+        overload=daemon.fleet.overload if daemon.fleet is not None else daemon.service.overload,
         status=daemon.status,
         config=lambda: redacted(daemon.loaded.settings),
         health=daemon.health,
@@ -371,12 +476,11 @@ def api_context(daemon: Daemon) -> ApiContext:
 
 def start_tasks(daemon: Daemon) -> None:
     """Start the tracked background tasks: controller, meter, tokens, watchdog."""
-    daemon.tasks["controller"] = asyncio.create_task(daemon.service.run(), name="controller")
+    main = daemon.fleet.run() if daemon.fleet is not None else daemon.service.run()
+    daemon.tasks["controller"] = asyncio.create_task(main, name="controller")
     if daemon.poller is not None:
         daemon.tasks["meter"] = asyncio.create_task(daemon.poller.run(), name="meter")
-    daemon.tasks["tokens"] = asyncio.create_task(
-        daemon.tokens.run(daemon.service.queue), name="tokens"
-    )
+    daemon.tasks["tokens"] = asyncio.create_task(daemon.tokens.run(daemon.queue), name="tokens")
     if daemon.alerts is not None:
         daemon.tasks["alerts"] = asyncio.create_task(daemon.alerts.run(), name="alerts")
     if daemon.alert_watch is not None:
@@ -385,7 +489,7 @@ def start_tasks(daemon: Daemon) -> None:
         )
     if daemon.vehicle is not None:
         # After a long proxy outage the cut goes within seconds of recovery, not a minute.
-        queue = daemon.service.queue
+        queue = daemon.queue
         daemon.tasks["probe"] = asyncio.create_task(
             daemon.vehicle.watch_link(
                 daemon.service.cut_waits_for_link,

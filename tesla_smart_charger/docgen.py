@@ -119,6 +119,8 @@ def _type_name(annotation: Any) -> str:
     }
     if annotation in names:
         return names[annotation]
+    if isinstance(annotation, type) and annotation.__name__ == "VehicleSettings":
+        return "objects (one per car, see [Several cars](solar.md#several-cars))"
     raise TypeError(f"docgen: no reader's name for {annotation!r}; teach _type_name")
 
 

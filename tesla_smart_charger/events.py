@@ -61,6 +61,17 @@ class DriverLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeChange:
+    """A person chose how the car charges: `fast`, `solar` or `minsolar` (issue 14).
+
+    `mode` is already validated (`commands.DriverControls.set_mode`).
+    """
+
+    vin: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
 class CarLinkBack:
     """The proxy's port accepts connections again after refusing them: a waiting cut may go."""
 
@@ -68,7 +79,14 @@ class CarLinkBack:
 
 
 Event = (
-    Overload | Reading | MeterFailed | TokenRefreshed | AuthLost | DriverLimit | CarLinkBack
+    Overload
+    | Reading
+    | MeterFailed
+    | TokenRefreshed
+    | AuthLost
+    | DriverLimit
+    | ModeChange
+    | CarLinkBack
 )
 
 

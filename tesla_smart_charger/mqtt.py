@@ -258,8 +258,8 @@ def _car_link(status: Mapping[str, Any]) -> bool | None:
 
 
 def _car_status(status: Mapping[str, Any], car: Car) -> Mapping[str, Any]:
-    """Per-car status (`cars.<VIN>` once issue 14 lands), else the single-car controller."""
-    cars = _get(status, "cars")
+    """Per-car status (/status `vehicles`, issue 14), else the single-car controller."""
+    cars = _get(status, "vehicles") or _get(status, "cars")
     if isinstance(cars, Mapping) and isinstance(cars.get(car.vin), Mapping):
         return dict(cars[car.vin])
     if isinstance(cars, list):

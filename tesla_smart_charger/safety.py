@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger import escalation as esc
 from tesla_smart_charger.alerts import AlertSender
 from tesla_smart_charger.api import Relay, Vehicle

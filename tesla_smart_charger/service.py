@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.api import Meter, Vehicle
+from tesla_smart_charger.config import CHARGE_MODES
 from tesla_smart_charger.errors import (
     ChargerError,
     CommandRefused,
@@ -87,7 +88,9 @@ class ChargeService:
         wall: Callable[[], float] = time.time,
         kick_meter: Callable[[], None] | None = None,
         state_file: Path | None = None,
+        charge_mode: str | None = None,
     ) -> None:
+        """`charge_mode`: the configured mode, used when the state file remembers none."""
         self.cfg = cfg
         self._vehicle = vehicle
         self.queue = queue
@@ -98,7 +101,13 @@ class ChargeService:
         remembered = load_remembered(state_file) if state_file else {}
         pending = bool(remembered.pop("overload_pending", None)) and cfg.mode == "push"
         pinned = bool(remembered.pop("driver_limit", None))
-        self.state = core.initial_state(clock(), **remembered, driver_pinned=pinned)
+        stored = remembered.pop("mode", None)
+        self._config_mode = charge_mode or "fast"
+        # A mode chosen at runtime (API, Home Assistant) outlives a restart.
+        mode = CHARGE_MODES[stored] if stored is not None else self._config_mode
+        self.state = core.initial_state(
+            clock(), **remembered, driver_pinned=pinned, charge_mode=mode
+        )
         if pending:
             # The last run stopped with a reduction not yet sent: carry it out first.
             _LOG.warning(
@@ -109,11 +118,12 @@ class ChargeService:
                 overload_pending=True,
                 reason="reduction pending from before the restart",
             )
-        self._remembered: tuple[int | None, int | None, bool, bool] = (
+        self._remembered: tuple[int | None, int | None, bool, bool, str] = (
             self.state.setpoint,
             self.state.driver_amps,
             pending,
             self.state.driver_pinned,
+            self.state.charge_mode,
         )
         self.commands: deque[CommandRecord] = deque(maxlen=50)
         self.overload_queued = False  # /overload coalesces: one queued Overload is enough
@@ -414,7 +424,13 @@ class ChargeService:
 
     def _remember(self) -> None:
         """Write our setpoint and the driver's setting when they change (rarely: on commands)."""
-        now = (self.state.setpoint, self.state.driver_amps, False, self.state.driver_pinned)
+        now = (
+            self.state.setpoint,
+            self.state.driver_amps,
+            False,
+            self.state.driver_pinned,
+            self.state.charge_mode,
+        )
         if self._call is not None:
             return  # the setpoint of a call in flight is not the car's yet
         if self._state_file is None or now == self._remembered:
@@ -425,12 +441,14 @@ class ChargeService:
         if self._state_file is None:
             return
         pinned = self.state.driver_pinned
-        self._remembered = (setpoint, driver, pending, pinned)
+        self._remembered = (setpoint, driver, pending, pinned, self.state.charge_mode)
         data: dict[str, Any] = {"setpoint": setpoint, "driver_amps": driver}
         if pinned:  # set through the API or Home Assistant: kept until the app changes it
             data["driver_limit"] = True
         if pending:
             data["overload_pending"] = True
+        if self.state.charge_mode != self._config_mode:  # chosen at runtime: kept
+            data["mode"] = self.state.charge_mode
         try:
             atomic_write_bytes(self._state_file, json.dumps(data).encode() + b"\n", mode=0o600)
         except OSError as err:
@@ -469,6 +487,7 @@ class ChargeService:
             },
             "controller": {
                 "mode": self.cfg.mode,
+                "charge_mode": s.charge_mode,
                 "target_amps": s.target,
                 "setpoint_amps": s.setpoint,
                 "driver_amps": s.driver_amps,
@@ -491,6 +510,24 @@ class ChargeService:
         }
 
 
+def car_status(service: ChargeService, vin: str | None, name: str | None) -> dict[str, Any]:
+    """One entry of /status `vehicles` (issue 14): the car, its mode and the controller's view."""
+    s = service.state
+    v = s.vehicle
+    return {
+        "vin": vin,
+        "name": name,
+        "mode": s.charge_mode,
+        "state": v.state.value if v else "unknown",
+        "charging_state": v.charge.charging_state if v and v.charge else None,
+        "setpoint_amps": s.setpoint,
+        "target_amps": s.target,
+        "driver_amps": s.driver_amps,
+        "driver_limit_amps": s.driver_amps if s.driver_amps is not None else s.setpoint,
+        "reason": s.reason,
+    }
+
+
 def load_remembered(path: Path) -> dict[str, int | None]:
     """The previous run's setpoint and driver's setting; nothing if missing or unreadable."""
     try:
@@ -509,6 +546,8 @@ def load_remembered(path: Path) -> dict[str, int | None]:
         out["overload_pending"] = 1
     if isinstance(data, dict) and data.get("driver_limit") is True:
         out["driver_limit"] = 1
+    if isinstance(data, dict) and data.get("mode") in CHARGE_MODES:
+        out["mode"] = CHARGE_MODES.index(data["mode"])
     return out
 
 

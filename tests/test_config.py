@@ -147,3 +147,50 @@ def test_region_defaults_from_refresh_token_prefix(write_config: WriteConfig) ->
     s = load_config(write_config(teslaRefreshToken="EU_abcdef")).settings
     assert s.region == "eu"
     assert s.fleet_api_base == "https://fleet-api.prd.eu.vn.cloud.tesla.com"
+
+
+def test_without_vehicles_the_top_level_keys_are_the_one_car(write_config: WriteConfig) -> None:
+    s = load_config(write_config()).settings
+    assert s.vehicles is None
+    assert s.mode == "fast"
+    assert (s.solar_start_secs, s.solar_stop_secs, s.solar_import_tolerance_amps) == (60, 300, 1)
+    assert s.cloud_commands_per_hour == 20
+
+
+def test_vehicles_list_loads_and_shows_in_redacted(write_config: WriteConfig) -> None:
+    cars = [
+        {"vin": "5YJ3E1EA1KF000001", "name": "Red", "priority": 1, "mode": "solar"},
+        {"vin": "5YJ3E1EA1KF000002", "chargerMaxAmps": 10, "chargerPhase": 1},
+    ]
+    s = load_config(write_config(vehicles=cars)).settings
+    assert s.vehicles is not None
+    assert [v.vin for v in s.vehicles] == ["5YJ3E1EA1KF000001", "5YJ3E1EA1KF000002"]
+    assert (s.vehicles[0].priority, s.vehicles[0].mode, s.vehicles[1].priority) == (1, "solar", 0)
+    shown = redacted(s)["vehicles"]
+    assert shown[0] == {"vin": "5YJ3E1EA1KF000001", "name": "Red", "priority": 1, "mode": "solar"}
+    assert shown[1]["chargerMaxAmps"] == 10
+
+
+@pytest.mark.parametrize(
+    ("cars", "fragment"),
+    [
+        ([{"name": "no vin"}], "vehicles[0].vin: required key is missing"),
+        ([{"vin": "A1", "mode": "turbo"}], "vehicles[0].mode"),
+        ([{"vin": "A1", "colour": "red"}], "vehicles[0].colour"),
+        ([{"vin": "A1"}, {"vin": "a1"}], "vehicles[1].vin: 'a1' appears twice"),
+        ([{"vin": "A1", "chargerMaxAmps": 40}], "vehicles[0].chargerMaxAmps (40) must not exceed"),
+    ],
+)
+def test_bad_vehicle_entries_name_the_entry_and_key(
+    write_config: WriteConfig, cars: list[dict[str, object]], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(vehicles=cars))
+    assert any(fragment in line for line in info.value.problems), info.value.problems
+
+
+def test_bad_mode_names_the_key(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(mode="eco"))
+    assert "mode" in info.value.problems[0]
+    assert "solar" in info.value.problems[0]

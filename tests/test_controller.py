@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.events import MeterFailed, Overload, Reading, TokenRefreshed
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 

@@ -247,7 +247,7 @@ def test_inferred_car_line_follows_only_after_the_settle_time(
 ) -> None:
     from dataclasses import replace  # noqa: PLC0415
 
-    from tesla_smart_charger import controller as core  # noqa: PLC0415
+    from tesla_smart_charger import control as core  # noqa: PLC0415
     from tesla_smart_charger.httpapi.dashboard import Dashboard  # noqa: PLC0415
     from tesla_smart_charger.models import (  # noqa: PLC0415
         ChargeState,

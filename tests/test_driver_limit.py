@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.commands import DriverControls, parse_driver_limit
-from tesla_smart_charger.events import DriverLimit, Event, EventQueue, Overload
+from tesla_smart_charger.events import DriverLimit, Event, EventQueue, ModeChange, Overload
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tests.test_controller import MEASURED, PUSH, Run, asleep, charging, reading
 from tests.test_service import FakeCar, make
@@ -238,7 +238,7 @@ def test_parse_driver_limit_rejects_naming_the_field(value: object, words: str) 
         parse_driver_limit(value, min_amps=6, max_amps=16)
 
 
-def test_controls_queue_known_cars_and_refuse_modes() -> None:
+def test_controls_queue_known_cars_and_modes() -> None:
     queue: asyncio.Queue[Event] = EventQueue()
     controls = DriverControls(queue, lambda: (VIN, "1234"), min_amps=6, max_amps=16)
     assert controls.set_driver_limit(VIN.lower(), 10) is None
@@ -247,10 +247,12 @@ def test_controls_queue_known_cars_and_refuse_modes() -> None:
     assert queue.get_nowait() == DriverLimit("1234", 11)
     assert controls.set_driver_limit("OTHER", 10) == "unknown vehicle 'OTHER'"
     assert controls.set_driver_limit(VIN, 40) is not None
-    assert controls.set_mode(VIN, "fast") is None
-    refused = controls.set_mode(VIN, "solar")
+    assert controls.set_mode(VIN, "Solar ") is None
+    assert queue.get_nowait() == ModeChange(VIN, "solar")
+    refused = controls.set_mode(VIN, "turbo")
     assert refused is not None
-    assert "not available until solar modes exist" in refused
+    assert "'turbo' is not one of fast, solar, minsolar" in refused
+    assert controls.set_mode("OTHER", "fast") == "unknown vehicle 'OTHER'"
     assert queue.empty()
 
 

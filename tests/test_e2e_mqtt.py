@@ -170,10 +170,12 @@ async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: 
         code, reply = await post(url + "?amps=9", headers={"Sec-Fetch-Site": "cross-site"})
         assert code == 403
 
-        # A mode that does not exist yet: one clear log line, nothing sent.
+        # The mode select (issue 14): applied, shown in /status; push mode has no meter to
+        # see the sun, so nothing is sent to the car.
         commands = len(world.proxy.commands)
         await publish(broker.port, select["command_topic"], "solar")
-        await wait_for(lambda: "not available until solar modes exist" in daemon.log(), 3, "log")
+        await wait_for(lambda: "set mode of" in daemon.log(), 3, "log")
+        await daemon.wait_status(lambda st: st["controller"]["charge_mode"] == "solar", 3)
         assert len(world.proxy.commands) == commands
 
         # SIGTERM: `offline` reaches the broker before the process has exited.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.events import EventQueue, Overload, Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.service import ChargeService

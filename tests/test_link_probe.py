@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.errors import TeslaTransientError
 from tesla_smart_charger.events import CarLinkBack
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient

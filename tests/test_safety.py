@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger import escalation as esc
 from tesla_smart_charger.errors import BleUnavailable
 from tesla_smart_charger.events import Reading

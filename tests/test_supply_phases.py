@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from tesla_smart_charger.config import load_config
-from tesla_smart_charger.controller import ControlConfig
+from tesla_smart_charger.control import ControlConfig
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.meters.shelly import ShellyMeter, phases_of
 from tesla_smart_charger.simulator.shelly import SimulatedShelly

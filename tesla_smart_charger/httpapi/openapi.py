@@ -132,6 +132,60 @@ def _limit() -> dict[str, Any]:
     }
 
 
+def _mode() -> dict[str, Any]:
+    """POST /vehicles/{vin}/mode: how the car charges (issue 14), as Home Assistant's select sets it."""
+    return {
+        "operationId": "setVehicleMode",
+        "summary": "Choose how the car charges: fast, solar or minsolar.",
+        "description": "`fast`: as many amps as the breaker allows. `solar`: only the export "
+        "surplus (docs/solar.md). `minsolar`: chargerMinAmps always plus the surplus. The breaker "
+        'limit wins over every mode. Give it as `?mode=solar` or a JSON body `{"mode": "solar"}`; '
+        "kept across restarts. With `apiToken` set the token is required; without it a browser "
+        "request from another site is refused (403).",
+        "tags": ["control"],
+        "parameters": [
+            {
+                "name": "vin",
+                "in": "path",
+                "required": True,
+                "description": "The car's VIN (or teslaVehicleId), any case.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "mode",
+                "in": "query",
+                "required": False,
+                "description": "The mode, for clients that cannot send a body.",
+                "schema": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
+            },
+            _OVERLOAD_PARAMETERS[0],
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["mode"],
+                        "properties": {
+                            "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]}
+                        },
+                    }
+                }
+            },
+        },
+        "security": [{}, {"bearerAuth": []}],
+        "responses": {
+            "200": _json(_ref("ModeAccepted"), "Queued for the charge controller."),
+            "400": _json(_ref("Error"), "The mode is missing or unknown; `error` says which."),
+            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
+            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
+            "404": _json(_ref("Error"), "This daemon does not charge that car."),
+            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
+        },
+    }
+
+
 def _get(
     op_id: str, summary: str, responses: dict[str, Any], tag: str = "state", **extra: Any
 ) -> dict[str, Any]:
@@ -164,6 +218,15 @@ _SCHEMAS: dict[str, Any] = {
             "accepted": {"type": "boolean"},
             "vin": {"type": "string"},
             "amps": {"type": "integer"},
+        },
+    },
+    "ModeAccepted": {
+        "type": "object",
+        "required": ["accepted", "vin", "mode"],
+        "properties": {
+            "accepted": {"type": "boolean"},
+            "vin": {"type": "string"},
+            "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
         },
     },
     "Command": {
@@ -206,6 +269,25 @@ _SCHEMAS: dict[str, Any] = {
         "description": "The top-level names are stable; tools may poll them.",
         "required": ["vehicle", "controller", "last_command", "api_calls", "meter", "auth"],
         "properties": {
+            "vehicles": {
+                "type": "array",
+                "description": "every car (issue 14); the single-car objects describe the first",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "vin": _nullable("string"),
+                        "name": _nullable("string"),
+                        "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
+                        "state": {"type": "string"},
+                        "charging_state": _nullable("string"),
+                        "setpoint_amps": _nullable("integer"),
+                        "target_amps": _nullable("integer"),
+                        "driver_amps": _nullable("integer"),
+                        "driver_limit_amps": _nullable("integer"),
+                        "reason": {"type": "string"},
+                    },
+                },
+            },
             "vehicle": {
                 "type": "object",
                 "required": [
@@ -238,6 +320,11 @@ _SCHEMAS: dict[str, Any] = {
                     "target_amps": _nullable("integer"),
                     "setpoint_amps": _nullable("integer"),
                     "driver_amps": _nullable("integer"),
+                    "charge_mode": {
+                        "type": "string",
+                        "enum": ["fast", "solar", "minsolar"],
+                        "description": "how the car charges (POST /vehicles/{vin}/mode)",
+                    },
                     "driver_limit_amps": _nullable(
                         "integer",
                         description="the most the car may be set to: the driver's setting from "
@@ -395,6 +482,7 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/overload": {"get": _overload("get"), "post": _overload("post")},
         "/vehicles/{vin}/limit": {"post": _limit()},
+        "/vehicles/{vin}/mode": {"post": _mode()},
         "/status": _get(
             "getStatus", "The daemon's state.", {"200": _json(_ref("Status"), "The state.")}
         ),

@@ -187,6 +187,32 @@ async def vehicle_limit(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True, "vin": car, "amps": amps}, status=202)
 
 
+async def vehicle_mode(request: web.Request) -> web.Response:
+    """Choose how the car charges: `{"mode": "solar"}` or `?mode=` (fast, solar, minsolar)."""
+    if not authorized(request):
+        return json_error(401, "missing or wrong token (use ?token= or Authorization: Bearer)")
+    controls = request.app[CTX].controls
+    vin = request.match_info["vin"]
+    car = controls.known(vin) if controls is not None else None
+    if controls is None or car is None:
+        return json_error(404, f"unknown vehicle {vin[:40]!r}: this daemon charges another car")
+    raw: object = request.query.get("mode")
+    if raw is None:
+        try:
+            body = json.loads(await request.text() or "null")
+        except ValueError:
+            return json_error(400, 'body: not JSON (send {"mode": "solar"} or use ?mode=solar)')
+        if not isinstance(body, dict) or "mode" not in body:
+            return json_error(400, 'mode: required (?mode=solar or a JSON body {"mode": "solar"})')
+        raw = body["mode"]
+    refused = controls.set_mode(car, raw)
+    if refused is not None:
+        return json_error(400, refused)
+    mode = str(raw).strip().lower()
+    _LOG.info("API set the charging mode of %s to %s", car, mode)
+    return web.json_response({"accepted": True, "vin": car, "mode": mode})
+
+
 async def status(request: web.Request) -> web.Response:
     """The daemon's state: stable top-level names that tools poll."""
     return web.json_response(request.app[CTX].status(), dumps=_dumps)
@@ -219,6 +245,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     app.router.add_route("GET", "/overload", overload)
     app.router.add_route("POST", "/overload", overload)
     app.router.add_post("/vehicles/{vin}/limit", vehicle_limit)
+    app.router.add_post("/vehicles/{vin}/mode", vehicle_mode)
     app.router.add_get("/status", status)
     app.router.add_get("/config", config)
     app.router.add_get("/health", health)

@@ -8,7 +8,7 @@ import logging
 import aiohttp
 import pytest
 
-from tesla_smart_charger import controller as core
+from tesla_smart_charger import control as core
 from tesla_smart_charger.events import EventQueue, MeterFailed, Overload, Reading, TokenRefreshed
 from tesla_smart_charger.logging_setup import clear_secrets, register_secret, scrub
 from tesla_smart_charger.models import (

@@ -1,0 +1,235 @@
+"""Sharing one supply between several cars: who gets how many amps (issue 14).
+
+A pure function of the cars and the room the house leaves on each phase. The rules:
+
+- every charging car first gets its minimum; when the room cannot give every car its minimum,
+  the lowest-priority car is the one given up first (it holds its minimum, or with
+  `pauseWhenOverloaded` it is the first to be paused);
+- what is left goes to the highest priority first, and evenly (to within 1 A) among cars of
+  equal priority, each within its own maximum (its `chargerMaxAmps`, the driver's setting and
+  its mode's cap);
+- a car's amps count only on the phases it draws from.
+
+Because the room is handed out from the highest priority down, a cut falls on the lowest
+priority first; `plan()` turns the shares into one command per car that must change, cuts
+before raises (a raise uses room a cut has freed only once the cut is under way).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from itertools import groupby
+
+from tesla_smart_charger.control.measured import _car_phases
+from tesla_smart_charger.control.state import (
+    METER_RESOLUTION,
+    ControlConfig,
+    ControllerState,
+    _charging,
+    _settling,
+)
+from tesla_smart_charger.models import MeterReading
+
+
+@dataclass(frozen=True, slots=True)
+class CarDemand:
+    """One car as the allocation sees it."""
+
+    vin: str
+    priority: int
+    min_amps: int
+    max_amps: int  # the most it may get: chargerMaxAmps, the driver's setting, its mode's cap
+    phases: tuple[int, ...]  # supply phases it draws from (0-based)
+    setpoint: int | None = None  # where it is set now (None: not known)
+    charging: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A car's share: `amps`, or `paused` when even its minimum does not fit."""
+
+    vin: str
+    amps: int
+    paused: bool = False
+
+
+def room_per_phase(limit: float, house: tuple[float, ...]) -> tuple[float, ...]:
+    """What the house without any car leaves on each phase below `limit`."""
+    return tuple(limit - h for h in house)
+
+
+def _fits(room: list[float], car: CarDemand, amps: float) -> bool:
+    return all(i >= len(room) or room[i] + METER_RESOLUTION >= amps for i in car.phases)
+
+
+def _take(room: list[float], car: CarDemand, amps: float) -> None:
+    for i in car.phases:
+        if i < len(room):
+            room[i] -= amps
+
+
+def share(
+    cars: tuple[CarDemand, ...], room: tuple[float, ...], *, pause_when_overloaded: bool
+) -> tuple[Share, ...]:
+    """Each charging car's amps; cars not charging get no share (they draw nothing).
+
+    Deterministic: equal priorities are ordered by VIN, so the same inputs give the same shares.
+    """
+    active = sorted((c for c in cars if c.charging), key=lambda c: (-c.priority, c.vin))
+    left = list(room)
+    # Minimums from the highest priority down: a car whose minimum no longer fits is given up
+    # (lowest priority first, because of the order).
+    kept: list[CarDemand] = []
+    given_up: list[CarDemand] = []
+    for car in active:
+        if _fits(left, car, car.min_amps):
+            _take(left, car, car.min_amps)
+            kept.append(car)
+        else:
+            given_up.append(car)
+            if not pause_when_overloaded:
+                _take(left, car, car.min_amps)  # it keeps drawing its minimum
+    amps = {c.vin: c.min_amps for c in active}
+    # The rest, one amp at a time: highest priority group first, evenly inside a group.
+    for _, group_iter in groupby(kept, key=lambda c: c.priority):
+        group = list(group_iter)
+        grew = True
+        while grew:
+            grew = False
+            for car in sorted(group, key=lambda c: (amps[c.vin], c.vin)):
+                if amps[car.vin] < car.max_amps and _fits(left, car, 1.0):
+                    _take(left, car, 1.0)
+                    amps[car.vin] += 1
+                    grew = True
+                    break  # the least-served car of the group goes next
+    out = [Share(c.vin, amps[c.vin]) for c in kept]
+    out += [Share(c.vin, c.min_amps, paused=pause_when_overloaded) for c in given_up]
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One command the shares ask for: `amps` for `vin` (a cut when `cut`)."""
+
+    vin: str
+    amps: int
+    cut: bool
+    pause: bool = False
+
+
+def plan(cars: tuple[CarDemand, ...], shares: tuple[Share, ...]) -> tuple[Change, ...]:
+    """One command per car whose share differs by 1 A or more: cuts first, lowest priority first;
+    then raises, highest priority first."""
+    by_vin = {c.vin: c for c in cars}
+    cuts: list[tuple[int, str, Change]] = []
+    raises: list[tuple[int, str, Change]] = []
+    for s in shares:
+        car = by_vin[s.vin]
+        current = car.setpoint if car.setpoint is not None else car.max_amps
+        if s.paused:
+            cuts.append((car.priority, car.vin, Change(s.vin, s.amps, cut=True, pause=True)))
+        elif s.amps <= current - 1:
+            cuts.append((car.priority, car.vin, Change(s.vin, s.amps, cut=True)))
+        elif s.amps >= current + 1:
+            raises.append((-car.priority, car.vin, Change(s.vin, s.amps, cut=False)))
+    return tuple(c for *_, c in sorted(cuts)) + tuple(c for *_, c in sorted(raises))
+
+
+def whole_amps(value: float) -> int:
+    """Amps the car can be set to: down to the whole amp (a meter's 0.01 A noise forgiven)."""
+    return math.floor(value + METER_RESOLUTION)
+
+
+@dataclass(frozen=True, slots=True)
+class CarView:
+    """A car as the fleet sees it on one reading: its demand and what it draws now (estimate)."""
+
+    demand: CarDemand
+    draw: float  # amps it draws now on each of its phases (the controller's own estimate)
+    solar: bool = False  # solar/minsolar: it sees the real surplus, and is capped by it here
+
+
+def split_reading(
+    cars: tuple[CarView, ...],
+    reading: MeterReading,
+    limit: float,
+    *,
+    pause_when_overloaded: bool,
+) -> tuple[tuple[MeterReading, ...], tuple[Share, ...]]:
+    """One reading per car, in which the car's own headroom is exactly its share.
+
+    Each car keeps its own unchanged single-car controller: it is shown a supply where the other
+    cars and the room they were given count as house load (`limit - share + own draw` on its
+    phases), so cuts stay immediate and raises deliberate car by car. A car the shares pause sees
+    no room at all (its controller then pauses it as pauseWhenOverloaded says); a car not
+    charging, or in a solar mode, sees the real supply without the other cars (an unexplained
+    rise is then its own; the export it follows is the real one). A solar car's share is capped
+    by the surplus, so the fast cars are given the room it cannot use.
+    """
+    n = len(reading.phase_amps)
+    total = [0.0] * n
+    for c in cars:
+        for i in c.demand.phases:
+            if i < n:
+                total[i] += c.draw
+    house = tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+    surplus = -sum(house)
+    demands = tuple(
+        replace(
+            c.demand,
+            max_amps=max(
+                c.demand.min_amps,
+                min(c.demand.max_amps, whole_amps(surplus / max(1, len(c.demand.phases)))),
+            ),
+        )
+        if c.solar
+        else c.demand
+        for c in cars
+    )
+    shares = share(
+        demands,
+        room_per_phase(limit, house),
+        pause_when_overloaded=pause_when_overloaded,
+    )
+    by_vin = {s.vin: s for s in shares}
+    out: list[MeterReading] = []
+    for c in cars:
+        mine = by_vin.get(c.demand.vin)
+        phases = list(reading.phase_amps)
+        for i in range(n):
+            others = total[i] - (c.draw if i in c.demand.phases else 0.0)
+            if mine is not None and i in c.demand.phases and not c.solar:
+                room = 0 if mine.paused else mine.amps
+                phases[i] = limit - room + c.draw
+            else:
+                phases[i] = reading.phase_amps[i] - others
+        out.append(replace(reading, phase_amps=tuple(phases), car_amps=None))
+    return tuple(out), shares
+
+
+def car_view(
+    state: ControllerState, cfg: ControlConfig, reading: MeterReading, *, vin: str, priority: int
+) -> CarView:
+    """One car's controller state as the allocation sees it (pure; the fleet and the benchmark).
+
+    Its draw is what its controller assumes (the setpoint; the old value while a command
+    settles, so a cut still ramping down is not counted as room yet).
+    """
+    charging = _charging(state) and not state.paused
+    draw = 0.0
+    if charging:
+        draw = float(state.setpoint or 0)
+        if _settling(state, cfg, reading.at) and state.command_from is not None:
+            draw = float(max(draw, state.command_from))
+    ceiling = min(cfg.charger_max_amps, state.driver_amps or cfg.charger_max_amps)
+    demand = CarDemand(
+        vin=vin,
+        priority=priority,
+        min_amps=cfg.charger_min_amps,
+        max_amps=max(cfg.charger_min_amps, ceiling),
+        phases=_car_phases(state, cfg, reading),
+        setpoint=state.setpoint,
+        charging=charging,
+    )
+    return CarView(demand, draw, solar=state.charge_mode != "fast")

@@ -1,0 +1,601 @@
+"""Measured mode: the closed loop on the meter (headroom per phase, fail-safe, pause)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from tesla_smart_charger.control.state import (
+    BUDGET_REASON,
+    EPS,
+    FAILSAFE_LOOK_SECS,
+    JUMP_AMPS,
+    METER_RESOLUTION,
+    UNEXPLAINED_MIN_INTERVAL,
+    VERIFY_TOLERANCE,
+    Action,
+    ControlConfig,
+    ControllerEvent,
+    ControllerState,
+    Decision,
+    RefreshVehicle,
+    SetAmps,
+    StartCharging,
+    StopCharging,
+    Tick,
+    VehicleUpdate,
+    _charging,
+    _evolve,
+    _observe_vehicle,
+    _set,
+    _settling,
+    _vehicle_reason,
+    budget_left,
+    spent,
+)
+from tesla_smart_charger.events import (
+    MeterFailed,
+    Overload,
+    Reading,
+)
+from tesla_smart_charger.models import MeterReading, VehicleState
+
+# --- measured mode: closed loop on the meter ----------------------------------------------
+
+
+def _car_phases(
+    state: ControllerState, cfg: ControlConfig, reading: MeterReading
+) -> tuple[int, ...]:
+    """Indexes of the supply phases the car draws from."""
+    phases = cfg.supply_phases or len(reading.phase_amps)
+    if phases == 1:
+        return (0,)
+    charge = state.vehicle.charge if state.vehicle else None
+    if charge is not None and charge.charger_phases is not None and charge.charger_phases >= 2:
+        return tuple(range(phases))
+    return (cfg.charger_phase - 1,)
+
+
+def _car_estimate(state: ControllerState, reading: MeterReading) -> float:
+    """Amps the car draws now: measured when a channel sees it, else what it was told."""
+    if reading.car_amps is not None:
+        return max(0.0, reading.car_amps)
+    if not _charging(state) or state.paused:
+        return 0.0
+    return float(state.setpoint or 0)
+
+
+def house_estimate(
+    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+) -> tuple[float, ...]:
+    """Per-phase house load without the car.
+
+    While a command settles the car is somewhere between the old and the new value; the house is
+    then taken as at least what it was when the command went out, so the ramp itself is never
+    mistaken for a change in the house (one overload is one command).
+    """
+    car_phases = _car_phases(state, cfg, reading)
+    if (
+        reading.car_amps is not None
+        or not _settling(state, cfg, now)
+        or state.command_from is None
+        or not _charging(state)
+    ):
+        car = _car_estimate(state, reading)
+        return tuple(a - car if i in car_phases else a for i, a in enumerate(reading.phase_amps))
+    upper = float(max(state.command_from, state.setpoint or 0))
+    before = state.house_at_command or ()
+    out = []
+    for i, a in enumerate(reading.phase_amps):
+        now_est = a - upper if i in car_phases else a
+        out.append(max(now_est, before[i]) if i < len(before) else now_est)
+    return tuple(out)
+
+
+def _decide_measured(
+    state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
+) -> Decision:
+    if isinstance(event, Reading):
+        return _on_reading(state, event.reading, now, cfg)
+    if isinstance(event, MeterFailed):
+        return _check_stale(state, now, cfg)
+    if isinstance(event, VehicleUpdate):
+        s = _observe_vehicle(state, event.snapshot, now, cfg)
+        if s.failsafe:
+            return _failsafe(s, now, cfg)
+        snap = event.snapshot
+        throttled = (
+            s.setpoint is not None and s.driver_amps is not None and s.setpoint < s.driver_amps
+        )
+        if (
+            (s.restore_pending or throttled)
+            and not s.paused
+            and snap.state is VehicleState.ONLINE
+            and not snap.charging
+            and s.driver_amps is not None
+            and s.setpoint != s.driver_amps
+            and now >= s.blocked_until
+        ):
+            done = _set(
+                s, s.driver_amps, f"car not charging: restoring the driver's {s.driver_amps} A", now
+            )
+            return Decision(replace(done.state, restore_pending=False), done.actions)
+        if s.reading is not None and s.reading.valid:
+            return _control(s, s.reading, now, cfg)
+        return Decision(s)
+    if isinstance(event, Overload):
+        # The shell also triggers an immediate meter read; the reading decides.
+        return Decision(replace(state, last_overload_at=now))
+    if isinstance(event, Tick):
+        stale = _check_stale(state, now, cfg)
+        if stale.actions or stale.state.failsafe:
+            return stale
+        # Readings drive the control loop; a tick never re-judges an old reading.
+        s = stale.state
+        if (
+            _charging(s)
+            and s.last_look_at is not None
+            and now - s.last_look_at >= cfg.vehicle_check_secs
+            and not s.refresh_pending
+            and now >= s.blocked_until
+        ):
+            # The car is charging, so it is awake: vehicle_data alone (one billed call), and a
+            # 408 there says it has gone to sleep after all.
+            look = RefreshVehicle("periodic check while charging", known_online=True)
+            return Decision(replace(s, refresh_pending=True), (look,))
+        return Decision(s)
+    return Decision(state)
+
+
+def _check_stale(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    last = state.last_valid_at if state.last_valid_at is not None else state.started_at
+    if state.failsafe or now - last < cfg.stale_secs:
+        return Decision(state)
+    return _failsafe(replace(state, failsafe=True, raise_since=None, raise_floor=None), now, cfg)
+
+
+def _failsafe(state: ControllerState, now: float, cfg: ControlConfig) -> Decision:
+    """No valid reading: the car goes to the minimum until the meter is back."""
+    last = state.last_valid_at if state.last_valid_at is not None else state.started_at
+    reason = f"fail-safe: no valid meter reading for {now - last:.0f} s: holding chargerMinAmps ({cfg.charger_min_amps} A)"
+    s = replace(state, reason=reason, target=cfg.charger_min_amps)
+    if state.refresh_pending or now < state.blocked_until:
+        return Decision(s)
+    if state.vehicle is None or now - state.vehicle.at >= FAILSAFE_LOOK_SECS:
+        return Decision(
+            replace(s, refresh_pending=True), (RefreshVehicle("fail-safe: is the car charging?"),)
+        )
+    if state.vehicle.state is not VehicleState.ONLINE:
+        return Decision(s)
+    if state.setpoint is not None and state.setpoint <= cfg.charger_min_amps:
+        return Decision(s)
+    # Online but not charging too: the car keeps the setting, so a charge that starts while the
+    # meter is dead starts at the minimum. The driver's setting comes back with the meter.
+    decision = _set(s, cfg.charger_min_amps, reason, now)
+    restore = state.driver_amps is not None and not _charging(state)
+    return Decision(replace(decision.state, restore_pending=restore), decision.actions)
+
+
+def _on_reading(
+    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+) -> Decision:
+    if not reading.valid:
+        return _check_stale(replace(state, reading=reading), now, cfg)
+    if not state.failsafe:
+        # The hot path (every reading): the two fields ride along into _control's one replace.
+        return _control(state, reading, now, cfg, {"reading": reading, "last_valid_at": now})
+    s = replace(
+        state,
+        reading=reading,
+        last_valid_at=now,
+        failsafe=False,
+        reason="meter readings are back: leaving fail-safe",
+    )
+    if not _charging(s) and s.restore_pending and not s.refresh_pending and now >= s.blocked_until:
+        return Decision(
+            replace(s, refresh_pending=True),
+            (RefreshVehicle("meter back: restore the driver's setting?"),),
+        )
+    return _control(s, reading, now, cfg)
+
+
+def _control(
+    state: ControllerState,
+    reading: MeterReading,
+    now: float,
+    cfg: ControlConfig,
+    pending: dict[str, object] | None = None,
+) -> Decision:
+    """One closed-loop step on a valid reading.
+
+    `pending` holds field updates the caller has not applied yet (the reading itself). This
+    runs once a second, so every field it changes goes into one `replace` at the end: copying
+    the ~30-field state was most of the controller's cost per reading.
+    """
+    ch: dict[str, Any] = dict(pending) if pending else {}
+    house = house_estimate(state, reading, now, cfg)
+    state = _confirm_on_meter(state, reading, house, now, cfg)
+    car_phases = _car_phases(state, cfg, reading)
+    headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
+    raw = math.floor(headroom + METER_RESOLUTION)
+    worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
+
+    if state.paused:
+        return _maybe_resume(replace(state, **ch, target=None), raw, now, cfg)
+    sun = _sun(house, car_phases, cfg) if state.charge_mode != "fast" else None
+    if not _charging(state):
+        if sun is not None:
+            started = _solar_start(
+                state, house=house, raw=raw, sun=sun, now=now, cfg=cfg, pending=ch
+            )
+            if started is not None:
+                return started
+        return _not_charging(state, reading, raw, now, cfg, pending=ch)
+
+    ceiling = min(
+        cfg.charger_max_amps,
+        state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps,
+    )
+    target = max(cfg.charger_min_amps, min(ceiling, raw))
+    setpoint = state.setpoint if state.setpoint is not None else ceiling
+    settling = _settling(state, cfg, now)
+    if sun is None:
+        # With the sun a house below zero is normal: only fast mode reads it as the car stopping.
+        look = _car_stopped_drawing(
+            state,
+            reading,
+            house=house,
+            car_phases=car_phases,
+            settling=settling,
+            now=now,
+            pending=ch,
+        )
+        if look is not None:
+            return look
+    else:
+        target, stop = _follow_sun(
+            state, sun=sun, target=target, setpoint=setpoint, now=now, cfg=cfg, ch=ch
+        )
+        if stop is not None:
+            return stop
+    if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
+        # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
+        excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
+        target = max(cfg.charger_min_amps, min(target, setpoint - excess))
+    ch["target"] = target
+
+    if raw < cfg.charger_min_amps:
+        since = state.unresolvable_since if state.unresolvable_since is not None else now
+        ch["unresolvable_since"] = since
+        ch["reason"] = (
+            f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
+        )
+        if (
+            cfg.pause_when_overloaded
+            and setpoint <= cfg.charger_min_amps
+            and now - since >= cfg.pause_after_secs
+            and now >= state.blocked_until
+        ):
+            reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
+            ch.update(paused=True, room_since=None, reason=reason)
+            return Decision(_evolve(state, ch), (StopCharging(reason),))
+    else:
+        ch["unresolvable_since"] = None
+
+    if target < setpoint:
+        if now < state.blocked_until:
+            ch["reason"] = (
+                f"need {target} A but {state.blocked_reason or 'car calls wait'}: "
+                "sending it when the wait ends"
+            )
+            return Decision(_evolve(state, ch))
+        why = (
+            ch["reason"]
+            if raw < cfg.charger_min_amps
+            else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
+        )
+        return _set(replace(state, **ch, house_at_command=house), target, why, now)
+
+    if target >= setpoint + 1 and not settling:
+        since = state.raise_since if state.raise_since is not None else now
+        floor = min(state.raise_floor, target) if state.raise_floor is not None else target
+        hold = cfg.sleep_secs
+        ch.update(
+            raise_since=since,
+            raise_floor=floor,
+            reason=f"room for {floor} A; raising after {hold:.0f} s of room"
+            if budget_left(state, now, cfg)
+            else BUDGET_REASON,
+        )
+        if (
+            now - since >= hold - EPS
+            and now >= state.blocked_until
+            and budget_left(state, now, cfg)
+        ):
+            s = replace(state, **ch, house_at_command=house)
+            return _set(s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now)
+        return Decision(_evolve(state, ch))
+
+    if raw >= cfg.charger_min_amps:
+        ch.update(
+            raise_since=None,
+            raise_floor=None,
+            reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A"
+            if sun is None
+            else f"{state.charge_mode}: holding {setpoint} A on a surplus of {sun[0]} A",
+        )
+    return Decision(_evolve(state, ch))
+
+
+def _sun(
+    house: tuple[float, ...], car_phases: tuple[int, ...], cfg: ControlConfig
+) -> tuple[int, int]:
+    """(raise to, lower below): the amps the export surplus pays for on each car phase.
+
+    The surplus is the house without the car, netted over all phases (a negative supply is
+    export). A raise needs the whole amp from the sun; a lowering waits until the car would
+    import more than `solarImportToleranceAmps`, so the setpoint does not flap on 0.1 A.
+    """
+    surplus = -sum(house) / max(1, len(car_phases))
+    return (
+        math.floor(surplus + METER_RESOLUTION),
+        math.floor(surplus + cfg.solar_tolerance + METER_RESOLUTION),
+    )
+
+
+def _follow_sun(
+    state: ControllerState,
+    *,
+    sun: tuple[int, int],
+    target: int,
+    setpoint: int,
+    now: float,
+    cfg: ControlConfig,
+    ch: dict[str, Any],
+) -> tuple[int, Decision | None]:
+    """Solar modes while charging: the breaker's target capped by the sun, or a stop."""
+    raise_to, lower_below = sun
+    cap = raise_to if raise_to >= setpoint + 1 else min(setpoint, lower_below)
+    target = max(cfg.charger_min_amps, min(target, cap))
+    return target, _solar_stop(state, lower_below, now, cfg, ch)
+
+
+def _solar_stop(
+    state: ControllerState, lower_below: int, now: float, cfg: ControlConfig, ch: dict[str, Any]
+) -> Decision | None:
+    """Solar mode: stop once the car at its minimum has imported beyond the tolerance long enough."""
+    if state.charge_mode != "solar" or lower_below >= cfg.charger_min_amps:
+        ch["solar_short_since"] = None
+        return None
+    since = state.solar_short_since if state.solar_short_since is not None else now
+    ch["solar_short_since"] = since
+    if now - since < cfg.solar_stop_secs - EPS or now < state.blocked_until:
+        ch["reason"] = (
+            f"solar: not enough sun for {cfg.charger_min_amps} A for {now - since:.0f} s; "
+            f"stopping after {cfg.solar_stop_secs:.0f} s"
+        )
+        return None
+    online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
+    if not online or not budget_left(state, now, cfg):
+        return None
+    reason = f"solar: not enough sun for {now - since:.0f} s: stopping the charge"
+    ch.update(
+        solar_stopped=True,
+        solar_short_since=None,
+        solar_since=None,
+        target=None,
+        reason=reason,
+        sent_at=spent(state, now),
+    )
+    return Decision(_evolve(state, ch), (StopCharging(reason),))
+
+
+def _solar_start(
+    state: ControllerState,
+    *,
+    house: tuple[float, ...],
+    raw: int,
+    sun: tuple[int, int],
+    now: float,
+    cfg: ControlConfig,
+    pending: dict[str, Any],
+) -> Decision | None:
+    """Solar modes: start a plugged-in, awake car once the sun has covered its minimum long enough.
+
+    Only a car seen online and `Stopped` (plugged in) is started, never woken: a charge that would
+    need a sleeping car simply waits. `minsolar` starts only a charge we stopped ourselves.
+    """
+    v = state.vehicle
+    if (
+        v is None
+        or v.state is not VehicleState.ONLINE
+        or v.charge is None
+        or v.charge.charging_state != "Stopped"
+        or state.refresh_pending
+        or (state.charge_mode == "minsolar" and not state.solar_stopped)
+    ):
+        return None
+    ceiling = min(
+        cfg.charger_max_amps,
+        state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps,
+    )
+    amps = min(ceiling, raw, sun[0])
+    if state.charge_mode == "minsolar":
+        amps = max(cfg.charger_min_amps, min(ceiling, raw))
+    elif amps < cfg.charger_min_amps:
+        return Decision(
+            _evolve(
+                state,
+                {
+                    **pending,
+                    "solar_since": None,
+                    "target": None,
+                    "reason": f"solar: waiting for a surplus of {cfg.charger_min_amps} A (now {max(sun[0], 0)} A)",
+                },
+            )
+        )
+    since = state.solar_since if state.solar_since is not None else now
+    wait = 0.0 if state.charge_mode == "minsolar" else cfg.solar_start_secs
+    if now - since < wait - EPS or now < state.blocked_until or not budget_left(state, now, cfg):
+        reason = f"solar: surplus for {amps} A; starting after {wait:.0f} s of it"
+        if not budget_left(state, now, cfg):
+            reason = BUDGET_REASON
+        return Decision(
+            _evolve(state, {**pending, "solar_since": since, "target": amps, "reason": reason})
+        )
+    reason = (
+        f"{state.charge_mode}: surplus for {amps} A for {now - since:.0f} s: starting the charge"
+    )
+    s = _evolve(
+        state,
+        {
+            **pending,
+            "solar_since": None,
+            "solar_short_since": None,
+            "solar_stopped": False,
+            "raise_since": None,
+            "raise_floor": None,
+        },
+    )
+    actions: tuple[Action, ...] = ()
+    if s.setpoint != amps:
+        s = replace(s, setpoint=amps)
+        actions = (SetAmps(amps, reason),)
+    # The car ramps from nothing: readings are judged as during a command until it settles.
+    s = replace(
+        s,
+        command_from=0,
+        commanded_at=now,
+        house_at_command=house,
+        target=amps,
+        reason=reason,
+        sent_at=spent(s, now),
+    )
+    return Decision(s, (*actions, StartCharging(reason)))
+
+
+def _confirm_on_meter(
+    state: ControllerState,
+    reading: MeterReading,
+    house: tuple[float, ...],
+    now: float,
+    cfg: ControlConfig,
+) -> ControllerState:
+    """The meter is the fast sensor: when it shows the car followed, no billed look is needed.
+
+    After the command settled, the house estimate with the car at its new setpoint must match
+    the house when the command went out. Sub-5 A commands are always looked at (the car takes
+    them only on a repeat), and so is any command the meter cannot vouch for.
+    """
+    if state.verify_at is None or now < state.verify_at or _settling(state, cfg, now):
+        return state
+    if state.house_at_command is None or (state.setpoint or 0) < 5 or reading.car_amps is not None:
+        return state
+    before = state.house_at_command
+    if len(before) != len(house):
+        return state
+    if max(abs(h - b) for h, b in zip(house, before, strict=True)) > VERIFY_TOLERANCE:
+        return state
+    return replace(state, verify_at=None, last_verify_at=now, last_look_at=now)
+
+
+def _car_stopped_drawing(
+    state: ControllerState,
+    reading: MeterReading,
+    *,
+    house: tuple[float, ...],
+    car_phases: tuple[int, ...],
+    settling: bool,
+    now: float,
+    pending: dict[str, Any],
+) -> Decision | None:
+    """A house load below zero means the car draws much less than we think: look at it.
+
+    That is how the end of a charge (Complete, unplugged) shows on the meter. One look per
+    drop: it is only repeated when the supply falls by another JUMP_AMPS.
+    """
+    if (
+        settling
+        or reading.car_amps is not None
+        or state.refresh_pending
+        or now < state.blocked_until
+    ):
+        return None
+    if min(house[i] for i in car_phases if i < len(house)) >= -JUMP_AMPS:
+        return None
+    worst = reading.worst_phase_amps
+    if state.supply_at_look is not None and state.supply_at_look - worst < JUMP_AMPS:
+        return None
+    if (
+        state.last_unexplained_at is not None
+        and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
+    ):
+        return None
+    reason = "the meter says the car draws much less than it was set to: checking the car"
+    s = replace(
+        state, **{**pending, "refresh_pending": True, "last_unexplained_at": now, "reason": reason}
+    )
+    return Decision(s, (RefreshVehicle("car seems to have stopped drawing"),))
+
+
+def _not_charging(
+    state: ControllerState,
+    reading: MeterReading,
+    raw: int,
+    now: float,
+    cfg: ControlConfig,
+    *,
+    pending: dict[str, Any],
+) -> Decision:
+    """The car is not known to be charging: only an unexplained overload makes us look."""
+    worst = reading.worst_phase_amps
+    ch: dict[str, Any] = {**pending, "raise_since": None, "raise_floor": None, "target": None}
+    ch["reason"] = (
+        _vehicle_reason(state.vehicle)
+        if state.vehicle is not None
+        else "car state unknown: nothing sent"
+    )
+    if state.refresh_pending or now < state.blocked_until:
+        return Decision(_evolve(state, ch))
+    if state.vehicle is None and not state.first_look_done:
+        # One look at start-up (at most two data calls): /status shows the car, and a car that
+        # is already charging is under control before the house gives any reason to ask.
+        ch.update(refresh_pending=True, first_look_done=True, reason="first look at the car")
+        return Decision(_evolve(state, ch), (RefreshVehicle("first look at the car"),))
+    if worst <= cfg.limit:
+        return Decision(_evolve(state, ch))
+    if (
+        state.last_unexplained_at is not None
+        and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
+    ):
+        return Decision(_evolve(state, ch))
+    jumped = state.supply_at_look is None or worst - state.supply_at_look >= JUMP_AMPS
+    if state.vehicle is not None and not jumped:
+        return Decision(_evolve(state, ch))
+    ch.update(
+        refresh_pending=True,
+        last_unexplained_at=now,
+        reason=f"unexplained overload ({worst:.1f} A): checking whether the car started charging",
+    )
+    return Decision(_evolve(state, ch), (RefreshVehicle("unexplained overload"),))
+
+
+def _maybe_resume(state: ControllerState, raw: int, now: float, cfg: ControlConfig) -> Decision:
+    """Paused by pauseWhenOverloaded: start again once room for the minimum has lasted."""
+    if raw < cfg.charger_min_amps + 1:
+        return Decision(
+            replace(
+                state, room_since=None, reason="charging paused: the house alone is over the limit"
+            )
+        )
+    since = state.room_since if state.room_since is not None else now
+    s = replace(state, room_since=since)
+    online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
+    if now - since >= cfg.sleep_secs and online and now >= state.blocked_until:
+        reason = "room has returned: resuming charging"
+        return Decision(
+            replace(s, paused=False, unresolvable_since=None, reason=reason),
+            (StartCharging(reason),),
+        )
+    return Decision(replace(s, reason="charging paused: waiting for room to last"))

@@ -1,0 +1,96 @@
+"""Issue 14 acceptance, black-box: two cars behind one local proxy share one 30 A supply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tesla_smart_charger.simulator.car import CarModel
+from tesla_smart_charger.simulator.world import World
+from tests.e2e import world_and_daemon
+
+pytestmark = pytest.mark.slow
+
+VIN_A = "5YJ3E1EA7KF000001"
+VIN_B = "5YJ3E1EA7KF000002"
+
+
+def two_cars() -> World:
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=1.0, capacity_kwh=None)
+    b = CarModel(
+        vin=VIN_B,
+        numeric_id=100022,
+        vehicle_id=99998,
+        request_amps=16,
+        ramp_delay=1.0,
+        capacity_kwh=None,
+    )
+    return World(cars=(a, b), manual_house=(10.0,))
+
+
+async def settled(world: World, seconds: float, timeout: float) -> None:
+    """Poll until neither car's setting changed for `seconds` (fail after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    last = (world.car.request_amps, world.cars[1].request_amps)
+    since = time.monotonic()
+    while time.monotonic() - since < seconds:
+        assert time.monotonic() < deadline, f"never settled: {last}"
+        await asyncio.sleep(0.1)
+        now = (world.car.request_amps, world.cars[1].request_amps)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+async def total_within(world: World, limit: float, timeout: float) -> float:
+    start = time.monotonic()
+    while max(world.supply_amps()) > limit:
+        assert time.monotonic() - start <= timeout, (
+            f"supply {world.supply_amps()} after {timeout} s"
+        )
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize(("prio_a", "prio_b"), [(0, 0), (1, 0)])
+async def test_two_cars_share_the_supply(tmp_path: Path, prio_a: int, prio_b: int) -> None:
+    world = two_cars()
+    cars = [{"vin": VIN_A, "priority": prio_a}, {"vin": VIN_B, "priority": prio_b, "name": "B"}]
+    async with world_and_daemon(
+        tmp_path, world, "--monitor", vehicles=cars, sleepTimeSecs=3, carSettleSecs=3
+    ) as (
+        world,
+        daemon,
+    ):
+        assert max(world.supply_amps()) > 30  # 10 + 16 + 16
+        await daemon.wait_status(lambda s: s["meter"] is not None and s["meter"]["valid"])
+        took = await total_within(world, 30.0, 4.0)
+        assert took <= 4.0
+        await settled(world, 8.0, 40.0)  # a raise waits for settling + sleepTimeSecs
+        a, b = world.car.request_amps, world.cars[1].request_amps
+        assert max(world.supply_amps()) <= 30.0
+        if prio_a == prio_b:
+            assert abs(a - b) <= 1
+        else:
+            assert b < a  # the low-priority car is the one cut
+            assert b == 6
+        st = await daemon.status()
+        assert [v["vin"] for v in st["vehicles"]] == [VIN_A, VIN_B]
+        assert st["vehicles"][1]["name"] == "B"
+        assert world.car.wakes == 0
+        assert world.cars[1].wakes == 0
+
+
+async def test_one_entry_in_vehicles_is_that_car_with_its_own_keys(tmp_path: Path) -> None:
+    car = CarModel(vin=VIN_A, request_amps=16, ramp_delay=1.0, capacity_kwh=None)
+    cars = [{"vin": VIN_A, "chargerMaxAmps": 10, "name": "Only"}]
+    async with world_and_daemon(
+        tmp_path, World(car=car), "--monitor", vehicles=cars, teslaVehicleId="5YJ3E1EA7KF999999"
+    ) as (world, daemon):
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=10.0)
+        assert body["charging_amps"] == 10  # its own chargerMaxAmps, on its own VIN
+        st = await daemon.wait_status(lambda s: s["vehicles"][0]["setpoint_amps"] == 10)
+        assert st["vehicles"][0]["vin"] == VIN_A
+        assert st["vehicles"][0]["name"] == "Only"
