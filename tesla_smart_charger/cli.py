@@ -60,8 +60,32 @@ effective settings as JSON with every secret redacted. Names each bad key on its
 line. Writes nothing, contacts nothing. Exit 0 when valid, 2 otherwise."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+# Commands that need only the settings model. For a command line made of these (or none) the
+# setup commands and the demo, which pull in aiohttp, cryptography and the simulator, are not
+# even imported: the daemon starts and a bad config.json is reported a good deal sooner.
+_LIGHT_COMMANDS = frozenset({"run", "check-config"})
+_VALUE_OPTIONS = frozenset({"--config", "--log-level", "--log-format"})
+
+
+def _light(argv: Sequence[str]) -> bool:
+    """True when `argv` names no command beyond run/check-config and asks for no help."""
+    expects_value = False
+    for arg in argv:
+        if expects_value:
+            expects_value = False
+            continue
+        if arg in ("-h", "--help"):
+            return False
+        if arg.startswith("-"):
+            expects_value = arg in _VALUE_OPTIONS  # `--config=x` carries its own value
+            continue
+        if arg not in _LIGHT_COMMANDS:
+            return False
+    return True
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand (only the light ones when `argv` needs no more)."""
     parser = argparse.ArgumentParser(
         prog="tesla-smart-charger",
         description="Charge a Tesla as fast as the house allows, and never faster.",
@@ -108,12 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="check for measured mode too (energyMonitorIp required)",
     )
     check.set_defaults(func=cmd_check_config)
+    parser.set_defaults(func=cmd_run)
+    if argv is not None and _light(argv):
+        return parser
     from tesla_smart_charger import setup_cli  # noqa: PLC0415 (keeps `--version` fast)
     from tesla_smart_charger.simulator import demo  # noqa: PLC0415
 
     setup_cli.add_subcommands(sub, parents=[common])
     demo.add_subcommand(sub)
-    parser.set_defaults(func=cmd_run)
     return parser
 
 
@@ -164,8 +190,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m tesla_smart_charger`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     code: int = args.func(args)
     return code
 
