@@ -127,11 +127,12 @@ def _gen1_valid(meter: Mapping[str, Any], where: str) -> bool:
     return value
 
 
-def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
-    """Shelly EM Gen1 `/status`: it reports no current, so I = sqrt(P² + Q²) / V, sign of P.
-
-    Works for a single `/emeter/N` object too when wrapped as `{"emeters": [obj]}`.
-    """
+def _gen1_samples(
+    status: Mapping[str, Any],
+    field: str,
+    measure: Callable[[Mapping[str, Any], str], tuple[float, float, float | None]],
+) -> list[ChannelSample]:
+    """One sample per `emeters[i]`: `measure` gives (amps, power, volts); the sign is power's."""
     samples = []
     for i, meter in enumerate(_emeters(status)):
         where = f"emeters[{i}]."
@@ -139,17 +140,29 @@ def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> lis
             samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
             continue
         try:
-            power = _number(meter, "power", where)
-            reactive = _number(meter, "reactive", where)
-            volts = _optional_volts(meter, "voltage", where)
+            amps, power, volts = measure(meter, where)
         except _NotFinite as err:
-            samples.append(_invalid(str(err), f"{where}power"))
+            samples.append(_invalid(str(err), f"{where}{field}"))
             continue
-        amps = math.hypot(power, reactive) / (volts or mains_voltage)
         samples.append(
-            ChannelSample(_signed(amps, power), volts, valid=True, field=f"{where}power")
+            ChannelSample(_signed(amps, power), volts, valid=True, field=f"{where}{field}")
         )
     return samples
+
+
+def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
+    """Shelly EM Gen1 `/status`: it reports no current, so I = sqrt(P² + Q²) / V, sign of P.
+
+    Works for a single `/emeter/N` object too when wrapped as `{"emeters": [obj]}`.
+    """
+
+    def measure(meter: Mapping[str, Any], where: str) -> tuple[float, float, float | None]:
+        power = _number(meter, "power", where)
+        reactive = _number(meter, "reactive", where)
+        volts = _optional_volts(meter, "voltage", where)
+        return math.hypot(power, reactive) / (volts or mains_voltage), power, volts
+
+    return _gen1_samples(status, "power", measure)
 
 
 def parse_gen1_3em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
@@ -159,23 +172,13 @@ def parse_gen1_3em_status(status: Mapping[str, Any], mains_voltage: float) -> li
     one signature.
     """
     del mains_voltage
-    samples = []
-    for i, meter in enumerate(_emeters(status)):
-        where = f"emeters[{i}]."
-        if not _gen1_valid(meter, where):
-            samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
-            continue
-        try:
-            current = _number(meter, "current", where)
-            power = _number(meter, "power", where)
-            volts = _optional_volts(meter, "voltage", where)
-        except _NotFinite as err:
-            samples.append(_invalid(str(err), f"{where}current"))
-            continue
-        samples.append(
-            ChannelSample(_signed(current, power), volts, valid=True, field=f"{where}current")
-        )
-    return samples
+
+    def measure(meter: Mapping[str, Any], where: str) -> tuple[float, float, float | None]:
+        current = _number(meter, "current", where)
+        power = _number(meter, "power", where)
+        return current, power, _optional_volts(meter, "voltage", where)
+
+    return _gen1_samples(status, "current", measure)
 
 
 def parse_em_status(em: Mapping[str, Any]) -> list[ChannelSample]:
