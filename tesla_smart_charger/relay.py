@@ -3,8 +3,8 @@
 Generation is detected once from the unauthenticated `GET /shelly` (Gen1 has no `gen` key).
 Gen1 switches with `GET /relay/{ch}?turn=on|off` and reads `GET /relay/{ch}` (`ison`); Gen2+
 switches with the RPC `Switch.Set {"id": ch, "on": ...}` and reads `Switch.GetStatus`
-(`output`). Auth is the meters' (Gen1 basic, Gen2 SHA-256 digest as admin; the helpers live in
-`meters/shelly.py`). A switch is confirmed by reading the state back: a relay that says it
+(`output`). The HTTP transport (Gen1 basic, Gen2 SHA-256 digest as admin, 429 handling) is the
+meter's: `shelly_http.ShellyHttp`. A switch is confirmed by reading the state back: a relay that says it
 switched but did not is a `RelayError`, never silence.
 """
 
@@ -14,16 +14,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import DigestAuthMiddleware
 
 from tesla_smart_charger.errors import RelayAuthError, RelayError
-from tesla_smart_charger.meters.shelly import (
+from tesla_smart_charger.shelly_http import (
     THROTTLE_BACKOFF_SECS,
-    basic_auth_header,
-    digest_middleware,
+    ShellyHttp,
+    Throttled,
+    shelly_host,
 )
 
 _LOG = logging.getLogger(__name__)
@@ -70,10 +69,6 @@ def parse_switch_status(reply: Any) -> bool:
 # --- the driver ------------------------------------------------------------------------------
 
 
-class _Throttled(Exception):
-    """429 from a Gen2 device that wants a fresh digest handshake."""
-
-
 class ShellyRelay:
     """One output of a Shelly relay (implements `api.Relay`)."""
 
@@ -91,21 +86,26 @@ class ShellyRelay:
     ) -> None:
         if channel < 0:
             raise ValueError("safetyRelayChannel must not be negative")
-        self._base = base_url.rstrip("/")
-        self._session = session
         self._channel = channel
-        self._user = user
-        self._password = password or None
-        self._timeout = timeout or aiohttp.ClientTimeout(
-            total=RELAY_TOTAL_TIMEOUT, connect=RELAY_CONNECT_TIMEOUT
-        )
-        self._sleep = sleep
-        self._throttle_backoff = min(max(throttle_backoff, 0.0), 1.0)
         self._gen: Generation | None = None
-        self._digest: DigestAuthMiddleware | None = None
         self._lock = asyncio.Lock()
-        host = urlsplit(self._base).netloc.rsplit("@", 1)[-1]
-        self._name = f"shelly-relay@{host}/{channel}"
+        self._name = f"shelly-relay@{shelly_host(base_url)}/{channel}"
+        self._http = ShellyHttp(
+            base_url,
+            session,
+            name=self._name,
+            user=user,
+            password=password,
+            timeout=timeout
+            or aiohttp.ClientTimeout(total=RELAY_TOTAL_TIMEOUT, connect=RELAY_CONNECT_TIMEOUT),
+            sleep=sleep,
+            throttle_backoff=throttle_backoff,
+            error=RelayError,
+            auth_error=RelayAuthError,
+            auth_problem=self._auth_problem,
+            status_hint=self._status_hint,
+            reply_noun="relay reply",
+        )
 
     @property
     def name(self) -> str:
@@ -131,7 +131,7 @@ class ShellyRelay:
         async with self._lock:
             gen = await self._generation()
             if gen == 1:
-                reply = await self._get(f"/relay/{self._channel}", {"turn": word})
+                reply = await self._http.get_basic(f"/relay/{self._channel}", {"turn": word})
                 self._parse(parse_gen1_relay, reply)
             else:
                 await self._rpc("Switch.Set", {"id": self._channel, "on": on})
@@ -145,7 +145,7 @@ class ShellyRelay:
     async def _state(self) -> bool:
         gen = await self._generation()
         if gen == 1:
-            reply = await self._get(f"/relay/{self._channel}", None)
+            reply = await self._http.get_basic(f"/relay/{self._channel}")
             return self._parse(parse_gen1_relay, reply)
         reply = await self._rpc("Switch.GetStatus", {"id": self._channel})
         return self._parse(parse_switch_status, reply)
@@ -158,7 +158,7 @@ class ShellyRelay:
 
     async def _generation(self) -> Generation:
         if self._gen is None:
-            info = await self._exchange("GET", "/shelly", None, None, auth=None, digest=False)
+            info = await self._http.get_open("/shelly")
             try:
                 self._gen = relay_generation(info)
             except RelayError as err:
@@ -168,76 +168,19 @@ class ShellyRelay:
             )
         return self._gen
 
-    async def _get(self, path: str, params: Mapping[str, str] | None) -> Any:
-        """A Gen1 GET with basic auth."""
-        auth = basic_auth_header(self._user, self._password)
-        return await self._exchange("GET", path, params, None, auth=auth, digest=False)
-
     async def _rpc(self, method: str, body: dict[str, Any]) -> Any:
         path = f"/rpc/{method}"
         try:
-            return await self._exchange("POST", path, None, body, auth=None, digest=True)
-        except _Throttled:
-            self._digest = None  # forget the nonce: a fresh handshake
-            await self._sleep(self._throttle_backoff)
-        try:
-            return await self._exchange("POST", path, None, body, auth=None, digest=True)
-        except _Throttled:
-            self._digest = None
+            return await self._http.rpc("POST", path, body=body)
+        except Throttled:
             raise RelayError(f"{self._name}: {path} answered 429 twice (throttling)") from None
 
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None,
-        body: dict[str, Any] | None,
-        *,
-        auth: str | None,
-        digest: bool,
-    ) -> Any:
-        """One request; every failure becomes a one-line RelayError naming the relay."""
-        middlewares: tuple[DigestAuthMiddleware, ...] = ()
-        if digest and self._password:
-            if self._digest is None:
-                self._digest = digest_middleware(self._password)
-            middlewares = (self._digest,)
-        try:
-            async with self._session.request(
-                method,
-                self._base + path,
-                params=params,
-                json=body,
-                headers={"Authorization": auth} if auth else None,
-                middlewares=middlewares,
-                timeout=self._timeout,
-            ) as resp:
-                if resp.status == 401:
-                    if auth is None and not middlewares:
-                        raise RelayAuthError(
-                            f"{self._name}: authentication required: set safetyRelayPassword"
-                        )
-                    raise RelayAuthError(
-                        f"{self._name}: authentication failed: check safetyRelayUser and safetyRelayPassword"
-                    )
-                if resp.status == 429 and digest:
-                    raise _Throttled
-                if resp.status == 404 and path != "/shelly":
-                    raise RelayError(
-                        f"{self._name}: {path} answered HTTP 404 (does output {self._channel} exist?)"
-                    )
-                if resp.status != 200:
-                    raise RelayError(f"{self._name}: {path} answered HTTP {resp.status}")
-                try:
-                    return await resp.json(content_type=None)
-                except ValueError as err:
-                    raise RelayError(f"{self._name}: {path} did not return JSON") from err
-        except TimeoutError as err:
-            raise RelayError(
-                f"{self._name}: no answer from {path} within {self._timeout.total:g} s"
-            ) from err
-        except aiohttp.ClientError as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise RelayError(f"{self._name}: cannot reach {path}: {reason}") from err
-        except OSError as err:
-            raise RelayError(f"{self._name}: cannot reach {path}: {err.strerror or err}") from err
+    def _auth_problem(self, sent: bool) -> str:
+        if not sent:
+            return f"{self._name}: authentication required: set safetyRelayPassword"
+        return f"{self._name}: authentication failed: check safetyRelayUser and safetyRelayPassword"
+
+    def _status_hint(self, path: str, status: int) -> str:
+        if status == 404 and path != "/shelly":
+            return f" (does output {self._channel} exist?)"
+        return ""

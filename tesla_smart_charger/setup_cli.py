@@ -907,13 +907,27 @@ def add_subcommands(
     `--config x doctor`.
     """
     common = parents or []
-    fmt = argparse.RawDescriptionHelpFormatter
-    keygen = subparsers.add_parser(
+
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        summary: str,
+        description: str,
+    ) -> argparse.ArgumentParser:
+        """Every command takes the global options and keeps its help text's line breaks."""
+        return group.add_parser(
+            name,
+            parents=common,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            help=summary,
+            description=description,
+        )
+
+    keygen = command(
+        subparsers,
         "keygen",
-        parents=common,
-        formatter_class=fmt,
-        help="create the P-256 key pair for tesla-http-proxy and your domain",
-        description=KEYGEN_HELP,
+        "create the P-256 key pair for tesla-http-proxy and your domain",
+        KEYGEN_HELP,
     )
     keygen.add_argument(
         "--out-dir",
@@ -924,58 +938,31 @@ def add_subcommands(
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key pair")
     keygen.set_defaults(func=_guarded(_keygen))
 
-    auth = subparsers.add_parser(
-        "auth",
-        parents=common,
-        formatter_class=fmt,
-        help="log in to Tesla and manage tokens",
-        description=AUTH_HELP,
-    )
+    auth = command(subparsers, "auth", "log in to Tesla and manage tokens", AUTH_HELP)
     actions = auth.add_subparsers(dest="auth_action", metavar="ACTION", required=True)
-    url = actions.add_parser(
-        "url",
-        parents=common,
-        formatter_class=fmt,
-        help="print the URL to log in and grant access",
-        description=AUTH_URL_HELP,
-    )
+    url = command(actions, "url", "print the URL to log in and grant access", AUTH_URL_HELP)
     url.set_defaults(func=_guarded(_auth_url))
-    exchange = actions.add_parser(
-        "exchange",
-        parents=common,
-        formatter_class=fmt,
-        help="turn the login's code into stored tokens",
-        description=AUTH_EXCHANGE_HELP,
+    exchange = command(
+        actions, "exchange", "turn the login's code into stored tokens", AUTH_EXCHANGE_HELP
     )
     exchange.add_argument(
         "code", metavar="CODE_OR_CALLBACK_URL", help="the code, or the whole redirected URL"
     )
     exchange.set_defaults(func=_async(_auth_exchange))
-    register = actions.add_parser(
+    register = command(
+        actions,
         "register",
-        parents=common,
-        formatter_class=fmt,
-        help="register your app's domain with the Fleet API (once per region)",
-        description=AUTH_REGISTER_HELP,
+        "register your app's domain with the Fleet API (once per region)",
+        AUTH_REGISTER_HELP,
     )
     register.add_argument(
         "--domain", required=True, help="the domain hosting the public key (charger.example.com)"
     )
     register.set_defaults(func=_async(_auth_register))
-    refresh = actions.add_parser(
-        "refresh",
-        parents=common,
-        formatter_class=fmt,
-        help="refresh the tokens now (safe while the daemon runs)",
-        description=AUTH_REFRESH_HELP,
+    refresh = command(
+        actions, "refresh", "refresh the tokens now (safe while the daemon runs)", AUTH_REFRESH_HELP
     )
     refresh.set_defaults(func=_async(_auth_refresh))
 
-    doctor = subparsers.add_parser(
-        "doctor",
-        parents=common,
-        formatter_class=fmt,
-        help="check the whole setup and say what to fix",
-        description=DOCTOR_HELP,
-    )
+    doctor = command(subparsers, "doctor", "check the whole setup and say what to fix", DOCTOR_HELP)
     doctor.set_defaults(func=_async(_doctor))

@@ -99,20 +99,27 @@ async def wait_http(
 
 @contextlib.asynccontextmanager
 async def run_daemon(
-    directory: Path, config_path: Path, *args: str
+    directory: Path,
+    config_path: Path,
+    *args: str,
+    startup_secs: float = 15.0,
+    log_mode: str = "wb",
 ) -> AsyncIterator[DaemonProcess]:
-    """Start the daemon on `config_path`; SIGTERM it afterwards."""
+    """Start the daemon on `config_path`; SIGTERM it afterwards.
+
+    `log_mode` "ab" keeps an earlier daemon's log in the same folder (the fault window).
+    """
     log_path = directory / "daemon.log"
     port = int(__import__("json").loads(config_path.read_text())["apiPort"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
-    with log_path.open("wb") as log:
+    with log_path.open(log_mode) as log:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tesla_smart_charger", "--config", str(config_path), *args,
             stdout=log, stderr=asyncio.subprocess.STDOUT, env=env, cwd=directory,
         )  # fmt: skip
     daemon = DaemonProcess(proc, f"http://127.0.0.1:{port}", log_path, config_path)
     try:
-        await wait_http(daemon.url, proc, log_path)
+        await wait_http(daemon.url, proc, log_path, timeout=startup_secs)
         yield daemon
     finally:
         await daemon.terminate()

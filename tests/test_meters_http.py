@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.errors import ConfigError, MeterAuthError, MeterError
 from tesla_smart_charger.meters import ShellyMeter, create_meter
-from tesla_smart_charger.meters.shelly import THROTTLE_BACKOFF_SECS
+from tesla_smart_charger.shelly_http import THROTTLE_BACKOFF_SECS
 from tesla_smart_charger.simulator.shelly import SimKind, SimulatedShelly
 from tests.conftest import FIXTURES, load_fixture, running
 

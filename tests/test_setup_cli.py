@@ -14,7 +14,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +80,23 @@ def oauth_config(write_config: WriteConfig, sim: SimulatedOAuth, **extra: Any) -
         teslaRefreshToken=...,
         **extra,
     )
+
+
+PartnerAccounts = Callable[[web.Request], Awaitable[web.Response]]
+
+
+async def register_against(
+    partner_accounts: PartnerAccounts, write_config: WriteConfig, oauth: SimulatedOAuth
+) -> int:
+    """`auth register --domain charger.example.com` against a local Fleet API serving it."""
+    app = web.Application()
+    app.router.add_post("/api/1/partner_accounts", partner_accounts)
+    async with TestServer(app, host="127.0.0.1") as fleet:
+        base = str(fleet.make_url("")).rstrip("/")
+        config = oauth_config(write_config, oauth, teslaFleetApiUrl=base)
+        return await asyncio.to_thread(
+            run, "--config", str(config), "auth", "register", "--domain", "charger.example.com"
+        )
 
 
 def seed_store(config: Path, sim: SimulatedOAuth, *, expired: bool = False) -> TokenPair:
@@ -344,14 +361,7 @@ async def test_auth_register_posts_domain_with_partner_token(
         seen.append((request.headers.get("Authorization", ""), await request.json()))
         return web.json_response({"response": {"domain": "charger.example.com", "ok": True}})
 
-    app = web.Application()
-    app.router.add_post("/api/1/partner_accounts", partner_accounts)
-    async with TestServer(app, host="127.0.0.1") as fleet:
-        base = str(fleet.make_url("")).rstrip("/")
-        config = oauth_config(write_config, oauth, teslaFleetApiUrl=base)
-        code = await asyncio.to_thread(
-            run, "--config", str(config), "auth", "register", "--domain", "charger.example.com"
-        )
+    code = await register_against(partner_accounts, write_config, oauth)
     assert code == 0
     ((auth, body),) = seen
     assert body == {"domain": "charger.example.com"}
@@ -593,14 +603,7 @@ async def test_auth_register_output_is_scrubbed_of_an_echoed_partner_token(
             body = {"response": {"domain": "charger.example.com", "echo": header}}
         return web.json_response(body, status=status)
 
-    app = web.Application()
-    app.router.add_post("/api/1/partner_accounts", partner_accounts)
-    async with TestServer(app, host="127.0.0.1") as fleet:
-        base = str(fleet.make_url("")).rstrip("/")
-        config = oauth_config(write_config, oauth, teslaFleetApiUrl=base)
-        code = await asyncio.to_thread(
-            run, "--config", str(config), "auth", "register", "--domain", "charger.example.com"
-        )
+    code = await register_against(partner_accounts, write_config, oauth)
     out = capsys.readouterr()
     assert code == (0 if status == 200 else 1)
     assert "***" in out.out + out.err  # the echo is shown, masked

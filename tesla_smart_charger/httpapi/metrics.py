@@ -145,6 +145,16 @@ def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
     return family
 
 
+def _one_hot(
+    name: str, doc: str, label: str, names: Iterable[str], current: str
+) -> GaugeMetricFamily:
+    """A state set as a gauge: 1 for `current`, 0 for every other of `names`."""
+    family = GaugeMetricFamily(PREFIX + name, doc, labels=[label])
+    for each in names:
+        family.add_metric([each], 1.0 if each == current else 0.0)
+    return family
+
+
 class DaemonCollector:
     """Reads the daemon at scrape time (prometheus_client's Collector protocol)."""
 
@@ -208,25 +218,25 @@ class DaemonCollector:
         for (command, result), count in sorted(self._tally.commands.items()):
             commands.add_metric([command, result], count)
         yield commands
-        current = controller_state(d)
-        states = GaugeMetricFamily(
-            PREFIX + "controller_state",
+        yield _one_hot(
+            "controller_state",
             "The controller's condition: 1 for the current state, 0 for the others.",
-            labels=["state"],
+            "state",
+            CONTROLLER_STATES,
+            controller_state(d),
         )
-        for name in CONTROLLER_STATES:
-            states.add_metric([name], 1.0 if name == current else 0.0)
-        yield states
 
     def _escalation(self) -> Iterable[Metric]:
         """Issue 11: the escalation step in force, its steps taken, and each road's calls."""
         d = self._daemon
         escalator = d.escalator
         current = escalator.level if escalator is not None else "none"
-        level = GaugeMetricFamily(
-            PREFIX + "escalation_level",
+        yield _one_hot(
+            "escalation_level",
             "The escalation step in force (none, charge_stop, relay_off): 1 for the current one.",
-            labels=["level"],
+            "level",
+            ESCALATION_LEVELS,
+            current,
         )
         steps = CounterMetricFamily(
             PREFIX + "escalation_steps",
@@ -234,10 +244,8 @@ class DaemonCollector:
             labels=["level"],
         )
         for name in ESCALATION_LEVELS:
-            level.add_metric([name], 1.0 if name == current else 0.0)
             if name != "none":
                 steps.add_metric([name], escalator.steps[name] if escalator is not None else 0)
-        yield level
         yield steps
         if d.roads is not None:
             calls = CounterMetricFamily(

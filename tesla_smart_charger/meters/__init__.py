@@ -11,7 +11,6 @@ from tesla_smart_charger import api
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.meters.shelly import (
-    MAX_REPLY_BYTES,
     PLAUSIBLE_FACTOR,
     ChannelSample,
     ShellyMeter,
@@ -24,6 +23,7 @@ from tesla_smart_charger.meters.shelly import (
     parse_gen1_em_status,
     parse_switch_status,
 )
+from tesla_smart_charger.shelly_http import MAX_REPLY_BYTES
 
 __all__ = [
     "MAX_REPLY_BYTES",

@@ -10,24 +10,27 @@ into `MeterError`/`MeterAuthError` with a one-line reason naming the meter.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import DigestAuthMiddleware
 
 from tesla_smart_charger import const
 from tesla_smart_charger.errors import MeterAuthError, MeterError
 from tesla_smart_charger.models import MeterReading
-from tesla_smart_charger.retry import describe_transport_error
+from tesla_smart_charger.shelly_http import (
+    GEN1_DEFAULT_USER,
+    MAX_REPLY_BYTES,
+    THROTTLE_BACKOFF_SECS,
+    ShellyHttp,
+    Throttled,
+    shelly_host,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -35,18 +38,9 @@ MeterType = Literal["shelly-em", "shelly-3em", "shelly-gen2", "shelly"]
 # What detect_kind() returns: the two Gen1 drivers, or the Gen2 RPC component to poll.
 Kind = Literal["shelly-em", "shelly-3em", "em", "em1", "switch"]
 
-GEN2_USER: Final = "admin"  # Gen2+ digest auth: the user name is fixed by the firmware
-GEN1_DEFAULT_USER: Final = "admin"
-# Newer Gen2 firmware answers 429 while its nonce slots are full (a 2 s window). One short
-# pause and one retry; the next poll is only a second away anyway.
-THROTTLE_BACKOFF_SECS: Final = 0.3
 # After rejected credentials, stay off the device for a while: Gen2 fw 2.x counts failed logins
 # and then locks everyone out with 429s, and a 1 s poll would hit that within seconds.
 AUTH_RETRY_SECS: Final = 30.0
-# A meter reply is a few hundred bytes; anything this large is a fault, not a reading, and is
-# never held in memory whole.
-MAX_REPLY_BYTES: Final = 1024 * 1024
-_CHUNK_BYTES: Final = 64 * 1024
 # |amps| above homeMaxAmps times this is a broken CT or firmware, not a house.
 PLAUSIBLE_FACTOR: Final = 10.0
 _SUPPLY_KEY: Final = "energyMonitorSupplyChannels"
@@ -71,22 +65,6 @@ class _NotFinite(MeterError):
 
 def _invalid(error: str, field: str) -> ChannelSample:
     return ChannelSample(0.0, None, valid=False, error=error, field=field)
-
-
-def basic_auth_header(user: str | None, password: str | None) -> str | None:
-    """Gen1 basic `Authorization` value, or None without a password (shared with the relay).
-
-    Built by hand: aiohttp 3.14 deprecates BasicAuth and older releases lack its successor.
-    """
-    if not password:
-        return None
-    token = base64.b64encode(f"{user or GEN1_DEFAULT_USER}:{password}".encode()).decode()
-    return f"Basic {token}"
-
-
-def digest_middleware(password: str) -> DigestAuthMiddleware:
-    """Gen2+ SHA-256 digest auth (user fixed to admin), preemptive once challenged."""
-    return DigestAuthMiddleware(GEN2_USER, password, preemptive=True)
 
 
 # --- pure parsers ----------------------------------------------------------------------------
@@ -149,11 +127,12 @@ def _gen1_valid(meter: Mapping[str, Any], where: str) -> bool:
     return value
 
 
-def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
-    """Shelly EM Gen1 `/status`: it reports no current, so I = sqrt(P² + Q²) / V, sign of P.
-
-    Works for a single `/emeter/N` object too when wrapped as `{"emeters": [obj]}`.
-    """
+def _gen1_samples(
+    status: Mapping[str, Any],
+    field: str,
+    measure: Callable[[Mapping[str, Any], str], tuple[float, float, float | None]],
+) -> list[ChannelSample]:
+    """One sample per `emeters[i]`: `measure` gives (amps, power, volts); the sign is power's."""
     samples = []
     for i, meter in enumerate(_emeters(status)):
         where = f"emeters[{i}]."
@@ -161,17 +140,29 @@ def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> lis
             samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
             continue
         try:
-            power = _number(meter, "power", where)
-            reactive = _number(meter, "reactive", where)
-            volts = _optional_volts(meter, "voltage", where)
+            amps, power, volts = measure(meter, where)
         except _NotFinite as err:
-            samples.append(_invalid(str(err), f"{where}power"))
+            samples.append(_invalid(str(err), f"{where}{field}"))
             continue
-        amps = math.hypot(power, reactive) / (volts or mains_voltage)
         samples.append(
-            ChannelSample(_signed(amps, power), volts, valid=True, field=f"{where}power")
+            ChannelSample(_signed(amps, power), volts, valid=True, field=f"{where}{field}")
         )
     return samples
+
+
+def parse_gen1_em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
+    """Shelly EM Gen1 `/status`: it reports no current, so I = sqrt(P² + Q²) / V, sign of P.
+
+    Works for a single `/emeter/N` object too when wrapped as `{"emeters": [obj]}`.
+    """
+
+    def measure(meter: Mapping[str, Any], where: str) -> tuple[float, float, float | None]:
+        power = _number(meter, "power", where)
+        reactive = _number(meter, "reactive", where)
+        volts = _optional_volts(meter, "voltage", where)
+        return math.hypot(power, reactive) / (volts or mains_voltage), power, volts
+
+    return _gen1_samples(status, "power", measure)
 
 
 def parse_gen1_3em_status(status: Mapping[str, Any], mains_voltage: float) -> list[ChannelSample]:
@@ -181,23 +172,13 @@ def parse_gen1_3em_status(status: Mapping[str, Any], mains_voltage: float) -> li
     one signature.
     """
     del mains_voltage
-    samples = []
-    for i, meter in enumerate(_emeters(status)):
-        where = f"emeters[{i}]."
-        if not _gen1_valid(meter, where):
-            samples.append(ChannelSample(0.0, None, valid=False, error="is_valid is false"))
-            continue
-        try:
-            current = _number(meter, "current", where)
-            power = _number(meter, "power", where)
-            volts = _optional_volts(meter, "voltage", where)
-        except _NotFinite as err:
-            samples.append(_invalid(str(err), f"{where}current"))
-            continue
-        samples.append(
-            ChannelSample(_signed(current, power), volts, valid=True, field=f"{where}current")
-        )
-    return samples
+
+    def measure(meter: Mapping[str, Any], where: str) -> tuple[float, float, float | None]:
+        current = _number(meter, "current", where)
+        power = _number(meter, "power", where)
+        return current, power, _optional_volts(meter, "voltage", where)
+
+    return _gen1_samples(status, "current", measure)
 
 
 def parse_em_status(em: Mapping[str, Any]) -> list[ChannelSample]:
@@ -381,10 +362,6 @@ def compose_reading(
 # --- the driver (I/O shell) ------------------------------------------------------------------
 
 
-class _Throttled(Exception):
-    """429 from a Gen2 device: its nonce slots are full or it counts failed logins."""
-
-
 class ShellyMeter:
     """Polls one Shelly over HTTP and returns `MeterReading`s (implements `api.Meter`).
 
@@ -413,36 +390,43 @@ class ShellyMeter:
         max_amps: float | None = None,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
-        self._base = base_url.rstrip("/")
-        self._session = session
         self._type = meter_type
-        self._user = user or GEN1_DEFAULT_USER
-        self._password = password or None
         self._supply_channels = tuple(supply_channels) if supply_channels else None
         self._charger_channel = charger_channel
         self._supply_phases = supply_phases  # "auto": resolved from /shelly in _detect
         self._mains_voltage = mains_voltage
         self._clock = clock
-        self._timeout = timeout or aiohttp.ClientTimeout(
-            total=const.METER_TOTAL_TIMEOUT, connect=const.METER_CONNECT_TIMEOUT
-        )
-        self._throttle_backoff = min(max(throttle_backoff, 0.0), 1.0)
-        self._sleep = sleep
         self._auth_retry_secs = auth_retry_secs
         self._max_amps = max_amps
-        self._max_reply_bytes = max_reply_bytes
         self._auth_error: MeterAuthError | None = None
         self._auth_error_at = 0.0
         self._lock = asyncio.Lock()
-        self._digest: DigestAuthMiddleware | None = None
         self._kind: Kind | None = None
         self._em1_ids: tuple[int, ...] = (0, 1)
         if meter_type in ("shelly-em", "shelly-3em"):
             self._kind = meter_type
             if supply_phases == "auto":
                 self._supply_phases = phases_of(meter_type)
-        host = urlsplit(self._base).netloc.rsplit("@", 1)[-1]
-        self._name = f"{meter_type}@{host}"
+        self._name = f"{meter_type}@{shelly_host(base_url)}"
+        self._http = ShellyHttp(
+            base_url,
+            session,
+            name=self._name,
+            user=user or GEN1_DEFAULT_USER,
+            password=password,
+            timeout=timeout
+            or aiohttp.ClientTimeout(
+                total=const.METER_TOTAL_TIMEOUT, connect=const.METER_CONNECT_TIMEOUT
+            ),
+            sleep=sleep,
+            throttle_backoff=throttle_backoff,
+            max_reply_bytes=max_reply_bytes,
+            error=MeterError,
+            auth_error=MeterAuthError,
+            auth_problem=self._auth_problem,
+            status_hint=_status_hint,
+            reply_noun="meter reading",
+        )
 
     @property
     def name(self) -> str:
@@ -479,7 +463,7 @@ class ShellyMeter:
     async def _read(self) -> MeterReading:
         kind = self._kind or await self._detect()
         if kind in ("shelly-em", "shelly-3em"):
-            status = await self._get_gen1("/status")
+            status = await self._http.get_basic("/status")
             parse = parse_gen1_em_status if kind == "shelly-em" else parse_gen1_3em_status
             channels = self._parse("/status", lambda s: parse(s, self._mains_voltage), status)
         elif kind == "em":
@@ -519,7 +503,7 @@ class ShellyMeter:
             raise MeterError(f"{self._name}: bad reply to {what}: {err}") from err
 
     async def _detect(self) -> Kind:
-        info = await self._request("/shelly", None, auth=None, digest=False)
+        info = await self._http.get_open("/shelly")
         try:
             kind = detect_kind(info)
             em1_ids = em1_channel_ids(info)
@@ -552,23 +536,11 @@ class ShellyMeter:
             )
         return kind
 
-    async def _get_gen1(self, path: str) -> Any:
-        auth = basic_auth_header(self._user, self._password)
-        return await self._request(path, None, auth=auth, digest=False)
-
     async def _get_rpc(self, method: str, cid: int) -> Any:
         path = f"/rpc/{method}"
-        params = {"id": str(cid)}
         try:
-            return await self._request(path, params, auth=None, digest=True)
-        except _Throttled:
-            # The device wants us to forget our nonce: a fresh middleware starts a new handshake.
-            self._digest = None
-            await self._sleep(self._throttle_backoff)
-        try:
-            return await self._request(path, params, auth=None, digest=True)
-        except _Throttled:
-            self._digest = None
+            return await self._http.rpc("GET", path, params={"id": str(cid)})
+        except Throttled:
             if self._auth_error is not None:
                 # Locked out after our own failed logins: keep reporting the real cause.
                 raise MeterAuthError(
@@ -578,79 +550,15 @@ class ShellyMeter:
                 f"{self._name}: {path} answered 429 twice: the meter is throttling authentication"
             ) from None
 
-    async def _request(
-        self,
-        path: str,
-        params: Mapping[str, str] | None,
-        *,
-        auth: str | None,
-        digest: bool,
-    ) -> Any:
-        """GET path and return its JSON; every failure becomes a one-line MeterError."""
-        middlewares: tuple[DigestAuthMiddleware, ...] = ()
-        if digest and self._password:
-            if self._digest is None:
-                self._digest = digest_middleware(self._password)
-            middlewares = (self._digest,)
-        try:
-            async with self._session.get(
-                self._base + path,
-                params=params,
-                headers={"Authorization": auth} if auth else None,
-                middlewares=middlewares,
-                timeout=self._timeout,
-            ) as resp:
-                if resp.status == 401:
-                    raise MeterAuthError(
-                        self._auth_problem(sent=auth is not None or bool(middlewares))
-                    )
-                if resp.status == 429 and digest:
-                    raise _Throttled
-                if resp.status != 200:
-                    hint = ""
-                    if resp.status == 404 and path == "/status":
-                        hint = " (a Gen2+ device? set energyMonitorType to shelly to detect it)"
-                    raise MeterError(f"{self._name}: {path} answered HTTP {resp.status}{hint}")
-                body = await self._read_capped(resp, path)
-                try:
-                    return json.loads(body)
-                except (ValueError, RecursionError) as err:
-                    raise MeterError(f"{self._name}: {path} did not return JSON") from err
-        except TimeoutError as err:
-            total = self._timeout.total
-            within = f" within {total:g} s" if total else ""
-            raise MeterError(f"{self._name}: no answer from {path}{within}") from err
-        except (aiohttp.ClientError, OSError) as err:
-            # In words, not aiohttp's class names: "cannot resolve the host name shelly-em".
-            host = urlsplit(self._base).netloc.rsplit("@", 1)[-1]
-            reason = describe_transport_error(err, host=host)
-            raise MeterError(f"{self._name}: cannot reach {path}: {reason}") from err
-
-    async def _read_capped(self, resp: aiohttp.ClientResponse, path: str) -> bytes:
-        """The body, read in chunks and refused past `max_reply_bytes` (memory stays flat).
-
-        Leaving the response unread closes the connection instead of draining it. The partial
-        body is dropped before raising, so no traceback can keep a megabyte alive.
-        """
-        cap = self._max_reply_bytes
-        over = resp.content_length is not None and resp.content_length > cap
-        body = bytearray()
-        if not over:
-            async for chunk in resp.content.iter_chunked(_CHUNK_BYTES):
-                if len(body) + len(chunk) > cap:
-                    over = True
-                    break
-                body += chunk
-        if over:
-            del body
-            raise MeterError(
-                f"{self._name}: {path} reply is larger than {cap // 1024} KiB: not a meter reading"
-            )
-        return bytes(body)
-
-    def _auth_problem(self, *, sent: bool) -> str:
+    def _auth_problem(self, sent: bool) -> str:
         if not sent:
             return f"{self._name}: authentication required: set energyMonitorPassword"
         if self._kind in ("shelly-em", "shelly-3em"):
             return f"{self._name}: authentication failed: check energyMonitorUser and energyMonitorPassword"
         return f"{self._name}: authentication failed: check energyMonitorPassword"
+
+
+def _status_hint(path: str, status: int) -> str:
+    if status == 404 and path == "/status":
+        return " (a Gen2+ device? set energyMonitorType to shelly to detect it)"
+    return ""

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,8 @@ from typing import Any
 import aiohttp
 
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import DaemonProcess, free_port, wait_http
+from tests import e2e
+from tests.e2e import DaemonProcess, free_port
 
 WINDOW_SECS = 60.0
 
@@ -123,22 +121,8 @@ async def guarded(name: str, body: Awaitable[Outcome]) -> Outcome:
 STARTUP_SECS = 90.0  # many daemons start at once on a small shared machine
 
 
-@contextlib.asynccontextmanager
-async def run_daemon(
+def run_daemon(
     directory: Path, config_path: Path, *args: str
-) -> AsyncIterator[DaemonProcess]:
+) -> contextlib.AbstractAsyncContextManager[DaemonProcess]:
     """`tests.e2e.run_daemon` with a start-up allowance for many concurrent daemons."""
-    log_path = directory / "daemon.log"
-    port = int(json.loads(config_path.read_text())["apiPort"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
-    with log_path.open("ab") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tesla_smart_charger", "--config", str(config_path), *args,
-            stdout=log, stderr=asyncio.subprocess.STDOUT, env=env, cwd=directory,
-        )  # fmt: skip
-    daemon = DaemonProcess(proc, f"http://127.0.0.1:{port}", log_path, config_path)
-    try:
-        await wait_http(daemon.url, proc, log_path, timeout=STARTUP_SECS)
-        yield daemon
-    finally:
-        await daemon.terminate()
+    return e2e.run_daemon(directory, config_path, *args, startup_secs=STARTUP_SECS, log_mode="ab")
