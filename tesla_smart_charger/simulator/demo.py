@@ -140,9 +140,10 @@ def build_scenario(name: str, keys: frozenset[str] | None = None) -> Scenario:
             f"  two cars ask for {DRIVER_AMPS} A each on top of a ~10 A house: the total is"
             f" cut below {HOME_MAX_AMPS:.0f} A at once",
             "  the first car has priority 1, the second 0: when there is no room for both,",
-            "  the second is the one cut (the kettle at ~10 s, the oven at ~60 s)",
+            "  the second is the one cut (the kettle at ~10 s, the oven at ~60 s), and paused",
+            "  after 5 s when even both minimums do not fit (pauseWhenOverloaded)",
         )
-        config: dict[str, Any] = {}
+        config: dict[str, Any] = {"pauseWhenOverloaded": True, "pauseAfterSecs": 5}
         if "vehicles" not in keys:
             banner += (
                 "  NOTE: this build has no `vehicles` key yet: only the first car is controlled,",
