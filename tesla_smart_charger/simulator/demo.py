@@ -143,7 +143,7 @@ def build_scenario(name: str, keys: frozenset[str] | None = None) -> Scenario:
             "  the second is the one cut (the kettle at ~10 s, the oven at ~60 s), and paused",
             "  after 5 s when even both minimums do not fit (pauseWhenOverloaded)",
         )
-        config: dict[str, Any] = {"pauseWhenOverloaded": True, "pauseAfterSecs": 5}
+        config: dict[str, Any] = {}
         if "vehicles" not in keys:
             banner += (
                 "  NOTE: this build has no `vehicles` key yet: only the first car is controlled,",
@@ -175,6 +175,8 @@ def scenario_config(scenario: Scenario, world: World, keys: frozenset[str]) -> d
     extra: dict[str, Any] = dict(scenario.config or {})
     if scenario.name == "two-cars" and "vehicles" in keys:
         extra["vehicles"] = world.vehicles(priorities=[1, 0])
+        # The story's second act: when even both minimums do not fit, the second car pauses.
+        extra.update(pauseWhenOverloaded=True, pauseAfterSecs=5)
     if scenario.name == "solar":
         if "vehicles" in keys:
             extra["vehicles"] = world.vehicles(modes=["solar"])
