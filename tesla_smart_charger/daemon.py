@@ -112,21 +112,23 @@ class Daemon:
         return self.fleet.queue if self.fleet is not None else self.service.queue
 
     # --- what the endpoints show -------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """The /status document."""
-        out = self.service.status()
+    def vehicles(self) -> list[dict[str, Any]]:
+        """Each car's entry of /status `vehicles` (also per-car /metrics and the dashboard)."""
+        if self.fleet is not None:
+            return [car_status(c.service, c.vin, c.name) for c in self.fleet.cars]
         settings = self.loaded.settings
         first = settings.vehicles[0] if settings.vehicles else None
         vin = self.vehicle.vin if self.vehicle is not None else None
-        out["vehicles"] = (
-            [car_status(c.service, c.vin, c.name) for c in self.fleet.cars]
-            if self.fleet is not None
-            else [
-                car_status(
-                    self.service, vin or settings.tesla_vehicle_id, first.name if first else None
-                )
-            ]
-        )
+        return [
+            car_status(
+                self.service, vin or settings.tesla_vehicle_id, first.name if first else None
+            )
+        ]
+
+    def status(self) -> dict[str, Any]:
+        """The /status document."""
+        out = self.service.status()
+        out["vehicles"] = self.vehicles()
         out["api_calls"] = self.counter.as_dict()
         out["auth"] = self.tokens.status()
         out["meter"] = (

@@ -105,6 +105,9 @@ async def test_dashboard_chart_moves_in_chromium(tmp_path: Path) -> None:
             assert "Car (inferred)" in legend  # no meter channel measures the car here
             assert await page.text_content("#car-label") == "Car (inferred)"
             assert "Limit (homeMaxAmps 30 A)" in legend
+            # One car: the Cars card lists it with its mode switch on fast.
+            await page.wait_for_selector('#cars button[data-mode="fast"][aria-pressed="true"]')
+            assert await page.locator("#cars .car-name").count() == 1
             # The title says "Last 15 minutes": so does the axis, however short the history.
             assert await page.get_attribute("#chart", "data-span-secs") == "900"
 
@@ -137,3 +140,83 @@ async def test_dashboard_chart_moves_in_chromium(tmp_path: Path) -> None:
         finally:
             await browser.close()
     assert screenshot.stat().st_size > 10_000
+
+
+VIN_A = "5YJ3E1EA7KF000001"
+VIN_B = "5YJ3E1EA7KF000002"
+
+
+def _two_cars() -> World:
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
+    b = CarModel(vin=VIN_B, numeric_id=100022, vehicle_id=99998, request_amps=16)
+    return World(cars=(a, b), manual_house=(2.0,))
+
+
+def _button(vin: str, mode: str) -> str:
+    return f'#cars button[data-vin="{vin}"][data-mode="{mode}"]'
+
+
+@pytest.mark.parametrize("token", [None, "s3cret-dashboard-token"], ids=["open", "apiToken"])
+async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str | None) -> None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+    cars = [{"vin": VIN_A, "name": "Ada"}, {"vin": VIN_B}]
+    extra: dict[str, Any] = {"apiToken": token} if token else {}
+    async with (
+        observed_daemon(
+            tmp_path, _two_cars(), vehicles=cars, energyMonitorPollSecs=0.2, **extra
+        ) as run,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1200, "height": 800})
+            problems: list[str] = []
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            posts: list[str] = []
+            page.on("request", lambda req: posts.append(req.url) if req.method == "POST" else None)
+            await page.goto(run.url + "/", wait_until="load")
+            await page.wait_for_selector(_button(VIN_B, "solar"), timeout=10_000)
+            names = await page.locator("#cars .car-name").all_text_contents()
+            assert names == ["Ada", VIN_B]
+            assert await page.get_attribute(_button(VIN_A, "fast"), "aria-pressed") == "true"
+            assert await page.get_attribute(_button(VIN_B, "solar"), "aria-pressed") == "false"
+
+            await page.click(_button(VIN_B, "solar"))
+            await page.wait_for_function(
+                "() => document.getElementById('mode-message').dataset.kind !== 'info'"
+                " && document.getElementById('mode-message').textContent !== ''",
+                timeout=10_000,
+            )
+            assert posts == [f"{run.url}/vehicles/{VIN_B}/mode"]
+            message = await page.text_content("#mode-message") or ""
+            fleet = run.daemon.fleet
+            assert fleet is not None
+            if token is None:
+                assert await page.get_attribute("#mode-message", "data-kind") == "ok"
+                # The daemon took it, and the next panel from the server shows it.
+                await page.wait_for_function(
+                    "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
+                    arg=_button(VIN_B, "solar"),
+                    timeout=10_000,
+                )
+                deadline = asyncio.get_running_loop().time() + 5
+                while fleet.cars[1].service.state.charge_mode != "solar":
+                    assert asyncio.get_running_loop().time() < deadline, "mode never applied"
+                    await asyncio.sleep(0.05)
+                # ... and the page's list, redrawn from the server's next panel, agrees.
+                await page.wait_for_function(
+                    "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
+                    arg=_button(VIN_B, "solar"),
+                    timeout=10_000,
+                )
+                assert await page.get_attribute(_button(VIN_B, "fast"), "aria-pressed") == "false"
+            else:
+                assert await page.get_attribute("#mode-message", "data-kind") == "error"
+                assert "apiToken" in message
+                assert token not in await page.content()
+                assert fleet.cars[1].service.state.charge_mode == "fast"
+            assert fleet.cars[0].service.state.charge_mode == "fast"
+            assert problems == []
+        finally:
+            await browser.close()

@@ -19,6 +19,8 @@ from tests.e2e import world_and_daemon
 from tests.observe import Running, observed_daemon, read_events
 
 FAST: dict[str, Any] = {"energyMonitorPollSecs": 0.2}
+VIN_A = "5YJ3E1EA7KF000001"
+VIN_B = "5YJ3E1EA7KF000002"
 
 
 class _Links(HTMLParser):
@@ -231,7 +233,7 @@ def _fake_daemon(state: Any, cfg: Any) -> Any:
     from types import SimpleNamespace  # noqa: PLC0415
 
     service = SimpleNamespace(state=state, cfg=cfg, add_listener=lambda _listener: None)
-    return SimpleNamespace(service=service)
+    return SimpleNamespace(service=service, fleet=None)
 
 
 @pytest.mark.parametrize(
@@ -281,3 +283,36 @@ def test_inferred_car_line_follows_only_after_the_settle_time(
     board = Dashboard(_fake_daemon(state, cfg), clock=lambda: now)
     assert board.car_line() == expected
     assert board.summary()["carMeasured"] is (car_channel is not None)
+
+
+async def test_the_panel_lists_each_car_and_follows_a_mode_switch(tmp_path: Path) -> None:
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
+    b = CarModel(vin=VIN_B, numeric_id=100022, vehicle_id=99998, request_amps=16)
+    world = World(cars=(a, b), manual_house=(2.0,))
+    cars = [{"vin": VIN_A, "name": "Ada"}, {"vin": VIN_B}]
+    async with observed_daemon(tmp_path, world, vehicles=cars, **FAST) as run:
+        code, snap = await run.get("/api/history")
+        assert code == 200
+        assert snap["config"]["chargeModes"] == ["fast", "solar", "minsolar"]
+        shown = {c["vin"]: c for c in snap["vehicles"]}
+        assert set(shown) == {VIN_A, VIN_B}
+        assert shown[VIN_A]["name"] == "Ada"
+        assert shown[VIN_B]["mode"] == "fast"
+        assert set(shown[VIN_A]) == {
+            "vin", "name", "mode", "state", "charging_state", "setpoint_amps", "target_amps"
+        }  # fmt: skip
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with run.session.get(run.url + "/events", timeout=timeout) as r:
+            (name, _), *_ = await read_events(r, 1)
+            assert name == "init"
+            async with run.session.post(run.url + f"/vehicles/{VIN_B}/mode?mode=minsolar") as p:
+                assert p.status == 200
+            # The second car's own controller wakes the stream: a panel with its new mode.
+            while True:
+                [(name, data)] = await read_events(r, 1)
+                if name == "panel":
+                    modes = {c["vin"]: c["mode"] for c in data["vehicles"]}
+                    if modes[VIN_B] == "minsolar":
+                        break
+            assert modes[VIN_A] == "fast"
+        await wait_until_no_streams(run)

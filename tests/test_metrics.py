@@ -265,3 +265,96 @@ async def test_a_hot_breaker_shows_in_status_metrics_and_health(tmp_path: Path) 
         code, health = await run.get("/health")
         assert code == 503
         assert any("main breaker heating up: phase 1" in p for p in health["problems"])
+
+
+VIN_A = "5YJ3E1EA7KF000001"
+VIN_B = "5YJ3E1EA7KF000002"
+
+
+def two_cars() -> World:
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
+    b = CarModel(
+        vin=VIN_B,
+        numeric_id=100022,
+        vehicle_id=99998,
+        request_amps=16,
+        charging_state="Charging",
+        ramp_delay=0.5,
+        capacity_kwh=None,
+    )
+    return World(cars=(a, b), manual_house=(2.0,))
+
+
+async def test_one_car_has_its_vin_labelled_series_too(tmp_path: Path) -> None:
+    world = World(car=charging_car(16), manual_house=(10.0,))
+    async with observed_daemon(tmp_path, world, **FAST) as run:
+        await until(run.daemon, lambda s: s.setpoint is not None)
+        m = await scrape(run)
+        vin = run.daemon.vehicles()[0]["vin"]
+        assert vin
+        assert value(m[P + "vehicle_setpoint_amps"], vin=vin) == run.daemon.service.state.setpoint
+        assert value(m[P + "vehicle_mode"], vin=vin, mode="fast") == 1.0
+        assert value(m[P + "vehicle_mode"], vin=vin, mode="solar") == 0.0
+        assert {s.labels["vin"] for s in m[P + "vehicle_info"]} == {vin}
+        # The unlabelled single-car families stay (dashboards depend on them).
+        assert value(m[P + "setpoint_amps"]) == value(m[P + "vehicle_setpoint_amps"], vin=vin)
+
+
+async def test_two_cars_per_car_series_and_the_real_meter(tmp_path: Path) -> None:
+    # 2 A of house and two cars capped at 10 A: room is left over, so each car's share view
+    # (its own headroom is exactly its share) differs from the real meter.
+    cars = [
+        {"vin": VIN_A, "chargerMaxAmps": 10},
+        {"vin": VIN_B, "name": "Garage B", "priority": 1, "chargerMaxAmps": 10},
+    ]
+    async with observed_daemon(tmp_path, two_cars(), vehicles=cars, **FAST) as run:
+        fleet = run.daemon.fleet
+        assert fleet is not None
+
+        def both_set() -> bool:
+            real = fleet.last_reading
+            return (
+                all(c.service.state.setpoint == 10 for c in fleet.cars)
+                and real is not None
+                and real.valid
+                and real.worst_phase_amps < 23  # the cars have followed: 2 + 10 + 10
+            )
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not both_set():
+            assert asyncio.get_running_loop().time() < deadline, run.daemon.vehicles()
+            await asyncio.sleep(0.05)
+        # The supply is the real meter's, not the first car's share view: scrape between two
+        # readings (retry when a new one arrived during the scrape).
+        while True:
+            assert asyncio.get_running_loop().time() < deadline + 10
+            real = fleet.last_reading
+            m = await scrape(run)
+            if real is fleet.last_reading and real is not None and real.valid:
+                break
+        supply = value(m[P + "supply_amps"], phase="1")
+        assert supply == pytest.approx(real.phase_amps[0], abs=0.01)
+        first = fleet.cars[0].service.state.reading
+        assert first is not None
+        assert first.phase_amps[0] != pytest.approx(real.phase_amps[0], abs=0.5)  # it matters
+        headroom = 30.0 - real.worst_phase_amps
+        assert value(m[P + "headroom_amps"]) == pytest.approx(headroom, abs=0.01)
+        for car in fleet.cars:
+            st = car.service.state
+            assert value(m[P + "vehicle_setpoint_amps"], vin=car.vin) == st.setpoint
+            assert value(m[P + "vehicle_target_amps"], vin=car.vin) == st.target
+            assert value(m[P + "vehicle_mode"], vin=car.vin, mode="fast") == 1.0
+            assert value(m[P + "vehicle_charging"], vin=car.vin) in (0.0, 1.0)
+        info = {s.labels["vin"]: s.labels for s in m[P + "vehicle_info"]}
+        assert set(info) == {VIN_A, VIN_B}
+        assert info[VIN_B]["name"] == "Garage B"
+        assert info[VIN_A]["state"] == "online"
+
+        async with run.session.post(run.url + f"/vehicles/{VIN_B}/mode?mode=solar") as r:
+            assert r.status == 200, await r.text()
+        while value((await scrape(run))[P + "vehicle_mode"], vin=VIN_B, mode="solar") != 1.0:
+            assert asyncio.get_running_loop().time() < deadline + 20
+            await asyncio.sleep(0.05)
+        m = await scrape(run)
+        assert value(m[P + "vehicle_mode"], vin=VIN_B, mode="fast") == 0.0
+        assert value(m[P + "vehicle_mode"], vin=VIN_A, mode="fast") == 1.0

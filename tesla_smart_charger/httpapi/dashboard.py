@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tesla_smart_charger.httpapi.metrics import car_amps, controller_state, valid_reading
+from tesla_smart_charger.config import CHARGE_MODES
+from tesla_smart_charger.httpapi.metrics import (
+    car_amps,
+    controller_state,
+    meter_reading,
+    valid_reading,
+)
 
 if TYPE_CHECKING:
     from tesla_smart_charger.httpapi.view import DaemonView
@@ -33,6 +39,8 @@ MIN_SEND_INTERVAL = 0.5  # seconds between two samples on one stream (coalescing
 HEARTBEAT_SECS = 15.0
 RECONNECT_MS = 3000
 RECENT_COMMANDS = 10
+# What the page's car list shows of each /status `vehicles` entry.
+VEHICLE_KEYS = ("vin", "name", "mode", "state", "charging_state", "setpoint_amps", "target_amps")
 
 # name -> content type; nothing else under /web/ is served.
 STATIC_FILES = {
@@ -90,6 +98,10 @@ class Dashboard:
         self._watching = False
         self._files: dict[str, bytes] = {}
         daemon.service.add_listener(self.on_event)
+        if daemon.fleet is not None:  # a mode switch reaches only its own car's controller
+            for car in daemon.fleet.cars:
+                if car.service is not daemon.service:
+                    car.service.add_listener(self.on_event)
 
     # --- data --------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -106,11 +118,12 @@ class Dashboard:
             "chargerMinAmps": cfg.charger_min_amps,
             "chargerMaxAmps": cfg.charger_max_amps,
             "historySecs": HISTORY_SECS,
+            "chargeModes": list(CHARGE_MODES),
         }
 
     def _meter_phases(self) -> int:
         """supplyPhases auto: as many phases as the meter's readings carry (1 until known)."""
-        reading = valid_reading(self._daemon.service.state)
+        reading = meter_reading(self._daemon)
         return len(reading.phase_amps) if reading and reading.phase_amps else 1
 
     def car_line(self) -> float | None:
@@ -139,7 +152,7 @@ class Dashboard:
     def sample(self) -> dict[str, Any]:
         """The controller's state now, as one chart point."""
         state = self._daemon.service.state
-        reading = valid_reading(state)
+        reading = meter_reading(self._daemon)  # the real meter, also with several cars
         return {
             "t": round(self._wall(), 3),
             "supply": [round(a, 2) for a in reading.phase_amps] if reading else None,
@@ -152,7 +165,7 @@ class Dashboard:
         }
 
     def panel(self) -> dict[str, Any]:
-        """Recent commands, API calls and the car: what changes rarely."""
+        """Recent commands, API calls and the cars (issue 14): what changes rarely."""
         d = self._daemon
         vehicle = d.service.status()["vehicle"]
         vehicle.pop("checked_secs_ago", None)
@@ -160,6 +173,7 @@ class Dashboard:
             "commands": [c.as_dict() for c in reversed(d.service.commands)][:RECENT_COMMANDS],
             "api_calls": d.counter.as_dict(),
             "vehicle": vehicle,
+            "vehicles": [{k: car.get(k) for k in VEHICLE_KEYS} for car in d.vehicles()],
             "auth": d.tokens.state,
         }
 

@@ -20,6 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tesla_smart_charger import __version__
+from tesla_smart_charger.config import CHARGE_MODES
 from tesla_smart_charger.controller import ControllerState
 from tesla_smart_charger.models import MeterReading, VehicleState
 from tesla_smart_charger.safety import ESCALATION_LEVELS
@@ -41,8 +42,21 @@ COMMANDS = ("set_charging_amps", "charge_start", "charge_stop")
 
 def valid_reading(state: ControllerState) -> MeterReading | None:
     """The meter reading the controller acted on last, if it was valid."""
-    r = state.reading
+    return _valid(state.reading)
+
+
+def _valid(r: MeterReading | None) -> MeterReading | None:
     return r if r is not None and r.valid and r.phase_amps else None
+
+
+def meter_reading(daemon: DaemonView) -> MeterReading | None:
+    """The last valid reading of the real meter.
+
+    With several cars each controller sees only its share of the room (an adjusted reading), so
+    the supply, headroom and overload figures come from the fleet's copy of the real one.
+    """
+    fleet = daemon.fleet
+    return _valid(fleet.last_reading) if fleet is not None else valid_reading(daemon.service.state)
 
 
 def car_amps(state: ControllerState) -> float | None:
@@ -107,7 +121,8 @@ class EventTally:
             _LOG.exception("metrics: could not update the counters")
 
     def _fold_reading(self) -> None:
-        reading = self._daemon.service.state.reading
+        fleet = self._daemon.fleet
+        reading = fleet.last_reading if fleet is not None else self._daemon.service.state.reading
         if reading is None or reading is self._prev:
             return
         if not reading.valid or not reading.phase_amps:
@@ -165,6 +180,7 @@ class DaemonCollector:
     def collect(self) -> Iterator[Metric]:
         """Every metric, built fresh from the daemon's current state."""
         yield from self._control()
+        yield from self._vehicles()
         yield from self._fleet_api()
         yield from self._meter_and_auth()
         yield self._breaker()
@@ -181,7 +197,7 @@ class DaemonCollector:
         d = self._daemon
         state = d.service.state
         cfg = d.service.cfg
-        reading = valid_reading(state)
+        reading = meter_reading(d)
         supply = GaugeMetricFamily(
             PREFIX + "supply_amps",
             "Current on each supply phase from the last valid meter reading (positive = import).",
@@ -225,6 +241,56 @@ class DaemonCollector:
             CONTROLLER_STATES,
             controller_state(d),
         )
+
+    def _vehicles(self) -> Iterable[Metric]:
+        """Issue 14: every car of /status `vehicles`, labelled by VIN (one car too)."""
+        cars = [c for c in self._daemon.vehicles() if c.get("vin")]
+        amps = {
+            "setpoint_amps": ("vehicle_setpoint_amps", "Charging amps each car is set to."),
+            "target_amps": ("vehicle_target_amps", "Charging amps the controller wants per car."),
+            "driver_amps": (
+                "vehicle_driver_amps",
+                "The driver's amps ceiling per car (absent while none is set).",
+            ),
+        }
+        for key, (name, doc) in amps.items():
+            family = GaugeMetricFamily(PREFIX + name, doc, labels=["vin"])
+            for car in cars:
+                if car.get(key) is not None:
+                    family.add_metric([car["vin"]], float(car[key]))
+            yield family
+        mode = GaugeMetricFamily(
+            PREFIX + "vehicle_mode",
+            "Each car's charging mode (fast, solar, minsolar): 1 for the current one.",
+            labels=["vin", "mode"],
+        )
+        charging = GaugeMetricFamily(
+            PREFIX + "vehicle_charging",
+            "1 while the car reports charging_state Charging, else 0.",
+            labels=["vin"],
+        )
+        info = GaugeMetricFamily(
+            PREFIX + "vehicle_info",
+            "Each car's name, link state and charging state as labels (value is always 1).",
+            labels=["vin", "name", "state", "charging_state"],
+        )
+        for car in cars:
+            vin = car["vin"]
+            for name in CHARGE_MODES:
+                mode.add_metric([vin, name], 1.0 if car.get("mode") == name else 0.0)
+            charging.add_metric([vin], 1.0 if car.get("charging_state") == "Charging" else 0.0)
+            info.add_metric(
+                [
+                    vin,
+                    str(car.get("name") or ""),
+                    str(car.get("state") or "unknown"),
+                    str(car.get("charging_state") or ""),
+                ],
+                1.0,
+            )
+        yield mode
+        yield charging
+        yield info
 
     def _escalation(self) -> Iterable[Metric]:
         """Issue 11: the escalation step in force, its steps taken, and each road's calls."""

@@ -10,7 +10,7 @@ limit) go through `server.ApiContext` instead, which is narrower still.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import asyncio
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.alerts import AlertSender
     from tesla_smart_charger.breaker import BreakerMonitor
     from tesla_smart_charger.config import LoadedConfig
+    from tesla_smart_charger.fleet import Fleet
     from tesla_smart_charger.retry import Health
     from tesla_smart_charger.roads import FailoverVehicle
     from tesla_smart_charger.safety import Escalator
@@ -68,6 +69,13 @@ class DaemonView(Protocol):
     @property
     def alerts(self) -> AlertSender | None:
         """The alert sender when configured."""
+
+    @property
+    def fleet(self) -> Fleet | None:
+        """Several cars (None with one): its `last_reading` is the real meter reading."""
+
+    def vehicles(self) -> list[dict[str, Any]]:
+        """Each car as in /status `vehicles` (vin, name, mode, state, setpoint_amps, ...)."""
 
     def dependencies(self) -> Mapping[str, Health]:
         """Per dependency: ok / degraded / down, as on /status."""

@@ -270,6 +270,110 @@
     $("api-cost").textContent = dollars(api.cost_usd);
     const v = panel.vehicle || {};
     $("vehicle").textContent = v.charging_state ? `${v.state}, ${v.charging_state}` : (v.state || "–");
+    showCars(panel.vehicles);
+  }
+
+  // --- the cars and their mode switch (issue 14) -----------------------------------------
+  const MODES = ["fast", "solar", "minsolar"];
+  const MODE_TITLES = {
+    fast: "As fast as the house allows",
+    solar: "Only from solar surplus",
+    minsolar: "Minimum current, plus any solar surplus",
+  };
+  let pending = null; // the VIN whose mode change is on its way
+
+  function showMessage(kind, text) {
+    const el = $("mode-message");
+    el.dataset.kind = kind;
+    el.textContent = text;
+  }
+
+  async function setMode(vin, label, mode) {
+    pending = vin;
+    document.querySelectorAll(`#cars button[data-vin="${CSS.escape(vin)}"]`).forEach((b) => { b.disabled = true; });
+    showMessage("info", `Setting ${label} to ${mode}…`);
+    try {
+      const r = await fetch(`vehicles/${encodeURIComponent(vin)}/mode`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ mode }),
+        credentials: "same-origin",
+      });
+      let body = {};
+      try { body = await r.json(); } catch (_) { /* not JSON: the status says enough */ }
+      if (r.ok) {
+        showMessage("ok", `${label}: mode ${mode}.`);
+        document.querySelectorAll(`#cars button[data-vin="${CSS.escape(vin)}"]`).forEach((b) => {
+          b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
+        });
+      } else if (r.status === 401) {
+        // The page never knows the apiToken (it is not stored in the browser).
+        showMessage("error", "This daemon has an apiToken: change the mode with the token " +
+          `(POST /vehicles/${vin}/mode, e.g. from Home Assistant), not from this page.`);
+      } else {
+        showMessage("error", `Could not set ${label} to ${mode}: ${body.error || `HTTP ${r.status}`}`);
+      }
+    } catch (err) {
+      showMessage("error", `Could not reach the daemon to set ${label} to ${mode}.`);
+    } finally {
+      pending = null;
+      document.querySelectorAll("#cars button").forEach((b) => { b.disabled = false; });
+    }
+  }
+
+  function showCars(cars) {
+    const list = $("cars");
+    if (pending !== null) return; // keep the buttons still while a click is on its way
+    list.replaceChildren();
+    if (!cars || cars.length === 0) {
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = "No car yet";
+      list.append(li);
+      return;
+    }
+    const modes = (config && config.chargeModes) || MODES;
+    for (const car of cars) {
+      const li = document.createElement("li");
+      li.dataset.vin = car.vin || "";
+      const label = car.name || car.vin || "Car";
+      const head = document.createElement("div");
+      head.className = "car-head";
+      const name = document.createElement("span");
+      name.className = "car-name";
+      name.textContent = label;
+      if (car.name && car.vin) name.title = car.vin;
+      const state = document.createElement("span");
+      state.className = "car-state";
+      state.textContent = car.charging_state ? `${car.state}, ${car.charging_state}` : (car.state || "–");
+      const setp = document.createElement("span");
+      setp.className = "car-amps";
+      setp.textContent = `${whole(car.setpoint_amps)} / ${whole(car.target_amps)}`;
+      setp.title = "Setpoint / target";
+      head.append(name, state, setp);
+      li.append(head);
+      if (car.vin) {
+        const group = document.createElement("div");
+        group.className = "modes";
+        group.setAttribute("role", "group");
+        group.setAttribute("aria-label", `Charging mode of ${label}`);
+        for (const mode of modes) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.textContent = mode;
+          b.title = MODE_TITLES[mode] || mode;
+          b.dataset.vin = car.vin;
+          b.dataset.mode = mode;
+          b.setAttribute("aria-pressed", String(car.mode === mode));
+          b.addEventListener("click", () => {
+            if (b.getAttribute("aria-pressed") !== "true") setMode(car.vin, label, mode);
+          });
+          group.append(b);
+        }
+        li.append(group);
+      }
+      list.append(li);
+    }
   }
 
   function showConfig() {
