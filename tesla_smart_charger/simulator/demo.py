@@ -155,7 +155,7 @@ def build_scenario(name: str, keys: frozenset[str] | None = None) -> Scenario:
         car = _demo_car(charging_state="Stopped", sleep_after=1e9)
         banner = (
             "  a 6 kWp roof exports ~15 A; the car (plugged in, not charging) starts on the",
-            "  surplus after solarStartSecs and follows it",
+            "  surplus after 10 s of it (solarStartSecs) and follows it",
             f"  ~{SOLAR_LEAD:.0f} s  a thick cloud passes: the car slows down, then stops if the"
             " surplus stays gone",
         )
@@ -182,6 +182,9 @@ def scenario_config(scenario: Scenario, world: World, keys: frozenset[str]) -> d
             extra["vehicles"] = world.vehicles(modes=["solar"])
         elif "mode" in keys:
             extra["mode"] = "solar"
+        if "solarStartSecs" in keys:
+            # A short story: start after 10 s of surplus, stop after 30 s without it.
+            extra.update(solarStartSecs=10, solarStopSecs=30)
     return extra
 
 
