@@ -6,6 +6,7 @@ app really has, and a schemathesis run fuzzes the app against it.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -77,113 +78,104 @@ def _overload(method: str) -> dict[str, Any]:
     return op
 
 
+def _vehicle_post(
+    op_id: str,
+    *,
+    summary: str,
+    description: str,
+    field: str,
+    field_help: str,
+    schema: dict[str, Any],
+    accepted: tuple[str, str],
+    bad_request: str,
+) -> dict[str, Any]:
+    """A POST /vehicles/{vin}/<field> operation: the value comes as `?<field>=` or a JSON body.
+
+    The limit and the mode endpoints share the path parameter, the token, the body shape and
+    the error replies, so one builder keeps them from drifting apart.
+    """
+    status, reply = accepted
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "description": description,
+        "tags": ["control"],
+        "parameters": [
+            {
+                "name": "vin",
+                "in": "path",
+                "required": True,
+                "description": "The car's VIN (or teslaVehicleId), any case.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": field,
+                "in": "query",
+                "required": False,
+                "description": field_help,
+                "schema": copy.deepcopy(schema),
+            },
+            _OVERLOAD_PARAMETERS[0],
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": [field],
+                        "properties": {field: copy.deepcopy(schema)},
+                    }
+                }
+            },
+        },
+        "security": [{}, {"bearerAuth": []}],
+        "responses": {
+            status: _json(_ref(reply), "Queued for the charge controller."),
+            "400": _json(_ref("Error"), bad_request),
+            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
+            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
+            "404": _json(_ref("Error"), "This daemon does not charge that car."),
+            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
+        },
+    }
+
+
 def _limit() -> dict[str, Any]:
     """POST /vehicles/{vin}/limit: the driver's amps ceiling, as Home Assistant's number sets it."""
-    return {
-        "operationId": "setVehicleLimit",
-        "summary": "Set the car's amps ceiling, like the driver's own setting in the app.",
-        "description": "The charger never sets the car above it: a car set higher is lowered at "
+    return _vehicle_post(
+        "setVehicleLimit",
+        summary="Set the car's amps ceiling, like the driver's own setting in the app.",
+        description="The charger never sets the car above it: a car set higher is lowered at "
         "once, a higher ceiling is reached by the normal raise rules. It is kept across restarts "
         "until the driver changes the setting in the app (the last writer wins). Give the value "
         'as `?amps=N` or as a JSON body `{"amps": N}`: a whole number from chargerMinAmps to '
         "chargerMaxAmps. The same validation as the MQTT number. With `apiToken` set the token is "
         "required; without it a browser request from another site is refused (403).",
-        "tags": ["control"],
-        "parameters": [
-            {
-                "name": "vin",
-                "in": "path",
-                "required": True,
-                "description": "The car's VIN (or teslaVehicleId), any case.",
-                "schema": {"type": "string"},
-            },
-            {
-                "name": "amps",
-                "in": "query",
-                "required": False,
-                "description": "The ceiling in amps, for clients that cannot send a body.",
-                "schema": {"type": "integer"},
-            },
-            _OVERLOAD_PARAMETERS[0],
-        ],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["amps"],
-                        "properties": {"amps": {"type": "integer"}},
-                    }
-                }
-            },
-        },
-        "security": [{}, {"bearerAuth": []}],
-        "responses": {
-            "202": _json(_ref("LimitAccepted"), "Queued for the charge controller."),
-            "400": _json(
-                _ref("Error"), "The value is missing or invalid; `error` names the field."
-            ),
-            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
-            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
-            "404": _json(_ref("Error"), "This daemon does not charge that car."),
-            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
-        },
-    }
+        field="amps",
+        field_help="The ceiling in amps, for clients that cannot send a body.",
+        schema={"type": "integer"},
+        accepted=("202", "LimitAccepted"),
+        bad_request="The value is missing or invalid; `error` names the field.",
+    )
 
 
 def _mode() -> dict[str, Any]:
     """POST /vehicles/{vin}/mode: how the car charges (issue 14), as Home Assistant's select sets it."""
-    return {
-        "operationId": "setVehicleMode",
-        "summary": "Choose how the car charges: fast, solar or minsolar.",
-        "description": "`fast`: as many amps as the breaker allows. `solar`: only the export "
+    return _vehicle_post(
+        "setVehicleMode",
+        summary="Choose how the car charges: fast, solar or minsolar.",
+        description="`fast`: as many amps as the breaker allows. `solar`: only the export "
         "surplus (docs/solar.md). `minsolar`: chargerMinAmps always plus the surplus. The breaker "
         'limit wins over every mode. Give it as `?mode=solar` or a JSON body `{"mode": "solar"}`; '
         "kept across restarts. With `apiToken` set the token is required; without it a browser "
         "request from another site is refused (403).",
-        "tags": ["control"],
-        "parameters": [
-            {
-                "name": "vin",
-                "in": "path",
-                "required": True,
-                "description": "The car's VIN (or teslaVehicleId), any case.",
-                "schema": {"type": "string"},
-            },
-            {
-                "name": "mode",
-                "in": "query",
-                "required": False,
-                "description": "The mode, for clients that cannot send a body.",
-                "schema": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
-            },
-            _OVERLOAD_PARAMETERS[0],
-        ],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["mode"],
-                        "properties": {
-                            "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]}
-                        },
-                    }
-                }
-            },
-        },
-        "security": [{}, {"bearerAuth": []}],
-        "responses": {
-            "200": _json(_ref("ModeAccepted"), "Queued for the charge controller."),
-            "400": _json(_ref("Error"), "The mode is missing or unknown; `error` says which."),
-            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
-            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
-            "404": _json(_ref("Error"), "This daemon does not charge that car."),
-            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
-        },
-    }
+        field="mode",
+        field_help="The mode, for clients that cannot send a body.",
+        schema={"type": "string", "enum": ["fast", "solar", "minsolar"]},
+        accepted=("200", "ModeAccepted"),
+        bad_request="The mode is missing or unknown; `error` says which.",
+    )
 
 
 def _get(
