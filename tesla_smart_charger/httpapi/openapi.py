@@ -22,6 +22,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _text(description: str, *kinds: str) -> dict[str, Any]:
+    """A reply whose body is a string in one of the media types `kinds` (HTML, metrics, SSE)."""
+    return {
+        "description": description,
+        "content": {kind: {"schema": {"type": "string"}} for kind in kinds},
+    }
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -470,7 +478,6 @@ _SCHEMAS: dict[str, Any] = {
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0.3 document (a fresh dict each call)."""
-    text = {"text/plain": {"schema": {"type": "string"}}}
     paths: dict[str, Any] = {
         "/overload": {"get": _overload("get"), "post": _overload("post")},
         "/vehicles/{vin}/limit": {"post": _limit()},
@@ -519,39 +526,20 @@ def openapi_document() -> dict[str, Any]:
         "/metrics": _get(
             "getMetrics",
             "Prometheus metrics (text format; OpenMetrics when asked for via Accept).",
-            {
-                "200": {
-                    "description": "Metrics.",
-                    "content": {
-                        **text,
-                        "application/openmetrics-text": {"schema": {"type": "string"}},
-                    },
-                }
-            },
+            {"200": _text("Metrics.", "text/plain", "application/openmetrics-text")},
             tag="observe",
         ),
         "/": _get(
             "getDashboard",
             "The dashboard page.",
-            {
-                "200": {
-                    "description": "HTML.",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-            },
+            {"200": _text("HTML.", "text/html")},
             tag="observe",
         ),
         "/web/{name}": _get(
             "getDashboardFile",
             "The dashboard's script, style sheet and icon.",
             {
-                "200": {
-                    "description": "The file.",
-                    "content": {
-                        kind: {"schema": {"type": "string"}}
-                        for kind in sorted(set(STATIC_FILES.values()))
-                    },
-                },
+                "200": _text("The file.", *sorted(set(STATIC_FILES.values()))),
                 "404": _NOT_FOUND,
             },
             tag="observe",
@@ -567,12 +555,7 @@ def openapi_document() -> dict[str, Any]:
         "/events": _get(
             "getEvents",
             "Server-sent events: `init` (config and history), `sample` (at most 2/s), `panel` (commands and API calls, on change); a comment heartbeat every 15 s.",
-            {
-                "200": {
-                    "description": "An endless event stream; `data` is JSON.",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
-            },
+            {"200": _text("An endless event stream; `data` is JSON.", "text/event-stream")},
             tag="observe",
         ),
         "/api/history": _get(
