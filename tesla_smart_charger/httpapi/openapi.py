@@ -6,6 +6,7 @@ app really has, and a schemathesis run fuzzes the app against it.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(description: str, *kinds: str) -> dict[str, Any]:
+    """A reply whose body is a string in one of the media types `kinds` (HTML, metrics, SSE)."""
+    return {
+        "description": description,
+        "content": {kind: {"schema": {"type": "string"}} for kind in kinds},
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -77,113 +86,104 @@ def _overload(method: str) -> dict[str, Any]:
     return op
 
 
+def _vehicle_post(
+    op_id: str,
+    *,
+    summary: str,
+    description: str,
+    field: str,
+    field_help: str,
+    schema: dict[str, Any],
+    accepted: tuple[str, str],
+    bad_request: str,
+) -> dict[str, Any]:
+    """A POST /vehicles/{vin}/<field> operation: the value comes as `?<field>=` or a JSON body.
+
+    The limit and the mode endpoints share the path parameter, the token, the body shape and
+    the error replies, so one builder keeps them from drifting apart.
+    """
+    status, reply = accepted
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "description": description,
+        "tags": ["control"],
+        "parameters": [
+            {
+                "name": "vin",
+                "in": "path",
+                "required": True,
+                "description": "The car's VIN (or teslaVehicleId), any case.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": field,
+                "in": "query",
+                "required": False,
+                "description": field_help,
+                "schema": copy.deepcopy(schema),
+            },
+            _OVERLOAD_PARAMETERS[0],
+        ],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": [field],
+                        "properties": {field: copy.deepcopy(schema)},
+                    }
+                }
+            },
+        },
+        "security": [{}, {"bearerAuth": []}],
+        "responses": {
+            status: _json(_ref(reply), "Queued for the charge controller."),
+            "400": _json(_ref("Error"), bad_request),
+            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
+            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
+            "404": _json(_ref("Error"), "This daemon does not charge that car."),
+            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
+        },
+    }
+
+
 def _limit() -> dict[str, Any]:
     """POST /vehicles/{vin}/limit: the driver's amps ceiling, as Home Assistant's number sets it."""
-    return {
-        "operationId": "setVehicleLimit",
-        "summary": "Set the car's amps ceiling, like the driver's own setting in the app.",
-        "description": "The charger never sets the car above it: a car set higher is lowered at "
+    return _vehicle_post(
+        "setVehicleLimit",
+        summary="Set the car's amps ceiling, like the driver's own setting in the app.",
+        description="The charger never sets the car above it: a car set higher is lowered at "
         "once, a higher ceiling is reached by the normal raise rules. It is kept across restarts "
         "until the driver changes the setting in the app (the last writer wins). Give the value "
         'as `?amps=N` or as a JSON body `{"amps": N}`: a whole number from chargerMinAmps to '
         "chargerMaxAmps. The same validation as the MQTT number. With `apiToken` set the token is "
         "required; without it a browser request from another site is refused (403).",
-        "tags": ["control"],
-        "parameters": [
-            {
-                "name": "vin",
-                "in": "path",
-                "required": True,
-                "description": "The car's VIN (or teslaVehicleId), any case.",
-                "schema": {"type": "string"},
-            },
-            {
-                "name": "amps",
-                "in": "query",
-                "required": False,
-                "description": "The ceiling in amps, for clients that cannot send a body.",
-                "schema": {"type": "integer"},
-            },
-            _OVERLOAD_PARAMETERS[0],
-        ],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["amps"],
-                        "properties": {"amps": {"type": "integer"}},
-                    }
-                }
-            },
-        },
-        "security": [{}, {"bearerAuth": []}],
-        "responses": {
-            "202": _json(_ref("LimitAccepted"), "Queued for the charge controller."),
-            "400": _json(
-                _ref("Error"), "The value is missing or invalid; `error` names the field."
-            ),
-            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
-            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
-            "404": _json(_ref("Error"), "This daemon does not charge that car."),
-            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
-        },
-    }
+        field="amps",
+        field_help="The ceiling in amps, for clients that cannot send a body.",
+        schema={"type": "integer"},
+        accepted=("202", "LimitAccepted"),
+        bad_request="The value is missing or invalid; `error` names the field.",
+    )
 
 
 def _mode() -> dict[str, Any]:
     """POST /vehicles/{vin}/mode: how the car charges (issue 14), as Home Assistant's select sets it."""
-    return {
-        "operationId": "setVehicleMode",
-        "summary": "Choose how the car charges: fast, solar or minsolar.",
-        "description": "`fast`: as many amps as the breaker allows. `solar`: only the export "
+    return _vehicle_post(
+        "setVehicleMode",
+        summary="Choose how the car charges: fast, solar or minsolar.",
+        description="`fast`: as many amps as the breaker allows. `solar`: only the export "
         "surplus (docs/solar.md). `minsolar`: chargerMinAmps always plus the surplus. The breaker "
         'limit wins over every mode. Give it as `?mode=solar` or a JSON body `{"mode": "solar"}`; '
         "kept across restarts. With `apiToken` set the token is required; without it a browser "
         "request from another site is refused (403).",
-        "tags": ["control"],
-        "parameters": [
-            {
-                "name": "vin",
-                "in": "path",
-                "required": True,
-                "description": "The car's VIN (or teslaVehicleId), any case.",
-                "schema": {"type": "string"},
-            },
-            {
-                "name": "mode",
-                "in": "query",
-                "required": False,
-                "description": "The mode, for clients that cannot send a body.",
-                "schema": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
-            },
-            _OVERLOAD_PARAMETERS[0],
-        ],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["mode"],
-                        "properties": {
-                            "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]}
-                        },
-                    }
-                }
-            },
-        },
-        "security": [{}, {"bearerAuth": []}],
-        "responses": {
-            "200": _json(_ref("ModeAccepted"), "Queued for the charge controller."),
-            "400": _json(_ref("Error"), "The mode is missing or unknown; `error` says which."),
-            "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
-            "403": _json(_ref("Error"), "A browser request from another site (no apiToken set)."),
-            "404": _json(_ref("Error"), "This daemon does not charge that car."),
-            "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
-        },
-    }
+        field="mode",
+        field_help="The mode, for clients that cannot send a body.",
+        schema={"type": "string", "enum": ["fast", "solar", "minsolar"]},
+        accepted=("200", "ModeAccepted"),
+        bad_request="The mode is missing or unknown; `error` says which.",
+    )
 
 
 def _get(
@@ -478,7 +478,6 @@ _SCHEMAS: dict[str, Any] = {
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0.3 document (a fresh dict each call)."""
-    text = {"text/plain": {"schema": {"type": "string"}}}
     paths: dict[str, Any] = {
         "/overload": {"get": _overload("get"), "post": _overload("post")},
         "/vehicles/{vin}/limit": {"post": _limit()},
@@ -527,39 +526,20 @@ def openapi_document() -> dict[str, Any]:
         "/metrics": _get(
             "getMetrics",
             "Prometheus metrics (text format; OpenMetrics when asked for via Accept).",
-            {
-                "200": {
-                    "description": "Metrics.",
-                    "content": {
-                        **text,
-                        "application/openmetrics-text": {"schema": {"type": "string"}},
-                    },
-                }
-            },
+            {"200": _text("Metrics.", "text/plain", "application/openmetrics-text")},
             tag="observe",
         ),
         "/": _get(
             "getDashboard",
             "The dashboard page.",
-            {
-                "200": {
-                    "description": "HTML.",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-            },
+            {"200": _text("HTML.", "text/html")},
             tag="observe",
         ),
         "/web/{name}": _get(
             "getDashboardFile",
             "The dashboard's script, style sheet and icon.",
             {
-                "200": {
-                    "description": "The file.",
-                    "content": {
-                        kind: {"schema": {"type": "string"}}
-                        for kind in sorted(set(STATIC_FILES.values()))
-                    },
-                },
+                "200": _text("The file.", *sorted(set(STATIC_FILES.values()))),
                 "404": _NOT_FOUND,
             },
             tag="observe",
@@ -575,12 +555,7 @@ def openapi_document() -> dict[str, Any]:
         "/events": _get(
             "getEvents",
             "Server-sent events: `init` (config and history), `sample` (at most 2/s), `panel` (commands and API calls, on change); a comment heartbeat every 15 s.",
-            {
-                "200": {
-                    "description": "An endless event stream; `data` is JSON.",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
-            },
+            {"200": _text("An endless event stream; `data` is JSON.", "text/event-stream")},
             tag="observe",
         ),
         "/api/history": _get(
