@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tesla_smart_charger.control.allocation import CarDemand, Share, plan, room_per_phase, share
@@ -53,10 +55,17 @@ def test_no_room_for_every_minimum_gives_up_the_lowest_priority(pause: bool) -> 
     cars = (car("LOW", 0), car("HIGH", 2), car("MID", 1))
     shares = share(cars, (12.0,), pause_when_overloaded=pause)
     by = {s.vin: s for s in shares}
-    assert by["HIGH"].amps == (7 if pause else 5)
+    # LOW still draws its minimum until its pause lands: its room is not handed out yet
+    assert by["HIGH"].amps == 5
     assert by["LOW"].paused is pause
     assert by["MID"].paused is False
     assert by["LOW"].amps == 5
+    if pause:
+        # once LOW is paused, its room goes to the highest priority
+        landed = (replace(cars[0], paused=True), *cars[1:])
+        by = {s.vin: s for s in share(landed, (12.0,), pause_when_overloaded=True)}
+        assert by["HIGH"].amps == 7
+        assert by["LOW"].paused is True
 
 
 def test_per_phase_a_car_counts_only_on_its_phases() -> None:
