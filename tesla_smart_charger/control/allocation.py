@@ -73,6 +73,10 @@ def _take(room: list[float], car: CarDemand, amps: float) -> None:
             room[i] -= amps
 
 
+def _need(car: CarDemand) -> int:
+    return car.min_amps + 1 if car.paused else car.min_amps
+
+
 def share(
     cars: tuple[CarDemand, ...], room: tuple[float, ...], *, pause_when_overloaded: bool
 ) -> tuple[Share, ...]:
@@ -87,15 +91,18 @@ def share(
     kept: list[CarDemand] = []
     given_up: list[CarDemand] = []
     for car in active:
-        if _fits(left, car, car.min_amps):
-            _take(left, car, car.min_amps)
+        # A paused car resumes only with 1 A to spare (as a single car does): its share must
+        # give it that, or it would hold room it never uses.
+        need = _need(car)
+        if _fits(left, car, need):
+            _take(left, car, need)
             kept.append(car)
         else:
             given_up.append(car)
             if not (pause_when_overloaded and car.paused):
                 # It keeps drawing its minimum (held there, or until its pause lands).
                 _take(left, car, car.min_amps)
-    amps = {c.vin: c.min_amps for c in active}
+    amps = {c.vin: _need(c) for c in kept}
     # The rest, one amp at a time: highest priority group first, evenly inside a group.
     for _, group_iter in groupby(kept, key=lambda c: c.priority):
         group = list(group_iter)
