@@ -4,7 +4,10 @@ A pure function of the cars and the room the house leaves on each phase. The rul
 
 - every charging car first gets its minimum; when the room cannot give every car its minimum,
   the lowest-priority car is the one given up first (it holds its minimum, or with
-  `pauseWhenOverloaded` it is the first to be paused);
+  `pauseWhenOverloaded` it is the first to be paused); until its pause has landed it still
+  draws its minimum, so the others are not given that room yet;
+- a paused car competes for room like a charging one (by priority): only the cars whose
+  minimum fits are shown room to resume, so two paused cars never resume into the same room;
 - what is left goes to the highest priority first, and evenly (to within 1 A) among cars of
   equal priority, each within its own maximum (its `chargerMaxAmps`, the driver's setting and
   its mode's cap);
@@ -43,6 +46,7 @@ class CarDemand:
     phases: tuple[int, ...]  # supply phases it draws from (0-based)
     setpoint: int | None = None  # where it is set now (None: not known)
     charging: bool = True
+    paused: bool = False  # paused by pauseWhenOverloaded: draws nothing until a share resumes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,10 @@ def _take(room: list[float], car: CarDemand, amps: float) -> None:
             room[i] -= amps
 
 
+def _need(car: CarDemand) -> int:
+    return car.min_amps + 1 if car.paused else car.min_amps
+
+
 def share(
     cars: tuple[CarDemand, ...], room: tuple[float, ...], *, pause_when_overloaded: bool
 ) -> tuple[Share, ...]:
@@ -83,14 +91,18 @@ def share(
     kept: list[CarDemand] = []
     given_up: list[CarDemand] = []
     for car in active:
-        if _fits(left, car, car.min_amps):
-            _take(left, car, car.min_amps)
+        # A paused car resumes only with 1 A to spare (as a single car does): its share must
+        # give it that, or it would hold room it never uses.
+        need = _need(car)
+        if _fits(left, car, need):
+            _take(left, car, need)
             kept.append(car)
         else:
             given_up.append(car)
-            if not pause_when_overloaded:
-                _take(left, car, car.min_amps)  # it keeps drawing its minimum
-    amps = {c.vin: c.min_amps for c in active}
+            if not (pause_when_overloaded and car.paused):
+                # It keeps drawing its minimum (held there, or until its pause lands).
+                _take(left, car, car.min_amps)
+    amps = {c.vin: _need(c) for c in kept}
     # The rest, one amp at a time: highest priority group first, evenly inside a group.
     for _, group_iter in groupby(kept, key=lambda c: c.priority):
         group = list(group_iter)
@@ -214,15 +226,24 @@ def car_view(
     """One car's controller state as the allocation sees it (pure; the fleet and the benchmark).
 
     Its draw is what its controller assumes (the setpoint; the old value while a command
-    settles, so a cut still ramping down is not counted as room yet).
+    settles, so a cut still ramping down is not counted as room yet). Three states are not
+    plainly "charging" or "not": a car not looked at yet may be drawing anything, so it is
+    counted at its maximum and given a share (otherwise its draw counts as house load and the
+    other cars are cut for it, then paused); a car paused by pauseWhenOverloaded draws nothing
+    but competes for room by priority (so the shares, not each car alone, decide who resumes);
+    a car whose charge_start is in flight is counted as charging.
     """
-    charging = _charging(state) and not state.paused
+    ceiling = min(cfg.charger_max_amps, state.driver_amps or cfg.charger_max_amps)
+    unknown = state.vehicle is None and (state.refresh_pending or not state.first_look_done)
+    starting = state.call_in_flight == "charge_start"
+    charging = (_charging(state) and not state.paused) or starting
     draw = 0.0
     if charging:
         draw = float(state.setpoint or 0)
         if _settling(state, cfg, reading.at) and state.command_from is not None:
             draw = float(max(draw, state.command_from))
-    ceiling = min(cfg.charger_max_amps, state.driver_amps or cfg.charger_max_amps)
+    elif unknown:
+        draw = float(max(cfg.charger_min_amps, ceiling))
     demand = CarDemand(
         vin=vin,
         priority=priority,
@@ -230,6 +251,7 @@ def car_view(
         max_amps=max(cfg.charger_min_amps, ceiling),
         phases=_car_phases(state, cfg, reading),
         setpoint=state.setpoint,
-        charging=charging,
+        charging=charging or unknown or state.paused,
+        paused=state.paused and not starting,
     )
     return CarView(demand, draw, solar=state.charge_mode != "fast")
