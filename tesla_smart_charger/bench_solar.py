@@ -43,7 +43,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tesla_smart_charger import bench, breaker
+from tesla_smart_charger import control as core
+from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
+from tesla_smart_charger.control.allocation import car_view, split_reading
+from tesla_smart_charger.events import Reading
+from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
 from tesla_smart_charger.simulator.pv import solar_day
 from tesla_smart_charger.simulator.world import settings_keys
@@ -64,6 +69,7 @@ EVCC_DATA_CACHE = 900.0  # s, vehicle data cache while charging
 PV_SEED = 1
 EVENING_SEEDS = (1, 2, 3)
 EVENING_LIMIT = 30.0
+SOLAR_LIMIT = 32.0  # homeMaxAmps of the solar house (the limit never binds by day)
 
 
 def _cost(commands: int, data: int) -> float:
@@ -278,9 +284,10 @@ def _solar_inputs(
 SOLAR_POLICIES = ("no car", "evcc-like pv", "oracle")
 SKIES = ("clear", "cloudy")
 
-# Seams for the real controller (issue 14, x-cars): a runner returning the same result types.
-OURS_SOLAR: Callable[[str, bool], SolarResult] | None = None
-OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None = None
+# Seams for the real controller (issue 14): runners returning the same result types, set at the
+# end of this module (`ours_solar`, `ours_two_cars`); None shows "not wired yet".
+OURS_SOLAR: Callable[[str, bool], SolarResult] | None
+OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None
 
 
 def ours_solar_note(keys: frozenset[str] | None = None) -> str | None:
@@ -524,6 +531,175 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(quick=args.quick))
     print(f"\nruntime {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0
+
+
+# --- ours: the real controllers behind split_reading, in virtual time ------------------------
+
+
+def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
+    """Shipped defaults for this house (as bench.control_config), measured, 1 phase."""
+    settings = Settings.model_construct(
+        home_max_amps=limit,
+        charger_max_amps=float(MAX_AMPS),
+        charger_min_amps=float(MIN_AMPS),
+        supply_phases=1,
+        pause_when_overloaded=pause,
+    )
+    return core.ControlConfig.from_settings(settings, measured=True)
+
+
+class OursFleet:
+    """N cars, each with its own `control.decide`, behind `allocation.split_reading`.
+
+    The shell the daemon's fleet runs, in virtual time at 1 s: one reading a second; the
+    allocation shows each controller its own reading; vehicle data replies 1 s after the
+    request; a command is acknowledged after 1 s and the car draws the new value LAG s after
+    it was sent (`LaggedCar`, which also counts the Fleet calls). One car is the single-car
+    case (the solar day); two cars the evening. Deterministic: no clock, no randomness.
+    """
+
+    def __init__(
+        self, cfg: core.ControlConfig, n: int, *, mode: str = "fast", draw: float = 0.0
+    ) -> None:
+        self.cfg = cfg
+        self.vins = tuple(f"CAR{i + 1}" for i in range(n))
+        self.states = [core.initial_state(0.0, charge_mode=mode) for _ in self.vins]
+        self.cars = [LaggedCar(draw) for _ in self.vins]
+        self.request = [int(draw) or MAX_AMPS for _ in self.vins]  # the car's own setting
+        self.on = [draw > 0 for _ in self.vins]
+        self.due: list[tuple[float, int, core.ControllerEvent]] = []
+
+    def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
+        d = core.decide(self.states[i], event, t, self.cfg)
+        self.states[i] = d.state
+        car = self.cars[i]
+        for a in d.actions:
+            if isinstance(a, core.RefreshVehicle):
+                car.data += 1
+                charge = ChargeState(
+                    "Charging" if self.on[i] else "Stopped",
+                    self.request[i],
+                    32,
+                    int(car.draw),
+                    1,
+                    int(VOLTS),
+                )
+                snap = VehicleSnapshot(VehicleState.ONLINE, charge, t + 1)
+                self.due.append((t + 1, i, core.VehicleUpdate(snap)))
+            elif isinstance(a, core.SetAmps):
+                self.request[i] = a.amps
+                car.command(t, float(a.amps) if self.on[i] else 0.0, 2 if a.amps < 5 else 1)
+                self.due.append((t + 1, i, core.CommandDone("set_charging_amps", a.amps)))
+            elif isinstance(a, core.StopCharging):
+                self.on[i] = False
+                car.command(t, 0.0)
+                self.due.append((t + 1, i, core.CommandDone("charge_stop")))
+            elif isinstance(a, core.StartCharging):
+                self.on[i] = True
+                car.command(t, float(self.request[i]))
+                self.due.append((t + 1, i, core.CommandDone("charge_start")))
+
+    def step(self, t: float, house: float) -> float:
+        """One second: due replies, then the reading (house + cars) through the allocation.
+
+        `house` is the house net of PV (negative: export). Returns the supply it read.
+        """
+        if self.due:
+            ready = sorted((d for d in self.due if d[0] <= t), key=lambda d: (d[0], d[1]))
+            for item in ready:
+                self.due.remove(item)
+                self._feed(item[1], item[2], t)
+        for car in self.cars:
+            car.advance(t)
+        supply = house + sum(c.draw for c in self.cars)
+        real = MeterReading((supply,), (VOLTS,), None, True, t)
+        views = tuple(
+            car_view(s, self.cfg, real, vin=v, priority=0)
+            for s, v in zip(self.states, self.vins, strict=True)
+        )
+        readings, _ = split_reading(
+            views, real, self.cfg.limit, pause_when_overloaded=self.cfg.pause_when_overloaded
+        )
+        for i, mine in enumerate(readings):
+            self._feed(i, Reading(mine), t)
+        return supply
+
+
+def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
+    """The real controller in solar mode through the solar day (one car, same inputs)."""
+    start, stop = QUICK_WINDOW if quick else (SUN_START, SUN_STOP)
+    loads, pvs = _solar_inputs(sky, seed, start, stop, 1)
+    fleet: OursFleet | None = None
+    export = imported_for_car = pv_amp_secs = 0.0
+    car_amp_secs = 0.0
+    commands = data = 0
+    for k, (h, p) in enumerate(zip(loads, pvs, strict=True)):
+        t = start + k
+        plugged = PLUG_IN <= t < UNPLUG
+        if plugged and fleet is None:
+            # plugged in with the car's own setting: it starts at its maximum, as a Tesla does
+            fleet = OursFleet(
+                _ours_config(SOLAR_LIMIT, pause=False), 1, mode="solar", draw=float(MAX_AMPS)
+            )
+        elif not plugged and fleet is not None:
+            commands += fleet.cars[0].commands
+            data += fleet.cars[0].data
+            fleet = None
+        draw = 0.0
+        if fleet is not None:
+            fleet.step(float(t), h - p)
+            draw = fleet.cars[0].draw
+        grid = h + draw - p
+        export += max(0.0, -grid)
+        imported_for_car += max(0.0, grid) - max(0.0, h - p)
+        car_amp_secs += draw
+        pv_amp_secs += p
+    if fleet is not None:
+        commands += fleet.cars[0].commands
+        data += fleet.cars[0].data
+    kwh = VOLTS / 3.6e6
+    return SolarResult(
+        "ours",
+        pv_amp_secs * kwh,
+        export * kwh,
+        car_amp_secs * kwh,
+        imported_for_car * kwh,
+        commands,
+        data,
+    )
+
+
+def ours_two_cars(seed: int, quick: bool) -> TwoCarResult:
+    """Two cars, each with the real controller (fast mode), behind the allocation."""
+    house = houses.winter_evening(seed)
+    stop = 2400 if quick else int(house.duration)
+    loads = [x[0] for x in house.sample(0.0, stop)]
+    fleet = OursFleet(_ours_config(EVENING_LIMIT, pause=True), 2, draw=float(MAX_AMPS))
+    metrics = bench.Metrics(EVENING_LIMIT, 1, preload=(loads[0],))
+    for t, h in enumerate(loads):
+        supply = fleet.step(float(t), h)
+        draw = supply - h
+        for car in fleet.cars:
+            car.amp_secs += car.draw
+        metrics.add((supply,), draw)
+    metrics.finish()
+    cars = fleet.cars
+    return TwoCarResult(
+        "ours",
+        seed,
+        metrics.overload_amp_secs,
+        metrics.longest_overload,
+        metrics.conservative.trips,
+        metrics.typical.trips,
+        100.0 * metrics.conservative.peak / breaker.CONSERVATIVE.trip_heat,
+        (cars[0].energy_kwh, cars[1].energy_kwh),
+        sum(c.commands for c in cars),
+        sum(c.data for c in cars),
+    )
+
+
+OURS_SOLAR = ours_solar
+OURS_TWO_CARS = ours_two_cars
 
 
 if __name__ == "__main__":
