@@ -17,15 +17,17 @@ irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
 - `oracle`: knows house and PV every second, sets the car to floor(PV - house) within
   [min, max] at once (0 below min): never imports for the car; its commands are free and
   instant (the count shows what that would cost on Fleet).
-- `ours`: the real controller in `solar` mode, once the settings model has it (`solarStartSecs`);
-  until then "n/a (needs solar mode)". `OURS_SOLAR` / `OURS_TWO_CARS` are the seams a runner
-  plugs into.
+- `ours`: the real controller (`control.decide`) in `solar` mode, shipped defaults, in
+  `OursFleet` (one car here, two in the evening): plugged in at the car's own 16 A, as a Tesla
+  starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
 
 Two-car table: the winter evening (`houses.winter_evening`, 30 A main) with two 16 A cars on the
 same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no rebalancing, each
 caps itself to old + headroom of the same reading: each thinks it has the whole house);
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
-one minimum, the one with less energy so far). Overload is judged with the breaker replicas of
+one minimum, the one with less energy so far). `ours` is two real controllers behind
+`allocation.split_reading`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
+with pauseAfterSecs 30 instead of the shipped 120. Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
 
 Commands take COMMAND_LATENCY + RAMP_DELAY (4 s) to change what the car draws, as in bench.py.
@@ -40,7 +42,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tesla_smart_charger import bench, breaker
 from tesla_smart_charger import control as core
@@ -69,6 +71,8 @@ EVCC_DATA_CACHE = 900.0  # s, vehicle data cache while charging
 PV_SEED = 1
 EVENING_SEEDS = (1, 2, 3)
 EVENING_LIMIT = 30.0
+SHORT_PAUSE = 30.0  # s, the pauseAfterSecs of the second `ours` two-car row
+OURS_SHORT_PAUSE = "ours pause 30s"
 SOLAR_LIMIT = 32.0  # homeMaxAmps of the solar house (the limit never binds by day)
 
 
@@ -509,6 +513,12 @@ def two_car_table(*, quick: bool = False) -> str:
     note = ours_two_cars_note()
     if note is None and OURS_TWO_CARS is not None:
         lines.append(_two_car_row("ours", [OURS_TWO_CARS(s, quick) for s in seeds]))
+        lines.append(
+            _two_car_row(
+                OURS_SHORT_PAUSE,
+                [ours_two_cars(s, quick, pause_after=SHORT_PAUSE) for s in seeds],
+            )
+        )
     else:
         lines.append(f"{'ours':<14}{note}")
     return "\n".join(lines)
@@ -669,12 +679,20 @@ def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
     )
 
 
-def ours_two_cars(seed: int, quick: bool) -> TwoCarResult:
-    """Two cars, each with the real controller (fast mode), behind the allocation."""
+def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -> TwoCarResult:
+    """Two cars, each with the real controller (fast mode), behind the allocation.
+
+    pauseWhenOverloaded on (with two cars the shares decide who gives way); pauseAfterSecs the
+    shipped 120 s unless `pause_after` says otherwise: until it runs out both cars hold their
+    minimum, which overloads the supply whenever the house leaves less than two minimums.
+    """
     house = houses.winter_evening(seed)
     stop = 2400 if quick else int(house.duration)
     loads = [x[0] for x in house.sample(0.0, stop)]
-    fleet = OursFleet(_ours_config(EVENING_LIMIT, pause=True), 2, draw=float(MAX_AMPS))
+    cfg = _ours_config(EVENING_LIMIT, pause=True)
+    if pause_after is not None:
+        cfg = replace(cfg, pause_after_secs=pause_after)
+    fleet = OursFleet(cfg, 2, draw=float(MAX_AMPS))
     metrics = bench.Metrics(EVENING_LIMIT, 1, preload=(loads[0],))
     for t, h in enumerate(loads):
         supply = fleet.step(float(t), h)

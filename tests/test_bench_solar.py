@@ -172,3 +172,13 @@ def test_ours_two_cars_overloads_far_less_than_two_evcc_loadpoints() -> None:
     assert ours.trips_conservative < evcc.trips_conservative
     assert ours.commands < evcc.commands
     assert min(ours.car_kwh) > 0.5  # both cars charge: nobody is starved
+    # an overload lasts at most pauseAfterSecs plus the time the pause takes to land
+    cfg = bench_solar._ours_config(bench_solar.EVENING_LIMIT, pause=True)
+    assert ours.longest_overload <= cfg.pause_after_secs + bench_solar.LAG + 2
+
+
+def test_ours_two_cars_with_a_short_pause_never_trips_a_breaker() -> None:
+    for seed in bench_solar.EVENING_SEEDS:
+        r = bench_solar.ours_two_cars(seed, False, pause_after=bench_solar.SHORT_PAUSE)
+        assert (r.trips_conservative, r.trips_typical) == (0, 0), seed
+        assert r.longest_overload <= bench_solar.SHORT_PAUSE + bench_solar.LAG + 2, seed
