@@ -86,19 +86,20 @@ def _cost(commands: int, data: int) -> float:
 class LaggedCar:
     """A car whose draw follows a command LAG seconds later; counts Fleet calls."""
 
-    __slots__ = ("_pending", "amp_secs", "commands", "data", "draw")
+    __slots__ = ("_pending", "amp_secs", "commands", "data", "draw", "lag")
 
-    def __init__(self, draw: float = 0.0) -> None:
+    def __init__(self, draw: float = 0.0, lag: float = LAG) -> None:
         self.draw = draw
+        self.lag = lag
         self.commands = 0
         self.data = 0
         self.amp_secs = 0.0
         self._pending: deque[tuple[float, float]] = deque()
 
     def command(self, t: float, amps: float, calls: int = 1) -> None:
-        """Send `calls` commands at `t` that make the car draw `amps` LAG s later."""
+        """Send `calls` commands at `t` that make the car draw `amps` `lag` s later."""
         self.commands += calls
-        self._pending.append((t + LAG, amps))
+        self._pending.append((t + self.lag, amps))
 
     def advance(self, t: float) -> None:
         """Apply what is due at `t`."""
@@ -569,15 +570,27 @@ class OursFleet:
     """
 
     def __init__(
-        self, cfg: core.ControlConfig, n: int, *, mode: str = "fast", draw: float = 0.0
+        self,
+        cfg: core.ControlConfig,
+        n: int,
+        *,
+        mode: str = "fast",
+        draw: float = 0.0,
+        draws: Sequence[float] | None = None,
+        vins: Sequence[str] | None = None,
+        priorities: Sequence[int] | None = None,
+        lag: float = LAG,
     ) -> None:
         self.cfg = cfg
-        self.vins = tuple(f"CAR{i + 1}" for i in range(n))
+        self.vins = tuple(vins) if vins is not None else tuple(f"CAR{i + 1}" for i in range(n))
+        self.priorities = tuple(priorities) if priorities is not None else (0,) * n
+        amps = tuple(draws) if draws is not None else (draw,) * n
         self.states = [core.initial_state(0.0, charge_mode=mode) for _ in self.vins]
-        self.cars = [LaggedCar(draw) for _ in self.vins]
-        self.request = [int(draw) or MAX_AMPS for _ in self.vins]  # the car's own setting
-        self.on = [draw > 0 for _ in self.vins]
+        self.cars = [LaggedCar(a, lag) for a in amps]
+        self.request = [int(a) or MAX_AMPS for a in amps]  # the car's own setting
+        self.on = [a > 0 for a in amps]
         self.due: list[tuple[float, int, core.ControllerEvent]] = []
+        self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
 
     def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
         d = core.decide(self.states[i], event, t, self.cfg)
@@ -597,14 +610,17 @@ class OursFleet:
                 snap = VehicleSnapshot(VehicleState.ONLINE, charge, t + 1)
                 self.due.append((t + 1, i, core.VehicleUpdate(snap)))
             elif isinstance(a, core.SetAmps):
+                self.sent.append((t, self.vins[i], f"set {a.amps}"))
                 self.request[i] = a.amps
                 car.command(t, float(a.amps) if self.on[i] else 0.0, 2 if a.amps < 5 else 1)
                 self.due.append((t + 1, i, core.CommandDone("set_charging_amps", a.amps)))
             elif isinstance(a, core.StopCharging):
+                self.sent.append((t, self.vins[i], "stop"))
                 self.on[i] = False
                 car.command(t, 0.0)
                 self.due.append((t + 1, i, core.CommandDone("charge_stop")))
             elif isinstance(a, core.StartCharging):
+                self.sent.append((t, self.vins[i], "start"))
                 self.on[i] = True
                 car.command(t, float(self.request[i]))
                 self.due.append((t + 1, i, core.CommandDone("charge_start")))
@@ -624,8 +640,8 @@ class OursFleet:
         supply = house + sum(c.draw for c in self.cars)
         real = MeterReading((supply,), (VOLTS,), None, True, t)
         views = tuple(
-            car_view(s, self.cfg, real, vin=v, priority=0)
-            for s, v in zip(self.states, self.vins, strict=True)
+            car_view(s, self.cfg, real, vin=v, priority=p)
+            for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
         )
         readings, _ = split_reading(
             views, real, self.cfg.limit, pause_when_overloaded=self.cfg.pause_when_overloaded
