@@ -17,15 +17,17 @@ irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
 - `oracle`: knows house and PV every second, sets the car to floor(PV - house) within
   [min, max] at once (0 below min): never imports for the car; its commands are free and
   instant (the count shows what that would cost on Fleet).
-- `ours`: the real controller in `solar` mode, once the settings model has it (`solarStartSecs`);
-  until then "n/a (needs solar mode)". `OURS_SOLAR` / `OURS_TWO_CARS` are the seams a runner
-  plugs into.
+- `ours`: the real controller (`control.decide`) in `solar` mode, shipped defaults, in
+  `OursFleet` (one car here, two in the evening): plugged in at the car's own 16 A, as a Tesla
+  starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
 
 Two-car table: the winter evening (`houses.winter_evening`, 30 A main) with two 16 A cars on the
 same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no rebalancing, each
 caps itself to old + headroom of the same reading: each thinks it has the whole house);
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
-one minimum, the one with less energy so far). Overload is judged with the breaker replicas of
+one minimum, the one with less energy so far). `ours` is two real controllers behind
+`allocation.split_reading`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
+with pauseAfterSecs 30 instead of the shipped 120. Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
 
 Commands take COMMAND_LATENCY + RAMP_DELAY (4 s) to change what the car draws, as in bench.py.
@@ -40,10 +42,15 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tesla_smart_charger import bench, breaker
+from tesla_smart_charger import control as core
+from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
+from tesla_smart_charger.control.allocation import car_view, split_reading
+from tesla_smart_charger.events import Reading
+from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
 from tesla_smart_charger.simulator.pv import solar_day
 from tesla_smart_charger.simulator.world import settings_keys
@@ -64,6 +71,9 @@ EVCC_DATA_CACHE = 900.0  # s, vehicle data cache while charging
 PV_SEED = 1
 EVENING_SEEDS = (1, 2, 3)
 EVENING_LIMIT = 30.0
+SHORT_PAUSE = 30.0  # s, the pauseAfterSecs of the second `ours` two-car row
+OURS_SHORT_PAUSE = "ours pause 30s"
+SOLAR_LIMIT = 32.0  # homeMaxAmps of the solar house (the limit never binds by day)
 
 
 def _cost(commands: int, data: int) -> float:
@@ -76,19 +86,20 @@ def _cost(commands: int, data: int) -> float:
 class LaggedCar:
     """A car whose draw follows a command LAG seconds later; counts Fleet calls."""
 
-    __slots__ = ("_pending", "amp_secs", "commands", "data", "draw")
+    __slots__ = ("_pending", "amp_secs", "commands", "data", "draw", "lag")
 
-    def __init__(self, draw: float = 0.0) -> None:
+    def __init__(self, draw: float = 0.0, lag: float = LAG) -> None:
         self.draw = draw
+        self.lag = lag
         self.commands = 0
         self.data = 0
         self.amp_secs = 0.0
         self._pending: deque[tuple[float, float]] = deque()
 
     def command(self, t: float, amps: float, calls: int = 1) -> None:
-        """Send `calls` commands at `t` that make the car draw `amps` LAG s later."""
+        """Send `calls` commands at `t` that make the car draw `amps` `lag` s later."""
         self.commands += calls
-        self._pending.append((t + LAG, amps))
+        self._pending.append((t + self.lag, amps))
 
     def advance(self, t: float) -> None:
         """Apply what is due at `t`."""
@@ -278,9 +289,10 @@ def _solar_inputs(
 SOLAR_POLICIES = ("no car", "evcc-like pv", "oracle")
 SKIES = ("clear", "cloudy")
 
-# Seams for the real controller (issue 14, x-cars): a runner returning the same result types.
-OURS_SOLAR: Callable[[str, bool], SolarResult] | None = None
-OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None = None
+# Seams for the real controller (issue 14): runners returning the same result types, set at the
+# end of this module (`ours_solar`, `ours_two_cars`); None shows "not wired yet".
+OURS_SOLAR: Callable[[str, bool], SolarResult] | None
+OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None
 
 
 def ours_solar_note(keys: frozenset[str] | None = None) -> str | None:
@@ -502,6 +514,12 @@ def two_car_table(*, quick: bool = False) -> str:
     note = ours_two_cars_note()
     if note is None and OURS_TWO_CARS is not None:
         lines.append(_two_car_row("ours", [OURS_TWO_CARS(s, quick) for s in seeds]))
+        lines.append(
+            _two_car_row(
+                OURS_SHORT_PAUSE,
+                [ours_two_cars(s, quick, pause_after=SHORT_PAUSE) for s in seeds],
+            )
+        )
     else:
         lines.append(f"{'ours':<14}{note}")
     return "\n".join(lines)
@@ -524,6 +542,198 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(quick=args.quick))
     print(f"\nruntime {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0
+
+
+# --- ours: the real controllers behind split_reading, in virtual time ------------------------
+
+
+def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
+    """Shipped defaults for this house (as bench.control_config), measured, 1 phase."""
+    settings = Settings.model_construct(
+        home_max_amps=limit,
+        charger_max_amps=float(MAX_AMPS),
+        charger_min_amps=float(MIN_AMPS),
+        supply_phases=1,
+        pause_when_overloaded=pause,
+    )
+    return core.ControlConfig.from_settings(settings, measured=True)
+
+
+class OursFleet:
+    """N cars, each with its own `control.decide`, behind `allocation.split_reading`.
+
+    The shell the daemon's fleet runs, in virtual time at 1 s: one reading a second; the
+    allocation shows each controller its own reading; vehicle data replies 1 s after the
+    request; a command is acknowledged after 1 s and the car draws the new value LAG s after
+    it was sent (`LaggedCar`, which also counts the Fleet calls). One car is the single-car
+    case (the solar day); two cars the evening. Deterministic: no clock, no randomness.
+    """
+
+    def __init__(
+        self,
+        cfg: core.ControlConfig,
+        n: int,
+        *,
+        mode: str = "fast",
+        draw: float = 0.0,
+        draws: Sequence[float] | None = None,
+        vins: Sequence[str] | None = None,
+        priorities: Sequence[int] | None = None,
+        lag: float = LAG,
+    ) -> None:
+        self.cfg = cfg
+        self.vins = tuple(vins) if vins is not None else tuple(f"CAR{i + 1}" for i in range(n))
+        self.priorities = tuple(priorities) if priorities is not None else (0,) * n
+        amps = tuple(draws) if draws is not None else (draw,) * n
+        self.states = [core.initial_state(0.0, charge_mode=mode) for _ in self.vins]
+        self.cars = [LaggedCar(a, lag) for a in amps]
+        self.request = [int(a) or MAX_AMPS for a in amps]  # the car's own setting
+        self.on = [a > 0 for a in amps]
+        self.due: list[tuple[float, int, core.ControllerEvent]] = []
+        self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
+
+    def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
+        d = core.decide(self.states[i], event, t, self.cfg)
+        self.states[i] = d.state
+        car = self.cars[i]
+        for a in d.actions:
+            if isinstance(a, core.RefreshVehicle):
+                car.data += 1
+                charge = ChargeState(
+                    "Charging" if self.on[i] else "Stopped",
+                    self.request[i],
+                    32,
+                    int(car.draw),
+                    1,
+                    int(VOLTS),
+                )
+                snap = VehicleSnapshot(VehicleState.ONLINE, charge, t + 1)
+                self.due.append((t + 1, i, core.VehicleUpdate(snap)))
+            elif isinstance(a, core.SetAmps):
+                self.sent.append((t, self.vins[i], f"set {a.amps}"))
+                self.request[i] = a.amps
+                car.command(t, float(a.amps) if self.on[i] else 0.0, 2 if a.amps < 5 else 1)
+                self.due.append((t + 1, i, core.CommandDone("set_charging_amps", a.amps)))
+            elif isinstance(a, core.StopCharging):
+                self.sent.append((t, self.vins[i], "stop"))
+                self.on[i] = False
+                car.command(t, 0.0)
+                self.due.append((t + 1, i, core.CommandDone("charge_stop")))
+            elif isinstance(a, core.StartCharging):
+                self.sent.append((t, self.vins[i], "start"))
+                self.on[i] = True
+                car.command(t, float(self.request[i]))
+                self.due.append((t + 1, i, core.CommandDone("charge_start")))
+
+    def step(self, t: float, house: float) -> float:
+        """One second: due replies, then the reading (house + cars) through the allocation.
+
+        `house` is the house net of PV (negative: export). Returns the supply it read.
+        """
+        if self.due:
+            ready = sorted((d for d in self.due if d[0] <= t), key=lambda d: (d[0], d[1]))
+            for item in ready:
+                self.due.remove(item)
+                self._feed(item[1], item[2], t)
+        for car in self.cars:
+            car.advance(t)
+        supply = house + sum(c.draw for c in self.cars)
+        real = MeterReading((supply,), (VOLTS,), None, True, t)
+        views = tuple(
+            car_view(s, self.cfg, real, vin=v, priority=p)
+            for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
+        )
+        readings, _ = split_reading(
+            views, real, self.cfg.limit, pause_when_overloaded=self.cfg.pause_when_overloaded
+        )
+        for i, mine in enumerate(readings):
+            self._feed(i, Reading(mine), t)
+        return supply
+
+
+def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
+    """The real controller in solar mode through the solar day (one car, same inputs)."""
+    start, stop = QUICK_WINDOW if quick else (SUN_START, SUN_STOP)
+    loads, pvs = _solar_inputs(sky, seed, start, stop, 1)
+    fleet: OursFleet | None = None
+    export = imported_for_car = pv_amp_secs = 0.0
+    car_amp_secs = 0.0
+    commands = data = 0
+    for k, (h, p) in enumerate(zip(loads, pvs, strict=True)):
+        t = start + k
+        plugged = PLUG_IN <= t < UNPLUG
+        if plugged and fleet is None:
+            # plugged in with the car's own setting: it starts at its maximum, as a Tesla does
+            fleet = OursFleet(
+                _ours_config(SOLAR_LIMIT, pause=False), 1, mode="solar", draw=float(MAX_AMPS)
+            )
+        elif not plugged and fleet is not None:
+            commands += fleet.cars[0].commands
+            data += fleet.cars[0].data
+            fleet = None
+        draw = 0.0
+        if fleet is not None:
+            fleet.step(float(t), h - p)
+            draw = fleet.cars[0].draw
+        grid = h + draw - p
+        export += max(0.0, -grid)
+        imported_for_car += max(0.0, grid) - max(0.0, h - p)
+        car_amp_secs += draw
+        pv_amp_secs += p
+    if fleet is not None:
+        commands += fleet.cars[0].commands
+        data += fleet.cars[0].data
+    kwh = VOLTS / 3.6e6
+    return SolarResult(
+        "ours",
+        pv_amp_secs * kwh,
+        export * kwh,
+        car_amp_secs * kwh,
+        imported_for_car * kwh,
+        commands,
+        data,
+    )
+
+
+def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -> TwoCarResult:
+    """Two cars, each with the real controller (fast mode), behind the allocation.
+
+    pauseWhenOverloaded on (with two cars the shares decide who gives way); pauseAfterSecs the
+    shipped 120 s unless `pause_after` says otherwise: until it runs out both cars hold their
+    minimum, which overloads the supply whenever the house leaves less than two minimums.
+    """
+    house = houses.winter_evening(seed)
+    stop = 2400 if quick else int(house.duration)
+    loads = [x[0] for x in house.sample(0.0, stop)]
+    cfg = _ours_config(EVENING_LIMIT, pause=True)
+    if pause_after is not None:
+        cfg = replace(cfg, pause_after_secs=pause_after)
+    fleet = OursFleet(cfg, 2, draw=float(MAX_AMPS))
+    metrics = bench.Metrics(EVENING_LIMIT, 1, preload=(loads[0],))
+    for t, h in enumerate(loads):
+        supply = fleet.step(float(t), h)
+        draw = supply - h
+        for car in fleet.cars:
+            car.amp_secs += car.draw
+        metrics.add((supply,), draw)
+    metrics.finish()
+    cars = fleet.cars
+    return TwoCarResult(
+        "ours",
+        seed,
+        metrics.overload_amp_secs,
+        metrics.longest_overload,
+        metrics.conservative.trips,
+        metrics.typical.trips,
+        100.0 * metrics.conservative.peak / breaker.CONSERVATIVE.trip_heat,
+        (cars[0].energy_kwh, cars[1].energy_kwh),
+        sum(c.commands for c in cars),
+        sum(c.data for c in cars),
+    )
+
+
+OURS_SOLAR = ours_solar
+OURS_TWO_CARS = ours_two_cars
 
 
 if __name__ == "__main__":

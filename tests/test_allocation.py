@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from tesla_smart_charger.control import ControllerState
 from tesla_smart_charger.control.allocation import CarDemand, Share, plan, room_per_phase, share
 
 
@@ -160,83 +161,31 @@ LAG = 3  # seconds a car takes to follow a command
 class TwoCars:
     """Two controllers behind `split_reading`, as the fleet runs them, on a simulated house.
 
-    Pure: `decide` per car, the cars follow commands after LAG seconds, one reading a second.
+    Pure: `bench_solar.OursFleet` (`decide` per car, the cars follow commands after LAG
+    seconds, one reading a second), here with priorities and a house given as step changes.
     """
 
     def __init__(self, *, pause_after: float = 5.0, draws: tuple[float, float] = (16.0, 16.0)):
-        from tesla_smart_charger import control as core  # noqa: PLC0415
+        from tesla_smart_charger.bench_solar import OursFleet  # noqa: PLC0415
         from tests.test_controller import MEASURED  # noqa: PLC0415
 
-        self.core = core
         self.cfg = replace(
             MEASURED, pause_when_overloaded=True, pause_after_secs=pause_after, sleep_secs=10
         )
         self.vins = ("HIGH", "LOW")
-        self.priority = {"HIGH": 1, "LOW": 0}
-        self.states = {v: core.initial_state(0.0) for v in self.vins}
-        self.draw = dict(zip(self.vins, draws, strict=True))
-        self.request = dict.fromkeys(self.vins, 16)
-        self.on = dict.fromkeys(self.vins, True)
-        self.due: list[tuple[float, str, object]] = []  # (when, vin, outcome or world change)
-        self.sent: list[tuple[float, str, str]] = []  # (t, vin, command)
+        self.fleet = OursFleet(self.cfg, 2, draws=draws, vins=self.vins, priorities=(1, 0), lag=LAG)
+        self.sent = self.fleet.sent  # (t, vin, command)
         self.supply: dict[int, float] = {}
 
-    def _feed(self, vin: str, event: object, t: float) -> None:
-        from tests.test_controller import charging  # noqa: PLC0415
-
-        core = self.core
-        d = core.decide(self.states[vin], event, t, self.cfg)
-        self.states[vin] = d.state
-        for a in d.actions:
-            if isinstance(a, core.RefreshVehicle):
-                state = "Charging" if self.on[vin] else "Stopped"
-                self.due.append(
-                    (t + 1, vin, core.VehicleUpdate(charging(self.request[vin], t, state)))
-                )
-            elif isinstance(a, core.SetAmps):
-                self.sent.append((t, vin, f"set {a.amps}"))
-                self.request[vin] = a.amps
-                self.due.append((t + 1, vin, core.CommandDone("set_charging_amps", a.amps)))
-                self.due.append((t + LAG, vin, ("draw", a.amps)))
-            elif isinstance(a, core.StopCharging):
-                self.sent.append((t, vin, "stop"))
-                self.on[vin] = False
-                self.due.append((t + 1, vin, core.CommandDone("charge_stop")))
-                self.due.append((t + LAG, vin, ("draw", 0)))
-            elif isinstance(a, core.StartCharging):
-                self.sent.append((t, vin, "start"))
-                self.on[vin] = True
-                self.due.append((t + 1, vin, core.CommandDone("charge_start")))
-                self.due.append((t + LAG, vin, ("draw", "request")))
+    @property
+    def states(self) -> dict[str, ControllerState]:
+        return dict(zip(self.vins, self.fleet.states, strict=True))
 
     def run(self, house: dict[int, float], until: int) -> None:
-        from tesla_smart_charger.control.allocation import car_view, split_reading  # noqa: PLC0415
-        from tesla_smart_charger.events import Reading  # noqa: PLC0415
-        from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
-
         load = 0.0
         for t in range(until):
             load = house.get(t, load)
-            for item in sorted((d for d in self.due if d[0] <= t), key=lambda d: d[0]):
-                self.due.remove(item)
-                _, vin, what = item
-                if isinstance(what, tuple):
-                    amps = what[1]
-                    self.draw[vin] = float(self.request[vin] if amps == "request" else amps)
-                    if not self.on[vin]:
-                        self.draw[vin] = 0.0
-                else:
-                    self._feed(vin, what, float(t))
-            supply = load + sum(self.draw.values())
-            self.supply[t] = supply
-            real = MeterReading((supply,), (230.0,), None, True, float(t))
-            views = tuple(
-                car_view(self.states[v], self.cfg, real, vin=v, priority=self.priority[v])
-                for v in self.vins
-            )
-            readings, _ = split_reading(views, real, self.cfg.limit, pause_when_overloaded=True)
-            for v, mine in zip(self.vins, readings, strict=True):
-                self._feed(v, Reading(mine), float(t))
+            self.supply[t] = self.fleet.step(float(t), load)
 
     def commands(self, vin: str, kind: str) -> list[float]:
         return [t for t, v, c in self.sent if v == vin and c.startswith(kind)]

@@ -127,7 +127,8 @@ def test_each_evcc_loadpoint_takes_the_whole_headroom() -> None:
     assert [c.draw for c in cars] == [0.0, 0.0]  # 16 - 12 = 4 A < minimum: both stop
 
 
-def test_ours_rows_say_why_they_cannot_run() -> None:
+def test_ours_rows_say_why_they_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_solar, "OURS_SOLAR", None)
     assert bench_solar.ours_solar_note(frozenset()) == "n/a (needs solar mode)"
     assert "not wired" in (bench_solar.ours_solar_note(frozenset({"solarStartSecs"})) or "")
     assert "needs multi-car" in (bench_solar.ours_two_cars_note(frozenset()) or "")
@@ -151,3 +152,33 @@ def test_full_bench_report_includes_the_solar_tables(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert bench_solar.SOLAR_HEADER in out
     assert bench_solar.TWO_CAR_HEADER in out
+
+
+def test_ours_solar_clear_day_imports_for_the_car_within_the_tolerance() -> None:
+    r = bench_solar.ours_solar("clear", True)
+    hours = (bench_solar.QUICK_WINDOW[1] - bench_solar.QUICK_WINDOW[0]) / 3600
+    cfg = bench_solar._ours_config(bench_solar.SOLAR_LIMIT, pause=False)
+    # at most solarImportToleranceAmps on average, and far less than the car's energy
+    assert r.car_import_kwh <= cfg.solar_tolerance * bench_solar.VOLTS * hours / 1000 / 4
+    assert r.car_kwh > 0.9 * bench_solar.run_solar("oracle", "clear", quick=True).car_kwh
+    assert r == bench_solar.ours_solar("clear", True)  # deterministic
+
+
+def test_ours_two_cars_overloads_far_less_than_two_evcc_loadpoints() -> None:
+    ours = bench_solar.ours_two_cars(1, True)
+    evcc = bench_solar.run_two_cars("evcc-like x2", 1, quick=True)
+    assert ours.trips_typical == 0
+    assert ours.overload_amp_secs < evcc.overload_amp_secs / 5
+    assert ours.trips_conservative < evcc.trips_conservative
+    assert ours.commands < evcc.commands
+    assert min(ours.car_kwh) > 0.5  # both cars charge: nobody is starved
+    # an overload lasts at most pauseAfterSecs plus the time the pause takes to land
+    cfg = bench_solar._ours_config(bench_solar.EVENING_LIMIT, pause=True)
+    assert ours.longest_overload <= cfg.pause_after_secs + bench_solar.LAG + 2
+
+
+def test_ours_two_cars_with_a_short_pause_never_trips_a_breaker() -> None:
+    for seed in bench_solar.EVENING_SEEDS:
+        r = bench_solar.ours_two_cars(seed, False, pause_after=bench_solar.SHORT_PAUSE)
+        assert (r.trips_conservative, r.trips_typical) == (0, 0), seed
+        assert r.longest_overload <= bench_solar.SHORT_PAUSE + bench_solar.LAG + 2, seed
