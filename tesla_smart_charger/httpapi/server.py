@@ -149,11 +149,12 @@ async def overload(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True, "queued": queued}, status=202)
 
 
-async def vehicle_limit(request: web.Request) -> web.Response:
-    """Set the car's amps ceiling, like the driver in the app (and Home Assistant's number).
+async def _vehicle_value(
+    request: web.Request, field: str, example: str, query: str
+) -> tuple[DriverControls, str, object] | web.Response:
+    """Token, car and the value of `field` for a per-car POST, or the error reply.
 
-    `?amps=N` for simple clients, else a JSON body `{"amps": N}`; validated exactly like the
-    MQTT command (`commands.parse_driver_limit`).
+    The value comes from `?field=` for simple clients, else from a JSON body like `example`.
     """
     if not authorized(request):
         return json_error(401, "missing or wrong token (use ?token= or Authorization: Bearer)")
@@ -162,20 +163,34 @@ async def vehicle_limit(request: web.Request) -> web.Response:
     car = controls.known(vin) if controls is not None else None
     if controls is None or car is None:
         return json_error(404, f"unknown vehicle {vin[:40]!r}: this daemon charges another car")
-    raw: object = request.query.get("amps")
-    if raw is None:
-        text = await request.text() if request.can_read_body else ""
-        if not text.strip():
-            return json_error(400, 'amps: required (?amps=N or a JSON body {"amps": N})')
-        try:
-            body = json.loads(text)
-        except ValueError:
-            return json_error(400, 'body: not JSON (send {"amps": N} or use ?amps=N)')
-        if not isinstance(body, dict):
-            return json_error(400, 'body: expected a JSON object like {"amps": N}')
-        if "amps" not in body:
-            return json_error(400, 'amps: required (?amps=N or a JSON body {"amps": N})')
-        raw = body["amps"]
+    raw: object = request.query.get(field)
+    if raw is not None:
+        return controls, car, raw
+    required = f"{field}: required ({query} or a JSON body {example})"
+    text = await request.text() if request.can_read_body else ""
+    if not text.strip():
+        return json_error(400, required)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return json_error(400, f"body: not JSON (send {example} or use {query})")
+    if not isinstance(body, dict):
+        return json_error(400, f"body: expected a JSON object like {example}")
+    if field not in body:
+        return json_error(400, required)
+    return controls, car, body[field]
+
+
+async def vehicle_limit(request: web.Request) -> web.Response:
+    """Set the car's amps ceiling, like the driver in the app (and Home Assistant's number).
+
+    `?amps=N` for simple clients, else a JSON body `{"amps": N}`; validated exactly like the
+    MQTT command (`commands.parse_driver_limit`).
+    """
+    got = await _vehicle_value(request, "amps", '{"amps": N}', "?amps=N")
+    if isinstance(got, web.Response):
+        return got
+    controls, car, raw = got
     try:
         amps = controls.parse(raw)
     except ValueError as err:
@@ -189,22 +204,10 @@ async def vehicle_limit(request: web.Request) -> web.Response:
 
 async def vehicle_mode(request: web.Request) -> web.Response:
     """Choose how the car charges: `{"mode": "solar"}` or `?mode=` (fast, solar, minsolar)."""
-    if not authorized(request):
-        return json_error(401, "missing or wrong token (use ?token= or Authorization: Bearer)")
-    controls = request.app[CTX].controls
-    vin = request.match_info["vin"]
-    car = controls.known(vin) if controls is not None else None
-    if controls is None or car is None:
-        return json_error(404, f"unknown vehicle {vin[:40]!r}: this daemon charges another car")
-    raw: object = request.query.get("mode")
-    if raw is None:
-        try:
-            body = json.loads(await request.text() or "null")
-        except ValueError:
-            return json_error(400, 'body: not JSON (send {"mode": "solar"} or use ?mode=solar)')
-        if not isinstance(body, dict) or "mode" not in body:
-            return json_error(400, 'mode: required (?mode=solar or a JSON body {"mode": "solar"})')
-        raw = body["mode"]
+    got = await _vehicle_value(request, "mode", '{"mode": "solar"}', "?mode=solar")
+    if isinstance(got, web.Response):
+        return got
+    controls, car, raw = got
     refused = controls.set_mode(car, raw)
     if refused is not None:
         return json_error(400, refused)
