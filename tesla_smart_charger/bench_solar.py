@@ -436,6 +436,24 @@ class TwoCarResult:
 TWO_CAR_POLICIES = ("evcc-like x2", "oracle")
 
 
+def _two_car_result(
+    policy: str, seed: int, metrics: bench.Metrics, cars: Sequence[LaggedCar]
+) -> TwoCarResult:
+    """One evening's row from the breaker metrics and the two cars' counters."""
+    return TwoCarResult(
+        policy,
+        seed,
+        metrics.overload_amp_secs,
+        metrics.longest_overload,
+        metrics.conservative.trips,
+        metrics.typical.trips,
+        100.0 * metrics.conservative.peak / breaker.CONSERVATIVE.trip_heat,
+        (cars[0].energy_kwh, cars[1].energy_kwh),
+        sum(c.commands for c in cars),
+        sum(c.data for c in cars),
+    )
+
+
 def run_two_cars(policy: str, seed: int = 1, *, quick: bool = False) -> TwoCarResult:
     """Two 16 A cars through the winter evening under `policy`."""
     if policy not in TWO_CAR_POLICIES:
@@ -465,18 +483,7 @@ def run_two_cars(policy: str, seed: int = 1, *, quick: bool = False) -> TwoCarRe
             car.amp_secs += car.draw
         metrics.add((h + draw,), draw)
     metrics.finish()
-    return TwoCarResult(
-        policy,
-        seed,
-        metrics.overload_amp_secs,
-        metrics.longest_overload,
-        metrics.conservative.trips,
-        metrics.typical.trips,
-        100.0 * metrics.conservative.peak / breaker.CONSERVATIVE.trip_heat,
-        (cars[0].energy_kwh, cars[1].energy_kwh),
-        sum(c.commands for c in cars),
-        sum(c.data for c in cars),
-    )
+    return _two_car_result(policy, seed, metrics, cars)
 
 
 TWO_CAR_HEADER = (
@@ -717,19 +724,7 @@ def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -
             car.amp_secs += car.draw
         metrics.add((supply,), draw)
     metrics.finish()
-    cars = fleet.cars
-    return TwoCarResult(
-        "ours",
-        seed,
-        metrics.overload_amp_secs,
-        metrics.longest_overload,
-        metrics.conservative.trips,
-        metrics.typical.trips,
-        100.0 * metrics.conservative.peak / breaker.CONSERVATIVE.trip_heat,
-        (cars[0].energy_kwh, cars[1].energy_kwh),
-        sum(c.commands for c in cars),
-        sum(c.data for c in cars),
-    )
+    return _two_car_result("ours", seed, metrics, fleet.cars)
 
 
 OURS_SOLAR = ours_solar
