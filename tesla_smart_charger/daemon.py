@@ -27,7 +27,7 @@ from tesla_smart_charger.alerts import AlertSender
 from tesla_smart_charger.api import Vehicle
 from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.commands import DriverControls
-from tesla_smart_charger.config import LoadedConfig, redacted
+from tesla_smart_charger.config import LoadedConfig, Settings, VehicleSettings, redacted
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig
 from tesla_smart_charger.errors import ChargerError, ConfigError
@@ -281,6 +281,17 @@ def _register_secrets(loaded: LoadedConfig) -> None:
         register_secret(s.mqtt_url.get_secret_value())
 
 
+def car_config(cfg: ControlConfig, s: Settings, v: VehicleSettings, *, ble: bool) -> ControlConfig:
+    """One car's controller settings: its own keys in `vehicles`, else the top-level ones."""
+    return replace(
+        cfg,
+        charger_min_amps=math.ceil(v.charger_min_amps or s.charger_min_amps),
+        charger_max_amps=math.floor(v.charger_max_amps or s.charger_max_amps),
+        charger_phase=v.charger_phase or s.charger_phase,
+        cloud_budget=None if ble else s.cloud_commands_per_hour,  # BLE commands are free
+    )
+
+
 def build_fleet(
     loaded: LoadedConfig,
     session: aiohttp.ClientSession,
@@ -315,13 +326,7 @@ def build_fleet(
         if ble:
             failover = build_roads(session, ble, client)[0]
             road = failover if failover is not None else client
-        car_cfg = replace(
-            cfg,
-            charger_min_amps=math.ceil(v.charger_min_amps or s.charger_min_amps),
-            charger_max_amps=math.floor(v.charger_max_amps or s.charger_max_amps),
-            charger_phase=v.charger_phase or s.charger_phase,
-            cloud_budget=None if ble else s.cloud_commands_per_hour,  # BLE is free
-        )
+        car_cfg = car_config(cfg, s, v, ble=bool(ble))
         state_name = STATE_FILE if i == 0 else f"charger-state-{v.vin}.json"
         service = ChargeService(
             car_cfg,
@@ -375,13 +380,7 @@ async def build_daemon(
     )
     cfg = ControlConfig.from_settings(s, measured=monitor)
     if one is not None:
-        cfg = replace(
-            cfg,
-            charger_min_amps=math.ceil(one.charger_min_amps or s.charger_min_amps),
-            charger_max_amps=math.floor(one.charger_max_amps or s.charger_max_amps),
-            charger_phase=one.charger_phase or s.charger_phase,
-            cloud_budget=None if ble_url else s.cloud_commands_per_hour,
-        )
+        cfg = car_config(cfg, s, one, ble=bool(ble_url))
     car: Vehicle = roads if roads is not None else vehicle  # BLE first when configured
     fleet = None
     if s.vehicles and len(s.vehicles) > 1:
