@@ -10,7 +10,7 @@ CONFIG ?= config.json
 # `make demo SCENARIO=two-cars` or `SCENARIO=solar` (see `tesla-smart-charger demo --help`).
 SCENARIO ?= evening
 # Independent tests run on four workers (pytest-xdist) even on two cores: most e2e tests wait on
-# wall-clock time (a 90 s proxy outage, 60 s fault windows), not on the CPU. `--dist loadfile`
+# wall-clock time (the 60 s fault window, the relay's minute of room), not on the CPU. `--dist loadfile`
 # keeps a file on one worker, so the fault window's module fixture runs once; with
 # --no-loadscope-reorder the files go out in collection order, the window's first
 # (tests/faults/conftest.py), so it starts at once and nothing queues behind it.

@@ -51,10 +51,11 @@ class Health:
     since: float | None  # wall clock of the last state change
     last_error: str | None
     failures: int
+    retry_in: float | None = None  # seconds until the next attempt may go (a retry policy's)
 
     def as_dict(self) -> dict[str, Any]:
-        """`{state, since, last_error, failures}` with `since` as ISO 8601."""
-        return {
+        """`{state, since, last_error, failures[, retry_in_secs]}` with `since` as ISO 8601."""
+        out: dict[str, Any] = {
             "state": self.state,
             "since": (
                 datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds")
@@ -64,6 +65,9 @@ class Health:
             "last_error": self.last_error,
             "failures": self.failures,
         }
+        if self.retry_in is not None:
+            out["retry_in_secs"] = round(self.retry_in, 1)
+        return out
 
 
 class RetryPolicy:
@@ -242,8 +246,14 @@ class RetryPolicy:
         return "degraded"
 
     def health(self) -> Health:
-        """State, since when, last error in words, failed attempts."""
-        return Health(self.state_now(), self._since_wall, self._last_error, self._failures)
+        """State, since when, last error in words, failed attempts, when the next may go."""
+        return Health(
+            self.state_now(),
+            self._since_wall,
+            self._last_error,
+            self._failures,
+            self.wait_secs(),
+        )
 
 
 def _duration(secs: float) -> str:

@@ -2,7 +2,7 @@
 
 `make test` runs pytest with `--dist loadfile --no-loadscope-reorder`, which hands test files
 to workers in collection order (xdist would otherwise put the files with most tests first).
-Handing out the long files first (the fault window's 90 s proxy outage, the escalation's 60 s
+Handing out the long files first (the fault window's 60 s, the escalation's 60 s
 of room before the relay goes back on, …) lets them run side by side from the start while the
 other workers share every other file, instead of one of them starting last.
 """
@@ -14,7 +14,7 @@ import pytest
 # Longest first, as measured by `make test`'s --durations report.
 LONG_FIRST = (
     "tests/faults/test_window.py",
-    "tests/test_e2e_ble.py",
+    "tests/test_e2e_escalation.py",
     "tests/faults/test_meter_limits.py",
     "tests/test_docgen.py",
     "tests/test_e2e_mqtt.py",

@@ -169,14 +169,15 @@ def token_fault(mode: str) -> Callable[[contextlib.AsyncExitStack, Path], Awaita
     return scenario
 
 
-# From the proxy's stop, before the daemon starts: long enough for the car link's backoff to
-# reach its 60 s cap (attempts 1, 2, 4, ... 32 s apart, the 7th about 63 s in): without the TCP
-# probe the cut would land up to a minute after the proxy is back.
-OUTAGE_SECS = 90.0
+# From the proxy's stop, before the daemon starts: long enough for six failed attempts (waits of
+# 1, 2, 4, 8, 16 s, +20 % jitter at most: the sixth ends by ~40 s in), after which the next wait is
+# 32-60 s. Recovery then falls inside that wait, so a cut within 5 s of it is the TCP probe's doing,
+# not the schedule's (the test asserts the wait left). It also ends inside the 60 s fault window.
+OUTAGE_SECS = 55.0
 
 
 async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path) -> Outcome:
-    """House 36 A on 30 A, proxy refused 90 s: 503 naming the car link; back: 200 and the cut."""
+    """House 36 A on 30 A, proxy refused 55 s: 503 naming the car link; back: 200 and the cut."""
     world = World(car=charging_car(16), manual_house=(20.0,))
     await stack.enter_async_context(world)
     port = int(world.urls["proxy"].rsplit(":", 1)[1])
@@ -203,13 +204,14 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
     await asyncio.sleep(max(0.0, stopped + OUTAGE_SECS - time.monotonic()))  # the outage itself
     status = await daemon.status()
     notes["failed_attempts"] = status["dependencies"]["car_link"]["failures"]
+    notes["retry_in_secs"] = status["dependencies"]["car_link"]["retry_in_secs"]
     notes["transient_attempts"] = transient_attempts(status)
     holder.close()
     await world.proxy.start(port=port)
     healed = time.monotonic()
 
     async def healthy() -> bool:
-        # 90 s at 120 % heats the main breaker's thermal replica: its warning may keep /health
+        # 55 s at 120 % heats the main breaker's thermal replica: its warning may keep /health
         # 503 for a while after the cut, rightly. Every other problem must be gone.
         code, body = await get_json(daemon.url + "/health")
         notes["health_up"] = (code, body)
@@ -452,6 +454,8 @@ def summary(results: dict[str, Outcome]) -> str:
     """One line per scenario: the figures the tests assert on."""
     keys = (
         "secs_to_503",
+        "failed_attempts",
+        "retry_in_secs",
         "secs_to_cut",
         "secs_to_200",
         "exit_secs",
@@ -539,8 +543,10 @@ def test_measured_overload_with_proxy_refused_is_503_then_recovers(
     notes = _ok(window["measured_refused"]).notes
     shown = json.dumps(notes, default=str)  # whole: pytest would cut a long dict short
     assert notes["secs_to_503"] <= 15.0
-    # The backoff reached its cap: the next attempt would have been up to a minute away.
+    # The backoff had grown to 32-60 s: left to its schedule, the next attempt was further away
+    # than the 5 s the cut is given, so the cut below is the probe's doing.
     assert notes["failed_attempts"] >= 6, shown
+    assert notes["retry_in_secs"] > 5.0, shown
     assert notes["transient_attempts"] <= 12, shown  # 1 + 2 in place, then the policy
     assert notes["secs_to_cut"] <= 5.0, shown
     assert notes["secs_to_200"] <= 5.0, shown  # 200, or 503 only for the breaker's heat
