@@ -49,10 +49,16 @@ class EscalationConfig:
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    """A valid meter reading: worst phase, and the charger channel when there is one."""
+    """A valid meter reading: worst phase, and the charger channel when there is one.
+
+    `follow_amps` is what a cut of this car should lower when no channel measures it: the
+    worst phase itself for one car; with several, the supply without the other cars' draw, so
+    another car's own cut is not taken for this one's (None: the worst phase).
+    """
 
     worst_amps: float
     car_amps: float | None = None
+    follow_amps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +170,7 @@ class PendingCut:
     road: str
     from_amps: float
     to_amps: float
-    worst_at_send: float | None
+    worst_at_send: float | None  # the follow signal then (the worst phase for one car)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,7 @@ class EscalationState:
     room_since: float | None = None
     last_worst: float | None = None
     last_car: float | None = None
+    last_follow: float | None = None
     road_up: bool = True
     alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
     # Normal control resumed (relay on, or charging restarted) and no road has reached the car
@@ -210,6 +217,7 @@ def _calm(state: EscalationState) -> EscalationState:
         road_up=state.road_up,
         last_worst=state.last_worst,
         last_car=state.last_car,
+        last_follow=state.last_follow,
         resumed_at=state.resumed_at,
     )
 
@@ -237,7 +245,8 @@ def _followed(cut: PendingCut, reading: Measured, cfg: EscalationConfig) -> bool
     if reading.worst_amps <= cfg.home_max_amps or cut.worst_at_send is None:
         return True  # within the limit: nothing to escalate, whatever the car did
     expected = cut.from_amps - cut.to_amps
-    return cut.worst_at_send - reading.worst_amps >= FOLLOW_SHARE * expected
+    follow = reading.follow_amps if reading.follow_amps is not None else reading.worst_amps
+    return cut.worst_at_send - follow >= FOLLOW_SHARE * expected
 
 
 def _failed_cut(state: EscalationState, road: str, amps: float, now: float, why: str) -> Step:
@@ -259,7 +268,8 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
     if isinstance(event, CutAccepted):
         if state.level != "none" or event.to_amps >= event.from_amps:
             return state, ()
-        pending = PendingCut(now, event.road, event.from_amps, event.to_amps, state.last_worst)
+        signal = state.last_follow if state.last_follow is not None else state.last_worst
+        pending = PendingCut(now, event.road, event.from_amps, event.to_amps, signal)
         return replace(state, pending=pending), ()
     if isinstance(event, CutErrored):
         if state.level != "none":
@@ -277,11 +287,17 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
     if isinstance(event, RelayOutcome):
         return _relay_outcome(state, event, now)
     if isinstance(event, Measured):
-        state = replace(state, last_worst=event.worst_amps, last_car=event.car_amps)
+        state = replace(
+            state,
+            last_worst=event.worst_amps,
+            last_car=event.car_amps,
+            last_follow=event.follow_amps,
+        )
         return _evaluate(state, event, now, cfg, fresh=True)
     if state.last_worst is None:
         return state, ()
-    return _evaluate(state, Measured(state.last_worst, state.last_car), now, cfg, fresh=False)
+    last = Measured(state.last_worst, state.last_car, state.last_follow)
+    return _evaluate(state, last, now, cfg, fresh=False)
 
 
 def _relay_outcome(state: EscalationState, event: RelayOutcome, now: float) -> Step:

@@ -19,9 +19,16 @@ class Overload:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """The meter poller produced a reading (valid or not)."""
+    """The meter poller produced a reading (valid or not).
+
+    With several cars each car's controller gets its share (`reading`) and, for its
+    escalation, the real reading it was split from (`whole`) and `follow_amps` (the supply
+    without the other cars: what this car's cut should lower).
+    """
 
     reading: MeterReading
+    whole: MeterReading | None = None
+    follow_amps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
