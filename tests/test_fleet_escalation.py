@@ -1,0 +1,283 @@
+"""Every car of `vehicles` is protected alike (issue 14 follow-up to issue 11).
+
+Each car escalates on its own; the one relay is shared; each car's own charger channel is that
+car's measured amps; a car's cut is judged without the other cars' cuts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tesla_smart_charger import control as core
+from tesla_smart_charger import escalation as esc
+from tesla_smart_charger.config import load_config
+from tesla_smart_charger.daemon import build_daemon
+from tesla_smart_charger.events import Event, Reading
+from tesla_smart_charger.fleet import Fleet, FleetCar
+from tesla_smart_charger.meters import compose_reading, create_meter
+from tesla_smart_charger.meters.shelly import ChannelSample, ShellyMeter
+from tesla_smart_charger.models import MeterReading
+from tesla_smart_charger.safety import CarRelay, Escalator, SharedRelay
+from tesla_smart_charger.service import ChargeService
+from tests.test_controller import MEASURED, charging
+from tests.test_safety import Car
+
+CFG = esc.EscalationConfig(home_max_amps=30, charger_min_amps=6, escalate_after_secs=5)
+VIN_A, VIN_B = "5YJ3E1EA7KF000001", "5YJ3E1EA7KF000002"
+
+
+# --- the pure escalation: a cut judged by what it should lower ---------------------------------
+
+
+def _cut(follow_at_send: float | None, follow_after: float | None) -> esc.Step:
+    """A 16 -> 6 A cut; the supply falls 42 -> 34 A meanwhile (another car's cut, 16 -> 8)."""
+    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0, None, follow_at_send), 0.0, CFG)
+    state, _ = esc.step(state, esc.CutAccepted("cloud", 16.0, 6.0), 0.1, CFG)
+    return esc.step(state, esc.Measured(34.0, None, follow_after), 9.0, CFG)
+
+
+def test_another_cars_cut_is_not_taken_for_this_ones() -> None:
+    # One car alone (no follow signal): an 8 A drop is more than half of 10 A, "followed".
+    state, actions = _cut(None, None)
+    assert not state.cut_failed
+    assert actions == ()
+    # With the other car's least draw taken off (26 A before and after), it did not follow.
+    state, actions = _cut(26.0, 26.0)
+    assert state.cut_failed
+    assert esc.RetryCut("ble", 6.0) in actions
+    # The car that did follow sees its own drop (26 -> 18 A): calm.
+    state, actions = _cut(26.0, 18.0)
+    assert not state.cut_failed
+    assert actions == ()
+
+
+def test_a_tick_keeps_the_follow_signal() -> None:
+    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0, None, 26.0), 0.0, CFG)
+    state, _ = esc.step(state, esc.Tick(), 1.0, CFG)
+    assert state.last_follow == 26.0
+    state, _ = esc.step(state, esc.CutAccepted("cloud", 16.0, 6.0), 1.0, CFG)
+    assert state.pending is not None
+    assert state.pending.worst_at_send == 26.0
+
+
+# --- one relay, several cars ---------------------------------------------------------------------
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.on = True
+        self.switches: list[bool] = []
+
+    @property
+    def name(self) -> str:
+        return "relay"
+
+    async def is_on(self) -> bool:
+        return self.on
+
+    async def switch(self, on: bool) -> None:
+        self.on = on
+        self.switches.append(on)
+
+
+async def test_shared_relay_is_on_only_when_every_car_that_held_it_lets_go() -> None:
+    device = Relay()
+    shared = SharedRelay(device)
+    a, b = shared.for_car("A"), shared.for_car("B")
+    await a.switch(False)
+    await b.switch(False)
+    assert not device.on
+    with pytest.raises(Exception, match="stays off until B has room too"):
+        await a.switch(True)
+    assert not device.on  # B's episode still needs it off
+    await b.switch(True)
+    assert device.on
+    assert device.switches == [False, False, True]
+    assert await a.is_on()
+    assert a.name == "relay"
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, event: str, message: str, **_: Any) -> None:
+        self.sent.append((event, message))
+
+
+async def test_a_held_relay_is_no_fault_and_the_alert_names_the_car() -> None:
+    device = Relay()
+    shared = SharedRelay(device)
+    sender = Sender()
+    escalator = Escalator(
+        CFG,
+        Car(),
+        relay=shared.for_car("Red"),
+        alerts=sender,  # type: ignore[arg-type]
+        label="Red",
+    )
+    await shared.for_car("Blue").switch(False)
+    state = core.initial_state(0.0)
+    outcome, _ = await escalator._execute(esc.SwitchRelay(on=True), state, 0.0)
+    assert outcome is None  # not a relay failure: asked again after RELAY_RETRY_SECS
+    await escalator._execute(esc.Alert("relay_on", "charger circuit on"), state, 0.0)
+    ((event, message),) = sender.sent
+    assert event == "relay_on"
+    assert message.startswith("Red: ")
+    assert "stays off until Blue has room too" in message
+    await escalator._execute(esc.Alert("cut_failed", "the car did not take the cut"), state, 0.0)
+    assert sender.sent[-1] == ("cut_failed", "Red: the car did not take the cut")
+
+
+# --- the fleet: each car's reading, its own channel, its follow signal ---------------------------
+
+
+def _service(setpoint: int, *, command_from: int | None = None) -> ChargeService:
+    service = ChargeService(MEASURED, Car(), asyncio.Queue())
+    service.state = replace(
+        core.initial_state(0.0),
+        vehicle=charging(setpoint),
+        setpoint=setpoint,
+        target=setpoint,
+        command_from=command_from,
+        commanded_at=-100.0 if command_from is not None else None,
+        first_look_done=True,
+    )
+    return service
+
+
+def _route(fleet: Fleet, reading: MeterReading) -> list[Reading]:
+    fleet.route(Reading(reading))
+    out = []
+    for car in fleet.cars:
+        event = car.service.queue.get_nowait()
+        assert isinstance(event, Reading)
+        out.append(event)
+    return out
+
+
+def _headroom(event: Reading, car: FleetCar) -> float:
+    """What the car's own controller sees: limit minus the supply without the car (measured by
+    its channel, else its setpoint)."""
+    own = event.reading.car_amps
+    if own is None:
+        own = float(car.service.state.setpoint or 0)
+    return MEASURED.limit - (event.reading.phase_amps[0] - own)
+
+
+def test_each_car_gets_its_own_channel_and_its_share_as_headroom() -> None:
+    a = FleetCar(VIN_A, "A", 1, _service(16))
+    b = FleetCar(VIN_B, "B", 0, _service(16), channel=1)
+    fleet = Fleet(asyncio.Queue[Event](), [a, b], limit=MEASURED.limit, pause_when_overloaded=False)
+    real = MeterReading((42.0,), (230.0,), None, True, 5.0, car_channel_amps=((1, 16.0),))
+    ra, rb = _route(fleet, real)
+    shares = {s.vin: s.amps for s in fleet.shares}
+    assert ra.whole is real
+    assert rb.whole is real
+    assert rb.reading.car_amps == 16.0  # its own channel
+    assert ra.reading.car_amps is None  # no channel of its own
+    assert _headroom(ra, a) == shares[VIN_A]
+    assert _headroom(rb, b) == shares[VIN_B]
+    assert ra.follow_amps == 26.0  # 42 A without B's measured 16 A
+    assert rb.follow_amps == 26.0  # 42 A without A's 16 A setpoint
+
+
+def test_a_car_that_ignores_its_cut_is_held_there_and_the_others_make_room() -> None:
+    a = FleetCar(VIN_A, "A", 1, _service(16))
+    b = FleetCar(VIN_B, "B", 0, _service(6, command_from=16), channel=1)  # cut long ago
+    fleet = Fleet(asyncio.Queue[Event](), [a, b], limit=MEASURED.limit, pause_when_overloaded=False)
+    # House 10 A, A 16 A, B still 16 A although set to 6 A.
+    real = MeterReading((42.0,), (230.0,), None, True, 5.0, car_channel_amps=((1, 16.0),))
+    ra, rb = _route(fleet, real)
+    shares = {s.vin: s.amps for s in fleet.shares}
+    assert shares[VIN_A] < 16  # B's excess counts as house load: the breaker comes first
+    assert _headroom(rb, b) == shares[VIN_B] == 6  # B's controller is not invited to raise
+    assert rb.reading.car_amps == 16.0  # its escalation sees it did not follow
+    assert ra.follow_amps == 26.0
+
+
+def test_a_car_drawing_less_than_told_does_not_hide_the_house() -> None:
+    a = FleetCar(VIN_A, "A", 1, _service(10))
+    b = FleetCar(VIN_B, "B", 0, _service(16), channel=1)
+    fleet = Fleet(asyncio.Queue[Event](), [a, b], limit=MEASURED.limit, pause_when_overloaded=False)
+    # B is set to 16 A but its charger takes 8 A: house 10 A, supply 28 A. Taking B at its
+    # setpoint would make the house 2 A and hand out 27 A of room that is not there.
+    real = MeterReading((28.0,), (230.0,), None, True, 5.0, car_channel_amps=((1, 8.0),))
+    _route(fleet, real)
+    assert sum(s.amps for s in fleet.shares) == 19  # 29 - the real 10 A house
+
+
+# --- the meter: each car's charger channel ---------------------------------------------------------
+
+
+def test_car_channels_are_not_supply_and_are_reported_per_channel() -> None:
+    channels = [
+        ChannelSample(30.0, 230.0, True, None),
+        ChannelSample(-12.0, 230.0, True, None),  # a CT the wrong way round
+        ChannelSample(6.0, 230.0, False, "is_valid is false"),
+    ]
+    reading = compose_reading(
+        channels, supply_channels=None, charger_channel=None, supply_phases=1, at=0.0,
+        car_channels=(1, 2),
+    )  # fmt: skip
+    assert reading.phase_amps == (30.0,)  # neither car's channel is summed as supply
+    assert reading.valid  # an invalid car channel only loses that car's amps
+    assert reading.car_channel_amps == ((1, 12.0),)
+    assert reading.car_amps is None
+
+
+async def test_create_meter_reads_each_cars_channel(write_config: Any) -> None:
+    two = [{"vin": VIN_A, "meterChargerChannel": 1}, {"vin": VIN_B, "meterChargerChannel": 2}]
+    async with aiohttp.ClientSession() as session:
+        s = load_config(write_config(vehicles=two, teslaVehicleId=...)).settings
+        meter = create_meter(s, session)
+        assert isinstance(meter, ShellyMeter)
+        assert (meter._charger_channel, meter._car_channels) == (None, (1, 2))
+        one = [{"vin": VIN_A, "meterChargerChannel": 1}]
+        meter = create_meter(load_config(write_config(vehicles=one)).settings, session)
+        assert isinstance(meter, ShellyMeter)
+        assert (meter._charger_channel, meter._car_channels) == (1, ())  # the one car's
+
+
+# --- the daemon's wiring -------------------------------------------------------------------------
+
+
+async def test_every_car_has_its_own_escalation_and_status_names_it(
+    write_config: Any, tmp_path: Path
+) -> None:
+    cars = [{"vin": VIN_A, "name": "Red", "priority": 1}, {"vin": VIN_B}]
+    path = write_config(
+        vehicles=cars,
+        teslaVehicleId=...,
+        energyMonitorIp="127.0.0.1:9",
+        safetyRelayIp="127.0.0.1:9",
+        tokenFile=str(tmp_path / "tokens.json"),
+    )
+    loaded = load_config(path)
+    async with aiohttp.ClientSession() as session:
+        daemon = await build_daemon(loaded, session, monitor=True)
+    assert daemon.fleet is not None
+    labels = [label for label, _ in daemon.escalations()]
+    assert labels == ["Red", VIN_B]
+    (_, red), (_, other) = daemon.escalations()
+    assert red is not other
+    assert red is daemon.escalator  # the first car's, as before
+    assert isinstance(red.relay, CarRelay)
+    assert isinstance(other.relay, CarRelay)
+    assert red.relay.shared is other.relay.shared  # one relay
+    assert (red.label, other.label) == ("Red", VIN_B)
+
+    other.state = replace(other.state, level="charge_stop")
+    status = daemon.status()
+    assert [v["escalation"] for v in status["vehicles"]] == ["none", "charge_stop"]
+    assert status["controller"]["escalation"] == "charge_stop"  # the worst car's
+    problems = daemon.health()
+    assert any(f"escalation charge_stop: {VIN_B} did not follow a cut" in p for p in problems)
+    red.state = replace(red.state, level="relay_off")
+    assert daemon.status()["controller"]["escalation"] == "relay_off"
