@@ -11,6 +11,11 @@ A lowering command that errors, or that the car accepts and does not follow (aft
 4. once room for `chargerMinAmps` has lasted `RESUME_AFTER_SECS` (60 s): the car's amps set to
    `chargerMinAmps` first when a road to it works, the relay back on, normal control resumed.
 
+With several cars on one meter and no charger channel of its own (`judge_by_look`), the meter
+cannot tell whose cut did not land: a cut still followed by an overload after `carSettleSecs`
+is then judged by one look at that car (`LookAtCar`; its `charger_actual_current` comes back as
+`CarReported`), so only the car that ignored its cut escalates.
+
 A failed cut without an overload ends by itself once the worst phase has stayed at or below the
 limit for `escalateAfterSecs`. Like `controller.decide`, `step()` does no I/O: the shell executes
 the actions and feeds their outcomes back as inputs. `level` is `controller.escalation` in
@@ -42,6 +47,7 @@ class EscalationConfig:
     escalate_after_secs: float = 20.0
     relay_configured: bool = False
     safety_margin_amps: float = 0.0
+    judge_by_look: bool = False  # several cars on the meter: ask the car, not the supply
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -49,16 +55,10 @@ class EscalationConfig:
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    """A valid meter reading: worst phase, and the charger channel when there is one.
-
-    `follow_amps` is what a cut of this car should lower when no channel measures it: the
-    worst phase itself for one car; with several, the supply without the other cars' draw, so
-    another car's own cut is not taken for this one's (None: the worst phase).
-    """
+    """A valid meter reading: worst phase, and the charger channel when there is one."""
 
     worst_amps: float
     car_amps: float | None = None
-    follow_amps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,24 @@ class Tick:
     """Time passed without a reading: deadlines are checked against the last known reading."""
 
 
-Input = Measured | CutAccepted | CutErrored | StopOutcome | RelayOutcome | RoadStatus | Tick
+@dataclass(frozen=True, slots=True)
+class CarReported:
+    """What the car says it draws (`charger_actual_current`); None: the look failed."""
+
+    amps: float | None
+    error: str = ""
+
+
+Input = (
+    Measured
+    | CutAccepted
+    | CutErrored
+    | StopOutcome
+    | RelayOutcome
+    | RoadStatus
+    | Tick
+    | CarReported
+)
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -156,7 +173,12 @@ class Alert:
     message: str
 
 
-Action = RetryCut | ChargeStop | SwitchRelay | SetAmps | Resume | Alert
+@dataclass(frozen=True, slots=True)
+class LookAtCar:
+    """Ask the car what it draws (one billed data call; never a wake)."""
+
+
+Action = RetryCut | ChargeStop | SwitchRelay | SetAmps | Resume | Alert | LookAtCar
 
 
 # --- state -----------------------------------------------------------------------------------
@@ -170,7 +192,8 @@ class PendingCut:
     road: str
     from_amps: float
     to_amps: float
-    worst_at_send: float | None  # the follow signal then (the worst phase for one car)
+    worst_at_send: float | None
+    looking: bool = False  # judge_by_look: the car was asked, its answer is awaited
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +212,6 @@ class EscalationState:
     room_since: float | None = None
     last_worst: float | None = None
     last_car: float | None = None
-    last_follow: float | None = None
     road_up: bool = True
     alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
     # Normal control resumed (relay on, or charging restarted) and no road has reached the car
@@ -217,7 +239,6 @@ def _calm(state: EscalationState) -> EscalationState:
         road_up=state.road_up,
         last_worst=state.last_worst,
         last_car=state.last_car,
-        last_follow=state.last_follow,
         resumed_at=state.resumed_at,
     )
 
@@ -245,8 +266,7 @@ def _followed(cut: PendingCut, reading: Measured, cfg: EscalationConfig) -> bool
     if reading.worst_amps <= cfg.home_max_amps or cut.worst_at_send is None:
         return True  # within the limit: nothing to escalate, whatever the car did
     expected = cut.from_amps - cut.to_amps
-    follow = reading.follow_amps if reading.follow_amps is not None else reading.worst_amps
-    return cut.worst_at_send - follow >= FOLLOW_SHARE * expected
+    return cut.worst_at_send - reading.worst_amps >= FOLLOW_SHARE * expected
 
 
 def _failed_cut(state: EscalationState, road: str, amps: float, now: float, why: str) -> Step:
@@ -268,8 +288,7 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
     if isinstance(event, CutAccepted):
         if state.level != "none" or event.to_amps >= event.from_amps:
             return state, ()
-        signal = state.last_follow if state.last_follow is not None else state.last_worst
-        pending = PendingCut(now, event.road, event.from_amps, event.to_amps, signal)
+        pending = PendingCut(now, event.road, event.from_amps, event.to_amps, state.last_worst)
         return replace(state, pending=pending), ()
     if isinstance(event, CutErrored):
         if state.level != "none":
@@ -286,18 +305,31 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
         return state, ()
     if isinstance(event, RelayOutcome):
         return _relay_outcome(state, event, now)
+    if isinstance(event, CarReported):
+        return _car_reported(state, event, now, cfg)
     if isinstance(event, Measured):
-        state = replace(
-            state,
-            last_worst=event.worst_amps,
-            last_car=event.car_amps,
-            last_follow=event.follow_amps,
-        )
+        state = replace(state, last_worst=event.worst_amps, last_car=event.car_amps)
         return _evaluate(state, event, now, cfg, fresh=True)
     if state.last_worst is None:
         return state, ()
-    last = Measured(state.last_worst, state.last_car, state.last_follow)
-    return _evaluate(state, last, now, cfg, fresh=False)
+    return _evaluate(state, Measured(state.last_worst, state.last_car), now, cfg, fresh=False)
+
+
+def _car_reported(
+    state: EscalationState, event: CarReported, now: float, cfg: EscalationConfig
+) -> Step:
+    """The look a settled cut asked for: the car's own word on whether it followed."""
+    cut = state.pending
+    if cut is None or not cut.looking or state.level != "none":
+        return state, ()
+    if event.amps is not None and event.amps <= cut.to_amps + FOLLOW_TOLERANCE_AMPS:
+        return _calm(state), ()
+    why = (
+        f"it still draws {event.amps:g} A after {cfg.car_settle_secs:g} s"
+        if event.amps is not None
+        else f"the look to confirm it failed ({event.error})"
+    )
+    return _failed_cut(state, cut.road, cut.to_amps, now, why)
 
 
 def _relay_outcome(state: EscalationState, event: RelayOutcome, now: float) -> Step:
@@ -320,7 +352,16 @@ def _evaluate(
     over = reading.worst_amps > cfg.home_max_amps
     if state.pending is not None and now - state.pending.at >= cfg.car_settle_secs and fresh:
         cut = state.pending
-        if _followed(cut, reading, cfg):
+        if (
+            cfg.judge_by_look
+            and reading.car_amps is None
+            and reading.worst_amps > cfg.home_max_amps
+        ):
+            # Several cars, one meter: whose cut did not land? The car alone can say.
+            if not cut.looking:
+                state = replace(state, pending=replace(cut, looking=True))
+                actions.append(LookAtCar())
+        elif _followed(cut, reading, cfg):
             # The road works and the car listens: whatever overload is left is the
             # controller's to handle, not an escalation.
             state = _calm(state)

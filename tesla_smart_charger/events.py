@@ -22,13 +22,11 @@ class Reading:
     """The meter poller produced a reading (valid or not).
 
     With several cars each car's controller gets its share (`reading`) and, for its
-    escalation, the real reading it was split from (`whole`) and `follow_amps` (the supply
-    without the other cars: what this car's cut should lower).
+    escalation, the real reading it was split from (`whole`): the breaker is judged on that.
     """
 
     reading: MeterReading
     whole: MeterReading | None = None
-    follow_amps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

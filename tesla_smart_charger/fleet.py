@@ -10,9 +10,9 @@ the car link coming back, meter failures) goes to every car. In push mode an /ov
 to the lowest-priority charging car first.
 
 Each car has its own escalation (`safety.Escalator`): its reading carries the real one
-(`whole`: is the breaker over?), its own charger channel (`meterChargerChannel`) as
-`car_amps`, and `follow_amps` (the supply without the other cars), so a cut one car ignores
-is told apart from another car's cut.
+(`whole`: is the breaker over?) and its own charger channel (`meterChargerChannel`) as
+`car_amps`; without a channel a cut still followed by an overload is judged by a look at that
+car, so a cut one car ignores is told apart from another car's cut.
 """
 
 from __future__ import annotations
@@ -83,19 +83,6 @@ class Fleet:
             view = replace(view, draw=min(view.draw, own))
         return view
 
-    @staticmethod
-    def low_draw(car: FleetCar, at: float, own: float | None) -> float:
-        """The least the car may draw now: measured, else the lower end of a ramp, else 0."""
-        if own is not None:
-            return own
-        state = car.service.state
-        if not _charging(state) or state.paused:
-            return 0.0
-        low = state.setpoint or 0
-        if _settling(state, car.service.cfg, at) and state.command_from is not None:
-            low = min(low, state.command_from)
-        return float(low)
-
     def own_reading(
         self,
         mine: MeterReading,
@@ -112,26 +99,6 @@ class Fleet:
                 if i < len(phases):
                     phases[i] += own - view.draw  # the controller takes `own` off again
         return replace(mine, phase_amps=tuple(phases), car_amps=own)
-
-    def follow_amps(
-        self, car: FleetCar, views: tuple[allocation.CarView, ...], real: MeterReading
-    ) -> float | None:
-        """The supply on the car's worst phase without the other cars' least draw."""
-        measured = dict(real.car_channel_amps)
-        phases = next(v.demand.phases for v in views if v.demand.vin == car.vin)
-        values = []
-        for i in phases:
-            if i >= len(real.phase_amps):
-                continue
-            others = sum(
-                self.low_draw(
-                    c, real.at, measured.get(c.channel) if c.channel is not None else None
-                )
-                for c, v in zip(self.cars, views, strict=True)
-                if c is not car and i in v.demand.phases
-            )
-            values.append(real.phase_amps[i] - others)
-        return max(values) if values else None
 
     def overload(self, source: str) -> bool:
         """/overload with several cars: one Overload on the shared queue (a burst is one)."""
@@ -161,8 +128,7 @@ class Fleet:
             by_vin = {s.vin: s for s in self.shares}
             for car, view, share, own in zip(self.cars, views, readings, owns, strict=True):
                 mine = self.own_reading(share, view, by_vin.get(car.vin), own)
-                follow = self.follow_amps(car, views, real)
-                car.service.queue.put_nowait(Reading(mine, whole=real, follow_amps=follow))
+                car.service.queue.put_nowait(Reading(mine, whole=real))
             return
         if isinstance(event, DriverLimit | ModeChange):
             for car in self.cars:

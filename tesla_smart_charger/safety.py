@@ -60,9 +60,10 @@ Record = Callable[[str, int | None, str, str], None]
 
 def escalation_config(s: Settings, car: core.ControlConfig | None = None) -> esc.EscalationConfig:
     """The escalation's settings, copied out of the validated settings (and the car's own
-    chargerMinAmps with several cars)."""
+    chargerMinAmps with several cars, where a cut is judged by a look at the car)."""
     low = car.charger_min_amps if car is not None else math.ceil(s.charger_min_amps)
     return esc.EscalationConfig(
+        judge_by_look=car is not None,
         home_max_amps=s.home_max_amps,
         charger_min_amps=float(low),
         car_settle_secs=s.car_settle_secs,
@@ -257,7 +258,7 @@ class Escalator:
             # own charger channel, and what its cut should lower.
             real = event.whole if event.whole is not None else event.reading
             self._house = tuple(real.phase_amps)
-            first = esc.Measured(real.worst_phase_amps, event.reading.car_amps, event.follow_amps)
+            first = esc.Measured(real.worst_phase_amps, event.reading.car_amps)
         elif isinstance(event, core.Tick | MeterFailed) or (
             isinstance(event, Reading) and not event.reading.valid
         ):
@@ -353,6 +354,8 @@ class Escalator:
                     else:
                         self._note("charge_start", None, "ok", "escalation resolved")
                 return None, state
+            case esc.LookAtCar():
+                return await self._look(), state
             case esc.Alert(event=event, message=message):
                 if event == "relay_on" and self._relay_held is not None:
                     message = f"room for the car has lasted 60 s, but {self._relay_held}"
@@ -366,6 +369,17 @@ class Escalator:
                     )
                 return None, state
         return None, state  # pragma: no cover - every action is matched above
+
+    async def _look(self) -> esc.Input:
+        """The car's own word on what it draws (one data call; a car that sleeps is not woken)."""
+        try:
+            snap = await self.vehicle.snapshot(with_charge_state=True, known_online=True)
+        except ChargerError as err:
+            return esc.CarReported(None, str(err))
+        if snap.charge is None:
+            return esc.CarReported(None, f"the car is {snap.state.value}")
+        amps = snap.charge.charger_actual_current if snap.charge.charging else 0
+        return esc.CarReported(float(amps))
 
     async def _switch(self, on: bool) -> esc.Input | None:
         self._relay_held = None

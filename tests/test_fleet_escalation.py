@@ -1,7 +1,7 @@
 """Every car of `vehicles` is protected alike (issue 14 follow-up to issue 11).
 
 Each car escalates on its own; the one relay is shared; each car's own charger channel is that
-car's measured amps; a car's cut is judged without the other cars' cuts.
+car's measured amps; a cut followed by an overload is judged by that car's own word.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from tesla_smart_charger import control as core
 from tesla_smart_charger import escalation as esc
 from tesla_smart_charger.config import load_config
 from tesla_smart_charger.daemon import build_daemon
+from tesla_smart_charger.errors import BleUnavailable
 from tesla_smart_charger.events import Event, Reading
 from tesla_smart_charger.fleet import Fleet, FleetCar
 from tesla_smart_charger.meters import compose_reading, create_meter
 from tesla_smart_charger.meters.shelly import ChannelSample, ShellyMeter
-from tesla_smart_charger.models import MeterReading
+from tesla_smart_charger.models import MeterReading, VehicleSnapshot
 from tesla_smart_charger.safety import CarRelay, Escalator, SharedRelay
 from tesla_smart_charger.service import ChargeService
 from tests.test_controller import MEASURED, charging
@@ -32,38 +33,90 @@ CFG = esc.EscalationConfig(home_max_amps=30, charger_min_amps=6, escalate_after_
 VIN_A, VIN_B = "5YJ3E1EA7KF000001", "5YJ3E1EA7KF000002"
 
 
-# --- the pure escalation: a cut judged by what it should lower ---------------------------------
+# --- the pure escalation: whose cut did not land? -------------------------------------------------
+
+FLEET = replace(CFG, judge_by_look=True)
 
 
-def _cut(follow_at_send: float | None, follow_after: float | None) -> esc.Step:
-    """A 16 -> 6 A cut; the supply falls 42 -> 34 A meanwhile (another car's cut, 16 -> 8)."""
-    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0, None, follow_at_send), 0.0, CFG)
-    state, _ = esc.step(state, esc.CutAccepted("cloud", 16.0, 6.0), 0.1, CFG)
-    return esc.step(state, esc.Measured(34.0, None, follow_after), 9.0, CFG)
+def _settled_cut(worst_after: float, car: float | None = None) -> esc.Step:
+    """A 16 -> 6 A cut accepted at 0.1 s; a reading after carSettleSecs (8 s)."""
+    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0), 0.0, FLEET)
+    state, _ = esc.step(state, esc.CutAccepted("cloud", 16.0, 6.0), 0.1, FLEET)
+    return esc.step(state, esc.Measured(worst_after, car), 9.0, FLEET)
 
 
-def test_another_cars_cut_is_not_taken_for_this_ones() -> None:
-    # One car alone (no follow signal): an 8 A drop is more than half of 10 A, "followed".
-    state, actions = _cut(None, None)
-    assert not state.cut_failed
-    assert actions == ()
-    # With the other car's least draw taken off (26 A before and after), it did not follow.
-    state, actions = _cut(26.0, 26.0)
-    assert state.cut_failed
-    assert esc.RetryCut("ble", 6.0) in actions
-    # The car that did follow sees its own drop (26 -> 18 A): calm.
-    state, actions = _cut(26.0, 18.0)
-    assert not state.cut_failed
-    assert actions == ()
-
-
-def test_a_tick_keeps_the_follow_signal() -> None:
-    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0, None, 26.0), 0.0, CFG)
-    state, _ = esc.step(state, esc.Tick(), 1.0, CFG)
-    assert state.last_follow == 26.0
-    state, _ = esc.step(state, esc.CutAccepted("cloud", 16.0, 6.0), 1.0, CFG)
+def test_several_cars_a_settled_cut_still_over_asks_the_car() -> None:
+    # 42 -> 34 A: more than half the 10 A cut, which one car alone would call "followed";
+    # with several cars another car's cut may be the drop.
+    state, actions = _settled_cut(34.0)
+    assert actions == (esc.LookAtCar(),)
     assert state.pending is not None
-    assert state.pending.worst_at_send == 26.0
+    assert state.pending.looking
+    again, actions = esc.step(state, esc.Measured(34.0), 9.5, FLEET)
+    assert actions == ()  # asked once per cut
+    # It says it still draws 16 A: a failed cut of its own, retried on the other road.
+    failed, actions = esc.step(again, esc.CarReported(16.0), 9.6, FLEET)
+    assert failed.cut_failed
+    assert esc.RetryCut("ble", 6.0) in actions
+    alert = next(a for a in actions if isinstance(a, esc.Alert))
+    assert "still draws 16 A" in alert.message
+    # It says 6.5 A: it followed; the overload is not its doing.
+    calm, actions = esc.step(again, esc.CarReported(6.5), 9.6, FLEET)
+    assert not calm.cut_failed
+    assert calm.pending is None
+    assert actions == ()
+    # The look failed: the cut cannot be confirmed, which counts as failed.
+    unknown, _ = esc.step(again, esc.CarReported(None, "car link down"), 9.6, FLEET)
+    assert unknown.cut_failed
+
+
+def test_several_cars_no_look_when_within_the_limit_or_measured() -> None:
+    state, actions = _settled_cut(29.0)
+    assert actions == ()
+    assert state.pending is None  # within the limit: nothing to escalate
+    state, actions = _settled_cut(34.0, car=16.0)  # its own channel says it
+    assert state.cut_failed
+    assert not any(isinstance(a, esc.LookAtCar) for a in actions)
+    # one car alone is judged on the meter, as before
+    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0), 0.0, CFG)
+    state, _ = esc.step(state, esc.CutAccepted("cloud", 16.0, 6.0), 0.1, CFG)
+    _, actions = esc.step(state, esc.Measured(41.0), 9.0, CFG)
+    assert esc.RetryCut("ble", 6.0) in actions
+
+
+def test_a_report_without_a_look_pending_changes_nothing() -> None:
+    state, _ = esc.step(esc.EscalationState(), esc.Measured(42.0), 0.0, FLEET)
+    assert esc.step(state, esc.CarReported(16.0), 1.0, FLEET) == (state, ())
+
+
+class LookedCar(Car):
+    def __init__(self, snap: VehicleSnapshot | Exception) -> None:
+        super().__init__()
+        self.snap = snap
+        self.looks: list[tuple[bool, bool]] = []
+
+    async def snapshot(self, **kwargs: Any) -> VehicleSnapshot:
+        self.looks.append((kwargs["with_charge_state"], kwargs["known_online"]))
+        if isinstance(self.snap, Exception):
+            raise self.snap
+        return self.snap
+
+
+async def test_the_look_reports_what_the_car_draws() -> None:
+    state = core.initial_state(0.0)
+    car = LookedCar(charging(6, actual=16))
+    escalator = Escalator(FLEET, car)
+    outcome, _ = await escalator._execute(esc.LookAtCar(), state, 0.0)
+    assert outcome == esc.CarReported(16.0)
+    assert car.looks == [(True, True)]  # the car just took a command: no state call first
+    stopped = LookedCar(charging(6, state="Stopped", actual=0))
+    outcome, _ = await Escalator(FLEET, stopped)._execute(esc.LookAtCar(), state, 0.0)
+    assert outcome == esc.CarReported(0.0)
+    failing = LookedCar(BleUnavailable("bridge down"))
+    outcome, _ = await Escalator(FLEET, failing)._execute(esc.LookAtCar(), state, 0.0)
+    assert isinstance(outcome, esc.CarReported)
+    assert outcome.amps is None
+    assert "bridge down" in outcome.error
 
 
 # --- one relay, several cars ---------------------------------------------------------------------
@@ -184,8 +237,6 @@ def test_each_car_gets_its_own_channel_and_its_share_as_headroom() -> None:
     assert ra.reading.car_amps is None  # no channel of its own
     assert _headroom(ra, a) == shares[VIN_A]
     assert _headroom(rb, b) == shares[VIN_B]
-    assert ra.follow_amps == 26.0  # 42 A without B's measured 16 A
-    assert rb.follow_amps == 26.0  # 42 A without A's 16 A setpoint
 
 
 def test_a_car_that_ignores_its_cut_is_held_there_and_the_others_make_room() -> None:
@@ -194,12 +245,11 @@ def test_a_car_that_ignores_its_cut_is_held_there_and_the_others_make_room() -> 
     fleet = Fleet(asyncio.Queue[Event](), [a, b], limit=MEASURED.limit, pause_when_overloaded=False)
     # House 10 A, A 16 A, B still 16 A although set to 6 A.
     real = MeterReading((42.0,), (230.0,), None, True, 5.0, car_channel_amps=((1, 16.0),))
-    ra, rb = _route(fleet, real)
+    _ra, rb = _route(fleet, real)
     shares = {s.vin: s.amps for s in fleet.shares}
     assert shares[VIN_A] < 16  # B's excess counts as house load: the breaker comes first
     assert _headroom(rb, b) == shares[VIN_B] == 6  # B's controller is not invited to raise
     assert rb.reading.car_amps == 16.0  # its escalation sees it did not follow
-    assert ra.follow_amps == 26.0
 
 
 def test_a_car_drawing_less_than_told_does_not_hide_the_house() -> None:
