@@ -314,7 +314,9 @@ class Escalator:
         why = f"escalation {self.state.level}"
         match action:
             case esc.RetryCut(road=road, amps=amps):
-                why = f"the cut did not land: retried on {ROAD_LABELS.get(road, road)}"
+                other = self.roads is not None and road in self.roads.road_names
+                where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
+                why = f"the cut did not land: retried on {where}"
                 try:
                     await self._on(road).set_charging_amps(int(amps))
                 except ChargerError as err:
