@@ -241,3 +241,20 @@ def test_each_car_needs_its_own_charger_channel(
     with pytest.raises(ConfigError) as info:
         load_config(write_config(vehicles=cars, **extra))
     assert any(fragment in line for line in info.value.problems), info.value.problems
+
+
+def test_check_config_with_vehicles_and_no_tesla_vehicle_id(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tesla_smart_charger.cli import main  # noqa: PLC0415
+
+    cars = [{"vin": "5YJ3E1EA1KF000001"}, {"vin": "5YJ3E1EA1KF000002"}]
+    assert (
+        main(["check-config", "--config", str(write_config(teslaVehicleId=..., vehicles=cars))])
+        == 0
+    )
+    assert "configuration is valid" in capsys.readouterr().err
+    assert main(["check-config", "--config", str(write_config(teslaVehicleId=...))]) == 2
+    err = capsys.readouterr().err
+    assert "teslaVehicleId: required key is missing" in err
+    assert "`vehicles`" in err
