@@ -447,7 +447,7 @@ async def build_daemon(
         shared = SharedRelay(relay[0]) if relay else None
         for fc, road in zip(fleet.cars, fleet.roads, strict=True):
             fc.service.escalation = Escalator(
-                escalation_config(s, fc.service.cfg),
+                escalation_config(s, fc.service.cfg, several=True),
                 road,
                 roads=road if isinstance(road, FailoverVehicle) else None,
                 relay=shared.for_car(fc.label) if shared else None,
@@ -459,7 +459,7 @@ async def build_daemon(
         escalator = service.escalation
     elif monitor:  # a failed cut is seen on the meter: push mode has none
         escalator = Escalator(
-            escalation_config(s),
+            escalation_config(s, cfg),  # one `vehicles` entry: its own chargerMinAmps
             car,
             roads=roads,
             relay=relay[0] if relay else None,

@@ -58,12 +58,15 @@ ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
 Record = Callable[[str, int | None, str, str], None]
 
 
-def escalation_config(s: Settings, car: core.ControlConfig | None = None) -> esc.EscalationConfig:
-    """The escalation's settings, copied out of the validated settings (and the car's own
-    chargerMinAmps with several cars, where a cut is judged by a look at the car)."""
+def escalation_config(
+    s: Settings, car: core.ControlConfig | None = None, *, several: bool = False
+) -> esc.EscalationConfig:
+    """The escalation's settings, copied out of the validated settings: the car's own
+    chargerMinAmps from its `vehicles` entry; with `several` cars on the meter a cut is judged
+    by a look at the car."""
     low = car.charger_min_amps if car is not None else math.ceil(s.charger_min_amps)
     return esc.EscalationConfig(
-        judge_by_look=car is not None,
+        judge_by_look=several,
         home_max_amps=s.home_max_amps,
         charger_min_amps=float(low),
         car_settle_secs=s.car_settle_secs,

@@ -301,7 +301,7 @@ async def test_create_meter_reads_each_cars_channel(write_config: Any) -> None:
 async def test_every_car_has_its_own_escalation_and_status_names_it(
     write_config: Any, tmp_path: Path
 ) -> None:
-    cars = [{"vin": VIN_A, "name": "Red", "priority": 1}, {"vin": VIN_B}]
+    cars = [{"vin": VIN_A, "name": "Red", "priority": 1, "chargerMinAmps": 8}, {"vin": VIN_B}]
     path = write_config(
         vehicles=cars,
         teslaVehicleId=...,
@@ -322,6 +322,8 @@ async def test_every_car_has_its_own_escalation_and_status_names_it(
     assert isinstance(other.relay, CarRelay)
     assert red.relay.shared is other.relay.shared  # one relay
     assert (red.label, other.label) == ("Red", VIN_B)
+    assert red.cfg.judge_by_look  # one meter for two cars: a cut is judged by a look
+    assert (red.cfg.charger_min_amps, other.cfg.charger_min_amps) == (8.0, 6.0)  # its own
 
     other.state = replace(other.state, level="charge_stop")
     status = daemon.status()
