@@ -59,6 +59,9 @@ class Measured:
 
     worst_amps: float
     car_amps: float | None = None
+    # With several cars: the supply this car must fit its minimum under to resume (the house
+    # without cars plus every other car's minimum); None: the worst phase.
+    room_worst: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,7 @@ class EscalationState:
     room_since: float | None = None
     last_worst: float | None = None
     last_car: float | None = None
+    last_room: float | None = None
     road_up: bool = True
     alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
     # Normal control resumed (relay on, or charging restarted) and no road has reached the car
@@ -239,6 +243,7 @@ def _calm(state: EscalationState) -> EscalationState:
         road_up=state.road_up,
         last_worst=state.last_worst,
         last_car=state.last_car,
+        last_room=state.last_room,
         resumed_at=state.resumed_at,
     )
 
@@ -308,11 +313,17 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
     if isinstance(event, CarReported):
         return _car_reported(state, event, now, cfg)
     if isinstance(event, Measured):
-        state = replace(state, last_worst=event.worst_amps, last_car=event.car_amps)
+        state = replace(
+            state,
+            last_worst=event.worst_amps,
+            last_car=event.car_amps,
+            last_room=event.room_worst,
+        )
         return _evaluate(state, event, now, cfg, fresh=True)
     if state.last_worst is None:
         return state, ()
-    return _evaluate(state, Measured(state.last_worst, state.last_car), now, cfg, fresh=False)
+    last = Measured(state.last_worst, state.last_car, state.last_room)
+    return _evaluate(state, last, now, cfg, fresh=False)
 
 
 def _car_reported(
@@ -436,7 +447,10 @@ def _escalated(
     actions: list[Action],
 ) -> Step:
     """charge_stop or relay_off in force: the next step while over, resuming once room lasts."""
-    room = cfg.home_max_amps - cfg.safety_margin_amps - reading.worst_amps
+    # Another car may use the room this one left: with several cars it resumes once the
+    # house leaves room for its minimum beside every other car's (what the sharing gives it).
+    basis = reading.room_worst if reading.room_worst is not None else reading.worst_amps
+    room = cfg.home_max_amps - cfg.safety_margin_amps - basis
     if over:
         state = replace(state, room_since=None)
         since = state.relay_at if state.level == "relay_off" else state.stop_at

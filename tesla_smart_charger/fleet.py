@@ -111,6 +111,28 @@ class Fleet:
         self.queue.put_nowait(Overload(at=time.monotonic(), source=source))
         return True
 
+    @staticmethod
+    def room_worst(
+        car: FleetCar, views: tuple[allocation.CarView, ...], real: MeterReading
+    ) -> float | None:
+        """On the car's phases: the house without any car plus every other car's minimum.
+
+        A car its escalation stopped resumes once its minimum fits under the limit beside
+        them, even while another car uses the room it left (the sharing then cuts that one).
+        """
+        values = []
+        for i in next(v.demand.phases for v in views if v.demand.vin == car.vin):
+            if i >= len(real.phase_amps):
+                continue
+            house = real.phase_amps[i] - sum(v.draw for v in views if i in v.demand.phases)
+            others = sum(
+                v.demand.min_amps
+                for v in views
+                if v.demand.vin != car.vin and v.demand.charging and i in v.demand.phases
+            )
+            values.append(house + others)
+        return max(values) if values else None
+
     def route(self, event: Event) -> None:
         """Put `event` (or each car's part of it) on the cars' own queues."""
         if isinstance(event, Overload):
@@ -128,7 +150,8 @@ class Fleet:
             by_vin = {s.vin: s for s in self.shares}
             for car, view, share, own in zip(self.cars, views, readings, owns, strict=True):
                 mine = self.own_reading(share, view, by_vin.get(car.vin), own)
-                car.service.queue.put_nowait(Reading(mine, whole=real))
+                room = self.room_worst(car, views, real)
+                car.service.queue.put_nowait(Reading(mine, whole=real, room_worst=room))
             return
         if isinstance(event, DriverLimit | ModeChange):
             for car in self.cars:

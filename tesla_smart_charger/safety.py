@@ -261,7 +261,7 @@ class Escalator:
             # own charger channel, and what its cut should lower.
             real = event.whole if event.whole is not None else event.reading
             self._house = tuple(real.phase_amps)
-            first = esc.Measured(real.worst_phase_amps, event.reading.car_amps)
+            first = esc.Measured(real.worst_phase_amps, event.reading.car_amps, event.room_worst)
         elif isinstance(event, core.Tick | MeterFailed) or (
             isinstance(event, Reading) and not event.reading.valid
         ):

@@ -89,6 +89,23 @@ def test_a_report_without_a_look_pending_changes_nothing() -> None:
     assert esc.step(state, esc.CarReported(16.0), 1.0, FLEET) == (state, ())
 
 
+def test_a_stopped_car_resumes_once_its_minimum_fits_beside_the_others() -> None:
+    # charge_stop in force; the other car has taken the room (supply 26 A of 30 A).
+    stopped = replace(esc.EscalationState(), level="charge_stop", stop_at=0.0, first_failed_at=0.0)
+    alone, _ = esc.step(stopped, esc.Measured(26.0), 1.0, FLEET)
+    alone, actions = esc.step(alone, esc.Measured(26.0), 70.0, FLEET)
+    assert alone.level == "charge_stop"  # 4 A of real room: it would wait for ever
+    assert actions == ()
+    # House 10 A + the other car's 6 A minimum: room for its own 6 A minimum.
+    shared, _ = esc.step(stopped, esc.Measured(26.0, None, 16.0), 1.0, FLEET)
+    shared, _ = esc.step(shared, esc.Tick(), 30.0, FLEET)
+    assert shared.room_since == 1.0
+    assert shared.last_room == 16.0  # a tick judges on the last reading's basis
+    shared, actions = esc.step(shared, esc.Measured(26.0, None, 16.0), 61.0, FLEET)
+    assert shared.level == "none"
+    assert esc.Resume(restart_charging=True) in actions
+
+
 class LookedCar(Car):
     def __init__(self, snap: VehicleSnapshot | Exception) -> None:
         super().__init__()
@@ -250,6 +267,19 @@ def test_a_car_that_ignores_its_cut_is_held_there_and_the_others_make_room() -> 
     assert shares[VIN_A] < 16  # B's excess counts as house load: the breaker comes first
     assert _headroom(rb, b) == shares[VIN_B] == 6  # B's controller is not invited to raise
     assert rb.reading.car_amps == 16.0  # its escalation sees it did not follow
+
+
+def test_each_car_resumes_against_the_house_and_the_others_minimums() -> None:
+    a = FleetCar(VIN_A, "A", 1, _service(16))
+    b_service = _service(6)
+    b_service.state = replace(
+        b_service.state, vehicle=charging(6, state="Stopped", actual=0), paused=False
+    )
+    b = FleetCar(VIN_B, "B", 0, b_service)
+    fleet = Fleet(asyncio.Queue[Event](), [a, b], limit=MEASURED.limit, pause_when_overloaded=False)
+    ra, rb = _route(fleet, MeterReading((26.0,), (230.0,), None, True, 5.0))
+    assert rb.room_worst == 16.0  # house 10 A + A's 6 A minimum
+    assert ra.room_worst == 10.0  # B draws nothing and claims nothing
 
 
 def test_a_car_drawing_less_than_told_does_not_hide_the_house() -> None:
