@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -237,10 +238,9 @@ class Settings(BaseSettings):
         str,
         BeforeValidator(_as_str),
         Field(
-            min_length=1,
-            description="The car's 17-character VIN, or its numeric Fleet id (the VIN is then looked up once).",
+            description="The car's 17-character VIN, or its numeric Fleet id (the VIN is then looked up once). Required unless `vehicles` lists the cars; left out then, it is the first car's VIN.",
         ),
-    ]
+    ] = ""
     tesla_access_token: Annotated[
         OptSecret,
         Field(description="Seeds the token store on first start; the store wins afterwards."),
@@ -509,6 +509,14 @@ class Settings(BaseSettings):
         ),
     ] = None
 
+    @model_validator(mode="after")
+    def _vehicle_id_from_vehicles(self) -> Settings:
+        # With `vehicles`, teslaVehicleId may be left out: the first car's VIN stands in, so
+        # every single-car reader (check-config, doctor, MQTT) keeps a VIN to show.
+        if not self.tesla_vehicle_id.strip() and self.vehicles:
+            self.tesla_vehicle_id = self.vehicles[0].vin
+        return self
+
     @field_validator("energy_monitor_type", mode="before")
     @classmethod
     def _meter_type(cls, value: Any) -> Any:
@@ -622,6 +630,14 @@ def _source(name: str, path: Path, environ: Mapping[str, str]) -> str:
 def cross_check(s: Settings) -> list[tuple[str, str]]:
     """Rules that involve more than one key: (field, message) pairs."""
     problems: list[tuple[str, str]] = []
+    if not s.tesla_vehicle_id.strip():
+        problems.append(
+            (
+                "tesla_vehicle_id",
+                "teslaVehicleId: required key is missing: give the car's VIN here, "
+                "or list the cars in `vehicles` (each with its vin)",
+            )
+        )
     if s.charger_min_amps > s.charger_max_amps:
         problems.append(
             (
@@ -669,6 +685,7 @@ def _check_vehicles(s: Settings) -> list[str]:
     """`vehicles`: unique VINs, each car's amps within its own and the house's range."""
     problems: list[str] = []
     seen: set[str] = set()
+    channels: dict[int, str] = {}  # meterChargerChannel -> the entry that measures on it
     for i, v in enumerate(s.vehicles or ()):
         where = f"vehicles[{i}]"
         if v.vin.upper() in seen:
@@ -689,7 +706,26 @@ def _check_vehicles(s: Settings) -> list[str]:
             problems.append(
                 f"{where}.chargerPhase ({phase}) must not exceed supplyPhases ({s.supply_phases})"
             )
+        problems += _check_car_channel(s, where, v.meter_charger_channel, channels)
+        if v.meter_charger_channel is not None:
+            channels[v.meter_charger_channel] = where
     return problems
+
+
+def _check_car_channel(
+    s: Settings, where: str, channel: int | None, taken: dict[int, str]
+) -> list[str]:
+    """A car's meterChargerChannel measures that car alone: no supply channel, no other car's."""
+    if channel is None:
+        return []
+    key = f"{where}.meterChargerChannel ({channel})"
+    if s.energy_monitor_supply_channels and channel in s.energy_monitor_supply_channels:
+        return [f"{key} must not also be one of energyMonitorSupplyChannels"]
+    if channel in taken:
+        return [f"{key} is already {taken[channel]}'s: each car needs its own channel"]
+    if channel == s.energy_monitor_charger_channel and len(s.vehicles or ()) > 1:
+        return [f"{key} must not be energyMonitorChargerChannel (that one measures every car)"]
+    return []
 
 
 def _json_depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -49,8 +49,10 @@ from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.retry import Health, RetryPolicy
 from tesla_smart_charger.roads import FailoverVehicle
 from tesla_smart_charger.safety import (
+    ESCALATION_LEVELS,
     AlertWatch,
     Escalator,
+    SharedRelay,
     build_relay,
     build_roads,
     escalation_config,
@@ -111,6 +113,23 @@ class Daemon:
         """The one queue every source feeds (the fleet's when there are several cars)."""
         return self.fleet.queue if self.fleet is not None else self.service.queue
 
+    def escalations(self) -> list[tuple[str, Escalator]]:
+        """Each car's escalation with the car in words (name or VIN); empty in push mode."""
+        if self.fleet is not None:
+            return [
+                (c.label, c.service.escalation)
+                for c in self.fleet.cars
+                if c.service.escalation is not None
+            ]
+        if self.escalator is None:
+            return []
+        return [(self.vehicles()[0]["vin"] or "the car", self.escalator)]
+
+    def worst_escalation(self) -> str:
+        """The furthest step any car's escalation is at (`none` when none is in force)."""
+        levels = [e.level for _, e in self.escalations()]
+        return max(levels, key=ESCALATION_LEVELS.index, default="none")
+
     # --- what the endpoints show -------------------------------------------------------------
     def vehicles(self) -> list[dict[str, Any]]:
         """Each car's entry of /status `vehicles` (also per-car /metrics and the dashboard)."""
@@ -128,6 +147,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """The /status document."""
         out = self.service.status()
+        out["controller"]["escalation"] = self.worst_escalation()  # every car's, worst first
         out["vehicles"] = self.vehicles()
         out["api_calls"] = self.counter.as_dict()
         out["auth"] = self.tokens.status()
@@ -226,12 +246,16 @@ class Daemon:
         elif not state.auth_ok:
             problems.append(state.reason)
         problems += self._cut_blocked()
-        escalator = self.escalator
-        if escalator is not None and escalator.state.active:
-            problems.append(
-                f"escalation {escalator.level}: the car did not follow a cut "
-                "(see the log and docs/relay.md)"
-            )
+        for label, escalator in self.escalations():
+            if escalator.state.active:
+                car = (
+                    f"{label} did not follow a cut"
+                    if self.fleet
+                    else "the car did not follow a cut"
+                )
+                problems.append(
+                    f"escalation {escalator.level}: {car} (see the log and docs/relay.md)"
+                )
         hot = self.breaker.problem() if self.breaker is not None else None
         if hot is not None:
             problems.append(hot)
@@ -288,6 +312,9 @@ def car_config(cfg: ControlConfig, s: Settings, v: VehicleSettings, *, ble: bool
         charger_min_amps=math.ceil(v.charger_min_amps or s.charger_min_amps),
         charger_max_amps=math.floor(v.charger_max_amps or s.charger_max_amps),
         charger_phase=v.charger_phase or s.charger_phase,
+        # its own channel; the top-level one measures it only when it is the only car
+        charger_measured=v.meter_charger_channel is not None
+        or (cfg.charger_measured and len(s.vehicles or ()) <= 1),
         cloud_budget=None if ble else s.cloud_commands_per_hour,  # BLE commands are free
     )
 
@@ -336,7 +363,7 @@ def build_fleet(
             state_file=loaded.token_file.parent / state_name,
             charge_mode=v.mode or s.mode,
         )
-        cars.append(FleetCar(v.vin, v.name, v.priority, service))
+        cars.append(FleetCar(v.vin, v.name, v.priority, service, v.meter_charger_channel))
         clients.append(client)
         roads.append(road)
     fleet = Fleet(queue, cars, limit=cfg.limit, pause_when_overloaded=cfg.pause_when_overloaded)
@@ -415,9 +442,24 @@ async def build_daemon(
     alerts = AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
     relay = build_relay(session, s)
     escalator = None
-    if monitor:  # a failed cut is seen on the meter: push mode has none
+    if monitor and fleet is not None:
+        # Every car escalates on its own; the one relay is off while any car's episode needs it.
+        shared = SharedRelay(relay[0]) if relay else None
+        for fc, road in zip(fleet.cars, fleet.roads, strict=True):
+            fc.service.escalation = Escalator(
+                escalation_config(s, fc.service.cfg, several=True),
+                road,
+                roads=road if isinstance(road, FailoverVehicle) else None,
+                relay=shared.for_car(fc.label) if shared else None,
+                relay_policy=relay[1] if relay else None,
+                alerts=alerts,
+                record=fc.service._record,
+                label=fc.label,
+            )
+        escalator = service.escalation
+    elif monitor:  # a failed cut is seen on the meter: push mode has none
         escalator = Escalator(
-            escalation_config(s),
+            escalation_config(s, cfg),  # one `vehicles` entry: its own chargerMinAmps
             car,
             roads=roads,
             relay=relay[0] if relay else None,

@@ -127,7 +127,7 @@ def _type_name(annotation: Any) -> str:
 def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "**required**"
-    if info.default is None:
+    if info.default is None or info.default == "":
         return "not set"
     return f"`{json.dumps(info.default)}`"
 

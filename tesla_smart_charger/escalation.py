@@ -11,6 +11,11 @@ A lowering command that errors, or that the car accepts and does not follow (aft
 4. once room for `chargerMinAmps` has lasted `RESUME_AFTER_SECS` (60 s): the car's amps set to
    `chargerMinAmps` first when a road to it works, the relay back on, normal control resumed.
 
+With several cars on one meter and no charger channel of its own (`judge_by_look`), the meter
+cannot tell whose cut did not land: a cut still followed by an overload after `carSettleSecs`
+is then judged by one look at that car (`LookAtCar`; its `charger_actual_current` comes back as
+`CarReported`), so only the car that ignored its cut escalates.
+
 A failed cut without an overload ends by itself once the worst phase has stayed at or below the
 limit for `escalateAfterSecs`. Like `controller.decide`, `step()` does no I/O: the shell executes
 the actions and feeds their outcomes back as inputs. `level` is `controller.escalation` in
@@ -42,6 +47,7 @@ class EscalationConfig:
     escalate_after_secs: float = 20.0
     relay_configured: bool = False
     safety_margin_amps: float = 0.0
+    judge_by_look: bool = False  # several cars on the meter: ask the car, not the supply
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -53,6 +59,9 @@ class Measured:
 
     worst_amps: float
     car_amps: float | None = None
+    # With several cars: the supply this car must fit its minimum under to resume (the house
+    # without cars plus every other car's minimum); None: the worst phase.
+    room_worst: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +111,24 @@ class Tick:
     """Time passed without a reading: deadlines are checked against the last known reading."""
 
 
-Input = Measured | CutAccepted | CutErrored | StopOutcome | RelayOutcome | RoadStatus | Tick
+@dataclass(frozen=True, slots=True)
+class CarReported:
+    """What the car says it draws (`charger_actual_current`); None: the look failed."""
+
+    amps: float | None
+    error: str = ""
+
+
+Input = (
+    Measured
+    | CutAccepted
+    | CutErrored
+    | StopOutcome
+    | RelayOutcome
+    | RoadStatus
+    | Tick
+    | CarReported
+)
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -150,7 +176,12 @@ class Alert:
     message: str
 
 
-Action = RetryCut | ChargeStop | SwitchRelay | SetAmps | Resume | Alert
+@dataclass(frozen=True, slots=True)
+class LookAtCar:
+    """Ask the car what it draws (one billed data call; never a wake)."""
+
+
+Action = RetryCut | ChargeStop | SwitchRelay | SetAmps | Resume | Alert | LookAtCar
 
 
 # --- state -----------------------------------------------------------------------------------
@@ -165,6 +196,7 @@ class PendingCut:
     from_amps: float
     to_amps: float
     worst_at_send: float | None
+    looking: bool = False  # judge_by_look: the car was asked, its answer is awaited
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +215,7 @@ class EscalationState:
     room_since: float | None = None
     last_worst: float | None = None
     last_car: float | None = None
+    last_room: float | None = None
     road_up: bool = True
     alerted: frozenset[str] = frozenset()  # failure alerts already sent in this episode
     # Normal control resumed (relay on, or charging restarted) and no road has reached the car
@@ -210,6 +243,7 @@ def _calm(state: EscalationState) -> EscalationState:
         road_up=state.road_up,
         last_worst=state.last_worst,
         last_car=state.last_car,
+        last_room=state.last_room,
         resumed_at=state.resumed_at,
     )
 
@@ -276,12 +310,37 @@ def step(state: EscalationState, event: Input, now: float, cfg: EscalationConfig
         return state, ()
     if isinstance(event, RelayOutcome):
         return _relay_outcome(state, event, now)
+    if isinstance(event, CarReported):
+        return _car_reported(state, event, now, cfg)
     if isinstance(event, Measured):
-        state = replace(state, last_worst=event.worst_amps, last_car=event.car_amps)
+        state = replace(
+            state,
+            last_worst=event.worst_amps,
+            last_car=event.car_amps,
+            last_room=event.room_worst,
+        )
         return _evaluate(state, event, now, cfg, fresh=True)
     if state.last_worst is None:
         return state, ()
-    return _evaluate(state, Measured(state.last_worst, state.last_car), now, cfg, fresh=False)
+    last = Measured(state.last_worst, state.last_car, state.last_room)
+    return _evaluate(state, last, now, cfg, fresh=False)
+
+
+def _car_reported(
+    state: EscalationState, event: CarReported, now: float, cfg: EscalationConfig
+) -> Step:
+    """The look a settled cut asked for: the car's own word on whether it followed."""
+    cut = state.pending
+    if cut is None or not cut.looking or state.level != "none":
+        return state, ()
+    if event.amps is not None and event.amps <= cut.to_amps + FOLLOW_TOLERANCE_AMPS:
+        return _calm(state), ()
+    why = (
+        f"it still draws {event.amps:g} A after {cfg.car_settle_secs:g} s"
+        if event.amps is not None
+        else f"the look to confirm it failed ({event.error})"
+    )
+    return _failed_cut(state, cut.road, cut.to_amps, now, why)
 
 
 def _relay_outcome(state: EscalationState, event: RelayOutcome, now: float) -> Step:
@@ -304,7 +363,16 @@ def _evaluate(
     over = reading.worst_amps > cfg.home_max_amps
     if state.pending is not None and now - state.pending.at >= cfg.car_settle_secs and fresh:
         cut = state.pending
-        if _followed(cut, reading, cfg):
+        if (
+            cfg.judge_by_look
+            and reading.car_amps is None
+            and reading.worst_amps > cfg.home_max_amps
+        ):
+            # Several cars, one meter: whose cut did not land? The car alone can say.
+            if not cut.looking:
+                state = replace(state, pending=replace(cut, looking=True))
+                actions.append(LookAtCar())
+        elif _followed(cut, reading, cfg):
             # The road works and the car listens: whatever overload is left is the
             # controller's to handle, not an escalation.
             state = _calm(state)
@@ -379,7 +447,10 @@ def _escalated(
     actions: list[Action],
 ) -> Step:
     """charge_stop or relay_off in force: the next step while over, resuming once room lasts."""
-    room = cfg.home_max_amps - cfg.safety_margin_amps - reading.worst_amps
+    # Another car may use the room this one left: with several cars it resumes once the
+    # house leaves room for its minimum beside every other car's (what the sharing gives it).
+    basis = reading.room_worst if reading.room_worst is not None else reading.worst_amps
+    room = cfg.home_max_amps - cfg.safety_margin_amps - basis
     if over:
         state = replace(state, room_since=None)
         since = state.relay_at if state.level == "relay_off" else state.stop_at

@@ -19,9 +19,17 @@ class Overload:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """The meter poller produced a reading (valid or not)."""
+    """The meter poller produced a reading (valid or not).
+
+    With several cars each car's controller gets its share (`reading`) and, for its
+    escalation, the real reading it was split from (`whole`: the breaker is judged on that)
+    and `room_worst` (the house without cars plus the other cars' minimums on its phases: its
+    minimum must fit under the limit beside them before it resumes).
+    """
 
     reading: MeterReading
+    whole: MeterReading | None = None
+    room_worst: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,8 @@ class MeterReading:
 
     `phase_amps` are signed (positive = import from the grid), one per supply phase.
     `car_amps` is set only when a meter channel measures the charger circuit.
+    `car_channel_amps` holds, with several cars, what each car's own charger channel
+    (`vehicles[].meterChargerChannel`) measures: (channel, amps) pairs, valid channels only.
     """
 
     phase_amps: tuple[float, ...]
@@ -62,6 +64,7 @@ class MeterReading:
     valid: bool
     at: float  # monotonic seconds
     error: str | None = None  # why `valid` is False, for /status and logs
+    car_channel_amps: tuple[tuple[int, float], ...] = ()
 
     @property
     def worst_phase_amps(self) -> float:

@@ -58,11 +58,17 @@ ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
 Record = Callable[[str, int | None, str, str], None]
 
 
-def escalation_config(s: Settings) -> esc.EscalationConfig:
-    """The escalation's settings, copied out of the validated settings."""
+def escalation_config(
+    s: Settings, car: core.ControlConfig | None = None, *, several: bool = False
+) -> esc.EscalationConfig:
+    """The escalation's settings, copied out of the validated settings: the car's own
+    chargerMinAmps from its `vehicles` entry; with `several` cars on the meter a cut is judged
+    by a look at the car."""
+    low = car.charger_min_amps if car is not None else math.ceil(s.charger_min_amps)
     return esc.EscalationConfig(
+        judge_by_look=several,
         home_max_amps=s.home_max_amps,
-        charger_min_amps=float(math.ceil(s.charger_min_amps)),
+        charger_min_amps=float(low),
         car_settle_secs=s.car_settle_secs,
         escalate_after_secs=s.escalate_after_secs,
         relay_configured=s.safety_relay_ip is not None,
@@ -128,6 +134,54 @@ def build_relay(
     return relay, policy
 
 
+class RelayHeld(RelayError):
+    """A car asked for the charger circuit back while another car's episode keeps it off."""
+
+
+@dataclass
+class SharedRelay:
+    """One safety relay for several cars: off when any car's escalation asks, on only when
+    every car that asked for it off has asked for it on again (each after its 60 s of room)."""
+
+    relay: Relay
+    holders: set[str] = field(default_factory=set)  # cars whose episode wants it off
+
+    def for_car(self, car: str) -> CarRelay:
+        """The relay as one car's escalation sees it."""
+        return CarRelay(self, car)
+
+
+@dataclass
+class CarRelay:
+    """One car's vote on the shared relay (implements `api.Relay`)."""
+
+    shared: SharedRelay
+    car: str
+
+    @property
+    def name(self) -> str:
+        """The device's label."""
+        return self.shared.relay.name
+
+    async def is_on(self) -> bool:
+        """Whether the charger circuit is powered now."""
+        return await self.shared.relay.is_on()
+
+    async def switch(self, on: bool) -> None:
+        """Off at once; on only when no other car's episode still holds the circuit off."""
+        holders = self.shared.holders
+        if not on:
+            holders.add(self.car)
+            await self.shared.relay.switch(False)
+            return
+        holders.discard(self.car)
+        if holders:
+            raise RelayHeld(
+                f"the charger circuit stays off until {', '.join(sorted(holders))} has room too"
+            )
+        await self.shared.relay.switch(True)
+
+
 # --- the escalation's shell -----------------------------------------------------------------
 
 
@@ -143,10 +197,12 @@ class Escalator:
     alerts: AlertSender | None = None
     record: Record | None = None
     clock: Callable[[], float] = time.monotonic
+    label: str | None = None  # the car's name or VIN with several cars: alerts and logs name it
     state: esc.EscalationState = field(default_factory=esc.EscalationState)
     steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ESCALATION_LEVELS, 0))
     _inputs: list[esc.Input] = field(default_factory=list)
     _house: tuple[float, ...] = ()
+    _relay_held: str | None = None  # why the last "relay on" was held (another car's episode)
 
     @property
     def level(self) -> esc.Level:
@@ -201,9 +257,11 @@ class Escalator:
         """Feed the event and the noted command outcomes to `step()`; run its actions."""
         first: esc.Input | None = None
         if isinstance(event, Reading) and event.reading.valid:
-            reading = event.reading
-            self._house = tuple(reading.phase_amps)
-            first = esc.Measured(reading.worst_phase_amps, reading.car_amps)
+            # With several cars: the real reading for the breaker, this car's share for its
+            # own charger channel, and what its cut should lower.
+            real = event.whole if event.whole is not None else event.reading
+            self._house = tuple(real.phase_amps)
+            first = esc.Measured(real.worst_phase_amps, event.reading.car_amps, event.room_worst)
         elif isinstance(event, core.Tick | MeterFailed) or (
             isinstance(event, Reading) and not event.reading.valid
         ):
@@ -259,7 +317,9 @@ class Escalator:
         why = f"escalation {self.state.level}"
         match action:
             case esc.RetryCut(road=road, amps=amps):
-                why = f"the cut did not land: retried on {ROAD_LABELS.get(road, road)}"
+                other = self.roads is not None and road in self.roads.road_names
+                where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
+                why = f"the cut did not land: retried on {where}"
                 try:
                     await self._on(road).set_charging_amps(int(amps))
                 except ChargerError as err:
@@ -280,7 +340,8 @@ class Escalator:
                 self._note("charge_stop", None, "ok", "the car ignored the cut: escalation")
                 return esc.StopOutcome(ok=True), state
             case esc.SwitchRelay(on=on):
-                return await self._switch(on), state
+                switched = await self._switch(on)
+                return switched, state
             case esc.SetAmps(amps=amps):
                 try:
                     await self.vehicle.set_charging_amps(int(amps))
@@ -298,7 +359,13 @@ class Escalator:
                     else:
                         self._note("charge_start", None, "ok", "escalation resolved")
                 return None, state
+            case esc.LookAtCar():
+                return await self._look(), state
             case esc.Alert(event=event, message=message):
+                if event == "relay_on" and self._relay_held is not None:
+                    message = f"room for the car has lasted 60 s, but {self._relay_held}"
+                if self.label is not None:
+                    message = f"{self.label}: {message}"
                 level = logging.INFO if event in ("resolved", "relay_on") else logging.WARNING
                 _LOG.log(level, "escalation: %s", message)
                 if self.alerts is not None:
@@ -308,11 +375,27 @@ class Escalator:
                 return None, state
         return None, state  # pragma: no cover - every action is matched above
 
-    async def _switch(self, on: bool) -> esc.Input:
+    async def _look(self) -> esc.Input:
+        """The car's own word on what it draws (one data call; a car that sleeps is not woken)."""
+        try:
+            snap = await self.vehicle.snapshot(with_charge_state=True, known_online=True)
+        except ChargerError as err:
+            return esc.CarReported(None, str(err))
+        if snap.charge is None:
+            return esc.CarReported(None, f"the car is {snap.state.value}")
+        amps = snap.charge.charger_actual_current if snap.charge.charging else 0
+        return esc.CarReported(float(amps))
+
+    async def _switch(self, on: bool) -> esc.Input | None:
+        self._relay_held = None
         if self.relay is None:
             return esc.RelayOutcome(on=on, ok=False, error="no safety relay configured")
         try:
             await self.relay.switch(on)
+        except RelayHeld as err:
+            # Another car's episode keeps the circuit off: no fault, asked again later.
+            self._relay_held = str(err)
+            return None
         except RelayError as err:
             if self.relay_policy is not None:
                 kind: FailureKind = "fault" if isinstance(err, RelayAuthError) else "transient"

@@ -525,6 +525,8 @@ def car_status(service: ChargeService, vin: str | None, name: str | None) -> dic
         "driver_amps": s.driver_amps,
         "driver_limit_amps": s.driver_amps if s.driver_amps is not None else s.setpoint,
         "reason": s.reason,
+        # this car's own escalation (none, charge_stop, relay_off): it ignored a cut
+        "escalation": service.escalation.level if service.escalation is not None else "none",
     }
 
 

@@ -194,3 +194,67 @@ def test_bad_mode_names_the_key(write_config: WriteConfig) -> None:
         load_config(write_config(mode="eco"))
     assert "mode" in info.value.problems[0]
     assert "solar" in info.value.problems[0]
+
+
+def test_vehicles_make_tesla_vehicle_id_optional(write_config: WriteConfig) -> None:
+    cars = [{"vin": "5YJ3E1EA1KF000001"}, {"vin": "5YJ3E1EA1KF000002"}]
+    s = load_config(write_config(teslaVehicleId=..., vehicles=cars)).settings
+    assert s.tesla_vehicle_id == "5YJ3E1EA1KF000001"  # the first car stands in
+    explicit = load_config(write_config(teslaVehicleId="5YJ3E1EA1KF999999", vehicles=cars))
+    assert explicit.settings.tesla_vehicle_id == "5YJ3E1EA1KF999999"  # an old config unchanged
+
+
+@pytest.mark.parametrize("value", [..., ""])
+def test_neither_tesla_vehicle_id_nor_vehicles_names_both(
+    write_config: WriteConfig, value: object
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(teslaVehicleId=value))
+    (line,) = [p for p in info.value.problems if "teslaVehicleId" in p]
+    assert "required" in line
+    assert "vehicles" in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "cars", "fragment"),
+    [
+        (
+            {"energyMonitorSupplyChannels": [0]},
+            [{"vin": "A1", "meterChargerChannel": 0}],
+            "vehicles[0].meterChargerChannel (0) must not also be one of energyMonitorSupplyChannels",
+        ),
+        (
+            {},
+            [{"vin": "A1", "meterChargerChannel": 1}, {"vin": "A2", "meterChargerChannel": 1}],
+            "vehicles[1].meterChargerChannel (1) is already vehicles[0]'s",
+        ),
+        (
+            {"energyMonitorChargerChannel": 1},
+            [{"vin": "A1", "meterChargerChannel": 1}, {"vin": "A2"}],
+            "vehicles[0].meterChargerChannel (1) must not be energyMonitorChargerChannel",
+        ),
+    ],
+)
+def test_each_car_needs_its_own_charger_channel(
+    write_config: WriteConfig, extra: dict[str, object], cars: object, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(vehicles=cars, **extra))
+    assert any(fragment in line for line in info.value.problems), info.value.problems
+
+
+def test_check_config_with_vehicles_and_no_tesla_vehicle_id(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tesla_smart_charger.cli import main  # noqa: PLC0415
+
+    cars = [{"vin": "5YJ3E1EA1KF000001"}, {"vin": "5YJ3E1EA1KF000002"}]
+    assert (
+        main(["check-config", "--config", str(write_config(teslaVehicleId=..., vehicles=cars))])
+        == 0
+    )
+    assert "configuration is valid" in capsys.readouterr().err
+    assert main(["check-config", "--config", str(write_config(teslaVehicleId=...))]) == 2
+    err = capsys.readouterr().err
+    assert "teslaVehicleId: required key is missing" in err
+    assert "`vehicles`" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import world_and_daemon
+from tests.e2e import free_port, run_daemon, world_and_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +95,60 @@ async def test_one_entry_in_vehicles_is_that_car_with_its_own_keys(tmp_path: Pat
         st = await daemon.wait_status(lambda s: s["vehicles"][0]["setpoint_amps"] == 10)
         assert st["vehicles"][0]["vin"] == VIN_A
         assert st["vehicles"][0]["name"] == "Only"
+
+
+async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
+    tmp_path: Path,
+) -> None:
+    """Issue 14 x issue 11: every car escalates on its own, and only the one that ignores."""
+    escalate = 5.0
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
+    b = CarModel(
+        vin=VIN_B,
+        numeric_id=100022,
+        vehicle_id=99998,
+        request_amps=16,
+        ramp_delay=0.5,
+        capacity_kwh=None,
+        fault="ignores_commands",
+    )
+    async with World(cars=(a, b), manual_house=(10.0,)) as world:
+        cfg = world.config(
+            apiPort=free_port(),
+            vehicles=[{"vin": VIN_A, "name": "A", "priority": 1}, {"vin": VIN_B, "name": "B"}],
+            escalateAfterSecs=escalate,
+            carSettleSecs=2,
+        )
+        del cfg["teslaVehicleId"]  # `vehicles` names the cars
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(cfg), encoding="utf-8")
+        async with run_daemon(tmp_path, path, "--monitor") as daemon:
+            await daemon.wait_status(lambda s: s["meter"] is not None and s["meter"]["valid"])
+            started = time.monotonic()
+            assert max(world.supply_amps()) > 30  # 10 + 16 + 16 on a 30 A main
+            deadline = started + escalate + 5
+            while not stops(world, VIN_B):
+                assert time.monotonic() < deadline, daemon.log()[-4000:]
+                await asyncio.sleep(0.05)
+            status = await daemon.wait_status(
+                lambda s: s["vehicles"][1]["escalation"] != "none", timeout=3
+            )
+            assert [v["name"] for v in status["vehicles"]] == ["A", "B"]
+            assert status["vehicles"][1]["escalation"] == "charge_stop"
+            assert status["vehicles"][0]["escalation"] == "none"
+            assert status["controller"]["escalation"] == "charge_stop"  # the worst car's
+            code, health = await daemon.get("/health")
+            assert code == 503
+            assert any("B did not follow a cut" in p for p in health["problems"])
+            code, text = await daemon.get("/metrics")
+            assert f'vehicle_escalation_level{{level="charge_stop",vin="{VIN_B}"}} 1.0' in text
+        log = daemon.log()
+    assert stops(world, VIN_A) == 0  # the car that followed its cuts keeps charging
+    assert "B: the car ignored the cut" in log  # the alert names the car
+    assert a.wakes == 0
+    assert b.wakes == 0
+
+
+def stops(world: World, vin: str) -> int:
+    """charge_stop commands the proxy got for `vin`."""
+    return sum(1 for _, name, _ in world.proxy.commands_for(vin) if name == "charge_stop")

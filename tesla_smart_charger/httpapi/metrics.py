@@ -288,30 +288,40 @@ class DaemonCollector:
                 ],
                 1.0,
             )
+        escalation = GaugeMetricFamily(
+            PREFIX + "vehicle_escalation_level",
+            "Each car's own escalation step (none, charge_stop, relay_off): 1 for the current one.",
+            labels=["vin", "level"],
+        )
+        for car in cars:
+            for level in ESCALATION_LEVELS:
+                on = car.get("escalation", "none") == level
+                escalation.add_metric([car["vin"], level], 1.0 if on else 0.0)
         yield mode
         yield charging
         yield info
+        yield escalation
 
     def _escalation(self) -> Iterable[Metric]:
         """Issue 11: the escalation step in force, its steps taken, and each road's calls."""
         d = self._daemon
-        escalator = d.escalator
-        current = escalator.level if escalator is not None else "none"
+        escalations = d.escalations()
         yield _one_hot(
             "escalation_level",
-            "The escalation step in force (none, charge_stop, relay_off): 1 for the current one.",
+            "The escalation step in force (none, charge_stop, relay_off): 1 for the current one "
+            "(with several cars the furthest of theirs).",
             "level",
             ESCALATION_LEVELS,
-            current,
+            d.worst_escalation(),
         )
         steps = CounterMetricFamily(
             PREFIX + "escalation_steps",
-            "Escalation steps taken since start (charge_stop, relay_off).",
+            "Escalation steps taken since start (charge_stop, relay_off), every car together.",
             labels=["level"],
         )
         for name in ESCALATION_LEVELS:
             if name != "none":
-                steps.add_metric([name], escalator.steps[name] if escalator is not None else 0)
+                steps.add_metric([name], sum(e.steps[name] for _, e in escalations))
         yield steps
         if d.roads is not None:
             calls = CounterMetricFamily(

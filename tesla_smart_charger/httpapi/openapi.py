@@ -285,6 +285,12 @@ _SCHEMAS: dict[str, Any] = {
                         "driver_amps": _nullable("integer"),
                         "driver_limit_amps": _nullable("integer"),
                         "reason": {"type": "string"},
+                        "escalation": {
+                            "type": "string",
+                            "enum": ["none", "charge_stop", "relay_off"],
+                            "description": "this car's own escalation after a cut it did not "
+                            "follow (docs/relay.md)",
+                        },
                     },
                 },
             },
@@ -338,7 +344,8 @@ _SCHEMAS: dict[str, Any] = {
                         "type": "string",
                         "enum": ["none", "charge_stop", "relay_off"],
                         "description": "the escalation step in force after a cut the car did "
-                        "not follow (docs/relay.md); /health is 503 while not none",
+                        "not follow (docs/relay.md); with several cars the furthest of theirs; "
+                        "/health is 503 while not none",
                     },
                 },
             },

@@ -74,6 +74,12 @@ class DaemonView(Protocol):
     def fleet(self) -> Fleet | None:
         """Several cars (None with one): its `last_reading` is the real meter reading."""
 
+    def escalations(self) -> list[tuple[str, Escalator]]:
+        """Each car's escalation, the car in words (name or VIN); empty in push mode."""
+
+    def worst_escalation(self) -> str:
+        """The furthest step any car's escalation is at (`none` when none is in force)."""
+
     def vehicles(self) -> list[dict[str, Any]]:
         """Each car as in /status `vehicles` (vin, name, mode, state, setpoint_amps, ...)."""
 

@@ -51,6 +51,11 @@ def create_meter(
     if settings.energy_monitor_ip is None:
         raise ConfigError(["energyMonitorIp: required in measured mode (the meter's address)"])
     password = settings.energy_monitor_password
+    cars = settings.vehicles or ()
+    own = [v.meter_charger_channel for v in cars if v.meter_charger_channel is not None]
+    charger = settings.energy_monitor_charger_channel
+    if len(cars) == 1 and own:
+        charger, own = own[0], []  # one car: its own channel is the charger channel
     return ShellyMeter(
         settings.energy_monitor_ip,
         session,
@@ -58,7 +63,8 @@ def create_meter(
         user=settings.energy_monitor_user,
         password=password.get_secret_value() if password is not None else None,
         supply_channels=settings.energy_monitor_supply_channels,
-        charger_channel=settings.energy_monitor_charger_channel,
+        charger_channel=charger,
+        car_channels=own,
         supply_phases=settings.supply_phases,
         mains_voltage=settings.mains_voltage,
         clock=clock,

@@ -302,13 +302,16 @@ def compose_reading(
     charger_channel: int | None,
     supply_phases: int,
     at: float,
+    car_channels: Sequence[int] = (),
 ) -> MeterReading:
     """Map channels onto supply phases: the one place channel roles are applied.
 
     Supply channels (default: every channel but the charger's) are summed per phase: all onto
     phase 1 when `supply_phases` is 1 (as the seed summed both EM channels), channel i onto
     phase i % 3 when it is 3. Any invalid supply channel makes the whole reading invalid; an
-    invalid charger channel only loses `car_amps`.
+    invalid charger channel only loses `car_amps`. `car_channels` (each car's own charger
+    channel, several cars) are left out of the default supply like the charger's, and reported
+    in `car_channel_amps`.
     """
     if supply_phases not in (1, 3):
         raise MeterError(f"supplyPhases: must be 1 or 3, got {supply_phases}")
@@ -322,12 +325,14 @@ def compose_reading(
 
     if charger_channel is not None:
         check(charger_channel, _CHARGER_KEY)
+    for index in car_channels:
+        check(index, "vehicles[].meterChargerChannel")
     if supply_channels:
         supply = list(supply_channels)
         for index in supply:
             check(index, _SUPPLY_KEY)
     else:
-        supply = [i for i in range(count) if i != charger_channel]
+        supply = [i for i in range(count) if i != charger_channel and i not in car_channels]
     if not supply:
         raise MeterError(f"{_SUPPLY_KEY}: no channel left to measure the house supply")
 
@@ -356,6 +361,9 @@ def compose_reading(
         valid=error is None,
         at=at,
         error=error,
+        car_channel_amps=tuple(
+            (i, abs(channels[i].amps)) for i in car_channels if channels[i].valid
+        ),
     )
 
 
@@ -380,6 +388,7 @@ class ShellyMeter:
         password: str | None = None,
         supply_channels: Sequence[int] | None = None,
         charger_channel: int | None = None,
+        car_channels: Sequence[int] = (),
         supply_phases: int | Literal["auto"] = 1,
         mains_voltage: float = 230.0,
         clock: Callable[[], float] = time.monotonic,
@@ -393,6 +402,7 @@ class ShellyMeter:
         self._type = meter_type
         self._supply_channels = tuple(supply_channels) if supply_channels else None
         self._charger_channel = charger_channel
+        self._car_channels = tuple(car_channels)
         self._supply_phases = supply_phases  # "auto": resolved from /shelly in _detect
         self._mains_voltage = mains_voltage
         self._clock = clock
@@ -488,6 +498,7 @@ class ShellyMeter:
                 channels,
                 supply_channels=self._supply_channels,
                 charger_channel=self._charger_channel,
+                car_channels=self._car_channels,
                 supply_phases=self._supply_phases if self._supply_phases != "auto" else 1,
                 at=self._clock(),
             )
