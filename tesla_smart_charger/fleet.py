@@ -53,6 +53,7 @@ class Fleet:
         self.limit = limit
         self.pause_when_overloaded = pause_when_overloaded
         self.shares: tuple[allocation.Share, ...] = ()
+        self.house_floor: tuple[float, ...] | None = None  # the house while a command settles
         self.overload_queued = False
         self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
@@ -84,8 +85,13 @@ class Fleet:
         if isinstance(event, Reading) and event.reading.valid:
             views = tuple(self.view(c, event) for c in self.cars)
             readings, self.shares = allocation.split_reading(
-                views, event.reading, self.limit, pause_when_overloaded=self.pause_when_overloaded
+                views,
+                event.reading,
+                self.limit,
+                pause_when_overloaded=self.pause_when_overloaded,
+                floor=self.house_floor,
             )
+            self.house_floor = allocation.house_floor(views, event.reading, self.house_floor)
             for car, mine in zip(self.cars, readings, strict=True):
                 car.service.queue.put_nowait(Reading(mine))
             return

@@ -56,6 +56,9 @@ class Share:
     vin: str
     amps: int
     paused: bool = False
+    # Given up: how far the worst of its phases is over the limit with it at its minimum and
+    # every other car at its share (what its pause deadline is judged on).
+    over: float = 0.0
 
 
 def room_per_phase(limit: float, house: tuple[float, ...]) -> tuple[float, ...]:
@@ -116,8 +119,15 @@ def share(
                     grew = True
                     break  # the least-served car of the group goes next
     out = [Share(c.vin, amps[c.vin]) for c in kept]
-    out += [Share(c.vin, c.min_amps, paused=pause_when_overloaded) for c in given_up]
+    out += [
+        Share(c.vin, c.min_amps, paused=pause_when_overloaded, over=_over(left, c))
+        for c in given_up
+    ]
     return tuple(out)
+
+
+def _over(left: list[float], car: CarDemand) -> float:
+    return max(0.0, *(-left[i] for i in car.phases if i < len(left)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +170,33 @@ class CarView:
     demand: CarDemand
     draw: float  # amps it draws now on each of its phases (the controller's own estimate)
     solar: bool = False  # solar/minsolar: it sees the real surplus, and is capped by it here
+    settling: bool = False  # a command (or a start) it was sent is still ramping
+
+
+def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
+    """The supply per phase minus what every car is estimated to draw on it."""
+    total = [0.0] * len(reading.phase_amps)
+    for c in cars:
+        for i in c.demand.phases:
+            if i < len(total):
+                total[i] += c.draw
+    return tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+
+
+def house_floor(
+    cars: tuple[CarView, ...], reading: MeterReading, floor: tuple[float, ...] | None
+) -> tuple[float, ...] | None:
+    """The house when the last command went out, to hold the estimate to while one settles.
+
+    While a car ramps, its old value is counted (`car_view`), so the house estimate is too low
+    by whatever it already dropped: the room would grow, the other cars' shares with it, and a
+    given-up car's pause countdown would restart. The shell keeps this value between readings
+    and passes it to `split_reading`: on a reading with no car settling it is that reading's
+    house; while any car settles it stays what it was when the command went out.
+    """
+    if any(c.settling for c in cars):
+        return floor
+    return house_without_cars(cars, reading)
 
 
 def split_reading(
@@ -168,6 +205,7 @@ def split_reading(
     limit: float,
     *,
     pause_when_overloaded: bool,
+    floor: tuple[float, ...] | None = None,
 ) -> tuple[tuple[MeterReading, ...], tuple[Share, ...]]:
     """One reading per car, in which the car's own headroom is exactly its share.
 
@@ -178,6 +216,12 @@ def split_reading(
     charging, or in a solar mode, sees the real supply without the other cars (an unexplained
     rise is then its own; the export it follows is the real one). A solar car's share is capped
     by the surplus, so the fast cars are given the room it cannot use.
+
+    `floor` (from `house_floor`): while a car settles, the house is taken as at least what it
+    was when the command went out, as a single car's controller does (one overload is one
+    command; a given-up car keeps counting down). A car given up but not paused yet is shown
+    the supply it would leave with it at its minimum, so its pause deadline is judged on the
+    real overload (`measured._pause_wait`).
     """
     n = len(reading.phase_amps)
     total = [0.0] * n
@@ -185,7 +229,9 @@ def split_reading(
         for i in c.demand.phases:
             if i < n:
                 total[i] += c.draw
-    house = tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+    house = house_without_cars(cars, reading)
+    if floor is not None and len(floor) == n and any(c.settling for c in cars):
+        house = tuple(max(h, f) for h, f in zip(house, floor, strict=True))
     surplus = -sum(house)
     demands = tuple(
         replace(
@@ -212,7 +258,10 @@ def split_reading(
         for i in range(n):
             others = total[i] - (c.draw if i in c.demand.phases else 0.0)
             if mine is not None and i in c.demand.phases and not c.solar:
-                room = 0 if mine.paused else mine.amps
+                room: float = mine.amps
+                if mine.paused:
+                    # landed: no room at all; still drawing: what is left with it at its minimum
+                    room = 0 if c.demand.paused else c.demand.min_amps - mine.over
                 phases[i] = limit - room + c.draw
             else:
                 phases[i] = reading.phase_amps[i] - others
@@ -254,4 +303,5 @@ def car_view(
         charging=charging or unknown or state.paused,
         paused=state.paused and not starting,
     )
-    return CarView(demand, draw, solar=state.charge_mode != "fast")
+    settling = _settling(state, cfg, reading.at)
+    return CarView(demand, draw, solar=state.charge_mode != "fast", settling=settling)
