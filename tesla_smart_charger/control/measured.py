@@ -241,6 +241,7 @@ def _control(
     target = max(cfg.charger_min_amps, min(ceiling, raw))
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
+    sun_bound = False  # the sun, not the breaker, sets the target (for the reason's words)
     if sun is None:
         # With the sun a house below zero is normal: only fast mode reads it as the car stopping.
         look = _car_stopped_drawing(
@@ -255,14 +256,17 @@ def _control(
         if look is not None:
             return look
     else:
+        breaker_target = target
         target, stop = _follow_sun(
             state, sun=sun, target=target, setpoint=setpoint, now=now, cfg=cfg, ch=ch
         )
         if stop is not None:
             return stop
+        sun_bound = target < breaker_target
     if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
+        sun_bound = sun_bound and target <= setpoint - excess
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
     ch["target"] = target
 
@@ -292,6 +296,8 @@ def _control(
         why = (
             ch["reason"]
             if raw < cfg.charger_min_amps
+            else _sun_lowering(state.charge_mode, house, car_phases, setpoint, target)
+            if sun_bound
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
         return _set(replace(state, **ch, house_at_command=house), target, why, now)
@@ -384,6 +390,24 @@ def _pause_wait(
     )
 
 
+def _surplus(house: tuple[float, ...], car_phases: tuple[int, ...]) -> float:
+    """Amps of export per car phase the house without the car leaves (negative: import)."""
+    return -sum(house) / max(1, len(car_phases))
+
+
+def _sun_lowering(
+    mode: str, house: tuple[float, ...], car_phases: tuple[int, ...], setpoint: int, target: int
+) -> str:
+    """Why a solar mode lowers the car, in what the sun did (the breaker has room)."""
+    surplus = _surplus(house, car_phases)
+    what = (
+        f"export fell to {surplus:.1f} A"
+        if surplus >= 0
+        else f"no export: the house imports {-surplus:.1f} A without the car"
+    )
+    return f"{mode}: {what}: lowering {setpoint} -> {target} A"
+
+
 def _sun(
     house: tuple[float, ...], car_phases: tuple[int, ...], cfg: ControlConfig
 ) -> tuple[int, int]:
@@ -393,7 +417,7 @@ def _sun(
     export). A raise needs the whole amp from the sun; a lowering waits until the car would
     import more than `solarImportToleranceAmps`, so the setpoint does not flap on 0.1 A.
     """
-    surplus = -sum(house) / max(1, len(car_phases))
+    surplus = _surplus(house, car_phases)
     return (
         math.floor(surplus + METER_RESOLUTION),
         math.floor(surplus + cfg.solar_tolerance + METER_RESOLUTION),
