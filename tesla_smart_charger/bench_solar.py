@@ -27,7 +27,8 @@ caps itself to old + headroom of the same reading: each thinks it has the whole 
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
 one minimum, the one with less energy so far). `ours` is two real controllers behind
 `allocation.split_reading`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
-with pauseAfterSecs 30 instead of the shipped 120. Overload is judged with the breaker replicas of
+with pauseAfterSecs 30 instead of the shipped 120 (context: the shipped default pauses sooner
+by itself when the overload would heat the breaker). Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
 
 Commands take COMMAND_LATENCY + RAMP_DELAY (4 s) to change what the car draws, as in bench.py.
@@ -712,8 +713,9 @@ def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -
     """Two cars, each with the real controller (fast mode), behind the allocation.
 
     pauseWhenOverloaded on (with two cars the shares decide who gives way); pauseAfterSecs the
-    shipped 120 s unless `pause_after` says otherwise: until it runs out both cars hold their
-    minimum, which overloads the supply whenever the house leaves less than two minimums.
+    shipped 120 s unless `pause_after` says otherwise. When the house leaves less than two
+    minimums both cars hold their minimum until the given-up car pauses: after pauseAfterSecs,
+    or sooner when that overload would heat the breaker (`breaker.pause_deadline`).
     """
     house = houses.winter_evening(seed)
     stop = 2400 if quick else int(house.duration)
