@@ -648,8 +648,8 @@ class CarOnMeter:
                 self.pending.append((t + self.LAG, float(a.amps) if self.on else 0.0))
             elif isinstance(a, core.StopCharging | core.StartCharging):
                 self.on = isinstance(a, core.StartCharging)
-                kind = "charge_start" if self.on else "charge_stop"
-                self.run.feed(core.CommandDone(kind), t)
+                done = core.CommandDone("charge_start" if self.on else "charge_stop")
+                self.run.feed(done, t)
                 amps = float(self.run.state.setpoint or 0) if self.on else 0.0
                 self.pending.append((t + self.LAG, amps))
         return actions
