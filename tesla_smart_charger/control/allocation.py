@@ -127,7 +127,7 @@ def share(
 
 
 def _over(left: list[float], car: CarDemand) -> float:
-    return max(0.0, *(-left[i] for i in car.phases if i < len(left)))
+    return max(0.0, max((-left[i] for i in car.phases if i < len(left)), default=0.0))
 
 
 @dataclass(frozen=True, slots=True)
