@@ -49,7 +49,12 @@ from tesla_smart_charger import bench, breaker
 from tesla_smart_charger import control as core
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
-from tesla_smart_charger.control.allocation import car_view, house_floor, split_reading
+from tesla_smart_charger.control.allocation import (
+    HouseFloor,
+    car_view,
+    house_floor,
+    split_reading,
+)
 from tesla_smart_charger.events import Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
@@ -599,7 +604,7 @@ class OursFleet:
         self.on = [a > 0 for a in amps]
         self.due: list[tuple[float, int, core.ControllerEvent]] = []
         self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
-        self.floor: tuple[float, ...] | None = None  # allocation.house_floor, as the fleet keeps it
+        self.floor: HouseFloor | None = None  # allocation.house_floor, as the fleet keeps it
 
     def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
         d = core.decide(self.states[i], event, t, self.cfg)
@@ -652,6 +657,7 @@ class OursFleet:
             car_view(s, self.cfg, real, vin=v, priority=p)
             for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
         )
+        self.floor = house_floor(views, real, self.floor)
         readings, _ = split_reading(
             views,
             real,
@@ -659,7 +665,6 @@ class OursFleet:
             pause_when_overloaded=self.cfg.pause_when_overloaded,
             floor=self.floor,
         )
-        self.floor = house_floor(views, real, self.floor)
         for i, mine in enumerate(readings):
             self._feed(i, Reading(mine), t)
         return supply

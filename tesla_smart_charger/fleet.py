@@ -53,7 +53,7 @@ class Fleet:
         self.limit = limit
         self.pause_when_overloaded = pause_when_overloaded
         self.shares: tuple[allocation.Share, ...] = ()
-        self.house_floor: tuple[float, ...] | None = None  # the house while a command settles
+        self.house_floor: allocation.HouseFloor | None = None  # while a command settles
         self.overload_queued = False
         self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
@@ -84,6 +84,7 @@ class Fleet:
             self.last_reading = event.reading
         if isinstance(event, Reading) and event.reading.valid:
             views = tuple(self.view(c, event) for c in self.cars)
+            self.house_floor = allocation.house_floor(views, event.reading, self.house_floor)
             readings, self.shares = allocation.split_reading(
                 views,
                 event.reading,
@@ -91,7 +92,6 @@ class Fleet:
                 pause_when_overloaded=self.pause_when_overloaded,
                 floor=self.house_floor,
             )
-            self.house_floor = allocation.house_floor(views, event.reading, self.house_floor)
             for car, mine in zip(self.cars, readings, strict=True):
                 car.service.queue.put_nowait(Reading(mine))
             return

@@ -268,25 +268,38 @@ def test_house_floor_holds_the_house_at_the_command_while_a_car_settles() -> Non
     )
     from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
 
-    # house 22 A, both cars at 10 A: the reading the cuts are decided on
+    def at(t: float, supply: float) -> MeterReading:
+        return MeterReading((supply,), (230.0,), None, True, t)
+
+    # house 22 A, both cars at 10 A, nothing settling: no floor
     before = (CarView(car("A", setpoint=10), 10.0), CarView(car("B", setpoint=10), 10.0))
-    floor = house_floor(before, MeterReading((42.0,), (230.0,), None, True, 1.0), None)
-    assert floor == (22.0,)
-    # both cut to 5 A; A already ramped down, its old 10 A still counted while it settles:
-    # the estimate says house 17 A, which would give room for both minimums
-    settling = (
-        CarView(car("A", setpoint=5), 10.0, settling=True),
-        CarView(car("B", setpoint=5), 10.0, settling=True),
-    )
-    ramping = MeterReading((37.0,), (230.0,), None, True, 3.0)
-    assert house_floor(settling, ramping, floor) == floor  # kept while anything settles
-    _, shares = split_reading(settling, ramping, 29.0, pause_when_overloaded=True, floor=floor)
+    assert house_floor(before, at(1.0, 42.0), None) is None
+
+    # both cut to 5 A at 1 s; on the first reading after it the cars have not moved yet
+    def settling(a_at: float = 1.0) -> tuple[CarView, CarView]:
+        return (
+            CarView(car("A", setpoint=5), 10.0, settling=True, commanded_at=a_at),
+            CarView(car("B", setpoint=5), 10.0, settling=True, commanded_at=1.0),
+        )
+
+    floor = house_floor(settling(), at(2.0, 42.0), None)
+    assert floor is not None
+    assert floor.house == (22.0,)
+    # A already ramped down, its old 10 A still counted: the estimate says house 17 A, which
+    # would give room for both minimums; the floor keeps 22 A while anything settles
+    ramping = at(3.0, 37.0)
+    assert house_floor(settling(), ramping, floor) == floor
+    _, shares = split_reading(settling(), ramping, 29.0, pause_when_overloaded=True, floor=floor)
     assert [s.paused for s in shares] == [False, True]  # B stays given up: no restart
-    _, unfloored = split_reading(settling, ramping, 29.0, pause_when_overloaded=True)
+    _, unfloored = split_reading(settling(), ramping, 29.0, pause_when_overloaded=True)
     assert [s.paused for s in unfloored] == [False, False]  # what the old estimate did
-    # settled: the floor follows the house again
+    # a further command to A while B still settles keeps the higher house
+    again = house_floor(settling(a_at=3.0), ramping, floor)
+    assert again is not None
+    assert again.house == (22.0,)
+    # settled: no floor, the estimate is trusted again
     settled = (CarView(car("A", setpoint=5), 5.0), CarView(car("B", setpoint=5), 5.0))
-    assert house_floor(settled, MeterReading((30.0,), (230.0,), None, True, 20.0), floor) == (20.0,)
+    assert house_floor(settled, at(20.0, 30.0), again) is None
 
 
 def test_given_up_car_pauses_on_the_breakers_deadline_with_the_shipped_pause_after() -> None:

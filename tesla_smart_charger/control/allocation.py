@@ -171,6 +171,7 @@ class CarView:
     draw: float  # amps it draws now on each of its phases (the controller's own estimate)
     solar: bool = False  # solar/minsolar: it sees the real surplus, and is capped by it here
     settling: bool = False  # a command (or a start) it was sent is still ramping
+    commanded_at: float | None = None  # when that command went out (or landed)
 
 
 def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
@@ -183,20 +184,38 @@ def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tupl
     return tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
 
 
-def house_floor(
-    cars: tuple[CarView, ...], reading: MeterReading, floor: tuple[float, ...] | None
-) -> tuple[float, ...] | None:
-    """The house when the last command went out, to hold the estimate to while one settles.
+@dataclass(frozen=True, slots=True)
+class HouseFloor:
+    """The house (without any car) when the commands now settling went out."""
 
-    While a car ramps, its old value is counted (`car_view`), so the house estimate is too low
-    by whatever it already dropped: the room would grow, the other cars' shares with it, and a
-    given-up car's pause countdown would restart. The shell keeps this value between readings
-    and passes it to `split_reading`: on a reading with no car settling it is that reading's
-    house; while any car settles it stays what it was when the command went out.
+    house: tuple[float, ...]
+    commands: frozenset[tuple[str, float]]  # (vin, commanded_at) of the cars settling
+
+
+def house_floor(
+    cars: tuple[CarView, ...], reading: MeterReading, floor: HouseFloor | None
+) -> HouseFloor | None:
+    """What the house estimate is held to while a command settles (None: nothing settles).
+
+    While a car ramps its old value is counted (`car_view`), so the house estimate falls by
+    whatever the car already dropped: the room would grow, the other cars' shares with it,
+    and a given-up car's pause countdown would restart. The shell keeps this value between
+    readings and passes it to `split_reading`. It is taken on the first reading after a
+    command (the car has not moved yet, and everything the estimate needs is known then:
+    the command may have been decided on a look at the car, between readings) and kept until
+    the command settles; a further command meanwhile keeps the higher of the two.
     """
-    if any(c.settling for c in cars):
+    commands = frozenset(
+        (c.demand.vin, c.commanded_at) for c in cars if c.settling and c.commanded_at is not None
+    )
+    if not commands:
+        return None
+    if floor is not None and floor.commands == commands:
         return floor
-    return house_without_cars(cars, reading)
+    house = house_without_cars(cars, reading)
+    if floor is not None and floor.commands & commands and len(floor.house) == len(house):
+        house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
+    return HouseFloor(house, commands)
 
 
 def split_reading(
@@ -205,7 +224,7 @@ def split_reading(
     limit: float,
     *,
     pause_when_overloaded: bool,
-    floor: tuple[float, ...] | None = None,
+    floor: HouseFloor | None = None,
 ) -> tuple[tuple[MeterReading, ...], tuple[Share, ...]]:
     """One reading per car, in which the car's own headroom is exactly its share.
 
@@ -230,8 +249,8 @@ def split_reading(
             if i < n:
                 total[i] += c.draw
     house = house_without_cars(cars, reading)
-    if floor is not None and len(floor) == n and any(c.settling for c in cars):
-        house = tuple(max(h, f) for h, f in zip(house, floor, strict=True))
+    if floor is not None and len(floor.house) == n:
+        house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
     surplus = -sum(house)
     demands = tuple(
         replace(
@@ -304,4 +323,10 @@ def car_view(
         paused=state.paused and not starting,
     )
     settling = _settling(state, cfg, reading.at)
-    return CarView(demand, draw, solar=state.charge_mode != "fast", settling=settling)
+    return CarView(
+        demand,
+        draw,
+        solar=state.charge_mode != "fast",
+        settling=settling,
+        commanded_at=state.commanded_at,
+    )
