@@ -27,7 +27,8 @@ caps itself to old + headroom of the same reading: each thinks it has the whole 
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
 one minimum, the one with less energy so far). `ours` is two real controllers behind
 `allocation.split_reading`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
-with pauseAfterSecs 30 instead of the shipped 120. Overload is judged with the breaker replicas of
+with pauseAfterSecs 30 instead of the shipped 120 (context: the shipped default pauses sooner
+by itself when the overload would heat the breaker). Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
 
 Commands take COMMAND_LATENCY + RAMP_DELAY (4 s) to change what the car draws, as in bench.py.
@@ -48,7 +49,12 @@ from tesla_smart_charger import bench, breaker
 from tesla_smart_charger import control as core
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
-from tesla_smart_charger.control.allocation import car_view, split_reading
+from tesla_smart_charger.control.allocation import (
+    HouseFloor,
+    car_view,
+    house_floor,
+    split_reading,
+)
 from tesla_smart_charger.events import Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
@@ -598,6 +604,7 @@ class OursFleet:
         self.on = [a > 0 for a in amps]
         self.due: list[tuple[float, int, core.ControllerEvent]] = []
         self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
+        self.floor: HouseFloor | None = None  # allocation.house_floor, as the fleet keeps it
 
     def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
         d = core.decide(self.states[i], event, t, self.cfg)
@@ -650,8 +657,13 @@ class OursFleet:
             car_view(s, self.cfg, real, vin=v, priority=p)
             for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
         )
+        self.floor = house_floor(views, real, self.floor)
         readings, _ = split_reading(
-            views, real, self.cfg.limit, pause_when_overloaded=self.cfg.pause_when_overloaded
+            views,
+            real,
+            self.cfg.limit,
+            pause_when_overloaded=self.cfg.pause_when_overloaded,
+            floor=self.floor,
         )
         for i, mine in enumerate(readings):
             self._feed(i, Reading(mine), t)
@@ -706,8 +718,9 @@ def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -
     """Two cars, each with the real controller (fast mode), behind the allocation.
 
     pauseWhenOverloaded on (with two cars the shares decide who gives way); pauseAfterSecs the
-    shipped 120 s unless `pause_after` says otherwise: until it runs out both cars hold their
-    minimum, which overloads the supply whenever the house leaves less than two minimums.
+    shipped 120 s unless `pause_after` says otherwise. When the house leaves less than two
+    minimums both cars hold their minimum until the given-up car pauses: after pauseAfterSecs,
+    or sooner when that overload would heat the breaker (`breaker.pause_deadline`).
     """
     house = houses.winter_evening(seed)
     stop = 2400 if quick else int(house.duration)

@@ -23,7 +23,10 @@ cannot cause it.
 
 `BreakerMonitor` is the live use: the daemon feeds it every meter reading and shows the heat
 in /status, /metrics and on the dashboard. It is a measure and a warning, never a licence to
-overload: the controller does not read it.
+overload: the controller does not read the live heat. The controller uses one pure figure of
+the conservative calibration, `pause_deadline`: an overload the car cannot resolve is paused
+(pauseWhenOverloaded) within half the time this replica needs to trip at that current from a
+house at its limit, if that is sooner than pauseAfterSecs. It only ever pauses sooner.
 """
 
 from __future__ import annotations
@@ -65,6 +68,19 @@ class Calibration:
 CONSERVATIVE = Calibration("conservative", 1.13, 40.0)
 TYPICAL = Calibration("typical", 1.30, 190.0)
 CALIBRATIONS = (CONSERVATIVE, TYPICAL)
+
+# The heat a pause deadline starts from: a house that has been at its limit for a while.
+PAUSE_START_HEAT = 1.0
+
+
+def pause_deadline(multiple: float, cal: Calibration = CONSERVATIVE) -> float:
+    """Seconds an overload of `multiple` x In may last before the car must be paused.
+
+    Half the time `cal` needs to trip from a house at its limit (heat 1.0): the margin covers
+    a breaker already warmer than that and the pause taking a few seconds to land. inf when
+    the replica never trips at that current, so only pauseAfterSecs applies.
+    """
+    return 0.5 * cal.time_to_trip(multiple, PAUSE_START_HEAT)
 
 
 class ThermalReplica:

@@ -64,6 +64,7 @@ class Fleet:
         self.limit = limit
         self.pause_when_overloaded = pause_when_overloaded
         self.shares: tuple[allocation.Share, ...] = ()
+        self.house_floor: allocation.HouseFloor | None = None  # while a command settles
         self.overload_queued = False
         self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
@@ -144,8 +145,13 @@ class Fleet:
             measured = dict(real.car_channel_amps)
             owns = [measured.get(c.channel) if c.channel is not None else None for c in self.cars]
             views = tuple(self.view(c, event, o) for c, o in zip(self.cars, owns, strict=True))
+            self.house_floor = allocation.house_floor(views, real, self.house_floor)
             readings, self.shares = allocation.split_reading(
-                views, real, self.limit, pause_when_overloaded=self.pause_when_overloaded
+                views,
+                real,
+                self.limit,
+                pause_when_overloaded=self.pause_when_overloaded,
+                floor=self.house_floor,
             )
             by_vin = {s.vin: s for s in self.shares}
             for car, view, share, own in zip(self.cars, views, readings, owns, strict=True):

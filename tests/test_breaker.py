@@ -8,7 +8,12 @@ import math
 import pytest
 
 from tesla_smart_charger import breaker
-from tesla_smart_charger.breaker import CALIBRATIONS, BreakerMonitor, ThermalReplica
+from tesla_smart_charger.breaker import (
+    CALIBRATIONS,
+    BreakerMonitor,
+    ThermalReplica,
+    pause_deadline,
+)
 from tesla_smart_charger.models import MeterReading
 
 HOUR = 3600
@@ -143,3 +148,18 @@ def test_monitor_ignores_invalid_readings_and_long_gaps() -> None:
     monitor.observe(_reading(1001.0, 20.0))  # 60 A held for 1 s
     assert monitor.heat_ratio()[0] > before[0]  # type: ignore[index]
     assert monitor.problem() is None
+
+
+def test_pause_deadline_is_half_the_conservative_time_to_trip_from_a_house_at_its_limit() -> None:
+    cal = breaker.CONSERVATIVE
+    assert pause_deadline(36 / 30) == pytest.approx(0.5 * cal.time_to_trip(1.2, 1.0))
+    assert pause_deadline(36 / 30) == pytest.approx(19.8, abs=0.1)  # 1.2 In: trips in ~40 s
+    assert pause_deadline(35 / 30) == pytest.approx(29.1, abs=0.1)
+    # at or below k the replica never trips: no deadline of its own (pauseAfterSecs applies)
+    assert pause_deadline(1.13) == math.inf
+    assert pause_deadline(33 / 30) == math.inf
+    # the further over, the sooner; always well inside the time to trip from that heat
+    multiples = (1.14, 1.2, 1.5, 2.0, 3.0)
+    times = [pause_deadline(x) for x in multiples]
+    assert times == sorted(times, reverse=True)
+    assert all(0 < t < cal.time_to_trip(x, 1.0) for t, x in zip(times, multiples, strict=True))

@@ -621,3 +621,92 @@ def test_measured_owed_confirmation_is_not_dropped_by_a_quick_second_command(
         if looks:
             break
     assert len(looks) == billed
+
+
+class CarOnMeter:
+    """One car behind `decide()` on a simulated meter: it draws a command LAG s after it went out.
+
+    Commands are acknowledged at once; the house is given as step changes.
+    """
+
+    LAG = 3
+
+    def __init__(self, cfg: core.ControlConfig, amps: int = 16) -> None:
+        self.run = measured_charging(cfg, amps)
+        self.draw = float(amps)
+        self.pending: list[tuple[float, float]] = []
+        self.on = True
+
+    def step(self, t: float, house: float) -> tuple[core.Action, ...]:
+        for due, amps in [p for p in self.pending if p[0] <= t]:
+            self.pending.remove((due, amps))
+            self.draw = amps
+        actions = self.run.feed(reading(house + self.draw, at=t), t)
+        for a in actions:
+            if isinstance(a, core.SetAmps):
+                self.run.feed(core.CommandDone("set_charging_amps", a.amps), t)
+                self.pending.append((t + self.LAG, float(a.amps) if self.on else 0.0))
+            elif isinstance(a, core.StopCharging | core.StartCharging):
+                self.on = isinstance(a, core.StartCharging)
+                done = core.CommandDone("charge_start" if self.on else "charge_stop")
+                self.run.feed(done, t)
+                amps = float(self.run.state.setpoint or 0) if self.on else 0.0
+                self.pending.append((t + self.LAG, amps))
+        return actions
+
+    def house(self, steps: dict[int, float], until: int, start: int = 1) -> None:
+        load = 0.0
+        for t in range(start, until):
+            load = steps.get(t, load)
+            self.step(float(t), load)
+
+
+def test_measured_pause_comes_sooner_when_the_overload_would_heat_the_breaker() -> None:
+    cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=120)
+    car = CarOnMeter(cfg)
+    # house 30 A: with the car at 6 A the supply is 36 A on a 30 A breaker (1.2 In): the
+    # conservative replica trips from a house at its limit in 40 s; the pause comes at 20 s
+    car.house({1: 30.0}, 60)
+    stops = [t for t, a in car.run.actions if isinstance(a, core.StopCharging)]
+    assert stops == [21.0]
+    assert car.run.amps_sent() == [6]
+    stop = next(a for _, a in car.run.actions if isinstance(a, core.StopCharging))
+    assert stop.reason == (
+        "house 36.0 A with the car at 6 A on a 30 A supply would heat the main breaker:"
+        " pausing charging after 20 s"
+    )
+    # on the way there the reason says when
+    early = CarOnMeter(cfg)
+    early.house({1: 30.0}, 10)
+    assert early.run.state.reason.endswith(
+        "would heat the main breaker: pausing charging after 20 s"
+    )
+
+
+@pytest.mark.parametrize(("house", "pause_at"), [(27.0, 121.0), (25.0, 121.0), (28.0, 1 + 73.0)])
+def test_measured_pause_deadline_follows_the_breaker_never_later_than_pause_after(
+    house: float, pause_at: float
+) -> None:
+    # 27 + 6 = 33 A (1.1 In) never trips the conservative replica: pauseAfterSecs (120 s);
+    # 28 + 6 = 34 A (1.13 In) trips from a house at its limit in 145 s: half of it
+    cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=120)
+    car = CarOnMeter(cfg)
+    car.house({1: house}, 130)
+    stops = [t for t, a in car.run.actions if isinstance(a, core.StopCharging)]
+    assert len(stops) == 1
+    assert stops[0] == pytest.approx(pause_at, abs=1.0)
+
+
+def test_measured_resumed_car_raises_only_after_its_start_settles_and_room_lasts() -> None:
+    # A raise timer runs (room for 9 A) when the house goes over: the car is paused with the
+    # timer still set. On resume the car draws nothing for a few seconds while counted at its
+    # setpoint: with the old timer it raised at once to room it did not have, then cut back.
+    cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=30)
+    car = CarOnMeter(cfg)
+    car.house({1: 28.0, 10: 20.0, 15: 26.0, 50: 21.0}, 140)
+    sent = [(t, a) for t, a in car.run.actions if isinstance(a, core.SetAmps | core.StartCharging)]
+    start = next(t for t, a in sent if isinstance(a, core.StartCharging))
+    after = [(t, a.amps) for t, a in sent if t > start and isinstance(a, core.SetAmps)]
+    # house 21 A: room for 8 A; one raise, after the start settled and room lasted sleepTimeSecs
+    assert [amps for _, amps in after] == [8]
+    assert after[0][0] >= start + cfg.settle_secs + cfg.sleep_secs

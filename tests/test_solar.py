@@ -62,7 +62,7 @@ def test_solar_lowers_at_once_when_export_drops_and_raises_deliberately() -> Non
     run.feed(reading(0.0, at=10), 10.0)  # car 12 A, grid 0: surplus 12 A, holding
     assert run.amps_sent() == []
     actions = run.feed(reading(9.0, at=11), 11.0)  # house without car now -3 A: surplus 3 A
-    assert actions == (core.SetAmps(6, "worst phase 9.0 A: lowering 12 -> 6 A"),)
+    assert actions == (core.SetAmps(6, "solar: export fell to 3.0 A: lowering 12 -> 6 A"),)
     run.feed(core.CommandDone("set_charging_amps", 6), 11.1)
     for t in range(20, 26):
         run.feed(reading(-4.0, at=t), float(t))  # car 6 A, export 4 A: surplus 10 A
@@ -114,7 +114,7 @@ def test_mode_change_to_solar_lowers_a_fast_charge_at_once() -> None:
     run.feed(reading(8.0, at=10), 10.0)  # car 16 A, house -8 A: surplus 8 A
     assert run.amps_sent() == []
     actions = run.feed(ModeChange(VIN, "solar"), 10.5)
-    assert actions == (core.SetAmps(9, "worst phase 8.0 A: lowering 16 -> 9 A"),)
+    assert actions == (core.SetAmps(9, "solar: export fell to 8.0 A: lowering 16 -> 9 A"),)
     assert run.state.charge_mode == "solar"
 
 
@@ -147,3 +147,24 @@ def test_cloud_budget_holds_raises_but_never_cuts() -> None:
     assert phases[2] == [9, 16, 9]  # a cut still goes
     assert phases[3] == [9, 16, 9]  # the raise waits for the hour
     assert "cloud command budget" in run.state.reason
+
+
+def test_solar_lowering_says_what_the_sun_did_and_the_breaker_keeps_its_words() -> None:
+    run = charging_solar(12)
+    run.feed(reading(0.0, at=10), 10.0)
+    # a cloud: the house without the car imports 2 A (supply 14 A with the car at 12 A)
+    actions = run.feed(reading(14.0, at=11), 11.0)
+    assert actions == (
+        core.SetAmps(
+            6, "solar: no export: the house imports 2.0 A without the car: lowering 12 -> 6 A"
+        ),
+    )
+    # three phases: the car's phase is loaded, the others export; the breaker binds, not the sun
+    three = Run(replace(SOLAR, supply_phases=3))
+    three.state = core.initial_state(0.0, charge_mode="solar")
+    three.feed(reading(0.0, 0.0, 0.0, at=0.0), 0.0)
+    three.feed(core.VehicleUpdate(charging(12)), 0.1)
+    three.feed(core.CommandDone("set_charging_amps", 12), 0.2)
+    # house 20 A on L1 (+ the car's 12 A), 20 A export on L2 and L3: surplus 20 A, room 9 A
+    actions = three.feed(reading(32.0, -20.0, -20.0, at=10), 10.0)
+    assert actions == (core.SetAmps(9, "worst phase 32.0 A: lowering 12 -> 9 A"),)

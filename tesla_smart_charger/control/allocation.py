@@ -56,6 +56,9 @@ class Share:
     vin: str
     amps: int
     paused: bool = False
+    # Given up: how far the worst of its phases is over the limit with it at its minimum and
+    # every other car at its share (what its pause deadline is judged on).
+    over: float = 0.0
 
 
 def room_per_phase(limit: float, house: tuple[float, ...]) -> tuple[float, ...]:
@@ -116,8 +119,15 @@ def share(
                     grew = True
                     break  # the least-served car of the group goes next
     out = [Share(c.vin, amps[c.vin]) for c in kept]
-    out += [Share(c.vin, c.min_amps, paused=pause_when_overloaded) for c in given_up]
+    out += [
+        Share(c.vin, c.min_amps, paused=pause_when_overloaded, over=_over(left, c))
+        for c in given_up
+    ]
     return tuple(out)
+
+
+def _over(left: list[float], car: CarDemand) -> float:
+    return max(0.0, max((-left[i] for i in car.phases if i < len(left)), default=0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +170,52 @@ class CarView:
     demand: CarDemand
     draw: float  # amps it draws now on each of its phases (the controller's own estimate)
     solar: bool = False  # solar/minsolar: it sees the real surplus, and is capped by it here
+    settling: bool = False  # a command (or a start) it was sent is still ramping
+    commanded_at: float | None = None  # when that command went out (or landed)
+
+
+def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
+    """The supply per phase minus what every car is estimated to draw on it."""
+    total = [0.0] * len(reading.phase_amps)
+    for c in cars:
+        for i in c.demand.phases:
+            if i < len(total):
+                total[i] += c.draw
+    return tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class HouseFloor:
+    """The house (without any car) when the commands now settling went out."""
+
+    house: tuple[float, ...]
+    commands: frozenset[tuple[str, float]]  # (vin, commanded_at) of the cars settling
+
+
+def house_floor(
+    cars: tuple[CarView, ...], reading: MeterReading, floor: HouseFloor | None
+) -> HouseFloor | None:
+    """What the house estimate is held to while a command settles (None: nothing settles).
+
+    While a car ramps its old value is counted (`car_view`), so the house estimate falls by
+    whatever the car already dropped: the room would grow, the other cars' shares with it,
+    and a given-up car's pause countdown would restart. The shell keeps this value between
+    readings and passes it to `split_reading`. It is taken on the first reading after a
+    command (the car has not moved yet, and everything the estimate needs is known then:
+    the command may have been decided on a look at the car, between readings) and kept until
+    the command settles; a further command meanwhile keeps the higher of the two.
+    """
+    commands = frozenset(
+        (c.demand.vin, c.commanded_at) for c in cars if c.settling and c.commanded_at is not None
+    )
+    if not commands:
+        return None
+    if floor is not None and floor.commands == commands:
+        return floor
+    house = house_without_cars(cars, reading)
+    if floor is not None and floor.commands & commands and len(floor.house) == len(house):
+        house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
+    return HouseFloor(house, commands)
 
 
 def split_reading(
@@ -168,6 +224,7 @@ def split_reading(
     limit: float,
     *,
     pause_when_overloaded: bool,
+    floor: HouseFloor | None = None,
 ) -> tuple[tuple[MeterReading, ...], tuple[Share, ...]]:
     """One reading per car, in which the car's own headroom is exactly its share.
 
@@ -178,6 +235,12 @@ def split_reading(
     charging, or in a solar mode, sees the real supply without the other cars (an unexplained
     rise is then its own; the export it follows is the real one). A solar car's share is capped
     by the surplus, so the fast cars are given the room it cannot use.
+
+    `floor` (from `house_floor`): while a car settles, the house is taken as at least what it
+    was when the command went out, as a single car's controller does (one overload is one
+    command; a given-up car keeps counting down). A car given up but not paused yet is shown
+    the supply it would leave with it at its minimum, so its pause deadline is judged on the
+    real overload (`measured._pause_wait`).
     """
     n = len(reading.phase_amps)
     total = [0.0] * n
@@ -185,7 +248,9 @@ def split_reading(
         for i in c.demand.phases:
             if i < n:
                 total[i] += c.draw
-    house = tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
+    house = house_without_cars(cars, reading)
+    if floor is not None and len(floor.house) == n:
+        house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
     surplus = -sum(house)
     demands = tuple(
         replace(
@@ -212,7 +277,10 @@ def split_reading(
         for i in range(n):
             others = total[i] - (c.draw if i in c.demand.phases else 0.0)
             if mine is not None and i in c.demand.phases and not c.solar:
-                room = 0 if mine.paused else mine.amps
+                room: float = mine.amps
+                if mine.paused:
+                    # landed: no room at all; still drawing: what is left with it at its minimum
+                    room = 0 if c.demand.paused else c.demand.min_amps - mine.over
                 phases[i] = limit - room + c.draw
             else:
                 phases[i] = reading.phase_amps[i] - others
@@ -254,4 +322,11 @@ def car_view(
         charging=charging or unknown or state.paused,
         paused=state.paused and not starting,
     )
-    return CarView(demand, draw, solar=state.charge_mode != "fast")
+    settling = _settling(state, cfg, reading.at)
+    return CarView(
+        demand,
+        draw,
+        solar=state.charge_mode != "fast",
+        settling=settling,
+        commanded_at=state.commanded_at,
+    )

@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from tesla_smart_charger.breaker import pause_deadline
 from tesla_smart_charger.control.state import (
     BUDGET_REASON,
     EPS,
@@ -222,7 +223,7 @@ def _control(
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
 
     if state.paused:
-        return _maybe_resume(replace(state, **ch, target=None), raw, now, cfg)
+        return _maybe_resume(replace(state, **ch, target=None), raw, house, now, cfg)
     sun = _sun(house, car_phases, cfg) if state.charge_mode != "fast" else None
     if not _charging(state):
         if sun is not None:
@@ -240,6 +241,7 @@ def _control(
     target = max(cfg.charger_min_amps, min(ceiling, raw))
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
+    sun_bound = False  # the sun, not the breaker, sets the target (for the reason's words)
     if sun is None:
         # With the sun a house below zero is normal: only fast mode reads it as the car stopping.
         look = _car_stopped_drawing(
@@ -254,32 +256,33 @@ def _control(
         if look is not None:
             return look
     else:
+        breaker_target = target
         target, stop = _follow_sun(
             state, sun=sun, target=target, setpoint=setpoint, now=now, cfg=cfg, ch=ch
         )
         if stop is not None:
             return stop
+        sun_bound = target < breaker_target
     if not settling and reading.car_amps is None and worst > cfg.home_max_amps:
         # The meter says the breaker is over its rating: whatever the estimate says, cut by the excess.
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
+        sun_bound = sun_bound and target <= setpoint - excess
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
     ch["target"] = target
 
     if raw < cfg.charger_min_amps:
-        since = state.unresolvable_since if state.unresolvable_since is not None else now
-        ch["unresolvable_since"] = since
-        ch["reason"] = (
-            f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
+        pause = _unresolvable(
+            state,
+            ch,
+            headroom=headroom,
+            setpoint=setpoint,
+            house=house,
+            car_phases=car_phases,
+            now=now,
+            cfg=cfg,
         )
-        if (
-            cfg.pause_when_overloaded
-            and setpoint <= cfg.charger_min_amps
-            and now - since >= cfg.pause_after_secs
-            and now >= state.blocked_until
-        ):
-            reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
-            ch.update(paused=True, room_since=None, reason=reason)
-            return Decision(_evolve(state, ch), (StopCharging(reason),))
+        if pause is not None:
+            return pause
     else:
         ch["unresolvable_since"] = None
 
@@ -293,6 +296,8 @@ def _control(
         why = (
             ch["reason"]
             if raw < cfg.charger_min_amps
+            else _sun_lowering(state.charge_mode, house, car_phases, setpoint, target)
+            if sun_bound
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
         return _set(replace(state, **ch, house_at_command=house), target, why, now)
@@ -328,6 +333,81 @@ def _control(
     return Decision(_evolve(state, ch))
 
 
+def _unresolvable(
+    state: ControllerState,
+    ch: dict[str, Any],
+    *,
+    headroom: float,
+    setpoint: int,
+    house: tuple[float, ...],
+    car_phases: tuple[int, ...],
+    now: float,
+    cfg: ControlConfig,
+) -> Decision | None:
+    """The car at its minimum cannot bring the supply under the limit: hold it, or pause it.
+
+    The countdown runs from the first reading that showed it; with pauseWhenOverloaded the car
+    is paused after pauseAfterSecs, or sooner when the overload would heat the main breaker.
+    """
+    since = state.unresolvable_since if state.unresolvable_since is not None else now
+    ch["unresolvable_since"] = since
+    ch["reason"] = (
+        f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
+    )
+    if not cfg.pause_when_overloaded:
+        return None
+    wait, heats = _pause_wait(house, car_phases, cfg)
+    if heats:
+        ch["reason"] = f"{heats}: pausing charging after {wait:.0f} s"
+    if setpoint > cfg.charger_min_amps or now - since < wait - EPS or now < state.blocked_until:
+        return None
+    reason = (
+        f"{heats}: pausing charging after {now - since:.0f} s"
+        if heats
+        else f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
+    )
+    ch.update(paused=True, room_since=None, raise_since=None, raise_floor=None, reason=reason)
+    return Decision(_evolve(state, ch), (StopCharging(reason),))
+
+
+def _pause_wait(
+    house: tuple[float, ...], car_phases: tuple[int, ...], cfg: ControlConfig
+) -> tuple[float, str]:
+    """How long an overload the car cannot resolve may last before charging pauses, and why.
+
+    pauseAfterSecs, or sooner when the supply with the car at its minimum would heat the main
+    breaker: half the time the conservative replica needs to trip at that current from a house
+    at its limit (`breaker.pause_deadline`). The why is "" when pauseAfterSecs applies.
+    """
+    worst = max((house[i] for i in car_phases if i < len(house)), default=0.0)
+    supply = worst + cfg.charger_min_amps
+    heat = pause_deadline(supply / cfg.home_max_amps) if cfg.home_max_amps > 0 else math.inf
+    if heat >= cfg.pause_after_secs:
+        return cfg.pause_after_secs, ""
+    return heat, (
+        f"house {supply:.1f} A with the car at {cfg.charger_min_amps} A on a"
+        f" {cfg.home_max_amps:g} A supply would heat the main breaker"
+    )
+
+
+def _surplus(house: tuple[float, ...], car_phases: tuple[int, ...]) -> float:
+    """Amps of export per car phase the house without the car leaves (negative: import)."""
+    return -sum(house) / max(1, len(car_phases))
+
+
+def _sun_lowering(
+    mode: str, house: tuple[float, ...], car_phases: tuple[int, ...], setpoint: int, target: int
+) -> str:
+    """Why a solar mode lowers the car, in what the sun did (the breaker has room)."""
+    surplus = _surplus(house, car_phases)
+    what = (
+        f"export fell to {surplus:.1f} A"
+        if surplus >= 0
+        else f"no export: the house imports {-surplus:.1f} A without the car"
+    )
+    return f"{mode}: {what}: lowering {setpoint} -> {target} A"
+
+
 def _sun(
     house: tuple[float, ...], car_phases: tuple[int, ...], cfg: ControlConfig
 ) -> tuple[int, int]:
@@ -337,7 +417,7 @@ def _sun(
     export). A raise needs the whole amp from the sun; a lowering waits until the car would
     import more than `solarImportToleranceAmps`, so the setpoint does not flap on 0.1 A.
     """
-    surplus = -sum(house) / max(1, len(car_phases))
+    surplus = _surplus(house, car_phases)
     return (
         math.floor(surplus + METER_RESOLUTION),
         math.floor(surplus + cfg.solar_tolerance + METER_RESOLUTION),
@@ -581,8 +661,16 @@ def _not_charging(
     return Decision(_evolve(state, ch), (RefreshVehicle("unexplained overload"),))
 
 
-def _maybe_resume(state: ControllerState, raw: int, now: float, cfg: ControlConfig) -> Decision:
-    """Paused by pauseWhenOverloaded: start again once room for the minimum has lasted."""
+def _maybe_resume(
+    state: ControllerState, raw: int, house: tuple[float, ...], now: float, cfg: ControlConfig
+) -> Decision:
+    """Paused by pauseWhenOverloaded: start again once room for the minimum has lasted.
+
+    The start is a ramp like a command (from nothing to the setpoint): until it settles the
+    house is taken as at least what it was now, and no raise is decided on the room the car
+    does not use yet; a raise waits for its own sleepTimeSecs of room after the start (a timer
+    left from before the pause would raise at once, to room the car then takes back).
+    """
     if raw < cfg.charger_min_amps + 1:
         return Decision(
             replace(
@@ -594,8 +682,16 @@ def _maybe_resume(state: ControllerState, raw: int, now: float, cfg: ControlConf
     online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
     if now - since >= cfg.sleep_secs and online and now >= state.blocked_until:
         reason = "room has returned: resuming charging"
-        return Decision(
-            replace(s, paused=False, unresolvable_since=None, reason=reason),
-            (StartCharging(reason),),
+        resumed = replace(
+            s,
+            paused=False,
+            unresolvable_since=None,
+            raise_since=None,
+            raise_floor=None,
+            command_from=s.setpoint,
+            commanded_at=now,
+            house_at_command=house,
+            reason=reason,
         )
+        return Decision(resumed, (StartCharging(reason),))
     return Decision(replace(s, reason="charging paused: waiting for room to last"))
