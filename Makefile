@@ -16,6 +16,10 @@ SCENARIO ?= evening
 # (tests/faults/conftest.py), so it starts at once and nothing queues behind it.
 # PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 4
+# Python writes bytecode caches even where the environment says not to (PYTHONDONTWRITEBYTECODE,
+# set on some CI and sandbox machines): otherwise each of the suite's hundreds of daemon starts
+# and each worker compiles aiohttp, pydantic and our modules from source again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install lint typecheck unit test demo bench system-deps clean
 
