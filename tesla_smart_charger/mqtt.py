@@ -18,7 +18,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -659,11 +659,33 @@ class MqttBridge:
             tls_context=tls,
         )
 
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[aiomqtt.Client]:
+        """A connected client whose disconnect is bounded.
+
+        aiomqtt waits for the broker's acknowledgement of a disconnect without a deadline; a
+        broker that restarted meanwhile may never send it (seen under load), and the stop of the
+        task, and so of the daemon, would hang on it.
+        """
+        client = self._client()
+        await client.__aenter__()
+        try:
+            yield client
+        finally:
+            try:
+                async with asyncio.timeout(OFFLINE_TIMEOUT):
+                    await client.__aexit__(None, None, None)
+            except TimeoutError:
+                _LOG.info(
+                    "MQTT: the broker did not confirm the disconnect within %g s; leaving anyway",
+                    OFFLINE_TIMEOUT,
+                )
+
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only by cancellation (publishing `offline` first)."""
         while True:
             try:
-                async with self._client() as client:
+                async with self._session() as client:
                     await self._serve(client)
             except aiomqtt.MqttError as err:
                 self._lost(err)

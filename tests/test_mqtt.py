@@ -747,3 +747,80 @@ def test_health_goes_down_after_30s() -> None:
     health = bridge.state()
     assert (health["state"], health["last_error"]) == ("down", "Connection refused")
     assert health["broker"] == "mqtt://127.0.0.1:1883"
+
+
+class MinimalBroker:
+    """A minimal MQTT 3.1.1 broker on 127.0.0.1: acknowledges CONNECT, qos-1 PUBLISH,
+    SUBSCRIBE and PINGREQ, and records the packet types it receives."""
+
+    def __init__(self) -> None:
+        self.packets: list[int] = []  # packet types received (high nibble of the first byte)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> MinimalBroker:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                first = (await reader.readexactly(1))[0]
+                length, shift = 0, 0
+                while True:
+                    byte = (await reader.readexactly(1))[0]
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                body = await reader.readexactly(length)
+                kind = first >> 4
+                self.packets.append(kind)
+                if kind == 1:  # CONNECT -> CONNACK accepted
+                    writer.write(bytes((0x20, 2, 0, 0)))
+                elif kind == 3 and (first >> 1) & 3:  # PUBLISH qos 1 -> PUBACK
+                    topic_len = int.from_bytes(body[:2], "big")
+                    writer.write(bytes((0x40, 2)) + body[2 + topic_len : 4 + topic_len])
+                elif kind == 8:  # SUBSCRIBE -> SUBACK granting qos 1 per topic
+                    topics, at = 0, 2
+                    while at < len(body):
+                        at += 2 + int.from_bytes(body[at : at + 2], "big") + 1
+                        topics += 1
+                    writer.write(bytes((0x90, 2 + topics)) + body[:2] + bytes([1] * topics))
+                elif kind == 12:  # PINGREQ -> PINGRESP
+                    writer.write(bytes((0xD0, 0)))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def test_a_disconnect_that_never_completes_does_not_hang_the_stop(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiomqtt waits for its disconnect to complete with no deadline (a run under load hung
+    there after a broker restart, with the daemon's stop behind it): ours is bounded."""
+    never = asyncio.Event()
+
+    async def stuck_exit(self: aiomqtt.Client, *_: object) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(aiomqtt.Client, "__aexit__", stuck_exit)
+    caplog.set_level(logging.INFO, logger="tesla_smart_charger.mqtt")
+    async with MinimalBroker() as broker:
+        bridge = MqttBridge(cfg_for(broker.port), lambda: STATUS, RecordingControls())
+        task = asyncio.create_task(bridge.run(), name="mqtt")
+        try:
+            await wait_for(lambda: bridge.connected, 5, "connected to the local broker")
+        finally:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=15)  # unbounded: never done
+        assert task in done
+    assert 1 in broker.packets  # a real connection was made
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("told Home Assistant we are offline" in m for m in messages)
+    assert any("did not confirm the disconnect" in m for m in messages)
