@@ -26,7 +26,7 @@ same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no reba
 caps itself to old + headroom of the same reading: each thinks it has the whole house);
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
 one minimum, the one with less energy so far). `ours` is two real controllers behind
-`allocation.split_reading`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
+`control.car_readings.split` (the daemon's fleet's own split), pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
 with pauseAfterSecs 30 instead of the shipped 120 (context: the shipped default pauses sooner
 by itself when the overload would heat the breaker). Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
@@ -49,13 +49,9 @@ from tesla_smart_charger import bench, breaker
 from tesla_smart_charger import control as core
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
-from tesla_smart_charger.control.allocation import (
-    HouseFloor,
-    car_view,
-    house_floor,
-    split_reading,
-)
-from tesla_smart_charger.events import Reading
+from tesla_smart_charger.control.allocation import HouseFloor
+from tesla_smart_charger.control.car_readings import Car
+from tesla_smart_charger.control.car_readings import split as split_cars
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
 from tesla_smart_charger.simulator.pv import solar_day
@@ -557,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# --- ours: the real controllers behind split_reading, in virtual time ------------------------
+# --- ours: the real controllers behind the fleet's split, in virtual time --------------------
 
 
 def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
@@ -573,7 +569,7 @@ def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
 
 
 class OursFleet:
-    """N cars, each with its own `control.decide`, behind `allocation.split_reading`.
+    """N cars, each with its own `control.decide`, behind `car_readings.split` (as the fleet).
 
     The shell the daemon's fleet runs, in virtual time at 1 s: one reading a second; the
     allocation shows each controller its own reading; vehicle data replies 1 s after the
@@ -604,7 +600,7 @@ class OursFleet:
         self.on = [a > 0 for a in amps]
         self.due: list[tuple[float, int, core.ControllerEvent]] = []
         self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
-        self.floor: HouseFloor | None = None  # allocation.house_floor, as the fleet keeps it
+        self.floor: HouseFloor | None = None  # car_readings.split's floor, kept as the fleet does
 
     def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
         d = core.decide(self.states[i], event, t, self.cfg)
@@ -653,20 +649,20 @@ class OursFleet:
             car.advance(t)
         supply = house + sum(c.draw for c in self.cars)
         real = MeterReading((supply,), (VOLTS,), None, True, t)
-        views = tuple(
-            car_view(s, self.cfg, real, vin=v, priority=p)
+        cars = tuple(
+            Car(v, p, s, self.cfg)
             for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
         )
-        self.floor = house_floor(views, real, self.floor)
-        readings, _ = split_reading(
-            views,
+        split = split_cars(
+            cars,
             real,
             self.cfg.limit,
             pause_when_overloaded=self.cfg.pause_when_overloaded,
             floor=self.floor,
         )
-        for i, mine in enumerate(readings):
-            self._feed(i, Reading(mine), t)
+        self.floor = split.floor
+        for i, mine in enumerate(split.readings):
+            self._feed(i, mine, t)
         return supply
 
 
