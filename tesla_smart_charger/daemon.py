@@ -362,6 +362,7 @@ def build_fleet(
             kick_meter=poller.kick if poller else None,
             state_file=loaded.token_file.parent / state_name,
             charge_mode=v.mode or s.mode,
+            label=v.name or v.vin,  # several cars: each log line names its car
         )
         cars.append(FleetCar(v.vin, v.name, v.priority, service, v.meter_charger_channel))
         clients.append(client)

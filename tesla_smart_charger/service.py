@@ -89,16 +89,23 @@ class ChargeService:
         kick_meter: Callable[[], None] | None = None,
         state_file: Path | None = None,
         charge_mode: str | None = None,
+        label: str | None = None,
     ) -> None:
-        """`charge_mode`: the configured mode, used when the state file remembers none."""
+        """`charge_mode`: the configured mode, used when the state file remembers none.
+
+        `label` names the car in every log line (several cars); None keeps the lines as one
+        car's.
+        """
         self.cfg = cfg
+        self.label = label
+        self._car = f"{label}: " if label else ""  # the car, in front of a log line's text
         self._vehicle = vehicle
         self.queue = queue
         self._clock = clock
         self._wall = wall
         self._kick_meter = kick_meter
         self._state_file = state_file
-        remembered = load_remembered(state_file) if state_file else {}
+        remembered = load_remembered(state_file, self._car) if state_file else {}
         pending = bool(remembered.pop("overload_pending", None)) and cfg.mode == "push"
         pinned = bool(remembered.pop("driver_limit", None))
         stored = remembered.pop("mode", None)
@@ -111,7 +118,8 @@ class ChargeService:
         if pending:
             # The last run stopped with a reduction not yet sent: carry it out first.
             _LOG.warning(
-                "a reduction was still pending when the daemon last stopped: sending it now"
+                "%sa reduction was still pending when the daemon last stopped: sending it now",
+                self._car,
             )
             self.state = replace(
                 self.state,
@@ -291,14 +299,14 @@ class ChargeService:
         now = self._clock()
         last = self._reason_logged.get(reason)
         if last is not None and now - last < REMIND_SECS:
-            _LOG.debug("controller: %s", reason)
+            _LOG.debug("controller: %s%s", self._car, reason)
             return
         if len(self._reason_logged) > 200:
             self._reason_logged = {
                 r: t for r, t in self._reason_logged.items() if now - t < REMIND_SECS
             }
         self._reason_logged[reason] = now
-        _LOG.info("controller: %s", reason)
+        _LOG.info("controller: %s%s", self._car, reason)
 
     # --- what is waiting ---------------------------------------------------------------------
     @property
@@ -354,7 +362,8 @@ class ChargeService:
         before = self.state.command_from if cut else self.state.setpoint
         self._write_state(before, self.state.driver_amps, pending=True)
         _LOG.warning(
-            "stopping with a reduction not yet confirmed by the car: it is sent first on the next start"
+            "%sstopping with a reduction not yet confirmed by the car: it is sent first on the next start",
+            self._car,
         )
         return True
 
@@ -453,7 +462,8 @@ class ChargeService:
             atomic_write_bytes(self._state_file, json.dumps(data).encode() + b"\n", mode=0o600)
         except OSError as err:
             _LOG.warning(
-                "cannot write %s: %s (the driver's setting is not kept across restarts)",
+                "%scannot write %s: %s (the driver's setting is not kept across restarts)",
+                self._car,
                 self._state_file,
                 err.strerror,
             )
@@ -462,7 +472,8 @@ class ChargeService:
         self.commands.append(CommandRecord(self._wall(), command, amps, result, reason))
         _LOG.log(
             logging.INFO if result == "ok" else logging.DEBUG,  # failures: the policy logs them
-            "command %s%s: %s (%s)",
+            "%scommand %s%s: %s (%s)",
+            self._car,
             command,
             f" {amps} A" if amps is not None else "",
             result,
@@ -530,14 +541,17 @@ def car_status(service: ChargeService, vin: str | None, name: str | None) -> dic
     }
 
 
-def load_remembered(path: Path) -> dict[str, int | None]:
-    """The previous run's setpoint and driver's setting; nothing if missing or unreadable."""
+def load_remembered(path: Path, car: str = "") -> dict[str, int | None]:
+    """The previous run's setpoint and driver's setting; nothing if missing or unreadable.
+
+    `car`: the car's label and ": " in front of the log line (several cars), else "".
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
-        _LOG.warning("ignoring %s: %s", path, err)
+        _LOG.warning("%signoring %s: %s", car, path, err)
         return {}
     out: dict[str, int | None] = {}
     for key in ("setpoint", "driver_amps"):
