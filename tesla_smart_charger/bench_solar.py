@@ -127,7 +127,23 @@ class LaggedCar:
 # --- solar policies ------------------------------------------------------------------------
 
 
-class EvccPv:
+class _EvccLoadpoint:
+    """What evcc's loadpoints share while charging: a command on change, cached vehicle data."""
+
+    offered: int | None
+    last_data: float | None
+
+    def _charge_at(self, t: float, amps: int, car: LaggedCar) -> None:
+        """Send `amps` if it is not what was offered; vehicle data once per EVCC_DATA_CACHE."""
+        if amps != self.offered:
+            self.offered = amps
+            car.command(t, float(amps))
+        if self.last_data is None or t - self.last_data >= EVCC_DATA_CACHE:
+            self.last_data = t
+            car.data += 1
+
+
+class EvccPv(_EvccLoadpoint):
     """evcc's PV mode for one loadpoint (module docstring); acts every `interval` s."""
 
     def __init__(self, interval: int = EVCC_INTERVAL, offset: int = 0) -> None:
@@ -162,12 +178,7 @@ class EvccPv:
             else:
                 self.timer = None
                 amps = min(MAX_AMPS, math.trunc(target))
-            if amps != self.offered:
-                self.offered = amps
-                car.command(t, float(amps))
-            if self.last_data is None or t - self.last_data >= EVCC_DATA_CACHE:
-                self.last_data = t
-                car.data += 1
+            self._charge_at(t, amps, car)
             return
         if target >= MIN_AMPS:
             self.timer = t if self.timer is None else self.timer
@@ -297,24 +308,30 @@ OURS_SOLAR: Callable[[str, bool], SolarResult] | None
 OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None
 
 
+def _ours_note(
+    keys: frozenset[str] | None, key: str, needs: str, present: str, *, seam: str, runner: object
+) -> str | None:
+    """Why an `ours` row cannot run (None when it can): its settings key, then its runner."""
+    keys = settings_keys() if keys is None else keys
+    if key not in keys:
+        return f"n/a (needs {needs})"
+    if runner is None:
+        return f"n/a ({present} present; bench_solar.{seam} not wired yet)"
+    return None
+
+
 def ours_solar_note(keys: frozenset[str] | None = None) -> str | None:
     """Why the `ours` solar row cannot run (None when it can)."""
-    keys = settings_keys() if keys is None else keys
-    if "solarStartSecs" not in keys:
-        return "n/a (needs solar mode)"
-    if OURS_SOLAR is None:
-        return "n/a (solar mode present; bench_solar.OURS_SOLAR not wired yet)"
-    return None
+    needs = "solar mode"
+    return _ours_note(keys, "solarStartSecs", needs, needs, seam="OURS_SOLAR", runner=OURS_SOLAR)
 
 
 def ours_two_cars_note(keys: frozenset[str] | None = None) -> str | None:
     """Why the `ours` two-car row cannot run (None when it can)."""
-    keys = settings_keys() if keys is None else keys
-    if "vehicles" not in keys:
-        return "n/a (needs multi-car: the vehicles key)"
-    if OURS_TWO_CARS is None:
-        return "n/a (vehicles present; bench_solar.OURS_TWO_CARS not wired yet)"
-    return None
+    needs = "multi-car: the vehicles key"
+    return _ours_note(
+        keys, "vehicles", needs, "vehicles", seam="OURS_TWO_CARS", runner=OURS_TWO_CARS
+    )
 
 
 SOLAR_HEADER = (
@@ -354,7 +371,7 @@ def solar_table(*, quick: bool = False) -> str:
 # --- the two-car evening -----------------------------------------------------------------------
 
 
-class EvccFast:
+class EvccFast(_EvccLoadpoint):
     """One evcc loadpoint in fast mode that believes it has the whole house (bench.py's rules)."""
 
     def __init__(self, limit: float, interval: int = EVCC_INTERVAL, offset: int = 0) -> None:
@@ -380,12 +397,7 @@ class EvccFast:
                 self.enabled, self.offered = False, None
                 car.command(t, 0.0)
                 return
-            if amps != self.offered:
-                self.offered = amps
-                car.command(t, float(amps))
-            if self.last_data is None or t - self.last_data >= EVCC_DATA_CACHE:
-                self.last_data = t
-                car.data += 1
+            self._charge_at(t, amps, car)
             return
         amps = math.trunc(min(float(MAX_AMPS), max(0.0, headroom)))
         if amps >= MIN_AMPS:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.api import Meter, Vehicle
@@ -48,6 +48,35 @@ _LOG = logging.getLogger(__name__)
 MIN_WAIT = 0.05
 # With a login needed, car calls wait this long or until new tokens arrive (TokenRefreshed).
 LOGIN_WAIT_SECS = 60.0
+
+_Kind = Literal["asleep", "rate_limited", "auth", "token", "refused", "transient", "error"]
+# A failed car call as the controller sees it: the first class the error is an instance of.
+_KINDS: tuple[tuple[type[ChargerError], _Kind], ...] = (
+    (VehicleAsleep, "asleep"),
+    (RateLimited, "rate_limited"),
+    (LoginRequired, "auth"),
+    (TokenError, "token"),
+    (TeslaAuthError, "auth"),
+    (CommandRefused, "refused"),
+    (TransientError, "transient"),
+)
+
+
+def unavailable(err: ChargerError, *, command: bool) -> core.VehicleUnavailable:
+    """The error of a car call as the event `decide()` handles (its policy already logged it).
+
+    The policy's `retry_after` paces the next call; a sleeping car or a refusal has none (the
+    controller's own timers decide), and a login needed waits at least LOGIN_WAIT_SECS.
+    """
+    kind: _Kind = next((k for cls, k in _KINDS if isinstance(err, cls)), "error")
+    if isinstance(err, CommandRefused):
+        return core.VehicleUnavailable(kind, err.reason, command=command)
+    if kind == "asleep":
+        return core.VehicleUnavailable(kind, str(err), command=command)
+    wait = err.retry_after
+    if isinstance(err, LoginRequired):
+        wait = max(wait, LOGIN_WAIT_SECS)
+    return core.VehicleUnavailable(kind, str(err), retry_after=wait, command=command)
 
 
 def _iso(wall: float) -> str:
@@ -396,38 +425,9 @@ class ChargeService:
             self._record(name, None, "ok", action.reason)
             return core.CommandDone("charge_stop")
         # No log lines here: each dependency's retry policy logs a condition once.
-        except VehicleAsleep as err:
-            outcome: core.ControllerEvent = core.VehicleUnavailable(
-                "asleep", str(err), command=command
-            )
-        except RateLimited as err:
-            outcome = core.VehicleUnavailable(
-                "rate_limited", str(err), retry_after=err.retry_after, command=command
-            )
-        except LoginRequired as err:
-            outcome = core.VehicleUnavailable(
-                "auth", str(err), retry_after=max(err.retry_after, LOGIN_WAIT_SECS), command=command
-            )
-        except TokenError as err:
-            outcome = core.VehicleUnavailable(
-                "token", str(err), retry_after=err.retry_after, command=command
-            )
-        except TeslaAuthError as err:
-            outcome = core.VehicleUnavailable(
-                "auth", str(err), retry_after=err.retry_after, command=command
-            )
-        except CommandRefused as err:
-            outcome = core.VehicleUnavailable("refused", err.reason, command=command)
-        except TransientError as err:
-            outcome = core.VehicleUnavailable(
-                "transient", str(err), retry_after=err.retry_after, command=command
-            )
         except ChargerError as err:
-            outcome = core.VehicleUnavailable(
-                "error", str(err), retry_after=err.retry_after, command=command
-            )
+            outcome = unavailable(err, command=command)
         if command:
-            assert isinstance(outcome, core.VehicleUnavailable)  # noqa: S101
             self._record(name, amps, outcome.kind, outcome.detail)
         return outcome
 

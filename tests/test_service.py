@@ -11,10 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from tesla_smart_charger.errors import CommandRefused, RateLimited, VehicleAsleep
+from tesla_smart_charger import control as core
+from tesla_smart_charger.errors import (
+    ChargerError,
+    CommandRefused,
+    LoginRequired,
+    RateLimited,
+    TeslaAuthError,
+    TeslaProtocolError,
+    TeslaTransientError,
+    TokenEndpointError,
+    VehicleAsleep,
+)
 from tesla_smart_charger.events import Event, Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
-from tesla_smart_charger.service import ChargeService, load_remembered
+from tesla_smart_charger.service import ChargeService, load_remembered, unavailable
 from tests.test_controller import MEASURED
 
 CFG = MEASURED
@@ -129,6 +140,32 @@ async def test_with_several_cars_each_log_line_names_its_car(
     bad.write_text("{not json", encoding="utf-8")
     ChargeService(CFG, FakeCar(), asyncio.Queue(), state_file=bad, label="Model Y")
     assert caplog.messages[0].startswith(f"Model Y: ignoring {bad}: ")
+
+
+def _waits(err: ChargerError, seconds: float) -> ChargerError:
+    err.retry_after = seconds  # as the dependency's retry policy sets it
+    return err
+
+
+@pytest.mark.parametrize(
+    ("err", "kind", "detail", "retry_after"),
+    [
+        # a sleeping car and a refusal: the controller's own timers, not the policy's
+        (_waits(VehicleAsleep("408"), 5.0), "asleep", "408", 0.0),
+        (_waits(CommandRefused("set_charging_amps", "busy"), 5.0), "refused", "busy", 0.0),
+        (RateLimited("429", 30.0), "rate_limited", "429", 30.0),  # before "transient"
+        (_waits(LoginRequired("login"), 5.0), "auth", "login", 60.0),  # at least a minute
+        (_waits(TokenEndpointError("502"), 7.0), "token", "502", 7.0),  # before "transient"
+        (_waits(TeslaAuthError("401"), 9.0), "auth", "401", 9.0),
+        (_waits(TeslaTransientError("503"), 3.0), "transient", "503", 3.0),
+        (_waits(TeslaProtocolError("bad"), 60.0), "error", "bad", 60.0),
+    ],
+)
+def test_each_car_error_becomes_its_event(
+    err: ChargerError, kind: str, detail: str, retry_after: float
+) -> None:
+    event = unavailable(err, command=True)
+    assert event == core.VehicleUnavailable(kind, detail, retry_after, command=True)  # type: ignore[arg-type]
 
 
 async def test_car_errors_become_events_and_are_recorded(tmp_path: Path) -> None:
