@@ -26,7 +26,7 @@ same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no reba
 caps itself to old + headroom of the same reading: each thinks it has the whole house);
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
 one minimum, the one with less energy so far). `ours` is two real controllers behind
-`allocation.split_reading`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
+`control.car_readings.split` (the daemon's fleet's own split), pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
 with pauseAfterSecs 30 instead of the shipped 120 (context: the shipped default pauses sooner
 by itself when the overload would heat the breaker). Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
@@ -49,13 +49,9 @@ from tesla_smart_charger import bench, breaker
 from tesla_smart_charger import control as core
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
-from tesla_smart_charger.control.allocation import (
-    HouseFloor,
-    car_view,
-    house_floor,
-    split_reading,
-)
-from tesla_smart_charger.events import Reading
+from tesla_smart_charger.control.allocation import HouseFloor
+from tesla_smart_charger.control.car_readings import Car
+from tesla_smart_charger.control.car_readings import split as split_cars
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator import house as houses
 from tesla_smart_charger.simulator.pv import solar_day
@@ -131,7 +127,23 @@ class LaggedCar:
 # --- solar policies ------------------------------------------------------------------------
 
 
-class EvccPv:
+class _EvccLoadpoint:
+    """What evcc's loadpoints share while charging: a command on change, cached vehicle data."""
+
+    offered: int | None
+    last_data: float | None
+
+    def _charge_at(self, t: float, amps: int, car: LaggedCar) -> None:
+        """Send `amps` if it is not what was offered; vehicle data once per EVCC_DATA_CACHE."""
+        if amps != self.offered:
+            self.offered = amps
+            car.command(t, float(amps))
+        if self.last_data is None or t - self.last_data >= EVCC_DATA_CACHE:
+            self.last_data = t
+            car.data += 1
+
+
+class EvccPv(_EvccLoadpoint):
     """evcc's PV mode for one loadpoint (module docstring); acts every `interval` s."""
 
     def __init__(self, interval: int = EVCC_INTERVAL, offset: int = 0) -> None:
@@ -166,12 +178,7 @@ class EvccPv:
             else:
                 self.timer = None
                 amps = min(MAX_AMPS, math.trunc(target))
-            if amps != self.offered:
-                self.offered = amps
-                car.command(t, float(amps))
-            if self.last_data is None or t - self.last_data >= EVCC_DATA_CACHE:
-                self.last_data = t
-                car.data += 1
+            self._charge_at(t, amps, car)
             return
         if target >= MIN_AMPS:
             self.timer = t if self.timer is None else self.timer
@@ -301,24 +308,30 @@ OURS_SOLAR: Callable[[str, bool], SolarResult] | None
 OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None
 
 
+def _ours_note(
+    keys: frozenset[str] | None, key: str, needs: str, present: str, *, seam: str, runner: object
+) -> str | None:
+    """Why an `ours` row cannot run (None when it can): its settings key, then its runner."""
+    keys = settings_keys() if keys is None else keys
+    if key not in keys:
+        return f"n/a (needs {needs})"
+    if runner is None:
+        return f"n/a ({present} present; bench_solar.{seam} not wired yet)"
+    return None
+
+
 def ours_solar_note(keys: frozenset[str] | None = None) -> str | None:
     """Why the `ours` solar row cannot run (None when it can)."""
-    keys = settings_keys() if keys is None else keys
-    if "solarStartSecs" not in keys:
-        return "n/a (needs solar mode)"
-    if OURS_SOLAR is None:
-        return "n/a (solar mode present; bench_solar.OURS_SOLAR not wired yet)"
-    return None
+    needs = "solar mode"
+    return _ours_note(keys, "solarStartSecs", needs, needs, seam="OURS_SOLAR", runner=OURS_SOLAR)
 
 
 def ours_two_cars_note(keys: frozenset[str] | None = None) -> str | None:
     """Why the `ours` two-car row cannot run (None when it can)."""
-    keys = settings_keys() if keys is None else keys
-    if "vehicles" not in keys:
-        return "n/a (needs multi-car: the vehicles key)"
-    if OURS_TWO_CARS is None:
-        return "n/a (vehicles present; bench_solar.OURS_TWO_CARS not wired yet)"
-    return None
+    needs = "multi-car: the vehicles key"
+    return _ours_note(
+        keys, "vehicles", needs, "vehicles", seam="OURS_TWO_CARS", runner=OURS_TWO_CARS
+    )
 
 
 SOLAR_HEADER = (
@@ -358,7 +371,7 @@ def solar_table(*, quick: bool = False) -> str:
 # --- the two-car evening -----------------------------------------------------------------------
 
 
-class EvccFast:
+class EvccFast(_EvccLoadpoint):
     """One evcc loadpoint in fast mode that believes it has the whole house (bench.py's rules)."""
 
     def __init__(self, limit: float, interval: int = EVCC_INTERVAL, offset: int = 0) -> None:
@@ -384,12 +397,7 @@ class EvccFast:
                 self.enabled, self.offered = False, None
                 car.command(t, 0.0)
                 return
-            if amps != self.offered:
-                self.offered = amps
-                car.command(t, float(amps))
-            if self.last_data is None or t - self.last_data >= EVCC_DATA_CACHE:
-                self.last_data = t
-                car.data += 1
+            self._charge_at(t, amps, car)
             return
         amps = math.trunc(min(float(MAX_AMPS), max(0.0, headroom)))
         if amps >= MIN_AMPS:
@@ -557,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# --- ours: the real controllers behind split_reading, in virtual time ------------------------
+# --- ours: the real controllers behind the fleet's split, in virtual time --------------------
 
 
 def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
@@ -573,7 +581,7 @@ def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
 
 
 class OursFleet:
-    """N cars, each with its own `control.decide`, behind `allocation.split_reading`.
+    """N cars, each with its own `control.decide`, behind `car_readings.split` (as the fleet).
 
     The shell the daemon's fleet runs, in virtual time at 1 s: one reading a second; the
     allocation shows each controller its own reading; vehicle data replies 1 s after the
@@ -604,7 +612,7 @@ class OursFleet:
         self.on = [a > 0 for a in amps]
         self.due: list[tuple[float, int, core.ControllerEvent]] = []
         self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
-        self.floor: HouseFloor | None = None  # allocation.house_floor, as the fleet keeps it
+        self.floor: HouseFloor | None = None  # car_readings.split's floor, kept as the fleet does
 
     def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
         d = core.decide(self.states[i], event, t, self.cfg)
@@ -653,20 +661,20 @@ class OursFleet:
             car.advance(t)
         supply = house + sum(c.draw for c in self.cars)
         real = MeterReading((supply,), (VOLTS,), None, True, t)
-        views = tuple(
-            car_view(s, self.cfg, real, vin=v, priority=p)
+        cars = tuple(
+            Car(v, p, s, self.cfg)
             for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
         )
-        self.floor = house_floor(views, real, self.floor)
-        readings, _ = split_reading(
-            views,
+        split = split_cars(
+            cars,
             real,
             self.cfg.limit,
             pause_when_overloaded=self.cfg.pause_when_overloaded,
             floor=self.floor,
         )
-        for i, mine in enumerate(readings):
-            self._feed(i, Reading(mine), t)
+        self.floor = split.floor
+        for i, mine in enumerate(split.readings):
+            self._feed(i, mine, t)
         return supply
 
 

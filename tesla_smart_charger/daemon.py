@@ -44,7 +44,7 @@ from tesla_smart_charger.httpapi.server import (
     make_runner,
     raise_fd_limit,
 )
-from tesla_smart_charger.logging_setup import register_secret
+from tesla_smart_charger.logging_setup import register_config_secrets
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.retry import Health, RetryPolicy
 from tesla_smart_charger.roads import FailoverVehicle
@@ -285,26 +285,6 @@ class Daemon:
         return f"{self.service.cfg.mode}: setpoint {s.setpoint if s.setpoint is not None else '-'} A; {s.reason}"
 
 
-def _register_secrets(loaded: LoadedConfig) -> None:
-    """Defence in depth: the log handler masks these values wherever they appear."""
-    s = loaded.settings
-    for secret in (
-        s.tesla_access_token,
-        s.tesla_refresh_token,
-        s.tesla_client_secret,
-        s.api_token,
-        s.energy_monitor_password,
-        s.safety_relay_password,
-        s.alert_webhook,
-    ):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-    if s.mqtt_url is not None and "@" in s.mqtt_url.get_secret_value():
-        # The whole URL carries the broker password (the bridge also masks the password alone);
-        # without credentials it stays readable, so log lines can name the broker.
-        register_secret(s.mqtt_url.get_secret_value())
-
-
 def car_config(cfg: ControlConfig, s: Settings, v: VehicleSettings, *, ble: bool) -> ControlConfig:
     """One car's controller settings: its own keys in `vehicles`, else the top-level ones."""
     return replace(
@@ -362,6 +342,7 @@ def build_fleet(
             kick_meter=poller.kick if poller else None,
             state_file=loaded.token_file.parent / state_name,
             charge_mode=v.mode or s.mode,
+            label=v.name or v.vin,  # several cars: each log line names its car
         )
         cars.append(FleetCar(v.vin, v.name, v.priority, service, v.meter_charger_channel))
         clients.append(client)
@@ -656,7 +637,7 @@ async def run_daemon(
     started: Callable[[Daemon], Awaitable[None]] | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1)."""
-    _register_secrets(loaded)
+    register_config_secrets(loaded.settings)
     s = loaded.settings
     fd_soft, _ = raise_fd_limit()
     try:

@@ -13,10 +13,13 @@ import re
 import sys
 import threading
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 from urllib.parse import quote
 
 from aiohttp.http_exceptions import HttpProcessingError
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.config import Settings
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"
@@ -37,6 +40,25 @@ def register_secret(value: str) -> None:
     with _lock:
         # Longest first, so a secret containing another is masked whole.
         _secrets = tuple(sorted(set(_secrets) | variants, key=len, reverse=True))
+
+
+def register_config_secrets(s: Settings) -> None:
+    """Mask every secret of the configuration: the daemon and the setup commands alike."""
+    for secret in (
+        s.tesla_access_token,
+        s.tesla_refresh_token,
+        s.tesla_client_secret,
+        s.api_token,
+        s.energy_monitor_password,
+        s.safety_relay_password,
+        s.alert_webhook,
+    ):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    if s.mqtt_url is not None and "@" in s.mqtt_url.get_secret_value():
+        # The whole URL carries the broker password (the bridge also masks the password alone);
+        # without credentials it stays readable, so log lines can name the broker.
+        register_secret(s.mqtt_url.get_secret_value())
 
 
 def clear_secrets() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.api import Meter, Vehicle
@@ -48,6 +48,35 @@ _LOG = logging.getLogger(__name__)
 MIN_WAIT = 0.05
 # With a login needed, car calls wait this long or until new tokens arrive (TokenRefreshed).
 LOGIN_WAIT_SECS = 60.0
+
+_Kind = Literal["asleep", "rate_limited", "auth", "token", "refused", "transient", "error"]
+# A failed car call as the controller sees it: the first class the error is an instance of.
+_KINDS: tuple[tuple[type[ChargerError], _Kind], ...] = (
+    (VehicleAsleep, "asleep"),
+    (RateLimited, "rate_limited"),
+    (LoginRequired, "auth"),
+    (TokenError, "token"),
+    (TeslaAuthError, "auth"),
+    (CommandRefused, "refused"),
+    (TransientError, "transient"),
+)
+
+
+def unavailable(err: ChargerError, *, command: bool) -> core.VehicleUnavailable:
+    """The error of a car call as the event `decide()` handles (its policy already logged it).
+
+    The policy's `retry_after` paces the next call; a sleeping car or a refusal has none (the
+    controller's own timers decide), and a login needed waits at least LOGIN_WAIT_SECS.
+    """
+    kind: _Kind = next((k for cls, k in _KINDS if isinstance(err, cls)), "error")
+    if isinstance(err, CommandRefused):
+        return core.VehicleUnavailable(kind, err.reason, command=command)
+    if kind == "asleep":
+        return core.VehicleUnavailable(kind, str(err), command=command)
+    wait = err.retry_after
+    if isinstance(err, LoginRequired):
+        wait = max(wait, LOGIN_WAIT_SECS)
+    return core.VehicleUnavailable(kind, str(err), retry_after=wait, command=command)
 
 
 def _iso(wall: float) -> str:
@@ -89,16 +118,23 @@ class ChargeService:
         kick_meter: Callable[[], None] | None = None,
         state_file: Path | None = None,
         charge_mode: str | None = None,
+        label: str | None = None,
     ) -> None:
-        """`charge_mode`: the configured mode, used when the state file remembers none."""
+        """`charge_mode`: the configured mode, used when the state file remembers none.
+
+        `label` names the car in every log line (several cars); None keeps the lines as one
+        car's.
+        """
         self.cfg = cfg
+        self.label = label
+        self._car = f"{label}: " if label else ""  # the car, in front of a log line's text
         self._vehicle = vehicle
         self.queue = queue
         self._clock = clock
         self._wall = wall
         self._kick_meter = kick_meter
         self._state_file = state_file
-        remembered = load_remembered(state_file) if state_file else {}
+        remembered = load_remembered(state_file, self._car) if state_file else {}
         pending = bool(remembered.pop("overload_pending", None)) and cfg.mode == "push"
         pinned = bool(remembered.pop("driver_limit", None))
         stored = remembered.pop("mode", None)
@@ -111,7 +147,8 @@ class ChargeService:
         if pending:
             # The last run stopped with a reduction not yet sent: carry it out first.
             _LOG.warning(
-                "a reduction was still pending when the daemon last stopped: sending it now"
+                "%sa reduction was still pending when the daemon last stopped: sending it now",
+                self._car,
             )
             self.state = replace(
                 self.state,
@@ -291,14 +328,14 @@ class ChargeService:
         now = self._clock()
         last = self._reason_logged.get(reason)
         if last is not None and now - last < REMIND_SECS:
-            _LOG.debug("controller: %s", reason)
+            _LOG.debug("controller: %s%s", self._car, reason)
             return
         if len(self._reason_logged) > 200:
             self._reason_logged = {
                 r: t for r, t in self._reason_logged.items() if now - t < REMIND_SECS
             }
         self._reason_logged[reason] = now
-        _LOG.info("controller: %s", reason)
+        _LOG.info("controller: %s%s", self._car, reason)
 
     # --- what is waiting ---------------------------------------------------------------------
     @property
@@ -354,7 +391,8 @@ class ChargeService:
         before = self.state.command_from if cut else self.state.setpoint
         self._write_state(before, self.state.driver_amps, pending=True)
         _LOG.warning(
-            "stopping with a reduction not yet confirmed by the car: it is sent first on the next start"
+            "%sstopping with a reduction not yet confirmed by the car: it is sent first on the next start",
+            self._car,
         )
         return True
 
@@ -387,38 +425,9 @@ class ChargeService:
             self._record(name, None, "ok", action.reason)
             return core.CommandDone("charge_stop")
         # No log lines here: each dependency's retry policy logs a condition once.
-        except VehicleAsleep as err:
-            outcome: core.ControllerEvent = core.VehicleUnavailable(
-                "asleep", str(err), command=command
-            )
-        except RateLimited as err:
-            outcome = core.VehicleUnavailable(
-                "rate_limited", str(err), retry_after=err.retry_after, command=command
-            )
-        except LoginRequired as err:
-            outcome = core.VehicleUnavailable(
-                "auth", str(err), retry_after=max(err.retry_after, LOGIN_WAIT_SECS), command=command
-            )
-        except TokenError as err:
-            outcome = core.VehicleUnavailable(
-                "token", str(err), retry_after=err.retry_after, command=command
-            )
-        except TeslaAuthError as err:
-            outcome = core.VehicleUnavailable(
-                "auth", str(err), retry_after=err.retry_after, command=command
-            )
-        except CommandRefused as err:
-            outcome = core.VehicleUnavailable("refused", err.reason, command=command)
-        except TransientError as err:
-            outcome = core.VehicleUnavailable(
-                "transient", str(err), retry_after=err.retry_after, command=command
-            )
         except ChargerError as err:
-            outcome = core.VehicleUnavailable(
-                "error", str(err), retry_after=err.retry_after, command=command
-            )
+            outcome = unavailable(err, command=command)
         if command:
-            assert isinstance(outcome, core.VehicleUnavailable)  # noqa: S101
             self._record(name, amps, outcome.kind, outcome.detail)
         return outcome
 
@@ -453,7 +462,8 @@ class ChargeService:
             atomic_write_bytes(self._state_file, json.dumps(data).encode() + b"\n", mode=0o600)
         except OSError as err:
             _LOG.warning(
-                "cannot write %s: %s (the driver's setting is not kept across restarts)",
+                "%scannot write %s: %s (the driver's setting is not kept across restarts)",
+                self._car,
                 self._state_file,
                 err.strerror,
             )
@@ -462,7 +472,8 @@ class ChargeService:
         self.commands.append(CommandRecord(self._wall(), command, amps, result, reason))
         _LOG.log(
             logging.INFO if result == "ok" else logging.DEBUG,  # failures: the policy logs them
-            "command %s%s: %s (%s)",
+            "%scommand %s%s: %s (%s)",
+            self._car,
             command,
             f" {amps} A" if amps is not None else "",
             result,
@@ -530,14 +541,17 @@ def car_status(service: ChargeService, vin: str | None, name: str | None) -> dic
     }
 
 
-def load_remembered(path: Path) -> dict[str, int | None]:
-    """The previous run's setpoint and driver's setting; nothing if missing or unreadable."""
+def load_remembered(path: Path, car: str = "") -> dict[str, int | None]:
+    """The previous run's setpoint and driver's setting; nothing if missing or unreadable.
+
+    `car`: the car's label and ": " in front of the log line (several cars), else "".
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
-        _LOG.warning("ignoring %s: %s", path, err)
+        _LOG.warning("%signoring %s: %s", car, path, err)
         return {}
     out: dict[str, int | None] = {}
     for key in ("setpoint", "driver_amps"):

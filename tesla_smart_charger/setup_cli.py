@@ -42,7 +42,7 @@ from tesla_smart_charger.errors import (
     TokenEndpointError,
     TokenError,
 )
-from tesla_smart_charger.logging_setup import register_secret, scrub
+from tesla_smart_charger.logging_setup import register_config_secrets, register_secret, scrub
 from tesla_smart_charger.meters import create_meter
 from tesla_smart_charger.safety import build_relay
 from tesla_smart_charger.tesla import (
@@ -120,21 +120,8 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
     loaded = load_config(_config_path(args))
-    _register_secrets(loaded.settings)
+    register_config_secrets(loaded.settings)
     return loaded
-
-
-def _register_secrets(s: Settings) -> None:
-    """The config's secrets are masked in everything these commands print (scrub)."""
-    for secret in (
-        s.tesla_access_token,
-        s.tesla_refresh_token,
-        s.tesla_client_secret,
-        s.api_token,
-        s.energy_monitor_password,
-    ):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
 
 
 Need = tuple[str, str, str]  # (settings field, config key, what it is)

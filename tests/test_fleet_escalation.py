@@ -345,6 +345,8 @@ async def test_every_car_has_its_own_escalation_and_status_names_it(
     assert daemon.fleet is not None
     labels = [label for label, _ in daemon.escalations()]
     assert labels == ["Red", VIN_B]
+    # each car's controller names it in its log lines
+    assert [c.service.label for c in daemon.fleet.cars] == ["Red", VIN_B]
     (_, red), (_, other) = daemon.escalations()
     assert red is not other
     assert red is daemon.escalator  # the first car's, as before
@@ -363,3 +365,13 @@ async def test_every_car_has_its_own_escalation_and_status_names_it(
     assert any(f"escalation charge_stop: {VIN_B} did not follow a cut" in p for p in problems)
     red.state = replace(red.state, level="relay_off")
     assert daemon.status()["controller"]["escalation"] == "relay_off"
+
+
+async def test_one_car_logs_as_it_always_did(write_config: Any, tmp_path: Path) -> None:
+    for cars in ([{"vin": VIN_A, "name": "Red"}], None):
+        extra: dict[str, Any] = {"vehicles": cars, "teslaVehicleId": ...} if cars else {}
+        loaded = load_config(write_config(tokenFile=str(tmp_path / "tokens.json"), **extra))
+        async with aiohttp.ClientSession() as session:
+            daemon = await build_daemon(loaded, session, monitor=False)
+        assert daemon.fleet is None
+        assert daemon.service.label is None  # no name in its log lines
