@@ -13,15 +13,21 @@ import pytest
 
 # Longest first, as measured by `make test`'s --durations report.
 LONG_FIRST = (
-    "tests/faults/test_window.py",
     "tests/test_e2e_escalation.py",
-    "tests/faults/test_meter_limits.py",
+    "tests/faults/test_window.py",
+    "tests/test_e2e_cars.py",
     "tests/test_docgen.py",
+    "tests/test_e2e_measured.py",
     "tests/test_e2e_mqtt.py",
-    "tests/faults/test_cross_site.py",
-    "tests/faults/test_connections.py",
+    "tests/test_mqtt.py",
+    "tests/test_e2e_solar.py",
     "tests/test_e2e_tokens.py",
     "tests/test_openapi.py",
+    "tests/test_bench_solar.py",
+    "tests/test_demo.py",
+    "tests/test_browser.py",
+    "tests/faults/test_meter_limits.py",
+    "tests/faults/test_settings.py",
 )
 
 
