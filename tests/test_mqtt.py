@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -757,6 +758,7 @@ class MinimalBroker:
         self.packets: list[int] = []  # packet types received (high nibble of the first byte)
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> MinimalBroker:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -766,8 +768,14 @@ class MinimalBroker:
     async def __aexit__(self, *_: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self.writers:  # the client's connection outlives the test otherwise
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
         try:
             while True:
                 first = (await reader.readexactly(1))[0]
@@ -805,8 +813,11 @@ async def test_a_disconnect_that_never_completes_does_not_hang_the_stop(
     """aiomqtt waits for its disconnect to complete with no deadline (a run under load hung
     there after a broker restart, with the daemon's stop behind it): ours is bounded."""
     never = asyncio.Event()
+    real_exit = aiomqtt.Client.__aexit__
+    stuck: list[aiomqtt.Client] = []
 
     async def stuck_exit(self: aiomqtt.Client, *_: object) -> None:
+        stuck.append(self)
         await never.wait()
 
     monkeypatch.setattr(aiomqtt.Client, "__aexit__", stuck_exit)
@@ -820,6 +831,9 @@ async def test_a_disconnect_that_never_completes_does_not_hang_the_stop(
             task.cancel()
             done, _ = await asyncio.wait({task}, timeout=15)  # unbounded: never done
         assert task in done
+        for client in stuck:  # now let aiomqtt close its socket, so nothing outlives the test
+            async with asyncio.timeout(5):
+                await real_exit(client, None, None, None)
     assert 1 in broker.packets  # a real connection was made
     messages = [r.getMessage() for r in caplog.records]
     assert any("told Home Assistant we are offline" in m for m in messages)
