@@ -15,7 +15,7 @@ SCENARIO ?= evening
 # --no-loadscope-reorder the files go out in collection order, the window's first
 # (tests/faults/conftest.py), so it starts at once and nothing queues behind it.
 # PYTEST_WORKERS=0 runs everything in one process.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 6
 # Python writes bytecode caches even where the environment says not to (PYTHONDONTWRITEBYTECODE,
 # set on some CI and sandbox machines): otherwise each of the suite's hundreds of daemon starts
 # and each worker compiles aiohttp, pydantic and our modules from source again.
