@@ -18,10 +18,10 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -45,6 +45,7 @@ OFFLINE: Final = "offline"
 MQTT_TIMEOUT: Final = 5.0
 # `offline` on shutdown must fit in the daemon's SHUTDOWN_TIMEOUT (4 s).
 OFFLINE_TIMEOUT: Final = 2.0
+NONE: Final = math.inf  # aiomqtt's "no deadline of its own": ours is `_bounded`
 # Home Assistant is told at most once a second per topic: the dashboard's own pace.
 PUBLISH_INTERVAL: Final = 1.0
 # Reconnect backoff. The cap is below the brief's 60 s on purpose: a refused connection to a
@@ -575,6 +576,22 @@ def _iso(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+_T = TypeVar("_T")
+
+
+async def _bounded(call: Awaitable[_T], secs: float) -> _T:
+    """`call` within `secs`; a timeout is raised as the MqttError aiomqtt would raise.
+
+    asyncio.timeout keeps a cancellation that races the deadline; Python 3.11's wait_for
+    (aiomqtt's own deadline) may drop it.
+    """
+    try:
+        async with asyncio.timeout(secs):
+            return await call
+    except TimeoutError:
+        raise aiomqtt.MqttError("Operation timed out") from None
+
+
 class MqttBridge:
     """The MQTT client task: one connection, re-established for as long as the daemon runs."""
 
@@ -654,7 +671,10 @@ class MqttBridge:
             password=url.password,
             identifier=self._client_id,
             will=aiomqtt.Will(self.cfg.status_topic, OFFLINE, qos=1, retain=True),
-            timeout=self._timeout,
+            # Our own deadlines (`_bounded`) instead of aiomqtt's: it uses asyncio.wait_for,
+            # which on Python 3.11 can swallow a cancellation that arrives as the call
+            # completes; the task then runs on and the daemon's stop waits for it.
+            timeout=math.inf,
             keepalive=30,
             tls_context=tls,
         )
@@ -668,7 +688,7 @@ class MqttBridge:
         task, and so of the daemon, would hang on it.
         """
         client = self._client()
-        await client.__aenter__()
+        await _bounded(client.__aenter__(), self._timeout)
         try:
             yield client
         finally:
@@ -744,12 +764,15 @@ class MqttBridge:
         whenever the stop comes, even while we are still announcing ourselves.
         """
         try:
-            await client.publish(
-                self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=self._timeout
+            await _bounded(
+                client.publish(self.cfg.status_topic, ONLINE, qos=1, retain=True, timeout=NONE),
+                self._timeout,
             )
-            await client.subscribe(self.cfg.ha_status_topic, qos=1, timeout=self._timeout)
+            await _bounded(
+                client.subscribe(self.cfg.ha_status_topic, qos=1, timeout=NONE), self._timeout
+            )
             for topic in self.cfg.command_topics():
-                await client.subscribe(topic, qos=1, timeout=self._timeout)
+                await _bounded(client.subscribe(topic, qos=1, timeout=NONE), self._timeout)
             await self._publish_discovery(client)
             self._up()
             self._limiter.forget()
@@ -758,8 +781,11 @@ class MqttBridge:
         except asyncio.CancelledError:
             self.connected = False
             try:
-                await client.publish(
-                    self.cfg.status_topic, OFFLINE, qos=1, retain=True, timeout=OFFLINE_TIMEOUT
+                await _bounded(
+                    client.publish(
+                        self.cfg.status_topic, OFFLINE, qos=1, retain=True, timeout=NONE
+                    ),
+                    OFFLINE_TIMEOUT,
                 )
             except aiomqtt.MqttError as err:
                 _LOG.info("MQTT: could not say offline on the way out (%s)", err)
@@ -781,7 +807,9 @@ class MqttBridge:
 
     async def _publish_discovery(self, client: aiomqtt.Client) -> None:
         for topic, payload in discovery_messages(self.cfg, self._snapshot()).items():
-            await client.publish(topic, payload, qos=1, retain=True, timeout=self._timeout)
+            await _bounded(
+                client.publish(topic, payload, qos=1, retain=True, timeout=NONE), self._timeout
+            )
 
     async def _publish_states(self, client: aiomqtt.Client) -> None:
         while True:
@@ -799,7 +827,10 @@ class MqttBridge:
                 for topic, payload in state_messages(self.cfg, self._snapshot()).items():
                     self._limiter.offer(topic, payload)
             for topic, payload in self._limiter.due(self._clock()):
-                await client.publish(topic, payload, qos=0, retain=True, timeout=self._timeout)
+                await _bounded(
+                    client.publish(topic, payload, qos=0, retain=True, timeout=NONE),
+                    self._timeout,
+                )
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

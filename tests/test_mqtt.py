@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -838,3 +839,27 @@ async def test_a_disconnect_that_never_completes_does_not_hang_the_stop(
     messages = [r.getMessage() for r in caplog.records]
     assert any("told Home Assistant we are offline" in m for m in messages)
     assert any("did not confirm the disconnect" in m for m in messages)
+
+
+async def test_no_aiomqtt_call_carries_a_deadline_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.11's asyncio.wait_for, which aiomqtt uses for its deadlines, drops a
+    cancellation that arrives as the awaited call completes: the bridge then runs on and its
+    stop waits forever (seen twice in suite runs). Every deadline is ours (asyncio.timeout)."""
+    seen: list[float | None] = []
+    real = aiomqtt.Client._wait_for
+
+    async def spy(self: aiomqtt.Client, fut: Any, timeout: float | None) -> Any:
+        seen.append(self.timeout if timeout is None else timeout)
+        return await real(self, fut, timeout)
+
+    monkeypatch.setattr(aiomqtt.Client, "_wait_for", spy)
+    async with MinimalBroker() as broker:
+        bridge = MqttBridge(cfg_for(broker.port), lambda: STATUS, RecordingControls())
+        async with running(bridge):
+            await wait_for(lambda: bridge.connected, 5, "connected to the local broker")
+        assert 3 in broker.packets  # it published (discovery, online)
+        assert 8 in broker.packets  # and subscribed
+    assert len(seen) > 5
+    assert all(t == math.inf for t in seen), seen
