@@ -394,7 +394,7 @@ class Settings(BaseSettings):
         Field(
             ge=1,
             le=1000,
-            description="Most billed (cloud) commands per car per hour for raises and solar start/stop; cuts the breaker needs are always sent, BLE is exempt.",
+            description="Most billed (cloud) raises and solar starts/stops per car per hour; cuts the breaker needs are always sent and not counted, BLE is exempt.",
         ),
     ] = 20
     vehicles: Annotated[

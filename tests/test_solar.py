@@ -128,24 +128,26 @@ def test_mode_change_to_fast_restarts_a_charge_solar_stopped() -> None:
     assert not run.state.solar_stopped
 
 
-def test_cloud_budget_holds_raises_but_never_cuts() -> None:
+def test_cloud_budget_holds_raises_but_never_cuts_nor_counts_them() -> None:
     run = Run(replace(SOLAR, cloud_budget=2))
     run.feed(reading(0.0, at=0.0), 0.0)
     run.feed(core.VehicleUpdate(charging(16)), 0.1)
     run.feed(core.CommandDone("set_charging_amps", 16), 0.2)
     t = 10.0
     phases = []
-    for house in (20.0, 10.0, 20.0, 10.0):  # overload, room, overload, room
+    for house in (20.0, 10.0, 20.0, 10.0, 20.0, 10.0):  # overload, room, ... three times
         for _ in range(20):
             for a in run.feed(reading(house + (run.state.setpoint or 0), at=t), t):
                 assert isinstance(a, core.SetAmps)
                 run.feed(core.CommandDone("set_charging_amps", a.amps), t)
             t += 1.0
         phases.append(list(run.amps_sent()))
-    assert phases[0] == [9]  # the cut
-    assert phases[1] == [9, 16]  # the raise: budget of 2 used
+    assert phases[0] == [9]  # the cut: it goes, and uses none of the budget
+    assert phases[1] == [9, 16]  # raise 1 of 2
     assert phases[2] == [9, 16, 9]  # a cut still goes
-    assert phases[3] == [9, 16, 9]  # the raise waits for the hour
+    assert phases[3] == [9, 16, 9, 16]  # raise 2 of 2: the cuts did not use the budget up
+    assert phases[4] == [9, 16, 9, 16, 9]  # with the budget used, a cut still goes
+    assert phases[5] == [9, 16, 9, 16, 9]  # the raise waits for the hour
     assert "cloud command budget" in run.state.reason
 
 
