@@ -710,3 +710,19 @@ def test_measured_resumed_car_raises_only_after_its_start_settles_and_room_lasts
     # house 21 A: room for 8 A; one raise, after the start settled and room lasted sleepTimeSecs
     assert [amps for _, amps in after] == [8]
     assert after[0][0] >= start + cfg.settle_secs + cfg.sleep_secs
+
+
+
+def test_while_a_cut_settles_the_reason_says_the_car_is_following_not_holding() -> None:
+    """The demo showed 'holding 7 A: worst phase 37.6 A of 30 A' right after a cut: it reads
+    as if nothing were done. Until the car has ramped down the reason says it is following."""
+    run = measured_charging()
+    run.feed(reading(20 + 16, at=1.0), 1.0)  # -> 9
+    run.feed(core.CommandDone("set_charging_amps", 9), 1.5)
+    run.feed(reading(20 + 16, at=2.0), 2.0)  # the car has not moved yet
+    assert run.state.reason == (
+        "9 A sent: waiting for the car to follow (worst phase 36.0 A of 30 A until it has)"
+    )
+    run.feed(reading(20 + 9, at=12.0), 12.0)  # settled (settle_secs 8) and followed
+    assert run.state.reason == "holding 9 A: worst phase 29.0 A of 30 A"
+    assert run.amps_sent() == [9]

@@ -326,9 +326,7 @@ def _control(
         ch.update(
             raise_since=None,
             raise_floor=None,
-            reason=f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A"
-            if sun is None
-            else f"{state.charge_mode}: holding {setpoint} A on a surplus of {sun[0]} A",
+            reason=_holding(state, setpoint, worst, sun=sun, settling=settling, cfg=cfg),
         )
     return Decision(_evolve(state, ch))
 
@@ -553,6 +551,28 @@ def _solar_start(
         sent_at=spent(s, now),
     )
     return Decision(s, (*actions, StartCharging(reason)))
+
+
+def _holding(
+    state: ControllerState,
+    setpoint: int,
+    worst: float,
+    *,
+    sun: tuple[int, int] | None,
+    settling: bool,
+    cfg: ControlConfig,
+) -> str:
+    """The reason while the setpoint stays: what the sun gives, a cut the car is following, or
+    the worst phase against the limit."""
+    if sun is not None:
+        return f"{state.charge_mode}: holding {setpoint} A on a surplus of {sun[0]} A"
+    if settling and worst > cfg.home_max_amps:
+        # The cut is out; the meter still shows the old draw until the car has ramped down.
+        return (
+            f"{setpoint} A sent: waiting for the car to follow "
+            f"(worst phase {worst:.1f} A of {cfg.home_max_amps:g} A until it has)"
+        )
+    return f"holding {setpoint} A: worst phase {worst:.1f} A of {cfg.home_max_amps:g} A"
 
 
 def _confirm_on_meter(
