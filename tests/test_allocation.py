@@ -462,8 +462,26 @@ def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload
     turn = FAIR_MARGIN_SECS * 6 / 11
     every_stop = sorted(stops["A"] + stops["B"])
     assert all(b - a >= turn for a, b in itertools.pairwise(every_stop[1:]))
+    # one raise per turn, not a raise cut back a second later (the house floor of a raise)
+    sets = [t for t, _, c in fleet.sent if c.startswith("set")]
+    assert len(sets) <= 2 * len(every_stop) + 2, fleet.sent
     # a swap never overloads: the car that yields pauses before the other resumes
     assert all(a <= 30.0 for t, a in supply.items() if t > 60), fleet.sent
     energy = [c.energy_kwh for c in fleet.cars]
     assert min(energy) > 0.3  # both charged: 40 min at 11 A for one car is 1.7 kWh
     assert abs(energy[0] - energy[1]) <= 2 * FAIR_MARGIN_SECS * 6 * 230 / 3.6e6 + 0.05
+
+
+def test_the_house_floor_of_a_raise_counts_the_old_value_the_car_still_draws() -> None:
+    from tesla_smart_charger.control.allocation import CarView, house_floor  # noqa: PLC0415
+    from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
+
+    # A raised 6 -> 11 A at 20 s (its draw counts the new 11 A), B paused; house 18 A, so
+    # on the first reading after the raise the meter shows 18 + 6 = 24 A
+    raised = CarView(
+        car("A", setpoint=11, lo=6), 11.0, settling=True, commanded_at=20.0, before=6.0
+    )
+    paused = CarView(replace(car("B", lo=6), paused=True), 0.0)
+    floor = house_floor((raised, paused), MeterReading((24.0,), (230.0,), None, True, 21.0), None)
+    assert floor is not None
+    assert floor.house == (18.0,)  # not 24 - 11 = 13 A, which gave B room to resume

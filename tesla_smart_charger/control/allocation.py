@@ -231,6 +231,7 @@ class CarView:
     settling: bool = False  # a command (or a start) it was sent is still ramping
     commanded_at: float | None = None  # when that command went out (or landed)
     unplugged: bool = False  # the last look said Disconnected: its session has ended
+    before: float | None = None  # settling: what it was set to before the command
 
 
 def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
@@ -271,7 +272,19 @@ def house_floor(
         return None
     if floor is not None and floor.commands == commands:
         return floor
-    house = house_without_cars(cars, reading)
+    # On that first reading a car just raised still draws its old value (its `draw` already
+    # counts the new one): counting the new one would take the house too low by the raise,
+    # give the room to a paused car and cut the raised car back a second later.
+    old = floor.commands if floor is not None else frozenset()
+    house = house_without_cars(
+        tuple(
+            replace(c, draw=min(c.draw, c.before))
+            if c.before is not None and (c.demand.vin, c.commanded_at) not in old
+            else c
+            for c in cars
+        ),
+        reading,
+    )
     if floor is not None and floor.commands & commands and len(floor.house) == len(house):
         house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
     return HouseFloor(house, commands)
@@ -444,6 +457,9 @@ def car_view(
         solar=state.charge_mode != "fast",
         settling=settling,
         commanded_at=state.commanded_at,
+        before=float(state.command_from)
+        if charging and settling and state.command_from is not None
+        else None,
         unplugged=state.vehicle is not None
         and state.vehicle.charge is not None
         and state.vehicle.charge.charging_state == "Disconnected",
