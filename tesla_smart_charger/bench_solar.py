@@ -49,7 +49,7 @@ from tesla_smart_charger import bench, breaker
 from tesla_smart_charger import control as core
 from tesla_smart_charger.config import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
-from tesla_smart_charger.control.allocation import HouseFloor
+from tesla_smart_charger.control.allocation import HouseFloor, Ledger
 from tesla_smart_charger.control.car_readings import Car
 from tesla_smart_charger.control.car_readings import split as split_cars
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
@@ -613,6 +613,7 @@ class OursFleet:
         self.due: list[tuple[float, int, core.ControllerEvent]] = []
         self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
         self.floor: HouseFloor | None = None  # car_readings.split's floor, kept as the fleet does
+        self.ledger: Ledger | None = None  # and its ledger (ties between equal priorities)
 
     def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
         d = core.decide(self.states[i], event, t, self.cfg)
@@ -671,8 +672,9 @@ class OursFleet:
             self.cfg.limit,
             pause_when_overloaded=self.cfg.pause_when_overloaded,
             floor=self.floor,
+            ledger=self.ledger,
         )
-        self.floor = split.floor
+        self.floor, self.ledger = split.floor, split.ledger
         for i, mine in enumerate(split.readings):
             self._feed(i, mine, t)
         return supply

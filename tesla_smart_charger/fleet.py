@@ -65,6 +65,7 @@ class Fleet:
         self.pause_when_overloaded = pause_when_overloaded
         self.shares: tuple[allocation.Share, ...] = ()
         self.house_floor: allocation.HouseFloor | None = None  # while a command settles
+        self.ledger: allocation.Ledger | None = None  # what each car has had (equal priorities)
         self.overload_queued = False
         self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
@@ -98,8 +99,10 @@ class Fleet:
                 self.limit,
                 pause_when_overloaded=self.pause_when_overloaded,
                 floor=self.house_floor,
+                ledger=self.ledger,
             )
             self.house_floor, self.shares = split.floor, split.shares
+            self.ledger = split.ledger
             for car, reading in zip(self.cars, split.readings, strict=True):
                 car.service.queue.put_nowait(reading)
             return

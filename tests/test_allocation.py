@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -335,3 +336,152 @@ def test_a_cut_settling_does_not_restart_the_given_up_cars_countdown() -> None:
     over = [t for t, a in sim.supply.items() if t >= 15 and a > 30.0]
     # over the limit only until LOW's pause lands: pauseAfterSecs plus the lag, no settle time
     assert len(over) <= sim.cfg.pause_after_secs + LAG, over
+
+
+# --- equal priorities: the car that has had less is kept (issue 14 follow-up) --------------
+
+
+def test_equal_priority_the_car_that_has_had_less_is_kept_and_gets_the_odd_amp() -> None:
+    cars = (car("A"), car("B"))
+    # room for one minimum only: the order of `ties`, not the VIN, decides who is given up
+    for ties, kept in ((("A", "B"), "A"), (("B", "A"), "B")):
+        by = {s.vin: s for s in share(cars, (8.0,), pause_when_overloaded=True, ties=ties)}
+        assert by[kept].paused is False
+        assert [s.vin for s in by.values() if s.paused] == [v for v in "AB" if v != kept]
+    # 19 A for two: the odd amp goes to the car ahead in `ties`
+    assert amps(share(cars, (19.0,), pause_when_overloaded=False, ties=("B", "A"))) == {
+        "A": 9,
+        "B": 10,
+    }
+    assert amps(share(cars, (19.0,), pause_when_overloaded=False, ties=("A", "B"))) == {
+        "A": 10,
+        "B": 9,
+    }
+
+
+def test_priorities_decide_before_what_a_car_has_had() -> None:
+    cars = (car("LOW", 0), car("HIGH", 1))
+    by = {s.vin: s for s in share(cars, (8.0,), pause_when_overloaded=True, ties=("LOW", "HIGH"))}
+    assert by["LOW"].paused
+    assert not by["HIGH"].paused
+    assert not by["HIGH"].yielding  # a higher priority never yields to a lower one
+    paused_high = (car("LOW", 0), replace(car("HIGH", 1), paused=True))
+    by = {s.vin: s for s in share(paused_high, (8.0,), pause_when_overloaded=True)}
+    assert not by["HIGH"].paused  # as before: the higher priority resumes, LOW is given up
+    assert by["LOW"].paused
+    assert not by["LOW"].yielding
+
+
+def test_a_drawing_car_yields_to_an_equal_one_that_has_had_less_without_an_overload() -> None:
+    drawing, waiting = car("A", setpoint=8), replace(car("B", setpoint=8), paused=True)
+    cars = (drawing, waiting)
+    # B has had less (ahead in ties): A is told to give way, B stays paused until A's pause
+    # has landed, so the room A still draws is never handed to B meanwhile
+    by = {s.vin: s for s in share(cars, (8.0,), pause_when_overloaded=True, ties=("B", "A"))}
+    assert by["A"] == Share("A", 5, paused=True, over=1.0, yielding=True)
+    assert by["B"].paused
+    assert not by["B"].yielding
+    # A's pause landed: B resumes into the room, A waits its turn
+    landed = (replace(drawing, paused=True), waiting)
+    by = {s.vin: s for s in share(landed, (8.0,), pause_when_overloaded=True, ties=("B", "A"))}
+    assert (by["B"].amps, by["B"].paused) == (8, False)
+    assert by["A"].paused
+    assert not by["A"].yielding
+    # A ahead in ties: it keeps charging; B stays paused (a drawing car is never given up
+    # for a paused one that has had more)
+    by = {s.vin: s for s in share(cars, (8.0,), pause_when_overloaded=True, ties=("A", "B"))}
+    assert (by["A"].amps, by["A"].paused, by["B"].paused) == (8, False, True)
+    # no room for B's minimum (+1 to resume) even without A: A does not yield
+    by = {s.vin: s for s in share(cars, (5.5,), pause_when_overloaded=True, ties=("B", "A"))}
+    assert not by["A"].paused
+    # without pauseWhenOverloaded nobody yields (nobody is paused by the shares)
+    by = {s.vin: s for s in share(cars, (8.0,), pause_when_overloaded=False, ties=("B", "A"))}
+    assert not any(s.yielding for s in by.values())
+
+
+def _ledger_views(draw_a: float, draw_b: float, *, unplugged_b: bool = False) -> tuple:  # type: ignore[type-arg]
+    from tesla_smart_charger.control.allocation import CarView  # noqa: PLC0415
+
+    return (
+        CarView(car("A", lo=6), draw_a),
+        CarView(car("B", lo=6), draw_b, unplugged=unplugged_b),
+    )
+
+
+def test_the_ledger_counts_amp_seconds_and_swaps_only_past_the_margin() -> None:
+    from tesla_smart_charger.control.allocation import (  # noqa: PLC0415
+        FAIR_MARGIN_SECS,
+        advance_ledger,
+    )
+
+    ledger = advance_ledger(_ledger_views(10.0, 0.0), 0.0, None)
+    assert ledger.order == ("A", "B")  # nothing had yet: by VIN
+    margin = FAIR_MARGIN_SECS * 6  # amp-seconds at the larger minimum (6 A)
+    t = 0.0
+    # A draws 10 A, B nothing: A stays ahead until it has had more than the margin more
+    while 10.0 * (t + 1.0) <= margin:
+        t += 1.0
+        ledger = advance_ledger(_ledger_views(10.0, 0.0), t, ledger)
+        assert ledger.order == ("A", "B"), t
+    assert dict(ledger.had) == {"A": pytest.approx(10.0 * t), "B": 0.0}
+    ledger = advance_ledger(_ledger_views(10.0, 0.0), t + 1.0, ledger)
+    assert ledger.order == ("B", "A")
+    # both at the same amps from here: the order stays (no swap every reading)
+    for k in range(2, 200):
+        ledger = advance_ledger(_ledger_views(8.0, 8.0), t + k, ledger)
+        assert ledger.order == ("B", "A")
+    # a gap without readings counts at most LEDGER_MAX_GAP; an unplugged car starts afresh
+    before = dict(ledger.had)["A"]
+    ledger = advance_ledger(_ledger_views(8.0, 8.0), t + 10_000.0, ledger)
+    assert dict(ledger.had)["A"] == pytest.approx(before + 8.0 * 60.0)
+    ledger = advance_ledger(_ledger_views(8.0, 0.0, unplugged_b=True), t + 10_001.0, ledger)
+    assert ledger.order == ("A",)
+    ledger = advance_ledger(_ledger_views(8.0, 0.0), t + 10_002.0, ledger)
+    assert dict(ledger.had)["B"] == 0.0
+    assert ledger.order == ("B", "A")  # it has had far less than A this session
+
+
+def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload() -> None:
+    from tesla_smart_charger.bench_solar import OursFleet  # noqa: PLC0415
+    from tesla_smart_charger.control.allocation import FAIR_MARGIN_SECS  # noqa: PLC0415
+    from tests.test_controller import MEASURED  # noqa: PLC0415
+
+    cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=5.0, sleep_secs=10)
+    fleet = OursFleet(cfg, 2, draw=16.0, vins=("A", "B"), lag=LAG)
+    # house 18 A: room 11 A under the 29 A limit, one car's minimum (6 A) and not two
+    supply: dict[int, float] = {}
+    for t in range(2400):
+        supply[t] = fleet.step(float(t), 18.0)
+        for c in fleet.cars:
+            c.amp_secs += c.draw
+    stops = {v: [t for t, w, c in fleet.sent if w == v and c == "stop"] for v in ("A", "B")}
+    starts = {v: [t for t, w, c in fleet.sent if w == v and c == "start"] for v in ("A", "B")}
+    # B is given up first (by VIN), then they take turns: each has been paused and resumed
+    assert all(stops[v] and starts[v] for v in ("A", "B")), fleet.sent
+    # a turn lasts until the car charging has had the margin more (at 11 A: >= 5 min)
+    turn = FAIR_MARGIN_SECS * 6 / 11
+    every_stop = sorted(stops["A"] + stops["B"])
+    assert all(b - a >= turn for a, b in itertools.pairwise(every_stop[1:]))
+    # one raise per turn, not a raise cut back a second later (the house floor of a raise)
+    sets = [t for t, _, c in fleet.sent if c.startswith("set")]
+    assert len(sets) <= 2 * len(every_stop) + 2, fleet.sent
+    # a swap never overloads: the car that yields pauses before the other resumes
+    assert all(a <= 30.0 for t, a in supply.items() if t > 60), fleet.sent
+    energy = [c.energy_kwh for c in fleet.cars]
+    assert min(energy) > 0.3  # both charged: 40 min at 11 A for one car is 1.7 kWh
+    assert abs(energy[0] - energy[1]) <= 2 * FAIR_MARGIN_SECS * 6 * 230 / 3.6e6 + 0.05
+
+
+def test_the_house_floor_of_a_raise_counts_the_old_value_the_car_still_draws() -> None:
+    from tesla_smart_charger.control.allocation import CarView, house_floor  # noqa: PLC0415
+    from tesla_smart_charger.models import MeterReading  # noqa: PLC0415
+
+    # A raised 6 -> 11 A at 20 s (its draw counts the new 11 A), B paused; house 18 A, so
+    # on the first reading after the raise the meter shows 18 + 6 = 24 A
+    raised = CarView(
+        car("A", setpoint=11, lo=6), 11.0, settling=True, commanded_at=20.0, before=6.0
+    )
+    paused = CarView(replace(car("B", lo=6), paused=True), 0.0)
+    floor = house_floor((raised, paused), MeterReading((24.0,), (230.0,), None, True, 21.0), None)
+    assert floor is not None
+    assert floor.house == (18.0,)  # not 24 - 11 = 13 A, which gave B room to resume

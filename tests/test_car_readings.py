@@ -72,3 +72,28 @@ def test_the_floor_is_kept_while_a_command_settles() -> None:
     assert settled.floor is None
     assert settled.readings[0].reading.car_amps == 6.0
     assert sum(s.amps for s in settled.shares) == 17
+
+
+def test_the_ledger_keeps_the_car_that_has_had_less_and_is_carried_on() -> None:
+    from tesla_smart_charger.control.allocation import Ledger  # noqa: PLC0415
+
+    # both at 6 A, house 20 A: room 9 A under 29 A, one minimum and not two
+    cars = (_car("A", 6), _car("B", 6))
+    first = split(cars, _real(32.0, 100.0), LIMIT, pause_when_overloaded=True, floor=None)
+    assert first.ledger is not None
+    assert first.ledger.order == ("A", "B")  # nothing had yet: by VIN
+    assert [s.vin for s in first.shares if s.paused] == ["B"]
+    # A has had 3 h at 6 A this session, B nothing: B is kept, A given up (order swapped)
+    had = Ledger(99.0, (("A", 6.0 * 3 * 3600), ("B", 0.0)), ("A", "B"))
+    out = split(cars, _real(32.0, 100.0), LIMIT, pause_when_overloaded=True, floor=None, ledger=had)
+    assert out.ledger is not None
+    assert out.ledger.order == ("B", "A")
+    assert [s.vin for s in out.shares if s.paused] == ["A"]
+    # the second since is counted at the draw each car is estimated at (6 A each)
+    assert dict(out.ledger.had) == {"A": 6.0 * 3 * 3600 + 6.0, "B": 6.0}
+    # within the margin (A has had 5 min at 6 A more): no swap, B stays given up
+    close = Ledger(99.0, (("A", 6.0 * 300), ("B", 0.0)), ("A", "B"))
+    out = split(
+        cars, _real(32.0, 100.0), LIMIT, pause_when_overloaded=True, floor=None, ledger=close
+    )
+    assert [s.vin for s in out.shares if s.paused] == ["B"]

@@ -11,7 +11,11 @@ A pure function of the cars and the room the house leaves on each phase. The rul
 - what is left goes to the highest priority first, and evenly (to within 1 A) among cars of
   equal priority, each within its own maximum (its `chargerMaxAmps`, the driver's setting and
   its mode's cap);
-- a car's amps count only on the phases it draws from.
+- a car's amps count only on the phases it draws from;
+- among cars of equal priority the one that has had less this session (`Ledger`: amp-seconds)
+  is kept and gets the odd amp; a car still drawing comes before a paused one, and gives way
+  to it deliberately (`Share.yielding`: paused after pauseAfterSecs, no overload) once the
+  ledger says the paused one has had less by more than `FAIR_MARGIN_SECS` at the minimum.
 
 Because the room is handed out from the highest priority down, a cut falls on the lowest
 priority first; `plan()` turns the shares into one command per car that must change, cuts
@@ -59,6 +63,15 @@ class Share:
     # Given up: how far the worst of its phases is over the limit with it at its minimum and
     # every other car at its share (what its pause deadline is judged on).
     over: float = 0.0
+    # Given up for an equal-priority car that has had less (not for an overload): it is shown
+    # YIELD_OVER, so its own controller pauses it after pauseAfterSecs.
+    yielding: bool = False
+
+
+# A yielding car is shown this much over the limit: enough for its controller to count down
+# to a pause (below its minimum), too little to shorten pauseAfterSecs (1.03 x a 30 A main
+# never heats the breaker model).
+YIELD_OVER = 1.0
 
 
 def room_per_phase(limit: float, house: tuple[float, ...]) -> tuple[float, ...]:
@@ -81,13 +94,25 @@ def _need(car: CarDemand) -> int:
 
 
 def share(
-    cars: tuple[CarDemand, ...], room: tuple[float, ...], *, pause_when_overloaded: bool
+    cars: tuple[CarDemand, ...],
+    room: tuple[float, ...],
+    *,
+    pause_when_overloaded: bool,
+    ties: tuple[str, ...] = (),
 ) -> tuple[Share, ...]:
     """Each charging car's amps; cars not charging get no share (they draw nothing).
 
-    Deterministic: equal priorities are ordered by VIN, so the same inputs give the same shares.
+    `ties` (`Ledger.order`) orders cars of equal priority, the one that has had less first;
+    a car still drawing comes before a paused one, so a paused car never resumes into room
+    an equal car still draws (that car yields first). Cars not in `ties` follow, by VIN:
+    the same inputs give the same shares.
     """
-    active = sorted((c for c in cars if c.charging), key=lambda c: (-c.priority, c.vin))
+    rank = {vin: i for i, vin in enumerate(ties)}
+
+    def order(c: CarDemand) -> tuple[int, bool, int, str]:
+        return (-c.priority, c.paused, rank.get(c.vin, len(rank)), c.vin)
+
+    active = sorted((c for c in cars if c.charging), key=order)
     left = list(room)
     # Minimums from the highest priority down: a car whose minimum no longer fits is given up
     # (lowest priority first, because of the order).
@@ -105,6 +130,9 @@ def share(
             if not (pause_when_overloaded and car.paused):
                 # It keeps drawing its minimum (held there, or until its pause lands).
                 _take(left, car, car.min_amps)
+    yielding = _yields(kept, given_up, left, rank) if pause_when_overloaded else set()
+    kept = [c for c in kept if c.vin not in yielding]  # it draws its minimum until it pauses
+    given_up += [c for c in active if c.vin in yielding]
     amps = {c.vin: _need(c) for c in kept}
     # The rest, one amp at a time: highest priority group first, evenly inside a group.
     for _, group_iter in groupby(kept, key=lambda c: c.priority):
@@ -112,7 +140,7 @@ def share(
         grew = True
         while grew:
             grew = False
-            for car in sorted(group, key=lambda c: (amps[c.vin], c.vin)):
+            for car in sorted(group, key=lambda c: (amps[c.vin], *order(c)[2:])):
                 if amps[car.vin] < car.max_amps and _fits(left, car, 1.0):
                     _take(left, car, 1.0)
                     amps[car.vin] += 1
@@ -120,10 +148,40 @@ def share(
                     break  # the least-served car of the group goes next
     out = [Share(c.vin, amps[c.vin]) for c in kept]
     out += [
-        Share(c.vin, c.min_amps, paused=pause_when_overloaded, over=_over(left, c))
+        Share(c.vin, c.min_amps, paused=True, over=max(YIELD_OVER, _over(left, c)), yielding=True)
+        if c.vin in yielding
+        else Share(c.vin, c.min_amps, paused=pause_when_overloaded, over=_over(left, c))
         for c in given_up
     ]
     return tuple(out)
+
+
+def _yields(
+    kept: list[CarDemand], given_up: list[CarDemand], left: list[float], rank: dict[str, int]
+) -> set[str]:
+    """Drawing cars that give way to a paused car of equal priority that has had less.
+
+    Only where the paused car's minimum would fit in the room the drawing car leaves; until
+    the drawing car's pause lands the paused one stays paused, so the swap never overloads.
+    """
+    out: set[str] = set()
+    for waiting in given_up:
+        if not waiting.paused or waiting.vin not in rank:
+            continue
+        for car in reversed(kept):  # the lowest priority, the most had, yields first
+            if (
+                car.paused
+                or car.vin in out
+                or car.priority != waiting.priority
+                or rank.get(car.vin, len(rank)) <= rank[waiting.vin]
+            ):
+                continue
+            freed = list(left)
+            _take(freed, car, -float(car.min_amps))
+            if _fits(freed, waiting, _need(waiting)):
+                out.add(car.vin)
+                break
+    return out
 
 
 def _over(left: list[float], car: CarDemand) -> float:
@@ -172,6 +230,8 @@ class CarView:
     solar: bool = False  # solar/minsolar: it sees the real surplus, and is capped by it here
     settling: bool = False  # a command (or a start) it was sent is still ramping
     commanded_at: float | None = None  # when that command went out (or landed)
+    unplugged: bool = False  # the last look said Disconnected: its session has ended
+    before: float | None = None  # settling: what it was set to before the command
 
 
 def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
@@ -212,10 +272,75 @@ def house_floor(
         return None
     if floor is not None and floor.commands == commands:
         return floor
-    house = house_without_cars(cars, reading)
+    # On that first reading a car just raised still draws its old value (its `draw` already
+    # counts the new one): counting the new one would take the house too low by the raise,
+    # give the room to a paused car and cut the raised car back a second later.
+    old = floor.commands if floor is not None else frozenset()
+    house = house_without_cars(
+        tuple(
+            replace(c, draw=min(c.draw, c.before))
+            if c.before is not None and (c.demand.vin, c.commanded_at) not in old
+            else c
+            for c in cars
+        ),
+        reading,
+    )
     if floor is not None and floor.commands & commands and len(floor.house) == len(house):
         house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
     return HouseFloor(house, commands)
+
+
+# How much more a car ahead in the tie order must have had (s at the larger minimum of the
+# two) before the one behind goes ahead. A swap under a shortage costs the yielding car
+# pauseAfterSecs (120 s) at its minimum with the room the other would use left empty, then
+# sleepTimeSecs before the other resumes, and a stop, a start and usually a set (Fleet
+# calls). Ten minutes keeps that under about a third of each turn (a turn lasts 2 x the
+# margin at about the minimum: 20 min) and the two cars' energy within 10 min at the minimum
+# (0.23 kWh at 230 V) of each other; the odd amp then changes car at most every 2 x 10 min
+# x 6 = 120 min.
+FAIR_MARGIN_SECS = 600.0
+LEDGER_MAX_GAP = 60.0  # s: a longer gap between readings is counted as this (no meter)
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """What each car has had this session (amp-seconds) and the tie order it gives.
+
+    The shell keeps it between readings, like the floor. A car's session ends when a look
+    says it is unplugged (it starts again from nothing).
+    """
+
+    at: float  # the reading it was last advanced to
+    had: tuple[tuple[str, float], ...]  # (vin, amp-seconds), by VIN
+    order: tuple[str, ...]  # equal priorities: the car that has had less first
+
+
+def advance_ledger(cars: tuple[CarView, ...], at: float, ledger: Ledger | None) -> Ledger:
+    """The ledger at `at`: each car's estimated draw added for the time since the last.
+
+    The order changes only when a car ahead has had more than FAIR_MARGIN_SECS at the
+    larger minimum of the two more than the car behind it (hysteresis: two equal cars
+    never swap every reading). New cars join by what they have had (nothing), then VIN.
+    """
+    dt = 0.0 if ledger is None else min(max(0.0, at - ledger.at), LEDGER_MAX_GAP)
+    old = dict(ledger.had) if ledger is not None else {}
+    had = {
+        c.demand.vin: old.get(c.demand.vin, 0.0) + max(0.0, c.draw) * dt
+        for c in cars
+        if not c.unplugged
+    }
+    order = [v for v in (ledger.order if ledger is not None else ()) if v in had]
+    order += sorted((v for v in had if v not in order), key=lambda v: (had[v], v))
+    least = {c.demand.vin: c.demand.min_amps for c in cars}
+    swapped = True
+    while swapped:  # ends: every swap moves more amp-seconds later in the order
+        swapped = False
+        for i in range(len(order) - 1):
+            a, b = order[i], order[i + 1]
+            if had[a] - had[b] > FAIR_MARGIN_SECS * max(least[a], least[b]):
+                order[i], order[i + 1] = b, a
+                swapped = True
+    return Ledger(at, tuple(sorted(had.items())), tuple(order))
 
 
 def split_reading(
@@ -225,6 +350,7 @@ def split_reading(
     *,
     pause_when_overloaded: bool,
     floor: HouseFloor | None = None,
+    ties: tuple[str, ...] = (),
 ) -> tuple[tuple[MeterReading, ...], tuple[Share, ...]]:
     """One reading per car, in which the car's own headroom is exactly its share.
 
@@ -236,6 +362,7 @@ def split_reading(
     rise is then its own; the export it follows is the real one). A solar car's share is capped
     by the surplus, so the fast cars are given the room it cannot use.
 
+    `ties` (`Ledger.order`): equal priorities, the car that has had less first.
     `floor` (from `house_floor`): while a car settles, the house is taken as at least what it
     was when the command went out, as a single car's controller does (one overload is one
     command; a given-up car keeps counting down). A car given up but not paused yet is shown
@@ -268,6 +395,7 @@ def split_reading(
         demands,
         room_per_phase(limit, house),
         pause_when_overloaded=pause_when_overloaded,
+        ties=ties,
     )
     by_vin = {s.vin: s for s in shares}
     out: list[MeterReading] = []
@@ -329,4 +457,10 @@ def car_view(
         solar=state.charge_mode != "fast",
         settling=settling,
         commanded_at=state.commanded_at,
+        before=float(state.command_from)
+        if charging and settling and state.command_from is not None
+        else None,
+        unplugged=state.vehicle is not None
+        and state.vehicle.charge is not None
+        and state.vehicle.charge.charging_state == "Disconnected",
     )

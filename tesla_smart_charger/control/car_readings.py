@@ -2,8 +2,8 @@
 
 The one split the daemon's fleet (`fleet.Fleet.route`) and the benchmark
 (`bench_solar.OursFleet.step`) both run, so the benchmark measures exactly the daemon's code.
-Pure: the cars' controller states and the previous house floor in, the readings, shares and
-new floor out; the caller keeps the floor until the next reading.
+Pure: the cars' controller states and the previous house floor and ledger in, the readings,
+shares and new floor and ledger out; the caller keeps both until the next reading.
 
 Each car's `Reading` carries its share as headroom (`reading`), the real reading it was split
 from (`whole`: its escalation judges the breaker on that), its own charger channel
@@ -18,7 +18,9 @@ from dataclasses import dataclass, replace
 from tesla_smart_charger.control.allocation import (
     CarView,
     HouseFloor,
+    Ledger,
     Share,
+    advance_ledger,
     car_view,
     house_floor,
     split_reading,
@@ -46,6 +48,7 @@ class Split:
     readings: tuple[Reading, ...]
     shares: tuple[Share, ...]
     floor: HouseFloor | None  # keep it and pass it to the next `split`
+    ledger: Ledger | None = None  # what each car has had: keep it and pass it on too
 
 
 def split(
@@ -55,14 +58,25 @@ def split(
     *,
     pause_when_overloaded: bool,
     floor: HouseFloor | None,
+    ledger: Ledger | None = None,
 ) -> Split:
-    """Each car's reading of the valid reading `real` (see `allocation.split_reading`)."""
+    """Each car's reading of the valid reading `real` (see `allocation.split_reading`).
+
+    `ledger` (the last `Split.ledger`) breaks ties between equal priorities: the car that
+    has had less this session is kept (`allocation.advance_ledger`).
+    """
     measured = dict(real.car_channel_amps)
     owns = [measured.get(c.channel) if c.channel is not None else None for c in cars]
     views = tuple(_view(c, real, own) for c, own in zip(cars, owns, strict=True))
     new_floor = house_floor(views, real, floor)
+    new_ledger = advance_ledger(views, real.at, ledger)
     readings, shares = split_reading(
-        views, real, limit, pause_when_overloaded=pause_when_overloaded, floor=new_floor
+        views,
+        real,
+        limit,
+        pause_when_overloaded=pause_when_overloaded,
+        floor=new_floor,
+        ties=new_ledger.order,
     )
     by_vin = {s.vin: s for s in shares}
     out = tuple(
@@ -73,7 +87,7 @@ def split(
         )
         for car, view, mine, own in zip(cars, views, readings, owns, strict=True)
     )
-    return Split(out, shares, new_floor)
+    return Split(out, shares, new_floor, new_ledger)
 
 
 def _view(car: Car, real: MeterReading, own: float | None) -> CarView:
