@@ -30,6 +30,9 @@ class Reading:
     reading: MeterReading
     whole: MeterReading | None = None
     room_worst: float | None = None
+    # Several cars: this car gives its turn to one of the same priority that has had less
+    # (its share shows it just over the limit, so it pauses after pauseAfterSecs).
+    giving_turn: bool = False
 
 
 @dataclass(frozen=True, slots=True)

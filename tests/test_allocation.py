@@ -450,10 +450,12 @@ def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload
     fleet = OursFleet(cfg, 2, draw=16.0, vins=("A", "B"), lag=LAG)
     # house 18 A: room 11 A under the 29 A limit, one car's minimum (6 A) and not two
     supply: dict[int, float] = {}
+    said: set[str] = set()
     for t in range(2400):
         supply[t] = fleet.step(float(t), 18.0)
         for c in fleet.cars:
             c.amp_secs += c.draw
+        said.update(st.reason for st in fleet.states if st.paused or st.giving_turn)
     stops = {v: [t for t, w, c in fleet.sent if w == v and c == "stop"] for v in ("A", "B")}
     starts = {v: [t for t, w, c in fleet.sent if w == v and c == "start"] for v in ("A", "B")}
     # B is given up first (by VIN), then they take turns: each has been paused and resumed
@@ -467,6 +469,12 @@ def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload
     assert len(sets) <= 2 * len(every_stop) + 2, fleet.sent
     # a swap never overloads: the car that yields pauses before the other resumes
     assert all(a <= 30.0 for t, a in supply.items() if t > 60), fleet.sent
+    # a swap is said as one (no overload to speak of), not as an overload the car cannot resolve
+    assert any(r.startswith("taking turns with a car of the same priority") for r in said), said
+    assert (
+        "taking turns: pausing charging so a car of the same priority that has had less can charge"
+        in said
+    ), said
     energy = [c.energy_kwh for c in fleet.cars]
     assert min(energy) > 0.3  # both charged: 40 min at 11 A for one car is 1.7 kWh
     assert abs(energy[0] - energy[1]) <= 2 * FAIR_MARGIN_SECS * 6 * 230 / 3.6e6 + 0.05

@@ -84,6 +84,7 @@ def split(
             _own_reading(mine, view, by_vin.get(car.vin), own),
             whole=real,
             room_worst=_room_worst(car.vin, view, views, real),
+            giving_turn=bool((s := by_vin.get(car.vin)) and s.yielding),
         )
         for car, view, mine, own in zip(cars, views, readings, owns, strict=True)
     )

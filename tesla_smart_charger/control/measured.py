@@ -98,7 +98,7 @@ def _decide_measured(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
     if isinstance(event, Reading):
-        return _on_reading(state, event.reading, now, cfg)
+        return _on_reading(state, event.reading, now, cfg, turn=event.giving_turn)
     if isinstance(event, MeterFailed):
         return _check_stale(state, now, cfg)
     if isinstance(event, VehicleUpdate):
@@ -179,17 +179,24 @@ def _failsafe(state: ControllerState, now: float, cfg: ControlConfig) -> Decisio
 
 
 def _on_reading(
-    state: ControllerState, reading: MeterReading, now: float, cfg: ControlConfig
+    state: ControllerState,
+    reading: MeterReading,
+    now: float,
+    cfg: ControlConfig,
+    *,
+    turn: bool = False,
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
     if not state.failsafe:
-        # The hot path (every reading): the two fields ride along into _control's one replace.
-        return _control(state, reading, now, cfg, {"reading": reading, "last_valid_at": now})
+        # The hot path (every reading): these fields ride along into _control's one replace.
+        pending = {"reading": reading, "last_valid_at": now, "giving_turn": turn}
+        return _control(state, reading, now, cfg, pending)
     s = replace(
         state,
         reading=reading,
         last_valid_at=now,
+        giving_turn=turn,
         failsafe=False,
         reason="meter readings are back: leaving fail-safe",
     )
@@ -349,21 +356,29 @@ def _unresolvable(
     """
     since = state.unresolvable_since if state.unresolvable_since is not None else now
     ch["unresolvable_since"] = since
+    turn = bool(ch.get("giving_turn", state.giving_turn))
     ch["reason"] = (
-        f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
+        f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({cfg.charger_min_amps} A)"
+        if turn
+        else f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
     )
     if not cfg.pause_when_overloaded:
         return None
     wait, heats = _pause_wait(house, car_phases, cfg)
-    if heats:
+    if turn:
+        ch["reason"] = (
+            f"taking turns with a car of the same priority that has had less: pausing charging after {wait:.0f} s"
+        )
+    elif heats:
         ch["reason"] = f"{heats}: pausing charging after {wait:.0f} s"
     if setpoint > cfg.charger_min_amps or now - since < wait - EPS or now < state.blocked_until:
         return None
-    reason = (
-        f"{heats}: pausing charging after {now - since:.0f} s"
-        if heats
-        else f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
-    )
+    if turn:
+        reason = "taking turns: pausing charging so a car of the same priority that has had less can charge"
+    elif heats:
+        reason = f"{heats}: pausing charging after {now - since:.0f} s"
+    else:
+        reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
     ch.update(paused=True, room_since=None, raise_since=None, raise_floor=None, reason=reason)
     return Decision(_evolve(state, ch), (StopCharging(reason),))
 

@@ -240,6 +240,7 @@ class ControllerState:
     raise_floor: int | None = None
     unresolvable_since: float | None = None
     paused: bool = False
+    giving_turn: bool = False  # several cars: the share asks it to let one of equal priority charge
     room_since: float | None = None
     last_look_at: float | None = None
     supply_at_look: float | None = None
