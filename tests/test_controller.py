@@ -712,7 +712,6 @@ def test_measured_resumed_car_raises_only_after_its_start_settles_and_room_lasts
     assert after[0][0] >= start + cfg.settle_secs + cfg.sleep_secs
 
 
-
 def test_while_a_cut_settles_the_reason_says_the_car_is_following_not_holding() -> None:
     """The demo showed 'holding 7 A: worst phase 37.6 A of 30 A' right after a cut: it reads
     as if nothing were done. Until the car has ramped down the reason says it is following."""
