@@ -394,7 +394,7 @@ class Settings(BaseSettings):
         Field(
             ge=1,
             le=1000,
-            description="Most billed (cloud) raises and solar starts/stops per car per hour; cuts the breaker needs are always sent and not counted, BLE is exempt.",
+            description="Most billed (cloud) commands we choose per car per hour (raises, solar starts/stops, lowerings the sun asks for); cuts the breaker needs are always sent and not counted, BLE is exempt.",
         ),
     ] = 20
     vehicles: Annotated[

@@ -69,6 +69,23 @@ def test_solar_lowers_at_once_when_export_drops_and_raises_deliberately() -> Non
     assert run.amps_sent() == [6, 10]  # raised once, after sleep_secs
 
 
+def test_a_lowering_the_sun_asks_for_goes_at_once_and_uses_the_cloud_budget() -> None:
+    """Not a cut the breaker needs: it is ours to choose, so it counts (a cloudy day's cuts left
+    uncounted sent 265 commands instead of 168 in docs/benchmarks.md's solar table)."""
+    run = charging_solar(12)
+    run.state = replace(run.state, sent_at=())
+    run.cfg = replace(run.cfg, cloud_budget=1)
+    run.feed(reading(0.0, at=10), 10.0)
+    actions = run.feed(reading(9.0, at=11), 11.0)  # the export fell: lowering at once
+    assert actions == (core.SetAmps(6, "solar: export fell to 3.0 A: lowering 12 -> 6 A"),)
+    assert len(run.state.sent_at) == 1  # the budget of 1 is used
+    run.feed(core.CommandDone("set_charging_amps", 6), 11.1)
+    for t in range(20, 40):
+        run.feed(reading(-4.0, at=t), float(t))  # the sun is back: room for 10 A
+    assert run.amps_sent() == [6]  # the raise waits for the hour
+    assert "cloud command budget" in run.state.reason
+
+
 def test_solar_tolerance_stops_flapping() -> None:
     run = charging_solar(12)
     for t in range(10, 40):

@@ -307,7 +307,9 @@ def _control(
             if sun_bound
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
-        return _set(replace(state, **ch, house_at_command=house), target, why, now)
+        return _set(
+            replace(state, **ch, house_at_command=house), target, why, now, chosen=sun_bound
+        )
 
     if target >= setpoint + 1 and not settling:
         since = state.raise_since if state.raise_since is not None else now

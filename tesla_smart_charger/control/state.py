@@ -346,8 +346,8 @@ def _is_raise(state: ControllerState, amps: int) -> bool:
 def budget_left(state: ControllerState, now: float, cfg: ControlConfig) -> bool:
     """A raise or a solar start/stop may go: the cloud budget for this hour is not used up.
 
-    Cuts the breaker needs are never held back by it, nor counted: only raises and solar
-    starts/stops use it up.
+    Cuts the breaker needs are never held back by it, nor counted: raises, solar starts/stops
+    and the lowerings the sun asks for use it up.
     """
     if cfg.cloud_budget is None:
         return True
@@ -361,14 +361,20 @@ def budget_free_at(state: ControllerState, cfg: ControlConfig) -> float:
     return sorted(state.sent_at)[-cfg.cloud_budget] + BUDGET_WINDOW
 
 
-def _set(state: ControllerState, amps: int, reason: str, now: float) -> Decision:
-    """Record and emit a setpoint command."""
+def _set(
+    state: ControllerState, amps: int, reason: str, now: float, *, chosen: bool = False
+) -> Decision:
+    """Record and emit a setpoint command.
+
+    `chosen`: a lowering we choose rather than the breaker needs (the sun went behind a
+    cloud); it goes at once but uses the cloud budget up like a raise.
+    """
     new = replace(
         state,
-        # The budget is for the commands we choose to send: a cut neither waits for it nor uses
-        # it up (counting cuts cost 8 % of the car's energy on the busy evenings of
-        # docs/benchmarks.md for $0.002 a day saved).
-        sent_at=spent(state, now) if _is_raise(state, amps) else state.sent_at,
+        # The budget is for the commands we choose to send: a cut the breaker needs neither
+        # waits for it nor uses it up (counting those cost 8 % of the car's energy on the busy
+        # evenings of docs/benchmarks.md for $0.002 a day saved).
+        sent_at=spent(state, now) if chosen or _is_raise(state, amps) else state.sent_at,
         command_from=state.setpoint,
         setpoint=amps,
         commanded_at=now,
