@@ -16,7 +16,26 @@ from typing import Any
 
 import aiohttp
 
+from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
+
+VIN_A = "5YJ3E1EA7KF000001"
+VIN_B = "5YJ3E1EA7KF000002"
+
+
+def two_cars(*, house: float = 10.0, ramp_delay: float = 1.0, **second: Any) -> World:
+    """Two cars asking 16 A behind one simulated proxy; `second` sets the second car apart."""
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=ramp_delay, capacity_kwh=None)
+    b = CarModel(
+        vin=VIN_B,
+        numeric_id=100022,
+        vehicle_id=99998,
+        request_amps=16,
+        ramp_delay=ramp_delay,
+        capacity_kwh=None,
+        **second,
+    )
+    return World(cars=(a, b), manual_house=(house,))
 
 
 def free_port() -> int:

@@ -11,25 +11,9 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port, run_daemon, world_and_daemon
+from tests.e2e import VIN_A, VIN_B, free_port, run_daemon, two_cars, world_and_daemon
 
 pytestmark = pytest.mark.slow
-
-VIN_A = "5YJ3E1EA7KF000001"
-VIN_B = "5YJ3E1EA7KF000002"
-
-
-def two_cars() -> World:
-    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=1.0, capacity_kwh=None)
-    b = CarModel(
-        vin=VIN_B,
-        numeric_id=100022,
-        vehicle_id=99998,
-        request_amps=16,
-        ramp_delay=1.0,
-        capacity_kwh=None,
-    )
-    return World(cars=(a, b), manual_house=(10.0,))
 
 
 async def settled(world: World, seconds: float, timeout: float) -> None:
@@ -102,17 +86,7 @@ async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
 ) -> None:
     """Issue 14 x issue 11: every car escalates on its own, and only the one that ignores."""
     escalate = 5.0
-    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
-    b = CarModel(
-        vin=VIN_B,
-        numeric_id=100022,
-        vehicle_id=99998,
-        request_amps=16,
-        ramp_delay=0.5,
-        capacity_kwh=None,
-        fault="ignores_commands",
-    )
-    async with World(cars=(a, b), manual_house=(10.0,)) as world:
+    async with two_cars(ramp_delay=0.5, fault="ignores_commands") as world:
         cfg = world.config(
             apiPort=free_port(),
             vehicles=[{"vin": VIN_A, "name": "A", "priority": 1}, {"vin": VIN_B, "name": "B"}],
@@ -145,8 +119,8 @@ async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
         log = daemon.log()
     assert stops(world, VIN_A) == 0  # the car that followed its cuts keeps charging
     assert "B: the car ignored the cut" in log  # the alert names the car
-    assert a.wakes == 0
-    assert b.wakes == 0
+    assert world.car.wakes == 0
+    assert world.cars[1].wakes == 0
 
 
 def stops(world: World, vin: str) -> int:

@@ -19,7 +19,7 @@ from tesla_smart_charger.httpapi.metrics import CONTROLLER_STATES, car_amps
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import world_and_daemon
+from tests.e2e import VIN_A, VIN_B, two_cars, world_and_daemon
 from tests.observe import Running, charging_car, observed_daemon
 
 P = "tesla_smart_charger_"
@@ -267,24 +267,6 @@ async def test_a_hot_breaker_shows_in_status_metrics_and_health(tmp_path: Path) 
         assert any("main breaker heating up: phase 1" in p for p in health["problems"])
 
 
-VIN_A = "5YJ3E1EA7KF000001"
-VIN_B = "5YJ3E1EA7KF000002"
-
-
-def two_cars() -> World:
-    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
-    b = CarModel(
-        vin=VIN_B,
-        numeric_id=100022,
-        vehicle_id=99998,
-        request_amps=16,
-        charging_state="Charging",
-        ramp_delay=0.5,
-        capacity_kwh=None,
-    )
-    return World(cars=(a, b), manual_house=(2.0,))
-
-
 async def test_one_car_has_its_vin_labelled_series_too(tmp_path: Path) -> None:
     world = World(car=charging_car(16), manual_house=(10.0,))
     async with observed_daemon(tmp_path, world, **FAST) as run:
@@ -307,7 +289,9 @@ async def test_two_cars_per_car_series_and_the_real_meter(tmp_path: Path) -> Non
         {"vin": VIN_A, "chargerMaxAmps": 10},
         {"vin": VIN_B, "name": "Garage B", "priority": 1, "chargerMaxAmps": 10},
     ]
-    async with observed_daemon(tmp_path, two_cars(), vehicles=cars, **FAST) as run:
+    async with observed_daemon(
+        tmp_path, two_cars(house=2.0, ramp_delay=0.5), vehicles=cars, **FAST
+    ) as run:
         fleet = run.daemon.fleet
         assert fleet is not None
 
