@@ -234,13 +234,19 @@ class CarView:
     before: float | None = None  # settling: what it was set to before the command
 
 
-def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
-    """The supply per phase minus what every car is estimated to draw on it."""
-    total = [0.0] * len(reading.phase_amps)
+def _drawn(cars: tuple[CarView, ...], phases: int) -> list[float]:
+    """What the cars are estimated to draw on each phase."""
+    total = [0.0] * phases
     for c in cars:
         for i in c.demand.phases:
-            if i < len(total):
+            if i < phases:
                 total[i] += c.draw
+    return total
+
+
+def house_without_cars(cars: tuple[CarView, ...], reading: MeterReading) -> tuple[float, ...]:
+    """The supply per phase minus what every car is estimated to draw on it."""
+    total = _drawn(cars, len(reading.phase_amps))
     return tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
 
 
@@ -370,12 +376,8 @@ def split_reading(
     real overload (`measured._pause_wait`).
     """
     n = len(reading.phase_amps)
-    total = [0.0] * n
-    for c in cars:
-        for i in c.demand.phases:
-            if i < n:
-                total[i] += c.draw
-    house = house_without_cars(cars, reading)
+    total = _drawn(cars, n)
+    house = tuple(a - t for a, t in zip(reading.phase_amps, total, strict=True))
     if floor is not None and len(floor.house) == n:
         house = tuple(max(h, f) for h, f in zip(house, floor.house, strict=True))
     surplus = -sum(house)
