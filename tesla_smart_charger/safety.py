@@ -340,8 +340,7 @@ class Escalator:
                 self._note("charge_stop", None, "ok", "the car ignored the cut: escalation")
                 return esc.StopOutcome(ok=True), state
             case esc.SwitchRelay(on=on):
-                switched = await self._switch(on)
-                return switched, state
+                return await self._switch(on), state
             case esc.SetAmps(amps=amps):
                 try:
                     await self.vehicle.set_charging_amps(int(amps))
