@@ -426,6 +426,8 @@ async def build_daemon(
     if monitor and fleet is not None:
         # Every car escalates on its own; the one relay is off while any car's episode needs it.
         shared = SharedRelay(relay[0]) if relay else None
+        if shared is not None:
+            fleet.circuit_off = lambda: bool(shared.holders)
         for fc, road in zip(fleet.cars, fleet.roads, strict=True):
             fc.service.escalation = Escalator(
                 escalation_config(s, fc.service.cfg, several=True),

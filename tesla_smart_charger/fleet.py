@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,8 @@ class Fleet:
         self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
         self.roads: list[Any] = []  # each car's Vehicle (BLE first when configured)
+        # The shared safety relay has the chargers' circuit off (set by the daemon with one).
+        self.circuit_off: Callable[[], bool] = lambda: False
 
     def overload(self, source: str) -> bool:
         """/overload with several cars: one Overload on the shared queue (a burst is one)."""
@@ -100,6 +103,7 @@ class Fleet:
                 pause_when_overloaded=self.pause_when_overloaded,
                 floor=self.house_floor,
                 ledger=self.ledger,
+                circuit_off=self.circuit_off(),
             )
             self.house_floor, self.shares = split.floor, split.shares
             self.ledger = split.ledger

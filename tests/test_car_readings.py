@@ -97,3 +97,17 @@ def test_the_ledger_keeps_the_car_that_has_had_less_and_is_carried_on() -> None:
         cars, _real(32.0, 100.0), LIMIT, pause_when_overloaded=True, floor=None, ledger=close
     )
     assert [s.vin for s in out.shares if s.paused] == ["B"]
+
+
+def test_with_the_chargers_circuit_off_no_car_is_counted_as_drawing() -> None:
+    """The safety relay cut both chargers: the supply is the house alone. Counting the cars'
+    setpoints would make the house look 20 A smaller and a stopped car's room too large, so
+    the relay would come back on early."""
+    cars = (_car("A", 10), _car("B", 10))
+    real = _real(24.0, 100.0)  # the house alone: the chargers have no power
+    on = split(cars, real, LIMIT, pause_when_overloaded=False, floor=None)
+    off = split(cars, real, LIMIT, pause_when_overloaded=False, floor=None, circuit_off=True)
+    # A may come back once its minimum fits beside the house and B's minimum
+    assert on.readings[0].room_worst == pytest.approx(24.0 - 20.0 + 6.0)  # looks like room
+    assert off.readings[0].room_worst == pytest.approx(24.0 + 6.0)  # 30 A: no room on 29 A
+    assert off.floor is None

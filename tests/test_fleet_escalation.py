@@ -353,6 +353,11 @@ async def test_every_car_has_its_own_escalation_and_status_names_it(
     assert isinstance(red.relay, CarRelay)
     assert isinstance(other.relay, CarRelay)
     assert red.relay.shared is other.relay.shared  # one relay
+    # while it holds the chargers' circuit off, the fleet counts no car as drawing
+    assert not daemon.fleet.circuit_off()
+    red.relay.shared.holders.add(VIN_B)
+    assert daemon.fleet.circuit_off()
+    red.relay.shared.holders.clear()
     assert (red.label, other.label) == ("Red", VIN_B)
     assert red.cfg.judge_by_look  # one meter for two cars: a cut is judged by a look
     assert (red.cfg.charger_min_amps, other.cfg.charger_min_amps) == (8.0, 6.0)  # its own

@@ -59,15 +59,21 @@ def split(
     pause_when_overloaded: bool,
     floor: HouseFloor | None,
     ledger: Ledger | None = None,
+    circuit_off: bool = False,
 ) -> Split:
     """Each car's reading of the valid reading `real` (see `allocation.split_reading`).
 
     `ledger` (the last `Split.ledger`) breaks ties between equal priorities: the car that
-    has had less this session is kept (`allocation.advance_ledger`).
+    has had less this session is kept (`allocation.advance_ledger`). `circuit_off`: the
+    safety relay has the chargers' circuit off, so no car draws anything, whatever its
+    controller set: the house is the whole supply (else it would look smaller by every
+    setpoint, and a stopped car's room to come back too large).
     """
     measured = dict(real.car_channel_amps)
     owns = [measured.get(c.channel) if c.channel is not None else None for c in cars]
     views = tuple(_view(c, real, own) for c, own in zip(cars, owns, strict=True))
+    if circuit_off:
+        views = tuple(replace(v, draw=0.0, before=None) for v in views)
     new_floor = house_floor(views, real, floor)
     new_ledger = advance_ledger(views, real.at, ledger)
     readings, shares = split_reading(
