@@ -481,7 +481,14 @@ async def build_daemon(
                 else ()
             ),
             limit=s.home_max_amps,
-            roads=roads,
+            roads=roads if fleet is None else None,
+            car_roads=tuple(
+                (fc.label, road)
+                for fc, road in zip(fleet.cars, fleet.roads, strict=True)
+                if isinstance(road, FailoverVehicle)
+            )
+            if fleet is not None
+            else (),
         )
     return daemon
 

@@ -431,10 +431,12 @@ class AlertWatch:
     house_amps: Callable[[], Sequence[float]]
     limit: float
     roads: FailoverVehicle | None = None
+    # Several cars: each car's own roads, with the name the alerts give it.
+    car_roads: tuple[tuple[str, FailoverVehicle], ...] = ()
     clock: Callable[[], float] = time.monotonic
     _failsafe: bool = False
     _login: bool = False
-    _roads_down: set[str] = field(default_factory=set)
+    _roads_down: set[tuple[str, str]] = field(default_factory=set)  # (car, road)
 
     def _send(self, event: str, message: str) -> None:
         self.alerts.send(event, message, house_amps=tuple(self.house_amps()), limit=self.limit)
@@ -457,14 +459,22 @@ class AlertWatch:
                     "Tesla login required: run `tesla-smart-charger auth url`, then "
                     "`auth exchange CODE`",
                 )
-        if self.roads is None:
-            return
-        down = set(self.roads.roads_down_longer_than(ROAD_DOWN_ALERT_SECS, self.clock()))
-        for name in sorted(down - self._roads_down):
+        watched = ((("", self.roads),) if self.roads is not None else ()) + self.car_roads
+        now = self.clock()
+        down = {
+            (car, name)
+            for car, roads in watched
+            for name in roads.roads_down_longer_than(ROAD_DOWN_ALERT_SECS, now)
+        }
+        for car, name in sorted(down - self._roads_down):
             label = ROAD_LABELS.get(name, name)
-            self._send("road_down", f"{label} has not reached the car for more than 5 minutes")
-        for name in sorted(self._roads_down - down):
-            self._send("road_up", f"{ROAD_LABELS.get(name, name)} reaches the car again")
+            self._send(
+                "road_down",
+                f"{car + ': ' if car else ''}{label} has not reached the car for more than 5 minutes",
+            )
+        for car, name in sorted(self._roads_down - down):
+            label = ROAD_LABELS.get(name, name)
+            self._send("road_up", f"{car + ': ' if car else ''}{label} reaches the car again")
         self._roads_down = down
 
     async def run(self, period: float = WATCH_SECS) -> None:

@@ -331,12 +331,16 @@ async def test_create_meter_reads_each_cars_channel(write_config: Any) -> None:
 async def test_every_car_has_its_own_escalation_and_status_names_it(
     write_config: Any, tmp_path: Path
 ) -> None:
-    cars = [{"vin": VIN_A, "name": "Red", "priority": 1, "chargerMinAmps": 8}, {"vin": VIN_B}]
+    cars = [
+        {"vin": VIN_A, "name": "Red", "priority": 1, "chargerMinAmps": 8},
+        {"vin": VIN_B, "teslaBleProxy": "http://127.0.0.1:9"},
+    ]
     path = write_config(
         vehicles=cars,
         teslaVehicleId=...,
         energyMonitorIp="127.0.0.1:9",
         safetyRelayIp="127.0.0.1:9",
+        alertWebhook="http://127.0.0.1:9/hook",
         tokenFile=str(tmp_path / "tokens.json"),
     )
     loaded = load_config(path)
@@ -353,6 +357,9 @@ async def test_every_car_has_its_own_escalation_and_status_names_it(
     assert isinstance(red.relay, CarRelay)
     assert isinstance(other.relay, CarRelay)
     assert red.relay.shared is other.relay.shared  # one relay
+    # the alerts watch each car's own roads (only B has a BLE bridge), named after the car
+    assert daemon.alert_watch is not None
+    assert [car for car, _ in daemon.alert_watch.car_roads] == [VIN_B]
     # while it holds the chargers' circuit off, the fleet counts no car as drawing
     assert not daemon.fleet.circuit_off()
     red.relay.shared.holders.add(VIN_B)

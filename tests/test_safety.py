@@ -44,9 +44,11 @@ class Car:
 class Sender:
     def __init__(self) -> None:
         self.events: list[str] = []
+        self.messages: list[str] = []
 
     def send(self, event: str, message: str, **_: Any) -> None:
         self.events.append(event)
+        self.messages.append(message)
 
 
 def _reading(worst: float) -> Reading:
@@ -164,3 +166,33 @@ async def test_alert_watch_road_down_for_five_minutes() -> None:
     await roads.set_charging_amps(10)
     watch.check()
     assert sender.events == ["road_down", "road_up"]
+
+
+async def test_alert_watch_names_the_car_whose_road_is_down() -> None:
+    """Several cars: each car's own BLE bridge is watched, and the alert says which car."""
+    sender = Sender()
+    now = [0.0]
+    red_ble, blue_ble = Car(fail=True), Car()
+    red = FailoverVehicle([("ble", red_ble), ("cloud", Car())], clock=lambda: now[0])
+    blue = FailoverVehicle([("ble", blue_ble), ("cloud", Car())], clock=lambda: now[0])
+    watch = AlertWatch(
+        sender,  # type: ignore[arg-type]
+        failsafe=lambda: False,
+        login_required=lambda: False,
+        house_amps=lambda: (),
+        limit=30,
+        car_roads=(("Red", red), ("Blue", blue)),
+        clock=lambda: now[0],
+    )
+    await red.set_charging_amps(10)  # Red's bridge fails, its cloud carries it
+    await blue.set_charging_amps(10)
+    now[0] = 301.0
+    watch.check()
+    watch.check()
+    assert sender.events == ["road_down"]
+    assert sender.messages[0].startswith("Red: ")
+    red_ble.fail = False
+    await red.set_charging_amps(10)
+    watch.check()
+    assert sender.events == ["road_down", "road_up"]
+    assert sender.messages[1].startswith("Red: ")
