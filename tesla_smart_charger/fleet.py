@@ -116,10 +116,11 @@ class Fleet:
                     car.service.queue.put_nowait(event)
             return
         if isinstance(event, Overload) and self.cars[0].service.cfg.mode == "push":
-            # No meter to share by: the lowest-priority charging car is cut first.
+            # No meter to share by: the lowest-priority charging car is cut first; among equal
+            # priorities the one set highest (cuts then fall evenly, not always on one car).
             charging = [c for c in self.cars if _charging(c.service.state)]
             pool = charging or self.cars
-            target = min(pool, key=lambda c: (c.priority, c.vin))
+            target = min(pool, key=lambda c: (c.priority, -(c.service.state.setpoint or 0), c.vin))
             target.service.queue.put_nowait(event)
             return
         for car in self.cars:

@@ -387,3 +387,26 @@ async def test_one_car_logs_as_it_always_did(write_config: Any, tmp_path: Path) 
             daemon = await build_daemon(loaded, session, monitor=False)
         assert daemon.fleet is None
         assert daemon.service.label is None  # no name in its log lines
+
+
+def test_push_overloads_go_to_the_lowest_priority_and_then_the_car_set_highest() -> None:
+    """Push mode has no meter to share by: an /overload cuts one car. Among equal priorities
+    it is the one set highest, so repeated overloads fall evenly rather than on one VIN."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from tesla_smart_charger.events import Overload  # noqa: PLC0415
+    from tesla_smart_charger.fleet import Fleet, FleetCar  # noqa: PLC0415
+    from tests.test_controller import PUSH, charging  # noqa: PLC0415
+
+    def car(vin: str, priority: int, setpoint: int) -> FleetCar:
+        state = replace(core.initial_state(0.0), vehicle=charging(setpoint), setpoint=setpoint)
+        service = SimpleNamespace(state=state, cfg=PUSH, queue=asyncio.Queue())
+        return FleetCar(vin, None, priority, service)  # type: ignore[arg-type]
+
+    a, b, high = car("A", 0, 10), car("B", 0, 16), car("H", 1, 16)
+    fleet = Fleet(asyncio.Queue(), [a, b, high], limit=30.0, pause_when_overloaded=False)
+    fleet.route(Overload(at=0.0, source="shelly"))
+    assert [c.service.queue.qsize() for c in (a, b, high)] == [0, 1, 0]  # B: set highest
+    b.service.state = replace(b.service.state, setpoint=8)  # B was cut
+    fleet.route(Overload(at=1.0, source="shelly"))
+    assert [c.service.queue.qsize() for c in (a, b, high)] == [1, 1, 0]  # now A
