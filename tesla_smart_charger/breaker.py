@@ -25,8 +25,9 @@ cannot cause it.
 in /status, /metrics and on the dashboard. It is a measure and a warning, never a licence to
 overload: the controller does not read the live heat. The controller uses one pure figure of
 the conservative calibration, `pause_deadline`: an overload the car cannot resolve is paused
-(pauseWhenOverloaded) within half the time this replica needs to trip at that current from a
-house at its limit, if that is sooner than pauseAfterSecs. It only ever pauses sooner.
+(pauseWhenOverloaded) before this replica, starting from a house at its limit, would reach the
+/health warning (and within half its time to trip), if that is sooner than pauseAfterSecs. It
+only ever pauses sooner.
 """
 
 from __future__ import annotations
@@ -76,11 +77,18 @@ PAUSE_START_HEAT = 1.0
 def pause_deadline(multiple: float, cal: Calibration = CONSERVATIVE) -> float:
     """Seconds an overload of `multiple` x In may last before the car must be paused.
 
-    Half the time `cal` needs to trip from a house at its limit (heat 1.0): the margin covers
-    a breaker already warmer than that and the pause taking a few seconds to land. inf when
-    the replica never trips at that current, so only pauseAfterSecs applies.
+    From a house at its limit (heat 1.0), the sooner of: half the time `cal` needs to trip
+    (the margin covers a breaker already warmer than that and the pause taking a few seconds
+    to land), and the time until it reaches /health's warning (WARN_RATIO of the trip heat),
+    so the controller never heads into its own warning by design. inf when neither comes at
+    that current, so only pauseAfterSecs applies.
     """
-    return 0.5 * cal.time_to_trip(multiple, PAUSE_START_HEAT)
+    half = 0.5 * cal.time_to_trip(multiple, PAUSE_START_HEAT)
+    x2 = multiple * multiple
+    warn = WARN_RATIO * cal.trip_heat
+    if x2 <= warn or warn <= PAUSE_START_HEAT:
+        return half
+    return min(half, cal.tau * math.log((x2 - PAUSE_START_HEAT) / (x2 - warn)))
 
 
 class ThermalReplica:

@@ -341,7 +341,7 @@ class Settings(BaseSettings):
         PositiveSecs,
         Field(
             le=3600,
-            description="How long an overload the car cannot resolve lasts before charging is paused (pauseWhenOverloaded). The pause comes sooner when that overload would heat the main breaker: within half the time a conservative breaker model (k 1.13, tau 40 s) needs to trip at that current, e.g. 20 s at 1.2 x homeMaxAmps; never later.",
+            description="How long an overload the car cannot resolve lasts before charging is paused (pauseWhenOverloaded). The pause comes sooner when that overload would heat the main breaker: before a conservative breaker model (k 1.13, tau 40 s) would reach the 90 % warning of /health, and within half its time to trip, e.g. 17 s at 1.2 x homeMaxAmps; never later.",
         ),
     ] = 120.0
     car_settle_secs: Annotated[

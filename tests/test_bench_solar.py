@@ -184,6 +184,8 @@ def test_ours_two_cars_with_the_shipped_defaults_never_trips_a_breaker() -> None
     for seed in bench_solar.EVENING_SEEDS:
         r = bench_solar.ours_two_cars(seed, False)
         assert (r.trips_conservative, r.trips_typical) == (0, 0), seed
-        assert r.peak_heat_pct < 100.0, seed
+        # the pause comes before the replica's 90 % warning would; heat still creeps a few %
+        # past it while the pause lands (98 % before the warning counted)
+        assert r.peak_heat_pct < 95.0, seed
         assert r.longest_overload <= cfg.pause_after_secs + bench_solar.LAG + 2, seed
         assert min(r.car_kwh) > 2.0, seed  # both cars charge all evening

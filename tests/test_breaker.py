@@ -150,16 +150,22 @@ def test_monitor_ignores_invalid_readings_and_long_gaps() -> None:
     assert monitor.problem() is None
 
 
-def test_pause_deadline_is_half_the_conservative_time_to_trip_from_a_house_at_its_limit() -> None:
+def test_pause_deadline_is_before_the_health_warning_and_half_the_time_to_trip() -> None:
     cal = breaker.CONSERVATIVE
-    assert pause_deadline(36 / 30) == pytest.approx(0.5 * cal.time_to_trip(1.2, 1.0))
-    assert pause_deadline(36 / 30) == pytest.approx(19.8, abs=0.1)  # 1.2 In: trips in ~40 s
-    assert pause_deadline(35 / 30) == pytest.approx(29.1, abs=0.1)
-    # at or below k the replica never trips: no deadline of its own (pauseAfterSecs applies)
-    assert pause_deadline(1.13) == math.inf
-    assert pause_deadline(33 / 30) == math.inf
+    # from a house at its limit (heat 1.0): the sooner of the warning and half the trip time
+    warn = breaker.WARN_RATIO * cal.trip_heat
+    x2 = 1.2 * 1.2
+    assert pause_deadline(36 / 30) == pytest.approx(cal.tau * math.log((x2 - 1) / (x2 - warn)))
+    assert pause_deadline(36 / 30) < 0.5 * cal.time_to_trip(1.2, 1.0)  # 16.6 s, not 19.8 s
+    assert pause_deadline(36 / 30) == pytest.approx(16.6, abs=0.1)
+    assert pause_deadline(35 / 30) == pytest.approx(21.3, abs=0.1)
+    # 33 A (1.1 In) never trips the replica, but it would reach /health's warning in 50 s
+    assert pause_deadline(33 / 30) == pytest.approx(49.6, abs=0.1)
+    # below sqrt(0.9) k (1.072 In, 32.2 A on 30 A) it never warns: pauseAfterSecs applies
+    assert pause_deadline(1.07) == math.inf
+    assert pause_deadline(32 / 30) == math.inf
     # the further over, the sooner; always well inside the time to trip from that heat
-    multiples = (1.14, 1.2, 1.5, 2.0, 3.0)
+    multiples = (1.08, 1.14, 1.2, 1.5, 2.0, 3.0)
     times = [pause_deadline(x) for x in multiples]
     assert times == sorted(times, reverse=True)
     assert all(0 < t < cal.time_to_trip(x, 1.0) for t, x in zip(times, multiples, strict=True))

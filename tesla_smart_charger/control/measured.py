@@ -391,8 +391,9 @@ def _pause_wait(
     """How long an overload the car cannot resolve may last before charging pauses, and why.
 
     pauseAfterSecs, or sooner when the supply with the car at its minimum would heat the main
-    breaker: half the time the conservative replica needs to trip at that current from a house
-    at its limit (`breaker.pause_deadline`). The why is "" when pauseAfterSecs applies.
+    breaker: before the conservative replica, from a house at its limit, would reach /health's
+    warning, and within half its time to trip (`breaker.pause_deadline`). The why is "" when
+    pauseAfterSecs applies.
     """
     worst = max((house[i] for i in car_phases if i < len(house)), default=0.0)
     supply = worst + cfg.charger_min_amps
