@@ -319,6 +319,7 @@ def build_fleet(
     cars: list[FleetCar] = []
     clients: list[TeslaClient] = []
     roads: list[Vehicle] = []
+    policies: list[RetryPolicy | None] = []  # each car's BLE bridge policy (None: cloud only)
     for i, v in enumerate(s.vehicles):
         client = TeslaClient(
             session,
@@ -330,9 +331,9 @@ def build_fleet(
         )
         ble = v.tesla_ble_proxy or s.tesla_ble_proxy
         road: Vehicle = client
+        policy = None
         if ble:
-            failover = build_roads(session, ble, client)[0]
-            road = failover if failover is not None else client
+            road, policy = build_roads(session, ble, client)
         car_cfg = car_config(cfg, s, v, ble=bool(ble))
         state_name = STATE_FILE if i == 0 else f"charger-state-{v.vin}.json"
         service = ChargeService(
@@ -347,9 +348,11 @@ def build_fleet(
         cars.append(FleetCar(v.vin, v.name, v.priority, service, v.meter_charger_channel))
         clients.append(client)
         roads.append(road)
+        policies.append(policy)
     fleet = Fleet(queue, cars, limit=cfg.limit, pause_when_overloaded=cfg.pause_when_overloaded)
     fleet.clients = clients
     fleet.roads = roads
+    fleet.ble_policies = policies
     return fleet
 
 
@@ -398,6 +401,10 @@ async def build_daemon(
         service = fleet.cars[0].service
         vehicle = fleet.clients[0]
         car = fleet.roads[0]
+        # /status `roads`, the ble_bridge dependency and /health describe the first car's own
+        # roads (as the other single-car objects do), not a road no car uses.
+        roads = car if isinstance(car, FailoverVehicle) else None
+        ble_policy = fleet.ble_policies[0]
     else:
         service = ChargeService(
             cfg,

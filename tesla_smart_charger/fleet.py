@@ -71,6 +71,7 @@ class Fleet:
         self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
         self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
         self.roads: list[Any] = []  # each car's Vehicle (BLE first when configured)
+        self.ble_policies: list[Any] = []  # each car's BLE bridge RetryPolicy, or None
         # The shared safety relay has the chargers' circuit off (set by the daemon with one).
         self.circuit_off: Callable[[], bool] = lambda: False
 

@@ -410,3 +410,26 @@ def test_push_overloads_go_to_the_lowest_priority_and_then_the_car_set_highest()
     b.service.state = replace(b.service.state, setpoint=8)  # B was cut
     fleet.route(Overload(at=1.0, source="shelly"))
     assert [c.service.queue.qsize() for c in (a, b, high)] == [1, 1, 0]  # now A
+
+
+async def test_status_roads_and_the_ble_dependency_are_the_first_cars_own(
+    write_config: Any, tmp_path: Path
+) -> None:
+    """With several cars, /status `roads`, the ble_bridge dependency and /health's 'car link
+    down' check described a road no car used (built from the top-level keys): its bridge never
+    failed, so a real bridge outage never showed."""
+    cars = [{"vin": VIN_A, "teslaBleProxy": "http://127.0.0.1:9"}, {"vin": VIN_B}]
+    path = write_config(
+        vehicles=cars,
+        teslaVehicleId=...,
+        energyMonitorIp="127.0.0.1:9",
+        tokenFile=str(tmp_path / "tokens.json"),
+    )
+    async with aiohttp.ClientSession() as session:
+        daemon = await build_daemon(load_config(path), session, monitor=True)
+    assert daemon.fleet is not None
+    assert daemon.roads is daemon.fleet.roads[0]  # the first car's own failover
+    assert daemon.ble_policy is daemon.fleet.ble_policies[0]
+    assert daemon.fleet.ble_policies[1] is None  # B has no bridge
+    daemon.ble_policy.failure("transient", "nothing listens on 127.0.0.1:9")
+    assert daemon.dependencies()["ble_bridge"].failures == 1
