@@ -374,15 +374,6 @@ async def build_daemon(
     # One entry in `vehicles`: that car, with its own keys over the top-level ones.
     one = s.vehicles[0] if s.vehicles and len(s.vehicles) == 1 else None
     ble_url = (one.tesla_ble_proxy if one else None) or s.tesla_ble_proxy
-    vehicle = TeslaClient(
-        session,
-        s.tesla_http_proxy,
-        one.vin if one else s.tesla_vehicle_id,
-        tokens,
-        counter,
-        ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
-    )
-    roads, ble_policy = build_roads(session, ble_url, vehicle) if ble_url else (None, None)
     queue: asyncio.Queue[Event] = EventQueue()
     poller = (
         MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
@@ -392,8 +383,8 @@ async def build_daemon(
     cfg = ControlConfig.from_settings(s, measured=monitor)
     if one is not None:
         cfg = car_config(cfg, s, one, ble=bool(ble_url))
-    car: Vehicle = roads if roads is not None else vehicle  # BLE first when configured
     fleet = None
+    car: Vehicle
     if s.vehicles and len(s.vehicles) > 1:
         fleet = build_fleet(
             loaded, session, queue=queue, cfg=cfg, tokens=tokens, counter=counter, poller=poller
@@ -402,10 +393,20 @@ async def build_daemon(
         vehicle = fleet.clients[0]
         car = fleet.roads[0]
         # /status `roads`, the ble_bridge dependency and /health describe the first car's own
-        # roads (as the other single-car objects do), not a road no car uses.
+        # roads, as the other single-car objects do.
         roads = car if isinstance(car, FailoverVehicle) else None
         ble_policy = fleet.ble_policies[0]
     else:
+        vehicle = TeslaClient(
+            session,
+            s.tesla_http_proxy,
+            one.vin if one else s.tesla_vehicle_id,
+            tokens,
+            counter,
+            ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
+        )
+        roads, ble_policy = build_roads(session, ble_url, vehicle) if ble_url else (None, None)
+        car = roads if roads is not None else vehicle  # BLE first when configured
         service = ChargeService(
             cfg,
             car,
