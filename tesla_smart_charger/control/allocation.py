@@ -435,10 +435,11 @@ def car_view(
     unknown = state.vehicle is None and (state.refresh_pending or not state.first_look_done)
     starting = state.call_in_flight == "charge_start"
     charging = (_charging(state) and not state.paused) or starting
+    settling = _settling(state, cfg, reading.at)
     draw = 0.0
     if charging:
         draw = float(state.setpoint or 0)
-        if _settling(state, cfg, reading.at) and state.command_from is not None:
+        if settling and state.command_from is not None:
             draw = float(max(draw, state.command_from))
     elif unknown:
         draw = float(max(cfg.charger_min_amps, ceiling))
@@ -452,7 +453,6 @@ def car_view(
         charging=charging or unknown or state.paused,
         paused=state.paused and not starting,
     )
-    settling = _settling(state, cfg, reading.at)
     return CarView(
         demand,
         draw,

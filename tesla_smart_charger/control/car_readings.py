@@ -23,9 +23,10 @@ from tesla_smart_charger.control.allocation import (
     advance_ledger,
     car_view,
     house_floor,
+    house_without_cars,
     split_reading,
 )
-from tesla_smart_charger.control.state import ControlConfig, ControllerState, _settling
+from tesla_smart_charger.control.state import ControlConfig, ControllerState
 from tesla_smart_charger.events import Reading
 from tesla_smart_charger.models import MeterReading
 
@@ -85,11 +86,12 @@ def split(
         ties=new_ledger.order,
     )
     by_vin = {s.vin: s for s in shares}
+    house = house_without_cars(views, real)
     out = tuple(
         Reading(
             _own_reading(mine, view, by_vin.get(car.vin), own),
             whole=real,
-            room_worst=_room_worst(car.vin, view, views, real),
+            room_worst=_room_worst(car.vin, view, views, house),
             giving_turn=bool((s := by_vin.get(car.vin)) and s.yielding),
         )
         for car, view, mine, own in zip(cars, views, readings, owns, strict=True)
@@ -106,7 +108,7 @@ def _view(car: Car, real: MeterReading, own: float | None) -> CarView:
     are cut for it until its escalation stops it: the breaker comes first.
     """
     view = car_view(car.state, car.cfg, real, vin=car.vin, priority=car.priority)
-    if own is not None and not _settling(car.state, car.cfg, real.at):
+    if own is not None and not view.settling:
         view = replace(view, draw=min(view.draw, own))
     return view
 
@@ -126,7 +128,7 @@ def _own_reading(
 
 
 def _room_worst(
-    vin: str, view: CarView, views: tuple[CarView, ...], real: MeterReading
+    vin: str, view: CarView, views: tuple[CarView, ...], house: tuple[float, ...]
 ) -> float | None:
     """On the car's phases: the house without any car plus every other car's minimum.
 
@@ -135,13 +137,12 @@ def _room_worst(
     """
     values = []
     for i in view.demand.phases:
-        if i >= len(real.phase_amps):
+        if i >= len(house):
             continue
-        house = real.phase_amps[i] - sum(v.draw for v in views if i in v.demand.phases)
         others = sum(
             v.demand.min_amps
             for v in views
             if v.demand.vin != vin and v.demand.charging and i in v.demand.phases
         )
-        values.append(house + others)
+        values.append(house[i] + others)
     return max(values) if values else None
