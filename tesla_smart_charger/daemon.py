@@ -245,6 +245,8 @@ class Daemon:
             )
         elif not state.auth_ok:
             problems.append(state.reason)
+        clients = self.fleet.clients if self.fleet is not None else [self.vehicle]
+        problems += [c.unknown_vehicle for c in clients if c is not None and c.unknown_vehicle]
         problems += self._cut_blocked()
         for label, escalator in self.escalations():
             if escalator.state.active:

@@ -442,6 +442,8 @@ class TeslaClient:
         # The last attempt could not even connect (refused, DNS, connect timeout): only then
         # does a TCP probe say anything about recovery.
         self.connect_failed = False
+        # teslaVehicleId is not on the account, in words: a fault no retry fixes (/health).
+        self.unknown_vehicle: str | None = None
 
     def __repr__(self) -> str:
         return f"TeslaClient(base_url={self._base!r}, vehicle_id={self._vehicle_id!r})"
@@ -472,17 +474,27 @@ class TeslaClient:
                     "/api/1/vehicles",
                     "data",
                     params={"page": str(page), "per_page": str(_VEHICLES_PER_PAGE)},
+                    report_success=False,  # a list without the car is no recovery
                 )
                 vin, more = find_vin(payload, self._vehicle_id)
                 if vin is not None:
                     _LOGGER.info("teslaVehicleId %s is VIN %s", self._vehicle_id, vin)
                     self._vin = vin
+                    self.unknown_vehicle = None
+                    self.policy.success()
                     return vin
                 if not more:
                     break
-            raise TeslaProtocolError(
-                f"teslaVehicleId {self._vehicle_id!r} is not among this account's vehicles"
+            # The list call worked, so the link is fine; the configuration is not. A fault: the
+            # policy waits its cap before the next lookup (not one billed list per reading).
+            message = (
+                f"vehicle {self._vehicle_id} is not on this account: "
+                "check teslaVehicleId (the car's VIN, or its id in GET /api/1/vehicles)"
             )
+            self.unknown_vehicle = message
+            error = TeslaProtocolError(message)
+            error.retry_after = self.policy.failure("fault", message)
+            raise error
 
     async def snapshot(
         self, *, with_charge_state: bool = True, known_online: bool = False
@@ -602,6 +614,7 @@ class TeslaClient:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         command: str | None = None,
+        report_success: bool = True,
     ) -> dict[str, Any]:
         """One logical call through the car link's retry policy.
 
@@ -648,7 +661,8 @@ class TeslaClient:
         except (VehicleAsleep, CommandRefused):
             policy.success()  # the link works; the car answered
             raise
-        policy.success()
+        if report_success:
+            policy.success()
         return result
 
     async def _call_once(
