@@ -7,6 +7,13 @@ TESLA_CONNECT_TIMEOUT: Final = 3.0
 TESLA_TOTAL_TIMEOUT: Final = 12.0
 TESLA_RETRY_ATTEMPTS: Final = 3
 TESLA_RETRY_MAX_WAIT: Final = 4.0
+# One car call on the cloud road, whole: every in-place attempt, the VIN lookup and the repeat
+# below 5 A. A healthy proxy answers within its own 10 s timeout (504 after it), so a call
+# still open then has failed: it counts against the road, and a cut can go another way.
+TESLA_CALL_DEADLINE: Final = 10.0
+# A needed cut that has not landed this long after it was decided makes /health 503: a cut
+# normally lands in 1-3 s, one behind a look in 2-5 s.
+CUT_LATE_SECS: Final = 5.0
 # Longest 429 back-off we honour before trying again anyway (Retry-After can be huge).
 TESLA_MAX_RETRY_AFTER: Final = 3600.0
 TESLA_DEFAULT_RETRY_AFTER: Final = 60.0

@@ -28,7 +28,7 @@ from tesla_smart_charger.api import Vehicle
 from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, Settings, VehicleSettings, redacted
-from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
+from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.events import CarLinkBack, Event, EventQueue
@@ -264,8 +264,17 @@ class Daemon:
         return problems
 
     def _cut_blocked(self) -> list[str]:
-        """A cut is needed but cannot be sent: the breaker is not protected."""
+        """A cut is needed but cannot be sent, or has not landed in time: not protected."""
         s = self.service.state
+        services = [c.service for c in self.fleet.cars] if self.fleet else [self.service]
+        late = [
+            f"{svc.label + ': ' if svc.label else ''}a reduction has waited {secs:.0f} s and "
+            f"has not landed (the car link is slow or failing): {svc.state.reason}"
+            for svc in services
+            if (secs := svc.cut_late_secs()) > CUT_LATE_SECS
+        ]
+        if late:
+            return late
         if not self.service.cut_needed:
             return []
         ble_ok = self.ble_policy is not None and self.ble_policy.state_now() == "ok"

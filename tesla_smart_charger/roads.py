@@ -94,7 +94,7 @@ class FailoverVehicle:
         self._available = road_available or (lambda _name: True)
         self._on_result = on_result or (lambda _name, _ok, _error: None)
         self._clock = clock
-        self.last_road: str | None = None  # the road that answered the last call
+        self.last_road: str | None = None  # the road that answered (or failed) the last call
 
     def __repr__(self) -> str:
         return f"FailoverVehicle(roads={[r.name for r in self._roads]})"
@@ -190,6 +190,8 @@ class FailoverVehicle:
             except ChargerError as err:
                 stats.failed += 1
                 stats.last_error, stats.last_error_at = str(err), self._clock()
+                # A cut that failed everywhere is retried on the road other than this one.
+                self.last_road = road.name
                 self._down(road, err)
                 self._on_result(road.name, False, err)
                 errors.append(err)

@@ -175,6 +175,7 @@ class ChargeService:
         # Failed-cut detection and escalation (safety.py); None: no escalation (push mode).
         self.escalation: Escalator | None = None
         self._escalation_backlog: core.ControllerEvent | None = None  # seen during a call
+        self._cut_since: float | None = None  # a cut has been decided and not landed since
 
     # --- observers (metrics, server-sent events) -------------------------------------------
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -273,6 +274,7 @@ class ChargeService:
             # the order in which they happened.
             self.state = await self.escalation.after_event(backlog, self.state, self._clock())
         self.state = await self.escalation.after_event(event, self.state, self._clock())
+        self._track_cut()
 
     def _dispatch(self, event: core.ControllerEvent) -> None:
         """Decide on one event; start its action unless a car call is already in flight."""
@@ -282,6 +284,7 @@ class ChargeService:
         self.state = decision.state
         self._actions.extend(decision.actions)
         self._start_next()
+        self._track_cut()
         self._remember()
         self._log_reason(self.state.reason)
         for listener in self._listeners:
@@ -352,6 +355,25 @@ class ChargeService:
             or over_rating
             or (s.target is not None and s.setpoint is not None and s.target < s.setpoint)
         )
+
+    @property
+    def cut_outstanding(self) -> bool:
+        """A lowering is decided and the car has not confirmed it: in flight, queued, held
+        back (a call in flight, a wait) or to be retried after a failure."""
+        s = self.state
+        lower = s.target is not None and s.setpoint is not None and s.target < s.setpoint
+        return lower or self.reduction_pending
+
+    def cut_late_secs(self) -> float:
+        """How long the outstanding cut has waited to land (0 when none waits)."""
+        return 0.0 if self._cut_since is None else max(0.0, self._clock() - self._cut_since)
+
+    def _track_cut(self) -> None:
+        """Note when a cut became outstanding; a landed (or no longer needed) one clears it."""
+        if not self.cut_outstanding:
+            self._cut_since = None
+        elif self._cut_since is None:
+            self._cut_since = self._clock()
 
     def cut_waits_for_link(self) -> bool:
         """A cut is needed and held back only because the car link failed (a transport fault)."""

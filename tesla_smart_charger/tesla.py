@@ -17,11 +17,11 @@ import math
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -52,6 +52,7 @@ from tesla_smart_charger.models import ChargeState, VehicleSnapshot, VehicleStat
 from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
 
 _LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Category = Literal["data", "command", "wake"]
 Outcome = Literal["ok", "asleep", "rate_limited", "refused", "auth", "error", "transient"]
@@ -418,6 +419,7 @@ class TeslaClient:
         retry_wait: wait_base = DEFAULT_RETRY_WAIT,
         retry_attempts: int = const.TESLA_RETRY_ATTEMPTS,
         policy: RetryPolicy | None = None,
+        deadline: float = const.TESLA_CALL_DEADLINE,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -429,6 +431,7 @@ class TeslaClient:
         self._wall_clock = wall_clock
         self._retry_wait = retry_wait
         self._retry_attempts = retry_attempts
+        self._deadline = deadline
         self._timeout = aiohttp.ClientTimeout(
             total=const.TESLA_TOTAL_TIMEOUT, connect=const.TESLA_CONNECT_TIMEOUT
         )
@@ -502,7 +505,13 @@ class TeslaClient:
         """Vehicle state (a call that does not wake the car), then `charge_state` if online.
 
         `known_online` (a command just succeeded) skips the state call: one data call saved.
+        The whole look has one deadline.
         """
+        return await self._within_deadline(
+            "look at the car", self._snapshot(with_charge_state, known_online)
+        )
+
+    async def _snapshot(self, with_charge_state: bool, known_online: bool) -> VehicleSnapshot:
         vin = await self.resolve_vin()
         if known_online:
             state = VehicleState.ONLINE
@@ -531,6 +540,9 @@ class TeslaClient:
         """Set the charging current; below 5 A the command is sent twice (the car needs that)."""
         if amps < 0:
             raise ValueError(f"charging amps must not be negative, got {amps}")
+        await self._within_deadline(f"set_charging_amps {amps} A", self._set_amps(amps))
+
+    async def _set_amps(self, amps: int) -> None:
         body = {"charging_amps": amps}
         await self._command("set_charging_amps", body, amps=amps)
         if amps < _MIN_SINGLE_SEND_AMPS:
@@ -539,11 +551,29 @@ class TeslaClient:
 
     async def charge_start(self) -> None:
         """Resume charging."""
-        await self._command("charge_start", {}, amps=None)
+        await self._within_deadline("charge_start", self._command("charge_start", {}, amps=None))
 
     async def charge_stop(self) -> None:
         """Pause charging."""
-        await self._command("charge_stop", {}, amps=None)
+        await self._within_deadline("charge_stop", self._command("charge_stop", {}, amps=None))
+
+    async def _within_deadline(self, what: str, call: Coroutine[Any, Any, _T]) -> _T:
+        """Run one whole car call within the deadline; past it, the cloud road has failed.
+
+        tenacity's in-place attempts, the VIN lookup and the repeat below 5 A all count
+        against it, so a slow proxy cannot hold a cut for several of its timeouts. The late
+        call is a transient failure of the car link's policy (its health, the backoff, the
+        escalation and the failover all see it).
+        """
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await call
+        except TimeoutError as err:
+            message = f"{what}: the proxy did not answer within {self._deadline:g} s"
+
+            error = TeslaTransientError(message)
+            error.retry_after = self.policy.failure("transient", message)
+            raise error from err
 
     # -- recovery probe ----------------------------------------------------------------------
 

@@ -86,3 +86,103 @@ async def test_unknown_numeric_vehicle_is_capped_named_and_unhealthy(tmp_path: P
     assert world.proxy.commands == []  # nothing was ever sent to a car we cannot name
     total = world.proxy.billing.data + world.proxy.billing.command
     print(f"\nunknown vehicle: {total} billed requests in all, {billed} in the 20 s window")
+
+
+# --- a proxy that answers every command after 11 s ------------------------------------------
+
+
+async def overload_with_slow_commands(world: World, daemon: DaemonProcess) -> float:
+    """Car charging at 16 A under control, then every command slow and the house 20 A."""
+    await meter_valid(daemon)
+    await daemon.wait_status(lambda st: st["vehicle"]["charging_state"] == "Charging", 30)
+    world.proxy.fail("slow", paths="/command/")
+    world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main
+    return time.monotonic()
+
+
+async def watch_health(daemon: DaemonProcess, seen: list[tuple[float, int, str]]) -> None:
+    """Sample /health every 0.2 s into `seen` as (monotonic, status, body)."""
+    while True:
+        code, body = await daemon.get("/health")
+        seen.append((time.monotonic(), code, str(body)))
+        await asyncio.sleep(0.2)
+
+
+async def test_slow_proxy_cut_is_a_failure_of_the_road_and_health_says_so(
+    tmp_path: Path,
+) -> None:
+    world = World(car=charging_car(), manual_house=(10.0,))
+    async with world_and_daemon(tmp_path, world, "--monitor") as (world, daemon):
+        seen: list[tuple[float, int, str]] = []
+        stepped = await overload_with_slow_commands(world, daemon)
+        watcher = asyncio.create_task(watch_health(daemon, seen))
+        try:
+
+            async def car_followed() -> bool:
+                return world.car.actual_amps <= 9.0
+
+            landed = await until(car_followed, 60, daemon)
+
+            async def healthy_again() -> bool:
+                return bool(seen) and seen[-1][1] == 200
+
+            await until(healthy_again, 60, daemon)
+        finally:
+            watcher.cancel()
+        late = [(t - stepped, body) for t, code, body in seen if code == 503]
+        assert late, f"/health never said the cut was late: {seen[-5:]}"
+        first_late, words = late[0]
+        assert "has not landed" in words, words
+        assert first_late < 11.0  # before the proxy's answer, not after it
+        status = await daemon.status()
+        link = status["dependencies"]["car_link"]
+        commands = len(world.proxy.commands_named("set_charging_amps"))
+    log = daemon.log()
+    assert log.count("did not answer within 10 s") >= 1
+    assert "Traceback" not in log
+    print(
+        f"\nslow proxy, cloud only: car followed {landed:.1f} s after the step, /health 503 "
+        f"from {first_late:.1f} s for {len(late)} samples; {commands} set_charging_amps sent; "
+        f"car link {link['state']} ({link['failures']} failures)"
+    )
+
+
+async def test_slow_proxy_with_ble_the_cut_fails_over_to_the_bridge(tmp_path: Path) -> None:
+    world = World(car=charging_car(), manual_house=(10.0,), ble=True)
+    async with world_and_daemon(tmp_path, world, "--monitor") as (world, daemon):
+        assert world.bridge is not None
+        bridge = world.bridge
+        bridge.set_mode("down")  # the car out of Bluetooth range: the cloud carries the cut
+        stepped = await overload_with_slow_commands(world, daemon)
+
+        async def cut_on_the_cloud() -> bool:
+            # BLE failed at once; the cut waits at the slow proxy (it records it when it answers)
+            st = await daemon.status()
+            return bool(st["controller"]["command_in_flight"]) and st["roads"]["ble"]["failed"] > 0
+
+        await until(cut_on_the_cloud, 30, daemon)
+        sent = time.monotonic() - stepped
+        bridge.set_mode("up")  # back in range while the cloud's answer is still 11 s away
+
+        async def bridge_took_the_cut() -> bool:
+            return bool(bridge.commands_named("set_charging_amps"))
+
+        took = await until(bridge_took_the_cut, 30, daemon)
+        failover = sent + took
+        _, _, body = bridge.commands_named("set_charging_amps")[0]
+        assert 6 <= body["charging_amps"] <= 9
+
+        async def car_followed() -> bool:
+            return world.car.actual_amps <= 9.0
+
+        await until(car_followed, 30, daemon)
+        followed = time.monotonic() - stepped
+        status = await daemon.status()
+        assert status["roads"]["cloud"]["failed"] >= 1
+        assert "did not answer within 10 s" in (status["roads"]["cloud"]["last_error"] or "")
+    log = daemon.log()
+    assert "Traceback" not in log
+    print(
+        f"\nslow proxy, BLE down then back: cut on the cloud {sent:.1f} s after the step, "
+        f"on the BLE bridge {failover:.1f} s after it, the car followed at {followed:.1f} s"
+    )

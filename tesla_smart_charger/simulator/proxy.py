@@ -55,8 +55,10 @@ def _format_seconds(value: float) -> str:
 
 # Ways the proxy can fail on purpose (`SimulatedProxy.fail`), for the fault tests.
 FAILURE_MODES: Final = (
-    "404", "412", "500", "garbage", "html", "truncated", "hang", "echo401",
+    "404", "412", "500", "garbage", "html", "truncated", "hang", "echo401", "slow",
 )  # fmt: skip
+# How long the `slow` mode holds each request before answering it normally.
+SLOW_SECS: Final = 11.0
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -104,6 +106,7 @@ class SimulatedProxy:
         self.failure: str | None = None
         self.failure_paths = ""
         self.seen = 0  # every request that reached the server, answered or not
+        self.slow_secs = SLOW_SECS  # the `slow` failure mode's delay
         self._release = asyncio.Event()
 
     # --- test hooks ------------------------------------------------------------------------
@@ -133,7 +136,9 @@ class SimulatedProxy:
         """Answer every Fleet request with failure `mode` (one of FAILURE_MODES); None heals.
 
         `hang` never answers (until healed or stopped) and applies nothing; `echo401` echoes
-        the Authorization header in a 401 body, as a careless proxy might.
+        the Authorization header in a 401 body, as a careless proxy might; `slow` answers
+        normally after `slow_secs` (a command reaches the car then, whether or not the client
+        still waits, like a proxy stuck behind a slow Fleet).
         """
         if mode is not None and mode not in FAILURE_MODES:
             raise ValueError(f"unknown failure mode {mode!r} (use one of {FAILURE_MODES})")
@@ -142,6 +147,11 @@ class SimulatedProxy:
         if mode is None:
             self._release.set()
             self._release = asyncio.Event()
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await request.read()  # kept by aiohttp: the command is there after a hang-up too
+        await asyncio.sleep(self.slow_secs)
+        return await self._dispatch(request, self.clock())
 
     async def _failure_reply(self, request: web.Request, mode: str) -> web.Response:
         if mode == "hang":
@@ -251,7 +261,13 @@ class SimulatedProxy:
         self.seen += 1
         try:
             path = request.path
-            if self.failure is not None and path.startswith("/api/") and self.failure_paths in path:
+            failing = (
+                self.failure is not None and path.startswith("/api/") and self.failure_paths in path
+            )
+            if failing and self.failure == "slow":
+                # Shielded: the car gets the command even if the client gave up meanwhile.
+                response = await asyncio.shield(self._slow(request))
+            elif failing and self.failure is not None:
                 response = await self._failure_reply(request, self.failure)
             else:
                 response = await self._dispatch(request, now)
