@@ -41,6 +41,12 @@ _LOG = logging.getLogger(__name__)
 ENV_PREFIX = "TSC_"
 # A house supply above this is a typo, not a breaker (and 10x it bounds plausible meter readings).
 MAX_HOME_AMPS = 1000.0
+# Below this a supply cannot feed a car at all: a typo (or a unit mix-up), not a breaker.
+MIN_HOME_AMPS = 6.0
+# The most any charger delivers (80 A: the old Wall Connector with the Model S dual charger).
+MAX_CHARGER_AMPS = 80.0
+# A margin this large leaves no room for a car on any house this daemon makes sense for.
+MAX_SAFETY_MARGIN_AMPS = 20.0
 DEFAULT_TOKEN_URL = "https://fleet-auth.prd.vn.cloud.tesla.com/oauth2/v3/token"  # noqa: S105 (a URL)
 DEFAULT_AUTHORIZE_URL = "https://auth.tesla.com/oauth2/v3/authorize"
 FLEET_API_BASES: dict[str, str] = {
@@ -89,7 +95,6 @@ def _empty_as_none(value: Any) -> Any:
 Port = Annotated[int, BeforeValidator(_as_int), Field(ge=1, le=65535)]
 OptStr = Annotated[str | None, BeforeValidator(_empty_as_none)]
 OptSecret = Annotated[SecretStr | None, BeforeValidator(_empty_as_none)]
-PositiveSecs = Annotated[float, Field(gt=0)]
 
 
 def _check_http_url(value: str, key: str) -> str:
@@ -151,8 +156,8 @@ class VehicleSettings(BaseModel):
 
     vin: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9]+$")]
     name: Annotated[str | None, Field(max_length=60)] = None
-    charger_min_amps: Annotated[float | None, Field(gt=0)] = None
-    charger_max_amps: Annotated[float | None, Field(gt=0)] = None
+    charger_min_amps: Annotated[float | None, Field(ge=0, le=MAX_CHARGER_AMPS)] = None
+    charger_max_amps: Annotated[float | None, Field(ge=1, le=MAX_CHARGER_AMPS)] = None
     charger_phase: Annotated[int | None, Field(ge=1, le=3)] = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
     mode: ChargeMode | None = None
@@ -177,42 +182,47 @@ class Settings(BaseSettings):
     home_max_amps: Annotated[
         float,
         Field(
-            gt=0,
+            ge=MIN_HOME_AMPS,
             le=MAX_HOME_AMPS,
             description="Supply limit of the house per phase (A): the main breaker's rating.",
         ),
     ]
     charger_max_amps: Annotated[
-        float, Field(gt=0, description="Most amps the car may be asked to charge at.")
+        float,
+        Field(
+            ge=1, le=MAX_CHARGER_AMPS, description="Most amps the car may be asked to charge at."
+        ),
     ] = 16.0
     charger_min_amps: Annotated[
         float,
         Field(
             ge=0,
+            le=MAX_CHARGER_AMPS,
             description="Fewest amps the controller commands (the fail-safe value). Below 5 A is sent twice, as the car requires.",
         ),
     ] = 6.0
     down_step_percentage: Annotated[
         float,
         Field(
-            gt=0,
-            lt=1,
+            ge=0.05,
+            le=0.95,
             description="Push mode: on /overload, new amps = floor(amps x this). Below 1, or an overload would change nothing.",
         ),
     ] = 0.5
     up_step_percentage: Annotated[
         float,
         Field(
-            gt=0,
+            ge=0.01,
             le=1,
             description="Push mode: after each quiet sleepTimeSecs, raise by this share of the amps (at least 1 A).",
         ),
     ] = 0.25
     sleep_time_secs: Annotated[
-        PositiveSecs,
+        float,
         Field(
+            ge=1,
             le=3600,
-            description="Settle time after a change; also how long headroom must last before a raise.",
+            description="Settle time after a change; also how long headroom must last before a raise (raising is deliberate: at least a second).",
         ),
     ] = 20.0
     energy_monitor_ip: Annotated[
@@ -280,15 +290,15 @@ class Settings(BaseSettings):
         ),
     ] = None
     energy_monitor_poll_secs: Annotated[
-        PositiveSecs,
+        float,
         Field(
             ge=0.2,
-            le=60,
+            le=40,
             description="Meter poll period in measured mode; at most a third of energyMonitorStaleSecs.",
         ),
     ] = 1.0
     energy_monitor_stale_secs: Annotated[
-        PositiveSecs,
+        float,
         Field(
             ge=2,
             le=120,
@@ -325,11 +335,20 @@ class Settings(BaseSettings):
         ),
     ] = 1
     mains_voltage: Annotated[
-        float, Field(gt=0, le=500, description="Volts, used only where the meter reports none.")
+        float,
+        Field(
+            ge=90,
+            le=500,
+            description="Volts, used only where the meter reports none (100 V in Japan to 480 V).",
+        ),
     ] = 230.0
     safety_margin_amps: Annotated[
         float,
-        Field(ge=0, description="Measured mode keeps the worst phase this far below homeMaxAmps."),
+        Field(
+            ge=0,
+            le=MAX_SAFETY_MARGIN_AMPS,
+            description="Measured mode keeps the worst phase this far below homeMaxAmps; less than homeMaxAmps.",
+        ),
     ] = 1.0
     pause_when_overloaded: Annotated[
         bool,
@@ -338,23 +357,26 @@ class Settings(BaseSettings):
         ),
     ] = False
     pause_after_secs: Annotated[
-        PositiveSecs,
+        float,
         Field(
+            ge=1,
             le=3600,
             description="How long an overload the car cannot resolve lasts before charging is paused (pauseWhenOverloaded). The pause comes sooner when that overload would heat the main breaker: before a conservative breaker model (k 1.13, tau 40 s) would reach the 90 % warning of /health, and within half its time to trip, e.g. 17 s at 1.2 x homeMaxAmps; never later.",
         ),
     ] = 120.0
     car_settle_secs: Annotated[
-        PositiveSecs,
+        float,
         Field(
+            ge=1,
             le=120,
-            description="How long the car takes to follow a new setpoint; readings are judged against the commanded value meanwhile.",
+            description="How long the car takes to follow a new setpoint (seconds, a real car ramps in several); readings are judged against the commanded value meanwhile.",
         ),
     ] = 8.0
     vehicle_check_secs: Annotated[
-        PositiveSecs,
+        float,
         Field(
             ge=300,
+            le=86400,
             description="While charging, how often the car is looked at when the meter gives no reason to (one billed data call each).",
         ),
     ] = 3600.0
@@ -643,6 +665,13 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
             (
                 "charger_min_amps",
                 f"chargerMinAmps ({s.charger_min_amps:g}) must not exceed chargerMaxAmps ({s.charger_max_amps:g})",
+            )
+        )
+    if s.safety_margin_amps >= s.home_max_amps:
+        problems.append(
+            (
+                "safety_margin_amps",
+                f"safetyMarginAmps ({s.safety_margin_amps:g}) must be less than homeMaxAmps ({s.home_max_amps:g})",
             )
         )
     if s.charger_max_amps > s.home_max_amps:

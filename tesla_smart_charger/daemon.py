@@ -273,18 +273,16 @@ class Daemon:
             for svc in services
             if (secs := svc.cut_late_secs()) > CUT_LATE_SECS
         ]
-        if late:
-            return late
         if not self.service.cut_needed:
-            return []
+            return late
         ble_ok = self.ble_policy is not None and self.ble_policy.state_now() == "ok"
         if self.vehicle is not None and self.vehicle.policy.state_now() != "ok" and not ble_ok:
             cause = self.vehicle.policy.last_error or "failing"
-            return [f"a reduction is needed but the car link is down: {cause}"]
+            return [*late, f"a reduction is needed but the car link is down: {cause}"]
         if self.tokens.policy.failing or not s.auth_ok:
             cause = self.tokens.policy.last_error or s.reason
-            return [f"a reduction is needed but Tesla authorization is failing: {cause}"]
-        return []
+            return [*late, f"a reduction is needed but Tesla authorization is failing: {cause}"]
+        return late
 
     def tasks_alive(self) -> bool:
         """True while every needed background task runs (what the systemd watchdog checks)."""

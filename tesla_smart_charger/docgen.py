@@ -43,6 +43,7 @@ Secret keys are never logged, shown by the HTTP API or included in error message
 as `***`. An empty string in the file means "not set".
 
 Rules between keys, checked at start-up: `chargerMinAmps` <= `chargerMaxAmps` <= `homeMaxAmps`;
+`safetyMarginAmps` < `homeMaxAmps`;
 `chargerPhase` <= `supplyPhases`; `energyMonitorChargerChannel` must not also be one of
 `energyMonitorSupplyChannels`; `energyMonitorPollSecs` is at most a third of
 `energyMonitorStaleSecs`. Every problem is reported on its own line, naming the key and

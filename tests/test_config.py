@@ -48,9 +48,9 @@ def test_min_above_max_names_both_keys(write_config: WriteConfig) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [
-        ("downStepPercentage", 0, "greater than 0"),
+        ("downStepPercentage", 0, "greater than or equal to 0.05"),
         ("upStepPercentage", 1.5, "less than or equal to 1"),
-        ("sleepTimeSecs", 0, "greater than 0"),
+        ("sleepTimeSecs", 0, "greater than or equal to 1"),
         ("apiPort", 70000, "less than or equal to 65535"),
         ("teslaHttpProxy", "localhost:4443", "http:// or https://"),
         ("energyMonitorIp", "https://meter", "plain HTTP"),

@@ -10,11 +10,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic.alias_generators import to_camel
 
 from tesla_smart_charger import cli
+from tesla_smart_charger.config import KEY_BY_FIELD, Settings, VehicleSettings
 from tests.conftest import SEED_CONFIG
 
 Write = Callable[[Path], Path]
@@ -72,6 +74,8 @@ ROWS: list[tuple[str, Write, str]] = [
         with_values(tokenFile="no/such/folder/tokens.json"),
         "tokenFile: folder",
     ),
+    ("carSettle-1e-9", with_values(carSettleSecs=1e-9), "carSettleSecs"),
+    ("margin-1e308", with_values(safetyMarginAmps=1e308), "safetyMarginAmps"),
 ]
 # The other bounds of item 6: the same checks, run in-process to keep the suite quick.
 MORE_ROWS: list[tuple[str, Write, str]] = [
@@ -113,7 +117,49 @@ MORE_ROWS: list[tuple[str, Write, str]] = [
     ),
     ("ca-file-garbage", bad_ca_file, "teslaHttpProxyCaFile"),
     ("string-inf", with_values(homeMaxAmps="inf"), "homeMaxAmps"),
+    (
+        "margin-at-home-max",
+        with_values(homeMaxAmps=10, chargerMaxAmps=10, safetyMarginAmps=10),
+        "safetyMarginAmps (10) must be less than homeMaxAmps",
+    ),
 ]
+
+# Every numeric setting's range: (key, lowest accepted, highest accepted, just below, just
+# above, other keys each value needs to pass the rules between keys).
+BOUNDS: list[tuple[str, Any, Any, Any, Any, dict[str, Any]]] = [
+    ("homeMaxAmps", 6, 1000, 5.9, 1000.5, {"chargerMaxAmps": 6, "chargerMinAmps": 5}),
+    ("chargerMaxAmps", 1, 80, 0.5, 80.5, {"chargerMinAmps": 1, "homeMaxAmps": 100}),
+    ("chargerMinAmps", 0, 80, -0.1, 80.5, {"chargerMaxAmps": 80, "homeMaxAmps": 100}),
+    ("downStepPercentage", 0.05, 0.95, 0.04, 0.96, {}),
+    ("upStepPercentage", 0.01, 1, 0.009, 1.01, {}),
+    ("sleepTimeSecs", 1, 3600, 0.5, 3601, {}),
+    ("apiPort", 1, 65535, 0, 65536, {}),
+    ("energyMonitorPollSecs", 0.2, 40, 0.19, 41, {"energyMonitorStaleSecs": 120}),
+    ("energyMonitorStaleSecs", 2, 120, 1.9, 121, {"energyMonitorPollSecs": 0.5}),
+    ("energyMonitorSupplyChannels", [0], [5], [-1], [6], {}),
+    ("energyMonitorChargerChannel", 0, 5, -1, 6, {}),
+    ("chargerPhase", 1, 3, 0, 4, {"supplyPhases": 3}),
+    ("mainsVoltage", 90, 500, 89, 501, {}),
+    ("safetyMarginAmps", 0, 20, -0.1, 20.5, {}),
+    ("pauseAfterSecs", 1, 3600, 0.5, 3601, {}),
+    ("carSettleSecs", 1, 120, 0.5, 121, {}),
+    ("vehicleCheckSecs", 300, 86400, 299, 86401, {}),
+    ("solarImportToleranceAmps", 0, 10, -0.1, 10.5, {}),
+    ("solarStartSecs", 1, 3600, 0.5, 3601, {}),
+    ("solarStopSecs", 1, 7200, 0.5, 7201, {}),
+    ("cloudCommandsPerHour", 1, 1000, 0, 1001, {}),
+    ("escalateAfterSecs", 5, 120, 4, 121, {}),
+    ("safetyRelayChannel", 0, 3, -1, 4, {}),
+]
+# The same for each car of `vehicles` (the key in the error is vehicles[0].<key>).
+CAR_BOUNDS: list[tuple[str, Any, Any, Any, Any]] = [
+    ("chargerMinAmps", 0, 25, -0.1, 80.5),
+    ("chargerMaxAmps", 6, 25, 0.5, 80.5),
+    ("chargerPhase", 1, 1, 0, 4),
+    ("priority", -100, 100, -101, 101),
+    ("meterChargerChannel", 0, 5, -1, 6),
+]
+CAR_VIN = "5YJ3E1EA7KF000009"
 
 
 async def run_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -239,3 +285,79 @@ async def test_duplicate_keys_warn_and_the_last_wins(tmp_path: Path) -> None:
     assert "key 'homeMaxAmps' appears more than once; the last value is used" in output
     printed = json.loads(output[output.index("{") : output.rindex("}") + 1])
     assert printed["homeMaxAmps"] == 40.0
+
+
+def _numeric(annotation: Any) -> bool:
+    """int or float (also inside Optional, list or Annotated), not bool."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def test_every_numeric_setting_has_a_range_in_the_table() -> None:
+    numeric = {
+        KEY_BY_FIELD[name]
+        for name, info in Settings.model_fields.items()
+        if info.annotation is not bool and _numeric(info.annotation)
+    }
+    assert numeric == {row[0] for row in BOUNDS}
+    car = {
+        to_camel(name)
+        for name, info in VehicleSettings.model_fields.items()
+        if _numeric(info.annotation)
+    }
+    assert car == {row[0] for row in CAR_BOUNDS}
+
+
+def _check(tmp_path: Path, capsys: pytest.CaptureFixture[str], **values: Any) -> list[str]:
+    """check-config and the daemon's own check on one config: [] when valid, else the lines."""
+    config = with_values(**values)(tmp_path)
+    code = cli.main(["--config", str(config), "check-config"])
+    checked = capsys.readouterr()
+    started = cli.load_or_exit(str(config), monitor=True)  # what `cmd_run` calls first
+    output = capsys.readouterr().err
+    if code == 0:
+        assert not isinstance(started, int), output
+        return []
+    assert code == 2, checked
+    assert started == 2
+    assert checked.err == output
+    return error_lines(checked.err)
+
+
+@pytest.mark.parametrize("row", BOUNDS, ids=[r[0] for r in BOUNDS])
+def test_each_setting_accepts_its_range_and_refuses_beyond_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    row: tuple[str, Any, Any, Any, Any, dict[str, Any]],
+) -> None:
+    key, low, high, below, above, extra = row
+    for good in (low, high):
+        assert _check(tmp_path, capsys, **extra, **{key: good}) == [], (key, good)
+    for bad in (below, above):
+        problems = _check(tmp_path, capsys, **extra, **{key: bad})
+        assert len(problems) == 1, problems
+        assert problems[0].split(": ", 1)[1].startswith(key), problems
+
+
+@pytest.mark.parametrize("row", CAR_BOUNDS, ids=[r[0] for r in CAR_BOUNDS])
+def test_each_car_setting_accepts_its_range_and_refuses_beyond_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], row: tuple[str, Any, Any, Any, Any]
+) -> None:
+    key, low, high, below, above = row
+    for good in (low, high):
+        cars = [{"vin": CAR_VIN, key: good}]
+        assert _check(tmp_path, capsys, vehicles=cars) == [], (key, good)
+    for bad in (below, above):
+        problems = _check(tmp_path, capsys, vehicles=[{"vin": CAR_VIN, key: bad}])
+        assert len(problems) == 1, problems
+        assert f"vehicles[0].{key}" in problems[0], problems
+
+
+def test_the_shipped_and_the_seed_config_are_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _check(tmp_path, capsys) == []  # the seed README's example
+    shipped = Path(__file__).parents[2] / "config.json"
+    (tmp_path / "shipped.json").write_bytes(shipped.read_bytes())
+    assert cli.main(["--config", str(tmp_path / "shipped.json"), "check-config"]) == 0
