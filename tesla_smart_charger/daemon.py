@@ -294,6 +294,21 @@ class Daemon:
         return f"{self.service.cfg.mode}: setpoint {s.setpoint if s.setpoint is not None else '-'} A; {s.reason}"
 
 
+def car_activity(services: list[ChargeService]) -> tuple[float | None, float, bool]:
+    """What the meter must show of the cars: the latest big change, its size, any charging."""
+    moves = [(svc.moved_at, svc.moved_amps) for svc in services if svc.moved_at is not None]
+    latest = max(moves, default=(None, 0.0), key=lambda m: m[0] or 0.0)
+    return latest[0], latest[1], any(svc.charging for svc in services)
+
+
+def watch_for_frozen_meter(daemon: Daemon) -> None:
+    """Let the meter poller see what the cars did, so it can tell a frozen meter."""
+    if daemon.poller is None:
+        return
+    services = [c.service for c in daemon.fleet.cars] if daemon.fleet else [daemon.service]
+    daemon.poller.car_activity = lambda: car_activity(services)
+
+
 def car_config(cfg: ControlConfig, s: Settings, v: VehicleSettings, *, ble: bool) -> ControlConfig:
     """One car's controller settings: its own keys in `vehicles`, else the top-level ones."""
     return replace(
@@ -385,7 +400,13 @@ async def build_daemon(
     ble_url = (one.tesla_ble_proxy if one else None) or s.tesla_ble_proxy
     queue: asyncio.Queue[Event] = EventQueue()
     poller = (
-        MeterPoller(create_meter(s, session), queue, s.energy_monitor_poll_secs)
+        MeterPoller(
+            create_meter(s, session),
+            queue,
+            s.energy_monitor_poll_secs,
+            settle_secs=s.car_settle_secs,
+            stale_secs=s.energy_monitor_stale_secs,
+        )
         if monitor
         else None
     )
@@ -526,6 +547,7 @@ def api_context(daemon: Daemon) -> ApiContext:
 
 def start_tasks(daemon: Daemon) -> None:
     """Start the tracked background tasks: controller, meter, tokens, watchdog."""
+    watch_for_frozen_meter(daemon)
     main = daemon.fleet.run() if daemon.fleet is not None else daemon.service.run()
     daemon.tasks["controller"] = asyncio.create_task(main, name="controller")
     if daemon.poller is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tesla_smart_charger import control as core
 from tesla_smart_charger.api import Meter, Vehicle
 from tesla_smart_charger.config import CHARGE_MODES
+from tesla_smart_charger.control.frozen import FREEZE_STEP_AMPS, FreezeState, observe
 from tesla_smart_charger.errors import (
     ChargerError,
     CommandRefused,
@@ -176,6 +177,10 @@ class ChargeService:
         self.escalation: Escalator | None = None
         self._escalation_backlog: core.ControllerEvent | None = None  # seen during a call
         self._cut_since: float | None = None  # a cut has been decided and not landed since
+        # The last landed command that changed the car's current by FREEZE_STEP_AMPS or more:
+        # the meter must show it (frozen-meter detection).
+        self.moved_at: float | None = None
+        self.moved_amps = 0.0
 
     # --- observers (metrics, server-sent events) -------------------------------------------
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -315,6 +320,8 @@ class ChargeService:
         assert call is not None  # noqa: S101
         outcome = call.result()  # never silently lost: a bug in a call ends the loop
         action, self.in_flight = self.in_flight, None
+        if isinstance(outcome, core.CommandDone):
+            self._note_move(outcome)
         if self.escalation is not None and action is not None:
             self.escalation.command_outcome(action, outcome, self.state)
         return outcome
@@ -339,6 +346,24 @@ class ChargeService:
             }
         self._reason_logged[reason] = now
         _LOG.info("controller: %s%s", self._car, reason)
+
+    def _note_move(self, done: core.CommandDone) -> None:
+        """Remember a landed command that changes the car's draw enough to show on the meter."""
+        s = self.state
+        if done.command == "set_charging_amps":
+            if done.amps is None or s.command_from is None or not self.charging:
+                return
+            step = float(abs(done.amps - s.command_from))
+        else:  # a start or a stop changes the draw by the whole setpoint
+            step = float(s.setpoint or 0)
+        if step >= FREEZE_STEP_AMPS:
+            self.moved_at, self.moved_amps = self._clock(), step
+
+    @property
+    def charging(self) -> bool:
+        """The car charges, as far as the controller knows (not paused by us)."""
+        v = self.state.vehicle
+        return v is not None and v.charging and not self.state.paused
 
     # --- what is waiting ---------------------------------------------------------------------
     @property
@@ -603,7 +628,11 @@ class MeterPoller:
         period: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        settle_secs: float = 8.0,
+        stale_secs: float = 10.0,
     ) -> None:
+        """`settle_secs`, `stale_secs`: carSettleSecs and energyMonitorStaleSecs, for how long
+        the car's change must be missing from the meter before its values count as frozen."""
         self.meter = meter
         self._queue = queue
         self._period = period
@@ -613,6 +642,12 @@ class MeterPoller:
         self.last_error: str | None = None
         self.auth_failed = False
         self.alive = False
+        self._settle_secs = settle_secs
+        self._stale_secs = stale_secs
+        self.freeze = FreezeState()
+        # What the cars did that the meter must show: (moved_at, moved_amps, charging); set by
+        # the daemon from the charge services. None: no frozen-meter detection.
+        self.car_activity: Callable[[], tuple[float | None, float, bool]] | None = None
         # The meter keeps its poll rhythm; the policy only does log-once and health.
         self.policy = RetryPolicy(
             f"meter {meter.name}",
@@ -642,9 +677,12 @@ class MeterPoller:
             self._put(MeterFailed(at=reading.at, error=message, auth=self.auth_failed))
             self.last = reading if self.last is None or not self.last.valid else self.last
             return reading
+        reading = self._unless_frozen(reading)
         if not reading.valid:
             self.last_error = scrub(reading.error or "invalid reading")
-            self.policy.failure("fault", f"invalid reading: {self.last_error}")
+            # A frozen meter may come back by itself (its values move again): not a fault.
+            kind = "transient" if self.freeze.frozen else "fault"
+            self.policy.failure(kind, f"invalid reading: {self.last_error}")
         elif self.last_error is not None or self.policy.failing:
             self.policy.success()  # logs "works again" once
             self.last_error = None
@@ -653,6 +691,27 @@ class MeterPoller:
             self.last = reading
         self._put(Reading(reading))
         return reading
+
+    def _unless_frozen(self, reading: MeterReading) -> MeterReading:
+        """A valid reading, or an invalid one when the meter's values froze (control/frozen.py)."""
+        if not reading.valid or self.car_activity is None:
+            return reading
+        moved_at, moved_amps, charging = self.car_activity()
+        car = () if reading.car_amps is None else (reading.car_amps,)
+        self.freeze = observe(
+            self.freeze,
+            (*reading.phase_amps, *car),
+            reading.at,
+            moved_at=moved_at,
+            moved_amps=moved_amps,
+            charging=charging,
+            settle_secs=self._settle_secs,
+            stale_secs=self._stale_secs,
+        )
+        if not self.freeze.frozen:
+            return reading
+        error = f"the meter's values are frozen ({self.freeze.why}): treated as silent"
+        return replace(reading, valid=False, error=error)
 
     def _put(self, event: Event) -> None:
         try:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
@@ -186,3 +187,60 @@ async def test_slow_proxy_with_ble_the_cut_fails_over_to_the_bridge(tmp_path: Pa
         f"\nslow proxy, BLE down then back: cut on the cloud {sent:.1f} s after the step, "
         f"on the BLE bridge {failover:.1f} s after it, the car followed at {followed:.1f} s"
     )
+
+
+# --- a meter whose values freeze ------------------------------------------------------------
+
+
+async def test_a_frozen_meter_is_treated_as_silent(tmp_path: Path) -> None:
+    world = World(car=charging_car(), manual_house=(10.0,))  # 26 A with the car at 16 A
+    settle, stale = 2, 4
+    async with world_and_daemon(
+        tmp_path, world, "--monitor", carSettleSecs=settle, energyMonitorStaleSecs=stale
+    ) as (world, daemon):
+        await meter_valid(daemon)
+        await daemon.wait_status(lambda st: st["vehicle"]["charging_state"] == "Charging", 30)
+        code, _ = await daemon.get("/health")
+        assert code == 200
+        world.meter.set_frozen(True)  # the chip hangs: 26.0 A from now on, bit for bit
+        mark = len(daemon.log().splitlines())
+        async with aiohttp.ClientSession() as s:  # the driver lowers the car to 8 A
+            url = f"{daemon.url}/vehicles/{world.car.vin}/limit?amps=8"
+            async with s.post(url) as r:
+                assert r.status == 202, await r.text()
+        lowered = time.monotonic()
+        await world.proxy.wait_for_command("set_charging_amps", timeout=10)
+
+        async def failsafe() -> bool:
+            code, body = await daemon.get("/health")
+            return code == 503 and any("frozen" in p for p in body.get("problems", []))
+
+        secs = await until(failsafe, 60, daemon)
+        since_command = time.monotonic() - lowered
+        status = await daemon.status()
+        assert status["controller"]["failsafe"] is True
+        assert status["meter"]["valid"] is False
+        assert "frozen" in status["meter"]["error"]
+        await until(lambda: _at(world, 6), 20, daemon)  # fail-safe: the car at chargerMinAmps
+
+        world.meter.set_frozen(False)  # values move again: readings are trusted again
+        world.feed()
+
+        async def healthy() -> bool:
+            code, _ = await daemon.get("/health")
+            return code == 200
+
+        await until(healthy, 30, daemon)
+        lines = daemon.log().splitlines()[mark:]
+    frozen_lines = [line for line in lines if "frozen" in line]
+    assert len([line for line in frozen_lines if "WARNING" in line or "ERROR" in line]) == 1
+    assert any("readings are back" in line for line in lines)
+    print(
+        f"\nfrozen meter: /health 503 {since_command:.1f} s after an 8 A lowering "
+        f"(carSettleSecs {settle}, energyMonitorStaleSecs {stale}; polled {secs:.1f} s); "
+        f"{len(frozen_lines)} log lines name it, {len(lines)} lines in all"
+    )
+
+
+async def _at(world: World, amps: int) -> bool:
+    return world.car.request_amps == amps

@@ -63,7 +63,8 @@ class SimulatedShelly:
     `kind` "em-gen1" has two channels (emeters[0..1]), "pro3em" three phases (a, b, c).
     Amps are signed (negative = export); the simulator derives power, reactive power and pf
     from them and the volts. `throttle_next` answers 429 to that many authenticated requests.
-    `latency` delays every answer (seconds).
+    `latency` delays every answer (seconds). `set_frozen(True)` keeps answering with the
+    amps of that moment whatever is set later (a hung metering chip).
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class SimulatedShelly:
         self._mac = mac.upper()
         self._channels = _CHANNELS[kind]
         self._amps: list[float] = []
+        self.frozen = False
         self.set_amps(phase_amps if phase_amps is not None else _DEFAULT_AMPS[kind])
         self._volts = [float(volts)] * self._channels
         self._valid = True
@@ -143,6 +145,8 @@ class SimulatedShelly:
         values = [float(a) for a in amps]
         if len(values) != self._channels:
             raise ValueError(f"{self.kind} has {self._channels} channels, got {len(values)} values")
+        if self.frozen:
+            return  # the metering chip hung: the answers keep the old values
         if self._amps:
             self._tick()
         self._amps = values
@@ -153,6 +157,10 @@ class SimulatedShelly:
         if len(values) != self._channels:
             raise ValueError(f"{self.kind} has {self._channels} channels, got {len(values)} values")
         self._volts = [float(v) for v in values]
+
+    def set_frozen(self, frozen: bool) -> None:
+        """True: keep answering with the amps of now, bit for bit; False: follow again."""
+        self.frozen = frozen
 
     def set_valid(self, valid: bool) -> None:
         """False: `is_valid: false` (Gen1) or `*_errors` on every phase (Gen2)."""
