@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from tesla_smart_charger.httpapi.server import BODY_READ_SECS
+from tesla_smart_charger.service import extra_read_due
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.e2e import DaemonProcess, world_and_daemon
@@ -222,3 +223,9 @@ async def test_overload_bursts_in_measured_mode_cost_at_most_one_extra_meter_rea
     bound = 2 * (elapsed / period + 1) + 3
     assert reads <= bound, f"{reads} meter reads for {OVERLOAD_CALLS} calls in {elapsed:.1f} s"
     assert reads >= 1  # the meter was read meanwhile: the bound is not vacuous
+
+
+def test_a_kick_reads_the_meter_at_most_once_a_period() -> None:
+    assert extra_read_due(100.0, None, 1.0)
+    assert not extra_read_due(100.5, 100.0, 1.0)
+    assert extra_read_due(101.0, 100.0, 1.0)
