@@ -204,6 +204,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except ConnectionError:
+        # The client went away mid-request (or its connection was closed to make room): the
+        # reply goes nowhere, and it is not our failure.
+        _LOG.debug("the client of %s %s went away", request.method, request.path)
+        return json_error(400, "connection closed")
     except Exception:  # noqa: BLE001 (the last line of defence: a JSON 500, logged)
         _LOG.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal error (see the daemon's log)")
@@ -525,15 +530,21 @@ class ConnectionLimiter:
     At the cap, a new connection evicts the oldest idle one (connected but not mid-request),
     so a pile of idle or half-open connections cannot lock out a Shelly's /overload, nor eat
     the descriptors the meter and the car link need. Only when every connection is busy is
-    the newcomer reset.
+    the newcomer reset. One client address may hold at most `per_client` of them: past that,
+    its own oldest idle connection (or, all busy, the newcomer) is closed, so one host on the
+    LAN cannot take every place.
     """
 
-    def __init__(self, server: web.Server, busy: set[object], limit: int) -> None:
+    def __init__(
+        self, server: web.Server, busy: set[object], limit: int, per_client: int | None = None
+    ) -> None:
         self._server = server
         self._busy = busy
         self.limit = limit
+        self.per_client = per_client if per_client is not None else max(8, limit // 2)
         self.evicted = 0
         self.refused = 0
+        self.client_capped = 0
 
     @property
     def open_connections(self) -> int:
@@ -551,7 +562,32 @@ class ConnectionLimiter:
                 return _Refuse()
             victim.force_close()
             self.evicted += 1
-        return self._server()
+        handler = self._server()
+        # The peer is known once connection_made has run, from a callback the transport
+        # schedules after this factory returns: check one callback later.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self._cap_client, handler)
+        return handler
+
+    def _cap_client(self, newcomer: web.RequestHandler) -> None:
+        peer = _peer(newcomer)
+        if peer is None:
+            return
+        same = [c for c in self._server.connections if _peer(c) == peer]
+        if len(same) <= self.per_client:
+            return
+        victim = next((c for c in same if c is not newcomer and c not in self._busy), newcomer)
+        victim.force_close()
+        self.client_capped += 1
+
+
+def _peer(handler: web.RequestHandler) -> str | None:
+    """The client address of an open connection (None once closed)."""
+    transport = handler.transport
+    if transport is None:
+        return None
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 async def listen(
@@ -560,6 +596,7 @@ async def listen(
     port: int,
     *,
     max_connections: int = MAX_CONNECTIONS,
+    per_client: int | None = None,
     backlog: int = LISTEN_BACKLOG,
 ) -> tuple[asyncio.Server, ConnectionLimiter]:
     """Listen on host:port through a ConnectionLimiter (after `runner.setup()`).
@@ -569,7 +606,7 @@ async def listen(
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() first")
-    limiter = ConnectionLimiter(server, runner.app[BUSY], max_connections)
+    limiter = ConnectionLimiter(server, runner.app[BUSY], max_connections, per_client)
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(limiter, host, port, backlog=backlog, reuse_address=True)
     return listener, limiter
