@@ -259,7 +259,13 @@ async def check_host(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.app[CTX].hosts.allows(host):
         return await handler(request)
     name = _host_name(host or "")[:100]
-    _LOG.debug("refused a request for Host %r", name)
+    request.app[GATE].say_once(
+        "foreign host",
+        f"HTTP API: refused a request for the name {name!r}, which is not this daemon's "
+        "(a web page may be using DNS rebinding); if you reach the daemon by that name, add it "
+        "to apiAllowedHosts",
+        time.monotonic(),
+    )
     return json_error(
         421,
         f"Host {name!r} is not a name of this daemon (a web page may be using DNS rebinding); "

@@ -168,6 +168,9 @@ async def test_daemon_refuses_a_rebound_name_and_referer_only_cross_site(tmp_pat
         assert code == 403
         assert "Referer" in body["error"]
         assert world.proxy.commands_named("set_charging_amps") == []
+        said = [line for line in daemon.log().splitlines() if "apiAllowedHosts" in line]
+        assert len(said) == 1  # once, in words, however many requests
+        assert "evil.example" in said[0]
         code, _ = await daemon.get("/health", headers={"Host": f"localhost:{port}"})
         assert code in (200, 503)
         code, _ = await daemon.get("/status", headers={"Host": f"127.0.0.1:{port}"})
