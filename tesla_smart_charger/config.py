@@ -108,6 +108,29 @@ def _check_http_url(value: str, key: str) -> str:
     return value.strip().rstrip("/")
 
 
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_][a-z0-9_-]{0,62})*\.?$"
+)
+
+
+def _check_host_names(value: list[str]) -> list[str]:
+    """Host names (or addresses) as a browser puts them in Host, without port or scheme."""
+    out = []
+    for raw in value:
+        name = raw.strip().lower()
+        bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            if not _HOST_NAME.match(name):
+                raise ValueError(
+                    f"{raw!r} is not a host name (give names like charger.local, "
+                    "without http:// or a port)"
+                ) from None
+        out.append(bare.rstrip("."))
+    return out
+
+
 def normalize_host_url(value: str) -> str:
     """Turn `host`, `host:port` or `http://host[:port]` into `http://host[:port]`."""
     text = value.strip().rstrip("/")
@@ -282,6 +305,16 @@ class Settings(BaseSettings):
             description="Shared secret required by /overload and every state-changing endpoint (?token= or Authorization: Bearer)."
         ),
     ] = None
+    api_allowed_hosts: Annotated[
+        list[str],
+        AfterValidator(_check_host_names),
+        Field(
+            description="More names the HTTP API answers to (a reverse proxy's or a DNS name such "
+            "as charger.local). It always answers to localhost, 127.0.0.1, [::1] and apiHost, and, "
+            "when apiHost is 0.0.0.0 or ::, to any IP address; a request for another name is "
+            "refused with 421 (a web page using DNS rebinding)."
+        ),
+    ] = []
     tesla_http_proxy_ca_file: Annotated[
         Path | None,
         BeforeValidator(_empty_as_none),

@@ -38,6 +38,7 @@ from tesla_smart_charger.httpapi.metrics import metrics_routes
 from tesla_smart_charger.httpapi.openapi import openapi_routes
 from tesla_smart_charger.httpapi.server import (
     ApiContext,
+    HostPolicy,
     build_app,
     connection_cap,
     listen,
@@ -542,6 +543,9 @@ def api_context(daemon: Daemon) -> ApiContext:
         api_token=token.get_secret_value() if token else None,
         extra_routes=daemon.extra_routes,
         controls=daemon.controls,
+        hosts=HostPolicy.for_bind(
+            daemon.loaded.settings.api_host, daemon.loaded.settings.api_allowed_hosts
+        ),
     )
 
 

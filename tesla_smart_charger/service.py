@@ -7,7 +7,6 @@ protocol, turns the outcome (or our error types) back into events, and keeps wha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -614,6 +613,12 @@ def load_remembered(path: Path, car: str = "") -> dict[str, int | None]:
     return out
 
 
+def extra_read_due(now: float, last_extra: float | None, period: float) -> bool:
+    """Whether a kick (an /overload in measured mode) reads the meter now: at most once a
+    period, so a flood of /overload calls costs the meter one extra read a period."""
+    return last_extra is None or now - last_extra >= period
+
+
 class MeterPoller:
     """Reads the meter every period and puts typed readings on the queue.
 
@@ -638,6 +643,7 @@ class MeterPoller:
         self._period = period
         self._clock = clock
         self._kick = asyncio.Event()
+        self._last_extra: float | None = None  # when a kick last caused a read
         self.last: MeterReading | None = None
         self.last_error: str | None = None
         self.auth_failed = False
@@ -720,20 +726,30 @@ class MeterPoller:
             _LOG.debug("queue full: dropping a meter event")
 
     async def run(self) -> None:
-        """Poll forever at the configured period (or sooner when kicked)."""
+        """Poll forever at the configured period, plus at most one kicked read a period."""
         self.alive = True
         try:
             while True:
                 started = self._clock()
-                self._kick.clear()
                 await self.poll_once()
-                remaining = self._period - (self._clock() - started)
-                if remaining > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(remaining):
-                            await self._kick.wait()
+                self._kick.clear()  # a kick during the read is answered by that read
+                await self._wait_for_next(started)
         finally:
             self.alive = False
+
+    async def _wait_for_next(self, started: float) -> None:
+        """Sleep until the next period, or until a kick that `extra_read_due` allows."""
+        while (remaining := self._period - (self._clock() - started)) > 0:
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._kick.wait()
+            except TimeoutError:
+                return
+            self._kick.clear()
+            now = self._clock()
+            if extra_read_due(now, self._last_extra, self._period):
+                self._last_extra = now
+                return
 
     def status(self, meter_type: str) -> dict[str, Any]:
         """The `meter` object of /status."""

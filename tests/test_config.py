@@ -55,6 +55,7 @@ def test_min_above_max_names_both_keys(write_config: WriteConfig) -> None:
         ("teslaHttpProxy", "localhost:4443", "http:// or https://"),
         ("energyMonitorIp", "https://meter", "plain HTTP"),
         ("energyMonitorType", "fronius", "shelly-em"),
+        ("apiAllowedHosts", ["http://charger.local:8000/"], "not a host name"),
     ],
 )
 def test_each_bad_value_is_one_line_naming_key_and_value(
@@ -109,6 +110,15 @@ def test_environment_overrides_file(
     assert s.home_max_amps == 40.0
     assert s.api_token is not None
     assert s.api_token.get_secret_value() == "env-token-SECRET"
+
+
+def test_api_allowed_hosts_are_names_in_lower_case(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = load_config(write_config(apiAllowedHosts=["Charger.Local.", "[fd00::5]", "10.0.0.5"]))
+    assert s.settings.api_allowed_hosts == ["charger.local", "fd00::5", "10.0.0.5"]
+    monkeypatch.setenv("TSC_API_ALLOWED_HOSTS", '["ha.home.arpa"]')
+    assert load_config(write_config()).settings.api_allowed_hosts == ["ha.home.arpa"]
 
 
 def test_bad_environment_value_names_the_variable(

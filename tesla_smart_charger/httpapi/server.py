@@ -5,20 +5,27 @@ Every error is JSON; a malformed request is a 4xx, never a 500. There are no COR
 random web page cannot read our state, and with `apiToken` set nothing changes state without it.
 Without `apiToken`, a browser request from another site (a web page's <img src=/overload>) is
 still refused: browsers say where a request comes from (`Sec-Fetch-Site`, `Origin`), while a
-Shelly URL action or curl sends neither header.
+Shelly URL action or curl sends neither header. A page whose name is re-pointed at the daemon
+(DNS rebinding) is "same origin" to the browser; only its Host header gives it away, so the API
+answers only to its own names and addresses (`HostPolicy`).
+
+Held connections cannot lock the controls out: request bodies have a read deadline, and /events
+streams and body-carrying requests have small caps (per client and in total), so the plain GETs
+a Shelly or a monitor sends always find room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -34,6 +41,63 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Paths that change state even on GET (Shelly URL actions can only GET).
 STATE_CHANGING_PATHS = frozenset({"/overload"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Long-lived responses: each holds a connection for as long as the client likes.
+STREAM_PATHS = frozenset({"/events"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, lower case, without port, brackets or trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        name = host.split(":", 1)[0]
+    else:
+        name = host  # a bare name, or an unbracketed IPv6 literal
+    return name.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Which Host headers the API answers to (DNS rebinding sends the attacker's name).
+
+    Bound to every address (0.0.0.0 or ::), any IP literal is ours: a Shelly calls the LAN
+    address, and a rebinding attack always uses a name. Otherwise only the bound address.
+    """
+
+    names: frozenset[str]
+    any_ip: bool = False
+
+    @classmethod
+    def for_bind(cls, bind: str, allowed: tuple[str, ...] | list[str] = ()) -> HostPolicy:
+        """The policy for a server listening on `bind`, plus the names the owner listed."""
+        names = set(LOOPBACK_NAMES) | {_host_name(n) for n in allowed if n.strip()}
+        wildcard = bind.strip() in WILDCARD_BINDS
+        if not wildcard:
+            names.add(_host_name(bind))
+        return cls(frozenset(names), any_ip=wildcard)
+
+    def allows(self, host: str | None) -> bool:
+        """True for our own names; a request without Host (HTTP/1.0, not a browser) too."""
+        if host is None:
+            return True
+        name = _host_name(host)
+        if not name:
+            return False
+        return name in self.names or (self.any_ip and _is_ip(name))
+
+
+DEFAULT_HOSTS = HostPolicy.for_bind("127.0.0.1")
 
 
 @dataclass
@@ -47,6 +111,7 @@ class ApiContext:
     api_token: str | None = None
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     controls: DriverControls | None = None  # POST /vehicles/{vin}/limit
+    hosts: HostPolicy = DEFAULT_HOSTS
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
@@ -58,6 +123,71 @@ BUSY: web.AppKey[set[object]] = web.AppKey("busy", set)
 MAX_CONNECTIONS = 256
 KEEPALIVE_SECS = 15.0  # also the time a new connection gets to send its request headers
 LISTEN_BACKLOG = 128
+# A webhook's body arrives in milliseconds; one trickled byte by byte holds a connection.
+BODY_READ_SECS = 5.0
+# After refusing a request whose body was not read, wait this long for it before closing, so
+# the client can read the refusal instead of a reset.
+LINGER_SECS = 2.0
+# Connections that may be held at once: an /events stream each (a dashboard tab), a request
+# body being received. Far below MAX_CONNECTIONS, so the short GETs (/overload, /health)
+# always find room; per client first, so one host cannot take every slot.
+STREAMS_PER_CLIENT = 8
+STREAMS_TOTAL = 32
+BODIES_PER_CLIENT = 8
+BODIES_TOTAL = 32
+# A client misbehaving (aborting bodies, trickling them) is said once every this long.
+SAY_AGAIN_SECS = 600.0
+
+HeldKind = Literal["stream", "body"]
+
+
+class RequestGate:
+    """Counts the held requests (streams, bodies being received) per client and in total."""
+
+    LIMITS: dict[HeldKind, tuple[int, int]] = {  # noqa: RUF012 (read-only table)
+        "stream": (STREAMS_PER_CLIENT, STREAMS_TOTAL),
+        "body": (BODIES_PER_CLIENT, BODIES_TOTAL),
+    }
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[HeldKind, str], int] = {}
+        self._total: dict[HeldKind, int] = {"stream": 0, "body": 0}
+        self._said: dict[str, float] = {}
+
+    def enter(self, kind: HeldKind, client: str) -> int | None:
+        """Take a slot, or the HTTP status that refuses it (429: this client; 503: everyone)."""
+        per_client, total = self.LIMITS[kind]
+        if self._held.get((kind, client), 0) >= per_client:
+            return 429
+        if self._total[kind] >= total:
+            return 503
+        self._held[(kind, client)] = self._held.get((kind, client), 0) + 1
+        self._total[kind] += 1
+        return None
+
+    def leave(self, kind: HeldKind, client: str) -> None:
+        """Give the slot back."""
+        left = self._held.get((kind, client), 0) - 1
+        if left > 0:
+            self._held[(kind, client)] = left
+        else:
+            self._held.pop((kind, client), None)
+        self._total[kind] = max(0, self._total[kind] - 1)
+
+    def held(self, kind: HeldKind) -> int:
+        """Slots of `kind` taken now."""
+        return self._total[kind]
+
+    def say_once(self, condition: str, message: str, now: float) -> None:
+        """Log `message` when `condition` starts, then at most once every SAY_AGAIN_SECS."""
+        last = self._said.get(condition)
+        if last is not None and now - last < SAY_AGAIN_SECS:
+            return
+        self._said[condition] = now
+        _LOG.info("%s (said once every %d minutes)", message, SAY_AGAIN_SECS // 60)
+
+
+GATE: web.AppKey[RequestGate] = web.AppKey("gate", RequestGate)
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -74,6 +204,11 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except ConnectionError:
+        # The client went away mid-request (or its connection was closed to make room): the
+        # reply goes nowhere, and it is not our failure.
+        _LOG.debug("the client of %s %s went away", request.method, request.path)
+        return json_error(400, "connection closed")
     except Exception:  # noqa: BLE001 (the last line of defence: a JSON 500, logged)
         _LOG.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal error (see the daemon's log)")
@@ -100,14 +235,117 @@ def cross_site(request: web.Request) -> str | None:
     fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
     if fetch_site in ("cross-site", "same-site"):
         return f"Sec-Fetch-Site: {fetch_site}"
+    host = request.headers.get("Host", "").strip().lower()
     origin = request.headers.get("Origin")
     if origin is None:
+        # Browsers without Sec-Fetch-Site send no Origin on a plain GET or form; the page's
+        # address may still be in Referer.
+        referer = urlsplit(request.headers.get("Referer", "").strip())
+        if referer.netloc and referer.netloc.lower() != host:
+            return "Referer is another site"
         return None
     parts = urlsplit(origin.strip())
     if origin.strip().lower() == "null" or not parts.netloc:
         return "Origin: null"
-    if parts.netloc.lower() != request.host.lower():
+    if parts.netloc.lower() != host:
         return "Origin is another site"
+    return None
+
+
+@web.middleware
+async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer only to our own names: a rebound DNS name reaches us with the attacker's Host."""
+    host = request.headers.get("Host")
+    if request.app[CTX].hosts.allows(host):
+        return await handler(request)
+    name = _host_name(host or "")[:100]
+    request.app[GATE].say_once(
+        "foreign host",
+        f"HTTP API: refused a request for the name {name!r}, which is not this daemon's "
+        "(a web page may be using DNS rebinding); if you reach the daemon by that name, add it "
+        "to apiAllowedHosts",
+        time.monotonic(),
+    )
+    return json_error(
+        421,
+        f"Host {name!r} is not a name of this daemon (a web page may be using DNS rebinding); "
+        "if you reach the daemon by this name, add it to apiAllowedHosts",
+    )
+
+
+def _held_kind(request: web.Request) -> HeldKind | None:
+    if request.path in STREAM_PATHS:
+        return "stream"
+    if request.body_exists:
+        return "body"
+    return None
+
+
+def _closing(response: web.Response) -> web.Response:
+    response.force_close()
+    return response
+
+
+@web.middleware
+async def admit_held(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Streams and request bodies take a slot (per client, in total); a body is received here,
+    within BODY_READ_SECS, before any handler sees the request."""
+    kind = _held_kind(request)
+    if kind is None:
+        return await handler(request)
+    gate = request.app[GATE]
+    client = request.remote or "unknown"
+    refused = gate.enter(kind, client)
+    if refused is not None:
+        what = "event streams" if kind == "stream" else "request bodies being sent"
+        whose = f"this client ({client})" if refused == 429 else "all clients together"
+        gate.say_once(
+            f"{kind} cap {refused}",
+            f"HTTP API: {whose} already hold the most {what} allowed; more are refused",
+            time.monotonic(),
+        )
+        response = json_error(refused, f"too many {what} open by {whose}; try again later")
+        response.headers["Retry-After"] = "5"
+        return _closing(response)
+    try:
+        if kind == "stream":
+            return await handler(request)
+        failed = await _receive_body(request, gate, client)
+    finally:
+        gate.leave(kind, client)
+    if failed is not None:
+        return failed
+    return await handler(request)
+
+
+async def _receive_body(
+    request: web.Request, gate: RequestGate, client: str
+) -> web.Response | None:
+    """Read the whole body into the request (handlers then read it from memory), or the reply
+    that refuses it. Too large is aiohttp's 413, raised through."""
+    try:
+        async with asyncio.timeout(BODY_READ_SECS):
+            await request.read()
+    except TimeoutError:
+        gate.say_once(
+            "slow body",
+            f"HTTP API: a client ({client}) took more than {BODY_READ_SECS:g} s to send a "
+            "request body; such connections are closed",
+            time.monotonic(),
+        )
+        return _closing(json_error(408, f"request body not received within {BODY_READ_SECS:g} s"))
+    except (ConnectionError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and request.protocol.connected:
+            raise  # not the "Connection closed." of a client gone before its body was read
+        gate.say_once(
+            "aborted body",
+            f"HTTP API: a client ({client}) closed its connection before sending the whole "
+            "request body; nothing was done for it",
+            time.monotonic(),
+        )
+        return _closing(json_error(400, "request body: the connection closed before it ended"))
+    except HttpProcessingError as err:
+        return _closing(json_error(400, f"request body: malformed ({err.message})"))
     return None
 
 
@@ -167,11 +405,13 @@ async def _vehicle_value(
     if raw is not None:
         return controls, car, raw
     required = f"{field}: required ({query} or a JSON body {example})"
-    text = await request.text() if request.can_read_body else ""
+    text = await request.text() if request.body_exists else ""
     if not text.strip():
         return json_error(400, required)
     try:
         body = json.loads(text)
+    except RecursionError:
+        return json_error(400, f"body: JSON nested too deeply (send {example} or use {query})")
     except ValueError:
         return json_error(400, f"body: not JSON (send {example} or use {query})")
     if not isinstance(body, dict):
@@ -241,9 +481,11 @@ def _dumps(obj: Any) -> str:
 def build_app(ctx: ApiContext) -> web.Application:
     """The aiohttp application with every route."""
     app = web.Application(
-        middlewares=[mark_busy, errors_as_json, refuse_cross_site], client_max_size=64 * 1024
+        middlewares=[check_host, mark_busy, errors_as_json, refuse_cross_site, admit_held],
+        client_max_size=64 * 1024,
     )
     app[CTX] = ctx
+    app[GATE] = RequestGate()
     app[BUSY] = set()
     app.router.add_route("GET", "/overload", overload)
     app.router.add_route("POST", "/overload", overload)
@@ -294,16 +536,21 @@ class ConnectionLimiter:
     At the cap, a new connection evicts the oldest idle one (connected but not mid-request),
     so a pile of idle or half-open connections cannot lock out a Shelly's /overload, nor eat
     the descriptors the meter and the car link need. Only when every connection is busy is
-    the newcomer reset.
+    the newcomer reset. One client address may hold at most `per_client` of them: past that,
+    its own oldest idle connection (or, all busy, the newcomer) is closed, so one host on the
+    LAN cannot take every place.
     """
 
-    def __init__(self, server: web.Server, busy: set[object], limit: int) -> None:
+    def __init__(
+        self, server: web.Server, busy: set[object], limit: int, per_client: int | None = None
+    ) -> None:
         self._server = server
         self._busy = busy
         self.limit = limit
+        self.per_client = per_client if per_client is not None else max(8, limit // 2)
         self.evicted = 0
         self.refused = 0
-        self._closing: set[object] = set()
+        self.client_capped = 0
 
     @property
     def open_connections(self) -> int:
@@ -311,19 +558,42 @@ class ConnectionLimiter:
         return len(self._server.connections)
 
     def __call__(self) -> asyncio.BaseProtocol:
-        connections = self._server.connections
-        if len(connections) >= self.limit:
-            self._closing.intersection_update(connections)
-            victim = next(
-                (c for c in connections if c not in self._busy and c not in self._closing), None
-            )
+        # A closed connection stays listed until its handler's task ends (aiohttp lingers up
+        # to LINGER_SECS for an unread body): it holds no descriptor, so it does not count.
+        live = [c for c in self._server.connections if c.transport is not None]
+        if len(live) >= self.limit:
+            victim = next((c for c in live if c not in self._busy), None)
             if victim is None:
                 self.refused += 1
                 return _Refuse()
-            self._closing.add(victim)
             victim.force_close()
             self.evicted += 1
-        return self._server()
+        handler = self._server()
+        # The peer is known once connection_made has run, from a callback the transport
+        # schedules after this factory returns: check one callback later.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self._cap_client, handler)
+        return handler
+
+    def _cap_client(self, newcomer: web.RequestHandler) -> None:
+        peer = _peer(newcomer)
+        if peer is None:
+            return
+        same = [c for c in self._server.connections if _peer(c) == peer]
+        if len(same) <= self.per_client:
+            return
+        victim = next((c for c in same if c is not newcomer and c not in self._busy), newcomer)
+        victim.force_close()
+        self.client_capped += 1
+
+
+def _peer(handler: web.RequestHandler) -> str | None:
+    """The client address of an open connection (None once closed)."""
+    transport = handler.transport
+    if transport is None:
+        return None
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 async def listen(
@@ -332,6 +602,7 @@ async def listen(
     port: int,
     *,
     max_connections: int = MAX_CONNECTIONS,
+    per_client: int | None = None,
     backlog: int = LISTEN_BACKLOG,
 ) -> tuple[asyncio.Server, ConnectionLimiter]:
     """Listen on host:port through a ConnectionLimiter (after `runner.setup()`).
@@ -341,7 +612,7 @@ async def listen(
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() first")
-    limiter = ConnectionLimiter(server, runner.app[BUSY], max_connections)
+    limiter = ConnectionLimiter(server, runner.app[BUSY], max_connections, per_client)
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(limiter, host, port, backlog=backlog, reuse_address=True)
     return listener, limiter
@@ -358,6 +629,7 @@ def make_runner(app: web.Application, *, keepalive_secs: float = KEEPALIVE_SECS)
         max_line_size=8190,
         max_field_size=8190,
         max_headers=64,
+        lingering_time=LINGER_SECS,
     )
 
 

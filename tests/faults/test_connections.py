@@ -69,12 +69,16 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def serve(limit: int, keepalive_secs: float = 30.0) -> AsyncIterator[Api]:
+async def serve(
+    limit: int, keepalive_secs: float = 30.0, per_client: int | None = None
+) -> AsyncIterator[Api]:
     api = Api()
     ctx = ApiContext(api.overload, dict, dict, list, extra_routes=[web.get("/slow", api.slow)])
     runner = make_runner(build_app(ctx), keepalive_secs=keepalive_secs)
     await runner.setup()
-    listener, api.limiter = await listen(runner, "127.0.0.1", 0, max_connections=limit)
+    listener, api.limiter = await listen(
+        runner, "127.0.0.1", 0, max_connections=limit, per_client=per_client
+    )
     api.port = listener.sockets[0].getsockname()[1]
     try:
         yield api
@@ -101,6 +105,16 @@ def idle_sockets(port: int, count: int) -> Iterator[list[socket.socket]]:
             s.close()
 
 
+def connect_from(source: str, port: int) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port from another loopback address (another client)."""
+    s = socket.socket()
+    s.bind((source, 0))
+    s.setblocking(False)
+    err = s.connect_ex(("127.0.0.1", port))
+    assert err in (0, errno.EINPROGRESS), os.strerror(err)
+    return s
+
+
 def closed_by_peer(sock: socket.socket) -> bool:
     try:
         return sock.recv(1) == b""
@@ -125,6 +139,30 @@ async def test_at_the_cap_the_oldest_idle_connection_makes_room() -> None:
             assert not closed_by_peer(socks[3])
         assert api.limiter.evicted >= 1
         assert api.overloads == 1
+
+
+async def test_one_client_address_cannot_take_every_place() -> None:
+    async with serve(limit=16, per_client=3) as api:
+        assert api.limiter is not None
+        limiter = api.limiter
+        socks = [connect_from("127.0.0.2", api.port) for _ in range(5)]
+        try:
+            await until(lambda: limiter.client_capped >= 2, 5, "two over the client's cap")
+            await until(
+                lambda: closed_by_peer(socks[0]) and closed_by_peer(socks[1]), 5, "oldest closed"
+            )
+            assert not closed_by_peer(socks[4])
+            assert limiter.evicted == 0  # far below the global cap: only the client's own went
+            # Another address still gets in and is served.
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"http://127.0.0.1:{api.port}/overload") as r,
+            ):
+                assert r.status == 202
+        finally:
+            for sock in socks:
+                sock.close()
+    assert api.overloads == 1
 
 
 async def test_when_every_connection_is_busy_a_newcomer_is_reset() -> None:
