@@ -1,4 +1,8 @@
-"""Tesla Fleet API client, spoken through tesla-http-proxy.
+"""Tesla Fleet API client, spoken through tesla-http-proxy or signed by us (`signing`).
+
+With a `FleetSigner`, `base_url` is the Fleet API itself: reads go there with the token, and
+commands are signed here and posted to `signed_command` through the same call path (one
+retry policy, one token source, one billed request per command).
 
 Functional core: `parse_*`, `interpret_reply` and `parse_retry_after` turn wire replies into
 models and errors without I/O. Imperative shell: `TeslaClient` sends requests on the shared
@@ -39,6 +43,7 @@ from tesla_smart_charger import const
 from tesla_smart_charger.api import TokenSource
 from tesla_smart_charger.errors import (
     CommandRefused,
+    CommandSigningError,
     ConfigError,
     RateLimited,
     TeslaAuthError,
@@ -50,6 +55,12 @@ from tesla_smart_charger.errors import (
 from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.models import ChargeState, VehicleSnapshot, VehicleState
 from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
+from tesla_smart_charger.signing.client import FleetSigner
+from tesla_smart_charger.signing.messages import (
+    charge_start_action,
+    charge_stop_action,
+    set_charging_amps_action,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -402,7 +413,10 @@ class _Reply:
 
 
 class TeslaClient:
-    """The car through tesla-http-proxy (implements `api.Vehicle`); never wakes it."""
+    """The car through tesla-http-proxy or signed commands (implements `api.Vehicle`).
+
+    Never wakes it.
+    """
 
     def __init__(
         self,
@@ -418,8 +432,12 @@ class TeslaClient:
         retry_wait: wait_base = DEFAULT_RETRY_WAIT,
         retry_attempts: int = const.TESLA_RETRY_ATTEMPTS,
         policy: RetryPolicy | None = None,
+        signer: FleetSigner | None = None,
     ) -> None:
         self._session = session
+        self.signer = signer
+        # What listens at base_url, for the words of a log line.
+        self.service = "the Fleet API" if signer is not None else "tesla-http-proxy"
         self._base = base_url.rstrip("/")
         self._vehicle_id = vehicle_id.strip()
         self._tokens = tokens
@@ -437,7 +455,7 @@ class TeslaClient:
         self._rate_limited_until = 0.0
         self._host = urlsplit(self._base).netloc or self._base
         self.policy = policy or RetryPolicy(
-            f"car link (tesla-http-proxy at {self._host})", logger=_LOGGER, clock=clock
+            f"car link ({self.service} at {self._host})", logger=_LOGGER, clock=clock
         )
         # The last attempt could not even connect (refused, DNS, connect timeout): only then
         # does a TCP probe say anything about recovery.
@@ -581,9 +599,16 @@ class TeslaClient:
         vin = await self.resolve_vin()
         shown = f" amps={amps}" if amps is not None else ""
         try:
-            await self._call(
-                "POST", f"/api/1/vehicles/{vin}/command/{name}", "command", body=body, command=name
-            )
+            if self.signer is not None:
+                await self._signed_command(vin, name, amps)
+            else:
+                await self._call(
+                    "POST",
+                    f"/api/1/vehicles/{vin}/command/{name}",
+                    "command",
+                    body=body,
+                    command=name,
+                )
         except CommandRefused as err:
             _LOGGER.warning("command %s%s refused: %s", name, shown, err.reason)
             raise
@@ -592,6 +617,35 @@ class TeslaClient:
             raise
         # The service logs each command once, with the controller's reason; this is detail.
         _LOGGER.debug("command %s%s result=ok", name, shown)
+
+    async def _signed_command(self, vin: str, name: str, amps: int | None) -> None:
+        """Sign the command ourselves and post it to Fleet's signed_command.
+
+        The HTTP calls go through `_call` (policy gate, 429, 401 refresh, billing); whether
+        the link worked is settled here, once the car's answer is read: a signature the car
+        rejects is a fault for the policy (backoff at its cap), not a success.
+        """
+        assert self.signer is not None  # noqa: S101 - only called with a signer
+        if name == "set_charging_amps":
+            action = set_charging_amps_action(amps if amps is not None else 0)
+        elif name == "charge_start":
+            action = charge_start_action()
+        else:
+            action = charge_stop_action()
+        path = f"/api/1/vehicles/{vin}/signed_command"
+
+        async def send(body: dict[str, Any]) -> dict[str, Any]:
+            return await self._call("POST", path, "command", body=body, settle=False)
+
+        try:
+            response = await self.signer.execute(vin, action, send)
+        except (CommandSigningError, TeslaProtocolError) as err:
+            err.retry_after = self.policy.failure("fault", str(err))
+            raise
+        self.policy.success()
+        if not response.ok:
+            reason = response.reason or "unspecified error"
+            raise CommandRefused(name, f"car could not execute command: {reason}")
 
     async def _call(
         self,
@@ -602,6 +656,7 @@ class TeslaClient:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         command: str | None = None,
+        settle: bool = True,
     ) -> dict[str, Any]:
         """One logical call through the car link's retry policy.
 
@@ -609,6 +664,8 @@ class TeslaClient:
         allows. While the link is healthy, tenacity retries transport faults in place (a blip
         must not delay a cut); once it is failing, the policy alone paces the attempts.
         Every error raised carries `retry_after`: when the link may be tried again.
+        `settle=False` leaves a successful reply's verdict to the caller (a signed command's
+        answer is only known once the car's message is read).
         """
         policy = self.policy
         wait = policy.wait_secs(self._clock())
@@ -648,7 +705,8 @@ class TeslaClient:
         except (VehicleAsleep, CommandRefused):
             policy.success()  # the link works; the car answered
             raise
-        policy.success()
+        if settle:
+            policy.success()
         return result
 
     async def _call_once(
@@ -747,7 +805,7 @@ class TeslaClient:
                 | ConnectionRefusedError,
             )
             self._counter.record(category, "transient", billed=False)
-            words = describe_transport_error(err, host=self._host, service="tesla-http-proxy")
+            words = describe_transport_error(err, host=self._host, service=self.service)
             raise TeslaTransientError(_scrub(f"{what}: {words}", token)) from err
         self.connect_failed = False
         payload: Any
