@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -43,7 +43,6 @@ from tesla_smart_charger import const
 from tesla_smart_charger.api import TokenSource
 from tesla_smart_charger.errors import (
     CommandRefused,
-    CommandSigningError,
     ConfigError,
     RateLimited,
     TeslaAuthError,
@@ -55,12 +54,17 @@ from tesla_smart_charger.errors import (
 from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.models import ChargeState, VehicleSnapshot, VehicleState
 from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
+from tesla_smart_charger.signing.cache import CACHE_FILE, SessionCache
 from tesla_smart_charger.signing.client import FleetSigner
+from tesla_smart_charger.signing.crypto import SigningKeyError, load_private_key, public_bytes
 from tesla_smart_charger.signing.messages import (
     charge_start_action,
     charge_stop_action,
     set_charging_amps_action,
 )
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.config import LoadedConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -618,6 +622,27 @@ class TeslaClient:
         # The service logs each command once, with the controller's reason; this is detail.
         _LOGGER.debug("command %s%s result=ok", name, shown)
 
+    async def check_pairing(self) -> None:
+        """One handshake (one billed request): proves the car knows our key; caches the session.
+
+        Only with a signer; doctor calls it for an online car, never to wake one.
+        """
+        if self.signer is None:
+            raise TeslaProtocolError("commands go through tesla-http-proxy: nothing to pair here")
+        signer = self.signer
+        vin = await self.resolve_vin()
+        path = f"/api/1/vehicles/{vin}/signed_command"
+
+        async def send(body: dict[str, Any]) -> dict[str, Any]:
+            return await self._call("POST", path, "command", body=body, settle=False)
+
+        try:
+            await signer.handshake(vin, send)
+        except TeslaProtocolError as err:
+            err.retry_after = self.policy.failure("fault", str(err))
+            raise
+        self.policy.success()
+
     async def _signed_command(self, vin: str, name: str, amps: int | None) -> None:
         """Sign the command ourselves and post it to Fleet's signed_command.
 
@@ -639,7 +664,7 @@ class TeslaClient:
 
         try:
             response = await self.signer.execute(vin, action, send)
-        except (CommandSigningError, TeslaProtocolError) as err:
+        except TeslaProtocolError as err:  # CommandSigningError included
             err.retry_after = self.policy.failure("fault", str(err))
             raise
         self.policy.success()
@@ -814,6 +839,42 @@ class TeslaClient:
         except ValueError:
             payload = MALFORMED
         return _Reply(status, payload, retry_after, reset)
+
+
+def client_for(
+    loaded: LoadedConfig,
+    session: aiohttp.ClientSession,
+    vehicle_id: str,
+    tokens: TokenSource,
+    counter: ApiCallCounter,
+    **kwargs: Any,
+) -> TeslaClient:
+    """The car client for the configured road: tesla-http-proxy, or signed by us over Fleet.
+
+    Signed: reads and commands go to the region's Fleet API with the token; the session
+    cache lives beside the token store.
+    """
+    url = loaded.car_api_url
+    if loaded.command_road == "signed":
+        try:
+            key = load_private_key(loaded.private_key_file)
+        except SigningKeyError as err:
+            raise ConfigError([f"{loaded.path}: teslaPrivateKey: {err}"]) from err
+        cache = SessionCache(loaded.token_file.parent / CACHE_FILE, public_bytes(key))
+        signer = FleetSigner(key, cache)
+        return TeslaClient(session, url, vehicle_id, tokens, counter, signer=signer, **kwargs)
+    ssl_context = ssl_context_for(url, loaded.proxy_ca_file)
+    return TeslaClient(session, url, vehicle_id, tokens, counter, ssl_context=ssl_context, **kwargs)
+
+
+def describe_road(loaded: LoadedConfig) -> str:
+    """Which way commands go, for the start-up log and doctor."""
+    if loaded.command_road == "signed":
+        return (
+            f"signed by this charger with {loaded.private_key_file}, sent to the Fleet API at "
+            f"{loaded.car_api_url}"
+        )
+    return f"through tesla-http-proxy at {loaded.car_api_url}"
 
 
 def _quick_transient(err: BaseException) -> bool:
