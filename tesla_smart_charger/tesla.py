@@ -69,7 +69,10 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 Category = Literal["data", "command", "wake"]
-Outcome = Literal["ok", "asleep", "rate_limited", "refused", "auth", "error", "transient"]
+# "handshake": a signed-command session handshake that worked (billed as a command).
+Outcome = Literal[
+    "ok", "asleep", "rate_limited", "refused", "auth", "error", "transient", "handshake"
+]
 CATEGORIES: Final[tuple[Category, ...]] = get_args(Category)
 
 _DAY: Final = 24 * 3600.0
@@ -633,8 +636,15 @@ class TeslaClient:
         vin = await self.resolve_vin()
         path = f"/api/1/vehicles/{vin}/signed_command"
 
-        async def send(body: dict[str, Any]) -> dict[str, Any]:
-            return await self._call("POST", path, "command", body=body, settle=False)
+        async def send(body: dict[str, Any], handshake: bool) -> dict[str, Any]:
+            return await self._call(
+                "POST",
+                path,
+                "command",
+                body=body,
+                settle=False,
+                ok_outcome="handshake" if handshake else "ok",
+            )
 
         try:
             await signer.handshake(vin, send)
@@ -659,8 +669,15 @@ class TeslaClient:
             action = charge_stop_action()
         path = f"/api/1/vehicles/{vin}/signed_command"
 
-        async def send(body: dict[str, Any]) -> dict[str, Any]:
-            return await self._call("POST", path, "command", body=body, settle=False)
+        async def send(body: dict[str, Any], handshake: bool) -> dict[str, Any]:
+            return await self._call(
+                "POST",
+                path,
+                "command",
+                body=body,
+                settle=False,
+                ok_outcome="handshake" if handshake else "ok",
+            )
 
         try:
             response = await self.signer.execute(vin, action, send)
@@ -682,6 +699,7 @@ class TeslaClient:
         body: dict[str, Any] | None = None,
         command: str | None = None,
         settle: bool = True,
+        ok_outcome: Outcome = "ok",
     ) -> dict[str, Any]:
         """One logical call through the car link's retry policy.
 
@@ -716,7 +734,13 @@ class TeslaClient:
             async for attempt in retrying:
                 with attempt:
                     result = await self._call_once(
-                        method, path, category, params=params, body=body, command=command
+                        method,
+                        path,
+                        category,
+                        params=params,
+                        body=body,
+                        command=command,
+                        ok_outcome=ok_outcome,
                     )
         except RateLimited as err:
             err.retry_after = policy.failure("rate_limited", str(err), retry_after=err.retry_after)
@@ -743,6 +767,7 @@ class TeslaClient:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         command: str | None,
+        ok_outcome: Outcome = "ok",
     ) -> dict[str, Any]:
         """One attempt: rate-limit gate, request, one token refresh on 401, reply mapping."""
         what = f"{method} {path}"
@@ -774,6 +799,8 @@ class TeslaClient:
             _LOGGER.debug("%s: rate limited by the Fleet API, backing off %.0f s", what, delay)
             raise RateLimited(f"{what}: rate limited (HTTP 429), retry in {delay:.0f} s", delay)
         outcome, error = interpret_reply(reply.status, reply.payload, what=what, command=command)
+        if outcome == "ok":
+            outcome = ok_outcome
         self._counter.record(category, outcome, billed=reply.status < 500)
         if error is not None:
             error.args = tuple(_scrub(str(a), token) for a in error.args)

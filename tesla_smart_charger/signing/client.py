@@ -47,7 +47,8 @@ from tesla_smart_charger.signing.session import (
 
 _LOGGER = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# send(body, handshake): POST the body; `handshake` only labels the request in the accounting.
+Send = Callable[[dict[str, Any], bool], Awaitable[dict[str, Any]]]
 UNKNOWN_KEY_FAULTS = frozenset({3, 4})
 
 
@@ -114,7 +115,7 @@ class FleetSigner:
         request = handshake_request(
             Domain.INFOTAINMENT, self.public, uuid=uuid, address=self._address
         )
-        reply = await _exchange(send, request)
+        reply = await _exchange(send, request, handshake=True)
         self.handshakes += 1
         if reply.fault:
             raise CommandSigningError(
@@ -159,7 +160,7 @@ class FleetSigner:
                     raise CommandSigningError(f"{vin}: {err}") from err
                 # The counter is on disk before the command leaves: a crash cannot reuse it.
                 self._remember(signed.session, k)
-                reply = await _exchange(send, signed.message)
+                reply = await _exchange(send, signed.message, handshake=False)
                 if reply.request_uuid and reply.request_uuid != uuid:
                     raise CommandSigningError(f"{vin}: the reply is for another request")
                 if not reply.fault:
@@ -208,10 +209,10 @@ class FleetSigner:
         return fresh
 
 
-async def _exchange(send: Send, message: RoutableMessage) -> RoutableMessage:
+async def _exchange(send: Send, message: RoutableMessage, *, handshake: bool) -> RoutableMessage:
     """POST one message; the car's reply, decoded (TeslaProtocolError if it is not one)."""
     body = {"routable_message": base64.b64encode(message.encode()).decode("ascii")}
-    payload = await send(body)
+    payload = await send(body, handshake)
     encoded = payload.get("response")
     if not isinstance(encoded, str):
         raise TeslaProtocolError("signed_command: response is not a base64 routable message")
