@@ -14,6 +14,7 @@ import pytest
 
 from tesla_smart_charger.signing import crypto
 from tesla_smart_charger.signing.messages import (
+    AesGcmResponse,
     Destination,
     Domain,
     RoutableMessage,
@@ -23,7 +24,14 @@ from tesla_smart_charger.signing.messages import (
     Tag,
 )
 from tesla_smart_charger.signing.protobuf import Writer
-from tesla_smart_charger.signing.session import SessionError, verified_info
+from tesla_smart_charger.signing.session import (
+    Session,
+    SessionError,
+    open_reply,
+    resync,
+    sign,
+    verified_info,
+)
 
 VEHICLE_KEY = """-----BEGIN EC PRIVATE KEY-----
 MHcCAQEEIDRO5bRmp88e6xK29QMx2y5exYNO9fS+/P2MvlXCUo1woAoGCCqGSM49
@@ -245,3 +253,76 @@ def test_hmac_tag_follows_the_documented_formula() -> None:
     k_prime = hmac.new(K, b"authenticated command", hashlib.sha256).digest()
     expected = hmac.new(k_prime, meta + payload, hashlib.sha256).digest()
     assert crypto.command_hmac_tag(K, meta, payload) == expected
+
+
+# --- session rules (pure functions; Go's UpdateSessionInfo and response decryption) ----------
+
+
+def _session(counter: int = 10, set_time: int = 2650) -> Session:
+    return Session(VIN, Domain.INFOTAINMENT, bytes.fromhex(VEHICLE_PUBLIC), EPOCH, counter,
+                   clock_zero=1000.0, set_time=set_time)  # fmt: skip
+
+
+def _info(counter: int, epoch: bytes = EPOCH, clock: int = 2700) -> SessionInfo:
+    return SessionInfo(counter, bytes.fromhex(VEHICLE_PUBLIC), epoch, clock)
+
+
+def test_resync_never_rolls_the_counter_back_within_an_epoch() -> None:
+    assert resync(_session(counter=10), _info(counter=4), now=5000.0).counter == 10
+    assert resync(_session(counter=10), _info(counter=15), now=5000.0).counter == 15
+    fresh = resync(_session(counter=10), _info(counter=2, epoch=bytes(16)), now=5000.0)
+    assert (fresh.counter, fresh.epoch) == (2, bytes(16))  # a new epoch starts over
+    assert fresh.car_time(5000.0) == 2700
+
+
+def test_resync_ignores_older_clock_info_of_the_same_epoch() -> None:
+    session = _session(set_time=3000)
+    assert resync(session, _info(counter=20, clock=2900), now=9999.0) == session
+
+
+def test_resync_refuses_another_car_key() -> None:
+    other = SessionInfo(10, bytes.fromhex(CLIENT_PUBLIC), EPOCH, 2700)
+    with pytest.raises(SessionError, match="public key changed"):
+        resync(_session(), other, now=5000.0)
+
+
+def test_sign_advances_the_counter_and_expires_after_the_lifetime() -> None:
+    signed = sign(_session(counter=10), K, bytes.fromhex(CLIENT_PUBLIC), b"\x12\x00",
+                  now=1000.0 + 2650, uuid=CHALLENGE, address=bytes(16))  # fmt: skip
+    data = signed.message.signature_data
+    assert data is not None
+    assert data.hmac_personalized is not None
+    assert (data.hmac_personalized.counter, signed.session.counter) == (11, 11)
+    assert data.hmac_personalized.expires_at == 2650 + 10
+    assert signed.message.flags == 2
+    assert signed.request_hash == bytes((SignatureType.HMAC_PERSONALIZED,)) + (
+        data.hmac_personalized.tag
+    )
+
+
+def test_encrypted_reply_opens_only_with_its_request_hash() -> None:
+    req_hash = bytes((SignatureType.HMAC_PERSONALIZED,)) + bytes(32)
+    meta = crypto.response_metadata(
+        Domain.INFOTAINMENT, VIN, counter=3, flags=2, req_hash=req_hash, fault=0
+    )
+    nonce, ciphertext, tag = crypto.gcm_encrypt(K, b"\x0a\x00", meta)
+    reply = RoutableMessage(
+        from_destination=Destination(domain=Domain.INFOTAINMENT),
+        payload=ciphertext,
+        signature_data=SignatureData(aes_gcm_response=AesGcmResponse(nonce, 3, tag)),
+        flags=2,
+    )
+    assert open_reply(K, VIN, reply, req_hash) == b"\x0a\x00"
+    with pytest.raises(SessionError, match="does not verify"):
+        open_reply(K, VIN, reply, req_hash[:-1] + b"\x01")  # a reply to another request
+    plain = RoutableMessage(payload=b"\x0a\x00")  # firmware before 2024.38 ignores the flag
+    assert open_reply(K, VIN, plain, req_hash) == b"\x0a\x00"
+
+
+def test_vcsec_request_hash_is_truncated() -> None:
+    tag = bytes(range(32))
+    assert (
+        len(crypto.request_hash(SignatureType.HMAC_PERSONALIZED, tag, Domain.VEHICLE_SECURITY))
+        == 17
+    )
+    assert len(crypto.request_hash(SignatureType.HMAC_PERSONALIZED, tag, Domain.INFOTAINMENT)) == 33
