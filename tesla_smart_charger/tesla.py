@@ -43,6 +43,7 @@ from tesla_smart_charger import const
 from tesla_smart_charger.api import TokenSource
 from tesla_smart_charger.errors import (
     CommandRefused,
+    CommandSigningError,
     ConfigError,
     RateLimited,
     TeslaAuthError,
@@ -648,7 +649,7 @@ class TeslaClient:
 
         try:
             await signer.handshake(vin, send)
-        except TeslaProtocolError as err:
+        except CommandSigningError as err:  # _call's own errors went through the policy already
             err.retry_after = self.policy.failure("fault", str(err))
             raise
         self.policy.success()
@@ -681,7 +682,7 @@ class TeslaClient:
 
         try:
             response = await self.signer.execute(vin, action, send)
-        except TeslaProtocolError as err:  # CommandSigningError included
+        except CommandSigningError as err:  # _call's own errors went through the policy already
             err.retry_after = self.policy.failure("fault", str(err))
             raise
         self.policy.success()

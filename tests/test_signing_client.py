@@ -22,6 +22,7 @@ from tenacity import wait_none
 from tesla_smart_charger.errors import (
     CommandRefused,
     CommandSigningError,
+    TeslaProtocolError,
     TeslaTransientError,
     VehicleAsleep,
 )
@@ -219,3 +220,13 @@ async def test_sleeping_car_is_asleep_not_a_signing_fault(rig: Rig) -> None:
         await client.set_charging_amps(9)
     assert rig.proxy.billing.wake == 0
     assert client.policy.failures == 0
+
+
+async def test_a_fleet_error_counts_once_in_the_policy(rig: Rig) -> None:
+    client = rig.client()
+    rig.proxy.inject(404, paths="signed_command")
+    with pytest.raises(TeslaProtocolError, match="HTTP 404") as caught:
+        await client.set_charging_amps(8)
+    assert not isinstance(caught.value, CommandSigningError)
+    assert client.policy.failures == 1
+    assert rig.signed_posts() == 1

@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tesla_smart_charger.errors import CommandSigningError, TeslaProtocolError
+from tesla_smart_charger.errors import CommandSigningError
 from tesla_smart_charger.signing import crypto
 from tesla_smart_charger.signing.cache import SessionCache
 from tesla_smart_charger.signing.messages import (
@@ -215,8 +215,8 @@ async def _exchange(send: Send, message: RoutableMessage, *, handshake: bool) ->
     payload = await send(body, handshake)
     encoded = payload.get("response")
     if not isinstance(encoded, str):
-        raise TeslaProtocolError("signed_command: response is not a base64 routable message")
+        raise CommandSigningError("signed_command: response is not a base64 routable message")
     try:
         return RoutableMessage.decode(base64.b64decode(encoded, validate=True))
     except (binascii.Error, DecodeError, ValueError) as err:
-        raise TeslaProtocolError(f"signed_command: unreadable routable message ({err})") from err
+        raise CommandSigningError(f"signed_command: unreadable routable message ({err})") from err
