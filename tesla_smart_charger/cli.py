@@ -49,10 +49,12 @@ Run the daemon until SIGTERM or Ctrl-C: serve the HTTP API on apiHost:apiPort an
 the car's charging current within homeMaxAmps.
 
 Needs: homeMaxAmps, teslaVehicleId, teslaClientId and tokens (auth exchange, or the
-seed's teslaAccessToken/teslaRefreshToken), tesla-http-proxy at teslaHttpProxy; with
---monitor also energyMonitorIp.
-Writes, beside the config: tokenFile (tokens.json, mode 0600, and tokens.json.lock) and
-charger-state.json (the driver's own charge setting, kept across restarts)."""
+seed's teslaAccessToken/teslaRefreshToken), and the command key (teslaPrivateKey, default
+private-key.pem beside the config; commands are then signed here and sent to the Fleet
+API) or tesla-http-proxy at teslaHttpProxy; with --monitor also energyMonitorIp.
+Writes, beside the config: tokenFile (tokens.json, mode 0600, and tokens.json.lock),
+charger-state.json (the driver's own charge setting, kept across restarts) and, when
+signing, signing-sessions.json (0600: the car's session, so a restart needs no handshake)."""
 
 CHECK_CONFIG_HELP = """\
 Validate the configuration file and the TSC_* environment overrides, and print the

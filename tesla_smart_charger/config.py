@@ -49,6 +49,11 @@ MAX_CHARGER_AMPS = 80.0
 MAX_SAFETY_MARGIN_AMPS = 20.0
 DEFAULT_TOKEN_URL = "https://fleet-auth.prd.vn.cloud.tesla.com/oauth2/v3/token"  # noqa: S105 (a URL)
 DEFAULT_AUTHORIZE_URL = "https://auth.tesla.com/oauth2/v3/authorize"
+# tesla-http-proxy's URL when teslaHttpProxy is unset and there is no key to sign with.
+DEFAULT_PROXY_URL = "https://localhost:4443"
+# What `keygen` writes beside the config file; the signing key unless teslaPrivateKey says.
+PRIVATE_KEY_FILE = "private-key.pem"
+
 FLEET_API_BASES: dict[str, str] = {
     "na": "https://fleet-api.prd.na.vn.cloud.tesla.com",
     "eu": "https://fleet-api.prd.eu.vn.cloud.tesla.com",
@@ -283,11 +288,18 @@ class Settings(BaseSettings):
         Field(description="Seeds the token store on first start; the store wins afterwards."),
     ] = None
     tesla_http_proxy: Annotated[
-        str,
+        OptStr,
         Field(
-            description="URL of tesla-http-proxy. It speaks HTTPS only; an http:// URL is accepted with a warning."
+            description="URL of tesla-http-proxy, if you run it (it speaks HTTPS only; http:// is accepted with a warning). Unset: the charger signs commands itself with teslaPrivateKey; without that key, https://localhost:4443 as before.",
         ),
-    ] = "https://localhost:4443"
+    ] = None
+    tesla_private_key: Annotated[
+        Path | None,
+        BeforeValidator(_empty_as_none),
+        Field(
+            description="The P-256 key that signs car commands when teslaHttpProxy is unset (keygen writes it). Default: private-key.pem beside the config file.",
+        ),
+    ] = None
     tesla_client_id: Annotated[
         OptStr,
         Field(
@@ -585,8 +597,8 @@ class Settings(BaseSettings):
 
     @field_validator("tesla_http_proxy")
     @classmethod
-    def _proxy_url(cls, value: str) -> str:
-        return _check_http_url(value, "teslaHttpProxy")
+    def _proxy_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value, "teslaHttpProxy")
 
     @field_validator("tesla_token_url", "tesla_authorize_url")
     @classmethod
@@ -655,6 +667,29 @@ class LoadedConfig:
         if configured is None:
             return self.path.parent / "tokens.json"
         return configured if configured.is_absolute() else self.path.parent / configured
+
+    @property
+    def private_key_file(self) -> Path:
+        """`teslaPrivateKey`, relative to the config file; default private-key.pem beside it."""
+        configured = self.settings.tesla_private_key
+        if configured is None:
+            return self.path.parent / PRIVATE_KEY_FILE
+        return configured if configured.is_absolute() else self.path.parent / configured
+
+    @property
+    def command_road(self) -> Literal["proxy", "signed"]:
+        """How commands reach the car: tesla-http-proxy when configured, else signed by us
+        when the private key exists, else the proxy at its old default URL."""
+        if self.settings.tesla_http_proxy is not None:
+            return "proxy"
+        return "signed" if self.private_key_file.is_file() else "proxy"
+
+    @property
+    def car_api_url(self) -> str:
+        """Where the car client sends requests: the proxy, or the region's Fleet API."""
+        if self.command_road == "signed":
+            return self.settings.fleet_api_base
+        return self.settings.tesla_http_proxy or DEFAULT_PROXY_URL
 
     @property
     def proxy_ca_file(self) -> Path | None:
@@ -878,7 +913,7 @@ def _is_loopback(host: str) -> bool:
 def _config_warnings(path: Path, raw: Mapping[str, Any], s: Settings) -> list[str]:
     """Settings that work but leave a door open: worth a line at every start."""
     warnings: list[str] = []
-    if urlsplit(s.tesla_http_proxy).scheme == "http":
+    if s.tesla_http_proxy is not None and urlsplit(s.tesla_http_proxy).scheme == "http":
         warnings.append(
             f"teslaHttpProxy: {s.tesla_http_proxy} is http://, but tesla-http-proxy speaks HTTPS only; "
             "use https:// (with teslaHttpProxyCaFile for its self-signed certificate)"
@@ -970,6 +1005,22 @@ def preflight(loaded: LoadedConfig, *, monitor: bool) -> None:
         )
     elif token_file.exists() and not os.access(token_file, os.R_OK):
         problems.append(f"{loaded.path}: tokenFile: {token_file} is not readable by this user")
+    if s.tesla_private_key is not None and s.tesla_http_proxy is None:
+        key_file = loaded.private_key_file
+        if not key_file.is_file():
+            problems.append(
+                f"{loaded.path}: teslaPrivateKey: {key_file} does not exist (run tesla-smart-charger keygen, or set teslaHttpProxy)"
+            )
+    if loaded.command_road == "signed":
+        from tesla_smart_charger.signing.crypto import (  # noqa: PLC0415 - only when signing
+            SigningKeyError,
+            load_private_key,
+        )
+
+        try:
+            load_private_key(loaded.private_key_file)
+        except SigningKeyError as err:
+            problems.append(f"{loaded.path}: teslaPrivateKey: {err}")
     ca_file = loaded.proxy_ca_file
     if ca_file is not None:
         try:

@@ -60,7 +60,7 @@ from tesla_smart_charger.safety import (
 )
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
 from tesla_smart_charger.service import ChargeService, MeterPoller, car_status
-from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, ssl_context_for
+from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, client_for, describe_road
 from tesla_smart_charger.tokens import TokenManager, TokenStore
 
 if TYPE_CHECKING:
@@ -346,14 +346,7 @@ def build_fleet(
     roads: list[Vehicle] = []
     policies: list[RetryPolicy | None] = []  # each car's BLE bridge policy (None: cloud only)
     for i, v in enumerate(s.vehicles):
-        client = TeslaClient(
-            session,
-            s.tesla_http_proxy,
-            v.vin,
-            tokens,
-            counter,
-            ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
-        )
+        client = client_for(loaded, session, v.vin, tokens, counter)
         ble = v.tesla_ble_proxy or s.tesla_ble_proxy
         road: Vehicle = client
         policy = None
@@ -428,13 +421,8 @@ async def build_daemon(
         roads = car if isinstance(car, FailoverVehicle) else None
         ble_policy = fleet.ble_policies[0]
     else:
-        vehicle = TeslaClient(
-            session,
-            s.tesla_http_proxy,
-            one.vin if one else s.tesla_vehicle_id,
-            tokens,
-            counter,
-            ssl_context=ssl_context_for(s.tesla_http_proxy, loaded.proxy_ca_file),
+        vehicle = client_for(
+            loaded, session, one.vin if one else s.tesla_vehicle_id, tokens, counter
         )
         roads, ble_policy = build_roads(session, ble_url, vehicle) if ble_url else (None, None)
         car = roads if roads is not None else vehicle  # BLE first when configured
@@ -738,6 +726,7 @@ async def run_daemon(
             s.api_port,
             mode,
         )
+        _LOG.info("car commands: %s", describe_road(loaded))
 
         start_tasks(daemon)
         daemon.notifier.ready(daemon.one_line())

@@ -74,6 +74,18 @@ class TeslaProtocolError(TeslaError, PermanentError):
     """A reply we cannot parse, or a 4xx that is not one of the cases above."""
 
 
+class CommandSigningError(TeslaProtocolError):
+    """A signed command failed a check: key not paired, bad tag, stale counter, expired.
+
+    Permanent for the retry policy: resending the same thing cannot help, and the car's own
+    re-sync (fresh session info in its fault reply) has already been tried once.
+    """
+
+    def __init__(self, message: str, fault: int = 0) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
 # --- Meters --------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ RoadAvailable = Callable[[str], bool]
 OnResult = Callable[[str, bool, BaseException | None], None]
 
 # What a home owner reads in the log for each road.
-ROAD_LABELS: Final = {"ble": "the BLE bridge", "cloud": "Tesla's cloud (tesla-http-proxy)"}
+ROAD_LABELS: Final = {"ble": "the BLE bridge", "cloud": "Tesla's cloud (Fleet API)"}
 # An alert-worthy outage (issue 11: "a road down for > 5 min").
 ROAD_DOWN_ALERT_SECS: Final = 300.0
 

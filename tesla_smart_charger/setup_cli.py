@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import secrets
-import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +28,7 @@ from tesla_smart_charger.config import FLEET_API_BASES, LoadedConfig, Settings, 
 from tesla_smart_charger.errors import (
     BleUnavailable,
     ChargerError,
+    CommandSigningError,
     ConfigError,
     LoginRequired,
     MeterAuthError,
@@ -44,11 +44,14 @@ from tesla_smart_charger.errors import (
 )
 from tesla_smart_charger.logging_setup import register_config_secrets, register_secret, scrub
 from tesla_smart_charger.meters import create_meter
+from tesla_smart_charger.models import VehicleState
 from tesla_smart_charger.safety import build_relay
 from tesla_smart_charger.tesla import (
     ApiCallCounter,
     TeslaClient,
     certificate_fix_hint,
+    client_for,
+    describe_road,
     is_vin,
     ssl_context_for,
 )
@@ -494,7 +497,7 @@ class _Doctor:
                 "token store readable",
                 "access token not expired",
                 "token refresh works",
-                "proxy reachable",
+                "car commands",
                 "vehicle found",
                 "meter reading",
             ):
@@ -503,8 +506,14 @@ class _Doctor:
         self.add("configuration valid", "ok", str(path))
         settings = loaded.settings
         manager = await self.tokens(loaded)
-        ssl_context, proxy_ok = await self.proxy(settings, loaded.proxy_ca_file)
-        await self.vehicle(settings, manager if proxy_ok else None, ssl_context)
+        if loaded.command_road == "signed":
+            self.add("car commands", "ok", describe_road(loaded))
+            client = await self.vehicle(loaded, manager)
+            await self.key_paired(loaded, client)
+        else:
+            self.add("car commands", "ok", describe_road(loaded))
+            proxy_ok = await self.proxy(loaded)
+            await self.vehicle(loaded, manager if proxy_ok else None)
         await self.meter(settings)
         if settings.tesla_ble_proxy is not None:
             await self.ble_bridge(settings)
@@ -582,16 +591,14 @@ class _Doctor:
             )
         return manager
 
-    async def proxy(
-        self, settings: Settings, ca_file: Path | None
-    ) -> tuple[ssl.SSLContext | None, bool]:
-        base = settings.tesla_http_proxy
+    async def proxy(self, loaded: LoadedConfig) -> bool:
+        base = loaded.car_api_url
         name = "proxy reachable"
         try:
-            ctx = ssl_context_for(base, ca_file)
+            ctx = ssl_context_for(base, loaded.proxy_ca_file)
         except ConfigError as err:
             self.add(name, "FAIL", "; ".join(err.problems), "fix teslaHttpProxyCaFile")
-            return None, False
+            return False
         url = f"{base}/health"
         try:
             async with (
@@ -607,7 +614,7 @@ class _Doctor:
                 f"tesla-http-proxy at {base}: TLS certificate not accepted ({err.certificate_error})",
                 f"{certificate_fix_hint(err.certificate_error)} (see docs/setup.md)",
             )
-            return ctx, False
+            return False
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             self.add(
                 name,
@@ -616,7 +623,7 @@ class _Doctor:
                 f"tesla-http-proxy at {base} not reachable: start it (see docs/setup.md) "
                 "or fix teslaHttpProxy",
             )
-            return ctx, False
+            return False
         if status != 200:
             self.add(
                 name,
@@ -624,26 +631,27 @@ class _Doctor:
                 f"{url} answered HTTP {status}",
                 "is teslaHttpProxy really tesla-http-proxy (v0.3.4 or later has /health)?",
             )
-            return ctx, False
+            return False
         self.add(name, "ok", f"tesla-http-proxy at {base} answered /health")
-        return ctx, True
+        return True
 
     async def vehicle(
-        self, settings: Settings, manager: TokenManager | None, ctx: ssl.SSLContext | None
-    ) -> None:
+        self, loaded: LoadedConfig, manager: TokenManager | None
+    ) -> TeslaClient | None:
+        """The car's state without waking it; the client when the car is online."""
+        settings = loaded.settings
         name = "vehicle found"
         if manager is None:
             self.add(name, "skip", "needs a reachable proxy and working tokens")
-            return
-        client = TeslaClient(
-            self.session,
-            settings.tesla_http_proxy,
-            settings.tesla_vehicle_id,
-            manager,
-            ApiCallCounter(),
-            ssl_context=ctx,
-            retry_attempts=1,
-        )
+            return None
+        try:
+            client = client_for(
+                loaded, self.session, settings.tesla_vehicle_id, manager, ApiCallCounter(),
+                retry_attempts=1,
+            )  # fmt: skip
+        except ConfigError as err:
+            self.add(name, "FAIL", "; ".join(err.problems), "fix teslaPrivateKey (or run keygen)")
+            return None
         try:
             async with asyncio.timeout(DOCTOR_TIMEOUT_SECS * 2):
                 snap = await client.snapshot(with_charge_state=False)
@@ -655,10 +663,10 @@ class _Doctor:
                 "run: tesla-smart-charger auth refresh; on 403 log in again granting all "
                 f"scopes ({FIX_REAUTH})",
             )
-            return
+            return None
         except RateLimited as err:
             self.add(name, "FAIL", str(err), "wait, then run doctor again")
-            return
+            return None
         except TeslaTransientError as err:
             self.add(
                 name,
@@ -666,7 +674,7 @@ class _Doctor:
                 str(err),
                 "the proxy could not reach the Fleet API: check the proxy's log (-verbose)",
             )
-            return
+            return None
         except (TeslaError, TimeoutError) as err:
             text = str(err) or "timed out"
             fix = (
@@ -675,9 +683,39 @@ class _Doctor:
                 else "check teslaVehicleId (the car's VIN) and that the car is on this account"
             )
             self.add(name, "FAIL", text, fix)
-            return
+            return None
         self.add(
             name, "ok", f"{client.vin or settings.tesla_vehicle_id}: {snap.state.value} (not woken)"
+        )
+        return client if snap.state is VehicleState.ONLINE else None
+
+    async def key_paired(self, loaded: LoadedConfig, client: TeslaClient | None) -> None:
+        """One handshake with the car (one billed request): the car knows our key."""
+        name = "key paired with the car"
+        if client is None:
+            self.add(
+                name, "skip", "needs the car online and working tokens (doctor never wakes it)"
+            )
+            return
+        try:
+            async with asyncio.timeout(DOCTOR_TIMEOUT_SECS * 2):
+                await client.check_pairing()
+        except CommandSigningError as err:
+            fix = (
+                "pair the key: open https://tesla.com/_ak/<your-domain> on your phone and "
+                "approve it on the car's key card"
+                if err.fault in (3, 4)
+                else "run doctor again; if it persists, check the clock and teslaPrivateKey"
+            )
+            self.add(name, "FAIL", str(err), fix)
+            return
+        except (TeslaError, TimeoutError) as err:
+            self.add(name, "FAIL", str(err) or "timed out", "run doctor again in a minute")
+            return
+        self.add(
+            name,
+            "ok",
+            f"the car answered our handshake ({loaded.private_key_file}); session cached",
         )
 
     async def meter(self, settings: Settings) -> None:

@@ -1,4 +1,8 @@
-"""Tesla Fleet API client, spoken through tesla-http-proxy.
+"""Tesla Fleet API client, spoken through tesla-http-proxy or signed by us (`signing`).
+
+With a `FleetSigner`, `base_url` is the Fleet API itself: reads go there with the token, and
+commands are signed here and posted to `signed_command` through the same call path (one
+retry policy, one token source, one billed request per command).
 
 Functional core: `parse_*`, `interpret_reply` and `parse_retry_after` turn wire replies into
 models and errors without I/O. Imperative shell: `TeslaClient` sends requests on the shared
@@ -21,7 +25,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -39,6 +43,7 @@ from tesla_smart_charger import const
 from tesla_smart_charger.api import TokenSource
 from tesla_smart_charger.errors import (
     CommandRefused,
+    CommandSigningError,
     ConfigError,
     RateLimited,
     TeslaAuthError,
@@ -50,12 +55,26 @@ from tesla_smart_charger.errors import (
 from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.models import ChargeState, VehicleSnapshot, VehicleState
 from tesla_smart_charger.retry import RetryPolicy, describe_transport_error
+from tesla_smart_charger.signing.cache import CACHE_FILE, SessionCache
+from tesla_smart_charger.signing.client import FleetSigner
+from tesla_smart_charger.signing.crypto import SigningKeyError, load_private_key, public_bytes
+from tesla_smart_charger.signing.messages import (
+    charge_start_action,
+    charge_stop_action,
+    set_charging_amps_action,
+)
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.config import LoadedConfig
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 Category = Literal["data", "command", "wake"]
-Outcome = Literal["ok", "asleep", "rate_limited", "refused", "auth", "error", "transient"]
+# "handshake": a signed-command session handshake that worked (billed as a command).
+Outcome = Literal[
+    "ok", "asleep", "rate_limited", "refused", "auth", "error", "transient", "handshake"
+]
 CATEGORIES: Final[tuple[Category, ...]] = get_args(Category)
 
 _DAY: Final = 24 * 3600.0
@@ -403,7 +422,10 @@ class _Reply:
 
 
 class TeslaClient:
-    """The car through tesla-http-proxy (implements `api.Vehicle`); never wakes it."""
+    """The car through tesla-http-proxy or signed commands (implements `api.Vehicle`).
+
+    Never wakes it.
+    """
 
     def __init__(
         self,
@@ -420,8 +442,12 @@ class TeslaClient:
         retry_attempts: int = const.TESLA_RETRY_ATTEMPTS,
         policy: RetryPolicy | None = None,
         deadline: float = const.TESLA_CALL_DEADLINE,
+        signer: FleetSigner | None = None,
     ) -> None:
         self._session = session
+        self.signer = signer
+        # What listens at base_url, for the words of a log line.
+        self.service = "the Fleet API" if signer is not None else "tesla-http-proxy"
         self._base = base_url.rstrip("/")
         self._vehicle_id = vehicle_id.strip()
         self._tokens = tokens
@@ -440,7 +466,7 @@ class TeslaClient:
         self._rate_limited_until = 0.0
         self._host = urlsplit(self._base).netloc or self._base
         self.policy = policy or RetryPolicy(
-            f"car link (tesla-http-proxy at {self._host})", logger=_LOGGER, clock=clock
+            f"car link ({self.service} at {self._host})", logger=_LOGGER, clock=clock
         )
         # The last attempt could not even connect (refused, DNS, connect timeout): only then
         # does a TCP probe say anything about recovery.
@@ -477,7 +503,7 @@ class TeslaClient:
                     "/api/1/vehicles",
                     "data",
                     params={"page": str(page), "per_page": str(_VEHICLES_PER_PAGE)},
-                    report_success=False,  # a list without the car is no recovery
+                    settle=False,  # a list without the car is no recovery
                 )
                 vin, more = find_vin(payload, self._vehicle_id)
                 if vin is not None:
@@ -569,7 +595,7 @@ class TeslaClient:
             async with asyncio.timeout(self._deadline):
                 return await call
         except TimeoutError as err:
-            message = f"{what}: the proxy did not answer within {self._deadline:g} s"
+            message = f"{what}: {self.service} did not answer within {self._deadline:g} s"
 
             error = TeslaTransientError(message)
             error.retry_after = self.policy.failure("transient", message)
@@ -623,9 +649,16 @@ class TeslaClient:
         vin = await self.resolve_vin()
         shown = f" amps={amps}" if amps is not None else ""
         try:
-            await self._call(
-                "POST", f"/api/1/vehicles/{vin}/command/{name}", "command", body=body, command=name
-            )
+            if self.signer is not None:
+                await self._signed_command(vin, name, amps)
+            else:
+                await self._call(
+                    "POST",
+                    f"/api/1/vehicles/{vin}/command/{name}",
+                    "command",
+                    body=body,
+                    command=name,
+                )
         except CommandRefused as err:
             _LOGGER.warning("command %s%s refused: %s", name, shown, err.reason)
             raise
@@ -634,6 +667,70 @@ class TeslaClient:
             raise
         # The service logs each command once, with the controller's reason; this is detail.
         _LOGGER.debug("command %s%s result=ok", name, shown)
+
+    async def check_pairing(self) -> None:
+        """One handshake (one billed request): proves the car knows our key; caches the session.
+
+        Only with a signer; doctor calls it for an online car, never to wake one.
+        """
+        if self.signer is None:
+            raise TeslaProtocolError("commands go through tesla-http-proxy: nothing to pair here")
+        signer = self.signer
+        vin = await self.resolve_vin()
+        path = f"/api/1/vehicles/{vin}/signed_command"
+
+        async def send(body: dict[str, Any], handshake: bool) -> dict[str, Any]:
+            return await self._call(
+                "POST",
+                path,
+                "command",
+                body=body,
+                settle=False,
+                ok_outcome="handshake" if handshake else "ok",
+            )
+
+        try:
+            await signer.handshake(vin, send)
+        except CommandSigningError as err:  # _call's own errors went through the policy already
+            err.retry_after = self.policy.failure("fault", str(err))
+            raise
+        self.policy.success()
+
+    async def _signed_command(self, vin: str, name: str, amps: int | None) -> None:
+        """Sign the command ourselves and post it to Fleet's signed_command.
+
+        The HTTP calls go through `_call` (policy gate, 429, 401 refresh, billing); whether
+        the link worked is settled here, once the car's answer is read: a signature the car
+        rejects is a fault for the policy (backoff at its cap), not a success.
+        """
+        assert self.signer is not None  # noqa: S101 - only called with a signer
+        if name == "set_charging_amps":
+            action = set_charging_amps_action(amps if amps is not None else 0)
+        elif name == "charge_start":
+            action = charge_start_action()
+        else:
+            action = charge_stop_action()
+        path = f"/api/1/vehicles/{vin}/signed_command"
+
+        async def send(body: dict[str, Any], handshake: bool) -> dict[str, Any]:
+            return await self._call(
+                "POST",
+                path,
+                "command",
+                body=body,
+                settle=False,
+                ok_outcome="handshake" if handshake else "ok",
+            )
+
+        try:
+            response = await self.signer.execute(vin, action, send)
+        except CommandSigningError as err:  # _call's own errors went through the policy already
+            err.retry_after = self.policy.failure("fault", str(err))
+            raise
+        self.policy.success()
+        if not response.ok:
+            reason = response.reason or "unspecified error"
+            raise CommandRefused(name, f"car could not execute command: {reason}")
 
     async def _call(
         self,
@@ -644,7 +741,8 @@ class TeslaClient:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         command: str | None = None,
-        report_success: bool = True,
+        settle: bool = True,
+        ok_outcome: Outcome = "ok",
     ) -> dict[str, Any]:
         """One logical call through the car link's retry policy.
 
@@ -652,6 +750,8 @@ class TeslaClient:
         allows. While the link is healthy, tenacity retries transport faults in place (a blip
         must not delay a cut); once it is failing, the policy alone paces the attempts.
         Every error raised carries `retry_after`: when the link may be tried again.
+        `settle=False` leaves a successful reply's verdict to the caller (a signed command's
+        answer is only known once the car's message is read).
         """
         policy = self.policy
         wait = policy.wait_secs(self._clock())
@@ -677,7 +777,13 @@ class TeslaClient:
             async for attempt in retrying:
                 with attempt:
                     result = await self._call_once(
-                        method, path, category, params=params, body=body, command=command
+                        method,
+                        path,
+                        category,
+                        params=params,
+                        body=body,
+                        command=command,
+                        ok_outcome=ok_outcome,
                     )
         except RateLimited as err:
             err.retry_after = policy.failure("rate_limited", str(err), retry_after=err.retry_after)
@@ -691,7 +797,7 @@ class TeslaClient:
         except (VehicleAsleep, CommandRefused):
             policy.success()  # the link works; the car answered
             raise
-        if report_success:
+        if settle:
             policy.success()
         return result
 
@@ -704,6 +810,7 @@ class TeslaClient:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         command: str | None,
+        ok_outcome: Outcome = "ok",
     ) -> dict[str, Any]:
         """One attempt: rate-limit gate, request, one token refresh on 401, reply mapping."""
         what = f"{method} {path}"
@@ -735,6 +842,8 @@ class TeslaClient:
             _LOGGER.debug("%s: rate limited by the Fleet API, backing off %.0f s", what, delay)
             raise RateLimited(f"{what}: rate limited (HTTP 429), retry in {delay:.0f} s", delay)
         outcome, error = interpret_reply(reply.status, reply.payload, what=what, command=command)
+        if outcome == "ok":
+            outcome = ok_outcome
         self._counter.record(category, outcome, billed=reply.status < 500)
         if error is not None:
             error.args = tuple(_scrub(str(a), token) for a in error.args)
@@ -791,7 +900,7 @@ class TeslaClient:
                 | ConnectionRefusedError,
             )
             self._counter.record(category, "transient", billed=False)
-            words = describe_transport_error(err, host=self._host, service="tesla-http-proxy")
+            words = describe_transport_error(err, host=self._host, service=self.service)
             raise TeslaTransientError(_scrub(f"{what}: {words}", token)) from err
         self.connect_failed = False
         payload: Any
@@ -800,6 +909,42 @@ class TeslaClient:
         except ValueError:
             payload = MALFORMED
         return _Reply(status, payload, retry_after, reset)
+
+
+def client_for(
+    loaded: LoadedConfig,
+    session: aiohttp.ClientSession,
+    vehicle_id: str,
+    tokens: TokenSource,
+    counter: ApiCallCounter,
+    **kwargs: Any,
+) -> TeslaClient:
+    """The car client for the configured road: tesla-http-proxy, or signed by us over Fleet.
+
+    Signed: reads and commands go to the region's Fleet API with the token; the session
+    cache lives beside the token store.
+    """
+    url = loaded.car_api_url
+    if loaded.command_road == "signed":
+        try:
+            key = load_private_key(loaded.private_key_file)
+        except SigningKeyError as err:
+            raise ConfigError([f"{loaded.path}: teslaPrivateKey: {err}"]) from err
+        cache = SessionCache(loaded.token_file.parent / CACHE_FILE, public_bytes(key))
+        signer = FleetSigner(key, cache)
+        return TeslaClient(session, url, vehicle_id, tokens, counter, signer=signer, **kwargs)
+    ssl_context = ssl_context_for(url, loaded.proxy_ca_file)
+    return TeslaClient(session, url, vehicle_id, tokens, counter, ssl_context=ssl_context, **kwargs)
+
+
+def describe_road(loaded: LoadedConfig) -> str:
+    """Which way commands go, for the start-up log and doctor."""
+    if loaded.command_road == "signed":
+        return (
+            f"signed by this charger with {loaded.private_key_file}, sent to the Fleet API at "
+            f"{loaded.car_api_url}"
+        )
+    return f"through tesla-http-proxy at {loaded.car_api_url}"
 
 
 def _quick_transient(err: BaseException) -> bool:

@@ -36,7 +36,10 @@ async def test_overload_halves_the_current_within_two_seconds(tmp_path: Path) ->
         status = await daemon.status()
         assert status["controller"]["target_amps"] == 8
         assert status["last_command"]["amps"] == 8
-        assert status["api_calls"]["command"] == 1
+        # One billed request for the command (plus the session handshake on the signed road).
+        handshakes = world.proxy.signed[world.car.vin].handshakes
+        assert status["api_calls"]["command"] == 1 + handshakes
+        assert status["api_calls"]["by_outcome"]["command"] == {"ok": 1, "handshake": 1}
 
 
 async def test_fifty_concurrent_overloads_make_one_reduction(tmp_path: Path) -> None:

@@ -198,6 +198,8 @@ def test_repository_gitignore_covers_every_file_setup_and_daemon_write(tmp_path:
         ".tokens.json.abc123.tmp",
         "charger-state.json",
         ".charger-state.json.k2j4.tmp",
+        "signing-sessions.json",
+        ".signing-sessions.json.q9x1.tmp",
         ".venv-demo/bin/python",
         ".venv/bin/python",
         "build/lib/x.py",

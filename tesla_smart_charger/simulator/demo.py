@@ -1,11 +1,12 @@
 """`tesla-smart-charger demo` (and `make demo`): the real daemon on a simulated evening.
 
-Starts a simulated Shelly EM, car, tesla-http-proxy and token endpoint on 127.0.0.1, writes a
-config pointing at them into a temporary folder, runs the real daemon in measured mode and
-prints a live view. The whole story (a cut, the raise, a second overload) is told within 90 s,
+Starts a simulated Shelly EM, car (behind a simulated Fleet API) and token endpoint on
+127.0.0.1, writes a config pointing at them into a temporary folder, runs the real daemon in
+measured mode and prints a live view. The daemon signs its commands itself with a key the
+simulated car has paired, as a real setup without tesla-http-proxy does. The whole story (a cut, the raise, a second overload) is told within 90 s,
 so a new user sees it before losing interest; it then repeats every two minutes.
 
-`--scenario two-cars` puts two cars behind the one proxy (the same evening, both asking for
+`--scenario two-cars` puts two cars behind the one Fleet API (the same evening, both asking for
 16 A); `--scenario solar` a 6 kWp roof on a cloudy afternoon and a car waiting for surplus. The
 config gets `vehicles` / `mode` only when this build's settings know those keys (issue 14);
 until then the banner says what the daemon will not do.
@@ -415,6 +416,7 @@ async def _run_world(
                 lines = [
                     "",
                     f"Demo ({scenario.name}): a simulated house, Shelly EM and Tesla on 127.0.0.1",
+                    "  car commands: signed by the charger, verified by the simulated car",
                     f"  dashboard: {url}/",
                     f"  status:    {url}/status",
                     f"  metrics:   {url}/metrics",
@@ -448,8 +450,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 DEMO_HELP = """\
-Run the real daemon against a simulated house, Shelly EM, tesla-http-proxy, Tesla
-and token endpoint, all on 127.0.0.1: no car, account or configuration needed.
+Run the real daemon against a simulated house, Shelly EM, Fleet API, Tesla and token
+endpoint, all on 127.0.0.1: no car, account or configuration needed. Commands are
+signed by the daemon itself and verified by the simulated car (no tesla-http-proxy).
 Open the dashboard URL it prints. Writes only a temporary folder (removed on exit)."""
 
 

@@ -1,5 +1,10 @@
 """tesla-http-proxy plus the Fleet API behind it, as one local HTTP server around a `CarModel`.
 
+Fleet's own `POST /api/1/vehicles/{vin}/signed_command` is served too, for clients that sign
+commands themselves: each car then has a `SignedCar` (its key pair and verifier), and a
+command reaches the car model only after the verifier accepted it. Every signed_command
+request, handshakes included, is billed as a command; `signed_requests` counts them.
+
 The real proxy cannot be pointed at a fake Fleet API (it picks the host from the token), so we
 emulate the surface our daemon talks to: the proxy's own checks (OAuth header, 17-character VIN
 in command paths, POST only, parameter validation; answered locally and never billed) and
@@ -10,6 +15,8 @@ billed per category whenever the status is below 500). Facts: reference tesla-fl
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import http
 import json
 import logging
@@ -22,6 +29,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from tesla_smart_charger.signing.messages import CarResponse
 from tesla_smart_charger.simulator.car import (
     BillingCounter,
     CarModel,
@@ -29,6 +37,7 @@ from tesla_smart_charger.simulator.car import (
     unavailable_reply,
     validate_command,
 )
+from tesla_smart_charger.simulator.signed import SignedCar
 
 __all__ = ["BillingCounter", "SimulatedProxy"]
 
@@ -108,6 +117,9 @@ class SimulatedProxy:
         self.seen = 0  # every request that reached the server, answered or not
         self.slow_secs = SLOW_SECS  # the `slow` failure mode's delay
         self._release = asyncio.Event()
+        # Each car's infotainment verifier (own key pair); pair client keys with `.pair()`.
+        self.signed = {c.vin: SignedCar(c.vin) for c in self.cars}
+        self.signed_requests = 0  # signed_command requests that reached a car's verifier
 
     # --- test hooks ------------------------------------------------------------------------
 
@@ -304,6 +316,8 @@ class SimulatedProxy:
             return self._fleet(
                 request, "GET", "data", lambda: self._vehicle_data(request, rest[0], now)
             )
+        if len(rest) == 2 and rest[1] == "signed_command":
+            return await self._signed_command(request, rest[0], now)
         if len(rest) == 2 and rest[1] == "wake_up":
             return self._fleet(request, "POST", "wake", lambda: self._wake(rest[0], now))
         return _json(404, envelope(None, "not_found", "no such endpoint"))
@@ -450,3 +464,52 @@ class SimulatedProxy:
                 response = _json(status, reply)
         self.billing.record(category, response.status)
         return response
+
+    async def _signed_command(self, request: web.Request, vin: str, now: float) -> web.Response:
+        """Fleet's signed_command: the car verifies the message, then executes the command."""
+        if request.method != "POST":
+            return _json(405, envelope(None, "method not allowed"))
+        car = self.car_for(vin) if len(vin) == 17 else None
+        if car is None or vin != car.vin:
+            response = self._injected(request.path) or _json(*self._not_found())
+            self.billing.record("command", response.status)
+            return response
+        try:
+            body = json.loads(await request.read())
+            raw = base64.b64decode(body["routable_message"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            response = _json(400, envelope(None, "invalid_command", "routable_message missing"))
+            self.billing.record("command", response.status)
+            return response
+        async with self._command_locks[car.vin]:
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            response = self._injected(request.path) or self._verify_and_run(car, raw)
+        self.billing.record("command", response.status)
+        return response
+
+    def _verify_and_run(self, car: CarModel, raw: bytes) -> web.Response:
+        now = self.clock()
+        car.advance(now)
+        if car.state != "online":
+            return _json(*unavailable_reply(500))  # Fleet cannot reach a sleeping car
+        self.signed_requests += 1
+        signed = self.signed[car.vin]
+        verdict = signed.handle(raw)
+        reply = verdict.reply
+        if verdict.action is not None:
+            name, body = verdict.action.name, verdict.action.body
+            self.commands.append((now, name, body))
+            self.command_vins.append(car.vin)
+            status, answer = car.command(name, body, now)
+            if status >= 500:
+                return _json(status, answer)  # e.g. "vehicle unavailable" while charging
+            result = answer.get("response") or {}
+            if result.get("result") is True:
+                outcome = CarResponse(True)
+            else:
+                reason = str(result.get("reason") or answer.get("error") or "unknown")
+                outcome = CarResponse(False, reason.removeprefix("car could not execute command: "))
+            reply = signed.answer(verdict, outcome)
+        encoded = base64.b64encode(reply.encode()).decode("ascii")
+        return _json(200, {"response": encoded})

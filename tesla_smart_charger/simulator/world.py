@@ -5,6 +5,11 @@ actually draw after their ramp delay, minus what the PV array feeds in (negative
 The daemon sees only HTTP, exactly as in a real home. Several cars share one proxy (routed by
 VIN); `World(car=...)` is the one-car shorthand, `World(cars=[...])` the general form.
 Used by `make demo`, the end-to-end tests and the dashboard browser test.
+
+By default (`road="signed"`) the daemon signs its commands itself: the config has no
+teslaHttpProxy, points teslaFleetApiUrl at the simulated Fleet and teslaPrivateKey at a key
+the world generated and paired with every car, so no proxy process is involved.
+`road="proxy"` configures the tesla-http-proxy road instead.
 """
 
 from __future__ import annotations
@@ -12,12 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tesla_smart_charger.signing.crypto import public_bytes
 from tesla_smart_charger.simulator.ble import SimulatedBleBridge
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.house import House
@@ -68,6 +79,11 @@ class World:
     manual_house: tuple[float, ...] = (10.0,)
     ble: bool = False  # a BLE bridge to the same car (teslaBleProxy)
     relay_gen: Literal[0, 1, 2] = 0  # a Shelly relay on the charger circuit (0: none)
+    road: Literal["signed", "proxy"] = "signed"  # how the daemon's commands reach the cars
+    client_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )  # the daemon's command key, paired with every car
+    key_file: Path | None = field(default=None, init=False)
     oauth: SimulatedOAuth = field(init=False)
     proxy: SimulatedProxy = field(init=False)
     meter: SimulatedShelly = field(init=False)
@@ -93,6 +109,8 @@ class World:
         self.meter = SimulatedShelly(
             self.meter_kind, password=self.meter_password, phase_amps=channels
         )
+        for signed in self.proxy.signed.values():
+            signed.pair(public_bytes(self.client_key))
         if self.ble:
             self.bridge = SimulatedBleBridge(self.car, clock=self.clock)
         if self.relay_gen:
@@ -103,6 +121,16 @@ class World:
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the three servers and the loop that keeps the meter up to date."""
+        folder = Path(tempfile.mkdtemp(prefix="tsc-world-key-"))
+        self.key_file = folder / "private-key.pem"
+        self.key_file.write_bytes(
+            self.client_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        self.key_file.chmod(0o600)
         self.urls["oauth"] = await self.oauth.start()
         self.urls["proxy"] = await self.proxy.start()
         self.urls["meter"] = await self.meter.start()
@@ -127,6 +155,8 @@ class World:
         await self.meter.stop()
         await self.proxy.stop()
         await self.oauth.stop()
+        if self.key_file is not None:
+            shutil.rmtree(self.key_file.parent, ignore_errors=True)
 
     async def __aenter__(self) -> World:
         await self.start()
@@ -205,11 +235,15 @@ class World:
             "teslaVehicleId": self.car.vin,
             "teslaAccessToken": access,
             "teslaRefreshToken": refresh,
-            "teslaHttpProxy": self.urls["proxy"],
             "teslaClientId": "simulated-client-id",
             "teslaTokenUrl": self.urls["oauth"] + "/oauth2/v3/token",
             "supplyPhases": self.phases,
         }
+        if self.road == "proxy":
+            cfg["teslaHttpProxy"] = self.urls["proxy"]
+        else:  # the Fleet API itself, and our key: no proxy
+            cfg["teslaFleetApiUrl"] = self.urls["proxy"]
+            cfg["teslaPrivateKey"] = str(self.key_file)
         if self.meter_password:
             cfg["energyMonitorPassword"] = self.meter_password
         if "ble" in self.urls:

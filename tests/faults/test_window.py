@@ -237,7 +237,7 @@ async def sigterm_in_flight(stack: contextlib.AsyncExitStack, tmp: Path) -> Outc
     directory.mkdir()
     path = world.write_config(directory, apiPort=free_port())
     notes: dict[str, Any] = {}
-    world.proxy.fail("hang", paths="/command/")
+    world.proxy.fail("hang", paths="command")  # /command/ or /signed_command
     async with run_daemon(directory, path) as daemon:
         code, _ = await daemon.get("/overload")
         assert code == 202
@@ -320,7 +320,7 @@ async def hung_cut_keeps_the_controller_going(
         return bool((await daemon.status())["vehicle"]["charging_state"] == "Charging")
 
     await poll(looked, 30.0)
-    world.proxy.fail("hang", paths="/command/")
+    world.proxy.fail("hang", paths="command")  # /command/ or /signed_command
     world.set_house(20.0)  # 36 A on 30 A: cut to 9 A, and the proxy hangs
 
     async def in_flight() -> bool:
