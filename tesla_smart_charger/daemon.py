@@ -679,6 +679,7 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
         _LOG.error("%d task(s) did not stop in time", len(still))
         code = code or 1
     service.persist_pending()
+    daemon.tokens.save_at_exit()
     return code
 
 

@@ -891,6 +891,23 @@ class TokenManager:
                 return True
             return self._save(self._pair)
 
+    def save_at_exit(self) -> None:
+        """Last try before the process ends; one clear line if the newest tokens stay unsaved."""
+        if not self._unsaved or self._pair is None:
+            return
+        with self._store.lock():
+            self._sync_from_store()
+            if self._unsaved and self._pair is not None:
+                self._save(self._pair)
+        if self._unsaved:
+            _LOG.error(
+                "stopping with the newest Tesla tokens not saved to %s (%s): the login may be "
+                "lost; if the next start says login_required, %s",
+                self._store.path,
+                self.store_policy.last_error or "the store cannot be written",
+                FIX_REAUTH,
+            )
+
     def _emit(self, event: Event) -> None:
         if self._queue is None:
             return
