@@ -336,8 +336,15 @@ async def _auth_exchange(args: argparse.Namespace) -> int:
     if pair.region is None:
         pair = TokenPair(pair.access_token, pair.refresh_token, pair.expires_at, issued_at, region)
     store = TokenStore(loaded.token_file)
-    async with store.alock():
-        store.save(pair)
+    try:
+        async with store.alock():
+            store.save(pair)
+    except OSError as err:
+        # The code is spent: say so, rather than a traceback.
+        raise CommandFailed(
+            f"cannot write token store {store.path}: {err.strerror or err}. Make its folder "
+            "writable (or free space), then run auth url and auth exchange again"
+        ) from None
     _out(f"Tokens saved to {store.path} (mode 0600); region {pair.region or region}.")
     _out(f"The access token is valid for {_hours(pair.expires_at - time.time())}.")
     _out("A running daemon picks them up within a few seconds; no restart needed.")

@@ -176,8 +176,13 @@ async def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
                 cwd=second_dir,
             )  # fmt: skip
-            async with asyncio.timeout(DEADLINE):
-                out, _ = await second.communicate()
+            try:
+                async with asyncio.timeout(DEADLINE):
+                    out, _ = await second.communicate()
+            finally:
+                if second.returncode is None:  # it did not refuse: stop it, then fail
+                    second.kill()
+                    await second.wait()
             code, health = await first.get("/health")
             status = await first.status()
             first_alive = first.proc.returncode is None

@@ -729,3 +729,23 @@ def test_stored_times_map_onto_the_monotonic_clock() -> None:
     ):
         times = tokens.timeline_from_store(bad, wall_now=T0, mono_now=50.0)
         assert (times.expires, times.refresh_due, times.distrusted) == (50.0, 50.0, True)
+
+
+# --- one daemon per store ------------------------------------------------------------------
+
+
+def test_the_daemon_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    store = tmp_path / "tokens.json"
+    first, second = tokens.DaemonLock(store), tokens.DaemonLock(store)
+    assert first.acquire() is True
+    assert first.running_daemon() == os.getpid()  # what `auth refresh` and `doctor` see
+    with pytest.raises(tokens.StoreInUse) as info:
+        second.acquire(grace_secs=0.2)
+    text = str(info.value)
+    assert f"pid {os.getpid()}" in text
+    assert str(first.path) in text
+    assert str(store) in text
+    first.release()
+    assert first.running_daemon() is None
+    assert second.acquire(grace_secs=0.2) is True  # free again once the first has gone
+    second.release()
