@@ -594,7 +594,7 @@ class TokenStore:
 
 # A daemon that finds the lock taken tries again this long before it refuses to start: a CLI
 # command that only looks whether a daemon runs holds it for microseconds.
-DAEMON_LOCK_GRACE_SECS: Final = 2.0
+DAEMON_LOCK_GRACE_SECS: Final = 0.5
 
 
 class StoreInUse(TokenError):
@@ -739,6 +739,7 @@ class TokenManager:
         self._auth_lost_sent = False
         self._last_refresh_at: float | None = None  # wall clock, for /status
         self._unsaved = False  # the pair in memory is newer than the store
+        self._store_cause = "not tried yet"  # why the last write failed, in the OS's words
         self._queue: asyncio.Queue[Event] | None = None
         # Every request to the token endpoint goes through this: 1 s doubling to 60 s.
         self.policy = RetryPolicy(
@@ -777,10 +778,10 @@ class TokenManager:
         """In words, for /health and /status: why a restart now would lose the login."""
         if not self._unsaved:
             return None
-        cause = self.store_policy.last_error or f"cannot write token store {self._store.path}"
         return (
-            f"the newest Tesla tokens cannot be saved ({cause}): they are kept in memory and "
-            "the save is retried; a restart before it works would lose the login"
+            f"the newest Tesla tokens cannot be saved (cannot write token store "
+            f"{self._store.path}: {self._store_cause}): they are kept in memory and the save is "
+            "retried; a restart before it works would lose the login"
         )
 
     # -- store synchronisation --
@@ -870,6 +871,7 @@ class TokenManager:
             self._store.save(pair)
         except OSError as err:
             self._unsaved = True
+            self._store_cause = err.strerror or str(err)
             self.store_policy.failure(
                 "transient",
                 f"cannot write token store {self._store.path}: {err.strerror or err}; "
@@ -904,7 +906,7 @@ class TokenManager:
                 "stopping with the newest Tesla tokens not saved to %s (%s): the login may be "
                 "lost; if the next start says login_required, %s",
                 self._store.path,
-                self.store_policy.last_error or "the store cannot be written",
+                self._store_cause,
                 FIX_REAUTH,
             )
 

@@ -57,7 +57,7 @@ async def hold_through_a_bad_store(
     world: World, daemon: DaemonProcess, storage: Storage, *, spoil: str, error: str
 ) -> dict[str, Any]:
     """Spoil the store, watch two rotations from memory, then repair it; what was seen."""
-    await refreshes(world, world.oauth.refresh_count + 1, daemon)  # a normal save first
+    await refreshes(world, world.oauth.refresh_count + 1, daemon)  # it runs and rotates
     mark = len(daemon.log())
     getattr(storage, spoil)()
     rotations = world.oauth.refresh_count
