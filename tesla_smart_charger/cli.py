@@ -52,7 +52,8 @@ Needs: homeMaxAmps, teslaVehicleId, teslaClientId and tokens (auth exchange, or 
 seed's teslaAccessToken/teslaRefreshToken), tesla-http-proxy at teslaHttpProxy; with
 --monitor also energyMonitorIp.
 Writes, beside the config: tokenFile (tokens.json, mode 0600, and tokens.json.lock) and
-charger-state.json (the driver's own charge setting, kept across restarts)."""
+charger-state.json (the driver's own charge setting, kept across restarts). Holds
+tokens.json.daemon.lock while it runs: a second daemon on the same store exits with 2."""
 
 CHECK_CONFIG_HELP = """\
 Validate the configuration file and the TSC_* environment overrides, and print the
