@@ -597,6 +597,24 @@ class TokenStore:
 DAEMON_LOCK_GRACE_SECS: Final = 0.5
 
 
+def _flock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
+    """The pid holding a flock on `path`, from the kernel's lock table (Linux); else None."""
+    try:
+        st = os.stat(path)
+        lines = locks.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or "FLOCK" not in parts:
+            continue  # a waiter, or another kind of lock
+        at = parts.index("FLOCK")
+        if len(parts) > at + 4 and parts[at + 4] == device and parts[at + 3].isdigit():
+            return int(parts[at + 3])
+    return None
+
+
 class StoreInUse(TokenError):
     """Another daemon holds the store's daemon lock: two would send every command twice."""
 
@@ -624,7 +642,14 @@ class DaemonLock:
             return os.open(self.path, os.O_RDONLY), False
 
     def holder(self) -> int | None:
-        """The pid written by the daemon holding the lock (None if unknown)."""
+        """The pid of the daemon holding the lock (None if unknown).
+
+        The kernel's own record first (/proc/locks): on a read-only store the pid in the file
+        may be an earlier daemon's, as the holder could not write its own.
+        """
+        pid = _flock_holder(self.path)
+        if pid is not None:
+            return pid
         try:
             text = self.path.read_text(encoding="ascii", errors="replace").strip()
         except OSError:

@@ -739,10 +739,13 @@ def test_the_daemon_lock_refuses_a_second_holder_and_names_the_first(tmp_path: P
     first, second = tokens.DaemonLock(store), tokens.DaemonLock(store)
     assert first.acquire() is True
     assert first.running_daemon() == os.getpid()  # what `auth refresh` and `doctor` see
+    # A read-only store keeps an earlier daemon's pid in the file: the kernel's record wins.
+    first.path.write_text("999999\n")
     with pytest.raises(tokens.StoreInUse) as info:
         second.acquire(grace_secs=0.2)
     text = str(info.value)
     assert f"pid {os.getpid()}" in text
+    assert "999999" not in text
     assert str(first.path) in text
     assert str(store) in text
     first.release()
