@@ -867,9 +867,9 @@ class TokenManager:
         self._loaded = True
         self._sig = self._store.signature()
         self._take(pair, self._from_store(pair))
-        self._unsaved = True
         if self._state == "missing":
             self._state = "ok"
+        self._save(pair)  # one try now: the condition is then known (and said) from the start
 
     def _sync_from_store(self) -> TokenPair | None:
         """Reload the store if it changed on disk (another process, or first use)."""
@@ -922,10 +922,11 @@ class TokenManager:
         """Last try before the process ends; one clear line if the newest tokens stay unsaved."""
         if not self._unsaved or self._pair is None:
             return
-        with self._store.lock():
-            self._sync_from_store()
-            if self._unsaved and self._pair is not None:
-                self._save(self._pair)
+        # No file lock: a refresh task that did not stop in time may still hold it in this
+        # process, and a blocking flock on a second descriptor would then never return.
+        self._sync_from_store()  # a newer pair written meanwhile (`auth exchange`) wins
+        if self._unsaved and self._pair is not None:
+            self._save(self._pair)
         if self._unsaved:
             _LOG.error(
                 "stopping with the newest Tesla tokens not saved to %s (%s): the login may be "

@@ -26,6 +26,7 @@ from tesla_smart_charger.events import AuthLost, Event, TokenRefreshed
 from tesla_smart_charger.logging_setup import clear_secrets, configure_logging
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth, make_jwt
 from tesla_smart_charger.tokens import TokenManager, TokenPair, TokenStore, jwt_claims
+from tests.storage import tiny_tmpfs
 
 T0 = 1_800_000_000.0
 TTL = 1000.0
@@ -752,3 +753,32 @@ def test_the_daemon_lock_refuses_a_second_holder_and_names_the_first(tmp_path: P
     assert first.running_daemon() is None
     assert second.acquire(grace_secs=0.2) is True  # free again once the first has gone
     second.release()
+
+
+async def test_a_read_only_store_starts_from_the_pair_a_kill_left_and_saves_it_later(
+    tmp_path: Path, oauth: SimulatedOAuth, make_manager: MakeManager, clock: FakeClock
+) -> None:
+    """The only copy of a rotated pair in a temp file, on a store that became read-only."""
+    folder = tmp_path / "state"
+    with tiny_tmpfs(folder) as storage:
+        path = folder / "tokens.json"
+        seed_store(path, oauth)
+        access, refresh = oauth.issue_initial()
+        newer = TokenPair(access, refresh, T0 + 100 + TTL, T0 + 100, "na")
+        (folder / ".tokens.json.k1ll3d.tmp").write_text(json.dumps(newer.to_json()))
+        storage.read_only()
+        store = TokenStore(path)
+        assert store.recover_leftovers() == newer  # adopted, though it cannot be written
+        assert store.unsaved == newer
+        manager = make_manager(path)
+        manager.hold_unsaved(newer)
+        assert manager.unsaved
+        assert await manager.access_token() == access  # not the store's older one
+        status = manager.status()
+        assert status["saved"] is False
+        assert "Read-only file system" in status["store_problem"]
+        storage.writable()
+        clock.now += manager.store_policy.wait_secs()
+        assert await manager.save_pending() is True
+        assert stored(path)["refresh_token"] == refresh
+        assert not manager.unsaved
