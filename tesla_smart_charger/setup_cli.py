@@ -560,7 +560,16 @@ class _Doctor:
         pair: TokenPair | None = None
         try:
             pair = store.load()
-            if pair is None and store.seed_from_config(settings) is not None:
+            seeded = store.seed_from_config(settings) if pair is None else None
+            if seeded is not None and store.unsaved is not None:
+                pair = seeded
+                self.add(
+                    "token store readable",
+                    "FAIL",
+                    f"cannot create {store.path}: its folder is not writable",
+                    "make the folder writable for the daemon's user (rotated tokens must be saved)",
+                )
+            elif seeded is not None:
                 pair = store.load()
                 self.add(
                     "token store readable", "ok", f"{store.path} (created from the config's tokens)"

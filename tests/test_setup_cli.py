@@ -628,3 +628,32 @@ async def test_auth_exchange_on_a_read_only_store_says_so_without_a_traceback(
     assert f"cannot write token store {folder / 'tokens.json'}: Read-only file system" in err
     assert "auth url" in err
     assert "Traceback" not in err
+
+
+async def test_doctor_on_a_read_only_folder_without_a_store_says_it_cannot_create_it(
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "state"
+    with tiny_tmpfs(folder) as storage:
+        access, refresh = oauth.issue_initial()
+        config = write_config(
+            teslaTokenUrl=oauth.token_url,
+            teslaClientId=CLIENT,
+            energyMonitorIp=...,
+            teslaAccessToken=access,
+            teslaRefreshToken=refresh,
+            tokenFile=str(folder / "tokens.json"),
+        )
+        storage.read_only()
+        code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+        storage.writable()
+    out = capsys.readouterr().out
+    assert code == 1
+    (row,) = [line for line in out.splitlines() if line.startswith("token store readable")]
+    assert "FAIL" in row
+    assert f"cannot create {folder / 'tokens.json'}" in row
+    assert "not writable" in row
+    assert not (folder / "tokens.json").exists()
