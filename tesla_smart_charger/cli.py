@@ -54,7 +54,9 @@ private-key.pem beside the config; commands are then signed here and sent to the
 API) or tesla-http-proxy at teslaHttpProxy; with --monitor also energyMonitorIp.
 Writes, beside the config: tokenFile (tokens.json, mode 0600, and tokens.json.lock),
 charger-state.json (the driver's own charge setting, kept across restarts) and, when
-signing, signing-sessions.json (0600: the car's session, so a restart needs no handshake)."""
+signing, signing-sessions.json (0600: the car's session, so a restart needs no
+handshake). Holds tokens.json.daemon.lock while it runs: a second daemon on the same
+store exits with 2."""
 
 CHECK_CONFIG_HELP = """\
 Validate the configuration file and the TSC_* environment overrides, and print the

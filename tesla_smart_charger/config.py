@@ -1000,9 +1000,19 @@ def preflight(loaded: LoadedConfig, *, monitor: bool) -> None:
             f"{loaded.path}: tokenFile: folder {folder} does not exist (create it, or change tokenFile)"
         )
     elif not os.access(folder, os.W_OK | os.X_OK):
-        problems.append(
-            f"{loaded.path}: tokenFile: folder {folder} is not writable: rotated Tesla tokens could not be saved"
-        )
+        readable = token_file.exists() and os.access(token_file, os.R_OK)
+        if readable or s.tesla_refresh_token is not None:
+            # Start with what can be read: the tokens are then kept in memory and the save is
+            # retried (a restart before the folder is writable again loses the login).
+            loaded.warnings.append(
+                f"{loaded.path}: tokenFile: folder {folder} is not writable: rotated Tesla tokens "
+                "are kept in memory only until it is"
+            )
+        else:
+            problems.append(
+                f"{loaded.path}: tokenFile: folder {folder} is not writable and holds no tokens: "
+                "nothing to start from"
+            )
     elif token_file.exists() and not os.access(token_file, os.R_OK):
         problems.append(f"{loaded.path}: tokenFile: {token_file} is not readable by this user")
     if s.tesla_private_key is not None and s.tesla_http_proxy is None:

@@ -61,7 +61,13 @@ from tesla_smart_charger.safety import (
 from tesla_smart_charger.sdnotify import Notifier, watchdog_loop
 from tesla_smart_charger.service import ChargeService, MeterPoller, car_status
 from tesla_smart_charger.tesla import ApiCallCounter, TeslaClient, client_for, describe_road
-from tesla_smart_charger.tokens import TokenManager, TokenStore
+from tesla_smart_charger.tokens import (
+    DaemonLock,
+    StoreInUse,
+    TokenManager,
+    TokenPair,
+    TokenStore,
+)
 
 if TYPE_CHECKING:
     from tesla_smart_charger.mqtt import MqttBridge
@@ -78,6 +84,8 @@ STATE_FILE = "charger-state.json"
 OPTIONAL_TASKS = frozenset({"mqtt"})
 # With supplyPhases auto, MQTT discovery waits this long for the meter's phase count.
 PHASES_WAIT_SECS = 3.0
+# Another daemon already runs on this token store (the code of a refused start).
+EXIT_STORE_IN_USE = 2
 
 
 @dataclass
@@ -195,6 +203,7 @@ class Daemon:
                 "down", token.since, f"Tesla login required ({self.tokens.state})", token.failures
             )
         out["token_endpoint"] = token
+        out["token_store"] = self.tokens.store_policy.health()
         if self.loaded.settings.mqtt_url is not None:
             out["mqtt"] = self._mqtt_health()
         dead = [
@@ -216,6 +225,15 @@ class Daemon:
         if self.mqtt is None:
             return Health("degraded", None, "not connected yet (waiting for the car's VIN)", 0)
         return self.mqtt.health()
+
+    def warnings(self) -> list[str]:
+        """Conditions worth a look that leave the breaker protected (/health stays 200).
+
+        Tokens held only in memory: commands still go, but a restart would lose the login. A
+        503 here would invite a container runtime to restart the daemon, causing that loss.
+        """
+        problem = self.tokens.store_problem()
+        return [problem] if problem is not None else []
 
     def health(self) -> list[str]:
         """Reasons the daemon is not fully working; empty when healthy.
@@ -374,8 +392,26 @@ def build_fleet(
     return fleet
 
 
+def build_tokens(
+    loaded: LoadedConfig, session: aiohttp.ClientSession, recovered: TokenPair | None
+) -> TokenManager:
+    """The token manager; a pair found at start that cannot be written yet is held in memory."""
+    s = loaded.settings
+    store = TokenStore(loaded.token_file)
+    store.seed_from_config(s)
+    tokens = TokenManager(store, session, token_url=s.tesla_token_url, client_id=s.tesla_client_id)
+    unsaved = recovered or store.unsaved
+    if unsaved is not None:
+        tokens.hold_unsaved(unsaved)  # saved as soon as the store is writable
+    return tokens
+
+
 async def build_daemon(
-    loaded: LoadedConfig, session: aiohttp.ClientSession, *, monitor: bool
+    loaded: LoadedConfig,
+    session: aiohttp.ClientSession,
+    *,
+    monitor: bool,
+    recovered: TokenPair | None = None,
 ) -> Daemon:
     """Wire every part onto the shared session (no tasks started yet)."""
     s = loaded.settings
@@ -385,9 +421,7 @@ async def build_daemon(
                 f"{loaded.path}: energyMonitorIp: required with --monitor (the meter's host, host:port or http:// URL)"
             ]
         )
-    store = TokenStore(loaded.token_file)
-    store.seed_from_config(s)
-    tokens = TokenManager(store, session, token_url=s.tesla_token_url, client_id=s.tesla_client_id)
+    tokens = build_tokens(loaded, session, recovered)
     counter = ApiCallCounter()
     # One entry in `vehicles`: that car, with its own keys over the top-level ones.
     one = s.vehicles[0] if s.vehicles and len(s.vehicles) == 1 else None
@@ -528,6 +562,7 @@ def api_context(daemon: Daemon) -> ApiContext:
         status=daemon.status,
         config=lambda: redacted(daemon.loaded.settings),
         health=daemon.health,
+        warnings=daemon.warnings,
         api_token=token.get_secret_value() if token else None,
         extra_routes=daemon.extra_routes,
         controls=daemon.controls,
@@ -667,6 +702,7 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
         _LOG.error("%d task(s) did not stop in time", len(still))
         code = code or 1
     service.persist_pending()
+    daemon.tokens.save_at_exit()
     return code
 
 
@@ -676,13 +712,37 @@ async def run_daemon(
     monitor: bool,
     started: Callable[[Daemon], Awaitable[None]] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1)."""
+    """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1).
+
+    A second daemon on the same token store exits at once with 2: both would send every
+    command, and both would rotate the single-use refresh tokens.
+    """
     register_config_secrets(loaded.settings)
+    lock = DaemonLock(loaded.token_file)
+    try:
+        lock.acquire()
+    except StoreInUse as err:
+        _LOG.error("%s", err)  # one line, no traceback: the reason is complete
+        return EXIT_STORE_IN_USE
+    try:
+        return await _run_locked(loaded, monitor=monitor, started=started)
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    loaded: LoadedConfig,
+    *,
+    monitor: bool,
+    started: Callable[[Daemon], Awaitable[None]] | None,
+) -> int:
+    """run_daemon, with this process the only daemon on its token store."""
     s = loaded.settings
     fd_soft, _ = raise_fd_limit()
+    recovery = TokenStore(loaded.token_file)
     try:
         # A kill between writing and renaming may have left the only copy of rotated tokens.
-        TokenStore(loaded.token_file).recover_leftovers()
+        recovery.recover_leftovers()
     except OSError as err:
         _LOG.warning(
             "token store %s: cannot check for leftover temp files: %s", loaded.token_file, err
@@ -694,7 +754,7 @@ async def run_daemon(
     # Per-host limits: a hung proxy cannot take the sockets the meter or token endpoint need.
     connector = aiohttp.TCPConnector(limit=32, limit_per_host=8, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector) as session:
-        daemon = await build_daemon(loaded, session, monitor=monitor)
+        daemon = await build_daemon(loaded, session, monitor=monitor, recovered=recovery.unsaved)
         daemon.extra_routes += (
             metrics_routes(daemon) + dashboard_routes(daemon) + openapi_routes(daemon)
         )

@@ -23,6 +23,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tesla_smart_charger.api import TokenSource
 from tesla_smart_charger.ble import BleVehicle
 from tesla_smart_charger.config import FLEET_API_BASES, LoadedConfig, Settings, load_config
 from tesla_smart_charger.errors import (
@@ -57,6 +58,7 @@ from tesla_smart_charger.tesla import (
 )
 from tesla_smart_charger.tokens import (
     FIX_REAUTH,
+    DaemonLock,
     TokenManager,
     TokenPair,
     TokenStore,
@@ -337,8 +339,15 @@ async def _auth_exchange(args: argparse.Namespace) -> int:
     if pair.region is None:
         pair = TokenPair(pair.access_token, pair.refresh_token, pair.expires_at, issued_at, region)
     store = TokenStore(loaded.token_file)
-    async with store.alock():
-        store.save(pair)
+    try:
+        async with store.alock():
+            store.save(pair)
+    except OSError as err:
+        # The code is spent: say so, rather than a traceback.
+        raise CommandFailed(
+            f"cannot write token store {store.path}: {err.strerror or err}. Make its folder "
+            "writable (or free space), then run auth url and auth exchange again"
+        ) from None
     _out(f"Tokens saved to {store.path} (mode 0600); region {pair.region or region}.")
     _out(f"The access token is valid for {_hours(pair.expires_at - time.time())}.")
     _out("A running daemon picks them up within a few seconds; no restart needed.")
@@ -420,11 +429,25 @@ async def _auth_register(args: argparse.Namespace) -> int:
 # --- auth refresh --------------------------------------------------------------------------
 
 
+def _daemon_words(lock: DaemonLock, pid: int) -> str:
+    who = f"pid {pid}" if pid else "pid unknown"
+    return f"a tesla-smart-charger daemon ({who}, holding {lock.path}) runs on this token store"
+
+
 async def _auth_refresh(args: argparse.Namespace) -> int:
     loaded = _load(args)
     settings = loaded.settings
     client_id = _client_id(settings)
     store = TokenStore(loaded.token_file)
+    lock = DaemonLock(store.path)
+    pid = lock.running_daemon()
+    if pid is not None:
+        # It renews the tokens itself and may hold newer ones than the file (a store it
+        # cannot write): a refresh from the file here could break its chain.
+        raise CommandFailed(
+            f"{_daemon_words(lock, pid)} and renews the tokens itself; nothing done "
+            "(stop the daemon first to refresh by hand)"
+        )
     if store.load() is None:
         raise CommandFailed(f"no token store at {store.path}: {FIX_REAUTH}")
     async with aiohttp.ClientSession() as session:
@@ -471,6 +494,25 @@ def render_table(rows: list[Row]) -> str:
     lines.append("-" * max(len(lines[0]), width + 12))
     lines.extend(line(r.check, r.verdict, r.result, r.fix) for r in rows)
     return "\n".join(lines)
+
+
+class StoredToken:
+    """The store's access token as it is, never refreshed: doctor's view while a daemon runs."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self._store = store
+
+    async def access_token(self) -> str:
+        """Whatever the daemon last saved (it keeps the store fresh)."""
+        pair = self._store.load()
+        if pair is None:
+            raise LoginRequired(f"no Tesla tokens in {self._store.path}: {FIX_REAUTH}")
+        return pair.access_token
+
+    async def handle_unauthorized(self, rejected: str) -> bool:
+        """A 401: only the daemon may refresh; a newer token in the store is worth a retry."""
+        pair = self._store.load()
+        return pair is not None and pair.access_token != rejected
 
 
 class _Doctor:
@@ -521,13 +563,22 @@ class _Doctor:
             await self.relay(settings)
         return self.rows
 
-    async def tokens(self, loaded: LoadedConfig) -> TokenManager | None:
+    async def tokens(self, loaded: LoadedConfig) -> TokenSource | None:
         settings = loaded.settings
         store = TokenStore(loaded.token_file)
         pair: TokenPair | None = None
         try:
             pair = store.load()
-            if pair is None and store.seed_from_config(settings) is not None:
+            seeded = store.seed_from_config(settings) if pair is None else None
+            if seeded is not None and store.unsaved is not None:
+                pair = seeded
+                self.add(
+                    "token store readable",
+                    "FAIL",
+                    f"cannot create {store.path}: its folder is not writable",
+                    "make the folder writable for the daemon's user (rotated tokens must be saved)",
+                )
+            elif seeded is not None:
                 pair = store.load()
                 self.add(
                     "token store readable", "ok", f"{store.path} (created from the config's tokens)"
@@ -544,6 +595,22 @@ class _Doctor:
             self.add("access token not expired", "skip", "no tokens")
             self.add("token refresh works", "skip", "no tokens")
             return None
+        lock = DaemonLock(store.path)
+        pid = lock.running_daemon()
+        if pid is not None:
+            # Read-only while a daemon runs: it renews the tokens itself, and a refresh here
+            # could race it (or break the chain of tokens it holds and cannot save yet).
+            self.add(
+                "access token not expired",
+                "skip",
+                f"not checked here: {_daemon_words(lock, pid)}; see its /status `auth`",
+            )
+            self.add(
+                "token refresh works",
+                "skip",
+                f"not renewed: {_daemon_words(lock, pid)} and renews them itself",
+            )
+            return StoredToken(store)
         left = pair.expires_at - time.time()
         expiry_row = len(self.rows)
         if left > 0:
@@ -636,7 +703,7 @@ class _Doctor:
         return True
 
     async def vehicle(
-        self, loaded: LoadedConfig, manager: TokenManager | None
+        self, loaded: LoadedConfig, manager: TokenSource | None
     ) -> TeslaClient | None:
         """The car's state without waking it; the client when the car is online."""
         settings = loaded.settings
@@ -889,7 +956,8 @@ refresh token at teslaTokenUrl, and save them in the token store.
 
 Needs: teslaClientId, teslaClientSecret, teslaRedirectUri.
 Writes: tokenFile (default tokens.json beside the config; mode 0600) and its lock file
-tokens.json.lock. A running daemon picks the new tokens up; no restart needed."""
+tokens.json.lock. Allowed while the daemon runs (it is how you log in again): the daemon
+picks the new tokens up within a few seconds; no restart needed."""
 
 AUTH_REGISTER_HELP: Final = (
     """\
@@ -906,8 +974,8 @@ Writes nothing locally."""
 
 AUTH_REFRESH_HELP: Final = """\
 Use the stored refresh token to get new tokens now and save them (Tesla's refresh
-tokens rotate: the old one stops working). Safe while the daemon runs: both take the
-token store's lock.
+tokens rotate: the old one stops working). Refused while a daemon runs on the same token
+store (it holds tokens.json.daemon.lock): the daemon renews the tokens itself.
 
 Needs: teslaClientId and a token store (auth exchange). Writes: tokenFile (mode 0600)."""
 
@@ -918,7 +986,8 @@ Check the whole setup, in order, and print one row per check with what to fix:
   (teslaVehicleId; without waking the car), meter reading (energyMonitorIp), and when
   configured: the BLE bridge (teslaBleProxy: reachable, VIN known, sleep state readable)
   and the safety relay (safetyRelayIp: reachable, current state; never switched).
-The refresh check renews the tokens and saves them to tokenFile (mode 0600).
+The refresh check renews the tokens and saves them to tokenFile (mode 0600); while a
+daemon runs on the same token store it only reads the store (the daemon renews them).
 Exit 0 when every check passes, 1 otherwise."""
 
 
@@ -985,7 +1054,10 @@ def add_subcommands(
     )
     register.set_defaults(func=_async(_auth_register))
     refresh = command(
-        actions, "refresh", "refresh the tokens now (safe while the daemon runs)", AUTH_REFRESH_HELP
+        actions,
+        "refresh",
+        "refresh the tokens now (refused while a daemon runs)",
+        AUTH_REFRESH_HELP,
     )
     refresh.set_defaults(func=_async(_auth_refresh))
 

@@ -48,6 +48,10 @@ _LOG = logging.getLogger(__name__)
 STORE_VERSION: Final = 1
 # Refresh at this share of the access token's lifetime (the issue's "about 80 %").
 REFRESH_AT_FRACTION: Final = 0.8
+# Tesla's access tokens live 8 h; a stored expiry further ahead than this is not believed.
+MAX_ACCESS_LIFETIME_SECS: Final = 86400.0
+# A stored issue time this far in the future means the wall clock was stepped since.
+CLOCK_SKEW_SECS: Final = 300.0
 # Used only when a reply has neither `expires_in` nor a JWT `exp`: refreshing too early is
 # harmless, using an expired token is not.
 DEFAULT_LIFETIME_SECS: Final = 3600.0
@@ -202,6 +206,50 @@ def pair_from_reply(
     return TokenPair(access, refresh, expires_at, issued_at, region)
 
 
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """A pair's issue and expiry on the monotonic clock: what every expiry decision uses.
+
+    A wall-clock step (NTP, a dead RTC battery, a manual change) then neither revives an
+    expired token nor makes a fresh one look expired.
+    """
+
+    issued: float
+    expires: float
+    distrusted: bool = False  # the stored times were not believed: refresh at once
+
+    @property
+    def refresh_due(self) -> float:
+        """80 % into the access token's lifetime."""
+        return self.issued + REFRESH_AT_FRACTION * max(0.0, self.expires - self.issued)
+
+
+def timeline_from_reply(pair: TokenPair, *, issued_mono: float) -> Timeline:
+    """A pair just obtained: its lifetime counted from the monotonic time of the request."""
+    return Timeline(issued_mono, issued_mono + min(pair.lifetime, MAX_ACCESS_LIFETIME_SECS))
+
+
+def timeline_from_store(pair: TokenPair, *, wall_now: float, mono_now: float) -> Timeline:
+    """A stored pair's wall-clock times mapped onto the monotonic clock.
+
+    A time that lies in the future is not believed (the clock was ahead when it was written,
+    or is behind now): an issue time later than now, or an expiry further ahead than any
+    access token lives, makes the pair expired, so it is refreshed at once.
+    """
+    age = wall_now - pair.issued_at
+    left = pair.expires_at - wall_now
+    if age < -CLOCK_SKEW_SECS or left > MAX_ACCESS_LIFETIME_SECS:
+        return Timeline(mono_now, mono_now, distrusted=True)
+    return Timeline(mono_now - age, mono_now + left)
+
+
+def _newer(a: TokenPair, b: TokenPair) -> bool:
+    """True if `a` was issued after `b` (or is the same pair): the later login wins."""
+    if a.refresh_token == b.refresh_token and a.access_token == b.access_token:
+        return True
+    return (a.issued_at, a.expires_at) > (b.issued_at, b.expires_at)
+
+
 def _secs(value: float) -> str:
     return f"{value:.0f} s"
 
@@ -329,6 +377,8 @@ class TokenStore:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.last_written: tuple[int, int] | None = None
+        # A pair seeded or recovered at start that could not be written (read-only folder).
+        self.unsaved: TokenPair | None = None
 
     def __repr__(self) -> str:
         return f"TokenStore({str(self.path)!r})"
@@ -406,7 +456,13 @@ class TokenStore:
         with self.lock():
             if self.exists():  # another process seeded it meanwhile
                 return None
-            self.save(pair)
+            try:
+                self.save(pair)
+            except OSError as err:
+                # A read-only folder: start with the config's tokens in memory.
+                _LOG.debug("token store %s: cannot create it: %s", self.path, err)
+                self.unsaved = pair
+                return pair
         _LOG.info("token store %s created from config.json (it wins from now on)", self.path)
         return pair
 
@@ -455,7 +511,12 @@ class TokenStore:
                 ):
                     best = pair
             if best is not None:
-                self.save(best)
+                try:
+                    self.save(best)
+                except OSError as err:
+                    # The only copy of the newest login: kept in memory until it can be saved.
+                    _LOG.debug("token store %s: cannot save the adopted pair: %s", self.path, err)
+                    self.unsaved = best
                 _LOG.warning(
                     "token store %s: adopted a newer token pair that an interrupted save left "
                     "behind (the daemon was killed while saving rotated tokens)",
@@ -470,13 +531,28 @@ class TokenStore:
                 _LOG.info("token store %s: removed %d leftover temp file(s)", self.path, removed)
             return best
 
-    def _open_lock(self) -> int:
-        return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    def _open_lock(self) -> int | None:
+        """The lock file's descriptor; None when it neither exists nor can be created.
+
+        flock needs no write access: on a read-only store the file left by earlier runs still
+        serialises readers. Without any lock file nobody can write the folder either, so
+        there is nothing to serialise.
+        """
+        try:
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            try:
+                return os.open(self.lock_path, os.O_RDONLY)
+            except OSError:
+                return None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Blocking inter-process lock (flock on `<store>.lock`), for the CLI commands."""
         fd = self._open_lock()
+        if fd is None:
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -490,6 +566,9 @@ class TokenStore:
     async def alock(self, wait_secs: float = LOCK_TIMEOUT_SECS) -> AsyncIterator[None]:
         """The same lock for the event loop: non-blocking attempts, never a blocked loop."""
         fd = self._open_lock()
+        if fd is None:
+            yield
+            return
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_secs
@@ -511,11 +590,148 @@ class TokenStore:
             os.close(fd)
 
 
+# --- one daemon per store -----------------------------------------------------------------
+
+# A daemon that finds the lock taken tries again this long before it refuses to start: a CLI
+# command that only looks whether a daemon runs holds it for microseconds.
+DAEMON_LOCK_GRACE_SECS: Final = 0.5
+
+
+def _flock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
+    """The pid holding a flock on `path`, from the kernel's lock table (Linux); else None."""
+    try:
+        st = os.stat(path)
+        lines = locks.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or "FLOCK" not in parts:
+            continue  # a waiter, or another kind of lock
+        at = parts.index("FLOCK")
+        if len(parts) > at + 4 and parts[at + 4] == device and parts[at + 3].isdigit():
+            return int(parts[at + 3])
+    return None
+
+
+class StoreInUse(TokenError):
+    """Another daemon holds the store's daemon lock: two would send every command twice."""
+
+
+class DaemonLock:
+    """`<store>.daemon.lock`, flock'ed for the daemon's whole life (released when it exits).
+
+    Separate from `<store>.lock`: that one is taken per refresh, by the daemon and the CLI
+    alike. The holder's pid is written into the file so the refusal can name it.
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self.store = Path(store_path)
+        self.path = self.store.with_name(self.store.name + ".daemon.lock")
+        self._fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"DaemonLock({str(self.path)!r}, held={self._fd is not None})"
+
+    def _open(self) -> tuple[int, bool]:
+        """(fd, writable); a read-only store still has a lock file from earlier runs."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), True
+        except OSError:
+            return os.open(self.path, os.O_RDONLY), False
+
+    def holder(self) -> int | None:
+        """The pid of the daemon holding the lock (None if unknown).
+
+        The kernel's own record first (/proc/locks): on a read-only store the pid in the file
+        may be an earlier daemon's, as the holder could not write its own.
+        """
+        pid = _flock_holder(self.path)
+        if pid is not None:
+            return pid
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _refusal(self) -> StoreInUse:
+        pid = self.holder()
+        who = f"pid {pid}" if pid is not None else "another process"
+        return StoreInUse(
+            f"another tesla-smart-charger daemon ({who}) already uses the token store "
+            f"{self.store}: it holds {self.path}. Stop it "
+            "first: two daemons on one store would send every command twice"
+        )
+
+    def acquire(self, *, grace_secs: float = DAEMON_LOCK_GRACE_SECS) -> bool:
+        """Take the lock for this process's life; StoreInUse if another daemon has it.
+
+        False (and a warning) when no lock file can be opened at all (a read-only folder
+        without one): the daemon still starts, it just cannot notice a second daemon.
+        """
+        try:
+            fd, writable = self._open()
+        except OSError as err:
+            _LOG.warning(
+                "cannot open %s (%s): a second daemon on this token store would not be noticed",
+                self.path,
+                err.strerror,
+            )
+            return False
+        deadline = time.monotonic() + grace_secs
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise self._refusal() from None
+                time.sleep(LOCK_POLL_SECS)
+        if writable:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Let the next daemon start (the kernel also releases it if we die)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def running_daemon(self) -> int | None:
+        """For CLI commands: the pid of a daemon holding the lock (0 if unknown), else None."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = self.holder()
+            return pid if pid is not None else 0
+        finally:
+            os.close(fd)  # closing also drops our shared lock at once
+        return None
+
+
 # --- the manager ---------------------------------------------------------------------------
 
 
 class TokenManager:
-    """Hands out valid access tokens and keeps the refresh-token chain alive (a TokenSource)."""
+    """Hands out valid access tokens and keeps the refresh-token chain alive (a TokenSource).
+
+    Expiry and backoff are decided on the monotonic `clock`; the wall clock `wall` is used only
+    for the times written to the store (and shown on /status). A store that cannot be written
+    does not stop anything: the newest pair is held in memory and its save retried.
+    """
 
     def __init__(
         self,
@@ -524,7 +740,8 @@ class TokenManager:
         *,
         token_url: str,
         client_id: str | None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         store_poll_secs: float = STORE_POLL_SECS,
     ) -> None:
@@ -533,18 +750,21 @@ class TokenManager:
         self._token_url = token_url
         self._client_id = client_id
         self._clock = clock
+        self._wall = wall
         self._sleep = sleep
         self._poll = store_poll_secs
         self._lock = asyncio.Lock()
         self._pair: TokenPair | None = None
+        self._times: Timeline | None = None  # the pair's issue and expiry, monotonic
         self._sig: tuple[int, int] | None = None
         self._loaded = False
         self._state: State = "missing"
         self._dead_refresh: str | None = None  # fingerprint of the rejected refresh token
         self._reauth_reason = ""
         self._auth_lost_sent = False
-        self._last_refresh_at: float | None = None
-        self._last_failure_at: float | None = None
+        self._last_refresh_at: float | None = None  # wall clock, for /status
+        self._unsaved = False  # the pair in memory is newer than the store
+        self._store_cause = "not tried yet"  # why the last write failed, in the OS's words
         self._queue: asyncio.Queue[Event] | None = None
         # Every request to the token endpoint goes through this: 1 s doubling to 60 s.
         self.policy = RetryPolicy(
@@ -553,7 +773,17 @@ class TokenManager:
             cap=RETRY_MAX_SECS,
             logger=_LOG,
             clock=clock,
-            wall=clock,
+            wall=wall,
+        )
+        # The token store is a dependency like the others: its writes back off the same way.
+        self.store_policy = RetryPolicy(
+            "Saving the Tesla tokens",
+            base=RETRY_MIN_SECS,
+            cap=RETRY_MAX_SECS,
+            logger=_LOG,
+            clock=clock,
+            wall=wall,
+            back_words=f"{store.path} is writable again and holds the newest tokens",
         )
 
     def __repr__(self) -> str:
@@ -564,7 +794,47 @@ class TokenManager:
         """ok, refreshing, reauth_required or missing."""
         return self._state
 
+    @property
+    def unsaved(self) -> bool:
+        """True while the newest tokens live only in memory (the store cannot be written)."""
+        return self._unsaved
+
+    def store_problem(self) -> str | None:
+        """In words, for /health and /status: why a restart now would lose the login."""
+        if not self._unsaved:
+            return None
+        return (
+            f"the newest Tesla tokens cannot be saved (cannot write token store "
+            f"{self._store.path}: {self._store_cause}): they are kept in memory and the save is "
+            "retried; a restart before it works would lose the login"
+        )
+
     # -- store synchronisation --
+
+    def _take(self, pair: TokenPair, times: Timeline) -> None:
+        self._pair = pair
+        self._times = times
+        _mask_in_logs(pair)
+
+    def _from_store(self, pair: TokenPair) -> Timeline:
+        """The stored pair's times, unless it is the pair we hold (our clock knows better)."""
+        current = self._pair
+        if (
+            current is not None
+            and self._times is not None
+            and current.access_token == pair.access_token
+            and current.refresh_token == pair.refresh_token
+        ):
+            return self._times
+        times = timeline_from_store(pair, wall_now=self._wall(), mono_now=self._clock())
+        if times.distrusted:
+            _LOG.warning(
+                "token store %s: the access token's times lie in the future (the clock was "
+                "wrong when they were written, or is now): its expiry is not believed and the "
+                "tokens are refreshed now",
+                self._store.path,
+            )
+        return times
 
     def _adopt(self, pair: TokenPair | None, sig: tuple[int, int] | None) -> None:
         """Take `pair` (just read from the store) as current, leaving reauth if it is new."""
@@ -575,7 +845,13 @@ class TokenManager:
             if self._pair is None and self._state != "reauth_required":
                 self._state = "missing"
             return
-        self._pair = pair
+        if self._unsaved and self._pair is not None:
+            if not _newer(pair, self._pair):
+                return  # the store still holds an older pair: ours is the one to keep
+            # Someone wrote a newer pair (`auth exchange`): the store works again.
+            self._unsaved = False
+            self.store_policy.success()
+        self._take(pair, self._from_store(pair))
         stuck = self._state in ("missing", "reauth_required")
         if stuck and fingerprint(pair.refresh_token) != self._dead_refresh:
             if self._state == "reauth_required":
@@ -585,6 +861,15 @@ class TokenManager:
             self._auth_lost_sent = False
             if not first:
                 self._emit(TokenRefreshed(at=self._clock()))
+
+    def hold_unsaved(self, pair: TokenPair) -> None:
+        """Start with a pair that could not be saved (seeded or recovered on a read-only store)."""
+        self._loaded = True
+        self._sig = self._store.signature()
+        self._take(pair, self._from_store(pair))
+        if self._state == "missing":
+            self._state = "ok"
+        self._save(pair)  # one try now: the condition is then known (and said) from the start
 
     def _sync_from_store(self) -> TokenPair | None:
         """Reload the store if it changed on disk (another process, or first use)."""
@@ -600,6 +885,56 @@ class TokenManager:
             return self._pair
         self._adopt(pair, sig)
         return self._pair
+
+    def _save(self, pair: TokenPair) -> bool:
+        """Write `pair`; on failure keep it in memory and let the store's policy retry.
+
+        Synchronous on purpose: an fsync in a worker thread could outlive the file lock if
+        the task were cancelled.
+        """
+        try:
+            self._store.save(pair)
+        except OSError as err:
+            self._unsaved = True
+            self._store_cause = err.strerror or str(err)
+            self.store_policy.failure(
+                "transient",
+                f"cannot write token store {self._store.path}: {err.strerror or err}; "
+                "the newest tokens are kept in memory (a restart now would lose the login)",
+            )
+            return False
+        self._sig = self._store.last_written
+        self._unsaved = False
+        self.store_policy.success()
+        return True
+
+    async def save_pending(self) -> bool:
+        """Retry writing the pair held only in memory; True once the store has it."""
+        if not self._unsaved or self._pair is None:
+            return not self._unsaved
+        async with self._lock, self._store.alock():
+            self._sync_from_store()  # a newer pair written meanwhile wins (and ends it)
+            if not self._unsaved or self._pair is None:
+                return True
+            return self._save(self._pair)
+
+    def save_at_exit(self) -> None:
+        """Last try before the process ends; one clear line if the newest tokens stay unsaved."""
+        if not self._unsaved or self._pair is None:
+            return
+        # No file lock: a refresh task that did not stop in time may still hold it in this
+        # process, and a blocking flock on a second descriptor would then never return.
+        self._sync_from_store()  # a newer pair written meanwhile (`auth exchange`) wins
+        if self._unsaved and self._pair is not None:
+            self._save(self._pair)
+        if self._unsaved:
+            _LOG.error(
+                "stopping with the newest Tesla tokens not saved to %s (%s): the login may be "
+                "lost; if the next start says login_required, %s",
+                self._store.path,
+                self._store_cause,
+                FIX_REAUTH,
+            )
 
     def _emit(self, event: Event) -> None:
         if self._queue is None:
@@ -631,19 +966,20 @@ class TokenManager:
     # -- public API --
 
     def refresh_due_at(self) -> float:
-        """When the current access token should be refreshed (now if there is none)."""
-        pair = self._sync_from_store()
-        return pair.refresh_due_at if pair is not None else self._clock()
+        """When (monotonic) the current access token should be refreshed (now if there is none)."""
+        self._sync_from_store()
+        return self._times.refresh_due if self._times is not None else self._clock()
 
     async def access_token(self) -> str:
         """A valid access token; refreshes first when past the refresh point."""
         pair = self._sync_from_store()
-        if pair is None:
+        times = self._times
+        if pair is None or times is None:
             raise self._missing_error()
         now = self._clock()
-        if now < pair.refresh_due_at:
+        if now < times.refresh_due:
             return pair.access_token
-        still_valid = now < pair.expires_at
+        still_valid = now < times.expires
         if self._state == "reauth_required":
             if still_valid:
                 return pair.access_token  # good for a while yet; the owner has been told
@@ -653,7 +989,7 @@ class TokenManager:
         try:
             pair = await self.refresh()
         except (TokenEndpointError, LoginRequired):
-            if self._clock() < pair.expires_at:
+            if self._clock() < times.expires:
                 return pair.access_token  # the policy logged the failure once
             raise
         return pair.access_token
@@ -661,13 +997,13 @@ class TokenManager:
     async def handle_unauthorized(self, rejected: str) -> bool:
         """The API answered 401 to `rejected`: force one refresh unless one already happened."""
         pair = self._sync_from_store()
-        if pair is None:
+        if pair is None or self._times is None:
             return False
         if pair.access_token != rejected:
             return True
         if self._state == "reauth_required":
             return False
-        age = self._clock() - pair.issued_at
+        age = self._clock() - self._times.issued
         if age < FORCED_REFRESH_MIN_AGE_SECS:
             _LOG.warning(
                 "the Fleet API rejected an access token issued %.0f s ago; a refresh will not "
@@ -687,7 +1023,8 @@ class TokenManager:
 
         After taking both locks the store is re-read: if another task or process refreshed
         meanwhile (the pair is no longer due, or no longer the `rejected` one) that pair is
-        returned without a request.
+        returned without a request. A pair held only in memory (the store cannot be written)
+        is newer than the store's and is the one refreshed.
         """
         async with self._lock, self._store.alock():
             sig = self._store.signature()
@@ -698,15 +1035,16 @@ class TokenManager:
                 stored = None
             if stored is not None:
                 self._adopt(stored, sig)
-            elif self._pair is not None:
+            elif self._pair is not None and not self._unsaved:
                 _LOG.warning("token store %s unreadable or gone: rewriting it", self._store.path)
             pair = self._pair
-            if pair is None:
+            times = self._times
+            if pair is None or times is None:
                 self._loaded, self._sig, self._state = True, sig, "missing"
                 raise self._missing_error()
             if rejected is not None and pair.access_token != rejected:
                 return pair  # someone already replaced the rejected token
-            if not force and rejected is None and self._clock() < pair.refresh_due_at:
+            if not force and rejected is None and self._clock() < times.refresh_due:
                 return pair  # another task or process refreshed meanwhile
             if fingerprint(pair.refresh_token) == self._dead_refresh:
                 raise LoginRequired(self._reauth_reason)  # known dead: do not ask again
@@ -722,7 +1060,7 @@ class TokenManager:
                 raise paused
             # Shielded: a cancelled caller (daemon shutdown) must not drop a rotated token,
             # and the file lock is held until the new pair is on disk.
-            task = asyncio.create_task(self._exchange_and_save(pair))
+            task = asyncio.create_task(self._exchange_and_save(pair, times))
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -731,10 +1069,15 @@ class TokenManager:
                         await task
                 raise
 
-    async def _exchange_and_save(self, pair: TokenPair) -> TokenPair:
-        """POST the refresh grant and save the new pair before anyone can use it."""
+    async def _exchange_and_save(self, pair: TokenPair, times: Timeline) -> TokenPair:
+        """POST the refresh grant and save the new pair before anyone can use it.
+
+        If the store cannot be written the new pair is used all the same: the old refresh
+        token is spent, so memory is the only place the login still lives.
+        """
         self._state = "refreshing"
-        issued_at = self._clock()
+        issued_mono = self._clock()
+        issued_at = self._wall()
         form = {"grant_type": "refresh_token", "refresh_token": pair.refresh_token}
         if self._client_id:
             form["client_id"] = self._client_id
@@ -748,8 +1091,7 @@ class TokenManager:
             raise
         except TokenEndpointError as err:
             self._state = "ok"
-            self._last_failure_at = self._clock()
-            valid_for = pair.expires_at - self._clock()
+            valid_for = times.expires - self._clock()
             tail = (
                 f"the access token lasts another {_secs(valid_for)}"
                 if valid_for > 0
@@ -759,73 +1101,73 @@ class TokenManager:
             raise
         except BaseException:
             self._state = "ok"
-            self._last_failure_at = self._clock()
             raise
         self.policy.success()
-        # Durable before use. Synchronous on purpose: an fsync in a worker thread could
-        # outlive the file lock if this task were cancelled.
-        try:
-            self._store.save(new)
-        except OSError as err:
-            self._state = "ok"
-            _LOG.error(
-                "cannot write token store %s (%s): the new tokens are lost",
-                self._store.path,
-                err.strerror,
-            )
-            raise TokenError(
-                f"cannot write token store {self._store.path}: {err.strerror}"
-            ) from err
-        self._sig = self._store.last_written
-        self._pair = new
+        self._take(new, timeline_from_reply(new, issued_mono=issued_mono))
+        self._save(new)
         self._state = "ok"
         self._dead_refresh = None
         self._auth_lost_sent = False
-        self._last_failure_at = None
-        self._last_refresh_at = now = self._clock()
+        self._last_refresh_at = issued_at
+        now = self._clock()
         _LOG.info(
-            "Tesla tokens refreshed and saved; access token valid for %.0f s, next refresh in %.0f s",
-            new.expires_at - now,
-            max(0.0, new.refresh_due_at - now),
+            "Tesla tokens refreshed and %s; access token valid for %.0f s, next refresh in %.0f s",
+            "saved" if not self._unsaved else "held in memory",
+            self._times_left(now),
+            max(0.0, self._times.refresh_due - now) if self._times else 0.0,
         )
         self._emit(TokenRefreshed(at=now))
         return new
 
+    def _times_left(self, now: float) -> float:
+        return self._times.expires - now if self._times is not None else 0.0
+
     def status(self) -> dict[str, Any]:
         """For /status: state, seconds until the access token expires, when it was obtained.
 
-        `last_refresh_at` is this process's last refresh, else when the stored pair was issued.
+        `last_refresh_at` is this process's last refresh, else when the stored pair was issued;
+        `saved` is false while the newest tokens are held only in memory.
         """
         pair = self._sync_from_store()
         now = self._clock()
-        return {
+        out: dict[str, Any] = {
             "state": self._state,
             "access_expires_in_secs": (
-                max(0, int(pair.expires_at - now)) if pair is not None else None
+                max(0, int(self._times_left(now))) if pair is not None else None
             ),
             "last_refresh_at": (
                 iso8601(self._last_refresh_at or pair.issued_at) if pair is not None else None
             ),
         }
+        if self._unsaved:
+            out["saved"] = False
+            out["store_problem"] = self.store_problem()
+        return out
 
     async def run(self, queue: asyncio.Queue[Event]) -> None:
         """The token-refresh task: refresh when due, retry faults, survive lost logins.
 
         Sleeps are bounded by `store_poll_secs`, so a store rewritten by `auth exchange` or
-        `auth refresh` is noticed within that time, also while waiting for a new login.
+        `auth refresh` is noticed within that time, also while waiting for a new login. A pair
+        held only in memory is written again as soon as the store's policy allows.
         """
         self._queue = queue
         missing_logged = False
         try:
             while True:
+                if self._unsaved and self.store_policy.allowed(self._clock()):
+                    # A lock held by another process: the next turn tries again.
+                    with contextlib.suppress(TokenEndpointError):
+                        await self.save_pending()
                 pair = self._sync_from_store()
+                times = self._times
                 if self._state == "reauth_required":
                     if not self._auth_lost_sent:
                         self._auth_lost_sent = True
                         self._emit(AuthLost(at=self._clock(), reason=self._reauth_reason))
-                    await self._sleep(self._poll)
+                    await self._sleep(self._pause(self._poll))
                     continue
-                if pair is None:
+                if pair is None or times is None:
                     if not missing_logged:
                         missing_logged = True
                         _LOG.error("%s", self._missing_error())
@@ -833,12 +1175,12 @@ class TokenManager:
                     continue
                 missing_logged = False
                 now = self._clock()
-                if now < pair.refresh_due_at:
-                    await self._sleep(min(pair.refresh_due_at - now, self._poll))
+                if now < times.refresh_due:
+                    await self._sleep(self._pause(min(times.refresh_due - now, self._poll)))
                     continue
                 wait = self.policy.wait_secs(now)
                 if wait > 0:
-                    await self._sleep(min(wait, self._poll))
+                    await self._sleep(self._pause(min(wait, self._poll)))
                     continue
                 try:
                     await self.refresh()
@@ -846,10 +1188,18 @@ class TokenManager:
                     continue  # logged once and AuthLost queued by _mark_reauth
                 except TokenEndpointError as err:
                     # Logged once by the policy; the loop sleeps until it allows a new try.
-                    await self._sleep(min(max(err.retry_after, MIN_LOOP_SLEEP), self._poll))
+                    await self._sleep(
+                        self._pause(min(max(err.retry_after, MIN_LOOP_SLEEP), self._poll))
+                    )
                     continue
         finally:
             self._queue = None
+
+    def _pause(self, secs: float) -> float:
+        """A sleep no longer than the wait before the next try at saving an unsaved pair."""
+        if not self._unsaved:
+            return secs
+        return max(MIN_LOOP_SLEEP, min(secs, self.store_policy.wait_secs(self._clock())))
 
 
 # --- `python -m tesla_smart_charger.tokens --refresh-loop STORE URL CLIENT_ID` ---------------

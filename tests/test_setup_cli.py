@@ -38,6 +38,7 @@ from tesla_smart_charger.setup_cli import (
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.tokens import FIX_REAUTH, TokenPair, TokenStore, jwt_claims
 from tests.conftest import FIXTURES, load_fixture
+from tests.storage import tiny_tmpfs
 
 WriteConfig = Callable[..., Path]
 CLIENT = "my-client-id"
@@ -610,3 +611,51 @@ async def test_auth_register_output_is_scrubbed_of_an_echoed_partner_token(
     assert code == (0 if status == 200 else 1)
     assert "***" in out.out + out.err  # the echo is shown, masked
     assert_no_token_run(out.out + out.err, [*seen, SECRET])
+
+
+async def test_auth_exchange_on_a_read_only_store_says_so_without_a_traceback(
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "state"
+    with tiny_tmpfs(folder) as storage:
+        config = oauth_config(write_config, oauth, tokenFile=str(folder / "tokens.json"))
+        storage.read_only()
+        code = oauth.issue_code(redirect_uri=REDIRECT, region="EU")
+        assert await asyncio.to_thread(run, "--config", str(config), "auth", "exchange", code) == 1
+        storage.writable()
+    err = capsys.readouterr().err
+    assert f"cannot write token store {folder / 'tokens.json'}: Read-only file system" in err
+    assert "auth url" in err
+    assert "Traceback" not in err
+
+
+async def test_doctor_on_a_read_only_folder_without_a_store_says_it_cannot_create_it(
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "state"
+    with tiny_tmpfs(folder) as storage:
+        access, refresh = oauth.issue_initial()
+        config = write_config(
+            teslaTokenUrl=oauth.token_url,
+            teslaClientId=CLIENT,
+            energyMonitorIp=...,
+            teslaAccessToken=access,
+            teslaRefreshToken=refresh,
+            tokenFile=str(folder / "tokens.json"),
+        )
+        storage.read_only()
+        code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+        storage.writable()
+    out = capsys.readouterr().out
+    assert code == 1
+    (row,) = [line for line in out.splitlines() if line.startswith("token store readable")]
+    assert "FAIL" in row
+    assert f"cannot create {folder / 'tokens.json'}" in row
+    assert "not writable" in row
+    assert not (folder / "tokens.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from tesla_smart_charger.events import AuthLost, Event, TokenRefreshed
 from tesla_smart_charger.logging_setup import clear_secrets, configure_logging
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth, make_jwt
 from tesla_smart_charger.tokens import TokenManager, TokenPair, TokenStore, jwt_claims
+from tests.storage import tiny_tmpfs
 
 T0 = 1_800_000_000.0
 TTL = 1000.0
@@ -32,15 +34,20 @@ CLIENT = "sim-client"
 
 
 class FakeClock:
-    """Wall clock the tests move by hand."""
+    """The monotonic clock the tests move by hand, and a wall clock that can also be stepped."""
 
     def __init__(self, now: float = T0) -> None:
         self.now = now
+        self.step = 0.0  # how far the wall clock was stepped away from the monotonic one
         self.sleeps: list[float] = []
         self._moved = asyncio.Condition()
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        """Starts equal to the monotonic clock; `step` moves it as NTP or a person would."""
+        return self.now + self.step
 
     async def sleep(self, secs: float) -> None:
         """Advance virtual time and let other tasks run once."""
@@ -90,6 +97,7 @@ def make_manager(
             token_url=oauth.token_url,
             client_id=CLIENT,
             clock=clock,
+            wall=clock.wall,
             sleep=clock.sleep,
             **kwargs,
         )
@@ -329,16 +337,62 @@ async def test_new_pair_is_on_disk_before_it_is_returned(
     token = await manager.access_token()
     assert stored(path)["access_token"] == token  # nothing ran between return and this read
 
-    # If the save fails, the new token is never handed out.
-    def broken_save(self: TokenStore, pair: TokenPair) -> None:
+
+async def test_a_full_store_keeps_the_rotated_pair_in_memory_and_saves_it_later(
+    tmp_path: Path,
+    oauth: SimulatedOAuth,
+    make_manager: MakeManager,
+    clock: FakeClock,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The old refresh token is spent once the endpoint answers: memory is then the only copy."""
+    path = tmp_path / "tokens.json"
+    old = seed_store(path, oauth)
+    manager = make_manager()
+    real_save = TokenStore.save
+    attempts: list[float] = []
+
+    def full_disk(self: TokenStore, pair: TokenPair) -> None:
+        attempts.append(clock.now)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(TokenStore, "save", broken_save)
-    clock.now = T0 + 900 + TTL + 1  # the current token has expired
-    with pytest.raises(TokenError, match="cannot write token store") as info:
-        await manager.access_token()
-    assert "No space" in str(info.value)
+    monkeypatch.setattr(TokenStore, "save", full_disk)
+    clock.now = T0 + TTL + 1  # the current token has expired
+    with caplog.at_level(logging.INFO, logger="tesla_smart_charger.tokens"):
+        token = await manager.access_token()
+        assert token != old.access_token  # the rotated pair is used, not lost
+        assert oauth.is_valid_access(token)
+        assert stored(path)["access_token"] == old.access_token
+        assert manager.unsaved
+        status = manager.status()
+        assert status["saved"] is False
+        assert "No space left on device" in status["store_problem"]
+        assert "restart" in status["store_problem"]
+        assert manager.store_policy.state_now() != "ok"
+        # The policy backs the retries off (1 s doubling), and each failure is not a new line.
+        for _ in range(3):
+            clock.now += manager.store_policy.wait_secs()
+            assert await manager.save_pending() is False
+        assert [b - a for a, b in itertools.pairwise(attempts)] == pytest.approx(
+            [1.0, 2.0, 4.0], rel=0.21
+        )
+        monkeypatch.setattr(TokenStore, "save", real_save)  # space again
+        clock.now += manager.store_policy.wait_secs()
+        assert await manager.save_pending() is True
     assert stored(path)["access_token"] == token
+    assert stored(path)["refresh_token"] != old.refresh_token
+    assert oauth.is_valid_refresh(stored(path)["refresh_token"])
+    assert not manager.unsaved
+    assert "saved" not in manager.status()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines  # the condition's start, once
+    assert "No space left on device" in lines[0]
+    assert "kept in memory" in lines[0]
+    back = [r.getMessage() for r in caplog.records if "writable again" in r.getMessage()]
+    assert len(back) == 1  # and its end, once
+    assert oauth.refresh_count == 1
 
 
 async def test_reply_seen_by_the_post_is_saved_before_return(
@@ -367,6 +421,7 @@ async def test_reply_seen_by_the_post_is_saved_before_return(
             token_url=str(server.make_url("/oauth2/v3/token")),
             client_id=CLIENT,
             clock=clock,
+            wall=clock.wall,
         )
         clock.now = T0 + 950
         token_now = await manager.access_token()
@@ -392,6 +447,7 @@ async def test_network_failure_keeps_valid_token_then_raises_once_expired(
         token_url=dead_url,
         client_id=CLIENT,
         clock=clock,
+        wall=clock.wall,
     )
     clock.now = T0 + 900
     assert await down.access_token() == first.access_token
@@ -406,6 +462,7 @@ async def test_network_failure_keeps_valid_token_then_raises_once_expired(
         token_url=oauth.token_url,
         client_id=CLIENT,
         clock=clock,
+        wall=clock.wall,
     )
     with pytest.raises(TokenEndpointError, match="HTTP 503"):
         await up_but_failing.access_token()
@@ -585,3 +642,143 @@ def test_store_written_as_root_belongs_to_the_folder_owner(tmp_path: Path) -> No
     st = (folder / "tokens.json").stat()
     assert (st.st_uid, st.st_gid) == (4242, 4242)
     assert stat.S_IMODE(st.st_mode) == 0o600
+
+
+# --- wall-clock steps: expiry and backoff follow the monotonic clock -----------------------
+
+HOUR = 3600.0
+DAY = 86400.0
+
+
+async def test_a_wall_clock_step_back_does_not_revive_an_expired_token(
+    tmp_path: Path, oauth: SimulatedOAuth, make_manager: MakeManager, clock: FakeClock
+) -> None:
+    first = seed_store(tmp_path / "tokens.json", oauth)
+    manager = make_manager()
+    assert await manager.access_token() == first.access_token  # loaded at T0
+    clock.now = T0 + TTL + 1  # expired, by the monotonic clock
+    clock.step = -2 * HOUR  # the wall clock says it has 7,199 s left
+    token = await manager.access_token()
+    assert token != first.access_token
+    assert oauth.refresh_count == 1
+    # A new process started after the step sees an issue time in its future: not believed.
+    fresh = make_manager(tmp_path / "copy.json")
+    TokenStore(tmp_path / "copy.json").save(
+        TokenPair("a", "NA_r", clock.wall() + 2 * HOUR + TTL, clock.wall() + 2 * HOUR, "na")
+    )
+    assert fresh.status()["access_expires_in_secs"] == 0
+    assert fresh.refresh_due_at() == clock.now
+
+
+async def test_a_token_obtained_while_the_wall_clock_ran_a_day_ahead_is_not_trusted_longer(
+    tmp_path: Path, oauth: SimulatedOAuth, make_manager: MakeManager, clock: FakeClock
+) -> None:
+    path = tmp_path / "tokens.json"
+    seed_store(path, oauth, issued_at=T0 - TTL)  # due now
+    manager = make_manager()
+    clock.step = DAY  # a wrong RTC at boot
+    token = await manager.access_token()
+    assert oauth.refresh_count == 1
+    assert stored(path)["issued_at"] == T0 + DAY  # the wall clock is only persisted
+    clock.step = 0.0  # NTP corrects it
+    clock.now = T0 + 79
+    assert manager.status()["access_expires_in_secs"] == int(TTL - 79)  # not 86,321 s more
+    clock.now = T0 + 0.8 * TTL  # the usual refresh point, by the monotonic clock
+    assert await manager.access_token() != token
+    assert oauth.refresh_count == 2
+    # A restart with the corrected clock does not believe the far-future times either.
+    TokenStore(path).save(
+        TokenPair(token, "NA_r", clock.wall() + DAY + TTL, clock.wall() + DAY, "na")
+    )
+    restarted = make_manager()
+    assert restarted.status()["access_expires_in_secs"] == 0
+    assert restarted.refresh_due_at() == clock.now
+
+
+async def test_a_wall_clock_step_back_during_an_outage_does_not_stretch_the_backoff(
+    tmp_path: Path,
+    oauth: SimulatedOAuth,
+    make_manager: MakeManager,
+    clock: FakeClock,
+) -> None:
+    seed_store(tmp_path / "tokens.json", oauth, issued_at=T0 - TTL - 1)  # expired
+    oauth.fail_next(503, 2)
+    manager = make_manager()
+    with pytest.raises(TokenEndpointError, match="HTTP 503"):
+        await manager.access_token()
+    clock.step = -HOUR
+    wait = manager.policy.wait_secs()
+    assert 1.0 <= wait <= 1.2 + 1e-9  # not 3,601 s
+    assert manager.status()["access_expires_in_secs"] == 0
+    # The refresh task retries on time: two failures, then the new token.
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    event = await run_until(manager, queue, lambda: next_event(queue))
+    assert isinstance(event, TokenRefreshed)
+    assert oauth.requests == 3
+    assert sum(clock.sleeps) <= (2.0 + 1.0) * 1.2 + 1.0  # seconds of backoff, not an hour
+
+
+def test_stored_times_map_onto_the_monotonic_clock() -> None:
+    pair = TokenPair("a", "b", expires_at=T0 + 600, issued_at=T0 - 400)
+    times = tokens.timeline_from_store(pair, wall_now=T0, mono_now=50.0)
+    assert (times.issued, times.expires, times.distrusted) == (-350.0, 650.0, False)
+    assert times.refresh_due == pytest.approx(-350.0 + 800)
+    # Issued more than the skew ahead of now, or expiring further ahead than a token lives.
+    for bad in (
+        TokenPair("a", "b", expires_at=T0 + 1400, issued_at=T0 + 400),
+        TokenPair("a", "b", expires_at=T0 + 2 * DAY, issued_at=T0 - 10),
+    ):
+        times = tokens.timeline_from_store(bad, wall_now=T0, mono_now=50.0)
+        assert (times.expires, times.refresh_due, times.distrusted) == (50.0, 50.0, True)
+
+
+# --- one daemon per store ------------------------------------------------------------------
+
+
+def test_the_daemon_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    store = tmp_path / "tokens.json"
+    first, second = tokens.DaemonLock(store), tokens.DaemonLock(store)
+    assert first.acquire() is True
+    assert first.running_daemon() == os.getpid()  # what `auth refresh` and `doctor` see
+    # A read-only store keeps an earlier daemon's pid in the file: the kernel's record wins.
+    first.path.write_text("999999\n")
+    with pytest.raises(tokens.StoreInUse) as info:
+        second.acquire(grace_secs=0.2)
+    text = str(info.value)
+    assert f"pid {os.getpid()}" in text
+    assert "999999" not in text
+    assert str(first.path) in text
+    assert str(store) in text
+    first.release()
+    assert first.running_daemon() is None
+    assert second.acquire(grace_secs=0.2) is True  # free again once the first has gone
+    second.release()
+
+
+async def test_a_read_only_store_starts_from_the_pair_a_kill_left_and_saves_it_later(
+    tmp_path: Path, oauth: SimulatedOAuth, make_manager: MakeManager, clock: FakeClock
+) -> None:
+    """The only copy of a rotated pair in a temp file, on a store that became read-only."""
+    folder = tmp_path / "state"
+    with tiny_tmpfs(folder) as storage:
+        path = folder / "tokens.json"
+        seed_store(path, oauth)
+        access, refresh = oauth.issue_initial()
+        newer = TokenPair(access, refresh, T0 + 100 + TTL, T0 + 100, "na")
+        (folder / ".tokens.json.k1ll3d.tmp").write_text(json.dumps(newer.to_json()))
+        storage.read_only()
+        store = TokenStore(path)
+        assert store.recover_leftovers() == newer  # adopted, though it cannot be written
+        assert store.unsaved == newer
+        manager = make_manager(path)
+        manager.hold_unsaved(newer)
+        assert manager.unsaved
+        assert await manager.access_token() == access  # not the store's older one
+        status = manager.status()
+        assert status["saved"] is False
+        assert "Read-only file system" in status["store_problem"]
+        storage.writable()
+        clock.now += manager.store_policy.wait_secs()
+        assert await manager.save_pending() is True
+        assert stored(path)["refresh_token"] == refresh
+        assert not manager.unsaved

@@ -108,6 +108,8 @@ class ApiContext:
     status: Callable[[], dict[str, Any]]
     config: Callable[[], dict[str, Any]]  # already redacted
     health: Callable[[], list[str]]  # problems; empty = healthy
+    # Conditions shown on /health that leave the breaker protected (no 503).
+    warnings: Callable[[], list[str]] = list
     api_token: str | None = None
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     controls: DriverControls | None = None  # POST /vehicles/{vin}/limit
@@ -467,11 +469,14 @@ async def config(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """200 when everything runs, else 503 with the reasons."""
+    """200 when everything runs, else 503 with the reasons; `warnings` never make it 503."""
     problems = request.app[CTX].health()
+    warnings = request.app[CTX].warnings()
+    extra = {"warnings": warnings} if warnings else {}
     if problems:
-        return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
-    return web.json_response({"status": "ok", "version": __version__})
+        body = {"status": "unhealthy", "problems": problems, **extra}
+        return web.json_response(body, status=503)
+    return web.json_response({"status": "ok", "version": __version__, **extra})
 
 
 def _dumps(obj: Any) -> str:
