@@ -113,7 +113,9 @@ async def watch_health(daemon: DaemonProcess, seen: list[tuple[float, int, str]]
 async def test_slow_proxy_cut_is_a_failure_of_the_road_and_health_says_so(
     tmp_path: Path,
 ) -> None:
-    world = World(car=charging_car(), manual_house=(10.0,))
+    # tesla-http-proxy's road: a slow proxy still delivers the command at 11 s; on the signed
+    # road the car would refuse it as expired (a 10 s lifetime), a plain failure.
+    world = World(car=charging_car(), manual_house=(10.0,), road="proxy")
     async with world_and_daemon(tmp_path, world, "--monitor") as (world, daemon):
         seen: list[tuple[float, int, str]] = []
         stepped = await overload_with_slow_commands(world, daemon)
@@ -151,7 +153,7 @@ async def test_slow_proxy_cut_is_a_failure_of_the_road_and_health_says_so(
 
 
 async def test_slow_proxy_with_ble_the_cut_fails_over_to_the_bridge(tmp_path: Path) -> None:
-    world = World(car=charging_car(), manual_house=(10.0,), ble=True)
+    world = World(car=charging_car(), manual_house=(10.0,), ble=True, road="proxy")
     async with world_and_daemon(tmp_path, world, "--monitor") as (world, daemon):
         assert world.bridge is not None
         bridge = world.bridge
