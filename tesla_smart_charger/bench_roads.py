@@ -166,6 +166,8 @@ class RoadsPolicy(OursPolicy):
     def on_reading(self, t: float, supply: bench.Phases) -> None:
         """The controller first, then the escalation sees the same reading."""
         super().on_reading(t, supply)
+        target = self.state.target if self.state.target is not None else self.state.setpoint
+        self._feed(esc.ControllerTarget(None if target is None else float(target)))
         self._feed(esc.Measured(max(supply)))
 
     def _execute(self, action: core.Action) -> None:
@@ -234,11 +236,10 @@ class RoadsPolicy(OursPolicy):
                 self.clock.after(RELAY_LATENCY, switch)
             case esc.SetAmps(amps=amps):
 
-                def landed(ok: bool, _err: str) -> None:
+                def landed(ok: bool, err: str) -> None:
                     if ok:
                         self.state = resumed_at(self.state, int(amps), self.clock.now)
-                    else:
-                        self._feed(esc.RoadStatus(up=False))
+                    self._feed(esc.AmpsOutcome(ok=ok, error="" if ok else err))
 
                 self._send("set_charging_amps", {"charging_amps": int(amps)}, landed)
             case esc.Resume(restart_charging=restart):
@@ -257,6 +258,9 @@ class OutageResult:
     charge_stops: int
     relay_offs: int
     alerts: int
+    # The longest overload that began while the cloud road was down (the escalation's part;
+    # an overload after it, with the car held at its minimum, is the controller's).
+    longest_in_outage: int = 0
 
 
 def run_variant(variant: Variant) -> OutageResult:
@@ -274,6 +278,8 @@ def run_variant(variant: Variant) -> OutageResult:
         escalate=variant != "no-escalation",
     )
     m = Metrics(trace.limit, trace.phases, (trace.house[0][0] + car.current_draw(0.0),))
+    began: float | None = None  # the overload under way began at this second in the outage
+    longest = 0
     for t, load in enumerate(trace.house):
         now = float(t)
         clock.run_until(now)
@@ -281,13 +287,24 @@ def run_variant(variant: Variant) -> OutageResult:
         supply = (load[0] + draw,)
         m.add(supply, draw)
         policy.on_reading(now, supply)
+        if supply[0] <= trace.limit:
+            began = None
+        elif began is None and OUTAGE[0] <= now < OUTAGE[1]:
+            began = now
+        if began is not None:
+            longest = max(longest, t + 1 - int(began))
     result = bench._result(variant, m, cloud, trace)  # billed = the cloud road only
     if variant.startswith("ble"):
         result = replace(
             result, commands=policy.fleet.commands + cloud.commands, data_calls=cloud.data_calls
         )
     return OutageResult(
-        variant, result, policy.steps["charge_stop"], policy.steps["relay_off"], policy.alerts
+        variant,
+        result,
+        policy.steps["charge_stop"],
+        policy.steps["relay_off"],
+        policy.alerts,
+        longest,
     )
 
 

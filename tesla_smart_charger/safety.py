@@ -8,9 +8,10 @@ controller's own. The service calls three hooks:
   held off (answered locally as a refusal, so the controller keeps its setpoint); cuts still go;
 - `command_outcome(action, outcome, state)` after it: a lowering `set_charging_amps` becomes
   `CutAccepted` / `CutErrored` on the road that answered;
-- `after_event(event, state, now)` after the controller handled an event: the reading (or the
-  tick) goes to `step()`, the actions are executed, and what they did to the car is folded back
-  into the controller's state (the amps we set, a resume).
+- `after_event(event, state, now)` after the controller handled an event: the controller's
+  target and the reading (or the tick) go to `step()`, the actions are executed, and what they
+  did to the car is folded back into the controller's state (the amps we set), so the
+  controller stays the one owner of the setpoint.
 
 `AlertWatch` turns conditions that are not escalation steps (fail-safe, login required, a road
 down for more than 5 minutes) into one alert per episode.
@@ -54,6 +55,8 @@ _ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth",
 # the meter, not that answer, says whether the car still draws.
 CUT_FAILURES: Final = _ROAD_FAILURES | {"asleep"}
 ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
+# The car refused the safe current before the relay goes on: asked again this much later.
+REFUSED_RETRY_SECS: Final = 60.0
 
 Record = Callable[[str, int | None, str, str], None]
 
@@ -232,15 +235,22 @@ class Escalator:
     ) -> None:
         """A controller command ended: note a cut (accepted or failed) and the road's health."""
         road = self._road()
-        if isinstance(outcome, core.CommandDone) or (
-            isinstance(outcome, core.VehicleUpdate)
-            and outcome.snapshot.state is VehicleState.ONLINE
+        if (
+            isinstance(outcome, core.CommandDone)
+            or (
+                isinstance(outcome, core.VehicleUpdate)
+                and outcome.snapshot.state is VehicleState.ONLINE
+            )
+            or (isinstance(outcome, core.VehicleUnavailable) and outcome.kind == "refused")
         ):
-            # A look that finds the car "asleep" proves no road: the cloud says that of a
-            # charging car when it cannot reach it (vehicle-command issue 452).
+            # The car answered (a refusal too). A look that finds the car "asleep" proves no
+            # road: the cloud says that of a charging car when it cannot reach it
+            # (vehicle-command issue 452).
             self._inputs.append(esc.RoadStatus(up=True))
         elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in _ROAD_FAILURES:
-            self._inputs.append(esc.RoadStatus(up=False))
+            # Tried again when the road's policy allows (its retry_after), not sooner.
+            retry_at = self.clock() + outcome.retry_after
+            self._inputs.append(esc.RoadStatus(up=False, retry_at=retry_at))
         if not isinstance(action, core.SetAmps):
             return
         before = self._before(state)
@@ -268,6 +278,11 @@ class Escalator:
             first = esc.Tick()
         inputs = ([first] if first is not None else []) + self._inputs
         self._inputs = []
+        target = state.target if state.target is not None else state.setpoint
+        if target != self.state.target:
+            # First: a retry decided on this event never sends more than the controller's
+            # newest target (a cut it sent meanwhile is not undone).
+            inputs.insert(0, esc.ControllerTarget(None if target is None else float(target)))
         for item in inputs:
             state = await self._feed(item, state, now)
         return state
@@ -314,20 +329,9 @@ class Escalator:
     async def _execute(
         self, action: esc.Action, state: core.ControllerState, now: float
     ) -> tuple[esc.Input | None, core.ControllerState]:
-        why = f"escalation {self.state.level}"
         match action:
             case esc.RetryCut(road=road, amps=amps):
-                other = self.roads is not None and road in self.roads.road_names
-                where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
-                why = f"the cut did not land: retried on {where}"
-                try:
-                    await self._on(road).set_charging_amps(int(amps))
-                except ChargerError as err:
-                    self._note("set_charging_amps", int(amps), "error", str(err))
-                    return esc.CutErrored(road, amps, str(err)), state
-                self._note("set_charging_amps", int(amps), "ok", why)
-                before = self._before(state)
-                return esc.CutAccepted(road, before if before is not None else amps, amps), state
+                return await self._retry_cut(road, amps, state)
             case esc.ChargeStop():
                 try:
                     await self.vehicle.charge_stop()
@@ -342,13 +346,7 @@ class Escalator:
             case esc.SwitchRelay(on=on):
                 return await self._switch(on), state
             case esc.SetAmps(amps=amps):
-                try:
-                    await self.vehicle.set_charging_amps(int(amps))
-                except ChargerError as err:
-                    self._note("set_charging_amps", int(amps), "error", str(err))
-                    return esc.RoadStatus(up=False), state
-                self._note("set_charging_amps", int(amps), "ok", "before normal control resumes")
-                return None, resumed_at(state, int(amps), self.clock())
+                return await self._set_amps(amps, state)
             case esc.Resume(restart_charging=restart):
                 if restart and self.state.road_up:
                     try:
@@ -373,6 +371,44 @@ class Escalator:
                     )
                 return None, state
         return None, state  # pragma: no cover - every action is matched above
+
+    async def _retry_cut(
+        self, road: str, amps: float, state: core.ControllerState
+    ) -> tuple[esc.Input, core.ControllerState]:
+        """The failed cut once more, on `road` only."""
+        other = self.roads is not None and road in self.roads.road_names
+        where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
+        try:
+            await self._on(road).set_charging_amps(int(amps))
+        except ChargerError as err:
+            self._note("set_charging_amps", int(amps), "error", str(err))
+            return esc.CutErrored(road, amps, str(err)), state
+        self._note(
+            "set_charging_amps", int(amps), "ok", f"the cut did not land: retried on {where}"
+        )
+        before = self._before(state)
+        # The car is now set to this: the controller's state says so (one setpoint).
+        landed = resumed_at(state, int(amps), self.clock())
+        return esc.CutAccepted(road, before if before is not None else amps, amps), landed
+
+    async def _set_amps(
+        self, amps: float, state: core.ControllerState
+    ) -> tuple[esc.Input, core.ControllerState]:
+        """The safe current before the charger is powered again; its outcome goes to `step()`."""
+        try:
+            await self.vehicle.set_charging_amps(int(amps))
+        except CommandRefused as err:
+            # The car answered but did not take it: the circuit stays off, asked again later
+            # (not at the relay's pace: every try is a command to the car).
+            self._note("set_charging_amps", int(amps), "refused", err.reason)
+            retry_at = self.clock() + REFUSED_RETRY_SECS
+            return esc.AmpsOutcome(ok=False, error=err.reason, retry_at=retry_at), state
+        except ChargerError as err:
+            self._note("set_charging_amps", int(amps), "error", str(err))
+            retry_at = self.clock() + err.retry_after
+            return esc.AmpsOutcome(ok=False, error=str(err), retry_at=retry_at), state
+        self._note("set_charging_amps", int(amps), "ok", "before the charger is powered again")
+        return esc.AmpsOutcome(ok=True), resumed_at(state, int(amps), self.clock())
 
     async def _look(self) -> esc.Input:
         """The car's own word on what it draws (one data call; a car that sleeps is not woken)."""
@@ -406,7 +442,15 @@ class Escalator:
 
 
 def resumed_at(state: core.ControllerState, amps: int, now: float) -> core.ControllerState:
-    """The controller's state after the escalation set the car to `amps` (pure)."""
+    """The controller's state after the escalation set the car to `amps` (pure).
+
+    The escalation's own settings (a retried cut, the safe current before the relay goes on)
+    become the controller's setpoint, so it never sends an older value after them. A car that
+    took a command is awake: a controller that took it for asleep (Tesla's cloud says that of
+    an unreachable car) looks at it again instead of holding back while it charges.
+    """
+    if state.vehicle is not None and state.vehicle.state is not VehicleState.ONLINE:
+        state = replace(state, vehicle=None, first_look_done=False)
     return replace(
         state,
         command_from=state.setpoint,

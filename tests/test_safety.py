@@ -90,6 +90,35 @@ async def test_cut_accepted_on_ble_and_not_followed_is_retried_on_the_cloud() ->
     assert escalator.state.cut_failed
 
 
+async def test_the_retry_never_sends_more_than_the_controllers_newest_cut() -> None:
+    """One writer of the setpoint: the controller cut to 9 A over BLE; on the reading that shows
+    the car did not follow, the controller itself cuts to 6 A (that call in flight, the service
+    keeps the reading back). The escalation's retry on the cloud must not send 9 A after it."""
+    ble, cloud = Car(), Car()
+    roads = FailoverVehicle([("ble", ble), ("cloud", cloud)])
+    escalator = Escalator(CFG, roads, roads=roads, clock=lambda: 9.0)
+    at_nine = replace(controller_state(9, 16), target=9)
+    await roads.set_charging_amps(9)
+    escalator.command_outcome(
+        core.SetAmps(9, "cut"), core.CommandDone("set_charging_amps", 9), at_nine
+    )
+    await escalator.after_event(_reading(36.0), at_nine, 0.0)
+    # 9 s later (carSettleSecs is 8): the controller sends 6 A first, as ChargeService does
+    # while the call is in flight; the reading reaches the escalation after the call's outcome.
+    at_six = replace(controller_state(6, 9), target=6)
+    await roads.set_charging_amps(6)
+    outcome = core.CommandDone("set_charging_amps", 6)
+    escalator.command_outcome(core.SetAmps(6, "cut"), outcome, at_six)
+    state = await escalator.after_event(_reading(36.0), at_six, 9.0)
+    state = await escalator.after_event(outcome, state, 9.0)
+    sent = [amps for _, amps in ble.commands + cloud.commands]
+    assert sent[:2] == [9, 6]
+    assert all(amps is not None and amps <= 6 for amps in sent[2:])  # never 9 A again
+    assert cloud.commands == [("set_charging_amps", 6)]  # the retry went, at the newest value
+    assert state.setpoint == 6
+    assert escalator.state.cut_failed
+
+
 async def test_a_cut_answered_vehicle_unavailable_opens_an_episode() -> None:
     escalator = Escalator(CFG, Car(fail=True))
     state = controller_state(6, 16)
