@@ -447,9 +447,10 @@ def resumed_at(state: core.ControllerState, amps: int, now: float) -> core.Contr
     The escalation's own settings (a retried cut, the safe current before the relay goes on)
     become the controller's setpoint, so it never sends an older value after them. A car that
     took a command is awake: a controller that took it for asleep (Tesla's cloud says that of
-    an unreachable car) looks at it again instead of holding back while it charges.
+    an unreachable car) or never saw it (no road since start-up) looks at it at once, instead
+    of leaving it at this value while it charges.
     """
-    if state.vehicle is not None and state.vehicle.state is not VehicleState.ONLINE:
+    if state.vehicle is None or state.vehicle.state is not VehicleState.ONLINE:
         state = replace(state, vehicle=None, first_look_done=False)
     return replace(
         state,
