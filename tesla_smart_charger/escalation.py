@@ -244,7 +244,7 @@ class EscalationState:
     stop_at: float | None = None  # when charge_stop was asked for
     relay_at: float | None = None  # when the relay was last asked to switch
     relay_off_confirmed: bool = False
-    off_confirmed_at: float | None = None
+    off_confirmed_at: float | None = None  # when the relay confirmed it is off
     relay_on_requested: bool = False
     within_limit_since: float | None = None
     room_since: float | None = None
