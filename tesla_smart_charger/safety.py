@@ -36,7 +36,13 @@ from tesla_smart_charger.alerts import AlertSender
 from tesla_smart_charger.api import Relay, Vehicle
 from tesla_smart_charger.ble import BleVehicle
 from tesla_smart_charger.config import Settings
-from tesla_smart_charger.errors import ChargerError, CommandRefused, RelayAuthError, RelayError
+from tesla_smart_charger.errors import (
+    ChargerError,
+    CommandRefused,
+    RelayAuthError,
+    RelayError,
+    VehicleAsleep,
+)
 from tesla_smart_charger.events import MeterFailed, Reading
 from tesla_smart_charger.models import VehicleState
 from tesla_smart_charger.relay import ShellyRelay
@@ -57,6 +63,9 @@ CUT_FAILURES: Final = _ROAD_FAILURES | {"asleep"}
 ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
 # The car refused the safe current before the relay goes on: asked again this much later.
 REFUSED_RETRY_SECS: Final = 60.0
+# The car sleeps (its circuit has been off a while): asked again this much later. It wakes at
+# its old current when power returns, so the relay waits (or for room for its last draw).
+ASLEEP_RETRY_SECS: Final = 300.0
 
 Record = Callable[[str, int | None, str, str], None]
 
@@ -403,6 +412,11 @@ class Escalator:
             self._note("set_charging_amps", int(amps), "refused", err.reason)
             retry_at = self.clock() + REFUSED_RETRY_SECS
             return esc.AmpsOutcome(ok=False, error=err.reason, retry_at=retry_at), state
+        except VehicleAsleep as err:
+            # Never woken; a sleeping car's policy says "now", which would be a try every 5 s.
+            self._note("set_charging_amps", int(amps), "asleep", str(err))
+            retry_at = self.clock() + ASLEEP_RETRY_SECS
+            return esc.AmpsOutcome(ok=False, error=str(err), retry_at=retry_at), state
         except ChargerError as err:
             self._note("set_charging_amps", int(amps), "error", str(err))
             retry_at = self.clock() + err.retry_after
