@@ -18,7 +18,8 @@ A lowering command that errors, or that the car accepts and does not follow (aft
 An overload while no road reaches the car (every call failed since the last that got through:
 the proxy refused or answering 500, the token endpoint failing) is a failed cut of its own,
 whether or not a cut was ever sent: nothing the controller sends can land. With a relay, it goes
-straight to the relay after `escalateAfterSecs` (a `charge_stop` could not land either).
+straight to the relay after `escalateAfterSecs` (a `charge_stop` could not land either); without
+one it is alerted once, and the controller's cut goes when a road is back.
 
 With several cars on one meter and no charger channel of its own (`judge_by_look`), the meter
 cannot tell whose cut did not land: a cut still followed by an overload after `carSettleSecs`
@@ -525,6 +526,15 @@ def _level_none(
     state = replace(state, within_limit_since=None)
     if now - first_failed < cfg.escalate_after_secs:
         return state, tuple(actions)
+    if state.no_road and not cfg.relay_configured:
+        # No relay and no road: nothing can stop the car. Said once; the controller's cut goes
+        # the moment a road is back (a charge_stop queued meanwhile would stop the car then).
+        return _alert_once(
+            state,
+            "cut_failed",
+            f"above {cfg.home_max_amps:g} A for {now - first_failed:.0f} s and no road reaches "
+            "the car; with no safety relay nothing can stop it until a road is back",
+        )
     if not state.road_up and cfg.relay_configured:
         # No road would carry a charge_stop either: the relay is the one lever that works.
         state = _relay_off(replace(state, pending=None), reading.worst_amps, now)
@@ -660,6 +670,8 @@ def _relay_on(
 def next_deadline(state: EscalationState, cfg: EscalationConfig) -> float | None:
     """When a `Tick` may change something without a new reading (meter silent), or None."""
     if state.level == "none" and state.first_failed_at is not None:
+        if state.no_road and not cfg.relay_configured and "cut_failed" in state.alerted:
+            return None  # said; nothing left to do until a road is back
         return state.first_failed_at + cfg.escalate_after_secs
     if state.level == "charge_stop" and state.stop_at is not None:
         return state.stop_at + cfg.escalate_after_secs

@@ -347,9 +347,14 @@ def test_overload_with_no_road_from_the_start_is_a_failed_cut() -> None:
     state, timeline = run([*script[:23], (22.5, RelayOutcome(on=False, ok=True)), *script[23:]])
     assert timeline == [(22, ["relay:off", "alert:relay_off"])]  # no charge_stop: no road
     assert state.level == "relay_off"
-    # Without a relay, charge_stop is the only lever (sent, in case a road comes back).
-    _, timeline = run(script, NO_RELAY)
-    assert timeline == [(22, ["charge_stop", "alert:charge_stop"])]
+    # Without a relay nothing can stop the car: said once, no charge_stop (it would stop the car
+    # once a road is back, where the controller's cut is enough), no deadline left to spin on.
+    state, timeline = run(script, NO_RELAY)
+    assert timeline == [(22, ["alert:cut_failed"])]
+    assert state.level == "none"
+    assert next_deadline(state, NO_RELAY) is None
+    state, _ = step(state, RoadStatus(up=True), 31, NO_RELAY)
+    assert not state.cut_failed  # the road is back: the controller's cut is judged as any
 
 
 def test_a_short_overload_without_a_road_ends_by_itself() -> None:
