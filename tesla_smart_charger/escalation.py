@@ -45,6 +45,12 @@ RELAY_RETRY_SECS: Final = 5.0  # a relay that did not switch is asked again this
 # or the meter shows at least this share of the expected drop.
 FOLLOW_TOLERANCE_AMPS: Final = 1.0
 FOLLOW_SHARE: Final = 0.5
+# The car answered the safe current "asleep" (its circuit has been off a while) or refused it:
+# asked again this much later, not at the policy's "now" (every try is a command to the car).
+# A sleeping car wakes at its old current when power returns, so the relay waits meanwhile
+# (or for the house to leave room for its last draw).
+ASLEEP_RETRY_SECS: Final = 300.0
+REFUSED_RETRY_SECS: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +131,14 @@ class AmpsOutcome:
     """The safe current the escalation asked for (`SetAmps`) landed (`ok`) or failed.
 
     `retry_at`: when it failed, when the failing road's retry policy allows the next call.
+    `answer`: the car itself answered `asleep` or `refused` (the road works, the car did not
+    take it), else "".
     """
 
     ok: bool
     error: str = ""
     retry_at: float = 0.0
+    answer: Literal["", "asleep", "refused"] = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +436,12 @@ def _road_status(state: EscalationState, up: bool, retry_at: float) -> Escalatio
 
 def _amps_outcome(state: EscalationState, event: AmpsOutcome, now: float) -> Step:
     """The safe current landed: a road carries commands, so the relay may go back on."""
-    state = _road_status(state, event.ok, event.retry_at)
+    retry_at = event.retry_at
+    if event.answer == "asleep":
+        retry_at = now + ASLEEP_RETRY_SECS
+    elif event.answer == "refused":
+        retry_at = now + REFUSED_RETRY_SECS
+    state = _road_status(state, event.ok, retry_at)
     if (
         not event.ok
         or state.level != "relay_off"

@@ -61,11 +61,6 @@ _ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth",
 # the meter, not that answer, says whether the car still draws.
 CUT_FAILURES: Final = _ROAD_FAILURES | {"asleep"}
 ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
-# The car refused the safe current before the relay goes on: asked again this much later.
-REFUSED_RETRY_SECS: Final = 60.0
-# The car sleeps (its circuit has been off a while): asked again this much later. It wakes at
-# its old current when power returns, so the relay waits (or for room for its last draw).
-ASLEEP_RETRY_SECS: Final = 300.0
 
 Record = Callable[[str, int | None, str, str], None]
 
@@ -407,16 +402,12 @@ class Escalator:
         try:
             await self.vehicle.set_charging_amps(int(amps))
         except CommandRefused as err:
-            # The car answered but did not take it: the circuit stays off, asked again later
-            # (not at the relay's pace: every try is a command to the car).
+            # The car answered but did not take it: `step()` decides when to ask again.
             self._note("set_charging_amps", int(amps), "refused", err.reason)
-            retry_at = self.clock() + REFUSED_RETRY_SECS
-            return esc.AmpsOutcome(ok=False, error=err.reason, retry_at=retry_at), state
-        except VehicleAsleep as err:
-            # Never woken; a sleeping car's policy says "now", which would be a try every 5 s.
+            return esc.AmpsOutcome(ok=False, error=err.reason, answer="refused"), state
+        except VehicleAsleep as err:  # never woken
             self._note("set_charging_amps", int(amps), "asleep", str(err))
-            retry_at = self.clock() + ASLEEP_RETRY_SECS
-            return esc.AmpsOutcome(ok=False, error=str(err), retry_at=retry_at), state
+            return esc.AmpsOutcome(ok=False, error=str(err), answer="asleep"), state
         except ChargerError as err:
             self._note("set_charging_amps", int(amps), "error", str(err))
             retry_at = self.clock() + err.retry_after

@@ -381,6 +381,29 @@ def test_a_road_back_hands_a_no_road_overload_to_the_controller() -> None:
     assert not state.active
 
 
+@pytest.mark.parametrize(
+    ("outcome", "again_at"),
+    [
+        (AmpsOutcome(ok=False, error="HTTP 500", retry_at=117), 117),
+        (AmpsOutcome(ok=False, error="vehicle unavailable", answer="asleep"), 409),
+        (AmpsOutcome(ok=False, error="no", answer="refused"), 169),
+    ],
+    ids=["road failing: its policy", "car asleep: 5 min", "car refused: 1 min"],
+)
+def test_the_safe_current_is_asked_again_at_the_pace_of_what_failed(
+    outcome: AmpsOutcome, again_at: float
+) -> None:
+    """A sleeping or refusing car answers at once and its road's policy says "now": asking
+    every RELAY_RETRY_SECS would be a command to the car every 5 s while the relay is off."""
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
+    state, timeline = run(over(49, 109, worst=20, car=0), state=state)
+    assert timeline == [(109, ["set:6"])]
+    state, _ = step(state, outcome, 109, CFG)
+    state, timeline = run(over(110, again_at, worst=20, car=0), state=state)
+    assert timeline == [(again_at, ["set:6"])]
+    assert state.level == "relay_off"
+
+
 def test_a_retry_never_sends_more_than_the_controllers_newest_target() -> None:
     """The controller cut to 9 A, then (its cut still settling) to 6 A: the retry of the 9 A cut
     must not undo the 6 A one (it sent 9 A right after the controller's 6 A)."""
