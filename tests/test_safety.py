@@ -183,7 +183,6 @@ async def test_the_safe_current_is_asked_again_at_the_pace_of_what_failed(
         level="relay_off",
         relay_off_confirmed=True,
         room_since=0.0,
-        draw=16.0,
         road_up=False,
     )
     state = controller_state(16, None)
