@@ -30,7 +30,8 @@ from tesla_smart_charger.bench import (
     Result,
     Trace,
 )
-from tesla_smart_charger.safety import CUT_FAILURES, resumed_at
+from tesla_smart_charger.models import VehicleState
+from tesla_smart_charger.safety import CUT_FAILURES, ROAD_FAILURES, look_again, resumed_at
 from tesla_smart_charger.simulator.car import CarModel, envelope, unavailable_reply
 from tesla_smart_charger.tesla import interpret_reply
 
@@ -185,6 +186,18 @@ class RoadsPolicy(OursPolicy):
 
     def _outcome(self, event: core.ControllerEvent) -> None:
         cut, self.cut = self.cut, None
+        # The road's health first, as the daemon's shell feeds it (safety.Escalator).
+        if (
+            isinstance(event, core.CommandDone)
+            or (
+                isinstance(event, core.VehicleUpdate)
+                and event.snapshot.state is VehicleState.ONLINE
+            )
+            or (isinstance(event, core.VehicleUnavailable) and event.kind == "refused")
+        ):
+            self._feed(esc.RoadStatus(up=True))
+        elif isinstance(event, core.VehicleUnavailable) and event.kind in ROAD_FAILURES:
+            self._feed(esc.RoadStatus(up=False, retry_at=self.clock.now + event.retry_after))
         if cut is not None:
             if isinstance(event, core.CommandDone):
                 self._feed(esc.CutAccepted("cloud", *cut))
@@ -236,15 +249,23 @@ class RoadsPolicy(OursPolicy):
                 self.clock.after(RELAY_LATENCY, switch)
             case esc.SetAmps(amps=amps):
 
-                def landed(ok: bool, err: str) -> None:
-                    if ok:
+                def landed(reply: Reply) -> None:
+                    outcome, err = interpret_reply(
+                        *reply, what="set_charging_amps", command="set_charging_amps"
+                    )
+                    if outcome == "ok":
                         self.state = resumed_at(self.state, int(amps), self.clock.now)
-                    self._feed(esc.AmpsOutcome(ok=ok, error="" if ok else err))
+                    # As the daemon's shell says it: the car's own answer, or a road failure.
+                    answer: Literal["", "asleep", "refused"] = (
+                        outcome if outcome in ("asleep", "refused") else ""
+                    )
+                    self._feed(esc.AmpsOutcome(ok=outcome == "ok", error=str(err), answer=answer))
 
-                self._send("set_charging_amps", {"charging_amps": int(amps)}, landed)
+                self.fleet.command("set_charging_amps", {"charging_amps": int(amps)}, landed)
             case esc.Resume(restart_charging=restart):
                 if restart and self.esc.road_up:
                     self._send("charge_start", {}, lambda _ok, _err: None)
+                self.state = look_again(self.state)
             case esc.Alert():
                 self.alerts += 1
 

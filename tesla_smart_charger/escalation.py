@@ -45,12 +45,11 @@ RELAY_RETRY_SECS: Final = 5.0  # a relay that did not switch is asked again this
 # or the meter shows at least this share of the expected drop.
 FOLLOW_TOLERANCE_AMPS: Final = 1.0
 FOLLOW_SHARE: Final = 0.5
-# The car answered the safe current "asleep" (its circuit has been off a while) or refused it:
-# asked again this much later, not at the policy's "now" (every try is a command to the car).
-# A sleeping car wakes at its old current when power returns, so the relay waits meanwhile
-# (or for the house to leave room for its last draw).
-ASLEEP_RETRY_SECS: Final = 300.0
-REFUSED_RETRY_SECS: Final = 60.0
+# The car answered the safe current "asleep" (or Tesla's cloud says so of a car it cannot
+# reach) or refused it: asked again this much later, not at the policy's "now" (every try is a
+# command to the car). A sleeping car wakes at its old current when power returns, so the relay
+# waits meanwhile (or for the house to leave room for its last draw).
+CAR_ANSWER_RETRY_SECS: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,11 +435,7 @@ def _road_status(state: EscalationState, up: bool, retry_at: float) -> Escalatio
 
 def _amps_outcome(state: EscalationState, event: AmpsOutcome, now: float) -> Step:
     """The safe current landed: a road carries commands, so the relay may go back on."""
-    retry_at = event.retry_at
-    if event.answer == "asleep":
-        retry_at = now + ASLEEP_RETRY_SECS
-    elif event.answer == "refused":
-        retry_at = now + REFUSED_RETRY_SECS
+    retry_at = now + CAR_ANSWER_RETRY_SECS if event.answer else event.retry_at
     state = _road_status(state, event.ok, retry_at)
     if (
         not event.ok

@@ -55,11 +55,11 @@ _LOG = logging.getLogger(__name__)
 # How often the alert watch looks at fail-safe, login and road health.
 WATCH_SECS: Final = 1.0
 # Outcomes that say the road to the car failed (not the car's own refusal or its sleep).
-_ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth", "token"})
+ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth", "token"})
 # A cut answered with one of these did not land. "asleep" too: Tesla's cloud answers "vehicle
 # unavailable" to commands while the car is visibly charging (vehicle-command issue 452), and
 # the meter, not that answer, says whether the car still draws.
-CUT_FAILURES: Final = _ROAD_FAILURES | {"asleep"}
+CUT_FAILURES: Final = ROAD_FAILURES | {"asleep"}
 ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
 
 Record = Callable[[str, int | None, str, str], None]
@@ -251,7 +251,7 @@ class Escalator:
             # road: the cloud says that of a charging car when it cannot reach it
             # (vehicle-command issue 452).
             self._inputs.append(esc.RoadStatus(up=True))
-        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in _ROAD_FAILURES:
+        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in ROAD_FAILURES:
             # Tried again when the road's policy allows (its retry_after), not sooner.
             retry_at = self.clock() + outcome.retry_after
             self._inputs.append(esc.RoadStatus(up=False, retry_at=retry_at))
@@ -359,7 +359,7 @@ class Escalator:
                         self._note("charge_start", None, "error", str(err))
                     else:
                         self._note("charge_start", None, "ok", "escalation resolved")
-                return None, state
+                return None, look_again(state)
             case esc.LookAtCar():
                 return await self._look(), state
             case esc.Alert(event=event, message=message):
@@ -446,19 +446,24 @@ class Escalator:
         return esc.RelayOutcome(on=on, ok=True)
 
 
+def look_again(state: core.ControllerState) -> core.ControllerState:
+    """The controller's state once the car has power again or took a command (pure): a car it
+    took for asleep (Tesla's cloud says that of a car it cannot reach) or never saw is looked
+    at on the next reading, instead of being left uncontrolled while it charges."""
+    if state.vehicle is None or state.vehicle.state is not VehicleState.ONLINE:
+        return replace(state, vehicle=None, first_look_done=False)
+    return state
+
+
 def resumed_at(state: core.ControllerState, amps: int, now: float) -> core.ControllerState:
     """The controller's state after the escalation set the car to `amps` (pure).
 
     The escalation's own settings (a retried cut, the safe current before the relay goes on)
-    become the controller's setpoint, so it never sends an older value after them. A car that
-    took a command is awake: a controller that took it for asleep (Tesla's cloud says that of
-    an unreachable car) or never saw it (no road since start-up) looks at it at once, instead
-    of leaving it at this value while it charges.
+    become the controller's setpoint, so it never sends an older value after them; a car that
+    took a command is awake (`look_again`).
     """
-    if state.vehicle is None or state.vehicle.state is not VehicleState.ONLINE:
-        state = replace(state, vehicle=None, first_look_done=False)
     return replace(
-        state,
+        look_again(state),
         command_from=state.setpoint,
         setpoint=amps,
         commanded_at=now,

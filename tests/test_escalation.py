@@ -385,10 +385,10 @@ def test_a_road_back_hands_a_no_road_overload_to_the_controller() -> None:
     ("outcome", "again_at"),
     [
         (AmpsOutcome(ok=False, error="HTTP 500", retry_at=117), 117),
-        (AmpsOutcome(ok=False, error="vehicle unavailable", answer="asleep"), 409),
+        (AmpsOutcome(ok=False, error="vehicle unavailable", answer="asleep"), 169),
         (AmpsOutcome(ok=False, error="no", answer="refused"), 169),
     ],
-    ids=["road failing: its policy", "car asleep: 5 min", "car refused: 1 min"],
+    ids=["road failing: its policy", "car asleep: 1 min", "car refused: 1 min"],
 )
 def test_the_safe_current_is_asked_again_at_the_pace_of_what_failed(
     outcome: AmpsOutcome, again_at: float

@@ -164,7 +164,7 @@ def _transient() -> ChargerError:
     ("error", "wait"),
     [
         (_transient(), 8.0),
-        (VehicleAsleep("vehicle unavailable"), 300.0),
+        (VehicleAsleep("vehicle unavailable"), 60.0),
         (CommandRefused("set_charging_amps", "no"), 60.0),
     ],
     ids=["road failing", "car asleep", "car refused"],
