@@ -30,7 +30,8 @@ from tesla_smart_charger.bench import (
     Result,
     Trace,
 )
-from tesla_smart_charger.safety import CUT_FAILURES, resumed_at
+from tesla_smart_charger.models import VehicleState
+from tesla_smart_charger.safety import CUT_FAILURES, ROAD_FAILURES, look_again, resumed_at
 from tesla_smart_charger.simulator.car import CarModel, envelope, unavailable_reply
 from tesla_smart_charger.tesla import interpret_reply
 
@@ -166,6 +167,8 @@ class RoadsPolicy(OursPolicy):
     def on_reading(self, t: float, supply: bench.Phases) -> None:
         """The controller first, then the escalation sees the same reading."""
         super().on_reading(t, supply)
+        target = self.state.target if self.state.target is not None else self.state.setpoint
+        self._feed(esc.ControllerTarget(None if target is None else float(target)))
         self._feed(esc.Measured(max(supply)))
 
     def _execute(self, action: core.Action) -> None:
@@ -183,6 +186,18 @@ class RoadsPolicy(OursPolicy):
 
     def _outcome(self, event: core.ControllerEvent) -> None:
         cut, self.cut = self.cut, None
+        # The road's health first, as the daemon's shell feeds it (safety.Escalator).
+        if (
+            isinstance(event, core.CommandDone)
+            or (
+                isinstance(event, core.VehicleUpdate)
+                and event.snapshot.state is VehicleState.ONLINE
+            )
+            or (isinstance(event, core.VehicleUnavailable) and event.kind == "refused")
+        ):
+            self._feed(esc.RoadStatus(up=True))
+        elif isinstance(event, core.VehicleUnavailable) and event.kind in ROAD_FAILURES:
+            self._feed(esc.RoadStatus(up=False, retry_at=self.clock.now + event.retry_after))
         if cut is not None:
             if isinstance(event, core.CommandDone):
                 self._feed(esc.CutAccepted("cloud", *cut))
@@ -234,16 +249,23 @@ class RoadsPolicy(OursPolicy):
                 self.clock.after(RELAY_LATENCY, switch)
             case esc.SetAmps(amps=amps):
 
-                def landed(ok: bool, _err: str) -> None:
-                    if ok:
+                def landed(reply: Reply) -> None:
+                    outcome, err = interpret_reply(
+                        *reply, what="set_charging_amps", command="set_charging_amps"
+                    )
+                    if outcome == "ok":
                         self.state = resumed_at(self.state, int(amps), self.clock.now)
-                    else:
-                        self._feed(esc.RoadStatus(up=False))
+                    # As the daemon's shell says it: the car's own answer, or a road failure.
+                    answer: Literal["", "asleep", "refused"] = (
+                        outcome if outcome in ("asleep", "refused") else ""
+                    )
+                    self._feed(esc.AmpsOutcome(ok=outcome == "ok", error=str(err), answer=answer))
 
-                self._send("set_charging_amps", {"charging_amps": int(amps)}, landed)
+                self.fleet.command("set_charging_amps", {"charging_amps": int(amps)}, landed)
             case esc.Resume(restart_charging=restart):
                 if restart and self.esc.road_up:
                     self._send("charge_start", {}, lambda _ok, _err: None)
+                self.state = look_again(self.state)
             case esc.Alert():
                 self.alerts += 1
 
@@ -257,6 +279,9 @@ class OutageResult:
     charge_stops: int
     relay_offs: int
     alerts: int
+    # The longest overload that began while the cloud road was down (the escalation's part;
+    # an overload after it, with the car held at its minimum, is the controller's).
+    longest_in_outage: int = 0
 
 
 def run_variant(variant: Variant) -> OutageResult:
@@ -274,6 +299,8 @@ def run_variant(variant: Variant) -> OutageResult:
         escalate=variant != "no-escalation",
     )
     m = Metrics(trace.limit, trace.phases, (trace.house[0][0] + car.current_draw(0.0),))
+    began: float | None = None  # the overload under way began at this second in the outage
+    longest = 0
     for t, load in enumerate(trace.house):
         now = float(t)
         clock.run_until(now)
@@ -281,13 +308,24 @@ def run_variant(variant: Variant) -> OutageResult:
         supply = (load[0] + draw,)
         m.add(supply, draw)
         policy.on_reading(now, supply)
+        if supply[0] <= trace.limit:
+            began = None
+        elif began is None and OUTAGE[0] <= now < OUTAGE[1]:
+            began = now
+        if began is not None:
+            longest = max(longest, t + 1 - int(began))
     result = bench._result(variant, m, cloud, trace)  # billed = the cloud road only
     if variant.startswith("ble"):
         result = replace(
             result, commands=policy.fleet.commands + cloud.commands, data_calls=cloud.data_calls
         )
     return OutageResult(
-        variant, result, policy.steps["charge_stop"], policy.steps["relay_off"], policy.alerts
+        variant,
+        result,
+        policy.steps["charge_stop"],
+        policy.steps["relay_off"],
+        policy.alerts,
+        longest,
     )
 
 

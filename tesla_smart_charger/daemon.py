@@ -269,10 +269,12 @@ class Daemon:
         problems += self._cut_blocked()
         for label, escalator in self.escalations():
             if escalator.state.active:
+                who = label if self.fleet else "the car"
+                # Said as it is: a car that ignores cuts, or one no road reaches.
                 car = (
-                    f"{label} did not follow a cut"
-                    if self.fleet
-                    else "the car did not follow a cut"
+                    f"{who} did not follow a cut"
+                    if escalator.state.road_up
+                    else f"no road reaches {who}"
                 )
                 problems.append(
                     f"escalation {escalator.level}: {car} (see the log and docs/relay.md)"

@@ -8,9 +8,10 @@ controller's own. The service calls three hooks:
   held off (answered locally as a refusal, so the controller keeps its setpoint); cuts still go;
 - `command_outcome(action, outcome, state)` after it: a lowering `set_charging_amps` becomes
   `CutAccepted` / `CutErrored` on the road that answered;
-- `after_event(event, state, now)` after the controller handled an event: the reading (or the
-  tick) goes to `step()`, the actions are executed, and what they did to the car is folded back
-  into the controller's state (the amps we set, a resume).
+- `after_event(event, state, now)` after the controller handled an event: the controller's
+  target and the reading (or the tick) go to `step()`, the actions are executed, and what they
+  did to the car is folded back into the controller's state (the amps we set), so the
+  controller stays the one owner of the setpoint.
 
 `AlertWatch` turns conditions that are not escalation steps (fail-safe, login required, a road
 down for more than 5 minutes) into one alert per episode.
@@ -35,7 +36,13 @@ from tesla_smart_charger.alerts import AlertSender
 from tesla_smart_charger.api import Relay, Vehicle
 from tesla_smart_charger.ble import BleVehicle
 from tesla_smart_charger.config import Settings
-from tesla_smart_charger.errors import ChargerError, CommandRefused, RelayAuthError, RelayError
+from tesla_smart_charger.errors import (
+    ChargerError,
+    CommandRefused,
+    RelayAuthError,
+    RelayError,
+    VehicleAsleep,
+)
 from tesla_smart_charger.events import MeterFailed, Reading
 from tesla_smart_charger.models import VehicleState
 from tesla_smart_charger.relay import ShellyRelay
@@ -48,11 +55,11 @@ _LOG = logging.getLogger(__name__)
 # How often the alert watch looks at fail-safe, login and road health.
 WATCH_SECS: Final = 1.0
 # Outcomes that say the road to the car failed (not the car's own refusal or its sleep).
-_ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth", "token"})
+ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth", "token"})
 # A cut answered with one of these did not land. "asleep" too: Tesla's cloud answers "vehicle
 # unavailable" to commands while the car is visibly charging (vehicle-command issue 452), and
 # the meter, not that answer, says whether the car still draws.
-CUT_FAILURES: Final = _ROAD_FAILURES | {"asleep"}
+CUT_FAILURES: Final = ROAD_FAILURES | {"asleep"}
 ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
 
 Record = Callable[[str, int | None, str, str], None]
@@ -232,15 +239,22 @@ class Escalator:
     ) -> None:
         """A controller command ended: note a cut (accepted or failed) and the road's health."""
         road = self._road()
-        if isinstance(outcome, core.CommandDone) or (
-            isinstance(outcome, core.VehicleUpdate)
-            and outcome.snapshot.state is VehicleState.ONLINE
+        if (
+            isinstance(outcome, core.CommandDone)
+            or (
+                isinstance(outcome, core.VehicleUpdate)
+                and outcome.snapshot.state is VehicleState.ONLINE
+            )
+            or (isinstance(outcome, core.VehicleUnavailable) and outcome.kind == "refused")
         ):
-            # A look that finds the car "asleep" proves no road: the cloud says that of a
-            # charging car when it cannot reach it (vehicle-command issue 452).
+            # The car answered (a refusal too). A look that finds the car "asleep" proves no
+            # road: the cloud says that of a charging car when it cannot reach it
+            # (vehicle-command issue 452).
             self._inputs.append(esc.RoadStatus(up=True))
-        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in _ROAD_FAILURES:
-            self._inputs.append(esc.RoadStatus(up=False))
+        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in ROAD_FAILURES:
+            # Tried again when the road's policy allows (its retry_after), not sooner.
+            retry_at = self.clock() + outcome.retry_after
+            self._inputs.append(esc.RoadStatus(up=False, retry_at=retry_at))
         if not isinstance(action, core.SetAmps):
             return
         before = self._before(state)
@@ -268,6 +282,11 @@ class Escalator:
             first = esc.Tick()
         inputs = ([first] if first is not None else []) + self._inputs
         self._inputs = []
+        target = state.target if state.target is not None else state.setpoint
+        if target != self.state.target:
+            # First: a retry decided on this event never sends more than the controller's
+            # newest target (a cut it sent meanwhile is not undone).
+            inputs.insert(0, esc.ControllerTarget(None if target is None else float(target)))
         for item in inputs:
             state = await self._feed(item, state, now)
         return state
@@ -314,20 +333,9 @@ class Escalator:
     async def _execute(
         self, action: esc.Action, state: core.ControllerState, now: float
     ) -> tuple[esc.Input | None, core.ControllerState]:
-        why = f"escalation {self.state.level}"
         match action:
             case esc.RetryCut(road=road, amps=amps):
-                other = self.roads is not None and road in self.roads.road_names
-                where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
-                why = f"the cut did not land: retried on {where}"
-                try:
-                    await self._on(road).set_charging_amps(int(amps))
-                except ChargerError as err:
-                    self._note("set_charging_amps", int(amps), "error", str(err))
-                    return esc.CutErrored(road, amps, str(err)), state
-                self._note("set_charging_amps", int(amps), "ok", why)
-                before = self._before(state)
-                return esc.CutAccepted(road, before if before is not None else amps, amps), state
+                return await self._retry_cut(road, amps, state)
             case esc.ChargeStop():
                 try:
                     await self.vehicle.charge_stop()
@@ -342,13 +350,7 @@ class Escalator:
             case esc.SwitchRelay(on=on):
                 return await self._switch(on), state
             case esc.SetAmps(amps=amps):
-                try:
-                    await self.vehicle.set_charging_amps(int(amps))
-                except ChargerError as err:
-                    self._note("set_charging_amps", int(amps), "error", str(err))
-                    return esc.RoadStatus(up=False), state
-                self._note("set_charging_amps", int(amps), "ok", "before normal control resumes")
-                return None, resumed_at(state, int(amps), self.clock())
+                return await self._set_amps(amps, state)
             case esc.Resume(restart_charging=restart):
                 if restart and self.state.road_up:
                     try:
@@ -357,7 +359,7 @@ class Escalator:
                         self._note("charge_start", None, "error", str(err))
                     else:
                         self._note("charge_start", None, "ok", "escalation resolved")
-                return None, state
+                return None, look_again(state)
             case esc.LookAtCar():
                 return await self._look(), state
             case esc.Alert(event=event, message=message):
@@ -373,6 +375,45 @@ class Escalator:
                     )
                 return None, state
         return None, state  # pragma: no cover - every action is matched above
+
+    async def _retry_cut(
+        self, road: str, amps: float, state: core.ControllerState
+    ) -> tuple[esc.Input, core.ControllerState]:
+        """The failed cut once more, on `road` only."""
+        other = self.roads is not None and road in self.roads.road_names
+        where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
+        try:
+            await self._on(road).set_charging_amps(int(amps))
+        except ChargerError as err:
+            self._note("set_charging_amps", int(amps), "error", str(err))
+            return esc.CutErrored(road, amps, str(err)), state
+        self._note(
+            "set_charging_amps", int(amps), "ok", f"the cut did not land: retried on {where}"
+        )
+        before = self._before(state)
+        # The car is now set to this: the controller's state says so (one setpoint).
+        landed = resumed_at(state, int(amps), self.clock())
+        return esc.CutAccepted(road, before if before is not None else amps, amps), landed
+
+    async def _set_amps(
+        self, amps: float, state: core.ControllerState
+    ) -> tuple[esc.Input, core.ControllerState]:
+        """The safe current before the charger is powered again; its outcome goes to `step()`."""
+        try:
+            await self.vehicle.set_charging_amps(int(amps))
+        except CommandRefused as err:
+            # The car answered but did not take it: `step()` decides when to ask again.
+            self._note("set_charging_amps", int(amps), "refused", err.reason)
+            return esc.AmpsOutcome(ok=False, error=err.reason, answer="refused"), state
+        except VehicleAsleep as err:  # never woken
+            self._note("set_charging_amps", int(amps), "asleep", str(err))
+            return esc.AmpsOutcome(ok=False, error=str(err), answer="asleep"), state
+        except ChargerError as err:
+            self._note("set_charging_amps", int(amps), "error", str(err))
+            retry_at = self.clock() + err.retry_after
+            return esc.AmpsOutcome(ok=False, error=str(err), retry_at=retry_at), state
+        self._note("set_charging_amps", int(amps), "ok", "before the charger is powered again")
+        return esc.AmpsOutcome(ok=True), resumed_at(state, int(amps), self.clock())
 
     async def _look(self) -> esc.Input:
         """The car's own word on what it draws (one data call; a car that sleeps is not woken)."""
@@ -405,10 +446,24 @@ class Escalator:
         return esc.RelayOutcome(on=on, ok=True)
 
 
+def look_again(state: core.ControllerState) -> core.ControllerState:
+    """The controller's state once the car has power again or took a command (pure): a car it
+    took for asleep (Tesla's cloud says that of a car it cannot reach) or never saw is looked
+    at on the next reading, instead of being left uncontrolled while it charges."""
+    if state.vehicle is None or state.vehicle.state is not VehicleState.ONLINE:
+        return replace(state, vehicle=None, first_look_done=False)
+    return state
+
+
 def resumed_at(state: core.ControllerState, amps: int, now: float) -> core.ControllerState:
-    """The controller's state after the escalation set the car to `amps` (pure)."""
+    """The controller's state after the escalation set the car to `amps` (pure).
+
+    The escalation's own settings (a retried cut, the safe current before the relay goes on)
+    become the controller's setpoint, so it never sends an older value after them; a car that
+    took a command is awake (`look_again`).
+    """
     return replace(
-        state,
+        look_again(state),
         command_from=state.setpoint,
         setpoint=amps,
         commanded_at=now,

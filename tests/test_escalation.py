@@ -15,10 +15,13 @@ from tesla_smart_charger.alerts import AlertSender
 from tesla_smart_charger.ble import BleVehicle
 from tesla_smart_charger.errors import ChargerError, RelayError
 from tesla_smart_charger.escalation import (
+    RELAY_RETRY_SECS,
     RESUME_AFTER_SECS,
     Action,
     Alert,
+    AmpsOutcome,
     ChargeStop,
+    ControllerTarget,
     CutAccepted,
     CutErrored,
     EscalationConfig,
@@ -107,6 +110,7 @@ IGNORED_CUT: Script = [
     *over(29, 48),
     (48, RelayOutcome(on=False, ok=True)),
     *over(49, 49 + RESUME_AFTER_SECS, worst=20, car=0),
+    (109, AmpsOutcome(ok=True)),
     (109, RelayOutcome(on=True, ok=True)),
 ]
 
@@ -122,7 +126,8 @@ IGNORED_CUT: Script = [
                 (8, ["retry:cloud:10", "alert:cut_failed"]),
                 (28, ["charge_stop", "alert:charge_stop"]),
                 (48, ["relay:off", "alert:relay_off"]),
-                (109, ["set:6", "relay:on", "alert:relay_on"]),
+                (109, ["set:6"]),  # the safe current first; once it landed, the relay
+                (109, ["relay:on", "alert:relay_on"]),
                 (109, ["resume:True", "alert:resolved"]),
             ],
             "none",
@@ -253,26 +258,171 @@ def test_room_must_last_a_full_minute_before_the_relay_goes_on() -> None:
     state, timeline = run(script, state=state)
     assert timeline == []
     state, actions = step(state, Measured(20, 0), 92 + RESUME_AFTER_SECS, CFG)
-    assert [label(a) for a in actions] == ["set:6", "relay:on", "alert:relay_on"]
+    assert [label(a) for a in actions] == ["set:6"]
+    state, actions = step(state, AmpsOutcome(ok=True), 92 + RESUME_AFTER_SECS, CFG)
+    assert [label(a) for a in actions] == ["relay:on", "alert:relay_on"]
 
 
-def test_relay_on_without_a_road_does_not_set_amps_first() -> None:
+def test_no_road_keeps_the_relay_off_until_the_safe_current_lands() -> None:
+    """Room for chargerMinAmps alone does not power a car no road can reach: it would come back
+    at its old 16 A and overload the house again (the relay went on and off every minute)."""
     state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
-    state, _ = step(state, RoadStatus(up=False), 48.5, CFG)
-    state, timeline = run(over(49, 49 + RESUME_AFTER_SECS, worst=20, car=0), state=state)
-    assert timeline == [(109, ["relay:on", "alert:relay_on"])]
-    state, actions = step(state, RelayOutcome(on=True, ok=False, error="unreachable"), 109.5, CFG)
+    state, _ = step(state, RoadStatus(up=False, retry_at=48.0), 48.5, CFG)
+    # The old code switched the relay on at 109; it must stay off for as long as no road works.
+    state, timeline = run(over(49, 109, worst=20, car=0), state=state)
+    assert timeline == [(109, ["set:6"])]  # the safe current, asked once room has lasted
+    state, actions = step(state, AmpsOutcome(ok=False, error="HTTP 500", retry_at=125), 109, CFG)
+    assert actions == ()
+    assert state.level == "relay_off"
+    # Asked again when the road's policy allows it (125 s), never switched on meanwhile.
+    state, timeline = run(over(110, 125, worst=20, car=0), state=state)
+    assert timeline == [(125, ["set:6"])]
+    state, _ = step(state, AmpsOutcome(ok=False, error="HTTP 500", retry_at=250), 125, CFG)
+    state, timeline = run(over(126, 249, worst=20, car=0), state=state)
+    assert timeline == []
+    assert state.level == "relay_off"
+    assert state.active
+    state, timeline = run(over(250, 250, worst=20, car=0), state=state)
+    assert timeline == [(250, ["set:6"])]
+    # The road is back: the car takes its minimum current first, then the circuit is powered.
+    state, actions = step(state, AmpsOutcome(ok=True), 250.5, CFG)
+    assert [label(a) for a in actions] == ["relay:on", "alert:relay_on"]
+    state, actions = step(state, RelayOutcome(on=True, ok=True), 251, CFG)
+    assert [label(a) for a in actions] == ["resume:True", "alert:resolved"]
+    assert not state.active
+    assert state.road_up
+
+
+def test_no_road_but_the_house_leaves_room_for_the_cars_last_draw() -> None:
+    """The house alone leaves room for what the car drew last: the relay goes on without a road
+    (the car cannot overload the house even at its old current), asked again until it switches."""
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
+    assert state.draw == 16  # the charger channel, while the circuit was powered
+    state, _ = step(state, RoadStatus(up=False, retry_at=1e9), 48.5, CFG)
+    state, timeline = run(over(49, 120, worst=20, car=0), state=state)
+    assert timeline == []  # room for 6 A, not for the 16 A the car drew
+    state, timeline = run(over(121, 121 + RESUME_AFTER_SECS, worst=14, car=0), state=state)
+    assert timeline == [(181, ["relay:on", "alert:relay_on"])]  # room for 16 A, for a minute
+    state, actions = step(state, RelayOutcome(on=True, ok=False, error="unreachable"), 181.5, CFG)
     assert [label(a) for a in actions] == ["alert:relay_failed"]
-    state, actions = step(state, Measured(20, 0), 114, CFG)
+    state, actions = step(state, Measured(14, 0), 181 + RELAY_RETRY_SECS, CFG)
     assert [label(a) for a in actions] == ["relay:on"]  # asked again, no second alert
-    state, actions = step(state, RelayOutcome(on=True, ok=False, error="unreachable"), 114.1, CFG)
-    assert actions == ()  # one failure alert per episode
-    state, actions = step(state, Measured(20, 0), 119.1, CFG)
-    assert [label(a) for a in actions] == ["relay:on"]
-    state, actions = step(state, RelayOutcome(on=True, ok=True), 119.2, CFG)
+    state, actions = step(state, RelayOutcome(on=True, ok=True), 187, CFG)
     assert [label(a) for a in actions] == ["resume:True", "alert:resolved"]
     assert not state.active
     assert not state.road_up
+
+
+def test_meter_only_the_cars_draw_is_the_drop_the_relay_showed() -> None:
+    """No charger channel: the car's last draw is what the supply lost when the relay cut it,
+    taken from the lowest reading of the first seconds (one read before the switch shows none)."""
+    script: Script = [
+        (0, RoadStatus(up=False, retry_at=1e9)),
+        *over(0, 5, worst=36, car=None),
+        (5, RelayOutcome(on=False, ok=True)),
+        (6, Measured(36, None)),  # read just before the contact opened
+        *over(7, 12, worst=20, car=None),
+    ]
+    cfg = replace(CFG, escalate_after_secs=5)
+    state, timeline = run(script, cfg)
+    assert timeline == [(5, ["relay:off", "alert:relay_off"])]
+    assert state.draw == 16
+    # Past car_settle_secs the house drops to 18 A: room for 12 A, not for 16 A.
+    state, timeline = run(over(14, 200, worst=18, car=None), cfg, state=state)
+    assert timeline == []
+    assert state.draw == 16
+    # At 14 A the house leaves room for 16 A: the circuit goes on once that has lasted.
+    state, timeline = run(over(201, 261, worst=14, car=None), cfg, state=state)
+    assert timeline == [(261, ["relay:on", "alert:relay_on"])]
+
+
+def test_overload_with_no_road_from_the_start_is_a_failed_cut() -> None:
+    """Proxy refused, answering 500, or the token endpoint failing from start-up: the controller
+    never sends a cut, yet the overload goes to the relay after escalateAfterSecs."""
+    script: Script = [
+        (0, Measured(20, None)),
+        (1, RoadStatus(up=False, retry_at=2)),  # the first look at the car failed
+        *over(2, 30, worst=36, car=None),
+    ]
+    state, timeline = run([*script[:23], (22.5, RelayOutcome(on=False, ok=True)), *script[23:]])
+    assert timeline == [(22, ["relay:off", "alert:relay_off"])]  # no charge_stop: no road
+    assert state.level == "relay_off"
+    # Without a relay nothing can stop the car: said once, no charge_stop (it would stop the car
+    # once a road is back, where the controller's cut is enough), no deadline left to spin on.
+    state, timeline = run(script, NO_RELAY)
+    assert timeline == [(22, ["alert:cut_failed"])]
+    assert state.level == "none"
+    assert next_deadline(state, NO_RELAY) is None
+    state, _ = step(state, RoadStatus(up=True), 31, NO_RELAY)
+    assert not state.cut_failed  # the road is back: the controller's cut is judged as any
+
+
+def test_a_short_overload_without_a_road_ends_by_itself() -> None:
+    script: Script = [
+        (0, RoadStatus(up=False)),
+        *over(1, 10, worst=36, car=None),
+        *over(11, 40, worst=25, car=None),
+    ]
+    state, timeline = run(script)
+    assert timeline == []
+    assert not state.cut_failed
+
+
+def test_a_road_back_hands_a_no_road_overload_to_the_controller() -> None:
+    state, _ = run([(0, RoadStatus(up=False)), *over(1, 10, worst=36, car=None)])
+    assert state.cut_failed
+    state, _ = step(state, RoadStatus(up=True), 10.5, CFG)
+    assert not state.cut_failed
+    # Its cut is then judged as any other: accepted and followed, nothing escalates.
+    state, timeline = run(
+        [(11, CutAccepted("cloud", 16, 10)), *over(12, 60, worst=29.5, car=10)], state=state
+    )
+    assert timeline == []
+    assert not state.active
+
+
+@pytest.mark.parametrize(
+    ("outcome", "again_at"),
+    [
+        (AmpsOutcome(ok=False, error="HTTP 500", retry_at=117), 117),
+        (AmpsOutcome(ok=False, error="vehicle unavailable", answer="asleep"), 169),
+        (AmpsOutcome(ok=False, error="no", answer="refused"), 169),
+    ],
+    ids=["road failing: its policy", "car asleep: 1 min", "car refused: 1 min"],
+)
+def test_the_safe_current_is_asked_again_at_the_pace_of_what_failed(
+    outcome: AmpsOutcome, again_at: float
+) -> None:
+    """A sleeping or refusing car answers at once and its road's policy says "now": asking
+    every RELAY_RETRY_SECS would be a command to the car every 5 s while the relay is off."""
+    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
+    state, timeline = run(over(49, 109, worst=20, car=0), state=state)
+    assert timeline == [(109, ["set:6"])]
+    state, _ = step(state, outcome, 109, CFG)
+    state, timeline = run(over(110, again_at, worst=20, car=0), state=state)
+    assert timeline == [(again_at, ["set:6"])]
+    assert state.level == "relay_off"
+
+
+def test_a_retry_never_sends_more_than_the_controllers_newest_target() -> None:
+    """The controller cut to 9 A, then (its cut still settling) to 6 A: the retry of the 9 A cut
+    must not undo the 6 A one (it sent 9 A right after the controller's 6 A)."""
+    script: Script = [
+        (0, ControllerTarget(9)),
+        (0, Measured(36, 16)),
+        (0, CutAccepted("cloud", 16, 9)),
+        *over(1, 7, worst=36, car=16),
+        (8, ControllerTarget(6)),  # the controller's newer cut, decided on the same reading
+        (8, Measured(36, 16)),
+    ]
+    _, timeline = run(script)
+    assert timeline == [(8, ["retry:ble:6", "alert:cut_failed"])]
+    # An errored cut too, and the safe current before the relay goes on.
+    _, timeline = run([(0, ControllerTarget(7)), (0, CutErrored("ble", 10, "timeout"))])
+    assert timeline == [(0, ["retry:cloud:7", "alert:cut_failed"])]
+    # With no target known (or a higher one) the cut itself is retried.
+    _, timeline = run([(0, ControllerTarget(None)), (0, CutErrored("ble", 10, "timeout"))])
+    assert timeline == [(0, ["retry:cloud:10", "alert:cut_failed"])]
 
 
 def test_charge_stop_failure_is_alerted_and_the_relay_follows() -> None:
@@ -349,10 +499,11 @@ class Shell:
                 case SetAmps(amps=amps):
                     try:
                         await self.vehicle.set_charging_amps(int(amps))
-                    except ChargerError:
-                        outcomes.append(RoadStatus(up=False))
+                    except ChargerError as err:
+                        outcomes.append(AmpsOutcome(ok=False, error=str(err)))
                     else:
                         self.setpoint = amps
+                        outcomes.append(AmpsOutcome(ok=True))
                 case Resume():
                     self.resumed += 1
                 case Alert(event=event, message=message):
@@ -463,22 +614,17 @@ def test_overload_after_resuming_without_a_road_is_a_failed_cut_of_its_own() -> 
     The controller sends no cut then (Tesla's cloud calls the charging car "unavailable", so it
     takes it for asleep); without this the overload would run until the road is back.
     """
-    state, _ = run(IGNORED_CUT[: IGNORED_CUT.index((48, RelayOutcome(on=False, ok=True))) + 1])
-    state, _ = run(over(49, 49 + RESUME_AFTER_SECS, worst=20, car=0), state=state)
-    state, _ = step(state, RelayOutcome(on=True, ok=True), 109.2, CFG)
-    state, _ = step(state, RoadStatus(up=False), 109.5, CFG)  # the amps could not be set
+    state, _ = run(IGNORED_CUT)
+    state, _ = step(state, RoadStatus(up=False), 109.5, CFG)  # the road failed again
     assert not state.active
-    state, timeline = run(over(110, 150, worst=36, car=16), state=state)
-    assert timeline == [
-        (110, ["alert:cut_failed"]),
-        (130, ["charge_stop", "alert:charge_stop"]),
-        (150, ["relay:off", "alert:relay_off"]),
-    ]
+    state, timeline = run(
+        [*over(110, 130, worst=36, car=16), (130.5, RelayOutcome(on=False, ok=True))], state=state
+    )
+    assert timeline == [(130, ["relay:off", "alert:relay_off"])]
 
 
 def test_a_road_back_after_resuming_leaves_overloads_to_the_controller() -> None:
     state, _ = run(IGNORED_CUT)
-    assert state.resumed_at == 109
     state, _ = step(state, RoadStatus(up=True), 110, CFG)
     state, timeline = run(over(111, 160, worst=36, car=16), state=state)
     assert timeline == []

@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from tesla_smart_charger import control as core
 from tesla_smart_charger import escalation as esc
-from tesla_smart_charger.errors import BleUnavailable
+from tesla_smart_charger.errors import (
+    BleUnavailable,
+    ChargerError,
+    CommandRefused,
+    TeslaTransientError,
+    VehicleAsleep,
+)
 from tesla_smart_charger.events import Reading
 from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.roads import FailoverVehicle
@@ -88,6 +96,104 @@ async def test_cut_accepted_on_ble_and_not_followed_is_retried_on_the_cloud() ->
     await escalator.after_event(_reading(36.0), state, 9.0)  # after carSettleSecs (8 s)
     assert cloud.commands == [("set_charging_amps", 9)]
     assert escalator.state.cut_failed
+
+
+async def test_the_retry_never_sends_more_than_the_controllers_newest_cut() -> None:
+    """One writer of the setpoint: the controller cut to 9 A over BLE; on the reading that shows
+    the car did not follow, the controller itself cuts to 6 A (that call in flight, the service
+    keeps the reading back). The escalation's retry on the cloud must not send 9 A after it."""
+    ble, cloud = Car(), Car()
+    roads = FailoverVehicle([("ble", ble), ("cloud", cloud)])
+    escalator = Escalator(CFG, roads, roads=roads, clock=lambda: 9.0)
+    at_nine = replace(controller_state(9, 16), target=9)
+    await roads.set_charging_amps(9)
+    escalator.command_outcome(
+        core.SetAmps(9, "cut"), core.CommandDone("set_charging_amps", 9), at_nine
+    )
+    await escalator.after_event(_reading(36.0), at_nine, 0.0)
+    # 9 s later (carSettleSecs is 8): the controller sends 6 A first, as ChargeService does
+    # while the call is in flight; the reading reaches the escalation after the call's outcome.
+    at_six = replace(controller_state(6, 9), target=6)
+    await roads.set_charging_amps(6)
+    outcome = core.CommandDone("set_charging_amps", 6)
+    escalator.command_outcome(core.SetAmps(6, "cut"), outcome, at_six)
+    state = await escalator.after_event(_reading(36.0), at_six, 9.0)
+    state = await escalator.after_event(outcome, state, 9.0)
+    sent = [amps for _, amps in ble.commands + cloud.commands]
+    assert sent[:2] == [9, 6]
+    assert all(amps is not None and amps <= 6 for amps in sent[2:])  # never 9 A again
+    assert cloud.commands == [("set_charging_amps", 6)]  # the retry went, at the newest value
+    assert state.setpoint == 6
+    assert escalator.state.cut_failed
+
+
+class Relay:
+    """An `api.Relay` that records switching."""
+
+    name = "relay"
+
+    def __init__(self) -> None:
+        self.switches: list[bool] = []
+
+    async def is_on(self) -> bool:
+        return not self.switches or self.switches[-1]
+
+    async def switch(self, on: bool) -> None:
+        self.switches.append(on)
+
+
+class Refusing(Car):
+    """A car whose every command raises `error`."""
+
+    def __init__(self, error: ChargerError) -> None:
+        super().__init__()
+        self.error = error
+
+    def _go(self, name: str, amps: int | None) -> None:
+        self.commands.append((name, amps))
+        raise self.error
+
+
+def _transient() -> ChargerError:
+    err = TeslaTransientError("HTTP 500")
+    err.retry_after = 8.0  # what the car link's policy says
+    return err
+
+
+@pytest.mark.parametrize(
+    ("error", "wait"),
+    [
+        (_transient(), 8.0),
+        (VehicleAsleep("vehicle unavailable"), 60.0),
+        (CommandRefused("set_charging_amps", "no"), 60.0),
+    ],
+    ids=["road failing", "car asleep", "car refused"],
+)
+async def test_the_safe_current_is_asked_again_at_the_pace_of_what_failed(
+    error: ChargerError, wait: float
+) -> None:
+    """With the relay off and a minute of room, the safe current goes before the relay; while
+    it fails the relay stays off, and it is not asked again before the failing road (or the
+    car: a command to a sleeping or refusing car every 5 s would be a storm) allows."""
+    car, relay = Refusing(error), Relay()
+    cfg = replace(CFG, relay_configured=True)
+    escalator = Escalator(cfg, car, relay=relay, clock=lambda: 100.0)
+    escalator.state = replace(
+        esc.EscalationState(),
+        level="relay_off",
+        relay_off_confirmed=True,
+        room_since=0.0,
+        road_up=False,
+    )
+    state = controller_state(16, None)
+    for now in (100.0, 105.0, 100.0 + wait - 0.5):
+        await escalator.after_event(_reading(20.0), state, now)
+    assert car.commands == [("set_charging_amps", 6)]
+    assert escalator.state.road_retry_at == 100.0 + wait
+    await escalator.after_event(_reading(20.0), state, 100.0 + wait)
+    assert car.commands == [("set_charging_amps", 6)] * 2
+    assert relay.switches == []  # never powered while the car could not be set safe
+    assert escalator.level == "relay_off"
 
 
 async def test_a_cut_answered_vehicle_unavailable_opens_an_episode() -> None:

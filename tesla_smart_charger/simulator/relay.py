@@ -43,6 +43,7 @@ class SimulatedRelay(SimulatedShelly):
         self.stuck = False
         self.outputs = [True] * outputs
         self.switches: list[tuple[int, bool]] = []  # (channel, on) for every switch request
+        self.switched_at: list[float] = []  # `clock()` of each entry of `switches`
 
     @property
     def device_id(self) -> str:
@@ -100,6 +101,7 @@ class SimulatedRelay(SimulatedShelly):
 
     def _switch(self, channel: int, on: bool) -> None:
         self.switches.append((channel, on))
+        self.switched_at.append(self.clock())
         if not self.stuck:
             self.set_output(channel, on)
 

@@ -13,12 +13,12 @@ import pytest
 
 # Longest first, as measured by `make test`'s --durations report (fresh clone, 2 cores).
 LONG_FIRST = (
+    "tests/test_e2e_relay_no_road.py",
     "tests/test_e2e_escalation.py",
     "tests/faults/test_window.py",
     "tests/test_e2e_cars.py",
     "tests/test_e2e_measured.py",
     "tests/test_docgen.py",
-    "tests/test_e2e_tokens.py",
 )
 # Not in the first wave: MQTT discovery has 5 s from the daemon's start, and the start is slowest
 # while six workers collect, mypy runs and the first daemons compile their imports.
@@ -34,6 +34,8 @@ SPACERS = (
 )
 # Then the rest of the long ones, longest first; everything else after them as collected.
 NEXT = (
+    "tests/test_e2e_tokens.py",
+    "tests/test_e2e_no_road.py",
     "tests/faults/test_held_connections.py",  # ~35 s: 600 held connections, 2,000 aborted
     "tests/test_e2e_mqtt.py",
     "tests/test_mqtt.py",
