@@ -1,6 +1,6 @@
 """Black-box: while no road reaches the car, the relay it switched off stays off.
 
-tesla-http-proxy starts answering 500 and the house goes over its limit: the controller's cut
+The Fleet API starts answering 500 and the house goes over its limit: the controller's cut
 fails, and with no road to the car the relay goes off after escalateAfterSecs. The old code
 switched it back on after 60 s of room and the car, still at 16 A, overloaded the house again,
 every minute. Now it stays off for as long as no road can set the car's current; once the proxy
@@ -104,7 +104,7 @@ async def test_relay_stays_off_until_a_road_sets_the_car_safe(tmp_path: Path) ->
     assert log.count("charger circuit switched on") == 1
     # The car link's failure is said once when it starts and once when it ends.
     assert log.count("WARNING tesla_smart_charger.tesla: car link") == 1
-    assert log.count("car link (tesla-http-proxy at") == 2
+    assert log.count("car link (the Fleet API at") == 2  # the signed road: no proxy
     assert "works again" in log
     assert car.wakes == 0
     assert proxy.billing.wake == 0
