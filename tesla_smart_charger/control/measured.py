@@ -351,20 +351,30 @@ def _unresolvable(
     now: float,
     cfg: ControlConfig,
 ) -> Decision | None:
-    """The car at its minimum cannot bring the supply under the limit: hold it, or pause it.
+    """The car at its minimum cannot bring the supply under the limit: pause it, or hold it.
 
-    The countdown runs from the first reading that showed it; with pauseWhenOverloaded the car
-    is paused after pauseAfterSecs, or sooner when the overload would heat the main breaker.
+    The countdown runs from the first reading that showed it; the car is paused after
+    pauseAfterSecs, or sooner when the overload would heat the main breaker. Only an explicit
+    `pauseWhenOverloaded: false` holds it at the minimum instead (the breaker is then not
+    protected: /health says so while the supply is over homeMaxAmps). The reasons carry no
+    figure that moves with every reading, so the countdown is one log line, not one per reading.
     """
     since = state.unresolvable_since if state.unresolvable_since is not None else now
     ch["unresolvable_since"] = since
     turn = bool(ch.get("giving_turn", state.giving_turn))
-    ch["reason"] = (
-        f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({cfg.charger_min_amps} A)"
-        if turn
-        else f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
-    )
+    minimum = cfg.charger_min_amps
+    if turn:
+        ch["reason"] = (
+            f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({minimum} A)"
+        )
+    else:
+        ch["reason"] = (
+            f"house over the limit even with the car at its minimum: the overload cannot be"
+            f" resolved by the car; holding chargerMinAmps ({minimum} A)"
+        )
     if not cfg.pause_when_overloaded:
+        if not turn:
+            ch["reason"] += " and never pausing (pauseWhenOverloaded is false)"
         return None
     wait, heats = _pause_wait(house, car_phases, cfg)
     if turn:
@@ -372,7 +382,15 @@ def _unresolvable(
             f"taking turns with a car of the same priority that has had less: pausing charging after {wait:.0f} s"
         )
     elif heats:
-        ch["reason"] = f"{heats}: pausing charging after {wait:.0f} s"
+        ch["reason"] = (
+            f"house over the limit even with the car at its minimum ({minimum} A) would heat"
+            " the main breaker: pausing charging before it does"
+        )
+    else:
+        ch["reason"] = (
+            f"house over the limit even with the car at its minimum ({minimum} A):"
+            f" pausing charging after {wait:.0f} s"
+        )
     if setpoint > cfg.charger_min_amps or now - since < wait - EPS or now < state.blocked_until:
         return None
     if turn:
@@ -383,6 +401,50 @@ def _unresolvable(
         reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
     ch.update(paused=True, room_since=None, raise_since=None, raise_floor=None, reason=reason)
     return Decision(_evolve(state, ch), (StopCharging(reason),))
+
+
+def overload_unresolved(state: ControllerState) -> bool:
+    """This car is in an overload it cannot resolve at its minimum (counting down to its pause,
+    held there, or paused for it); a turn given to an equal car is not an overload."""
+    return (
+        state.unresolvable_since is not None
+        and not state.giving_turn
+        and (state.paused or _charging(state))
+    )
+
+
+def unresolved_problem(
+    states: tuple[ControllerState, ...], real: MeterReading | None, cfg: ControlConfig
+) -> str | None:
+    """The /health problem while the supply is over homeMaxAmps in an overload the cars cannot
+    resolve at their minimum (None otherwise).
+
+    `real` is the meter's own reading (not a car's share of it). With pauseWhenOverloaded a
+    car is being paused (lowest priority first) and the problem ends when the supply is back
+    under the rating; without it nothing brings the supply down: the breaker is not protected.
+    """
+    if real is None or not real.valid or not real.phase_amps:
+        return None
+    worst = real.worst_phase_amps
+    if worst <= cfg.home_max_amps:
+        return None
+    stuck = [s for s in states if overload_unresolved(s)]
+    if not stuck:
+        return None
+    cars = "the car" if len(states) == 1 else "the cars"
+    over = f"supply {worst:.1f} A on a {cfg.home_max_amps:g} A main breaker"
+    if not cfg.pause_when_overloaded:
+        return (
+            f"{over} even with {cars} at the minimum, and pauseWhenOverloaded is false:"
+            " nothing pauses charging, the main breaker is not protected"
+        )
+    if all(s.paused for s in stuck):
+        return f"{over}: charging is paused for it, but the supply has not come down yet"
+    first = " (lowest priority first)" if len(states) > 1 else ""
+    return (
+        f"{over} even with {cars} at the minimum: pausing charging{first} before the breaker"
+        " heats up"
+    )
 
 
 def _pause_wait(
