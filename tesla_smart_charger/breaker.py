@@ -23,11 +23,13 @@ cannot cause it.
 
 `BreakerMonitor` is the live use: the daemon feeds it every meter reading and shows the heat
 in /status, /metrics and on the dashboard. It is a measure and a warning, never a licence to
-overload: the controller does not read the live heat. The controller uses one pure figure of
-the conservative calibration, `pause_deadline`: an overload the car cannot resolve is paused
-(pauseWhenOverloaded) before this replica, starting from a house at its limit, would reach the
-/health warning (and within half its time to trip), if that is sooner than pauseAfterSecs. It
-only ever pauses sooner.
+overload. The controller uses the conservative calibration only to pause sooner: an overload
+the car cannot resolve at its minimum is paused (pauseWhenOverloaded, on by default) before
+this replica, starting from a house at its limit, would reach the /health warning (and
+within half its time to trip: `pause_deadline`), if that is sooner than pauseAfterSecs; and at
+once (once it has lasted carSettleSecs) when its own copy of the replica on the real supply
+(`advance_heat`) is past the warning: a breaker warm before the overload, or heated by the
+cars' ramp down, is not left to the closed form.
 """
 
 from __future__ import annotations
@@ -89,6 +91,31 @@ def pause_deadline(multiple: float, cal: Calibration = CONSERVATIVE) -> float:
     if x2 <= warn or warn <= PAUSE_START_HEAT:
         return half
     return min(half, cal.tau * math.log((x2 - PAUSE_START_HEAT) / (x2 - warn)))
+
+
+def advance_heat(
+    heat: Sequence[float], amps: Sequence[float], dt: float, rating: float
+) -> tuple[float, ...]:
+    """The conservative replica's heat per phase after `amps` held for `dt` seconds.
+
+    Pure, for the controller: the heat of the real supply it tracks reading by reading, so a
+    pause is not late when the overload began from a warm breaker or with a spike the closed
+    form (`pause_deadline`) does not see. A warm start (`heat` of another length) takes the
+    currents as held for a while, but no warmer than a house at its limit (PAUSE_START_HEAT,
+    what `pause_deadline` starts from: the history before the first reading is unknown); a gap
+    longer than MAX_GAP_SECS or a non-finite current changes nothing; a trip does not reset it
+    (it only matters before one).
+    """
+    if rating <= 0 or not all(map(math.isfinite, amps)):
+        return tuple(heat)
+    inv = 1.0 / (rating * rating)
+    target = [max(0.0, a) ** 2 * inv for a in amps]
+    if len(heat) != len(amps):
+        return tuple(min(t, PAUSE_START_HEAT) for t in target)
+    if not 0.0 < dt <= MAX_GAP_SECS:
+        return tuple(heat)
+    decay = math.exp(-dt / CONSERVATIVE.tau)
+    return tuple(t + (h - t) * decay for h, t in zip(heat, target, strict=True))
 
 
 class ThermalReplica:

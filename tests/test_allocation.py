@@ -318,7 +318,8 @@ def test_given_up_car_pauses_on_the_breakers_deadline_with_the_shipped_pause_aft
     sim.run({0: 10.0, 20: 23.0}, 90)
     stops = sim.commands("LOW", "stop")
     assert stops
-    assert 20.0 + 18.0 <= stops[0] <= 20.0 + 25.0, sim.sent
+    # (sooner than 21 s when both cars' ramp down from 13 and 16 A heated it on the way)
+    assert 20.0 + sim.cfg.settle_secs <= stops[0] <= 20.0 + 25.0, sim.sent
     assert sim.commands("HIGH", "stop") == []
     before = TwoCars(pause_after=120.0)
     before.run({0: 10.0, 20: 23.0}, int(stops[0]))  # up to the second before the pause

@@ -210,3 +210,18 @@ def test_monitor_latch_needs_a_trip_not_just_an_overload() -> None:
         monitor.observe(_reading(float(t), 31.0))
     assert monitor.trips == 0
     assert monitor.problem() is None
+
+
+def test_advance_heat_follows_the_replica_from_a_start_no_warmer_than_the_limit() -> None:
+    # the controller's own copy of the conservative replica, on the real supply
+    start = breaker.advance_heat((), (36.0,), 0.0, 30.0)
+    assert start == pytest.approx((1.0,))  # 1.2 In at the first reading: as from a house at 1 In
+    assert breaker.advance_heat((), (15.0,), 0.0, 30.0) == pytest.approx((0.25,))
+    replica = ThermalReplica(breaker.CONSERVATIVE, 30.0, [30.0])
+    heat = start
+    for _ in range(10):
+        heat = breaker.advance_heat(heat, (36.0,), 1.0, 30.0)
+        replica.step([36.0])
+    assert heat[0] == pytest.approx(replica.heat[0])
+    assert breaker.advance_heat(heat, (90.0,), 31.0, 30.0) == heat  # a long gap: no guess
+    assert breaker.advance_heat(heat, (math.nan,), 1.0, 30.0) == heat

@@ -24,7 +24,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import VIN_A, VIN_B, DaemonProcess, two_cars, world_and_daemon
+from tests.e2e import VIN_A, VIN_B, DaemonProcess, world_and_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -134,11 +134,21 @@ async def house_with_noise(world: World, low: float, high: float) -> None:
             await asyncio.sleep(0.3)
 
 
+def two_cars_at(amps: int, house: float) -> World:
+    """Two cars charging at `amps` each (their driver's setting) on a `house` A house."""
+    cars = (
+        CarModel(vin=VIN_A, request_amps=amps, ramp_delay=1.0, capacity_kwh=None),
+        CarModel(vin=VIN_B, numeric_id=100022, vehicle_id=99998, request_amps=amps,
+                 ramp_delay=1.0, capacity_kwh=None),
+    )  # fmt: skip
+    return World(cars=cars, manual_house=(house,))
+
+
 async def test_default_config_pauses_the_lowest_priority_car_before_the_breaker_trips(
     tmp_path: Path,
 ) -> None:
     """Acceptance: two cars, a 23 A house on a 30 A main, the shipped defaults."""
-    world = two_cars(house=0.0)  # 32 A at start: both cars are cut, nothing trips yet
+    world = two_cars_at(12, house=2.0)  # an evening: 26 A, then the house rises to 23 A
     async with world_and_daemon(tmp_path, world, "--monitor", vehicles=CARS) as (w, daemon):
         code, err = await check_config(daemon.config_path)
         assert code == 0
@@ -152,7 +162,8 @@ async def test_default_config_pauses_the_lowest_priority_car_before_the_breaker_
                 took = await until(lambda: stops(w, VIN_B) > 0, 90.0, "B paused", daemon)
                 stopped = time.monotonic()
                 await until(lambda: max(w.supply_amps()) <= LIMIT, 30.0, "supply down", daemon)
-                await asyncio.sleep(3.0)  # a few more readings with the car paused
+                # watch a few more seconds with the car paused
+                await until(lambda: watch.samples[-1].at >= stopped + 10.0, 60.0, "10 s", daemon)
                 await until(lambda: watch.samples[-1].health == 200, 90.0, "healthy", daemon)
                 back = watch.samples[-1].at
             finally:
@@ -195,7 +206,7 @@ async def test_opting_out_warns_and_health_stays_503_while_the_supply_is_over(
     tmp_path: Path,
 ) -> None:
     """`pauseWhenOverloaded: false` still holds the minimums, and says what that costs."""
-    world = two_cars(house=0.0)
+    world = two_cars_at(12, house=2.0)
     async with world_and_daemon(
         tmp_path, world, "--monitor", vehicles=CARS, pauseWhenOverloaded=False
     ) as (w, daemon):

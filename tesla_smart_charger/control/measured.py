@@ -6,7 +6,12 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from tesla_smart_charger.breaker import pause_deadline
+from tesla_smart_charger.breaker import (
+    CONSERVATIVE,
+    WARN_RATIO,
+    advance_heat,
+    pause_deadline,
+)
 from tesla_smart_charger.control.state import (
     BUDGET_REASON,
     EPS,
@@ -98,7 +103,9 @@ def _decide_measured(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
     if isinstance(event, Reading):
-        return _on_reading(state, event.reading, now, cfg, turn=event.giving_turn)
+        return _on_reading(
+            state, event.reading, now, cfg, turn=event.giving_turn, whole=event.whole
+        )
     if isinstance(event, MeterFailed):
         return _check_stale(state, now, cfg)
     if isinstance(event, VehicleUpdate):
@@ -185,18 +192,31 @@ def _on_reading(
     cfg: ControlConfig,
     *,
     turn: bool = False,
+    whole: MeterReading | None = None,
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
+    # The breaker is heated by the real supply (with several cars, not this car's share).
+    real = whole if whole is not None and whole.valid else reading
+    dt = real.at - state.heat_at if state.heat_at is not None else 0.0
+    heat = advance_heat(state.supply_heat, real.phase_amps, dt, cfg.home_max_amps)
     if not state.failsafe:
         # The hot path (every reading): these fields ride along into _control's one replace.
-        pending = {"reading": reading, "last_valid_at": now, "giving_turn": turn}
+        pending = {
+            "reading": reading,
+            "last_valid_at": now,
+            "giving_turn": turn,
+            "supply_heat": heat,
+            "heat_at": real.at,
+        }
         return _control(state, reading, now, cfg, pending)
     s = replace(
         state,
         reading=reading,
         last_valid_at=now,
         giving_turn=turn,
+        supply_heat=heat,
+        heat_at=real.at,
         failsafe=False,
         reason="meter readings are back: leaving fail-safe",
     )
@@ -377,6 +397,12 @@ def _unresolvable(
             ch["reason"] += " and never pausing (pauseWhenOverloaded is false)"
         return None
     wait, heats = _pause_wait(house, car_phases, cfg)
+    warm = _warm(ch.get("supply_heat", state.supply_heat), car_phases)
+    if warm and not heats:
+        heats = (
+            f"main breaker at {warm:.0f} % of what would trip it with the car at"
+            f" {cfg.charger_min_amps} A"
+        )
     if turn:
         ch["reason"] = (
             f"taking turns with a car of the same priority that has had less: pausing charging after {wait:.0f} s"
@@ -391,7 +417,10 @@ def _unresolvable(
             f"house over the limit even with the car at its minimum ({minimum} A):"
             f" pausing charging after {wait:.0f} s"
         )
-    if setpoint > cfg.charger_min_amps or now - since < wait - EPS or now < state.blocked_until:
+    # Warm: at once, but not on a transient shorter than a command takes to land (another
+    # car's pause landing shows its room a few seconds late).
+    due = now - since >= min(wait, cfg.settle_secs if warm and not turn else math.inf) - EPS
+    if setpoint > cfg.charger_min_amps or not due or now < state.blocked_until:
         return None
     if turn:
         reason = "taking turns: pausing charging so a car of the same priority that has had less can charge"
@@ -445,6 +474,14 @@ def unresolved_problem(
         f"{over} even with {cars} at the minimum: pausing charging{first} before the breaker"
         " heats up"
     )
+
+
+def _warm(heat: tuple[float, ...], car_phases: tuple[int, ...]) -> float:
+    """The tracked heat of the car's phases in % of what trips the conservative replica, when it
+    is past /health's warning (else 0.0): an overload the car cannot resolve pauses at once."""
+    worst = max((heat[i] for i in car_phases if i < len(heat)), default=0.0)
+    ratio = worst / CONSERVATIVE.trip_heat
+    return 100.0 * ratio if ratio >= WARN_RATIO else 0.0
 
 
 def _pause_wait(

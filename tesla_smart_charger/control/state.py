@@ -241,6 +241,11 @@ class ControllerState:
     raise_since: float | None = None
     raise_floor: int | None = None
     unresolvable_since: float | None = None
+    # The conservative breaker replica's heat per phase of the real supply (`breaker.advance_heat`)
+    # and the reading time it was advanced to: a pause comes before its warning, whatever the
+    # overload began from.
+    supply_heat: tuple[float, ...] = ()
+    heat_at: float | None = None
     paused: bool = False
     giving_turn: bool = False  # several cars: the share asks it to let one of equal priority charge
     room_since: float | None = None
