@@ -553,3 +553,22 @@ def test_held_minimums_show_the_overload_to_the_given_up_car_and_health_fails() 
     assert "pauseWhenOverloaded is false" in problem
     assert "not protected" in problem
     assert "35.0 A on a 30 A main breaker" in problem
+
+
+def test_eight_cars_on_a_10_a_house_pause_the_lowest_priorities_until_the_supply_fits() -> None:
+    # the second case: 8 cars at 6 A and a 10 A house held 58 A on a 30 A main; with
+    # the shipped defaults the cars whose minimum does not fit (the lowest priorities) pause
+    from tesla_smart_charger.bench_solar import OursFleet  # noqa: PLC0415
+    from tests.test_controller import MEASURED  # noqa: PLC0415
+
+    cfg = replace(MEASURED, pause_after_secs=120.0)
+    assert cfg.pause_when_overloaded  # the default
+    vins = tuple(f"CAR{i}" for i in range(8))
+    fleet = OursFleet(
+        cfg, 8, draws=(6.0,) * 8, vins=vins, priorities=tuple(range(8, 0, -1)), lag=LAG
+    )
+    supply = [fleet.step(float(t), 10.0) for t in range(200)]
+    assert supply[0] == pytest.approx(58.0)
+    stopped = {vin for _, vin, c in fleet.sent if c == "stop"}
+    assert stopped == set(vins[3:])  # 29 - 10 = 19 A: room for three minimums, the highest
+    assert max(supply[150:]) <= 30.0
