@@ -301,7 +301,6 @@ def _control(
         pause = _unresolvable(
             state,
             ch,
-            headroom=headroom,
             setpoint=setpoint,
             house=house,
             car_phases=car_phases,
@@ -364,7 +363,6 @@ def _unresolvable(
     state: ControllerState,
     ch: dict[str, Any],
     *,
-    headroom: float,
     setpoint: int,
     house: tuple[float, ...],
     car_phases: tuple[int, ...],
