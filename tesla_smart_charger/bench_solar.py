@@ -694,7 +694,7 @@ def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
         if plugged and fleet is None:
             # plugged in with the car's own setting: it starts at its maximum, as a Tesla does
             fleet = OursFleet(
-                _ours_config(SOLAR_LIMIT, pause=False), 1, mode="solar", draw=float(MAX_AMPS)
+                _ours_config(SOLAR_LIMIT, pause=True), 1, mode="solar", draw=float(MAX_AMPS)
             )
         elif not plugged and fleet is not None:
             commands += fleet.cars[0].commands

@@ -23,11 +23,13 @@ cannot cause it.
 
 `BreakerMonitor` is the live use: the daemon feeds it every meter reading and shows the heat
 in /status, /metrics and on the dashboard. It is a measure and a warning, never a licence to
-overload: the controller does not read the live heat. The controller uses one pure figure of
-the conservative calibration, `pause_deadline`: an overload the car cannot resolve is paused
-(pauseWhenOverloaded) before this replica, starting from a house at its limit, would reach the
-/health warning (and within half its time to trip), if that is sooner than pauseAfterSecs. It
-only ever pauses sooner.
+overload. The controller uses the conservative calibration only to pause sooner: an overload
+the car cannot resolve at its minimum is paused (pauseWhenOverloaded, on by default) before
+this replica, starting from a house at its limit, would reach the /health warning (and
+within half its time to trip: `pause_deadline`), if that is sooner than pauseAfterSecs; and at
+once (once it has lasted carSettleSecs) when its own copy of the replica on the real supply
+(`advance_heat`) is past the warning: a breaker warm before the overload, or heated by the
+cars' ramp down, is not left to the closed form.
 """
 
 from __future__ import annotations
@@ -89,6 +91,31 @@ def pause_deadline(multiple: float, cal: Calibration = CONSERVATIVE) -> float:
     if x2 <= warn or warn <= PAUSE_START_HEAT:
         return half
     return min(half, cal.tau * math.log((x2 - PAUSE_START_HEAT) / (x2 - warn)))
+
+
+def advance_heat(
+    heat: Sequence[float], amps: Sequence[float], dt: float, rating: float
+) -> tuple[float, ...]:
+    """The conservative replica's heat per phase after `amps` held for `dt` seconds.
+
+    Pure, for the controller: the heat of the real supply it tracks reading by reading, so a
+    pause is not late when the overload began from a warm breaker or with a spike the closed
+    form (`pause_deadline`) does not see. A warm start (`heat` of another length) takes the
+    currents as held for a while, but no warmer than a house at its limit (PAUSE_START_HEAT,
+    what `pause_deadline` starts from: the history before the first reading is unknown); a gap
+    longer than MAX_GAP_SECS or a non-finite current changes nothing; a trip does not reset it
+    (it only matters before one).
+    """
+    if rating <= 0 or not all(map(math.isfinite, amps)):
+        return tuple(heat)
+    inv = 1.0 / (rating * rating)
+    target = [max(0.0, a) ** 2 * inv for a in amps]
+    if len(heat) != len(amps):
+        return tuple(min(t, PAUSE_START_HEAT) for t in target)
+    if not 0.0 < dt <= MAX_GAP_SECS:
+        return tuple(heat)
+    decay = math.exp(-dt / CONSERVATIVE.tau)
+    return tuple(t + (h - t) * decay for h, t in zip(heat, target, strict=True))
 
 
 class ThermalReplica:
@@ -223,12 +250,19 @@ class BreakerMonitor:
     `rating` is homeMaxAmps (the supply's breaker). Each valid reading's currents are held until
     the next one; a gap longer than MAX_GAP_SECS is not integrated, so a meter outage neither
     heats nor cools the replica.
+
+    The replica restarts cold after it trips (it counts trips for the benchmark), but a real
+    house would be dark by then: a trip is latched as "over too long" until the supply is
+    back at or under the rating, so /health cannot turn healthy on the reset alone.
     """
 
     rating: float
     cal: Calibration = CONSERVATIVE
+    trips: int = field(default=0, init=False)  # modelled trips since the daemon started
     _replica: ThermalReplica | None = field(default=None, init=False, repr=False)
     _last: MeterReading | None = field(default=None, init=False, repr=False)
+    _over_since: float | None = field(default=None, init=False, repr=False)
+    _tripped: bool = field(default=False, init=False, repr=False)  # latched until back under
 
     def observe(self, reading: MeterReading | None) -> None:
         """Fold one reading in; runs in the controller's loop, so it never raises."""
@@ -245,14 +279,41 @@ class BreakerMonitor:
             return
         amps = [max(0.0, a) for a in reading.phase_amps]
         prev, replica = self._last, self._replica
+        tripped = False
         if replica is None or prev is None or len(replica.heat) != len(amps):
             self._replica = ThermalReplica(self.cal, self.rating, amps)
         else:
             dt = reading.at - prev.at
             if 0.0 < dt <= MAX_GAP_SECS:
                 # The previous currents held until now; the new ones count from here.
-                replica.step([max(0.0, a) for a in prev.phase_amps], dt)
+                tripped = replica.step([max(0.0, a) for a in prev.phase_amps], dt)
         self._last = reading
+        self._latch(tripped, max(amps), reading.at)
+
+    def _latch(self, tripped: bool, worst: float, at: float) -> None:
+        """Keep "over too long" from a trip until the supply is back at or under the rating."""
+        if tripped:
+            self.trips += 1
+            if not self._tripped:
+                self._tripped = True
+                _LOG.warning(
+                    "main breaker: the supply has been over %g A for longer than a breaker"
+                    " allows (the conservative model would have tripped)",
+                    self.rating,
+                )
+        if worst > self.rating:
+            if self._over_since is None:
+                self._over_since = at
+            return
+        if self._tripped:
+            _LOG.info("main breaker: the supply is back under %g A", self.rating)
+        self._over_since = None
+        self._tripped = False
+
+    @property
+    def over_too_long(self) -> bool:
+        """The supply has been over the rating for longer than the model allows (latched)."""
+        return self._tripped
 
     def heat_ratio(self) -> list[float] | None:
         """Heat per phase as a fraction of the trip heat; None before the first reading."""
@@ -265,10 +326,21 @@ class BreakerMonitor:
             "heat_pct": None if ratio is None else [round(100.0 * r, 1) for r in ratio],
             "calibration": f"{self.cal.name} (k {self.cal.k:g}, tau {self.cal.tau:g} s)",
             "rating_amps": self.rating,
+            "trips": self.trips,
+            "over_too_long": self._tripped,
         }
 
     def problem(self) -> str | None:
-        """A /health reason in words when a phase is above WARN_RATIO of its trip heat."""
+        """A /health reason in words: over the rating longer than the model allows (latched
+        after a modelled trip), or a phase above WARN_RATIO of its trip heat."""
+        if self._tripped:
+            last = self._last
+            secs = last.at - self._over_since if last and self._over_since is not None else 0.0
+            return (
+                f"main breaker overloaded: the supply has been over {self.rating:g} A for"
+                f" {secs:.0f} s, longer than the conservative model allows (it would have"
+                " tripped); the house load is too high"
+            )
         ratio = self.heat_ratio()
         if not ratio or max(ratio) <= WARN_RATIO:
             return None

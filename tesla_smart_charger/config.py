@@ -398,9 +398,9 @@ class Settings(BaseSettings):
     pause_when_overloaded: Annotated[
         bool,
         Field(
-            description="Stop charging when the house alone exceeds the limit for pauseAfterSecs; start again when room returns."
+            description="Pause charging when the house, with the car(s) at chargerMinAmps, stays over the limit (after pauseAfterSecs, or sooner when the main breaker would heat up; the lowest-priority car first); start again once room for the minimum has lasted sleepTimeSecs. On by default: only an explicit false turns it off, and then nothing brings such an overload down (check-config and the log warn, /health is 503 while the supply stays over homeMaxAmps)."
         ),
-    ] = False
+    ] = True
     pause_after_secs: Annotated[
         float,
         Field(
@@ -933,6 +933,12 @@ def _config_warnings(path: Path, raw: Mapping[str, Any], s: Settings) -> list[st
                 f"{path} holds secrets ({', '.join(secrets_in_file)}) and other users can read it: "
                 f"run chmod 600 {path}"
             )
+    if not s.pause_when_overloaded:
+        warnings.append(
+            "pauseWhenOverloaded is false: when the house with the car(s) at chargerMinAmps is"
+            " over homeMaxAmps, nothing pauses charging and the main breaker is not protected;"
+            " remove the key (pausing is on by default)"
+        )
     if s.api_token is None and not _is_loopback(s.api_host):
         warnings.append(
             f"apiToken is not set and apiHost {s.api_host} is reachable from the network: anyone on it "

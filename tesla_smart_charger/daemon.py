@@ -29,7 +29,7 @@ from tesla_smart_charger.breaker import BreakerMonitor
 from tesla_smart_charger.commands import DriverControls
 from tesla_smart_charger.config import LoadedConfig, Settings, VehicleSettings, redacted
 from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
-from tesla_smart_charger.control import ControlConfig
+from tesla_smart_charger.control import ControlConfig, unresolved_problem
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.events import CarLinkBack, Event, EventQueue
 from tesla_smart_charger.fleet import Fleet, FleetCar
@@ -279,10 +279,25 @@ class Daemon:
                 problems.append(
                     f"escalation {escalator.level}: {car} (see the log and docs/relay.md)"
                 )
+        stuck = self._unresolved_overload()
+        if stuck is not None:
+            problems.append(stuck)
         hot = self.breaker.problem() if self.breaker is not None else None
         if hot is not None:
             problems.append(hot)
         return problems
+
+    def _unresolved_overload(self) -> str | None:
+        """The supply is over homeMaxAmps and the cars at their minimum cannot bring it down."""
+        if self.service.cfg.mode != "measured":
+            return None
+        if self.fleet is not None:
+            states = tuple(c.service.state for c in self.fleet.cars)
+            real = self.fleet.last_reading
+        else:
+            states = (self.service.state,)
+            real = self.service.state.reading
+        return unresolved_problem(states, real, self.service.cfg)
 
     def _cut_blocked(self) -> list[str]:
         """A cut is needed but cannot be sent, or has not landed in time: not protected."""

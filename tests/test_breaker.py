@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import pytest
@@ -169,3 +170,58 @@ def test_pause_deadline_is_before_the_health_warning_and_half_the_time_to_trip()
     times = [pause_deadline(x) for x in multiples]
     assert times == sorted(times, reverse=True)
     assert all(0 < t < cal.time_to_trip(x, 1.0) for t, x in zip(times, multiples, strict=True))
+
+
+def test_monitor_keeps_health_failing_after_a_modelled_trip_until_the_supply_is_back_under(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The replica restarts cold after a trip; the house has been over its breaker for longer
+    than a breaker allows all the same, and /health must not turn healthy on the reset."""
+    caplog.set_level(logging.INFO, logger="tesla_smart_charger.breaker")
+    monitor = BreakerMonitor(30.0)
+    monitor.observe(_reading(0.0, 20.0))
+    t = 0
+    while monitor.trips == 0:  # 45 A (1.5 In) from 20 A trips the conservative model in ~25 s
+        t += 1
+        assert t < 60
+        monitor.observe(_reading(float(t), 45.0))
+    assert monitor.heat_ratio()[0] < 0.9  # type: ignore[index]  # cold again
+    problems = []
+    for t2 in range(t + 1, t + 20):  # still 45 A: the cold replica alone would say nothing
+        monitor.observe(_reading(float(t2), 45.0))
+        problems.append(monitor.problem())
+    assert all(p is not None and "over 30 A" in p and "would have tripped" in p for p in problems)
+    status = monitor.status()
+    assert status["over_too_long"] is True
+    assert status["trips"] == 1
+    monitor.observe(_reading(float(t + 20), 29.0))  # back under: the latch ends
+    assert monitor.problem() is None
+    assert monitor.status()["over_too_long"] is False
+    assert monitor.status()["trips"] == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("longer than a breaker allows" in line for line in lines) == 1  # once, at start
+    assert sum("back under 30 A" in line for line in lines) == 1  # once, at the end
+
+
+def test_monitor_latch_needs_a_trip_not_just_an_overload() -> None:
+    monitor = BreakerMonitor(30.0)
+    monitor.observe(_reading(0.0, 20.0))
+    for t in range(1, 120):  # 31 A (1.03 In) never trips the conservative model
+        monitor.observe(_reading(float(t), 31.0))
+    assert monitor.trips == 0
+    assert monitor.problem() is None
+
+
+def test_advance_heat_follows_the_replica_from_a_start_no_warmer_than_the_limit() -> None:
+    # the controller's own copy of the conservative replica, on the real supply
+    start = breaker.advance_heat((), (36.0,), 0.0, 30.0)
+    assert start == pytest.approx((1.0,))  # 1.2 In at the first reading: as from a house at 1 In
+    assert breaker.advance_heat((), (15.0,), 0.0, 30.0) == pytest.approx((0.25,))
+    replica = ThermalReplica(breaker.CONSERVATIVE, 30.0, [30.0])
+    heat = start
+    for _ in range(10):
+        heat = breaker.advance_heat(heat, (36.0,), 1.0, 30.0)
+        replica.step([36.0])
+    assert heat[0] == pytest.approx(replica.heat[0])
+    assert breaker.advance_heat(heat, (90.0,), 31.0, 30.0) == heat  # a long gap: no guess
+    assert breaker.advance_heat(heat, (math.nan,), 1.0, 30.0) == heat

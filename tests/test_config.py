@@ -268,3 +268,32 @@ def test_check_config_with_vehicles_and_no_tesla_vehicle_id(
     err = capsys.readouterr().err
     assert "teslaVehicleId: required key is missing" in err
     assert "`vehicles`" in err
+
+
+def test_pausing_an_overload_the_cars_cannot_resolve_is_on_by_default(
+    write_config: WriteConfig,
+) -> None:
+    cfg = load_config(write_config())
+    assert cfg.settings.pause_when_overloaded is True
+    assert not any("pauseWhenOverloaded" in w for w in cfg.warnings)
+    # true given explicitly (the old opt-in) is the default: nothing to say
+    assert not any(
+        "pauseWhenOverloaded" in w
+        for w in load_config(write_config(pauseWhenOverloaded=True)).warnings
+    )
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_opting_out_of_the_pause_is_kept_and_warned_about(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    if source == "file":
+        path = write_config(pauseWhenOverloaded=False)
+    else:
+        path = write_config()
+        monkeypatch.setenv("TSC_PAUSE_WHEN_OVERLOADED", "false")
+    cfg = load_config(path)
+    assert cfg.settings.pause_when_overloaded is False  # the key still works
+    (warning,) = [w for w in cfg.warnings if "pauseWhenOverloaded" in w]
+    assert warning.startswith("pauseWhenOverloaded is false")
+    assert "main breaker is not protected" in warning

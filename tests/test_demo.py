@@ -163,7 +163,8 @@ def test_scenario_config_adds_keys_only_when_the_settings_know_them() -> None:
     extra = scenario_config(build_scenario("two-cars", WITH_VEHICLES), world, WITH_VEHICLES)
     assert [v["priority"] for v in extra["vehicles"]] == [1, 0]
     assert [v["vin"] for v in extra["vehicles"]] == [c.vin for c in world.cars]
-    assert extra["pauseWhenOverloaded"] is True
+    assert "pauseWhenOverloaded" not in extra  # pausing is the shipped default
+    assert extra["pauseAfterSecs"] == 5
     assert scenario_config(build_scenario("two-cars", WITHOUT), world, WITHOUT) == {}
     solar = build_scenario("solar", WITH_VEHICLES)
     one = World(cars=solar.cars)

@@ -265,7 +265,10 @@ def test_a_car_that_ignores_its_cut_is_held_there_and_the_others_make_room() -> 
     _ra, rb = _route(fleet, real)
     shares = {s.vin: s.amps for s in fleet.shares}
     assert shares[VIN_A] < 16  # B's excess counts as house load: the breaker comes first
-    assert _headroom(rb, b) == shares[VIN_B] == 6  # B's controller is not invited to raise
+    # B's controller is not invited to raise: given up (its minimum does not fit beside A's),
+    # it is shown the real overload, less room than its minimum
+    assert shares[VIN_B] == 6
+    assert _headroom(rb, b) < 6
     assert rb.reading.car_amps == 16.0  # its escalation sees it did not follow
 
 

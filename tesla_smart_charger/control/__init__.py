@@ -7,7 +7,7 @@
 """
 
 from tesla_smart_charger.control.decide import call_started, decide, next_deadline
-from tesla_smart_charger.control.measured import house_estimate
+from tesla_smart_charger.control.measured import house_estimate, unresolved_problem
 from tesla_smart_charger.control.state import (
     EPS,
     FAILSAFE_LOOK_SECS,
@@ -66,4 +66,5 @@ __all__ = [
     "house_estimate",
     "initial_state",
     "next_deadline",
+    "unresolved_problem",
 ]

@@ -3,8 +3,8 @@
 A pure function of the cars and the room the house leaves on each phase. The rules:
 
 - every charging car first gets its minimum; when the room cannot give every car its minimum,
-  the lowest-priority car is the one given up first (it holds its minimum, or with
-  `pauseWhenOverloaded` it is the first to be paused); until its pause has landed it still
+  the lowest-priority car is the one given up first (it is the first to be paused, or with
+  `pauseWhenOverloaded: false` it holds its minimum); until its pause has landed it still
   draws its minimum, so the others are not given that room yet;
 - a paused car competes for room like a charging one (by priority): only the cars whose
   minimum fits are shown room to resume, so two paused cars never resume into the same room;
@@ -411,6 +411,10 @@ def split_reading(
                 if mine.paused:
                     # landed: no room at all; still drawing: what is left with it at its minimum
                     room = 0 if c.demand.paused else c.demand.min_amps - mine.over
+                elif mine.over > 0:
+                    # given up and held at its minimum (pauseWhenOverloaded false): it is shown
+                    # the real overload, so its controller says so and /health can tell
+                    room = c.demand.min_amps - mine.over
                 phases[i] = limit - room + c.draw
             else:
                 phases[i] = reading.phase_amps[i] - others

@@ -6,7 +6,12 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from tesla_smart_charger.breaker import pause_deadline
+from tesla_smart_charger.breaker import (
+    CONSERVATIVE,
+    WARN_RATIO,
+    advance_heat,
+    pause_deadline,
+)
 from tesla_smart_charger.control.state import (
     BUDGET_REASON,
     EPS,
@@ -98,7 +103,9 @@ def _decide_measured(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
     if isinstance(event, Reading):
-        return _on_reading(state, event.reading, now, cfg, turn=event.giving_turn)
+        return _on_reading(
+            state, event.reading, now, cfg, turn=event.giving_turn, whole=event.whole
+        )
     if isinstance(event, MeterFailed):
         return _check_stale(state, now, cfg)
     if isinstance(event, VehicleUpdate):
@@ -185,18 +192,31 @@ def _on_reading(
     cfg: ControlConfig,
     *,
     turn: bool = False,
+    whole: MeterReading | None = None,
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
+    # The breaker is heated by the real supply (with several cars, not this car's share).
+    real = whole if whole is not None and whole.valid else reading
+    dt = real.at - state.heat_at if state.heat_at is not None else 0.0
+    heat = advance_heat(state.supply_heat, real.phase_amps, dt, cfg.home_max_amps)
     if not state.failsafe:
         # The hot path (every reading): these fields ride along into _control's one replace.
-        pending = {"reading": reading, "last_valid_at": now, "giving_turn": turn}
+        pending = {
+            "reading": reading,
+            "last_valid_at": now,
+            "giving_turn": turn,
+            "supply_heat": heat,
+            "heat_at": real.at,
+        }
         return _control(state, reading, now, cfg, pending)
     s = replace(
         state,
         reading=reading,
         last_valid_at=now,
         giving_turn=turn,
+        supply_heat=heat,
+        heat_at=real.at,
         failsafe=False,
         reason="meter readings are back: leaving fail-safe",
     )
@@ -281,7 +301,6 @@ def _control(
         pause = _unresolvable(
             state,
             ch,
-            headroom=headroom,
             setpoint=setpoint,
             house=house,
             car_phases=car_phases,
@@ -344,36 +363,62 @@ def _unresolvable(
     state: ControllerState,
     ch: dict[str, Any],
     *,
-    headroom: float,
     setpoint: int,
     house: tuple[float, ...],
     car_phases: tuple[int, ...],
     now: float,
     cfg: ControlConfig,
 ) -> Decision | None:
-    """The car at its minimum cannot bring the supply under the limit: hold it, or pause it.
+    """The car at its minimum cannot bring the supply under the limit: pause it, or hold it.
 
-    The countdown runs from the first reading that showed it; with pauseWhenOverloaded the car
-    is paused after pauseAfterSecs, or sooner when the overload would heat the main breaker.
+    The countdown runs from the first reading that showed it; the car is paused after
+    pauseAfterSecs, or sooner when the overload would heat the main breaker. Only an explicit
+    `pauseWhenOverloaded: false` holds it at the minimum instead (the breaker is then not
+    protected: /health says so while the supply is over homeMaxAmps). The reasons carry no
+    figure that moves with every reading, so the countdown is one log line, not one per reading.
     """
     since = state.unresolvable_since if state.unresolvable_since is not None else now
     ch["unresolvable_since"] = since
     turn = bool(ch.get("giving_turn", state.giving_turn))
-    ch["reason"] = (
-        f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({cfg.charger_min_amps} A)"
-        if turn
-        else f"house alone leaves {max(headroom, 0):.1f} A: the overload cannot be resolved by the car; holding chargerMinAmps ({cfg.charger_min_amps} A)"
-    )
+    minimum = cfg.charger_min_amps
+    if turn:
+        ch["reason"] = (
+            f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({minimum} A)"
+        )
+    else:
+        ch["reason"] = (
+            f"house over the limit even with the car at its minimum: the overload cannot be"
+            f" resolved by the car; holding chargerMinAmps ({minimum} A)"
+        )
     if not cfg.pause_when_overloaded:
+        if not turn:
+            ch["reason"] += " and never pausing (pauseWhenOverloaded is false)"
         return None
     wait, heats = _pause_wait(house, car_phases, cfg)
+    warm = _warm(ch.get("supply_heat", state.supply_heat), car_phases)
+    if warm and not heats:
+        heats = (
+            f"main breaker at {warm:.0f} % of what would trip it with the car at"
+            f" {cfg.charger_min_amps} A"
+        )
     if turn:
         ch["reason"] = (
             f"taking turns with a car of the same priority that has had less: pausing charging after {wait:.0f} s"
         )
     elif heats:
-        ch["reason"] = f"{heats}: pausing charging after {wait:.0f} s"
-    if setpoint > cfg.charger_min_amps or now - since < wait - EPS or now < state.blocked_until:
+        ch["reason"] = (
+            f"house over the limit even with the car at its minimum ({minimum} A) would heat"
+            " the main breaker: pausing charging before it does"
+        )
+    else:
+        ch["reason"] = (
+            f"house over the limit even with the car at its minimum ({minimum} A):"
+            f" pausing charging after {wait:.0f} s"
+        )
+    # Warm: at once, but not on a transient shorter than a command takes to land (another
+    # car's pause landing shows its room a few seconds late).
+    due = now - since >= min(wait, cfg.settle_secs if warm and not turn else math.inf) - EPS
+    if setpoint > cfg.charger_min_amps or not due or now < state.blocked_until:
         return None
     if turn:
         reason = "taking turns: pausing charging so a car of the same priority that has had less can charge"
@@ -383,6 +428,58 @@ def _unresolvable(
         reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
     ch.update(paused=True, room_since=None, raise_since=None, raise_floor=None, reason=reason)
     return Decision(_evolve(state, ch), (StopCharging(reason),))
+
+
+def overload_unresolved(state: ControllerState) -> bool:
+    """This car is in an overload it cannot resolve at its minimum (counting down to its pause,
+    held there, or paused for it); a turn given to an equal car is not an overload."""
+    return (
+        state.unresolvable_since is not None
+        and not state.giving_turn
+        and (state.paused or _charging(state))
+    )
+
+
+def unresolved_problem(
+    states: tuple[ControllerState, ...], real: MeterReading | None, cfg: ControlConfig
+) -> str | None:
+    """The /health problem while the supply is over homeMaxAmps in an overload the cars cannot
+    resolve at their minimum (None otherwise).
+
+    `real` is the meter's own reading (not a car's share of it). With pauseWhenOverloaded a
+    car is being paused (lowest priority first) and the problem ends when the supply is back
+    under the rating; without it nothing brings the supply down: the breaker is not protected.
+    """
+    if real is None or not real.valid or not real.phase_amps:
+        return None
+    worst = real.worst_phase_amps
+    if worst <= cfg.home_max_amps:
+        return None
+    stuck = [s for s in states if overload_unresolved(s)]
+    if not stuck:
+        return None
+    cars = "the car" if len(states) == 1 else "the cars"
+    over = f"supply {worst:.1f} A on a {cfg.home_max_amps:g} A main breaker"
+    if not cfg.pause_when_overloaded:
+        return (
+            f"{over} even with {cars} at the minimum, and pauseWhenOverloaded is false:"
+            " nothing pauses charging, the main breaker is not protected"
+        )
+    if all(s.paused for s in stuck):
+        return f"{over}: charging is paused for it, but the supply has not come down yet"
+    first = " (lowest priority first)" if len(states) > 1 else ""
+    return (
+        f"{over} even with {cars} at the minimum: pausing charging{first} before the breaker"
+        " heats up"
+    )
+
+
+def _warm(heat: tuple[float, ...], car_phases: tuple[int, ...]) -> float:
+    """The tracked heat of the car's phases in % of what trips the conservative replica, when it
+    is past /health's warning (else 0.0): an overload the car cannot resolve pauses at once."""
+    worst = max((heat[i] for i in car_phases if i < len(heat)), default=0.0)
+    ratio = worst / CONSERVATIVE.trip_heat
+    return 100.0 * ratio if ratio >= WARN_RATIO else 0.0
 
 
 def _pause_wait(

@@ -63,7 +63,9 @@ class ControlConfig:
     stale_secs: float = 10.0
     settle_secs: float = 8.0
     vehicle_check_secs: float = 3600.0
-    pause_when_overloaded: bool = False
+    # An overload the car cannot resolve at its minimum pauses it (the breaker comes first);
+    # False only when the configuration opts out explicitly.
+    pause_when_overloaded: bool = True
     pause_after_secs: float = 120.0
     supply_phases: int = 1  # 0: as many as the meter reports (supplyPhases auto)
     charger_phase: int = 1
@@ -239,6 +241,11 @@ class ControllerState:
     raise_since: float | None = None
     raise_floor: int | None = None
     unresolvable_since: float | None = None
+    # The conservative breaker replica's heat per phase of the real supply (`breaker.advance_heat`)
+    # and the reading time it was advanced to: a pause comes before its warning, whatever the
+    # overload began from.
+    supply_heat: tuple[float, ...] = ()
+    heat_at: float | None = None
     paused: bool = False
     giving_turn: bool = False  # several cars: the share asks it to let one of equal priority charge
     room_since: float | None = None

@@ -425,6 +425,16 @@ _SCHEMAS: dict[str, Any] = {
                     ),
                     "calibration": {"type": "string"},
                     "rating_amps": {"type": "number"},
+                    "trips": {
+                        "type": "integer",
+                        "description": "Times the model tripped since the daemon started",
+                    },
+                    "over_too_long": {
+                        "type": "boolean",
+                        "description": "The supply has been over rating_amps longer than the "
+                        "model allows (latched from a modelled trip until it is back under; "
+                        "/health is 503 meanwhile)",
+                    },
                 },
             ),
         },
