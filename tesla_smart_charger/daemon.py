@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -107,6 +109,7 @@ class Daemon:
     relay_policy: RetryPolicy | None = None
     alerts: AlertSender | None = None
     alert_watch: AlertWatch | None = None
+    api_port: int | None = None  # the port the API listens on (apiPort 0: the one the OS chose)
 
     @property
     def queue(self) -> asyncio.Queue[Event]:
@@ -647,13 +650,25 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
     return code
 
 
+def write_port_file(path: Path, port: int) -> None:
+    """Write the bound port for whoever started us (tests, scripts); whole or not at all."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
 async def run_daemon(
     loaded: LoadedConfig,
     *,
     monitor: bool,
     started: Callable[[Daemon], Awaitable[None]] | None = None,
+    port_file: Path | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1)."""
+    """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1).
+
+    `port_file` receives the port once the API listens: with apiPort 0 the OS picks a free one,
+    so daemons started side by side (the test suite) never race for a port.
+    """
     register_config_secrets(loaded.settings)
     s = loaded.settings
     fd_soft, _ = raise_fd_limit()
@@ -691,6 +706,7 @@ async def run_daemon(
             )
             await runner.cleanup()
             return 1
+        daemon.api_port = int(listener.sockets[0].getsockname()[1])
         mode = (
             f"measured mode, meter {daemon.poller.meter.name}"
             if daemon.poller
@@ -700,9 +716,17 @@ async def run_daemon(
             "tesla-smart-charger %s listening on http://%s:%s, %s",
             __version__,
             s.api_host,
-            s.api_port,
+            daemon.api_port,
             mode,
         )
+        if port_file is not None:
+            try:
+                write_port_file(port_file, daemon.api_port)
+            except OSError as err:
+                _LOG.error("cannot write the port file %s: %s", port_file, err.strerror)
+                listener.close()
+                await runner.cleanup()
+                return 1
 
         start_tasks(daemon)
         daemon.notifier.ready(daemon.one_line())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
+from tests.e2e import closed_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,6 +120,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """One client session per test, closed afterwards (filterwarnings=error catches leaks)."""
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test, and that no other
+    process can take meanwhile (`tests.e2e.closed_port`): "nothing listens there"."""
+    with closed_port() as port:
+        yield port
 
 
 @asynccontextmanager

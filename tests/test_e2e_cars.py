@@ -11,7 +11,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import VIN_A, VIN_B, free_port, run_daemon, two_cars, world_and_daemon
+from tests.e2e import VIN_A, VIN_B, run_daemon, two_cars, world_and_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,6 @@ async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
     escalate = 5.0
     async with two_cars(ramp_delay=0.5, fault="ignores_commands") as world:
         cfg = world.config(
-            apiPort=free_port(),
             vehicles=[{"vin": VIN_A, "name": "A", "priority": 1}, {"vin": VIN_B, "name": "B"}],
             escalateAfterSecs=escalate,
             carSettleSecs=2,

@@ -21,7 +21,7 @@ import aiohttp
 
 from tesla_smart_charger.simulator.world import World
 from tests import e2e
-from tests.e2e import DaemonProcess, free_port
+from tests.e2e import DaemonProcess
 
 WINDOW_SECS = 60.0
 
@@ -93,7 +93,7 @@ async def start_fault(
     """Start a world and a daemon on it, kept running until `stack` closes."""
     directory.mkdir(parents=True, exist_ok=True)
     await stack.enter_async_context(world)
-    path = world.write_config(directory, apiPort=free_port(), **config)
+    path = world.write_config(directory, **config)
     daemon = await stack.enter_async_context(run_daemon(directory, path, *args))
     return world, daemon
 

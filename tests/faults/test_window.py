@@ -22,7 +22,6 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port
 from tests.faults.harness import (
     WINDOW_SECS,
     Outcome,
@@ -74,7 +73,7 @@ async def observe(
     await stack.enter_async_context(world)
     if before is not None:
         await before(world)
-    path = world.write_config(directory, apiPort=free_port(), **config)
+    path = world.write_config(directory, **config)
     daemon = await stack.enter_async_context(run_daemon(directory, path, *args))
     run = Running(world, daemon, count=lambda: count(world, daemon))
     run.log_mark = len(daemon.log())
@@ -191,7 +190,9 @@ async def measured_refused_recovers(stack: contextlib.AsyncExitStack, tmp: Path)
     stopped = time.monotonic()
     directory = tmp / "measured_refused"
     directory.mkdir()
-    path = world.write_config(directory, apiPort=free_port())
+    path = world.write_config(
+        directory,
+    )
     daemon = await stack.enter_async_context(run_daemon(directory, path, "--monitor"))
     notes: dict[str, Any] = {}
 
@@ -235,7 +236,9 @@ async def sigterm_in_flight(stack: contextlib.AsyncExitStack, tmp: Path) -> Outc
     await stack.enter_async_context(world)
     directory = tmp / "sigterm"
     directory.mkdir()
-    path = world.write_config(directory, apiPort=free_port())
+    path = world.write_config(
+        directory,
+    )
     notes: dict[str, Any] = {}
     world.proxy.fail("hang", paths="/command/")
     async with run_daemon(directory, path) as daemon:
@@ -272,7 +275,7 @@ async def hung_proxy_under_load(stack: contextlib.AsyncExitStack, tmp: Path) -> 
     world.proxy.fail("hang")
     directory = tmp / "hang"
     directory.mkdir()
-    path = world.write_config(directory, apiPort=free_port(), energyMonitorPollSecs=0.2)
+    path = world.write_config(directory, energyMonitorPollSecs=0.2)
     daemon = await stack.enter_async_context(run_daemon(directory, path, "--monitor"))
     notes: dict[str, Any] = {}
     accepted = 0
@@ -308,7 +311,6 @@ async def hung_cut_keeps_the_controller_going(
     directory.mkdir()
     path = world.write_config(
         directory,
-        apiPort=free_port(),
         energyMonitorPollSecs=0.2,
         energyMonitorStaleSecs=HANG_STALE_SECS,
     )
@@ -373,7 +375,9 @@ async def lost_token_reply(stack: contextlib.AsyncExitStack, tmp: Path) -> Outco
     world.oauth.fail("lost")
     directory = tmp / "lost"
     directory.mkdir()
-    path = world.write_config(directory, apiPort=free_port())
+    path = world.write_config(
+        directory,
+    )
     daemon = await stack.enter_async_context(run_daemon(directory, path))
     notes: dict[str, Any] = {}
 
