@@ -91,7 +91,7 @@ class DaemonProcess:
         """GET a path of the daemon's API; (status, parsed JSON or text)."""
         async with (
             aiohttp.ClientSession() as s,
-            s.get(self.url + path, timeout=aiohttp.ClientTimeout(total=5), **kwargs) as r,
+            s.get(self.url + path, timeout=aiohttp.ClientTimeout(total=WAIT_SECS), **kwargs) as r,
         ):
             body: Any = await r.json() if r.content_type == "application/json" else await r.text()
             return r.status, body
@@ -152,7 +152,7 @@ async def wait_http(
             if proc.returncode is not None:
                 raise AssertionError(f"daemon exited with {proc.returncode}:\n{log.read_text()}")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with s.get(url + "/health", timeout=aiohttp.ClientTimeout(total=1)):
+                async with s.get(url + "/health", timeout=aiohttp.ClientTimeout(total=5)):
                     return
             if time.monotonic() > deadline:
                 raise AssertionError(f"daemon did not answer in {timeout} s:\n{log.read_text()}")

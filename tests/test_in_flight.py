@@ -19,6 +19,7 @@ from tesla_smart_charger import control as core
 from tesla_smart_charger.events import EventQueue, Overload, Reading
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.service import ChargeService
+from tests.e2e import WAIT_SECS
 from tests.test_controller import MEASURED, PUSH, charging, reading
 
 # Real clock, short stale time: the fail-safe must come while the call still hangs.
@@ -119,7 +120,7 @@ async def test_an_unexpected_error_in_a_car_call_ends_the_loop() -> None:
     car.error = RuntimeError("bug in the car link")
     service.queue.put_nowait(live(20 + 16))
     with pytest.raises(RuntimeError, match="bug in the car link"):
-        async with asyncio.timeout(3.0):
+        async with asyncio.timeout(WAIT_SECS):
             await task
     assert service.alive is False
 
@@ -134,7 +135,7 @@ async def test_stop_waits_for_the_call_in_flight_then_returns() -> None:
     await asyncio.sleep(0)
     assert not task.done()  # the cut is still on its way
     car.release.set()
-    async with asyncio.timeout(3.0):
+    async with asyncio.timeout(WAIT_SECS):
         await task
     assert car.sent == [9]
     assert not service.reduction_pending

@@ -36,7 +36,7 @@ from tesla_smart_charger.mqtt import (
     parse_mqtt_url,
     state_messages,
 )
-from tests.e2e import LOADED
+from tests.e2e import LOADED, WAIT_SECS
 from tests.mqtt_broker import MOSQUITTO, MOSQUITTO_PASSWD, Broker, bridge_config
 
 VIN = "5YJ3E7EB2KF000001"
@@ -850,7 +850,7 @@ async def test_a_disconnect_that_never_completes_does_not_hang_the_stop(
             done, _ = await asyncio.wait({task}, timeout=15)  # unbounded: never done
         assert task in done
         for client in stuck:  # now let aiomqtt close its socket, so nothing outlives the test
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(WAIT_SECS):
                 await real_exit(client, None, None, None)
     assert 1 in broker.packets  # a real connection was made
     messages = [r.getMessage() for r in caplog.records]

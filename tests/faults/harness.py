@@ -60,7 +60,7 @@ class Running:
     rss_start: int = 0
 
 
-async def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+async def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
     """GET and parse JSON (status, body)."""
     async with (
         aiohttp.ClientSession() as s,

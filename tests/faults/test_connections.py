@@ -36,7 +36,7 @@ from tesla_smart_charger.httpapi.server import (
 )
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import LOADED, DaemonProcess, wait_http, wait_port_file
+from tests.e2e import LOADED, WAIT_SECS, DaemonProcess, wait_http, wait_port_file
 
 IDLE_CONNECTIONS = 1100
 DAEMON_FD_LIMIT = 1024
@@ -182,7 +182,7 @@ async def test_malformed_requests_get_400_and_no_error_log(
         reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
         writer.write(request_bytes)
         await writer.drain()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_SECS):
             reply = await reader.read()
         writer.close()
     assert reply.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"413", b"431", b"505")
@@ -199,7 +199,7 @@ async def test_malformed_request_tracebacks_stay_available_at_debug(
         reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
         writer.write(MALFORMED[0])
         await writer.drain()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_SECS):
             await reader.read()
         writer.close()
     server_records = [r for r in caplog.records if r.name == "aiohttp.server"]

@@ -17,7 +17,7 @@ import pytest
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tesla_smart_charger.tokens import TokenPair, TokenStore, pair_from_reply, post_token_request
-from tests.e2e import run_daemon
+from tests.e2e import LOADED, run_daemon
 
 NOW = 1_800_000_000.0
 OLD = TokenPair("old-access", "old-refresh", NOW + 100, NOW - 28_700, "eu")
@@ -163,7 +163,7 @@ async def test_daemon_adopts_the_pair_a_kill_left_behind(tmp_path: Path) -> None
             )
             code, _ = await daemon.get("/overload?source=shelly")
             assert code == 202
-            _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5.0)
+            _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5 * LOADED)
 
     assert status["auth"]["state"] == "ok"
     assert body == {"charging_amps": 8}  # the car link works with the adopted access token
