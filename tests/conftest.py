@@ -39,6 +39,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 UNIT_MODULES = frozenset(
     {
         "test_allocation.py",
+        "test_bench_timing.py",
         "test_breaker.py",
         "test_car_readings.py",
         "test_config.py",
