@@ -21,7 +21,7 @@ from tests.test_e2e_ble import ESCALATE, charging_car, meter_valid, poll
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(300)  # a minute of room, plus deadlines for a loaded machine
+@pytest.mark.timeout(600)  # a minute of room, plus deadlines for a loaded machine
 async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path: Path) -> None:
     receiver = Receiver()
     await receiver.start()

@@ -118,11 +118,8 @@ async def guarded(name: str, body: Awaitable[Outcome]) -> Outcome:
         return Outcome(name, error=traceback.format_exc())
 
 
-STARTUP_SECS = 90.0  # many daemons start at once on a small shared machine
-
-
 def run_daemon(
     directory: Path, config_path: Path, *args: str
 ) -> contextlib.AbstractAsyncContextManager[DaemonProcess]:
     """`tests.e2e.run_daemon` with a start-up allowance for many concurrent daemons."""
-    return e2e.run_daemon(directory, config_path, *args, startup_secs=STARTUP_SECS, log_mode="ab")
+    return e2e.run_daemon(directory, config_path, *args, log_mode="ab")
