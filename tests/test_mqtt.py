@@ -10,6 +10,7 @@ import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from tesla_smart_charger.mqtt import (
     Backoff,
     BridgeConfig,
     Car,
+    Client,
     Command,
     MqttBridge,
     TopicLimiter,
@@ -718,6 +720,24 @@ async def test_credentials_and_a_wrong_password(
         assert "SECRET" not in text
     finally:
         broker.stop()
+
+
+async def test_a_socket_closed_before_its_writer_is_registered_logs_no_traceback() -> None:
+    """The broker went away between paho asking for a writer and the loop registering it (seen
+    with other suites on the machine): no "Exception in callback ... Bad file descriptor"."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        client = Client("127.0.0.1")
+        sock = socket.socket()
+        client._on_socket_register_write(client._client, None, sock)
+        sock.close()  # before the loop runs the registration
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
 
 
 async def test_a_silent_broker_never_stalls_the_loop() -> None:
