@@ -98,15 +98,25 @@ async def start_fault(
     return world, daemon
 
 
-async def sample(name: str, run: Running, notes: dict[str, Any]) -> Outcome:
-    """The window is over: collect what the daemon did."""
+async def window_end(run: Running) -> tuple[int | None, str]:
+    """The requests and the log at the window's end, before anything else asks the daemon.
+
+    Taken first: on a busy machine the /status, /metrics … reads after it take seconds, and a
+    backoff's next attempt (at 63 s for 5xx) would be counted in a 60 s window.
+    """
+    return await run.count(), run.daemon.log()
+
+
+async def sample(
+    name: str, run: Running, notes: dict[str, Any], end: tuple[int | None, str]
+) -> Outcome:
+    """The window is over: collect what the daemon did (`end` from `window_end`)."""
     out = Outcome(name, notes=notes)
     out.alive = run.daemon.proc.returncode is None
-    out.log = run.daemon.log()
+    out.requests, out.log = end
     out.log_lines = len(out.log[run.log_mark :].splitlines())
     if out.alive:
         out.rss_growth_kib = rss_kib(run.daemon.proc.pid) - run.rss_start
-    out.requests = await run.count()
     return out
 
 

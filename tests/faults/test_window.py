@@ -34,6 +34,7 @@ from tests.faults.harness import (
     rss_kib,
     run_daemon,
     sample,
+    window_end,
 )
 
 # `make test` runs pytest with `--dist loadfile`: this module's tests all go to one worker, so
@@ -86,13 +87,14 @@ async def observe(
     await asyncio.sleep(RSS_SETTLE_SECS)
     run.rss_start = rss_kib(daemon.proc.pid)
     await asyncio.sleep(max(0.0, WINDOW_SECS - (time.monotonic() - started)))
+    end = await window_end(run)
     notes: dict[str, Any] = {}
     notes["health"] = await get_json(daemon.url + "/health")
     notes["status"] = await daemon.status()
     notes["history"] = await get_json(daemon.url + "/api/history")
     notes["metrics"] = (await get_json(daemon.url + "/metrics"))[1]
     notes["config_path"] = str(path)
-    return await sample(name, run, notes)
+    return await sample(name, run, notes, end)
 
 
 async def overload(_: World, daemon: Any) -> None:
