@@ -21,7 +21,7 @@ PYTEST_WORKERS ?= 6
 # and each worker compiles aiohttp, pydantic and our modules from source again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install lint typecheck unit test demo bench system-deps clean
+.PHONY: install lint typecheck unit suite test demo bench system-deps clean
 
 define check_python
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required") if sys.version_info < (3, 11) else None'
@@ -70,13 +70,19 @@ typecheck: install
 
 # Only the plugins the suite uses: autoloaded, schemathesis' and hypothesis' pytest plugins make
 # every worker assertion-rewrite all of schemathesis at start (2 s each, 4 workers on 2 cores).
-unit: install
+suite: install
 	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/pytest -p asyncio -p xdist -p timeout \
 		-q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
+# The fast pure layer alone (UNIT_MODULES in tests/conftest.py): decisions, parsing, the
+# simulated car and house, in one process with no daemon, server, socket or child process (a
+# test there that opens one fails). Seconds; `make test` runs it too, inside the suite.
+unit: install
+	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/pytest -p asyncio -p timeout -q -m unit --durations=5
+
 # ruff and mypy run beside pytest (it mostly waits on the clock); -O keeps each one's output whole.
 test: install system-deps
-	@$(MAKE) --no-print-directory -j 3 -O lint typecheck unit
+	@$(MAKE) --no-print-directory -j 3 -O lint typecheck suite
 
 demo: $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/tesla-smart-charger demo --scenario $(SCENARIO)

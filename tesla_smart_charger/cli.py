@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tesla_smart_charger import __version__
 from tesla_smart_charger.config import LoadedConfig, check_config, redacted
@@ -68,7 +69,7 @@ line. Writes nothing, contacts nothing. Exit 0 when valid, 2 otherwise."""
 # setup commands and the demo, which pull in aiohttp, cryptography and the simulator, are not
 # even imported: the daemon starts and a bad config.json is reported a good deal sooner.
 _LIGHT_COMMANDS = frozenset({"run", "check-config"})
-_VALUE_OPTIONS = frozenset({"--config", "--log-level", "--log-format"})
+_VALUE_OPTIONS = frozenset({"--config", "--log-level", "--log-format", "--port-file"})
 
 
 def _light(argv: Sequence[str]) -> bool:
@@ -102,6 +103,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="poll the energy meter (measured mode); without it the daemon acts on /overload calls",
     )
+    parser.add_argument(
+        "--port-file",
+        metavar="PATH",
+        help="write the API's port here once it listens (with apiPort 0 the OS picks it)",
+    )
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -119,6 +125,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         default=argparse.SUPPRESS,
         help="poll the energy meter (measured mode)",
+    )
+    run.add_argument(
+        "--port-file",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="write the API's port here once it listens (with apiPort 0 the OS picks it)",
     )
     run.set_defaults(func=cmd_run)
     check = sub.add_parser(
@@ -183,7 +195,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tesla_smart_charger.daemon import run_daemon  # noqa: PLC0415 (check-config stays light)
 
     try:
-        return asyncio.run(run_daemon(loaded, monitor=bool(getattr(args, "monitor", False))))
+        port_file = getattr(args, "port_file", None)
+        return asyncio.run(
+            run_daemon(
+                loaded,
+                monitor=bool(getattr(args, "monitor", False)),
+                port_file=Path(port_file) if port_file else None,
+            )
+        )
     except ConfigError as err:
         for line in err.problems:
             print(f"configuration error: {line}", file=sys.stderr)

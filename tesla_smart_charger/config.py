@@ -97,7 +97,8 @@ def _empty_as_none(value: Any) -> Any:
     return value
 
 
-Port = Annotated[int, BeforeValidator(_as_int), Field(ge=1, le=65535)]
+# 0 lets the OS pick a free port: daemons side by side (tests, a second instance) never race.
+Port = Annotated[int, BeforeValidator(_as_int), Field(ge=0, le=65535)]
 OptStr = Annotated[str | None, BeforeValidator(_empty_as_none)]
 OptSecret = Annotated[SecretStr | None, BeforeValidator(_empty_as_none)]
 
@@ -271,7 +272,12 @@ class Settings(BaseSettings):
             description="Seed key, accepted and no longer needed: the meter loop no longer calls its own HTTP API."
         ),
     ] = None
-    api_port: Annotated[Port, Field(description="Port of the HTTP API.")] = 8000
+    api_port: Annotated[
+        Port,
+        Field(
+            description="Port of the HTTP API. 0 takes any free port: the log's `listening on` line and `run --port-file` name it."
+        ),
+    ] = 8000
     tesla_vehicle_id: Annotated[
         str,
         BeforeValidator(_as_str),

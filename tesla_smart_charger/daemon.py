@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -116,6 +118,7 @@ class Daemon:
     relay_policy: RetryPolicy | None = None
     alerts: AlertSender | None = None
     alert_watch: AlertWatch | None = None
+    api_port: int | None = None  # the port the API listens on (apiPort 0: the one the OS chose)
 
     @property
     def queue(self) -> asyncio.Queue[Event]:
@@ -723,14 +726,24 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
     return code
 
 
+def write_port_file(path: Path, port: int) -> None:
+    """Write the bound port for whoever started us (tests, scripts); whole or not at all."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
 async def run_daemon(
     loaded: LoadedConfig,
     *,
     monitor: bool,
     started: Callable[[Daemon], Awaitable[None]] | None = None,
+    port_file: Path | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until a background task dies (exit 1).
 
+    `port_file` receives the port once the API listens: with apiPort 0 the OS picks a free one,
+    so daemons started side by side (the test suite) never race for a port.
     A second daemon on the same token store exits at once with 2: both would send every
     command, and both would rotate the single-use refresh tokens.
     """
@@ -742,7 +755,7 @@ async def run_daemon(
         _LOG.error("%s", err)  # one line, no traceback: the reason is complete
         return EXIT_STORE_IN_USE
     try:
-        return await _run_locked(loaded, monitor=monitor, started=started)
+        return await _run_locked(loaded, monitor=monitor, started=started, port_file=port_file)
     finally:
         lock.release()
 
@@ -752,6 +765,7 @@ async def _run_locked(
     *,
     monitor: bool,
     started: Callable[[Daemon], Awaitable[None]] | None,
+    port_file: Path | None,
 ) -> int:
     """run_daemon, with this process the only daemon on its token store."""
     s = loaded.settings
@@ -791,6 +805,7 @@ async def _run_locked(
             )
             await runner.cleanup()
             return 1
+        daemon.api_port = int(listener.sockets[0].getsockname()[1])
         mode = (
             f"measured mode, meter {daemon.poller.meter.name}"
             if daemon.poller
@@ -800,10 +815,18 @@ async def _run_locked(
             "tesla-smart-charger %s listening on http://%s:%s, %s",
             __version__,
             s.api_host,
-            s.api_port,
+            daemon.api_port,
             mode,
         )
         _LOG.info("car commands: %s", describe_road(loaded))
+        if port_file is not None:
+            try:
+                write_port_file(port_file, daemon.api_port)
+            except OSError as err:
+                _LOG.error("cannot write the port file %s: %s", port_file, err.strerror)
+                listener.close()
+                await runner.cleanup()
+                return 1
 
         start_tasks(daemon)
         daemon.notifier.ready(daemon.one_line())

@@ -592,6 +592,35 @@ async def _bounded(call: Awaitable[_T], secs: float) -> _T:
         raise aiomqtt.MqttError("Operation timed out") from None
 
 
+class Client(aiomqtt.Client):
+    """aiomqtt's client without a race that a busy machine hits when the broker goes away.
+
+    aiomqtt (2.5) registers the socket's writer with `call_soon_threadsafe`. When the broker
+    drops the connection before that runs, the descriptor is already closed and asyncio logs
+    "Exception in callback ... Bad file descriptor" with a traceback. The disconnect is noticed
+    anyway, so a socket closed by then is simply not registered.
+    """
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        def write() -> None:
+            # As aiomqtt's: a failed write is the connection breaking.
+            try:
+                client.loop_write()
+            except Exception as exc:  # noqa: BLE001 (handed on as the disconnect's cause)
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        fileno = sock.fileno()
+
+        def register() -> None:
+            if fileno < 0 or sock.fileno() != fileno:
+                return  # closed meanwhile
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.add_writer(fileno, write)
+
+        self._loop.call_soon_threadsafe(register)
+
+
 class MqttBridge:
     """The MQTT client task: one connection, re-established for as long as the daemon runs."""
 
@@ -664,7 +693,7 @@ class MqttBridge:
     def _client(self) -> aiomqtt.Client:
         url = self.cfg.url
         tls = ssl.create_default_context() if url.tls else None
-        return aiomqtt.Client(
+        return Client(
             url.host,
             url.port,
             username=url.username,

@@ -1,11 +1,19 @@
-"""Shared fixtures: paths to recorded device replies and a valid seed-style config."""
+"""Shared fixtures: paths to recorded device replies and a valid seed-style config.
+
+Also the layer `make unit` runs: the modules in UNIT_MODULES, whose tests must stay pure (no
+socket, no process). A test there that opens one fails, in `make unit` and `make test` alike,
+so an end-to-end test cannot slip into the fast layer. See docs/testing.md.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import json
-from collections.abc import AsyncIterator
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,8 +28,35 @@ from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
+from tests.e2e import closed_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# The fast pure layer (`make unit`, seconds): modules whose every test decides, parses or
+# computes in-process, with no socket, no server, no daemon and no process. A module joins
+# only when all of its tests are pure; the guard below holds them to it. New modules start
+# outside (in `make test` only) until listed here.
+UNIT_MODULES = frozenset(
+    {
+        "test_allocation.py",
+        "test_bench_timing.py",
+        "test_breaker.py",
+        "test_car_readings.py",
+        "test_config.py",
+        "test_controller.py",
+        "test_fleet_escalation.py",
+        "test_in_flight.py",
+        "test_logging_setup.py",
+        "test_meters_parse.py",
+        "test_safety.py",
+        "test_service.py",
+        "test_sim_car.py",
+        "test_sim_house.py",
+        "test_solar.py",
+        "test_tesla.py",
+        "test_unit_layer.py",
+    }
+)
 
 # The seed README's example config.json, verbatim apart from the values a test overrides.
 SEED_CONFIG: dict[str, Any] = {
@@ -121,6 +156,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test, and that no other
+    process can take meanwhile (`tests.e2e.closed_port`): "nothing listens there"."""
+    with closed_port() as port:
+        yield port
+
+
 @asynccontextmanager
 async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
     """Serve a simulated Shelly on 127.0.0.1 for the duration of the block; yields its URL."""
@@ -129,3 +172,49 @@ async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
         yield url
     finally:
         await sim.stop()
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m unit` selects on the marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of a UNIT_MODULES module `unit`."""
+    for item in items:
+        if item.path.name in UNIT_MODULES and item.path.parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A `unit` test that opens a socket or starts a process fails, naming what it did."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    done: list[str] = []
+
+    def refuse(what: str) -> Any:
+        def refused(*_args: Any, **_kwargs: Any) -> Any:
+            done.append(what)
+            raise AssertionError(f"a unit test {what}")
+
+        return refused
+
+    for name in ("connect", "connect_ex", "bind", "listen"):
+        monkeypatch.setattr(socket.socket, name, refuse(f"used a socket ({name})"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("started a process"))
+    monkeypatch.setattr(os, "fork", refuse("forked"))
+    yield
+    if done:
+        pytest.fail(
+            f"{request.node.nodeid} is in the fast pure layer (UNIT_MODULES in "
+            f"tests/conftest.py, `make unit`) but {done[0]}: take its module out of "
+            "UNIT_MODULES, or the test out of its module",
+            pytrace=False,
+        )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m unit` does not even import the other modules (schemathesis, playwright: seconds)."""
+    if config.getoption("markexpr", "") != "unit":
+        return None
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in UNIT_MODULES or None
+    return None

@@ -40,7 +40,11 @@ class Broker:
         self, folder: Path, port: int | None = None, users: dict[str, str] | None = None
     ) -> None:
         assert MOSQUITTO is not None
+        # mosquitto cannot listen on port 0 and report it: a port that was free a moment ago,
+        # and another one if a suite beside us took it meanwhile (see start).
+        self.chosen = port is None
         self.port = port or free_port()
+        self.access = ""
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         access = "allow_anonymous true\n"
@@ -65,6 +69,13 @@ class Broker:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # As root, mosquitto would switch to its own user, who cannot read pytest's tmp dir.
             access += "user root\n"
+        self.access = access
+        self.write_conf()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_conf(self) -> None:
+        """mosquitto.conf for the current port."""
+        access = self.access
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             f"{access}"
@@ -73,10 +84,26 @@ class Broker:
             "log_type error\nlog_type warning\nlog_type notice\n",
             encoding="utf-8",
         )
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start and wait until the port accepts connections."""
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until the port accepts connections (on a fresh port if ours was taken)."""
+        for _ in range(2):
+            try:
+                self._start(timeout)
+            except RuntimeError:
+                if not self.chosen or not self.port_taken():
+                    raise
+            else:
+                return
+            self.port = free_port()
+            self.write_conf()
+        self._start(timeout)
+
+    def port_taken(self) -> bool:
+        """mosquitto exited because another process listens on our port."""
+        return "Address already in use" in (self.log.read_text() if self.log.exists() else "")
+
+    def _start(self, timeout: float) -> None:
         assert MOSQUITTO is not None
         self.proc = subprocess.Popen(  # noqa: S603 (the system's mosquitto, our own config)
             [MOSQUITTO, "-c", str(self.conf)],

@@ -25,7 +25,6 @@ from tesla_smart_charger.httpapi.openapi import openapi_routes
 from tesla_smart_charger.httpapi.server import build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -65,8 +64,7 @@ async def observed_daemon(
 ) -> AsyncIterator[Running]:
     """Start `world` and a daemon on it serving every route, /metrics, / and /openapi.json too."""
     async with world:
-        port = free_port()
-        path = world.write_config(tmp_path, apiPort=port, **config)
+        path = world.write_config(tmp_path, **config)
         loaded = load_config(path)
         async with aiohttp.ClientSession() as daemon_session, aiohttp.ClientSession() as client:
             daemon = await build_daemon(loaded, daemon_session, monitor=monitor)
@@ -87,8 +85,9 @@ async def observed_daemon(
             app.on_shutdown.append(dashboard.on_shutdown)
             runner = web.AppRunner(app, shutdown_timeout=1.0)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", port)
+            site = web.TCPSite(runner, "127.0.0.1", 0)  # the OS picks a free port
             await site.start()
+            port = runner.addresses[0][1]
             start_tasks(daemon)
             stop = asyncio.Event()
             try:

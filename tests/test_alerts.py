@@ -42,7 +42,7 @@ class Receiver:
             self.bodies.append(await request.json())
         return web.json_response({}, status=self.status)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout), self._seen:
             await self._seen.wait_for(predicate)
 
@@ -83,7 +83,7 @@ async def delivering(sender: AlertSender) -> AsyncIterator[asyncio.Task[None]]:
     assert task.cancelled()  # the loop never died on its own
 
 
-async def drained(sender: AlertSender, timeout: float = 5.0) -> None:
+async def drained(sender: AlertSender, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         await sender.drain()
 

@@ -19,6 +19,7 @@ from playwright.async_api import ConsoleMessage, Error, Route, async_playwright
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.demo import story_evening
 from tesla_smart_charger.simulator.world import World
+from tests.e2e import WAIT_SECS
 from tests.observe import observed_daemon
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,7 @@ ARGS = [
 
 
 # A function (not an expression string): the page's CSP forbids eval, and that is tested too.
+BROWSER_WAIT_MS = int(WAIT_SECS * 1000)  # a deadline for failures: the page may be slow to draw
 MORE_POINTS = "(n) => Number(document.getElementById('chart').dataset.points) > n"
 POINTS = "() => Number(document.getElementById('chart').dataset.points)"
 
@@ -95,9 +97,9 @@ async def test_dashboard_chart_moves_in_chromium(tmp_path: Path) -> None:
             assert await page.text_content("#limit") == "\u2013"  # the page's "no value" dash
             release.set()
 
-            await page.wait_for_function(MORE_POINTS, arg=0, timeout=10_000)
+            await page.wait_for_function(MORE_POINTS, arg=0, timeout=BROWSER_WAIT_MS)
             first = int(await page.evaluate(POINTS))
-            await page.wait_for_function(MORE_POINTS, arg=first, timeout=10_000)
+            await page.wait_for_function(MORE_POINTS, arg=first, timeout=BROWSER_WAIT_MS)
             assert await page.get_attribute("#connection", "data-conn") == "live"
             assert await page.get_attribute("#state", "data-state") == "normal"
             assert "A" in (await page.text_content("#supply") or "")
@@ -113,13 +115,13 @@ async def test_dashboard_chart_moves_in_chromium(tmp_path: Path) -> None:
 
             # Wait for the kettle and the car's first reduction, so the picture tells the story.
             try:
-                await page.wait_for_selector("#commands td.result-ok", timeout=15_000)
+                await page.wait_for_selector("#commands td.result-ok", timeout=BROWSER_WAIT_MS)
             except Error:
                 pytest.fail(
                     f"no command shown on the dashboard; status: {await run.get('/status')}"
                 )
             shown = int(await page.evaluate(POINTS))
-            await page.wait_for_function(MORE_POINTS, arg=shown + 4, timeout=15_000)
+            await page.wait_for_function(MORE_POINTS, arg=shown + 4, timeout=BROWSER_WAIT_MS)
             screenshot.parent.mkdir(exist_ok=True)
             await page.screenshot(path=str(screenshot))
 
@@ -176,7 +178,7 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
             posts: list[str] = []
             page.on("request", lambda req: posts.append(req.url) if req.method == "POST" else None)
             await page.goto(run.url + "/", wait_until="load")
-            await page.wait_for_selector(_button(VIN_B, "solar"), timeout=10_000)
+            await page.wait_for_selector(_button(VIN_B, "solar"), timeout=BROWSER_WAIT_MS)
             names = await page.locator("#cars .car-name").all_text_contents()
             assert names == ["Ada", VIN_B]
             assert await page.get_attribute(_button(VIN_A, "fast"), "aria-pressed") == "true"
@@ -186,7 +188,7 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
             await page.wait_for_function(
                 "() => document.getElementById('mode-message').dataset.kind !== 'info'"
                 " && document.getElementById('mode-message').textContent !== ''",
-                timeout=10_000,
+                timeout=BROWSER_WAIT_MS,
             )
             assert posts == [f"{run.url}/vehicles/{VIN_B}/mode"]
             message = await page.text_content("#mode-message") or ""
@@ -198,9 +200,9 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
                 await page.wait_for_function(
                     "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
                     arg=_button(VIN_B, "solar"),
-                    timeout=10_000,
+                    timeout=BROWSER_WAIT_MS,
                 )
-                deadline = asyncio.get_running_loop().time() + 5
+                deadline = asyncio.get_running_loop().time() + WAIT_SECS
                 while fleet.cars[1].service.state.charge_mode != "solar":
                     assert asyncio.get_running_loop().time() < deadline, "mode never applied"
                     await asyncio.sleep(0.05)
@@ -208,7 +210,7 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
                 await page.wait_for_function(
                     "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
                     arg=_button(VIN_B, "solar"),
-                    timeout=10_000,
+                    timeout=BROWSER_WAIT_MS,
                 )
                 assert await page.get_attribute(_button(VIN_B, "fast"), "aria-pressed") == "false"
             else:

@@ -70,7 +70,7 @@ def test_each_bad_value_is_one_line_naming_key_and_value(
 
 def test_several_problems_are_all_reported(write_config: WriteConfig) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(write_config(sleepTimeSecs=-1, apiPort=0))
+        load_config(write_config(sleepTimeSecs=-1, apiPort=-1))
     assert len(info.value.problems) == 2
 
 

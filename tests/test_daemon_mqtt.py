@@ -15,7 +15,7 @@ from tesla_smart_charger.config import load_config
 from tesla_smart_charger.daemon import Daemon, run_daemon
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port
+from tests.e2e import WAIT_SECS
 
 
 async def until(check: object, timeout: float, what: str) -> None:
@@ -28,20 +28,20 @@ async def until(check: object, timeout: float, what: str) -> None:
 
 
 async def test_no_broker_and_a_dead_mqtt_task_leave_control_and_health_alone(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, refused_port: int
 ) -> None:
     caplog.set_level(logging.DEBUG)
     seen: dict[str, object] = {}
     async with World(car=CarModel()) as world:
-        nobody = free_port()  # nothing listens there: the broker is "down"
+        nobody = refused_port  # the broker is "down"
         loaded = load_config(
-            world.write_config(
-                tmp_path, apiPort=free_port(), mqttUrl=f"mqtt://u:pa55-SECRET@127.0.0.1:{nobody}"
-            )
+            world.write_config(tmp_path, mqttUrl=f"mqtt://u:pa55-SECRET@127.0.0.1:{nobody}")
         )
 
         async def check(daemon: Daemon) -> None:
-            await until(lambda: daemon.mqtt is not None and daemon.mqtt.failures > 0, 5, "a try")
+            await until(
+                lambda: daemon.mqtt is not None and daemon.mqtt.failures > 0, WAIT_SECS, "a try"
+            )
             mqtt = daemon.dependencies()["mqtt"]
             seen["unreachable"] = (mqtt.state, bool(mqtt.last_error), daemon.health())
             # Now the task itself dies (a bug): the daemon must go on controlling.
@@ -51,9 +51,9 @@ async def test_no_broker_and_a_dead_mqtt_task_leave_control_and_health_alone(
                 raise RuntimeError("simulated bug in the bridge")
 
             daemon.tasks["mqtt"] = asyncio.create_task(boom(), name="mqtt")
-            await until(daemon.tasks["mqtt"].done, 2, "the mqtt task ended")
+            await until(daemon.tasks["mqtt"].done, WAIT_SECS, "the mqtt task ended")
             daemon.service.overload("test")  # control still works
-            await until(lambda: world.proxy.commands_named("set_charging_amps"), 5, "a cut")
+            await until(lambda: world.proxy.commands_named("set_charging_amps"), WAIT_SECS, "a cut")
             deps = daemon.dependencies()
             seen["dead"] = (
                 deps["mqtt"].state,
@@ -69,7 +69,9 @@ async def test_no_broker_and_a_dead_mqtt_task_leave_control_and_health_alone(
         async def started(daemon: Daemon) -> None:
             checker.append(asyncio.create_task(check(daemon)))
 
-        code = await asyncio.wait_for(run_daemon(loaded, monitor=False, started=started), 20)
+        code = await asyncio.wait_for(
+            run_daemon(loaded, monitor=False, started=started), 2 * WAIT_SECS
+        )
         checker[0].result()  # re-raises a failed assertion
     assert code == 0
     assert seen["unreachable"] == ("degraded", True, [])

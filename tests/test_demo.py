@@ -6,7 +6,6 @@ import io
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +20,11 @@ from tesla_smart_charger.simulator.demo import (
     build_scenario,
     fit,
     logs_end_the_live_line,
-    pick_port,
     scenario_config,
     story_evening,
 )
 from tesla_smart_charger.simulator.world import World
+from tests.e2e import STARTUP_SECS
 
 
 class _Terminal(io.StringIO):
@@ -181,7 +180,6 @@ def test_unknown_scenario_is_named() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("scenario", "expect"), [("two-cars", "cars"), ("solar", "pv")])
 def test_demo_scenario_runs_the_real_daemon(scenario: str, expect: str, tmp_path: Path) -> None:
-    port = pick_port(_free_port())
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(  # noqa: S603 - our own module, fixed arguments
         [
@@ -194,11 +192,11 @@ def test_demo_scenario_runs_the_real_daemon(scenario: str, expect: str, tmp_path
             "--duration",
             "5",
             "--port",
-            str(port),
+            "0",  # the daemon takes any free port: suites side by side never race for one
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=STARTUP_SECS + 60,  # the start, then the 5 s story
         env=env,
         cwd=tmp_path,
         check=False,
@@ -211,10 +209,4 @@ def test_demo_scenario_runs_the_real_daemon(scenario: str, expect: str, tmp_path
     if scenario == "solar":
         assert "export" in live[0]
     assert "demo stopped" in proc.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    assert "dashboard: http://127.0.0.1:0/" not in proc.stdout  # the port it really got

@@ -38,7 +38,7 @@ def test_each_key_documents_env_range_default_and_secrecy() -> None:
         assert description, f"{key} has no description in config.py"
         assert description in chunk
     assert "- Range: >= 0.05, <= 0.95" in chunks["downStepPercentage"]
-    assert "- Range: >= 1, <= 65535" in chunks["apiPort"]
+    assert "- Range: >= 0, <= 65535" in chunks["apiPort"]
     assert "- Default: **required**" in chunks["homeMaxAmps"]
     assert '- Default: `"shelly-em"`' in chunks["energyMonitorType"]
     assert "list of integer (>= 0, <= 5)" in chunks["energyMonitorSupplyChannels"]

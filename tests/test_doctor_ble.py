@@ -9,7 +9,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port
+from tests.e2e import closed_port
 from tests.test_setup_cli import run
 
 
@@ -33,7 +33,9 @@ async def test_doctor_checks_bridge_and_relay(
 ) -> None:
     world = World(car=CarModel(state="asleep"), ble=True, relay_gen=1)
     async with world:
-        config = world.write_config(tmp_path, apiPort=free_port())
+        config = world.write_config(
+            tmp_path,
+        )
         await asyncio.to_thread(run, "--config", str(config), "doctor")
         out = capsys.readouterr().out
         assert world.relay is not None
@@ -55,9 +57,7 @@ async def test_doctor_names_a_bridge_that_does_not_know_the_car_and_a_relay_that
     async with world:
         assert world.relay is not None
         world.relay.set_output(0, False)
-        config = world.write_config(
-            tmp_path, apiPort=free_port(), teslaVehicleId="5YJ3E1EA7KF999999"
-        )
+        config = world.write_config(tmp_path, teslaVehicleId="5YJ3E1EA7KF999999")
         code = await asyncio.to_thread(run, "--config", str(config), "doctor")
         out = capsys.readouterr().out
     assert code == 1
@@ -75,14 +75,14 @@ async def test_doctor_names_an_unreachable_bridge_and_relay(
 ) -> None:
     world = World()
     async with world:
-        config = world.write_config(
-            tmp_path,
-            apiPort=free_port(),
-            teslaBleProxy=f"http://127.0.0.1:{free_port()}",
-            safetyRelayIp=f"127.0.0.1:{free_port()}",
-        )
-        code = await asyncio.to_thread(run, "--config", str(config), "doctor")
-        out = capsys.readouterr().out
+        with closed_port() as bridge, closed_port() as relay:
+            config = world.write_config(
+                tmp_path,
+                teslaBleProxy=f"http://127.0.0.1:{bridge}",
+                safetyRelayIp=f"127.0.0.1:{relay}",
+            )
+            code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+            out = capsys.readouterr().out
     assert code == 1
     found = rows(out)
     assert found["BLE bridge reachable"].startswith("FAIL")

@@ -12,7 +12,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import DaemonProcess, free_port, world_and_daemon
+from tests.e2e import LOADED, DaemonProcess, closed_port, world_and_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +52,10 @@ async def test_cut_goes_over_ble_and_the_cloud_is_not_asked(tmp_path: Path) -> N
         await meter_valid(daemon)
         assert world.bridge is not None
         world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main
-        stepped = time.monotonic()
         await world.bridge.wait_until(
             lambda: bool(world.bridge and world.bridge.commands_named("set_charging_amps")),
-            timeout=2.0,
+            timeout=2 * LOADED,
         )
-        assert time.monotonic() - stepped <= 2.0
         _, _, body = world.bridge.commands_named("set_charging_amps")[0]
         assert 6 <= body["charging_amps"] <= 9
         status = await daemon.status()
@@ -79,24 +77,23 @@ async def test_cut_goes_over_ble_and_the_cloud_is_not_asked(tmp_path: Path) -> N
 
 async def test_ble_refusing_connections_the_cut_goes_to_the_cloud(tmp_path: Path) -> None:
     world = World(car=charging_car(), manual_house=(10.0,))
-    dead_bridge = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    async with world_and_daemon(tmp_path, world, "--monitor", teslaBleProxy=dead_bridge) as (
-        world,
-        daemon,
-    ):
-        await meter_valid(daemon)
-        world.set_house(20.0)
-        stepped = time.monotonic()
-        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5.0)
-        assert time.monotonic() - stepped <= 5.0
-        assert 6 <= body["charging_amps"] <= 9
-        status = await daemon.status()
-        assert status["roads"]["ble"]["failed"] >= 1
-        assert status["roads"]["ble"]["down"] is True
-        assert status["dependencies"]["ble_bridge"]["state"] in ("degraded", "down")
-        assert status["dependencies"]["car_link"]["state"] == "ok"
-        code, _ = await daemon.get("/health")
-        assert code == 200  # the cloud road carries the cut: nothing is unprotected
+    with closed_port() as port:  # nothing listens there, nor can anything else meanwhile
+        dead_bridge = f"http://127.0.0.1:{port}"
+        async with world_and_daemon(tmp_path, world, "--monitor", teslaBleProxy=dead_bridge) as (
+            world,
+            daemon,
+        ):
+            await meter_valid(daemon)
+            world.set_house(20.0)
+            _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5 * LOADED)
+            assert 6 <= body["charging_amps"] <= 9
+            status = await daemon.status()
+            assert status["roads"]["ble"]["failed"] >= 1
+            assert status["roads"]["ble"]["down"] is True
+            assert status["dependencies"]["ble_bridge"]["state"] in ("degraded", "down")
+            assert status["dependencies"]["car_link"]["state"] == "ok"
+            code, _ = await daemon.get("/health")
+            assert code == 200  # the cloud road carries the cut: nothing is unprotected
     log = daemon.log()
     assert log.count("the BLE bridge is not getting through to the car") == 1
     assert world.car.wakes == 0

@@ -11,7 +11,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import VIN_A, VIN_B, free_port, run_daemon, two_cars, world_and_daemon
+from tests.e2e import LOADED, VIN_A, VIN_B, WAIT_SECS, run_daemon, two_cars, world_and_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +51,8 @@ async def test_two_cars_share_the_supply(tmp_path: Path, prio_a: int, prio_b: in
     ):
         assert max(world.supply_amps()) > 30  # 10 + 16 + 16
         await daemon.wait_status(lambda s: s["meter"] is not None and s["meter"]["valid"])
-        took = await total_within(world, 30.0, 4.0)
-        assert took <= 4.0
-        await settled(world, 8.0, 40.0)  # a raise waits for settling + sleepTimeSecs
+        await total_within(world, 30.0, 4 * LOADED)  # 4 s on an idle machine
+        await settled(world, 8.0, 60.0)  # a raise waits for settling + sleepTimeSecs
         a, b = world.car.request_amps, world.cars[1].request_amps
         assert max(world.supply_amps()) <= 30.0
         if prio_a == prio_b:
@@ -74,7 +73,7 @@ async def test_one_entry_in_vehicles_is_that_car_with_its_own_keys(tmp_path: Pat
     async with world_and_daemon(
         tmp_path, World(car=car), "--monitor", vehicles=cars, teslaVehicleId="5YJ3E1EA7KF999999"
     ) as (world, daemon):
-        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=10.0)
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=WAIT_SECS)
         assert body["charging_amps"] == 10  # its own chargerMaxAmps, on its own VIN
         st = await daemon.wait_status(lambda s: s["vehicles"][0]["setpoint_amps"] == 10)
         assert st["vehicles"][0]["vin"] == VIN_A
@@ -88,7 +87,6 @@ async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
     escalate = 5.0
     async with two_cars(ramp_delay=0.5, fault="ignores_commands") as world:
         cfg = world.config(
-            apiPort=free_port(),
             vehicles=[{"vin": VIN_A, "name": "A", "priority": 1}, {"vin": VIN_B, "name": "B"}],
             escalateAfterSecs=escalate,
             carSettleSecs=2,
@@ -100,13 +98,11 @@ async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
             await daemon.wait_status(lambda s: s["meter"] is not None and s["meter"]["valid"])
             started = time.monotonic()
             assert max(world.supply_amps()) > 30  # 10 + 16 + 16 on a 30 A main
-            deadline = started + escalate + 5
+            deadline = started + escalate + 5 * LOADED
             while not stops(world, VIN_B):
                 assert time.monotonic() < deadline, daemon.log()[-4000:]
                 await asyncio.sleep(0.05)
-            status = await daemon.wait_status(
-                lambda s: s["vehicles"][1]["escalation"] != "none", timeout=3
-            )
+            status = await daemon.wait_status(lambda s: s["vehicles"][1]["escalation"] != "none")
             assert [v["name"] for v in status["vehicles"]] == ["A", "B"]
             assert status["vehicles"][1]["escalation"] == "charge_stop"
             assert status["vehicles"][0]["escalation"] == "none"

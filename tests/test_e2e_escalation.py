@@ -14,13 +14,14 @@ import pytest
 
 from tesla_smart_charger.escalation import RESUME_AFTER_SECS
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import world_and_daemon
+from tests.e2e import LOADED, world_and_daemon
 from tests.test_alerts import Receiver
 from tests.test_e2e_ble import ESCALATE, charging_car, meter_valid, poll
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(600)  # a minute of room, plus deadlines for a loaded machine
 async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path: Path) -> None:
     receiver = Receiver()
     await receiver.start()
@@ -38,21 +39,19 @@ async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path
             assert relay is not None
             await meter_valid(daemon)
             world.set_house(20.0)  # 36 A on 30 A, and the car will not follow any cut
-            stepped = time.monotonic()
-            await world.proxy.wait_for_command("charge_stop", timeout=ESCALATE + 5)
-            assert time.monotonic() - stepped <= ESCALATE + 5
+            # escalateAfterSecs runs on the daemon's clock; the rest is a loaded machine's slack
+            await world.proxy.wait_for_command("charge_stop", timeout=ESCALATE + 5 * LOADED)
             code, health = await daemon.get("/health")
             assert code == 503
             assert any("escalation" in p for p in health["problems"])
             status = await daemon.status()
             assert status["controller"]["escalation"] in ("charge_stop", "relay_off")
 
-            await poll(lambda: (0, False) in relay.switches, 2 * ESCALATE + 5, daemon)
-            assert time.monotonic() - stepped <= 2 * ESCALATE + 5
+            await poll(lambda: (0, False) in relay.switches, ESCALATE + 5 * LOADED, daemon)
             off_at = time.monotonic()
             assert world.car.current_draw(time.monotonic()) == 0.0
             status = await daemon.wait_status(
-                lambda st: st["controller"]["escalation"] == "relay_off", timeout=3
+                lambda st: st["controller"]["escalation"] == "relay_off"
             )
             assert status["dependencies"]["safety_relay"]["state"] == "ok"
             code, _ = await daemon.get("/health")
@@ -63,11 +62,11 @@ async def test_ignored_cut_escalates_to_charge_stop_then_relay_and_back(tmp_path
             # Room for chargerMinAmps (house 20 A, car off) must last a minute first.
             await daemon.wait_status(
                 lambda st: st["controller"]["escalation"] == "none",
-                timeout=RESUME_AFTER_SECS + 15,
+                timeout=RESUME_AFTER_SECS + 15 * LOADED,
             )
             assert time.monotonic() - off_at >= RESUME_AFTER_SECS - 1
             assert relay.switches[:2] == [(0, False), (0, True)]
-            await receiver.wait_for(lambda: len(receiver.bodies) >= 5, timeout=10)
+            await receiver.wait_for(lambda: len(receiver.bodies) >= 5)
     finally:
         await receiver.stop()
     events = [b["event"] for b in receiver.bodies]

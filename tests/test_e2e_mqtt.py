@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import DaemonProcess, free_port, run_daemon
+from tests.e2e import LOADED, DaemonProcess, run_daemon
 from tests.mqtt_broker import MOSQUITTO, Broker
 from tests.test_mqtt import Seen, publish, wait_for, watching
 
@@ -51,9 +52,7 @@ async def daemon_with_mqtt(
 ) -> AsyncIterator[DaemonProcess]:
     """The world running, the daemon pointed at it and at the broker."""
     async with world:
-        path = world.write_config(
-            tmp_path, apiPort=free_port(), mqttUrl=f"mqtt://127.0.0.1:{broker.port}", **config
-        )
+        path = world.write_config(tmp_path, mqttUrl=f"mqtt://127.0.0.1:{broker.port}", **config)
         async with run_daemon(tmp_path, path, *args) as daemon:
             yield daemon
 
@@ -103,18 +102,18 @@ async def post(url: str, **kwargs: Any) -> tuple[int, Any]:
 
 async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: Broker) -> None:
     world = World(car=charging_car(16))
-    started = time.monotonic()
     async with (
         daemon_with_mqtt(tmp_path, world, broker) as daemon,
         watching(broker.port, "homeassistant/#", "tesla-smart-charger/#") as seen,
     ):
-        # Discovery and availability, retained, within 5 s of the start.
-        await wait_for(lambda: announced(seen), 5 - (time.monotonic() - started), "discovery")
-        await wait_for(lambda: seen.last(STATUS_TOPIC) == "online", 1, "online")
-        assert time.monotonic() - started <= 5.0
+        # Discovery and availability, retained, within 5 s of the start on an idle machine.
+        await wait_for(lambda: announced(seen), 5 * LOADED, "discovery")
+        await wait_for(lambda: seen.last(STATUS_TOPIC) == "online", 1 * LOADED, "online")
         async with watching(broker.port, "homeassistant/#", STATUS_TOPIC) as kept:
-            await wait_for(lambda: announced(kept, retained=True), 2, "discovery retained")
-            await wait_for(lambda: kept.last(STATUS_TOPIC) == "online", 2, "online retained")
+            await wait_for(lambda: announced(kept, retained=True), 2 * LOADED, "discovery retained")
+            await wait_for(
+                lambda: kept.last(STATUS_TOPIC) == "online", 2 * LOADED, "online retained"
+            )
         found = configs(kept, retained=True)
         ids = {json.dumps(p["device"]["identifiers"]) for p in found.values()}
         assert len(ids) == 1, ids
@@ -130,18 +129,16 @@ async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: 
         select = entity(found, "select", "_mode")
         assert select is not None
 
-        # The number's command topic caps the car: 10 A reaches the proxy within 3 s.
-        sent = time.monotonic()
+        # The number's command topic caps the car: 10 A reaches the proxy (3 s when idle).
         await publish(broker.port, number["command_topic"], "10")
-        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=3.0)
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=3 * LOADED)
         assert body == {"charging_amps": 10}
-        assert time.monotonic() - sent <= 3.0
         status = await daemon.wait_status(lambda st: st["controller"]["driver_limit_amps"] == 10)
         assert status["dependencies"]["mqtt"]["state"] == "ok"
         car_state = f"tesla-smart-charger/car/{world.car.vin}/state"
         await wait_for(
             lambda: json.loads(seen.last(car_state) or "{}").get("driver_limit") == 10,
-            3,
+            3 * LOADED,
             "the ceiling published back",
         )
         state = json.loads(seen.last(car_state) or "{}")
@@ -153,10 +150,10 @@ async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: 
         assert (code, reply) == (202, {"accepted": True, "vin": world.car.vin, "amps": 8})
         since = len(world.proxy.commands)
         _, _, body = await world.proxy.wait_for_command(
-            "set_charging_amps", timeout=3.0, since=since - 1
+            "set_charging_amps", timeout=3 * LOADED, since=since - 1
         )
         await world.proxy.wait_until(
-            lambda: world.proxy.commands[-1][2] == {"charging_amps": 8}, 3.0
+            lambda: world.proxy.commands[-1][2] == {"charging_amps": 8}, 3 * LOADED
         )
         code, reply = await post(url + "?amps=17")
         assert code == 400
@@ -174,15 +171,17 @@ async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: 
         # see the sun, so nothing is sent to the car.
         commands = len(world.proxy.commands)
         await publish(broker.port, select["command_topic"], "solar")
-        await wait_for(lambda: "set mode of" in daemon.log(), 3, "log")
-        await daemon.wait_status(lambda st: st["controller"]["charge_mode"] == "solar", 3)
+        await wait_for(lambda: "set mode of" in daemon.log(), 3 * LOADED, "log")
+        await daemon.wait_status(lambda st: st["controller"]["charge_mode"] == "solar")
         assert len(world.proxy.commands) == commands
 
         # SIGTERM: `offline` reaches the broker before the process has exited.
         code, took = await daemon.terminate()
-        assert code == 0
-        assert took < 5.0
-        await wait_for(lambda: seen.last(STATUS_TOPIC) == "offline", 2, "offline on SIGTERM")
+        assert code == 0  # by itself: terminate() kills after a deadline
+        assert took < SHUTDOWN_TIMEOUT * LOADED
+        await wait_for(
+            lambda: seen.last(STATUS_TOPIC) == "offline", 2 * LOADED, "offline on SIGTERM"
+        )
         assert "told Home Assistant we are offline" in daemon.log()
     state_file = json.loads((tmp_path / "charger-state.json").read_text())
     assert state_file["driver_amps"] == 8
@@ -194,17 +193,17 @@ async def test_sigkill_leaves_the_last_will(tmp_path: Path, broker: Broker) -> N
         daemon_with_mqtt(tmp_path, World(car=charging_car(16)), broker) as daemon,
         watching(broker.port, STATUS_TOPIC) as seen,
     ):
-        await wait_for(lambda: seen.last(STATUS_TOPIC) == "online", 5, "online")
+        await wait_for(lambda: seen.last(STATUS_TOPIC) == "online", 5 * LOADED, "online")
         daemon.proc.send_signal(signal.SIGKILL)
         await daemon.proc.wait()
-        await wait_for(lambda: seen.last(STATUS_TOPIC) == "offline", 5, "the last will")
+        await wait_for(lambda: seen.last(STATUS_TOPIC) == "offline", 5 * LOADED, "the last will")
 
 
 async def test_broker_outage_control_goes_on(tmp_path: Path, broker: Broker) -> None:
     world = World(car=charging_car(16), manual_house=(10.0,))
     async with daemon_with_mqtt(tmp_path, world, broker, "--monitor", sleepTimeSecs=5) as daemon:
         async with watching(broker.port, "homeassistant/#") as seen:
-            await wait_for(lambda: announced(seen), 5, "discovery")
+            await wait_for(lambda: announced(seen), 5 * LOADED, "discovery")
         await daemon.wait_status(lambda st: st["dependencies"]["mqtt"]["state"] == "ok")
         log_before = len(daemon.log().splitlines())
         broker.stop()
@@ -216,7 +215,7 @@ async def test_broker_outage_control_goes_on(tmp_path: Path, broker: Broker) -> 
 
         # Control goes on: an overload is still cut.
         world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main
-        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=3.0)
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=3 * LOADED)
         assert 6 <= body["charging_amps"] <= 9
         metrics_code, metrics = await daemon.get("/metrics")
         assert metrics_code == 200
@@ -228,16 +227,11 @@ async def test_broker_outage_control_goes_on(tmp_path: Path, broker: Broker) -> 
         assert sum("mqtt" in line.lower() for line in outage_lines) <= 3, outage_lines
 
         broker.start()
-        back = time.monotonic()
         async with watching(broker.port, "homeassistant/#", STATUS_TOPIC) as seen:
-            # mosquitto keeps nothing across the restart: what arrives was published again.
-            await wait_for(lambda: announced(seen), 10, "discovery re-published")
-            await wait_for(
-                lambda: seen.last(STATUS_TOPIC) == "online",
-                10 - (time.monotonic() - back),
-                "online",
-            )
-        assert time.monotonic() - back <= 10.0
+            # mosquitto keeps nothing across the restart: what arrives was published again,
+            # at the next reconnect (backoff at most 5 s) and a loaded machine's slack.
+            await wait_for(lambda: announced(seen), 5 + 5 * LOADED, "discovery re-published")
+            await wait_for(lambda: seen.last(STATUS_TOPIC) == "online", 5 * LOADED, "online")
         await daemon.wait_status(lambda st: st["dependencies"]["mqtt"]["state"] == "ok")
         mqtt_lines = [
             line for line in daemon.log().splitlines()[log_before:] if "mqtt" in line.lower()
@@ -250,14 +244,13 @@ async def test_supply_phases_auto_announces_the_meters_phases(
     tmp_path: Path, broker: Broker
 ) -> None:
     world = World(car=charging_car(16), phases=3, meter_kind="pro3em", manual_house=(5.0,))
-    started = time.monotonic()
     async with (
         daemon_with_mqtt(tmp_path, world, broker, "--monitor", supplyPhases="auto"),
         watching(broker.port, "homeassistant/#") as seen,
     ):
         await wait_for(
             lambda: all(entity(configs(seen), "sensor", f"_supply_l{i}") for i in (1, 2, 3)),
-            5 - (time.monotonic() - started),
+            5 * LOADED,
             "a supply sensor per detected phase",
         )
         labels = {p["name"] for p in configs(seen).values()}

@@ -9,6 +9,7 @@ tests/test_e2e_relay_no_road.py.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port, world_and_daemon
+from tests.e2e import closed_port, world_and_daemon
 from tests.test_alerts import Receiver
 from tests.test_e2e_ble import ESCALATE, charging_car, poll
 
@@ -41,14 +42,22 @@ async def test_overload_with_no_road_from_start_up_switches_the_relay_off(
     )
     config: dict[str, Any] = {"escalateAfterSecs": ESCALATE, "alertWebhook": receiver.url}
     # Each from before the daemon starts.
+    refusing = contextlib.AsyncExitStack()
     if fault == "proxy refused":
-        config["teslaHttpProxy"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        port = refusing.enter_context(closed_port())  # bound, never listening: refused
+        config["teslaHttpProxy"] = f"http://127.0.0.1:{port}"
     elif fault == "proxy answering 500":
         world.proxy.fail("500")
     else:
         world.oauth.fail("500")  # the access token expires at once: no token ever
     try:
-        async with world_and_daemon(tmp_path, world, "--monitor", **config) as (world, daemon):
+        async with (
+            refusing,
+            world_and_daemon(tmp_path, world, "--monitor", **config) as (
+                world,
+                daemon,
+            ),
+        ):
             relay = world.relay
             assert relay is not None
             await poll(lambda: relay.switches == [(0, False)], ESCALATE + 25, daemon)

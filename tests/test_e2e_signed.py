@@ -19,7 +19,7 @@ from tesla_smart_charger.signing.cache import CACHE_FILE
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.signed import SignedCar
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import DaemonProcess, free_port, run_daemon
+from tests.e2e import DaemonProcess, run_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ async def test_cut_is_signed_by_the_daemon_and_a_restart_costs_no_handshake(
     tmp_path: Path,
 ) -> None:
     async with World(car=charging_car(), manual_house=(10.0,)) as world:
-        path = world.write_config(tmp_path, apiPort=free_port(), sleepTimeSecs=5)
+        path = world.write_config(tmp_path, apiPort=0, sleepTimeSecs=5)
         assert "teslaHttpProxy" not in json.loads(path.read_text())
         async with run_daemon(tmp_path, path, "--monitor") as daemon:
             await meter_valid(daemon)
@@ -99,7 +99,7 @@ async def watch(world: World, daemon: DaemonProcess, secs: float = WATCH_SECS) -
 
 async def cut_refused(tmp_path: Path, world: World, words: str) -> tuple[int, int, str]:
     """Overload the house; (requests until the error was logged, during the watch, log)."""
-    path = world.write_config(tmp_path, apiPort=free_port(), sleepTimeSecs=5)
+    path = world.write_config(tmp_path, apiPort=0, sleepTimeSecs=5)
     async with run_daemon(tmp_path, path, "--monitor") as daemon:
         await meter_valid(daemon)
         world.set_house(20.0)
@@ -147,7 +147,7 @@ async def test_tampered_session_info_is_discarded(tmp_path: Path) -> None:
 
 async def test_stale_counter_after_restart_resyncs_once(tmp_path: Path) -> None:
     async with World(car=charging_car(), manual_house=(10.0,)) as world:
-        path = world.write_config(tmp_path, apiPort=free_port(), sleepTimeSecs=5)
+        path = world.write_config(tmp_path, apiPort=0, sleepTimeSecs=5)
         async with run_daemon(tmp_path, path, "--monitor") as daemon:
             await meter_valid(daemon)
             world.set_house(20.0)

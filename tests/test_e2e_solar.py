@@ -11,7 +11,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import world_and_daemon
+from tests.e2e import LOADED, world_and_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,8 @@ async def test_solar_starts_on_export_follows_it_down_and_stops_without_sun(
         "sleepTimeSecs": 2,
     }
     async with world_and_daemon(tmp_path, world, "--monitor", **config) as (world, daemon):
-        began = time.monotonic()
-        _, _, _ = await world.proxy.wait_for_command("charge_start", timeout=START_SECS + 5 + 3)
-        assert time.monotonic() - began <= START_SECS + 5 + 3  # + the daemon's start-up
+        # solarStartSecs on the daemon's clock, then a loaded machine's slack
+        _, _, _ = await world.proxy.wait_for_command("charge_start", START_SECS + 8 * LOADED)
         set_amps = [
             b["charging_amps"] for _, n, b in world.proxy.commands if n == "set_charging_amps"
         ]
@@ -42,7 +41,7 @@ async def test_solar_starts_on_export_follows_it_down_and_stops_without_sun(
         assert world.car.wakes == 0
         st = await daemon.wait_status(lambda s: s["vehicles"][0]["mode"] == "solar")
         assert st["controller"]["charge_mode"] == "solar"
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5 * LOADED
         while world.car.current_draw(time.monotonic()) < 9:  # the car ramps up
             assert time.monotonic() < deadline, "the car never drew the solar setpoint"
             await asyncio.sleep(0.1)
@@ -51,12 +50,13 @@ async def test_solar_starts_on_export_follows_it_down_and_stops_without_sun(
         since = len(world.proxy.commands)
         world.set_house(-3.0)  # export drops: only 3 A of sun
         dropped = time.monotonic()
-        _, _, body = await world.proxy.wait_for_command("set_charging_amps", 3.0, since=since)
-        assert time.monotonic() - dropped <= 3.0
+        _, _, body = await world.proxy.wait_for_command(
+            "set_charging_amps", 3 * LOADED, since=since
+        )
         assert body["charging_amps"] < set_amps[-1]
 
         # at chargerMinAmps (6 A) the car imports 3 A > the 1 A tolerance: stop after STOP_SECS
-        await world.proxy.wait_for_command("charge_stop", STOP_SECS + 5, since=since)
+        await world.proxy.wait_for_command("charge_stop", STOP_SECS + 5 * LOADED, since=since)
         assert time.monotonic() - dropped >= STOP_SECS - 0.5
         assert world.car.wakes == 0
 

@@ -18,7 +18,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import DaemonProcess, free_port, run_daemon
+from tests.e2e import DaemonProcess, run_daemon
 from tests.storage import Storage, tiny_tmpfs
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ async def test_a_read_only_store_keeps_the_login_in_memory_and_a_start_still_wor
     store = tmp_path / "state" / "tokens.json"
     with tiny_tmpfs(store.parent) as storage:
         async with make_world() as world:
-            config = world.write_config(tmp_path, apiPort=free_port(), tokenFile=str(store))
+            config = world.write_config(tmp_path, apiPort=0, tokenFile=str(store))
             async with run_daemon(tmp_path, config) as daemon:
                 seen = await hold_through_a_bad_store(
                     world, daemon, storage, spoil="read_only", error="Read-only file system"
@@ -145,7 +145,7 @@ async def test_a_full_store_keeps_the_rotated_pair_and_writes_it_once_there_is_s
     store = tmp_path / "state" / "tokens.json"
     with tiny_tmpfs(store.parent) as storage:
         async with make_world() as world:
-            config = world.write_config(tmp_path, apiPort=free_port(), tokenFile=str(store))
+            config = world.write_config(tmp_path, apiPort=0, tokenFile=str(store))
             async with run_daemon(tmp_path, config) as daemon:
                 seen = await hold_through_a_bad_store(
                     world, daemon, storage, spoil="full", error="No space left on device"
@@ -162,9 +162,9 @@ async def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path
     second_dir.mkdir()
     store = first_dir / "tokens.json"
     async with make_world() as world:
-        config = world.write_config(first_dir, apiPort=free_port())
+        config = world.write_config(first_dir, apiPort=0)
         other = json.loads(config.read_text())
-        other.update(apiPort=free_port(), tokenFile=str(store))  # its own port, the same store
+        other.update(apiPort=0, tokenFile=str(store))  # its own port, the same store
         (second_dir / "config.json").write_text(json.dumps(other))
         env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
         async with run_daemon(first_dir, config) as first:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import signal
 import stat
@@ -23,7 +22,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port, wait_http
+from tests.e2e import WAIT_SECS, wait_http, wait_port_file
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +31,23 @@ KILL_DELAYS = (0.0, 0.005, 0.05, 0.3)
 FINAL_REFRESHES = 3  # the last life must keep rotating from whatever the kills left
 
 
-async def _overload_every(url: str, period: float) -> None:
-    """GET /overload now and then, through restarts (a refused connection is expected)."""
+async def _overload_every(url: list[str], period: float) -> None:
+    """GET /overload now and then, through restarts (a refused connection is expected).
+
+    `url[0]` is the current life's address (each life listens where the OS put it).
+    """
     async with aiohttp.ClientSession() as session:
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(
-                    url + "/overload", timeout=aiohttp.ClientTimeout(total=2)
-                ) as reply:
-                    await reply.read()
+                if url[0]:
+                    async with session.get(
+                        url[0] + "/overload", timeout=aiohttp.ClientTimeout(total=2)
+                    ) as reply:
+                        await reply.read()
             await asyncio.sleep(period)
 
 
+@pytest.mark.timeout(900)  # five lives, each start with a deadline for a loaded machine
 async def test_sigkill_during_token_rotation_never_loses_the_refresh_token(tmp_path: Path) -> None:
     car = CarModel(request_amps=16, charging_state="Charging", capacity_kwh=None)
     # Tesla: refresh tokens are single use, but the most recently used one stays valid 24 h.
@@ -52,28 +56,34 @@ async def test_sigkill_during_token_rotation_never_loses_the_refresh_token(tmp_p
         # Push mode: an /overload every second cuts the car and it steps back up every second,
         # so the proxy sees the access token in use all the time. (vehicleCheckSecs can no
         # longer be set below 300 s.)
-        config = world.write_config(tmp_path, apiPort=free_port(), sleepTimeSecs=1)
+        config = world.write_config(tmp_path, sleepTimeSecs=1)
         original = config.read_bytes()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
-        url = f"http://127.0.0.1:{json.loads(original)['apiPort']}"
+        url = [""]
+        port_file = tmp_path / "daemon.port"
         log_path = tmp_path / "daemon.log"
         log = log_path.open("ab")
         proc: asyncio.subprocess.Process | None = None
         poker = asyncio.create_task(_overload_every(url, 1.0))
         try:
             for delay in (*KILL_DELAYS, None):
+                url[0] = ""
+                port_file.unlink(missing_ok=True)
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "tesla_smart_charger", "--config", str(config),
+                    "--port-file", str(port_file),
                     stdout=log, stderr=log, env=env, cwd=tmp_path,
                 )  # fmt: skip
-                await wait_http(url, proc, log_path)
+                port = await wait_port_file(port_file, proc, log_path)
+                url[0] = f"http://127.0.0.1:{port}"
+                await wait_http(url[0], proc, log_path)
                 seen = world.oauth.refresh_count
                 wanted = seen + (1 if delay is not None else FINAL_REFRESHES)
                 try:
-                    async with asyncio.timeout(10):
+                    async with asyncio.timeout(WAIT_SECS):
                         await world.oauth.wait_refreshes(wanted)
                 except TimeoutError:
-                    pytest.fail(f"no token rotation within 10 s:\n{log_path.read_text()}")
+                    pytest.fail(f"no token rotation within {WAIT_SECS} s:\n{log_path.read_text()}")
                 if delay is None:
                     break
                 if delay:
@@ -82,7 +92,7 @@ async def test_sigkill_during_token_rotation_never_loses_the_refresh_token(tmp_p
                 await proc.wait()
             assert proc is not None
             proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            assert await asyncio.wait_for(proc.wait(), WAIT_SECS) == 0
         finally:
             poker.cancel()
             log.close()

@@ -46,6 +46,7 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
 from tesla_smart_charger.simulator.relay import SimulatedRelay
 from tesla_smart_charger.tesla import ApiCallCounter, StaticTokenSource, TeslaClient
+from tests.e2e import WAIT_SECS
 from tests.test_alerts import Receiver
 
 CFG = EscalationConfig(
@@ -563,7 +564,7 @@ async def test_ignored_cut_escalates_over_real_roads_relay_and_webhook(
             await feed(reading())
             if state.active:
                 active_at.append(now[0])
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_SECS):
             await alerts.drain()
     finally:
         delivery.cancel()

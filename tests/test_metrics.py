@@ -19,7 +19,7 @@ from tesla_smart_charger.httpapi.metrics import CONTROLLER_STATES, car_amps
 from tesla_smart_charger.models import ChargeState, MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import VIN_A, VIN_B, two_cars, world_and_daemon
+from tests.e2e import VIN_A, VIN_B, WAIT_SECS, two_cars, world_and_daemon
 from tests.observe import Running, charging_car, observed_daemon
 
 P = "tesla_smart_charger_"
@@ -76,7 +76,7 @@ async def until(daemon: Daemon, predicate: Callable[[ControllerState], bool]) ->
 
     daemon.service.add_listener(check)
     check()
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(WAIT_SECS):
         await done.wait()
 
 
@@ -304,14 +304,14 @@ async def test_two_cars_per_car_series_and_the_real_meter(tmp_path: Path) -> Non
                 and real.worst_phase_amps < 23  # the cars have followed: 2 + 10 + 10
             )
 
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = asyncio.get_running_loop().time() + WAIT_SECS
         while not both_set():
             assert asyncio.get_running_loop().time() < deadline, run.daemon.vehicles()
             await asyncio.sleep(0.05)
         # The supply is the real meter's, not the first car's share view: scrape between two
         # readings (retry when a new one arrived during the scrape).
         while True:
-            assert asyncio.get_running_loop().time() < deadline + 10
+            assert asyncio.get_running_loop().time() < deadline + WAIT_SECS
             real = fleet.last_reading
             m = await scrape(run)
             if real is fleet.last_reading and real is not None and real.valid:
@@ -337,7 +337,7 @@ async def test_two_cars_per_car_series_and_the_real_meter(tmp_path: Path) -> Non
         async with run.session.post(run.url + f"/vehicles/{VIN_B}/mode?mode=solar") as r:
             assert r.status == 200, await r.text()
         while value((await scrape(run))[P + "vehicle_mode"], vin=VIN_B, mode="solar") != 1.0:
-            assert asyncio.get_running_loop().time() < deadline + 20
+            assert asyncio.get_running_loop().time() < deadline + 2 * WAIT_SECS
             await asyncio.sleep(0.05)
         m = await scrape(run)
         assert value(m[P + "vehicle_mode"], vin=VIN_B, mode="fast") == 0.0

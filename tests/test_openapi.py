@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tesla_smart_charger.httpapi.openapi import openapi_document
 from tesla_smart_charger.simulator.world import World
+from tests.e2e import LOADED, WAIT_SECS
 from tests.observe import Running, charging_car, observed_daemon
 
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
@@ -99,7 +100,7 @@ def fuzz(base_url: str) -> list[str]:
     Runs in a worker thread: schemathesis' requests are blocking while the daemon serves
     from the test's event loop. Returns what was called, for the test's own assertions.
     """
-    loaded = schemathesis.openapi.from_url(base_url + "/openapi.json", timeout=5)
+    loaded = schemathesis.openapi.from_url(base_url + "/openapi.json", timeout=WAIT_SECS)
     schema = loaded.exclude(path="/events")
     session = requests.Session()
     seen: list[str] = []
@@ -115,7 +116,7 @@ def fuzz(base_url: str) -> list[str]:
         )
         @given(case=strategy)
         def call(case: Case) -> None:
-            response = case.call(base_url=base_url, session=session, timeout=5)
+            response = case.call(base_url=base_url, session=session, timeout=WAIT_SECS)
             seen.append(f"{case.method} {case.operation.path} {response.status_code}")
             case.validate_response(response, checks=CHECKS)
 
@@ -160,7 +161,7 @@ async def test_fuzzing_finds_no_5xx_and_no_state_change_without_the_token(
         assert code == 202
         assert body["accepted"] is True
         assert run.overloads == ["ok"]
-        await world.proxy.wait_for_command("set_charging_amps", timeout=3.0)
+        await world.proxy.wait_for_command("set_charging_amps", timeout=3 * LOADED)
 
 
 async def test_fuzzing_without_an_api_token_finds_no_5xx(tmp_path: Path) -> None:

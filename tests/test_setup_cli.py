@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -54,13 +53,6 @@ def run(*argv: str) -> int:
     args = parser.parse_args(list(argv))
     result: int = args.func(args)
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -440,9 +432,12 @@ async def test_doctor_all_green_against_local_servers(
 
 
 async def test_doctor_with_proxy_down_names_proxy_and_fix(
-    write_config: WriteConfig, oauth: SimulatedOAuth, capsys: pytest.CaptureFixture[str]
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    capsys: pytest.CaptureFixture[str],
+    refused_port: int,
 ) -> None:
-    proxy = f"http://127.0.0.1:{free_port()}"
+    proxy = f"http://127.0.0.1:{refused_port}"
     config = oauth_config(
         write_config, oauth, teslaHttpProxy=proxy, teslaVehicleId=VIN, energyMonitorIp=...
     )

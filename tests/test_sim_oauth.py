@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
+from tests.e2e import WAIT_SECS
 
 CLIENT = "cid"
 SECRET = "csecret"
@@ -213,7 +214,7 @@ async def test_wait_refreshes_wakes_on_a_refresh(
     await asyncio.sleep(0)
     assert not waiter.done()
     await refresh(session, sim, token)
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(WAIT_SECS):
         await waiter
     assert sim.refresh_count == 1
 

@@ -13,6 +13,7 @@ import pytest
 from tesla_smart_charger.meters import parse_em_status, parse_gen1_em_status
 from tesla_smart_charger.simulator.shelly import SimulatedShelly, parse_digest_header
 from tests.conftest import load_fixture, running
+from tests.e2e import WAIT_SECS
 
 GEN1_STATUS = load_fixture("shelly/gen1_em_status.json")
 PRO3EM_STATUS = load_fixture("shelly/pro3em_em_status.json")
@@ -271,9 +272,9 @@ async def test_stop_releases_a_hanging_request(session: aiohttp.ClientSession) -
     url = await sim.start()
     sim.set_responding(False)
     request = asyncio.ensure_future(get(session, f"{url}/status"))
-    await asyncio.wait_for(sim.wait_requests(1), timeout=2)
+    await asyncio.wait_for(sim.wait_requests(1), timeout=WAIT_SECS)
     await sim.stop()
-    status, _, _ = await asyncio.wait_for(request, timeout=2)
+    status, _, _ = await asyncio.wait_for(request, timeout=WAIT_SECS)
     assert status == 503
 
 

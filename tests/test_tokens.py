@@ -26,6 +26,7 @@ from tesla_smart_charger.events import AuthLost, Event, TokenRefreshed
 from tesla_smart_charger.logging_setup import clear_secrets, configure_logging
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth, make_jwt
 from tesla_smart_charger.tokens import TokenManager, TokenPair, TokenStore, jwt_claims
+from tests.e2e import WAIT_SECS
 from tests.storage import tiny_tmpfs
 
 T0 = 1_800_000_000.0
@@ -111,7 +112,7 @@ def stored(path: Path) -> dict[str, Any]:
 
 
 async def next_event(queue: asyncio.Queue[Event]) -> Event:
-    async with asyncio.timeout(3):
+    async with asyncio.timeout(WAIT_SECS):
         return await queue.get()
 
 
@@ -562,7 +563,7 @@ async def test_login_required_reauth_once_then_picks_up_new_store(
             assert manager.state == "reauth_required"
             assert manager.status()["state"] == "reauth_required"
             # The task keeps running; many polls later the endpoint was asked only once.
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(WAIT_SECS):
                 await clock.reached(clock.now + 500)
             assert oauth.login_required_count == 1
             assert queue.empty()

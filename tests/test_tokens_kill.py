@@ -28,6 +28,7 @@ import pytest
 
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.tokens import TokenPair, TokenStore, post_token_request
+from tests.e2e import WAIT_SECS
 
 CLIENT = "sim-client"
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ async def start_child(store: Path, token_url: str, log: Path) -> asyncio.subproc
             cwd=ROOT,
         )
     assert proc.stdout is not None
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(WAIT_SECS):
         line = await proc.stdout.readline()
     assert line == b"ready\n", f"the refresh loop did not start; see {log}"
     return proc
@@ -100,7 +101,7 @@ async def test_sigkill_at_random_moments_never_loses_the_refresh_token(tmp_path:
         proc = await start_child(path, sim.token_url, log)
         assert proc.stdout is not None
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(WAIT_SECS):
                 saved = 0
                 while saved < 2:
                     if await proc.stdout.readline() == b"TokenRefreshed\n":

@@ -67,7 +67,7 @@ class SimulatedBleBridge:
     async def wait_until(
         self,
         predicate: Callable[[], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109 - tests read better with it
+        timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for failures: generous (loaded CI)
     ) -> None:
         """Wait until `predicate()` holds, re-checked after every request; TimeoutError if not."""
         async with asyncio.timeout(timeout), self._changed:

@@ -200,8 +200,8 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def pick_port(wanted: int) -> int:
-    """`wanted` if free, else any free port on 127.0.0.1."""
-    if _port_free("127.0.0.1", wanted):
+    """`wanted` if free, else any free port on 127.0.0.1 (0 stays 0: the daemon picks one)."""
+    if wanted == 0 or _port_free("127.0.0.1", wanted):
         return wanted
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -410,9 +410,9 @@ async def _run_world(
                 **extra,
             )
             loaded = load_config(path)
-            url = f"http://127.0.0.1:{port}"
 
             async def started(daemon: Daemon) -> None:
+                url = f"http://127.0.0.1:{daemon.api_port or port}"  # --port 0: the OS's pick
                 view.end_line()
                 lines = [
                     "",
@@ -469,7 +469,7 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--port",
         type=int,
         default=DEFAULT_PORT,
-        help=f"HTTP port (default {DEFAULT_PORT}; another free one if busy)",
+        help=f"HTTP port (default {DEFAULT_PORT}; another free one if busy; 0: any free one)",
     )
     demo.add_argument(
         "--scenario",

@@ -186,7 +186,7 @@ class SimulatedProxy:
     async def wait_until(
         self,
         predicate: Callable[[], bool],
-        timeout: float = 5.0,  # noqa: ASYNC109 - tests read better with it
+        timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for failures: generous (loaded CI)
     ) -> None:
         """Wait until `predicate()` holds, re-checked after every request; TimeoutError if not."""
         async with asyncio.timeout(timeout), self._changed:
@@ -195,7 +195,7 @@ class SimulatedProxy:
     async def wait_for_command(
         self,
         name: str | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 - tests read better with it
+        timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for failures: generous (loaded CI)
         *,
         since: int = 0,
     ) -> tuple[float, str, dict[str, Any]]:

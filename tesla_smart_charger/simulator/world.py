@@ -230,7 +230,7 @@ class World:
             "energyMonitorIp": meter_host,
             "energyMonitorType": "shelly-em" if self.meter_kind == "em-gen1" else "shelly-gen2",
             "hostIp": "127.0.0.1",
-            "apiPort": 8000,
+            "apiPort": 0,  # the OS picks a free one; `run --port-file` tells which
             "apiHost": "127.0.0.1",
             "teslaVehicleId": self.car.vin,
             "teslaAccessToken": access,

@@ -36,7 +36,7 @@ from tesla_smart_charger.httpapi.server import (
 )
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import DaemonProcess, free_port, wait_http
+from tests.e2e import LOADED, WAIT_SECS, DaemonProcess, wait_http, wait_port_file
 
 IDLE_CONNECTIONS = 1100
 DAEMON_FD_LIMIT = 1024
@@ -56,6 +56,7 @@ class Api:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.overloads = 0
+        self.in_slow = 0  # requests inside /slow: busy, as the limiter counts busy
         self.limiter: ConnectionLimiter | None = None
         self.port = 0
 
@@ -64,6 +65,7 @@ class Api:
         return True
 
     async def slow(self, request: web.Request) -> web.Response:
+        self.in_slow += 1
         await self.release.wait()
         return web.json_response({"ok": True})
 
@@ -129,13 +131,15 @@ async def test_at_the_cap_the_oldest_idle_connection_makes_room() -> None:
         assert api.limiter is not None
         with idle_sockets(api.port, 4) as socks:
             limiter = api.limiter
-            await until(lambda: limiter.open_connections == 4, 5, "4 connections")
+            await until(lambda: limiter.open_connections == 4, 5 * LOADED, "4 connections")
             async with (
                 aiohttp.ClientSession() as s,
                 s.get(f"http://127.0.0.1:{api.port}/overload") as r,
             ):
                 assert r.status == 202
-            await until(lambda: closed_by_peer(socks[0]), 5, "the oldest idle one to close")
+            await until(
+                lambda: closed_by_peer(socks[0]), 5 * LOADED, "the oldest idle one to close"
+            )
             assert not closed_by_peer(socks[3])
         assert api.limiter.evicted >= 1
         assert api.overloads == 1
@@ -171,7 +175,10 @@ async def test_when_every_connection_is_busy_a_newcomer_is_reset() -> None:
         url = f"http://127.0.0.1:{api.port}"
         slow = [asyncio.create_task(s.get(url + "/slow")) for _ in range(3)]
         limiter = api.limiter
-        await until(lambda: limiter.open_connections == 3, 5, "3 busy")
+        # Busy means mid-request: three open connections whose requests the server has not
+        # read yet are idle, and a newcomer would rightly evict one (seen on a busy machine).
+        await until(lambda: limiter.open_connections == 3, 5 * LOADED, "3 connections")
+        await until(lambda: api.in_slow == 3, 5 * LOADED, "3 busy")
         async with aiohttp.ClientSession() as other:
             with pytest.raises(aiohttp.ClientConnectionError):
                 async with other.get(url + "/health") as r:
@@ -188,12 +195,15 @@ async def test_silent_or_slow_connections_are_closed_after_the_keepalive_time() 
         with idle_sockets(api.port, 2) as (silent, slow):
             await asyncio.sleep(0)  # let the connects complete before sending
             await until(
-                lambda: slow.connect_ex(("127.0.0.1", api.port)) in (errno.EISCONN, 0), 2, "connect"
+                lambda: slow.connect_ex(("127.0.0.1", api.port)) in (errno.EISCONN, 0),
+                5 * LOADED,
+                "connect",
             )
             slow.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
-            started = time.monotonic()
-            await until(lambda: closed_by_peer(silent) and closed_by_peer(slow), 5, "closed")
-            assert time.monotonic() - started < 3
+            # without the keepalive deadline neither would ever be closed
+            await until(
+                lambda: closed_by_peer(silent) and closed_by_peer(slow), 5 * LOADED, "closed"
+            )
 
 
 MALFORMED = [
@@ -215,7 +225,7 @@ async def test_malformed_requests_get_400_and_no_error_log(
         reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
         writer.write(request_bytes)
         await writer.drain()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_SECS):
             reply = await reader.read()
         writer.close()
     assert reply.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"413", b"431", b"505")
@@ -232,7 +242,7 @@ async def test_malformed_request_tracebacks_stay_available_at_debug(
         reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
         writer.write(MALFORMED[0])
         await writer.drain()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(WAIT_SECS):
             await reader.read()
         writer.close()
     server_records = [r for r in caplog.records if r.name == "aiohttp.server"]
@@ -304,18 +314,21 @@ async def test_1100_idle_connections_at_ulimit_1024_do_not_delay_the_cut(tmp_pat
     car = CarModel(request_amps=16, charging_state="Charging", ramp_delay=1.0, capacity_kwh=None)
     try:
         async with World(car=car, manual_house=(10.0,)) as world:
-            port = free_port()
-            config = world.write_config(tmp_path, apiPort=port)
+            config = world.write_config(tmp_path)
+            port_file = tmp_path / "daemon.port"
             log_path = tmp_path / "daemon.log"
             env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
             with log_path.open("wb") as log:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "tesla_smart_charger", "--config", str(config), "--monitor",
+                    "--port-file", str(port_file),
                     stdout=log, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path,
                     preexec_fn=_limit_fds,
                 )  # fmt: skip
-            daemon = DaemonProcess(proc, f"http://127.0.0.1:{port}", log_path, config)
+            daemon = DaemonProcess(proc, "http://127.0.0.1:0", log_path, config)
             try:
+                port = await wait_port_file(port_file, proc, log_path)
+                daemon.url = f"http://127.0.0.1:{port}"
                 await wait_http(daemon.url, proc, log_path)
                 limits = Path(f"/proc/{proc.pid}/limits").read_text()
                 assert any(
@@ -329,13 +342,15 @@ async def test_1100_idle_connections_at_ulimit_1024_do_not_delay_the_cut(tmp_pat
 
                 with idle_sockets(port, IDLE_CONNECTIONS):
                     # The daemon accepts them all (evicting the oldest idle ones at its cap).
-                    await until(lambda: open_fds(proc.pid) > 256, 20, "the daemon to hold its cap")
-                    world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main
-                    stepped = time.monotonic()
-                    _, _, body = await world.proxy.wait_for_command(
-                        "set_charging_amps", timeout=5.0
+                    await until(
+                        lambda: open_fds(proc.pid) > 256, 20 * LOADED, "the daemon to hold its cap"
                     )
-                    cut_after = time.monotonic() - stepped
+                    world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main
+                    # Not a deadline the descriptors could break: a full table would stall
+                    # the meter poll and the car call for good, not slow them down.
+                    _, _, body = await world.proxy.wait_for_command(
+                        "set_charging_amps", timeout=5 * LOADED
+                    )
                     fds = open_fds(proc.pid)
                     code, _ = await daemon.get("/health")  # and the API still answers
                 assert proc.returncode is None
@@ -344,7 +359,6 @@ async def test_1100_idle_connections_at_ulimit_1024_do_not_delay_the_cut(tmp_pat
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
-    assert cut_after <= 5.0
     assert 6 <= body["charging_amps"] <= 9
     assert code in (200, 503)
     assert fds < 400, f"{fds} descriptors open"

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import world_and_daemon
+from tests.e2e import LOADED, world_and_daemon
 
 
 class Recorder:
@@ -143,5 +143,5 @@ async def test_daemon_refuses_cross_site_overload_and_accepts_shelly(tmp_path: P
         # A Shelly URL action: no browser headers.
         code, body = await daemon.get("/overload?source=shelly")
         assert code == 202
-        _, _, sent = await world.proxy.wait_for_command("set_charging_amps", timeout=5.0)
+        _, _, sent = await world.proxy.wait_for_command("set_charging_amps", timeout=5 * LOADED)
         assert sent["charging_amps"] == 8  # 16 x downStepPercentage 0.5

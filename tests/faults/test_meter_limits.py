@@ -23,7 +23,7 @@ from tesla_smart_charger.errors import MeterError
 from tesla_smart_charger.meters import MAX_REPLY_BYTES, ShellyMeter, create_meter
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import free_port, run_daemon
+from tests.e2e import run_daemon
 
 MIB = 1024 * 1024
 HUGE = 50 * MIB
@@ -175,9 +175,7 @@ async def test_daemon_rss_stays_flat_under_50_mb_meter_replies(tmp_path: Path) -
     device = Device()
     car = CarModel(request_amps=16, charging_state="Charging", capacity_kwh=None)
     async with World(car=car, manual_house=(8.0,)) as world, serve(device) as address:
-        config = world.write_config(
-            tmp_path, apiPort=free_port(), energyMonitorIp=address, energyMonitorPollSecs=0.5
-        )
+        config = world.write_config(tmp_path, energyMonitorIp=address, energyMonitorPollSecs=0.5)
         async with run_daemon(tmp_path, config, "--monitor") as daemon:
             await daemon.wait_status(lambda st: st["meter"] is not None and st["meter"]["valid"])
             pid = daemon.proc.pid

@@ -18,6 +18,7 @@ from tesla_smart_charger.models import (
     VehicleState,
 )
 from tesla_smart_charger.retry import RetryPolicy, classify_status, describe_transport_error
+from tests.e2e import WAIT_SECS
 
 
 class Clock:
@@ -217,7 +218,7 @@ async def test_a_waiting_consumer_is_woken() -> None:
     getter = asyncio.create_task(queue.get())
     await asyncio.sleep(0)
     queue.put_nowait(reading(1.0))
-    async with asyncio.timeout(1):
+    async with asyncio.timeout(WAIT_SECS):
         got = await getter
     assert isinstance(got, Reading)
 

@@ -17,7 +17,7 @@ import pytest
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tesla_smart_charger.tokens import TokenPair, TokenStore, pair_from_reply, post_token_request
-from tests.e2e import free_port, run_daemon
+from tests.e2e import LOADED, run_daemon
 
 NOW = 1_800_000_000.0
 OLD = TokenPair("old-access", "old-refresh", NOW + 100, NOW - 28_700, "eu")
@@ -131,7 +131,9 @@ async def test_daemon_adopts_the_pair_a_kill_left_behind(tmp_path: Path) -> None
     car = CarModel(request_amps=16, charging_state="Charging", capacity_kwh=None)
     # Strict single-use refresh tokens: using the spent one again would be login_required.
     async with World(car=car, manual_house=(8.0,), refresh_reuse_grace=0.0) as world:
-        config = world.write_config(tmp_path, apiPort=free_port())
+        config = world.write_config(
+            tmp_path,
+        )
         seeded = json.loads(config.read_text())
         # The kill: the endpoint rotated the pair, the new one reached only the temp file.
         async with aiohttp.ClientSession() as session:
@@ -161,7 +163,7 @@ async def test_daemon_adopts_the_pair_a_kill_left_behind(tmp_path: Path) -> None
             )
             code, _ = await daemon.get("/overload?source=shelly")
             assert code == 202
-            _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5.0)
+            _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=5 * LOADED)
 
     assert status["auth"]["state"] == "ok"
     assert body == {"charging_amps": 8}  # the car link works with the adopted access token
