@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aioresponses import aioresponses
 from pydantic import SecretStr
 from tenacity import wait_none
@@ -449,44 +448,6 @@ async def test_unknown_numeric_id_is_a_fault_paced_by_the_cap(
             await client.snapshot()
     assert len(calls(mocked, "GET", LIST_URL)) == 1
     assert counter.counts()["data"] == 1
-
-
-async def test_a_car_call_slower_than_its_deadline_fails_once_without_retries(
-    session: aiohttp.ClientSession, counter: ApiCallCounter
-) -> None:
-    seen: list[str] = []
-    release = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        await release.wait()  # longer than the deadline: answered only when the test ends
-        return web.json_response(load_fixture("tesla/command_ok.json"))
-
-    app = web.Application()
-    app.router.add_post("/api/1/vehicles/{vin}/command/{name}", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        client = TeslaClient(
-            session,
-            f"http://127.0.0.1:{port}",
-            VIN,
-            FakeTokens(),
-            counter,
-            retry_wait=wait_none(),
-            deadline=0.5,
-        )
-        with pytest.raises(TeslaTransientError, match=r"did not answer within 0\.5 s") as err:
-            await client.set_charging_amps(4)  # below 5 A: two sends, one deadline for both
-        assert err.value.retry_after > 0
-        assert client.policy.failures == 1  # one failure of the road, not one per attempt
-        assert seen == [f"/api/1/vehicles/{VIN}/command/set_charging_amps"]  # no in-place retry
-    finally:
-        release.set()
-        await runner.cleanup()
 
 
 def test_is_vin() -> None:

@@ -133,7 +133,7 @@ BOUNDS: list[tuple[str, Any, Any, Any, Any, dict[str, Any]]] = [
     ("downStepPercentage", 0.05, 0.95, 0.04, 0.96, {}),
     ("upStepPercentage", 0.01, 1, 0.009, 1.01, {}),
     ("sleepTimeSecs", 1, 3600, 0.5, 3601, {}),
-    ("apiPort", 1, 65535, 0, 65536, {}),
+    ("apiPort", 0, 65535, -1, 65536, {}),  # 0: the OS picks a free port
     ("energyMonitorPollSecs", 0.2, 40, 0.19, 41, {"energyMonitorStaleSecs": 120}),
     ("energyMonitorStaleSecs", 2, 120, 1.9, 121, {"energyMonitorPollSecs": 0.5}),
     ("energyMonitorSupplyChannels", [0], [5], [-1], [6], {}),
