@@ -675,8 +675,14 @@ class TeslaClient:
         """
         if self.signer is None:
             raise TeslaProtocolError("commands go through tesla-http-proxy: nothing to pair here")
-        signer = self.signer
         vin = await self.resolve_vin()
+        await self._settled(self.signer.handshake(vin, self._signed_sender(vin)))
+
+    def _signed_sender(
+        self, vin: str
+    ) -> Callable[[dict[str, Any], bool], Coroutine[Any, Any, dict[str, Any]]]:
+        """How the signer posts to Fleet's signed_command: through `_call` (policy gate, 429,
+        401 refresh, billing), the verdict left to `_settled`; a handshake is billed as one."""
         path = f"/api/1/vehicles/{vin}/signed_command"
 
         async def send(body: dict[str, Any], handshake: bool) -> dict[str, Any]:
@@ -689,12 +695,21 @@ class TeslaClient:
                 ok_outcome="handshake" if handshake else "ok",
             )
 
+        return send
+
+    async def _settled(self, exchange: Coroutine[Any, Any, _T]) -> _T:
+        """The policy's verdict on a signed exchange, once the car's answer is read.
+
+        A signature the car rejects is a fault (backoff at its cap), not a success; the HTTP
+        errors of `_call` went through the policy already.
+        """
         try:
-            await signer.handshake(vin, send)
-        except CommandSigningError as err:  # _call's own errors went through the policy already
+            result = await exchange
+        except CommandSigningError as err:
             err.retry_after = self.policy.failure("fault", str(err))
             raise
         self.policy.success()
+        return result
 
     async def _signed_command(self, vin: str, name: str, amps: int | None) -> None:
         """Sign the command ourselves and post it to Fleet's signed_command.
@@ -710,24 +725,7 @@ class TeslaClient:
             action = charge_start_action()
         else:
             action = charge_stop_action()
-        path = f"/api/1/vehicles/{vin}/signed_command"
-
-        async def send(body: dict[str, Any], handshake: bool) -> dict[str, Any]:
-            return await self._call(
-                "POST",
-                path,
-                "command",
-                body=body,
-                settle=False,
-                ok_outcome="handshake" if handshake else "ok",
-            )
-
-        try:
-            response = await self.signer.execute(vin, action, send)
-        except CommandSigningError as err:  # _call's own errors went through the policy already
-            err.retry_after = self.policy.failure("fault", str(err))
-            raise
-        self.policy.success()
+        response = await self._settled(self.signer.execute(vin, action, self._signed_sender(vin)))
         if not response.ok:
             reason = response.reason or "unspecified error"
             raise CommandRefused(name, f"car could not execute command: {reason}")
