@@ -31,6 +31,7 @@ from tesla_smart_charger.simulator.world import World
 API_DOC = Path("docs/api.md")
 DEADLINE_SECS = 120.0  # a deadline for failures: generous, for a busy machine
 Replies = dict[str, Any]
+LIMIT_AMPS = 30.0  # the simulated World's homeMaxAmps
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
@@ -77,11 +78,15 @@ async def capture() -> Replies:
     async def after_the_cut(client: aiohttp.ClientSession, url: str) -> Replies | None:
         _, status = await _get(client, url + "/status")
         last = status.get("last_command")
-        car = status.get("vehicle") or {}
-        if last is None or car.get("amps_actual") != last.get("amps"):
-            return None  # wait until the car has followed the cut
-        _, health = await _get(client, url + "/health")
-        return {"status": status, "health": health}
+        if last is None or last.get("result") != "ok" or status["controller"]["command_in_flight"]:
+            return None  # wait for the cut to land
+        # The car has followed it when the meter shows the supply back within its limit (the
+        # car's own figure, amps_actual, changes only when the car is next looked at).
+        amps = (status.get("meter") or {}).get("amps") or []
+        if not amps or max(amps) > LIMIT_AMPS:
+            return None
+        code, health = await _get(client, url + "/health")
+        return {"status": status, "health": health} if code == 200 else None
 
     car = CarModel(request_amps=16, charging_state="Charging", ramp_delay=1.0, capacity_kwh=None)
     world = World(house=story_evening(), car=car, time_scale=5.0)
