@@ -76,6 +76,17 @@ def closed_port() -> Iterator[int]:
         yield port
 
 
+class Recorder:
+    """Stands in for the service behind an in-process API: counts the overloads it queued."""
+
+    def __init__(self) -> None:
+        self.overloads: list[str] = []
+
+    def overload(self, source: str) -> bool:
+        self.overloads.append(source)
+        return True
+
+
 @dataclass
 class DaemonProcess:
     """A running `python -m tesla_smart_charger` and how to reach it."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.e2e import Recorder
+
 # Longest first, as measured by `make test`'s --durations report (fresh clone, 2 cores).
 LONG_FIRST = (
     "tests/test_e2e_relay_no_road.py",
@@ -60,3 +62,9 @@ def _rank(item: pytest.Item) -> int:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Stable reorder: the long files first, longest first; everything else as collected."""
     items.sort(key=_rank)
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    """A fresh overload recorder for an in-process API (the cross-site and Host-check tests)."""
+    return Recorder()

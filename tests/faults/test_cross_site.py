@@ -19,18 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import LOADED, world_and_daemon
-
-
-class Recorder:
-    """Counts queued overloads."""
-
-    def __init__(self) -> None:
-        self.overloads: list[str] = []
-
-    def overload(self, source: str) -> bool:
-        self.overloads.append(source)
-        return True
+from tests.e2e import LOADED, Recorder, world_and_daemon
 
 
 async def _client(rec: Recorder, token: str | None) -> TestClient[Any, Any]:
@@ -38,11 +27,6 @@ async def _client(rec: Recorder, token: str | None) -> TestClient[Any, Any]:
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
     await client.start_server()
     return client
-
-
-@pytest.fixture
-def rec() -> Recorder:
-    return Recorder()
 
 
 @pytest.fixture

@@ -19,21 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tesla_smart_charger.httpapi.server import ApiContext, HostPolicy, build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e import world_and_daemon
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.overloads: list[str] = []
-
-    def overload(self, source: str) -> bool:
-        self.overloads.append(source)
-        return True
-
-
-@pytest.fixture
-def rec() -> Recorder:
-    return Recorder()
+from tests.e2e import Recorder, world_and_daemon
 
 
 async def _client(rec: Recorder, bind: str, names: Iterable[str] = ()) -> TestClient[Any, Any]:
