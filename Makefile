@@ -13,7 +13,7 @@ SCENARIO ?= evening
 # wall-clock time (the 60 s fault window, the relay's minute of room), not on the CPU. `--dist loadfile`
 # keeps a file on one worker, so the fault window's module fixture runs once; with
 # --no-loadscope-reorder the files go out in collection order, the window's first
-# (tests/faults/conftest.py), so it starts at once and nothing queues behind it.
+# (tests/e2e/faults/conftest.py), so it starts at once and nothing queues behind it.
 # PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 6
 # Python writes bytecode caches even where the environment says not to (PYTHONDONTWRITEBYTECODE,
@@ -74,11 +74,11 @@ suite: install
 	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/pytest -p asyncio -p xdist -p timeout \
 		-q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
-# The fast pure layer alone (UNIT_MODULES in tests/conftest.py): decisions, parsing, the
+# The fast pure layer alone (tests/unit): decisions, parsing, the
 # simulated car and house, in one process with no daemon, server, socket or child process (a
 # test there that opens one fails). Seconds; `make test` runs it too, inside the suite.
 unit: install
-	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/pytest -p asyncio -p timeout -q -m unit --durations=5
+	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/pytest -p asyncio -p timeout -q -m unit --durations=5 tests/unit
 
 # ruff and mypy run beside pytest (it mostly waits on the clock); -O keeps each one's output whole.
 test: install system-deps

@@ -2,6 +2,6 @@
 
 import sys
 
-from tesla_smart_charger.cli import main
+from tesla_smart_charger.cli.main import main
 
 sys.exit(main())

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
-    from tesla_smart_charger.config import Settings
+    from tesla_smart_charger.config.settings import Settings
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"

@@ -1,6 +1,6 @@
 """Shared fixtures: paths to recorded device replies and a valid seed-style config.
 
-Also the layer `make unit` runs: the modules in UNIT_MODULES, whose tests must stay pure (no
+Also the guard of the layer `make unit` runs: tests/unit, whose tests must stay pure (no
 socket, no process). A test there that opens one fails, in `make unit` and `make test` alike,
 so an end-to-end test cannot slip into the fast layer. See docs/testing.md.
 """
@@ -28,35 +28,14 @@ from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
-from tests.e2e import closed_port
+from tests.helpers.e2e import closed_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# The fast pure layer (`make unit`, seconds): modules whose every test decides, parses or
-# computes in-process, with no socket, no server, no daemon and no process. A module joins
-# only when all of its tests are pure; the guard below holds them to it. New modules start
-# outside (in `make test` only) until listed here.
-UNIT_MODULES = frozenset(
-    {
-        "test_allocation.py",
-        "test_bench_timing.py",
-        "test_breaker.py",
-        "test_car_readings.py",
-        "test_config.py",
-        "test_controller.py",
-        "test_fleet_escalation.py",
-        "test_in_flight.py",
-        "test_logging_setup.py",
-        "test_meters_parse.py",
-        "test_safety.py",
-        "test_service.py",
-        "test_sim_car.py",
-        "test_sim_house.py",
-        "test_solar.py",
-        "test_tesla.py",
-        "test_unit_layer.py",
-    }
-)
+# The fast pure layer (`make unit`, seconds) is the directory tests/unit: tests that decide, parse
+# or compute in-process, with no socket, no server, no daemon and no process. The guard below
+# holds every test there to it. See docs/testing.md.
+UNIT_DIR = Path(__file__).parent / "unit"
 
 # The seed README's example config.json, verbatim apart from the values a test overrides.
 SEED_CONFIG: dict[str, Any] = {
@@ -159,7 +138,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def refused_port() -> Iterator[int]:
     """A port on 127.0.0.1 that refuses connections for the whole test, and that no other
-    process can take meanwhile (`tests.e2e.closed_port`): "nothing listens there"."""
+    process can take meanwhile (`tests.helpers.e2e.closed_port`): "nothing listens there"."""
     with closed_port() as port:
         yield port
 
@@ -176,9 +155,9 @@ async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
 
 @pytest.hookimpl(tryfirst=True)  # before `-m unit` selects on the marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test of a UNIT_MODULES module `unit`."""
+    """Mark every test under tests/unit `unit`."""
     for item in items:
-        if item.path.name in UNIT_MODULES and item.path.parent == Path(__file__).parent:
+        if UNIT_DIR in item.path.parents:
             item.add_marker(pytest.mark.unit)
 
 
@@ -204,17 +183,7 @@ def _unit_tests_stay_pure(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     yield
     if done:
         pytest.fail(
-            f"{request.node.nodeid} is in the fast pure layer (UNIT_MODULES in "
-            f"tests/conftest.py, `make unit`) but {done[0]}: take its module out of "
-            "UNIT_MODULES, or the test out of its module",
+            f"{request.node.nodeid} is in the fast pure layer (tests/unit, `make unit`) "
+            f"but {done[0]}: move it to tests/integration or tests/e2e",
             pytrace=False,
         )
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """`-m unit` does not even import the other modules (schemathesis, playwright: seconds)."""
-    if config.getoption("markexpr", "") != "unit":
-        return None
-    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
-        return collection_path.name not in UNIT_MODULES or None
-    return None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from itertools import groupby
 
 from tesla_smart_charger.control.measured import _car_phases
+from tesla_smart_charger.control.models import MeterReading
 from tesla_smart_charger.control.state import (
     METER_RESOLUTION,
     ControlConfig,
@@ -36,7 +37,6 @@ from tesla_smart_charger.control.state import (
     _charging,
     _settling,
 )
-from tesla_smart_charger.models import MeterReading
 
 
 @dataclass(frozen=True, slots=True)

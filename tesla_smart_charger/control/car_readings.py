@@ -26,9 +26,9 @@ from tesla_smart_charger.control.allocation import (
     house_without_cars,
     split_reading,
 )
+from tesla_smart_charger.control.events import Reading
+from tesla_smart_charger.control.models import MeterReading
 from tesla_smart_charger.control.state import ControlConfig, ControllerState
-from tesla_smart_charger.events import Reading
-from tesla_smart_charger.models import MeterReading
 
 
 @dataclass(frozen=True, slots=True)

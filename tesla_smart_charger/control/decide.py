@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tesla_smart_charger.control.events import (
+    AuthLost,
+    CarLinkBack,
+    DriverLimit,
+    ModeChange,
+    Overload,
+    Reading,
+    TokenRefreshed,
+)
 from tesla_smart_charger.control.measured import _control, _decide_measured, _failsafe
+from tesla_smart_charger.control.models import VehicleSnapshot, VehicleState
 from tesla_smart_charger.control.push import _decide_push
 from tesla_smart_charger.control.state import (
     FAILSAFE_LOOK_SECS,
@@ -38,16 +48,6 @@ from tesla_smart_charger.control.state import (
     _set,
     budget_free_at,
 )
-from tesla_smart_charger.events import (
-    AuthLost,
-    CarLinkBack,
-    DriverLimit,
-    ModeChange,
-    Overload,
-    Reading,
-    TokenRefreshed,
-)
-from tesla_smart_charger.models import VehicleSnapshot, VehicleState
 
 
 def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:

@@ -6,12 +6,18 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from tesla_smart_charger.breaker import (
+from tesla_smart_charger.control.breaker import (
     CONSERVATIVE,
     WARN_RATIO,
     advance_heat,
     pause_deadline,
 )
+from tesla_smart_charger.control.events import (
+    MeterFailed,
+    Overload,
+    Reading,
+)
+from tesla_smart_charger.control.models import MeterReading, VehicleState
 from tesla_smart_charger.control.state import (
     BUDGET_REASON,
     EPS,
@@ -40,12 +46,6 @@ from tesla_smart_charger.control.state import (
     budget_left,
     spent,
 )
-from tesla_smart_charger.events import (
-    MeterFailed,
-    Overload,
-    Reading,
-)
-from tesla_smart_charger.models import MeterReading, VehicleState
 
 # --- measured mode: closed loop on the meter ----------------------------------------------
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from tesla_smart_charger.control.events import (
+    Overload,
+)
+from tesla_smart_charger.control.models import VehicleState
 from tesla_smart_charger.control.state import (
     BUDGET_REASON,
     EPS,
@@ -21,10 +25,6 @@ from tesla_smart_charger.control.state import (
     _vehicle_reason,
     budget_left,
 )
-from tesla_smart_charger.events import (
-    Overload,
-)
-from tesla_smart_charger.models import VehicleState
 
 
 def _decide_push(

@@ -10,8 +10,8 @@ import operator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from tesla_smart_charger.config import Settings
-from tesla_smart_charger.events import (
+from tesla_smart_charger.config.settings import Settings
+from tesla_smart_charger.control.events import (
     AuthLost,
     CarLinkBack,
     DriverLimit,
@@ -21,7 +21,7 @@ from tesla_smart_charger.events import (
     Reading,
     TokenRefreshed,
 )
-from tesla_smart_charger.models import MeterReading, VehicleSnapshot, VehicleState
+from tesla_smart_charger.control.models import MeterReading, VehicleSnapshot, VehicleState
 
 Mode = Literal["push", "measured"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tesla_smart_charger.config import CHARGE_MODES
+from tesla_smart_charger.config.settings import CHARGE_MODES
 from tesla_smart_charger.httpapi.metrics import (
     car_amps,
     controller_state,

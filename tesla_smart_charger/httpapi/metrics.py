@@ -20,12 +20,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from tesla_smart_charger import __version__
-from tesla_smart_charger.config import CHARGE_MODES
-from tesla_smart_charger.controller import ControllerState
-from tesla_smart_charger.models import MeterReading, VehicleState
-from tesla_smart_charger.safety import ESCALATION_LEVELS
-from tesla_smart_charger.service import CommandRecord
-from tesla_smart_charger.tesla import CATEGORIES
+from tesla_smart_charger.car.fleet_api import CATEGORIES
+from tesla_smart_charger.config.settings import CHARGE_MODES
+from tesla_smart_charger.control import ControllerState
+from tesla_smart_charger.control.models import MeterReading, VehicleState
+from tesla_smart_charger.runtime.safety import ESCALATION_LEVELS
+from tesla_smart_charger.runtime.service import CommandRecord
 
 if TYPE_CHECKING:
     from tesla_smart_charger.httpapi.view import DaemonView

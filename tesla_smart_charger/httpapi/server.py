@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tesla_smart_charger import __version__
-from tesla_smart_charger.commands import DriverControls
+from tesla_smart_charger.runtime.driver import DriverControls
 
 _LOG = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-    from tesla_smart_charger.alerts import AlertSender
-    from tesla_smart_charger.breaker import BreakerMonitor
-    from tesla_smart_charger.config import LoadedConfig
-    from tesla_smart_charger.fleet import Fleet
+    from tesla_smart_charger.car.failover import FailoverVehicle
+    from tesla_smart_charger.car.fleet_api import ApiCallCounter
+    from tesla_smart_charger.car.tokens import TokenManager
+    from tesla_smart_charger.config.settings import LoadedConfig
+    from tesla_smart_charger.control.breaker import BreakerMonitor
     from tesla_smart_charger.retry import Health
-    from tesla_smart_charger.roads import FailoverVehicle
-    from tesla_smart_charger.safety import Escalator
-    from tesla_smart_charger.service import ChargeService, MeterPoller
-    from tesla_smart_charger.tesla import ApiCallCounter
-    from tesla_smart_charger.tokens import TokenManager
+    from tesla_smart_charger.runtime.alerts import AlertSender
+    from tesla_smart_charger.runtime.fleet import Fleet
+    from tesla_smart_charger.runtime.safety import Escalator
+    from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
 
 
 class DaemonView(Protocol):

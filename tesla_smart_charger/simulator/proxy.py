@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from tesla_smart_charger.signing.messages import CarResponse
+from tesla_smart_charger.car.signing.messages import CarResponse
 from tesla_smart_charger.simulator.car import (
     BillingCounter,
     CarModel,

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tesla_smart_charger.signing import crypto
-from tesla_smart_charger.signing.messages import (
+from tesla_smart_charger.car.signing import crypto
+from tesla_smart_charger.car.signing.messages import (
     FLAG_ENCRYPT_RESPONSE,
     AesGcmResponse,
     CarAction,
@@ -36,7 +36,7 @@ from tesla_smart_charger.signing.messages import (
     SignatureType,
     decode_action,
 )
-from tesla_smart_charger.signing.protobuf import DecodeError
+from tesla_smart_charger.car.signing.protobuf import DecodeError
 
 FAULT_UNKNOWN_KEY = 3
 FAULT_INVALID_SIGNATURE = 5

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tesla_smart_charger.signing.crypto import public_bytes
+from tesla_smart_charger.car.signing.crypto import public_bytes
 from tesla_smart_charger.simulator.ble import SimulatedBleBridge
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.house import House
@@ -47,7 +47,7 @@ def settings_keys() -> frozenset[str]:
     """
     from pydantic.alias_generators import to_camel  # noqa: PLC0415 - only when asked
 
-    from tesla_smart_charger.config import Settings  # noqa: PLC0415 - simulator stays light
+    from tesla_smart_charger.config.settings import Settings  # noqa: PLC0415 - simulator stays light
 
     keys: set[str] = set()
     for name, info in Settings.model_fields.items():

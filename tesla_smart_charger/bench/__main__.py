@@ -1,0 +1,5 @@
+"""`python -m tesla_smart_charger.bench` (and `make bench`): every benchmark table."""
+
+from tesla_smart_charger.bench.evening import main
+
+raise SystemExit(main())

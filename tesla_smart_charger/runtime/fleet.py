@@ -1,0 +1,136 @@
+"""Several cars on one supply (issue 14): one controller per car behind one allocation.
+
+Each car keeps the single-car controller (`ChargeService` running `control.decide`) with its
+own Vehicle, setpoint, driver's setting, mode and look-at-the-car schedule. The fleet reads the
+one shared queue and routes each event: a meter reading is split by
+`control.car_readings.split` (the benchmark runs the same function) so that every car's controller sees exactly its share of
+the room as headroom (cuts immediate, lowest priority first; raises deliberate, highest
+priority first); a driver's limit or mode goes to the car it names; everything else (tokens,
+the car link coming back, meter failures) goes to every car. In push mode an /overload goes
+to the lowest-priority charging car first.
+
+Each car has its own escalation (`safety.Escalator`): its reading carries the real one
+(`whole`: is the breaker over?) and its own charger channel (`meterChargerChannel`) as
+`car_amps`; without a channel a cut still followed by an overload is judged by a look at that
+car, so a cut one car ignores is told apart from another car's cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tesla_smart_charger.control import allocation, car_readings
+from tesla_smart_charger.control.events import DriverLimit, Event, ModeChange, Overload, Reading
+from tesla_smart_charger.control.models import MeterReading
+from tesla_smart_charger.control.state import _charging
+from tesla_smart_charger.runtime.service import ChargeService
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCar:
+    """One car of `vehicles` and the controller that runs it."""
+
+    vin: str
+    name: str | None
+    priority: int
+    service: ChargeService
+    channel: int | None = None  # meterChargerChannel: a meter channel measuring this car alone
+
+    @property
+    def label(self) -> str:
+        """The car in words: its name, else its VIN."""
+        return self.name or self.vin
+
+
+class Fleet:
+    """Routes the shared queue's events to one ChargeService per car."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[Event],
+        cars: list[FleetCar],
+        *,
+        limit: float,
+        pause_when_overloaded: bool,
+    ) -> None:
+        self.queue = queue
+        self.cars = cars
+        self.limit = limit
+        self.pause_when_overloaded = pause_when_overloaded
+        self.shares: tuple[allocation.Share, ...] = ()
+        self.house_floor: allocation.HouseFloor | None = None  # while a command settles
+        self.ledger: allocation.Ledger | None = None  # what each car has had (equal priorities)
+        self.overload_queued = False
+        self.last_reading: MeterReading | None = None  # the real one (breaker heat, alerts)
+        self.clients: list[Any] = []  # each car's TeslaClient (the daemon's health and probe)
+        self.roads: list[Any] = []  # each car's Vehicle (BLE first when configured)
+        self.ble_policies: list[Any] = []  # each car's BLE bridge RetryPolicy, or None
+        # The shared safety relay has the chargers' circuit off (set by the daemon with one).
+        self.circuit_off: Callable[[], bool] = lambda: False
+
+    def overload(self, source: str) -> bool:
+        """/overload with several cars: one Overload on the shared queue (a burst is one)."""
+        first = self.cars[0].service
+        if first.cfg.mode == "measured" and first._kick_meter is not None:
+            first._kick_meter()
+        if self.overload_queued:
+            return False
+        self.overload_queued = True
+        self.queue.put_nowait(Overload(at=time.monotonic(), source=source))
+        return True
+
+    def route(self, event: Event) -> None:
+        """Put `event` (or each car's part of it) on the cars' own queues."""
+        if isinstance(event, Overload):
+            self.overload_queued = False
+        if isinstance(event, Reading):
+            self.last_reading = event.reading
+        if isinstance(event, Reading) and event.reading.valid:
+            cars = tuple(
+                car_readings.Car(c.vin, c.priority, c.service.state, c.service.cfg, c.channel)
+                for c in self.cars
+            )
+            split = car_readings.split(
+                cars,
+                event.reading,
+                self.limit,
+                pause_when_overloaded=self.pause_when_overloaded,
+                floor=self.house_floor,
+                ledger=self.ledger,
+                circuit_off=self.circuit_off(),
+            )
+            self.house_floor, self.shares = split.floor, split.shares
+            self.ledger = split.ledger
+            for car, reading in zip(self.cars, split.readings, strict=True):
+                car.service.queue.put_nowait(reading)
+            return
+        if isinstance(event, DriverLimit | ModeChange):
+            for car in self.cars:
+                if car.vin.upper() == event.vin.upper():
+                    car.service.queue.put_nowait(event)
+            return
+        if isinstance(event, Overload) and self.cars[0].service.cfg.mode == "push":
+            # No meter to share by: the lowest-priority charging car is cut first; among equal
+            # priorities the one set highest (cuts then fall evenly, not always on one car).
+            charging = [c for c in self.cars if _charging(c.service.state)]
+            pool = charging or self.cars
+            target = min(pool, key=lambda c: (c.priority, -(c.service.state.setpoint or 0), c.vin))
+            target.service.queue.put_nowait(event)
+            return
+        for car in self.cars:
+            car.service.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        """Run every car's controller and route events until cancelled; a failure ends all."""
+        async with asyncio.TaskGroup() as group:
+            for car in self.cars:
+                group.create_task(car.service.run(), name=f"controller {car.vin}")
+            while True:
+                self.route(await self.queue.get())

@@ -1,0 +1,224 @@
+"""The dashboard in real headless Chromium against the simulator: the chart moves.
+
+Uses Debian's chromium (installed by `make system-deps` / .ci/system-deps.sh), never a browser
+download. With UPDATE_DOCS_SCREENSHOT=1 it saves docs/dashboard.png for the README; otherwise
+the screenshot goes to the test's temp folder, so `make test` leaves the work tree clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import ConsoleMessage, Error, Route, async_playwright
+
+from tesla_smart_charger.cli.demo import story_evening
+from tesla_smart_charger.simulator.car import CarModel
+from tesla_smart_charger.simulator.world import World
+from tests.helpers.e2e import WAIT_SECS
+from tests.helpers.observe import observed_daemon
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# A function (not an expression string): the page's CSP forbids eval, and that is tested too.
+BROWSER_WAIT_MS = int(WAIT_SECS * 1000)  # a deadline for failures: the page may be slow to draw
+MORE_POINTS = "(n) => Number(document.getElementById('chart').dataset.points) > n"
+POINTS = "() => Number(document.getElementById('chart').dataset.points)"
+
+
+async def test_dashboard_chart_moves_in_chromium(tmp_path: Path) -> None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+    update_docs = os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1"
+    screenshot = DOCS_SCREENSHOT if update_docs else tmp_path / "dashboard.png"
+    # The demo's story, four times faster: the kettle overloads the house 2.5 s in.
+    world = World(
+        house=story_evening(), car=CarModel(ramp_delay=1.0), time_scale=4.0, manual_house=(0.0,)
+    )
+    async with (
+        observed_daemon(tmp_path, world, energyMonitorPollSecs=0.2) as run,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1200, "height": 800})
+            problems: list[str] = []
+
+            def console(msg: ConsoleMessage) -> None:
+                if msg.type == "error":
+                    problems.append(msg.text)
+
+            def page_error(err: Any) -> None:
+                problems.append(str(err))
+
+            page.on("console", console)
+            page.on("pageerror", page_error)
+            other_hosts: list[str] = []
+            page.on(
+                "request",
+                lambda req: (
+                    other_hosts.append(req.url) if not req.url.startswith(run.url) else None
+                ),
+            )
+
+            # Hold the event stream back: before the first event nothing pretends to be live.
+            release = asyncio.Event()
+
+            async def hold(route: Route) -> None:
+                await release.wait()
+                await route.continue_()
+
+            await page.route("**/events", hold)
+            await page.goto(run.url + "/", wait_until="load")
+            await page.wait_for_function(
+                "() => document.getElementById('chart').dataset.spanSecs === '0'"
+            )
+            assert await page.get_attribute("#connection", "data-conn") == "connecting"
+            assert await page.text_content("#connection") == "connecting…"
+            assert "homeMaxAmps" not in (await page.text_content("#legend") or "")
+            assert await page.text_content("#limit") == "\u2013"  # the page's "no value" dash
+            release.set()
+
+            await page.wait_for_function(MORE_POINTS, arg=0, timeout=BROWSER_WAIT_MS)
+            first = int(await page.evaluate(POINTS))
+            await page.wait_for_function(MORE_POINTS, arg=first, timeout=BROWSER_WAIT_MS)
+            assert await page.get_attribute("#connection", "data-conn") == "live"
+            assert await page.get_attribute("#state", "data-state") == "normal"
+            assert "A" in (await page.text_content("#supply") or "")
+            legend = await page.text_content("#legend") or ""
+            assert "Car (inferred)" in legend  # no meter channel measures the car here
+            assert await page.text_content("#car-label") == "Car (inferred)"
+            assert "Limit (homeMaxAmps 30 A)" in legend
+            # One car: the Cars card lists it with its mode switch on fast.
+            await page.wait_for_selector('#cars button[data-mode="fast"][aria-pressed="true"]')
+            assert await page.locator("#cars .car-name").count() == 1
+            # The title says "Last 15 minutes": so does the axis, however short the history.
+            assert await page.get_attribute("#chart", "data-span-secs") == "900"
+
+            # Wait for the kettle and the car's first reduction, so the picture tells the story.
+            try:
+                await page.wait_for_selector("#commands td.result-ok", timeout=BROWSER_WAIT_MS)
+            except Error:
+                pytest.fail(
+                    f"no command shown on the dashboard; status: {await run.get('/status')}"
+                )
+            shown = int(await page.evaluate(POINTS))
+            await page.wait_for_function(MORE_POINTS, arg=shown + 4, timeout=BROWSER_WAIT_MS)
+            screenshot.parent.mkdir(exist_ok=True)
+            await page.screenshot(path=str(screenshot))
+
+            # On a phone the "Why" column wraps inside the screen instead of disappearing.
+            await page.set_viewport_size({"width": 360, "height": 740})
+            why = page.locator("#commands td.why").first
+            assert await why.is_visible()
+            box = await why.bounding_box()
+            assert box is not None
+            assert box["width"] > 90  # a third of the screen for the reason
+            assert box["x"] + box["width"] <= 360 + 1
+            width = await page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 360  # nothing sticks out sideways
+            await page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+            assert problems == []  # no script error, no CSP violation
+            assert other_hosts == []  # works offline: nothing but the daemon is asked
+        finally:
+            await browser.close()
+    assert screenshot.stat().st_size > 10_000
+
+
+VIN_A = "5YJ3E1EA7KF000001"
+VIN_B = "5YJ3E1EA7KF000002"
+
+
+def _two_cars() -> World:
+    a = CarModel(vin=VIN_A, request_amps=16, ramp_delay=0.5, capacity_kwh=None)
+    b = CarModel(vin=VIN_B, numeric_id=100022, vehicle_id=99998, request_amps=16)
+    return World(cars=(a, b), manual_house=(2.0,))
+
+
+def _button(vin: str, mode: str) -> str:
+    return f'#cars button[data-vin="{vin}"][data-mode="{mode}"]'
+
+
+@pytest.mark.parametrize("token", [None, "s3cret-dashboard-token"], ids=["open", "apiToken"])
+async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str | None) -> None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+    cars = [{"vin": VIN_A, "name": "Ada"}, {"vin": VIN_B}]
+    extra: dict[str, Any] = {"apiToken": token} if token else {}
+    async with (
+        observed_daemon(
+            tmp_path, _two_cars(), vehicles=cars, energyMonitorPollSecs=0.2, **extra
+        ) as run,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1200, "height": 800})
+            problems: list[str] = []
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            posts: list[str] = []
+            page.on("request", lambda req: posts.append(req.url) if req.method == "POST" else None)
+            await page.goto(run.url + "/", wait_until="load")
+            await page.wait_for_selector(_button(VIN_B, "solar"), timeout=BROWSER_WAIT_MS)
+            names = await page.locator("#cars .car-name").all_text_contents()
+            assert names == ["Ada", VIN_B]
+            assert await page.get_attribute(_button(VIN_A, "fast"), "aria-pressed") == "true"
+            assert await page.get_attribute(_button(VIN_B, "solar"), "aria-pressed") == "false"
+
+            await page.click(_button(VIN_B, "solar"))
+            await page.wait_for_function(
+                "() => document.getElementById('mode-message').dataset.kind !== 'info'"
+                " && document.getElementById('mode-message').textContent !== ''",
+                timeout=BROWSER_WAIT_MS,
+            )
+            assert posts == [f"{run.url}/vehicles/{VIN_B}/mode"]
+            message = await page.text_content("#mode-message") or ""
+            fleet = run.daemon.fleet
+            assert fleet is not None
+            if token is None:
+                assert await page.get_attribute("#mode-message", "data-kind") == "ok"
+                # The daemon took it, and the next panel from the server shows it.
+                await page.wait_for_function(
+                    "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
+                    arg=_button(VIN_B, "solar"),
+                    timeout=BROWSER_WAIT_MS,
+                )
+                deadline = asyncio.get_running_loop().time() + WAIT_SECS
+                while fleet.cars[1].service.state.charge_mode != "solar":
+                    assert asyncio.get_running_loop().time() < deadline, "mode never applied"
+                    await asyncio.sleep(0.05)
+                # ... and the page's list, redrawn from the server's next panel, agrees.
+                await page.wait_for_function(
+                    "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
+                    arg=_button(VIN_B, "solar"),
+                    timeout=BROWSER_WAIT_MS,
+                )
+                assert await page.get_attribute(_button(VIN_B, "fast"), "aria-pressed") == "false"
+            else:
+                assert await page.get_attribute("#mode-message", "data-kind") == "error"
+                assert "apiToken" in message
+                assert token not in await page.content()
+                assert fleet.cars[1].service.state.charge_mode == "fast"
+            assert fleet.cars[0].service.state.charge_mode == "fast"
+            assert problems == []
+        finally:
+            await browser.close()
