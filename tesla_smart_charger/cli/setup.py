@@ -12,6 +12,7 @@ import asyncio
 import json
 import secrets
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ from tesla_smart_charger.errors import (
     TokenError,
 )
 from tesla_smart_charger.logging_setup import register_config_secrets, register_secret, scrub
+from tesla_smart_charger.retry import describe_transport_error
 from tesla_smart_charger.runtime.safety import build_relay
 from tesla_smart_charger.shelly.build import create_meter
 
@@ -407,7 +409,8 @@ async def _auth_register(args: argparse.Namespace) -> int:
                 status = resp.status
                 text = await resp.text()
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
-            raise CommandFailed(f"{url} unreachable: {type(err).__name__}") from err
+            where = describe_transport_error(err, host=urlsplit(url).netloc)
+            raise CommandFailed(f"{url} unreachable: {where}") from err
     try:
         payload: Any = json.loads(text) if text else None
     except ValueError:
@@ -480,20 +483,58 @@ class Row:
     fix: str = ""
 
 
-def render_table(rows: list[Row]) -> str:
-    """check | verdict | result | fix, every column aligned with its header."""
-    width = max([len("check"), *(len(r.check) for r in rows)])
-    has_fix = any(r.fix for r in rows)
-    result_width = max([len("result"), *(len(r.result) for r in rows)]) if has_fix else 0
+# A terminal, an SSH session on a Pi, a pasted support request: 80 columns is what they all show.
+REPORT_WIDTH: Final = 80
 
-    def line(check: str, verdict: str, result: str, fix: str) -> str:
-        text = f"{check:<{width}}  {verdict:<4}  {result:<{result_width}}"
-        return (f"{text}  |  {fix}" if fix else text).rstrip()
 
-    lines = [line("check", "", "result", "fix" if has_fix else "")]
-    lines.append("-" * max(len(lines[0]), width + 12))
-    lines.extend(line(r.check, r.verdict, r.result, r.fix) for r in rows)
+def render_table(rows: list[Row], width: int = REPORT_WIDTH) -> str:
+    """One block per check: its name and verdict on one line, then what was found and the fix.
+
+    Every line fits `width` columns: a long result or fix wraps under its own indent, so the
+    report reads the same in an 80-column terminal and in a pasted issue.
+    """
+    lines: list[str] = []
+    for row in rows:
+        dots = max(width - len(row.check) - len(row.verdict) - 2, 3)
+        lines.append(f"{row.check} {'.' * dots} {row.verdict}")
+        lines.extend(_wrap(row.result, width, "  ", "  "))
+        if row.fix:
+            lines.extend(_wrap(row.fix, width, "  fix: ", "       "))
     return "\n".join(lines)
+
+
+def _wrap(text: str, width: int, first: str, rest: str) -> list[str]:
+    """Wrap at spaces; a URL or path longer than a line is cut, never left overlong."""
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [first.rstrip()]
+
+
+def proxy_scheme_hint(base: str, err: BaseException | None = None, body: str = "") -> str | None:
+    """The likely cause when the proxy's URL has the wrong scheme, or None.
+
+    tesla-http-proxy only speaks HTTPS; plain http:// to it gets Go's "HTTP request to an
+    HTTPS server" 400 or a closed connection. The reverse (https:// to a plain HTTP server)
+    fails the TLS handshake with "wrong version number".
+    """
+    scheme, _, rest = base.partition("://")
+    if scheme == "http" and (
+        "HTTPS server" in body
+        or (
+            isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+            and not isinstance(err, aiohttp.ClientConnectorError)  # refused: nothing listens
+        )
+    ):
+        return f"the proxy speaks HTTPS: set teslaHttpProxy to https://{rest}"
+    text = str(err) if err is not None else ""
+    if scheme == "https" and ("WRONG_VERSION_NUMBER" in text or "wrong version number" in text):
+        return f"that server speaks plain HTTP, not TLS: is teslaHttpProxy right (http://{rest})?"
+    return None
 
 
 class StoredToken:
@@ -673,7 +714,7 @@ class _Doctor:
                 self.session.get(url, ssl=ctx if ctx is not None else True) as resp,
             ):
                 status = resp.status
-                await resp.read()
+                body = (await resp.content.read(4096)).decode("utf-8", "replace")
         except aiohttp.ClientConnectorCertificateError as err:
             self.add(
                 name,
@@ -683,11 +724,14 @@ class _Doctor:
             )
             return False
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            host = urlsplit(base).netloc
+            hint = proxy_scheme_hint(base, err)
             self.add(
                 name,
                 "FAIL",
-                f"{url}: no answer ({type(err).__name__})",
-                f"tesla-http-proxy at {base} not reachable: start it (see docs/setup.md) "
+                f"{url}: {describe_transport_error(err, host=host, service='tesla-http-proxy')}",
+                hint
+                or f"tesla-http-proxy at {base} not reachable: start it (see docs/setup.md) "
                 "or fix teslaHttpProxy",
             )
             return False
@@ -696,7 +740,8 @@ class _Doctor:
                 name,
                 "FAIL",
                 f"{url} answered HTTP {status}",
-                "is teslaHttpProxy really tesla-http-proxy (v0.3.4 or later has /health)?",
+                proxy_scheme_hint(base, body=body)
+                or "is teslaHttpProxy really tesla-http-proxy (v0.3.4 or later has /health)?",
             )
             return False
         self.add(name, "ok", f"tesla-http-proxy at {base} answered /health")
@@ -836,9 +881,8 @@ class _Doctor:
             ):
                 await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
-            self.add(
-                "BLE bridge reachable", "FAIL", f"{url}: no answer ({type(err).__name__})", fix_up
-            )
+            where = describe_transport_error(err, host=urlsplit(url).netloc, service="the bridge")
+            self.add("BLE bridge reachable", "FAIL", f"{url}: {where}", fix_up)
             self.add("BLE bridge knows the VIN", "skip", "bridge not reachable")
             self.add("BLE sleep state readable", "skip", "bridge not reachable")
             return

@@ -18,6 +18,7 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
+from tests.helpers.doctor import doctor_rows
 from tests.helpers.e2e import DaemonProcess, run_daemon
 from tests.helpers.storage import Storage, tiny_tmpfs
 
@@ -225,10 +226,10 @@ async def test_a_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path
     assert refresh.returncode == 1
     assert f"pid {pid}" in refresh_err.decode()
     assert "renews the tokens itself" in refresh_err.decode()
-    (row,) = [ln for ln in doctor_out.decode().splitlines() if ln.startswith("token refresh works")]
+    row = doctor_rows(doctor_out.decode())["token refresh works"]
     assert "skip" in row
     assert "renews them itself" in row
-    (vehicle,) = [ln for ln in doctor_out.decode().splitlines() if ln.startswith("vehicle found")]
-    assert " ok " in vehicle  # the stored access token works without a refresh
+    vehicle = doctor_rows(doctor_out.decode())["vehicle found"]
+    assert vehicle.startswith("ok ")  # the stored access token works without a refresh
     assert login_required == 0
     assert world.oauth.login_required_count == 0

@@ -9,23 +9,14 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
+from tests.helpers.doctor import doctor_rows
 from tests.helpers.e2e import closed_port
 from tests.integration.test_setup_cli import run
 
 
 def rows(out: str) -> dict[str, str]:
-    """check name -> the rest of its row."""
-    found: dict[str, str] = {}
-    for line in out.splitlines():
-        for name in (
-            "BLE bridge reachable",
-            "BLE bridge knows the VIN",
-            "BLE sleep state readable",
-            "safety relay",
-        ):
-            if line.startswith(name):
-                found[name] = line[len(name) :].strip()
-    return found
+    """check name -> its verdict, result and fix."""
+    return doctor_rows(out)
 
 
 async def test_doctor_checks_bridge_and_relay(

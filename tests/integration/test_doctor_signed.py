@@ -15,6 +15,7 @@ from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
+from tests.helpers.doctor import doctor_rows
 from tests.integration.test_setup_cli import VIN, WriteConfig, oauth, oauth_config, run, seed_store
 
 __all__ = ["oauth"]  # the fixture, imported for pytest
@@ -82,11 +83,11 @@ async def test_doctor_names_the_signed_road_and_checks_pairing(
     code = await asyncio.to_thread(run, "--config", str(config), "doctor")
     out = capsys.readouterr().out
     assert code == 0, out
-    (road,) = [line for line in out.splitlines() if line.startswith("car commands")]
+    road = doctor_rows(out)["car commands"]
     assert "signed by this charger" in road
     assert base in road
-    (paired,) = [line for line in out.splitlines() if line.startswith("key paired")]
-    assert " ok " in paired
+    paired = doctor_rows(out)["key paired with the car"]
+    assert paired.startswith("ok ")
     assert not [line for line in out.splitlines() if line.startswith("proxy reachable")]
     assert proxy.signed[VIN].handshakes == 1
     assert (config.parent / CACHE_FILE).exists()  # the daemon starts without a handshake
@@ -104,7 +105,7 @@ async def test_doctor_with_an_unpaired_key_says_how_to_pair(
     code = await asyncio.to_thread(run, "--config", str(config), "doctor")
     out = capsys.readouterr().out
     assert code == 1
-    (paired,) = [line for line in out.splitlines() if line.startswith("key paired")]
+    paired = doctor_rows(out)["key paired with the car"]
     assert "FAIL" in paired
     assert "does not know our key" in paired
     assert "tesla.com/_ak/" in paired

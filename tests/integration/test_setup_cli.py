@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
+import ssl
 import stat
 import subprocess
 import time
@@ -36,7 +38,8 @@ from tesla_smart_charger.config.settings import FLEET_API_BASES
 from tesla_smart_charger.errors import ChargerError
 from tesla_smart_charger.logging_setup import clear_secrets
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
-from tests.conftest import FIXTURES, load_fixture
+from tests.conftest import FIXTURES, load_fixture, write_self_signed_cert
+from tests.helpers.doctor import doctor_rows, squeezed
 from tests.helpers.storage import tiny_tmpfs
 
 WriteConfig = Callable[..., Path]
@@ -269,20 +272,31 @@ def test_auth_commands_name_every_missing_key_at_once(
         assert key in err
 
 
-def test_doctor_table_header_lines_up_with_its_rows() -> None:
+def test_doctor_report_fits_80_columns_and_reads_back_whole() -> None:
+    long_url = "https://tesla-http-proxy.home.example.org:4443/" + "x" * 90
     rows = [
-        Row("configuration valid", "ok", "config.json"),
-        Row("proxy reachable", "FAIL", "not reachable: start it", "set teslaHttpProxy"),
+        Row("configuration valid", "ok", "/home/pi/tesla-smart-charger/config.json"),
+        Row(
+            "proxy reachable",
+            "FAIL",
+            f"{long_url}/health: nothing listens on tesla-http-proxy.home.example.org:4443",
+            "tesla-http-proxy at https://tesla-http-proxy.home.example.org:4443 not reachable: "
+            "start it (see docs/setup.md) or fix teslaHttpProxy",
+        ),
         Row("meter reading", "skip", "no energyMonitorIp"),
     ]
-    lines = render_table(rows).splitlines()
-    header, rule, body = lines[0], lines[1], lines[2:]
-    assert set(rule) == {"-"}
-    assert len(rule) >= len(header)
-    assert header.index("result") == body[0].index("config.json")
-    assert header.index("|") == body[1].index("|")
-    assert header.index("fix") == body[1].index("set teslaHttpProxy")
-    assert all(line == line.rstrip() for line in lines)
+    text = render_table(rows)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    found = doctor_rows(text)
+    assert list(found) == ["configuration valid", "proxy reachable", "meter reading"]
+    assert found["proxy reachable"].startswith("FAIL ")
+    assert (
+        "fix: tesla-http-proxy at https://tesla-http-proxy.home.example.org:4443 not "
+        in (found["proxy reachable"])
+    )
+    assert found["meter reading"] == "skip no energyMonitorIp"
+    verdicts = [line for line in text.splitlines() if not line.startswith(" ")]
+    assert {len(line) for line in verdicts} == {80}  # the verdicts line up at the right edge
 
 
 def test_parse_code_accepts_code_or_callback_url() -> None:
@@ -445,12 +459,76 @@ async def test_doctor_with_proxy_down_names_proxy_and_fix(
     code = await asyncio.to_thread(run, "--config", str(config), "doctor")
     out = capsys.readouterr().out
     assert code == 1
-    (row,) = [line for line in out.splitlines() if line.startswith("proxy reachable")]
+    row = doctor_rows(out)["proxy reachable"]
     assert "FAIL" in row
     assert f"tesla-http-proxy at {proxy} not reachable: start it" in row
     assert "teslaHttpProxy" in row
-    (vehicle,) = [line for line in out.splitlines() if line.startswith("vehicle found")]
+    vehicle = doctor_rows(out)["vehicle found"]
     assert "skip" in vehicle
+
+
+CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)+(?:Error|Exception)\b|\b[A-Z]\w*Error\b")
+
+
+def assert_plain_report(out: str) -> None:
+    """The doctor speaks to a home owner: 80 columns, no exception class names."""
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert CLASS_NAME.findall(out) == [], out
+
+
+async def test_doctor_refused_proxy_says_so_in_words_within_80_columns(
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    capsys: pytest.CaptureFixture[str],
+    refused_port: int,
+) -> None:
+    config = oauth_config(
+        write_config,
+        oauth,
+        teslaHttpProxy=f"http://127.0.0.1:{refused_port}",
+        teslaVehicleId=VIN,
+        energyMonitorIp=...,
+    )
+    seed_store(config, oauth)
+    code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"nothing listens on 127.0.0.1:{refused_port}" in doctor_rows(out)["proxy reachable"]
+    assert "speaks HTTPS" not in out  # refused is not a scheme mix-up
+    assert_plain_report(out)
+
+
+async def test_doctor_names_http_for_a_proxy_that_speaks_https(
+    write_config: WriteConfig,
+    oauth: SimulatedOAuth,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The commonest proxy mistake: http:// in teslaHttpProxy for tesla-http-proxy (TLS only)."""
+    cert, key = write_self_signed_cert(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    proxy = TestServer(fake_proxy(oauth), host="127.0.0.1")
+    await proxy.start_server(ssl=tls)
+    port = proxy.port
+    try:
+        config = oauth_config(
+            write_config,
+            oauth,
+            teslaHttpProxy=f"http://127.0.0.1:{port}",
+            teslaVehicleId=VIN,
+            energyMonitorIp=...,
+        )
+        seed_store(config, oauth)
+        code = await asyncio.to_thread(run, "--config", str(config), "doctor")
+    finally:
+        await proxy.close()
+    out = capsys.readouterr().out
+    assert code == 1
+    row = doctor_rows(out)["proxy reachable"]
+    assert row.startswith("FAIL")
+    assert f"fix: the proxy speaks HTTPS: set teslaHttpProxy to https://127.0.0.1:{port}" in row
+    assert_plain_report(out)
 
 
 async def test_doctor_dead_refresh_token_points_to_auth_commands(
@@ -462,7 +540,7 @@ async def test_doctor_dead_refresh_token_points_to_auth_commands(
     code = await asyncio.to_thread(run, "--config", str(config), "doctor")
     out = capsys.readouterr().out
     assert code == 1
-    (row,) = [line for line in out.splitlines() if line.startswith("token refresh works")]
+    row = doctor_rows(out)["token refresh works"]
     assert "FAIL" in row
     assert "login_required" in row
     assert FIX_REAUTH in row
@@ -475,7 +553,7 @@ def test_doctor_invalid_config_fails_first_row(
     config = write_config(homeMaxAmps=-1)
     assert run("--config", str(config), "doctor") == 1
     out = capsys.readouterr().out
-    (row,) = [line for line in out.splitlines() if line.startswith("configuration valid")]
+    row = doctor_rows(out)["configuration valid"]
     assert "FAIL" in row
     assert "homeMaxAmps" in row
 
@@ -649,8 +727,8 @@ async def test_doctor_on_a_read_only_folder_without_a_store_says_it_cannot_creat
         storage.writable()
     out = capsys.readouterr().out
     assert code == 1
-    (row,) = [line for line in out.splitlines() if line.startswith("token store readable")]
+    row = doctor_rows(out)["token store readable"]
     assert "FAIL" in row
-    assert f"cannot create {folder / 'tokens.json'}" in row
+    assert squeezed(f"cannot create {folder / 'tokens.json'}") in squeezed(row)
     assert "not writable" in row
     assert not (folder / "tokens.json").exists()
