@@ -1,0 +1,62 @@
+"""The pure core (control/) imports only the standard library and itself.
+
+Read from the source, function-level and `TYPE_CHECKING` imports included: a core that pulls
+in pydantic settings, an HTTP client or its own logging is no longer a function of (state,
+event, now), whatever the tests of its decisions say.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "tesla_smart_charger" / "control"
+# Standard-library modules that do I/O or keep time on their own: the shell's business.
+IO_MODULES = frozenset(
+    {"asyncio", "logging", "socket", "ssl", "subprocess", "threading", "time", "urllib", "http"}
+)
+ALLOWED_OWN = ("tesla_smart_charger.control", "tesla_smart_charger.errors")
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module `path` imports (absolute names; relative imports are the core's own)."""
+    out: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            out.append("tesla_smart_charger.control" if node.level else node.module or "")
+    return out
+
+
+def _foreign(name: str) -> bool:
+    if name == "__future__":
+        return False
+    if name.startswith("tesla_smart_charger"):
+        return not any(name == own or name.startswith(own + ".") for own in ALLOWED_OWN)
+    top = name.split(".", 1)[0]
+    return top not in sys.stdlib_module_names or top in IO_MODULES
+
+
+def test_the_core_imports_no_shell_and_no_io() -> None:
+    found = {
+        path.name: sorted(name for name in _imports(path) if _foreign(name))
+        for path in sorted(CORE.glob("*.py"))
+    }
+    assert {name: bad for name, bad in found.items() if bad} == {}
+
+
+def test_the_check_sees_what_it_forbids() -> None:
+    """Each kind of import the rule forbids is caught (the walk reaches nested imports)."""
+    assert len(list(CORE.glob("*.py"))) >= 10
+    for name in (
+        "pydantic",
+        "aiohttp",
+        "logging",
+        "asyncio",
+        "tesla_smart_charger.config.settings",
+    ):
+        assert _foreign(name), name
+    for name in ("dataclasses", "math", "tesla_smart_charger.control.models", "__future__"):
+        assert not _foreign(name), name
