@@ -60,3 +60,29 @@ def test_the_check_sees_what_it_forbids() -> None:
         assert _foreign(name), name
     for name in ("dataclasses", "math", "tesla_smart_charger.control.models", "__future__"):
         assert not _foreign(name), name
+
+
+PKG = CORE.parent
+
+
+def _decide_calls(path: Path) -> int:
+    """Calls of a function named `decide` in `path` (`core.decide(...)` or `decide(...)`)."""
+    count = 0
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            count += name == "decide"
+    return count
+
+
+def test_one_shell_function_drives_decide() -> None:
+    """The daemon's decisions and the tests' go through one step: a second caller of `decide`
+    in the shell would be a second, drifting copy of the loop. (bench/ is left out until its
+    own policy copies give way to this runtime.)"""
+    calls = {
+        str(path.relative_to(PKG)): n
+        for path in PKG.rglob("*.py")
+        if path.parent.name not in ("control", "bench") and (n := _decide_calls(path))
+    }
+    assert calls == {"runtime/service.py": 1}
