@@ -41,6 +41,7 @@ from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig, unresolved_problem
 from tesla_smart_charger.control.events import CarLinkBack, Event
 from tesla_smart_charger.control.interfaces import Vehicle
+from tesla_smart_charger.control.supervisor import ESCALATION_LEVELS
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.httpapi.dashboard import dashboard_routes
 from tesla_smart_charger.httpapi.metrics import metrics_routes
@@ -62,7 +63,6 @@ from tesla_smart_charger.runtime.driver import DriverControls
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
 from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.safety import (
-    ESCALATION_LEVELS,
     AlertWatch,
     Escalator,
     SharedRelay,
