@@ -86,3 +86,17 @@ def test_one_shell_function_drives_decide() -> None:
         if path.parent.name not in ("control", "bench") and (n := _decide_calls(path))
     }
     assert calls == {"runtime/service.py": 1}
+
+
+def test_the_core_state_is_typed() -> None:
+    """No `Any` in the core: a step's changes travel as typed records, never as a dict of field
+    names to values that the type checker cannot see into."""
+    untyped = {
+        path.name
+        for path in CORE.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.Name) and node.id == "Any")
+        or (isinstance(node, ast.Attribute) and node.attr == "Any")
+        or (isinstance(node, ast.alias) and node.name == "Any")
+    }
+    assert untyped == set()
