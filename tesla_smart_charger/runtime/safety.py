@@ -1,17 +1,18 @@
 """The escalation's imperative shell, and the wiring of the BLE road, the relay and alerts.
 
-`escalation.step` decides (pure, virtual-time tested); `Escalator` feeds it from the charge
-controller's coroutine and carries out its actions, so escalation commands never race the
-controller's own. The service calls three hooks:
+The escalation decides in the pure core: `escalation.step` is its state machine and
+`supervisor.react` everything around it in the controller's loop. `Escalator` runs in the
+charge controller's coroutine (so escalation commands never race the controller's own),
+carries out each effect `react` asks for and reports the outcome back as a typed event; it
+decides nothing. The service calls three hooks:
 
 - `hold(action, state)` before a car command: while an escalation step is in force a raise is
   held off (answered locally as a refusal, so the controller keeps its setpoint); cuts still go;
-- `command_outcome(action, outcome, state)` after it: a lowering `set_charging_amps` becomes
-  `CutAccepted` / `CutErrored` on the road that answered;
-- `after_event(event, state, now)` after the controller handled an event: the controller's
-  target and the reading (or the tick) go to `step()`, the actions are executed, and what they
-  did to the car is folded back into the controller's state (the amps we set), so the
-  controller stays the one owner of the setpoint.
+- `command_outcome(action, outcome, state)` after it: the core notes the road's health and a
+  lowering `set_charging_amps` as a cut accepted or failed on the road that answered;
+- `after_event(event, state, now)` after the controller handled an event: the core steps the
+  escalation, the effects are carried out, and the controller's state comes back as the core
+  left it (the amps the escalation set are its setpoint: the controller stays the one owner).
 
 `AlertWatch` turns conditions that are not escalation steps (fail-safe, login required, a road
 down for more than 5 minutes) into one alert per episode.
