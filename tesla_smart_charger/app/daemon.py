@@ -35,12 +35,13 @@ from tesla_smart_charger.car.tokens import (
     TokenPair,
     TokenStore,
 )
+from tesla_smart_charger.config.control import controller_config
 from tesla_smart_charger.config.settings import LoadedConfig, Settings, VehicleSettings, redacted
 from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig, unresolved_problem
-from tesla_smart_charger.control.breaker import BreakerMonitor
-from tesla_smart_charger.control.events import CarLinkBack, Event, EventQueue
+from tesla_smart_charger.control.events import CarLinkBack, Event
 from tesla_smart_charger.control.interfaces import Vehicle
+from tesla_smart_charger.control.supervisor import ESCALATION_LEVELS
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.httpapi.dashboard import dashboard_routes
 from tesla_smart_charger.httpapi.metrics import metrics_routes
@@ -57,10 +58,11 @@ from tesla_smart_charger.httpapi.server import (
 from tesla_smart_charger.logging_setup import register_config_secrets
 from tesla_smart_charger.retry import Health, RetryPolicy
 from tesla_smart_charger.runtime.alerts import AlertSender
+from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
 from tesla_smart_charger.runtime.driver import DriverControls
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
+from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.safety import (
-    ESCALATION_LEVELS,
     AlertWatch,
     Escalator,
     SharedRelay,
@@ -458,7 +460,7 @@ async def build_daemon(
         if monitor
         else None
     )
-    cfg = ControlConfig.from_settings(s, measured=monitor)
+    cfg = controller_config(s, measured=monitor)
     if one is not None:
         cfg = car_config(cfg, s, one, ble=bool(ble_url))
     fleet = None

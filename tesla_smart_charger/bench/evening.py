@@ -35,6 +35,7 @@ from tesla_smart_charger.car.fleet_api import (
     parse_charge_state,
     parse_vehicle_state,
 )
+from tesla_smart_charger.config.control import controller_config
 from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
 from tesla_smart_charger.control import breaker
@@ -657,7 +658,7 @@ def control_config(trace: Trace) -> core.ControlConfig:
         charger_min_amps=float(CHARGER_MIN_AMPS),
         supply_phases=3 if trace.phases == 3 else 1,
     )
-    return core.ControlConfig.from_settings(settings, measured=True)
+    return controller_config(settings, measured=True)
 
 
 class OursPolicy:

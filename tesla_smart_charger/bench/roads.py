@@ -32,7 +32,12 @@ from tesla_smart_charger.bench.evening import (
 from tesla_smart_charger.car.fleet_api import interpret_reply
 from tesla_smart_charger.control import escalation as esc
 from tesla_smart_charger.control.models import VehicleState
-from tesla_smart_charger.runtime.safety import CUT_FAILURES, ROAD_FAILURES, look_again, resumed_at
+from tesla_smart_charger.control.supervisor import (
+    CUT_FAILURES,
+    ROAD_FAILURES,
+    look_again,
+    resumed_at,
+)
 from tesla_smart_charger.simulator.car import CarModel, envelope, unavailable_reply
 
 WINDOW: Final = (3600, 7200)  # 18:00-19:00 of the winter evening (it starts at 17:00)

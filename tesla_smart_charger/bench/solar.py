@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.bench import evening as bench
+from tesla_smart_charger.config.control import controller_config
 from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
 from tesla_smart_charger.control import breaker
@@ -583,7 +584,7 @@ def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
         supply_phases=1,
         pause_when_overloaded=pause,
     )
-    return core.ControlConfig.from_settings(settings, measured=True)
+    return controller_config(settings, measured=True)
 
 
 class OursFleet:

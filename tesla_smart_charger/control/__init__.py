@@ -4,6 +4,8 @@
 - `decide`: `decide()`, `next_deadline()`, `call_started()`; events both policies share.
 - `push`: push mode (/overload calls). `measured`: the closed loop on the meter.
 - `allocation`: sharing one supply between several cars (issue 14).
+- `escalation`: what to do when a cut does not land; `supervisor`: its part in the
+  controller's loop (which effects the shell carries out, what it writes into the state).
 """
 
 from tesla_smart_charger.control.decide import call_started, decide, next_deadline

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import replace
-from typing import Any
+from typing import NamedTuple
 
 from tesla_smart_charger.control.breaker import (
     CONSERVATIVE,
@@ -19,6 +20,7 @@ from tesla_smart_charger.control.events import (
 )
 from tesla_smart_charger.control.models import MeterReading, VehicleState
 from tesla_smart_charger.control.state import (
+    _STATE_FIELDS,
     BUDGET_REASON,
     EPS,
     FAILSAFE_LOOK_SECS,
@@ -38,14 +40,59 @@ from tesla_smart_charger.control.state import (
     Tick,
     VehicleUpdate,
     _charging,
-    _evolve,
     _observe_vehicle,
     _set,
     _settling,
+    _state_values,
     _vehicle_reason,
     budget_left,
     spent,
 )
+
+
+class _Draft(NamedTuple):
+    """The fields one closed-loop step may change, carried through it and written into the
+    state in one copy at the end (`_apply`): the step runs once a second, and copying the
+    ~50-field state at each change was most of its cost. Immutable and typed like the state;
+    a named tuple because its `_replace` costs a fifth of `dataclasses.replace`."""
+
+    reading: MeterReading | None
+    last_valid_at: float | None
+    giving_turn: bool
+    supply_heat: tuple[float, ...]
+    heat_at: float | None
+    target: int | None
+    reason: str
+    unresolvable_since: float | None
+    raise_since: float | None
+    raise_floor: int | None
+    paused: bool
+    room_since: float | None
+    solar_since: float | None
+    solar_short_since: float | None
+    solar_stopped: bool
+    sent_at: tuple[float, ...]
+    refresh_pending: bool
+    last_unexplained_at: float | None
+    first_look_done: bool
+
+
+_DRAFT_AT = tuple(_STATE_FIELDS.index(name) for name in _Draft._fields)
+_draft_values = operator.attrgetter(*_Draft._fields)
+
+
+def _draft(state: ControllerState) -> _Draft:
+    """The step's fields as they are in `state`."""
+    return _Draft._make(_draft_values(state))
+
+
+def _apply(state: ControllerState, draft: _Draft) -> ControllerState:
+    """`state` with every field of `draft` written into it (one copy)."""
+    values = list(_state_values(state))
+    for at, value in zip(_DRAFT_AT, draft, strict=True):
+        values[at] = value
+    return ControllerState(*values)
+
 
 # --- measured mode: closed loop on the meter ----------------------------------------------
 
@@ -201,14 +248,14 @@ def _on_reading(
     dt = real.at - state.heat_at if state.heat_at is not None else 0.0
     heat = advance_heat(state.supply_heat, real.phase_amps, dt, cfg.home_max_amps)
     if not state.failsafe:
-        # The hot path (every reading): these fields ride along into _control's one replace.
-        pending = {
-            "reading": reading,
-            "last_valid_at": now,
-            "giving_turn": turn,
-            "supply_heat": heat,
-            "heat_at": real.at,
-        }
+        # The hot path (every reading): these fields ride along into _control's one copy.
+        pending = _draft(state)._replace(
+            reading=reading,
+            last_valid_at=now,
+            giving_turn=turn,
+            supply_heat=heat,
+            heat_at=real.at,
+        )
         return _control(state, reading, now, cfg, pending)
     s = replace(
         state,
@@ -233,15 +280,14 @@ def _control(
     reading: MeterReading,
     now: float,
     cfg: ControlConfig,
-    pending: dict[str, object] | None = None,
+    pending: _Draft | None = None,
 ) -> Decision:
     """One closed-loop step on a valid reading.
 
-    `pending` holds field updates the caller has not applied yet (the reading itself). This
-    runs once a second, so every field it changes goes into one `replace` at the end: copying
-    the ~30-field state was most of the controller's cost per reading.
+    `pending` holds field updates the caller has not applied yet (the reading itself); every
+    field the step changes goes into the state in one copy at the end (`_Draft`).
     """
-    ch: dict[str, Any] = dict(pending) if pending else {}
+    ch = pending if pending is not None else _draft(state)
     house = house_estimate(state, reading, now, cfg)
     state = _confirm_on_meter(state, reading, house, now, cfg)
     car_phases = _car_phases(state, cfg, reading)
@@ -250,7 +296,7 @@ def _control(
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
 
     if state.paused:
-        return _maybe_resume(replace(state, **ch, target=None), raw, house, now, cfg)
+        return _maybe_resume(_apply(state, ch._replace(target=None)), raw, house, now, cfg)
     sun = _sun(house, car_phases, cfg) if state.charge_mode != "fast" else None
     if not _charging(state):
         if sun is not None:
@@ -284,7 +330,7 @@ def _control(
             return look
     else:
         breaker_target = target
-        target, stop = _follow_sun(
+        target, ch, stop = _follow_sun(
             state, sun=sun, target=target, setpoint=setpoint, now=now, cfg=cfg, ch=ch
         )
         if stop is not None:
@@ -295,12 +341,10 @@ def _control(
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
         sun_bound = sun_bound and target <= setpoint - excess
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
-    ch["target"] = target
-
     if raw < cfg.charger_min_amps:
-        pause = _unresolvable(
+        ch, pause = _unresolvable(
             state,
-            ch,
+            ch._replace(target=target),
             setpoint=setpoint,
             house=house,
             car_phases=car_phases,
@@ -310,31 +354,31 @@ def _control(
         if pause is not None:
             return pause
     else:
-        ch["unresolvable_since"] = None
+        ch = ch._replace(target=target, unresolvable_since=None)
 
     if target < setpoint:
         if now < state.blocked_until:
-            ch["reason"] = (
+            reason = (
                 f"need {target} A but {state.blocked_reason or 'car calls wait'}: "
                 "sending it when the wait ends"
             )
-            return Decision(_evolve(state, ch))
+            return Decision(_apply(state, ch._replace(reason=reason)))
         why = (
-            ch["reason"]
+            ch.reason
             if raw < cfg.charger_min_amps
             else _sun_lowering(state.charge_mode, house, car_phases, setpoint, target)
             if sun_bound
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
         return _set(
-            replace(state, **ch, house_at_command=house), target, why, now, chosen=sun_bound
+            replace(_apply(state, ch), house_at_command=house), target, why, now, chosen=sun_bound
         )
 
     if target >= setpoint + 1 and not settling:
         since = state.raise_since if state.raise_since is not None else now
         floor = min(state.raise_floor, target) if state.raise_floor is not None else target
         hold = cfg.sleep_secs
-        ch.update(
+        ch = ch._replace(
             raise_since=since,
             raise_floor=floor,
             reason=f"room for {floor} A; raising after {hold:.0f} s of room"
@@ -346,29 +390,29 @@ def _control(
             and now >= state.blocked_until
             and budget_left(state, now, cfg)
         ):
-            s = replace(state, **ch, house_at_command=house)
+            s = replace(_apply(state, ch), house_at_command=house)
             return _set(s, floor, f"room for {hold:.0f} s: raising {setpoint} -> {floor} A", now)
-        return Decision(_evolve(state, ch))
+        return Decision(_apply(state, ch))
 
     if raw >= cfg.charger_min_amps:
-        ch.update(
+        ch = ch._replace(
             raise_since=None,
             raise_floor=None,
             reason=_holding(state, setpoint, worst, sun=sun, settling=settling, cfg=cfg),
         )
-    return Decision(_evolve(state, ch))
+    return Decision(_apply(state, ch))
 
 
 def _unresolvable(
     state: ControllerState,
-    ch: dict[str, Any],
+    ch: _Draft,
     *,
     setpoint: int,
     house: tuple[float, ...],
     car_phases: tuple[int, ...],
     now: float,
     cfg: ControlConfig,
-) -> Decision | None:
+) -> tuple[_Draft, Decision | None]:
     """The car at its minimum cannot bring the supply under the limit: pause it, or hold it.
 
     The countdown runs from the first reading that showed it; the car is paused after
@@ -378,56 +422,52 @@ def _unresolvable(
     figure that moves with every reading, so the countdown is one log line, not one per reading.
     """
     since = state.unresolvable_since if state.unresolvable_since is not None else now
-    ch["unresolvable_since"] = since
-    turn = bool(ch.get("giving_turn", state.giving_turn))
+    turn = ch.giving_turn
     minimum = cfg.charger_min_amps
-    if turn:
-        ch["reason"] = (
-            f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({minimum} A)"
-        )
-    else:
-        ch["reason"] = (
-            f"house over the limit even with the car at its minimum: the overload cannot be"
-            f" resolved by the car; holding chargerMinAmps ({minimum} A)"
-        )
     if not cfg.pause_when_overloaded:
-        if not turn:
-            ch["reason"] += " and never pausing (pauseWhenOverloaded is false)"
-        return None
+        reason = (
+            f"taking turns: a car of the same priority has had less; holding chargerMinAmps ({minimum} A)"
+            if turn
+            else f"house over the limit even with the car at its minimum: the overload cannot be"
+            f" resolved by the car; holding chargerMinAmps ({minimum} A)"
+            " and never pausing (pauseWhenOverloaded is false)"
+        )
+        return ch._replace(unresolvable_since=since, reason=reason), None
     wait, heats = _pause_wait(house, car_phases, cfg)
-    warm = _warm(ch.get("supply_heat", state.supply_heat), car_phases)
+    warm = _warm(ch.supply_heat, car_phases)
     if warm and not heats:
         heats = (
             f"main breaker at {warm:.0f} % of what would trip it with the car at"
             f" {cfg.charger_min_amps} A"
         )
     if turn:
-        ch["reason"] = (
-            f"taking turns with a car of the same priority that has had less: pausing charging after {wait:.0f} s"
-        )
+        reason = f"taking turns with a car of the same priority that has had less: pausing charging after {wait:.0f} s"
     elif heats:
-        ch["reason"] = (
+        reason = (
             f"house over the limit even with the car at its minimum ({minimum} A) would heat"
             " the main breaker: pausing charging before it does"
         )
     else:
-        ch["reason"] = (
+        reason = (
             f"house over the limit even with the car at its minimum ({minimum} A):"
             f" pausing charging after {wait:.0f} s"
         )
+    ch = ch._replace(unresolvable_since=since, reason=reason)
     # Warm: at once, but not on a transient shorter than a command takes to land (another
     # car's pause landing shows its room a few seconds late).
     due = now - since >= min(wait, cfg.settle_secs if warm and not turn else math.inf) - EPS
     if setpoint > cfg.charger_min_amps or not due or now < state.blocked_until:
-        return None
+        return ch, None
     if turn:
         reason = "taking turns: pausing charging so a car of the same priority that has had less can charge"
     elif heats:
         reason = f"{heats}: pausing charging after {now - since:.0f} s"
     else:
         reason = f"house overloaded for {now - since:.0f} s even with the car at the minimum: pausing charging"
-    ch.update(paused=True, room_since=None, raise_since=None, raise_floor=None, reason=reason)
-    return Decision(_evolve(state, ch), (StopCharging(reason),))
+    ch = ch._replace(
+        paused=True, room_since=None, raise_since=None, raise_floor=None, reason=reason
+    )
+    return ch, Decision(_apply(state, ch), (StopCharging(reason),))
 
 
 def overload_unresolved(state: ControllerState) -> bool:
@@ -545,35 +585,35 @@ def _follow_sun(
     setpoint: int,
     now: float,
     cfg: ControlConfig,
-    ch: dict[str, Any],
-) -> tuple[int, Decision | None]:
+    ch: _Draft,
+) -> tuple[int, _Draft, Decision | None]:
     """Solar modes while charging: the breaker's target capped by the sun, or a stop."""
     raise_to, lower_below = sun
     cap = raise_to if raise_to >= setpoint + 1 else min(setpoint, lower_below)
     target = max(cfg.charger_min_amps, min(target, cap))
-    return target, _solar_stop(state, lower_below, now, cfg, ch)
+    ch, stop = _solar_stop(state, lower_below, now, cfg, ch)
+    return target, ch, stop
 
 
 def _solar_stop(
-    state: ControllerState, lower_below: int, now: float, cfg: ControlConfig, ch: dict[str, Any]
-) -> Decision | None:
+    state: ControllerState, lower_below: int, now: float, cfg: ControlConfig, ch: _Draft
+) -> tuple[_Draft, Decision | None]:
     """Solar mode: stop once the car at its minimum has imported beyond the tolerance long enough."""
     if state.charge_mode != "solar" or lower_below >= cfg.charger_min_amps:
-        ch["solar_short_since"] = None
-        return None
+        return ch._replace(solar_short_since=None), None
     since = state.solar_short_since if state.solar_short_since is not None else now
-    ch["solar_short_since"] = since
+    ch = ch._replace(solar_short_since=since)
     if now - since < cfg.solar_stop_secs - EPS or now < state.blocked_until:
-        ch["reason"] = (
+        reason = (
             f"solar: not enough sun for {cfg.charger_min_amps} A for {now - since:.0f} s; "
             f"stopping after {cfg.solar_stop_secs:.0f} s"
         )
-        return None
+        return ch._replace(reason=reason), None
     online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
     if not online or not budget_left(state, now, cfg):
-        return None
+        return ch, None
     reason = f"solar: not enough sun for {now - since:.0f} s: stopping the charge"
-    ch.update(
+    ch = ch._replace(
         solar_stopped=True,
         solar_short_since=None,
         solar_since=None,
@@ -581,7 +621,7 @@ def _solar_stop(
         reason=reason,
         sent_at=spent(state, now),
     )
-    return Decision(_evolve(state, ch), (StopCharging(reason),))
+    return ch, Decision(_apply(state, ch), (StopCharging(reason),))
 
 
 def _solar_start(
@@ -592,7 +632,7 @@ def _solar_start(
     sun: tuple[int, int],
     now: float,
     cfg: ControlConfig,
-    pending: dict[str, Any],
+    pending: _Draft,
 ) -> Decision | None:
     """Solar modes: start a plugged-in, awake car once the sun has covered its minimum long enough.
 
@@ -617,16 +657,11 @@ def _solar_start(
     if state.charge_mode == "minsolar":
         amps = max(cfg.charger_min_amps, min(ceiling, raw))
     elif amps < cfg.charger_min_amps:
+        reason = (
+            f"solar: waiting for a surplus of {cfg.charger_min_amps} A (now {max(sun[0], 0)} A)"
+        )
         return Decision(
-            _evolve(
-                state,
-                {
-                    **pending,
-                    "solar_since": None,
-                    "target": None,
-                    "reason": f"solar: waiting for a surplus of {cfg.charger_min_amps} A (now {max(sun[0], 0)} A)",
-                },
-            )
+            _apply(state, pending._replace(solar_since=None, target=None, reason=reason))
         )
     since = state.solar_since if state.solar_since is not None else now
     wait = 0.0 if state.charge_mode == "minsolar" else cfg.solar_start_secs
@@ -635,21 +670,20 @@ def _solar_start(
         if not budget_left(state, now, cfg):
             reason = BUDGET_REASON
         return Decision(
-            _evolve(state, {**pending, "solar_since": since, "target": amps, "reason": reason})
+            _apply(state, pending._replace(solar_since=since, target=amps, reason=reason))
         )
     reason = (
         f"{state.charge_mode}: surplus for {amps} A for {now - since:.0f} s: starting the charge"
     )
-    s = _evolve(
+    s = _apply(
         state,
-        {
-            **pending,
-            "solar_since": None,
-            "solar_short_since": None,
-            "solar_stopped": False,
-            "raise_since": None,
-            "raise_floor": None,
-        },
+        pending._replace(
+            solar_since=None,
+            solar_short_since=None,
+            solar_stopped=False,
+            raise_since=None,
+            raise_floor=None,
+        ),
     )
     actions: tuple[Action, ...] = ()
     if s.setpoint != amps:
@@ -723,7 +757,7 @@ def _car_stopped_drawing(
     car_phases: tuple[int, ...],
     settling: bool,
     now: float,
-    pending: dict[str, Any],
+    pending: _Draft,
 ) -> Decision | None:
     """A house load below zero means the car draws much less than we think: look at it.
 
@@ -748,8 +782,8 @@ def _car_stopped_drawing(
     ):
         return None
     reason = "the meter says the car draws much less than it was set to: checking the car"
-    s = replace(
-        state, **{**pending, "refresh_pending": True, "last_unexplained_at": now, "reason": reason}
+    s = _apply(
+        state, pending._replace(refresh_pending=True, last_unexplained_at=now, reason=reason)
     )
     return Decision(s, (RefreshVehicle("car seems to have stopped drawing"),))
 
@@ -761,39 +795,40 @@ def _not_charging(
     now: float,
     cfg: ControlConfig,
     *,
-    pending: dict[str, Any],
+    pending: _Draft,
 ) -> Decision:
     """The car is not known to be charging: only an unexplained overload makes us look."""
     worst = reading.worst_phase_amps
-    ch: dict[str, Any] = {**pending, "raise_since": None, "raise_floor": None, "target": None}
-    ch["reason"] = (
+    reason = (
         _vehicle_reason(state.vehicle)
         if state.vehicle is not None
         else "car state unknown: nothing sent"
     )
+    ch = pending._replace(raise_since=None, raise_floor=None, target=None, reason=reason)
     if state.refresh_pending or now < state.blocked_until:
-        return Decision(_evolve(state, ch))
+        return Decision(_apply(state, ch))
     if state.vehicle is None and not state.first_look_done:
         # One look at start-up (at most two data calls): /status shows the car, and a car that
         # is already charging is under control before the house gives any reason to ask.
-        ch.update(refresh_pending=True, first_look_done=True, reason="first look at the car")
-        return Decision(_evolve(state, ch), (RefreshVehicle("first look at the car"),))
+        first = "first look at the car"
+        ch = ch._replace(refresh_pending=True, first_look_done=True, reason=first)
+        return Decision(_apply(state, ch), (RefreshVehicle(first),))
     if worst <= cfg.limit:
-        return Decision(_evolve(state, ch))
+        return Decision(_apply(state, ch))
     if (
         state.last_unexplained_at is not None
         and now - state.last_unexplained_at < UNEXPLAINED_MIN_INTERVAL
     ):
-        return Decision(_evolve(state, ch))
+        return Decision(_apply(state, ch))
     jumped = state.supply_at_look is None or worst - state.supply_at_look >= JUMP_AMPS
     if state.vehicle is not None and not jumped:
-        return Decision(_evolve(state, ch))
-    ch.update(
+        return Decision(_apply(state, ch))
+    ch = ch._replace(
         refresh_pending=True,
         last_unexplained_at=now,
         reason=f"unexplained overload ({worst:.1f} A): checking whether the car started charging",
     )
-    return Decision(_evolve(state, ch), (RefreshVehicle("unexplained overload"),))
+    return Decision(_apply(state, ch), (RefreshVehicle("unexplained overload"),))
 
 
 def _maybe_resume(

@@ -24,7 +24,7 @@ from tesla_smart_charger.car.fleet_api import CATEGORIES
 from tesla_smart_charger.config.settings import CHARGE_MODES
 from tesla_smart_charger.control import ControllerState
 from tesla_smart_charger.control.models import MeterReading, VehicleState
-from tesla_smart_charger.runtime.safety import ESCALATION_LEVELS
+from tesla_smart_charger.control.supervisor import ESCALATION_LEVELS
 from tesla_smart_charger.runtime.service import CommandRecord
 
 if TYPE_CHECKING:

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from tesla_smart_charger.car.fleet_api import ApiCallCounter
     from tesla_smart_charger.car.tokens import TokenManager
     from tesla_smart_charger.config.settings import LoadedConfig
-    from tesla_smart_charger.control.breaker import BreakerMonitor
     from tesla_smart_charger.retry import Health
     from tesla_smart_charger.runtime.alerts import AlertSender
+    from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.safety import Escalator
     from tesla_smart_charger.runtime.service import ChargeService, MeterPoller

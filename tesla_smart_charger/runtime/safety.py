@@ -1,17 +1,18 @@
 """The escalation's imperative shell, and the wiring of the BLE road, the relay and alerts.
 
-`escalation.step` decides (pure, virtual-time tested); `Escalator` feeds it from the charge
-controller's coroutine and carries out its actions, so escalation commands never race the
-controller's own. The service calls three hooks:
+The escalation decides in the pure core: `escalation.step` is its state machine and
+`supervisor.react` everything around it in the controller's loop. `Escalator` runs in the
+charge controller's coroutine (so escalation commands never race the controller's own),
+carries out each effect `react` asks for and reports the outcome back as a typed event; it
+decides nothing. The service calls three hooks:
 
 - `hold(action, state)` before a car command: while an escalation step is in force a raise is
   held off (answered locally as a refusal, so the controller keeps its setpoint); cuts still go;
-- `command_outcome(action, outcome, state)` after it: a lowering `set_charging_amps` becomes
-  `CutAccepted` / `CutErrored` on the road that answered;
-- `after_event(event, state, now)` after the controller handled an event: the controller's
-  target and the reading (or the tick) go to `step()`, the actions are executed, and what they
-  did to the car is folded back into the controller's state (the amps we set), so the
-  controller stays the one owner of the setpoint.
+- `command_outcome(action, outcome, state)` after it: the core notes the road's health and a
+  lowering `set_charging_amps` as a cut accepted or failed on the road that answered;
+- `after_event(event, state, now)` after the controller handled an event: the core steps the
+  escalation, the effects are carried out, and the controller's state comes back as the core
+  left it (the amps the escalation set are its setpoint: the controller stays the one owner).
 
 `AlertWatch` turns conditions that are not escalation steps (fail-safe, login required, a road
 down for more than 5 minutes) into one alert per episode.
@@ -23,9 +24,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,9 +37,8 @@ from tesla_smart_charger.car.failover import ROAD_DOWN_ALERT_SECS, ROAD_LABELS, 
 from tesla_smart_charger.car.fleet_api import TeslaClient
 from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.control import escalation as esc
-from tesla_smart_charger.control.events import MeterFailed, Reading
+from tesla_smart_charger.control import supervisor as sup
 from tesla_smart_charger.control.interfaces import Relay, Vehicle
-from tesla_smart_charger.control.models import VehicleState
 from tesla_smart_charger.errors import (
     ChargerError,
     CommandRefused,
@@ -54,13 +54,12 @@ _LOG = logging.getLogger(__name__)
 
 # How often the alert watch looks at fail-safe, login and road health.
 WATCH_SECS: Final = 1.0
-# Outcomes that say the road to the car failed (not the car's own refusal or its sleep).
-ROAD_FAILURES: Final = frozenset({"transient", "error", "rate_limited", "auth", "token"})
-# A cut answered with one of these did not land. "asleep" too: Tesla's cloud answers "vehicle
-# unavailable" to commands while the car is visibly charging (vehicle-command issue 452), and
-# the meter, not that answer, says whether the car still draws.
-CUT_FAILURES: Final = ROAD_FAILURES | {"asleep"}
-ESCALATION_LEVELS: Final = ("none", "charge_stop", "relay_off")
+# What each escalation command is, in the command log, when the car took it.
+_WHY: Final = {
+    "charge_stop": "the car ignored the cut: escalation",
+    "set_charging_amps": "before the charger is powered again",
+    "charge_start": "escalation resolved",
+}
 
 Record = Callable[[str, int | None, str, str], None]
 
@@ -194,7 +193,8 @@ class CarRelay:
 
 @dataclass
 class Escalator:
-    """Runs `escalation.step` inside the controller coroutine and executes its actions."""
+    """Carries out the effects `control.supervisor.react` decides, inside the controller's
+    coroutine, and reports what came of each; it decides nothing itself."""
 
     cfg: esc.EscalationConfig
     vehicle: Vehicle
@@ -205,121 +205,62 @@ class Escalator:
     record: Record | None = None
     clock: Callable[[], float] = time.monotonic
     label: str | None = None  # the car's name or VIN with several cars: alerts and logs name it
-    state: esc.EscalationState = field(default_factory=esc.EscalationState)
-    steps: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ESCALATION_LEVELS, 0))
-    _inputs: list[esc.Input] = field(default_factory=list)
-    _house: tuple[float, ...] = ()
-    _relay_held: str | None = None  # why the last "relay on" was held (another car's episode)
+    guard: sup.Supervision = field(default_factory=sup.Supervision)
+
+    @property
+    def state(self) -> esc.EscalationState:
+        """The escalation's own state (level, episode, road health)."""
+        return self.guard.escalation
+
+    @state.setter
+    def state(self, value: esc.EscalationState) -> None:
+        self.guard = replace(self.guard, escalation=value)
 
     @property
     def level(self) -> esc.Level:
         """`none`, `charge_stop` or `relay_off`: /status `controller.escalation`."""
-        return self.state.level
+        return self.guard.escalation.level
+
+    @property
+    def steps(self) -> dict[str, int]:
+        """How often each level was reached (/metrics)."""
+        return self.guard.steps
 
     def next_deadline(self) -> float | None:
         """When a tick may change the escalation without a new reading."""
-        return esc.next_deadline(self.state, self.cfg)
+        return esc.next_deadline(self.guard.escalation, self.cfg)
 
     # --- hooks called by the charge service ---------------------------------------------------
     def hold(self, action: core.Action, state: core.ControllerState) -> core.ControllerEvent | None:
         """While escalated, a raise is not sent: the answer the controller gets instead."""
-        if not self.state.active or not isinstance(action, core.SetAmps):
-            return None
-        before = state.command_from
-        if before is not None and action.amps < before:
-            return None  # lowering is never held
-        return core.VehicleUnavailable(
-            "refused",
-            f"raise to {action.amps} A held: escalation {self.state.level} in force",
-            command=True,
-        )
+        return sup.held(self.guard, action, state)
 
     def command_outcome(
         self, action: core.Action, outcome: core.ControllerEvent, state: core.ControllerState
     ) -> None:
-        """A controller command ended: note a cut (accepted or failed) and the road's health."""
-        road = self._road()
-        if (
-            isinstance(outcome, core.CommandDone)
-            or (
-                isinstance(outcome, core.VehicleUpdate)
-                and outcome.snapshot.state is VehicleState.ONLINE
-            )
-            or (isinstance(outcome, core.VehicleUnavailable) and outcome.kind == "refused")
-        ):
-            # The car answered (a refusal too). A look that finds the car "asleep" proves no
-            # road: the cloud says that of a charging car when it cannot reach it
-            # (vehicle-command issue 452).
-            self._inputs.append(esc.RoadStatus(up=True))
-        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in ROAD_FAILURES:
-            # Tried again when the road's policy allows (its retry_after), not sooner.
-            retry_at = self.clock() + outcome.retry_after
-            self._inputs.append(esc.RoadStatus(up=False, retry_at=retry_at))
-        if not isinstance(action, core.SetAmps):
-            return
-        before = self._before(state)
-        if before is None or action.amps >= before:
-            return
-        if isinstance(outcome, core.CommandDone):
-            self._inputs.append(esc.CutAccepted(road, before, float(action.amps)))
-        elif isinstance(outcome, core.VehicleUnavailable) and outcome.kind in CUT_FAILURES:
-            self._inputs.append(esc.CutErrored(road, float(action.amps), outcome.detail))
+        """A controller command ended: the core notes a cut (accepted or failed) and the road."""
+        answered = sup.CommandAnswered(action, outcome, self._road())
+        self.guard = sup.react(self.guard, state, answered, self.clock(), self.cfg).supervision
 
     async def after_event(
         self, event: core.ControllerEvent, state: core.ControllerState, now: float
     ) -> core.ControllerState:
-        """Feed the event and the noted command outcomes to `step()`; run its actions."""
-        first: esc.Input | None = None
-        if isinstance(event, Reading) and event.reading.valid:
-            # With several cars: the real reading for the breaker, this car's share for its
-            # own charger channel, and what its cut should lower.
-            real = event.whole if event.whole is not None else event.reading
-            self._house = tuple(real.phase_amps)
-            first = esc.Measured(real.worst_phase_amps, event.reading.car_amps, event.room_worst)
-        elif isinstance(event, core.Tick | MeterFailed) or (
-            isinstance(event, Reading) and not event.reading.valid
-        ):
-            first = esc.Tick()
-        inputs = ([first] if first is not None else []) + self._inputs
-        self._inputs = []
-        target = state.target if state.target is not None else state.setpoint
-        if target != self.state.target:
-            # First: a retry decided on this event never sends more than the controller's
-            # newest target (a cut it sent meanwhile is not undone).
-            inputs.insert(0, esc.ControllerTarget(None if target is None else float(target)))
-        for item in inputs:
-            state = await self._feed(item, state, now)
-        return state
+        """Let the core react to the controller's event; carry out each effect it asks for and
+        report its outcome, until it asks for none. Returns the controller's state as the
+        escalation leaves it."""
+        reaction = sup.react(self.guard, state, sup.Handled(event), now, self.cfg)
+        while True:
+            self.guard, state = reaction.supervision, reaction.controller
+            if reaction.effect is None:
+                return state
+            result = await self._carry_out(reaction.effect)
+            reaction = sup.react(self.guard, state, result, self.clock(), self.cfg)
 
     # --- internals ----------------------------------------------------------------------------
     def _road(self) -> str:
         if self.roads is not None and self.roads.last_road is not None:
             return self.roads.last_road
         return "cloud"
-
-    @staticmethod
-    def _before(state: core.ControllerState) -> float | None:
-        if state.command_from is not None:
-            return float(state.command_from)
-        charge = state.vehicle.charge if state.vehicle is not None else None
-        return float(charge.charger_actual_current) if charge is not None else None
-
-    async def _feed(
-        self, item: esc.Input, state: core.ControllerState, now: float
-    ) -> core.ControllerState:
-        before = self.state.level
-        self.state, actions = esc.step(self.state, item, now, self.cfg)
-        if self.state.level not in (before, "none"):
-            self.steps[self.state.level] += 1
-        # Every action of this step first (its alerts in order), then what came of them.
-        outcomes: list[esc.Input] = []
-        for action in actions:
-            outcome, state = await self._execute(action, state, now)
-            if outcome is not None:
-                outcomes.append(outcome)
-        for outcome in outcomes:
-            state = await self._feed(outcome, state, self.clock())
-        return state
 
     def _on(self, road: str) -> Vehicle:
         if self.roads is not None and road in self.roads.road_names:
@@ -330,147 +271,90 @@ class Escalator:
         if self.record is not None:
             self.record(command, amps, result, why)
 
-    async def _execute(
-        self, action: esc.Action, state: core.ControllerState, now: float
-    ) -> tuple[esc.Input | None, core.ControllerState]:
-        match action:
-            case esc.RetryCut(road=road, amps=amps):
-                return await self._retry_cut(road, amps, state)
-            case esc.ChargeStop():
-                try:
-                    await self.vehicle.charge_stop()
-                except CommandRefused as err:  # e.g. not_charging: it is stopped
-                    self._note("charge_stop", None, "refused", err.reason)
-                    return esc.StopOutcome(ok=True), state
-                except ChargerError as err:
-                    self._note("charge_stop", None, "error", str(err))
-                    return esc.StopOutcome(ok=False, error=str(err)), state
-                self._note("charge_stop", None, "ok", "the car ignored the cut: escalation")
-                return esc.StopOutcome(ok=True), state
-            case esc.SwitchRelay(on=on):
-                return await self._switch(on), state
-            case esc.SetAmps(amps=amps):
-                return await self._set_amps(amps, state)
-            case esc.Resume(restart_charging=restart):
-                if restart and self.state.road_up:
-                    try:
-                        await self.vehicle.charge_start()
-                    except ChargerError as err:
-                        self._note("charge_start", None, "error", str(err))
-                    else:
-                        self._note("charge_start", None, "ok", "escalation resolved")
-                return None, look_again(state)
-            case esc.LookAtCar():
-                return await self._look(), state
-            case esc.Alert(event=event, message=message):
-                if event == "relay_on" and self._relay_held is not None:
-                    message = f"room for the car has lasted 60 s, but {self._relay_held}"
-                if self.label is not None:
-                    message = f"{self.label}: {message}"
-                level = logging.INFO if event in ("resolved", "relay_on") else logging.WARNING
-                _LOG.log(level, "escalation: %s", message)
-                if self.alerts is not None:
-                    self.alerts.send(
-                        event, message, house_amps=self._house, limit=self.cfg.home_max_amps
-                    )
-                return None, state
-        return None, state  # pragma: no cover - every action is matched above
+    async def _carry_out(self, effect: sup.Effect) -> sup.SupervisorEvent:
+        """One effect's I/O; its outcome in the core's terms (and a line in the command log)."""
+        match effect:
+            case sup.SendCut(road=road, amps=amps):
+                return await self._retry_cut(road, amps)
+            case sup.SendStop():
+                return await self._command("charge_stop", None, self.vehicle.charge_stop())
+            case sup.SendAmps(amps=amps):
+                return await self._command(
+                    "set_charging_amps", amps, self.vehicle.set_charging_amps(amps)
+                )
+            case sup.RestartCharging():
+                return await self._command("charge_start", None, self.vehicle.charge_start())
+            case sup.SetRelay(on=on):
+                return await self._switch(on)
+            case sup.AskCar():
+                return await self._look()
+            case sup.SendAlert():
+                self._alert(effect)
+        return sup.Done()
 
-    async def _retry_cut(
-        self, road: str, amps: float, state: core.ControllerState
-    ) -> tuple[esc.Input, core.ControllerState]:
+    async def _command(
+        self, name: str, amps: int | None, call: Coroutine[Any, Any, None]
+    ) -> sup.CommandResult:
+        """An escalation command to the car; a sleeping car is never woken."""
+        try:
+            await call
+        except CommandRefused as err:  # the car answered but did not take it
+            if name == "charge_start":
+                self._note(name, amps, "error", str(err))  # nothing follows from it
+            else:
+                self._note(name, amps, "refused", err.reason)
+            return sup.CommandResult("refused", err.reason)
+        except VehicleAsleep as err:  # never woken
+            self._note(name, amps, "asleep" if name == "set_charging_amps" else "error", str(err))
+            return sup.CommandResult("asleep", str(err))
+        except ChargerError as err:
+            self._note(name, amps, "error", str(err))
+            return sup.CommandResult("error", str(err), err.retry_after)
+        self._note(name, amps, "ok", _WHY[name])
+        return sup.CommandResult("ok")
+
+    async def _retry_cut(self, road: str, amps: int) -> sup.CommandResult:
         """The failed cut once more, on `road` only."""
         other = self.roads is not None and road in self.roads.road_names
         where = ROAD_LABELS.get(road, road) if other else "the same road (the only one)"
         try:
-            await self._on(road).set_charging_amps(int(amps))
+            await self._on(road).set_charging_amps(amps)
         except ChargerError as err:
-            self._note("set_charging_amps", int(amps), "error", str(err))
-            return esc.CutErrored(road, amps, str(err)), state
-        self._note(
-            "set_charging_amps", int(amps), "ok", f"the cut did not land: retried on {where}"
-        )
-        before = self._before(state)
-        # The car is now set to this: the controller's state says so (one setpoint).
-        landed = resumed_at(state, int(amps), self.clock())
-        return esc.CutAccepted(road, before if before is not None else amps, amps), landed
+            self._note("set_charging_amps", amps, "error", str(err))
+            return sup.CommandResult("error", str(err), err.retry_after)
+        self._note("set_charging_amps", amps, "ok", f"the cut did not land: retried on {where}")
+        return sup.CommandResult("ok")
 
-    async def _set_amps(
-        self, amps: float, state: core.ControllerState
-    ) -> tuple[esc.Input, core.ControllerState]:
-        """The safe current before the charger is powered again; its outcome goes to `step()`."""
-        try:
-            await self.vehicle.set_charging_amps(int(amps))
-        except CommandRefused as err:
-            # The car answered but did not take it: `step()` decides when to ask again.
-            self._note("set_charging_amps", int(amps), "refused", err.reason)
-            return esc.AmpsOutcome(ok=False, error=err.reason, answer="refused"), state
-        except VehicleAsleep as err:  # never woken
-            self._note("set_charging_amps", int(amps), "asleep", str(err))
-            return esc.AmpsOutcome(ok=False, error=str(err), answer="asleep"), state
-        except ChargerError as err:
-            self._note("set_charging_amps", int(amps), "error", str(err))
-            retry_at = self.clock() + err.retry_after
-            return esc.AmpsOutcome(ok=False, error=str(err), retry_at=retry_at), state
-        self._note("set_charging_amps", int(amps), "ok", "before the charger is powered again")
-        return esc.AmpsOutcome(ok=True), resumed_at(state, int(amps), self.clock())
-
-    async def _look(self) -> esc.Input:
+    async def _look(self) -> sup.CarSeen:
         """The car's own word on what it draws (one data call; a car that sleeps is not woken)."""
         try:
             snap = await self.vehicle.snapshot(with_charge_state=True, known_online=True)
         except ChargerError as err:
-            return esc.CarReported(None, str(err))
-        if snap.charge is None:
-            return esc.CarReported(None, f"the car is {snap.state.value}")
-        amps = snap.charge.charger_actual_current if snap.charge.charging else 0
-        return esc.CarReported(float(amps))
+            return sup.CarSeen(None, str(err))
+        return sup.CarSeen(snap)
 
-    async def _switch(self, on: bool) -> esc.Input | None:
-        self._relay_held = None
+    async def _switch(self, on: bool) -> sup.RelayResult:
         if self.relay is None:
-            return esc.RelayOutcome(on=on, ok=False, error="no safety relay configured")
+            return sup.RelayResult("failed", "no safety relay configured")
         try:
             await self.relay.switch(on)
         except RelayHeld as err:
-            # Another car's episode keeps the circuit off: no fault, asked again later.
-            self._relay_held = str(err)
-            return None
+            return sup.RelayResult("held", str(err))
         except RelayError as err:
             if self.relay_policy is not None:
                 kind: FailureKind = "fault" if isinstance(err, RelayAuthError) else "transient"
                 self.relay_policy.failure(kind, str(err))
-            return esc.RelayOutcome(on=on, ok=False, error=str(err))
+            return sup.RelayResult("failed", str(err))
         if self.relay_policy is not None:
             self.relay_policy.success()
-        return esc.RelayOutcome(on=on, ok=True)
+        return sup.RelayResult("ok")
 
-
-def look_again(state: core.ControllerState) -> core.ControllerState:
-    """The controller's state once the car has power again or took a command (pure): a car it
-    took for asleep (Tesla's cloud says that of a car it cannot reach) or never saw is looked
-    at on the next reading, instead of being left uncontrolled while it charges."""
-    if state.vehicle is None or state.vehicle.state is not VehicleState.ONLINE:
-        return replace(state, vehicle=None, first_look_done=False)
-    return state
-
-
-def resumed_at(state: core.ControllerState, amps: int, now: float) -> core.ControllerState:
-    """The controller's state after the escalation set the car to `amps` (pure).
-
-    The escalation's own settings (a retried cut, the safe current before the relay goes on)
-    become the controller's setpoint, so it never sends an older value after them; a car that
-    took a command is awake (`look_again`).
-    """
-    return replace(
-        look_again(state),
-        command_from=state.setpoint,
-        setpoint=amps,
-        commanded_at=now,
-        target=amps,
-        raise_since=None,
-        raise_floor=None,
-    )
+    def _alert(self, alert: sup.SendAlert) -> None:
+        message = f"{self.label}: {alert.message}" if self.label is not None else alert.message
+        level = logging.INFO if alert.severity == "info" else logging.WARNING
+        _LOG.log(level, "escalation: %s", message)
+        if self.alerts is not None:
+            self.alerts.send(alert.event, message, house_amps=alert.house_amps, limit=alert.limit)
 
 
 # --- alerts that are not escalation steps ---------------------------------------------------

@@ -1,6 +1,6 @@
 """The imperative shell: one coroutine consumes the event queue and carries out decisions.
 
-It owns no policy. It asks `controller.decide()` what to do, calls the car through the `Vehicle`
+It owns no policy. It asks `control.decide` what to do, calls the car through the `Vehicle`
 protocol, turns the outcome (or our error types) back into events, and keeps what /status shows.
 """
 
@@ -63,7 +63,7 @@ _KINDS: tuple[tuple[type[ChargerError], _Kind], ...] = (
 
 
 def unavailable(err: ChargerError, *, command: bool) -> core.VehicleUnavailable:
-    """The error of a car call as the event `decide()` handles (its policy already logged it).
+    """The error of a car call as the event `control.decide` handles (its policy already logged it).
 
     The policy's `retry_after` paces the next call; a sleeping car or a refusal has none (the
     controller's own timers decide), and a login needed waits at least LOGIN_WAIT_SECS.
@@ -208,7 +208,7 @@ class ChargeService:
 
         A car call runs as its own task while the loop keeps taking events (readings, the
         fail-safe, /overload), so a hung proxy never stalls the controller. Its outcome comes
-        back as the next event; `decide()` knows a call is in flight and holds any further
+        back as the next event; `control.decide` knows a call is in flight and holds any further
         action until then (at most one car call at a time). A call task that dies with an
         unexpected error ends this loop with that error, so the daemon restarts.
         """
@@ -234,8 +234,7 @@ class ChargeService:
                     event, getter = getter.result(), None
                 else:
                     event = core.Tick()
-                self._dispatch(event)
-                await self._escalate(event)
+                await self.step(event)
         finally:
             self.alive = False
             if getter is not None:
@@ -252,13 +251,18 @@ class ChargeService:
             return deadline
         return extra if deadline is None else min(deadline, extra)
 
-    async def handle(self, event: core.ControllerEvent) -> None:
-        """Decide on one event and await every action it leads to (tests, one-shot callers)."""
+    async def step(self, event: core.ControllerEvent) -> None:
+        """The loop's one step: decide on `event`, start its car call, then feed the escalation."""
         self._dispatch(event)
+        await self._escalate(event)
+
+    async def handle(self, event: core.ControllerEvent) -> None:
+        """`step` on one event, then on each car call's outcome until none is in flight (tests
+        and one-shot callers: the same steps `run` takes, without waiting for the queue)."""
+        await self.step(event)
         while self._call is not None:
             await asyncio.wait({self._call})
-            self._dispatch(self._call_outcome())
-        await self._escalate(event)
+            await self.step(self._call_outcome())
 
     async def _escalate(self, event: core.ControllerEvent) -> None:
         """Feed the escalation (safety.py) after an event, between car calls, never during one.
@@ -284,15 +288,19 @@ class ChargeService:
         """Decide on one event; start its action unless a car call is already in flight."""
         if isinstance(event, Overload):
             self.overload_queued = False
-        decision = core.decide(self.state, event, self._clock(), self.cfg)
-        self.state = decision.state
-        self._actions.extend(decision.actions)
+        self._ask_core(event)
         self._start_next()
         self._track_cut()
         self._remember()
         self._log_reason(self.state.reason)
         for listener in self._listeners:
             listener()
+
+    def _ask_core(self, event: core.ControllerEvent) -> None:
+        """The shell's one call of `control.decide`: the new state, and its actions queued."""
+        decision = core.decide(self.state, event, self._clock(), self.cfg)
+        self.state = decision.state
+        self._actions.extend(decision.actions)
 
     def _start_next(self) -> None:
         """Start the next decided action as the one car call, unless one is in flight.
@@ -303,9 +311,7 @@ class ChargeService:
             action = self._actions.popleft()
             held = self.escalation.hold(action, self.state) if self.escalation else None
             if held is not None:
-                decision = core.decide(self.state, held, self._clock(), self.cfg)
-                self.state = decision.state
-                self._actions.extend(decision.actions)
+                self._ask_core(held)
                 continue
             self.in_flight = action
             self.state = core.call_started(self.state, action)

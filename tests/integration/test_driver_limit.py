@@ -16,9 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tesla_smart_charger import control as core
-from tesla_smart_charger.control.events import DriverLimit, Event, EventQueue, ModeChange, Overload
+from tesla_smart_charger.control.events import DriverLimit, Event, ModeChange, Overload
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.runtime.driver import DriverControls, parse_driver_limit
+from tesla_smart_charger.runtime.queue import EventQueue
 from tests.unit.test_controller import MEASURED, PUSH, Run, asleep, charging, reading
 from tests.unit.test_service import FakeCar, make
 

@@ -14,7 +14,6 @@ from prometheus_client.samples import Sample
 
 from tesla_smart_charger.app.daemon import Daemon
 from tesla_smart_charger.control import ControllerState
-from tesla_smart_charger.control.breaker import BreakerMonitor
 from tesla_smart_charger.control.models import (
     ChargeState,
     MeterReading,
@@ -22,6 +21,7 @@ from tesla_smart_charger.control.models import (
     VehicleState,
 )
 from tesla_smart_charger.httpapi.metrics import CONTROLLER_STATES, car_amps
+from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.e2e import VIN_A, VIN_B, WAIT_SECS, two_cars, world_and_daemon

@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tesla_smart_charger.config.control import controller_config
 from tesla_smart_charger.config.settings import load_config
-from tesla_smart_charger.control import ControlConfig
 from tesla_smart_charger.shelly.build import create_meter
 from tesla_smart_charger.shelly.meter import ShellyMeter, phases_of
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
@@ -26,7 +26,7 @@ async def test_pro3em_triphase_with_supply_phases_unset_reads_three_phases(
         config = write_config(energyMonitorIp=url, energyMonitorType="shelly-gen2")
         settings = load_config(config).settings
         assert settings.supply_phases == "auto"
-        assert ControlConfig.from_settings(settings, measured=True).supply_phases == 0
+        assert controller_config(settings, measured=True).supply_phases == 0
         meter = create_meter(settings, session)
         reading = await meter.read()
     assert reading.phase_amps == pytest.approx((9.592, 0.044, 1.479))

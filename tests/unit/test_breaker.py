@@ -11,11 +11,11 @@ import pytest
 from tesla_smart_charger.control import breaker
 from tesla_smart_charger.control.breaker import (
     CALIBRATIONS,
-    BreakerMonitor,
     ThermalReplica,
     pause_deadline,
 )
 from tesla_smart_charger.control.models import MeterReading
+from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
 
 HOUR = 3600
 
@@ -177,7 +177,7 @@ def test_monitor_keeps_health_failing_after_a_modelled_trip_until_the_supply_is_
 ) -> None:
     """The replica restarts cold after a trip; the house has been over its breaker for longer
     than a breaker allows all the same, and /health must not turn healthy on the reset."""
-    caplog.set_level(logging.INFO, logger="tesla_smart_charger.control.breaker")
+    caplog.set_level(logging.INFO, logger="tesla_smart_charger.runtime.breaker_monitor")
     monitor = BreakerMonitor(30.0)
     monitor.observe(_reading(0.0, 20.0))
     t = 0

@@ -18,6 +18,7 @@ from tesla_smart_charger import control as core
 from tesla_smart_charger.app.daemon import build_daemon
 from tesla_smart_charger.config.settings import load_config
 from tesla_smart_charger.control import escalation as esc
+from tesla_smart_charger.control import supervisor as sup
 from tesla_smart_charger.control.events import Event, Reading
 from tesla_smart_charger.control.models import MeterReading, VehicleSnapshot
 from tesla_smart_charger.errors import BleUnavailable
@@ -120,18 +121,20 @@ class LookedCar(Car):
 
 
 async def test_the_look_reports_what_the_car_draws() -> None:
-    state = core.initial_state(0.0)
     car = LookedCar(charging(6, actual=16))
     escalator = Escalator(FLEET, car)
-    outcome, _ = await escalator._execute(esc.LookAtCar(), state, 0.0)
-    assert outcome == esc.CarReported(16.0)
+    seen = await escalator._carry_out(sup.AskCar())
+    assert isinstance(seen, sup.CarSeen)
+    assert sup.car_reported(seen) == esc.CarReported(16.0)
     assert car.looks == [(True, True)]  # the car just took a command: no state call first
     stopped = LookedCar(charging(6, state="Stopped", actual=0))
-    outcome, _ = await Escalator(FLEET, stopped)._execute(esc.LookAtCar(), state, 0.0)
-    assert outcome == esc.CarReported(0.0)
+    seen = await Escalator(FLEET, stopped)._carry_out(sup.AskCar())
+    assert isinstance(seen, sup.CarSeen)
+    assert sup.car_reported(seen) == esc.CarReported(0.0)
     failing = LookedCar(BleUnavailable("bridge down"))
-    outcome, _ = await Escalator(FLEET, failing)._execute(esc.LookAtCar(), state, 0.0)
-    assert isinstance(outcome, esc.CarReported)
+    seen = await Escalator(FLEET, failing)._carry_out(sup.AskCar())
+    assert isinstance(seen, sup.CarSeen)
+    outcome = sup.car_reported(seen)
     assert outcome.amps is None
     assert "bridge down" in outcome.error
 
@@ -193,15 +196,29 @@ async def test_a_held_relay_is_no_fault_and_the_alert_names_the_car() -> None:
         label="Red",
     )
     await shared.for_car("Blue").switch(False)
+    result = await escalator._carry_out(sup.SetRelay(on=True))
+    assert result == sup.RelayResult(
+        "held", "the charger circuit stays off until Blue has room too"
+    )
+    # Not a relay failure (asked again after RELAY_RETRY_SECS): the relay_on alert after it
+    # says why the circuit stays off.
     state = core.initial_state(0.0)
-    outcome, _ = await escalator._execute(esc.SwitchRelay(on=True), state, 0.0)
-    assert outcome is None  # not a relay failure: asked again after RELAY_RETRY_SECS
-    await escalator._execute(esc.Alert("relay_on", "charger circuit on"), state, 0.0)
+    doing = replace(
+        escalator.guard,
+        doing=esc.SwitchRelay(on=True),
+        todo=(esc.Alert("relay_on", "charger circuit on"),),
+    )
+    reaction = sup.react(doing, state, result, 0.0, CFG)
+    assert reaction.supervision.outcomes == ()
+    alert = reaction.effect
+    assert isinstance(alert, sup.SendAlert)
+    await escalator._carry_out(alert)
     ((event, message),) = sender.sent
     assert event == "relay_on"
     assert message.startswith("Red: ")
     assert "stays off until Blue has room too" in message
-    await escalator._execute(esc.Alert("cut_failed", "the car did not take the cut"), state, 0.0)
+    cut = sup.SendAlert("cut_failed", "the car did not take the cut", "warning", (), 30.0)
+    await escalator._carry_out(cut)
     assert sender.sent[-1] == ("cut_failed", "Red: the car did not take the cut")
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from tesla_smart_charger import control as core
-from tesla_smart_charger.control.events import EventQueue, Overload, Reading
+from tesla_smart_charger.control.events import Overload, Reading
 from tesla_smart_charger.control.models import (
     ChargeState,
     MeterReading,
     VehicleSnapshot,
     VehicleState,
 )
+from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.service import ChargeService
 from tests.helpers.e2e import WAIT_SECS
 from tests.unit.test_controller import MEASURED, PUSH, charging, reading

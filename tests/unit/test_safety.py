@@ -213,10 +213,10 @@ def test_a_look_that_finds_the_car_asleep_does_not_prove_a_road() -> None:
     state = controller_state(6, 16)
     asleep = core.VehicleUpdate(VehicleSnapshot(VehicleState.ASLEEP, None, 0.0))
     escalator.command_outcome(core.RefreshVehicle("look"), asleep, state)
-    assert escalator._inputs == []
+    assert not escalator.guard.noted
     online = core.VehicleUpdate(VehicleSnapshot(VehicleState.ONLINE, None, 0.0))
     escalator.command_outcome(core.RefreshVehicle("look"), online, state)
-    assert escalator._inputs == [esc.RoadStatus(up=True)]
+    assert escalator.guard.noted == (esc.RoadStatus(up=True),)
 
 
 def test_alert_watch_sends_one_alert_per_change() -> None:

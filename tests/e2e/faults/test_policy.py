@@ -10,7 +10,6 @@ import pytest
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.control.events import (
-    EventQueue,
     MeterFailed,
     Overload,
     Reading,
@@ -24,6 +23,7 @@ from tesla_smart_charger.control.models import (
 )
 from tesla_smart_charger.logging_setup import clear_secrets, register_secret, scrub
 from tesla_smart_charger.retry import RetryPolicy, classify_status, describe_transport_error
+from tesla_smart_charger.runtime.queue import EventQueue
 from tests.helpers.e2e import WAIT_SECS
 
 
