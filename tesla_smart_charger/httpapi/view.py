@@ -10,7 +10,7 @@ limit) go through `server.ApiContext` instead, which is narrower still.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import asyncio
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.safety import Escalator
     from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
+    from tesla_smart_charger.runtime.status import DaemonStatus, VehicleEntry
 
 
 class DaemonView(Protocol):
@@ -80,8 +81,11 @@ class DaemonView(Protocol):
     def worst_escalation(self) -> str:
         """The furthest step any car's escalation is at (`none` when none is in force)."""
 
-    def vehicles(self) -> list[dict[str, Any]]:
-        """Each car as in /status `vehicles` (vin, name, mode, state, setpoint_amps, ...)."""
+    def status(self) -> DaemonStatus:
+        """What the daemon knows, as /status shows it: read this, not the parts, where it has it."""
+
+    def vehicles(self) -> list[VehicleEntry]:
+        """Each car as in /status `vehicles`."""
 
     def dependencies(self) -> Mapping[str, Health]:
         """Per dependency: ok / degraded / down, as on /status."""
