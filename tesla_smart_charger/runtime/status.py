@@ -78,10 +78,12 @@ class ControllerView(_Model):
 class Command(_Model):
     """One command sent to the car."""
 
-    at: str
-    command: str
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    command: str = Field(description="set_charging_amps, charge_start or charge_stop")
     amps: int | None
-    result: str
+    result: str = Field(
+        description="ok, or why it failed (asleep, rate_limited, auth, refused, transient, error)"
+    )
     reason: str
 
 
