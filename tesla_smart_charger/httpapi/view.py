@@ -15,17 +15,13 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-    from tesla_smart_charger.car.failover import FailoverVehicle
-    from tesla_smart_charger.car.fleet_api import ApiCallCounter
     from tesla_smart_charger.car.tokens import TokenManager
     from tesla_smart_charger.config.settings import LoadedConfig
     from tesla_smart_charger.control.breaker import BreakerMonitor
-    from tesla_smart_charger.retry import Health
-    from tesla_smart_charger.runtime.alerts import AlertSender
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.safety import Escalator
-    from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
-    from tesla_smart_charger.runtime.status import DaemonStatus, VehicleEntry
+    from tesla_smart_charger.runtime.service import ChargeService
+    from tesla_smart_charger.runtime.status import DaemonStatus
 
 
 class DaemonView(Protocol):
@@ -40,16 +36,8 @@ class DaemonView(Protocol):
         """Controller state, config, recent commands, status; `add_listener` for live data."""
 
     @property
-    def counter(self) -> ApiCallCounter:
-        """Fleet API calls and their cost."""
-
-    @property
     def tokens(self) -> TokenManager:
         """Login state and token expiry."""
-
-    @property
-    def poller(self) -> MeterPoller | None:
-        """The meter poller (None when the meter pushes /overload)."""
 
     @property
     def tasks(self) -> Mapping[str, asyncio.Task[None]]:
@@ -58,18 +46,6 @@ class DaemonView(Protocol):
     @property
     def breaker(self) -> BreakerMonitor | None:
         """The main breaker's heat (None without a meter)."""
-
-    @property
-    def roads(self) -> FailoverVehicle | None:
-        """The command roads (cloud, BLE) when more than one is configured."""
-
-    @property
-    def escalator(self) -> Escalator | None:
-        """The escalation ladder when configured."""
-
-    @property
-    def alerts(self) -> AlertSender | None:
-        """The alert sender when configured."""
 
     @property
     def fleet(self) -> Fleet | None:
@@ -83,9 +59,3 @@ class DaemonView(Protocol):
 
     def status(self) -> DaemonStatus:
         """What the daemon knows, as /status shows it: read this, not the parts, where it has it."""
-
-    def vehicles(self) -> list[VehicleEntry]:
-        """Each car as in /status `vehicles`."""
-
-    def dependencies(self) -> Mapping[str, Health]:
-        """Per dependency: ok / degraded / down, as on /status."""
