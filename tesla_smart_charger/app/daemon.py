@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -70,7 +70,23 @@ from tesla_smart_charger.runtime.safety import (
     build_roads,
     escalation_config,
 )
-from tesla_smart_charger.runtime.service import ChargeService, MeterPoller, car_status
+from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
+from tesla_smart_charger.runtime.status import (
+    DaemonInfo,
+    DaemonStatus,
+    VehicleEntry,
+    alerts_view,
+    api_calls_view,
+    auth_view,
+    breaker_view,
+    command_view,
+    controller_view,
+    dependencies_view,
+    meter_view,
+    road_view,
+    vehicle_entry,
+    vehicle_view,
+)
 from tesla_smart_charger.shelly.build import create_meter
 
 if TYPE_CHECKING:
@@ -137,7 +153,7 @@ class Daemon:
             ]
         if self.escalator is None:
             return []
-        return [(self.vehicles()[0]["vin"] or "the car", self.escalator)]
+        return [(self.vehicles()[0].vin or "the car", self.escalator)]
 
     def worst_escalation(self) -> str:
         """The furthest step any car's escalation is at (`none` when none is in force)."""
@@ -145,43 +161,47 @@ class Daemon:
         return max(levels, key=ESCALATION_LEVELS.index, default="none")
 
     # --- what the endpoints show -------------------------------------------------------------
-    def vehicles(self) -> list[dict[str, Any]]:
+    def vehicles(self) -> list[VehicleEntry]:
         """Each car's entry of /status `vehicles` (also per-car /metrics and the dashboard)."""
         if self.fleet is not None:
-            return [car_status(c.service, c.vin, c.name) for c in self.fleet.cars]
+            return [vehicle_entry(c.service, c.vin, c.name) for c in self.fleet.cars]
         settings = self.loaded.settings
         first = settings.vehicles[0] if settings.vehicles else None
         vin = self.vehicle.vin if self.vehicle is not None else None
         return [
-            car_status(
+            vehicle_entry(
                 self.service, vin or settings.tesla_vehicle_id, first.name if first else None
             )
         ]
 
-    def status(self) -> dict[str, Any]:
-        """The /status document."""
-        out = self.service.status()
-        out["controller"]["escalation"] = self.worst_escalation()  # every car's, worst first
-        out["vehicles"] = self.vehicles()
-        out["api_calls"] = self.counter.as_dict()
-        out["auth"] = self.tokens.status()
-        out["meter"] = (
-            self.poller.status(self.loaded.settings.energy_monitor_type) if self.poller else None
+    def status(self) -> DaemonStatus:
+        """What the daemon knows: /status, /metrics, MQTT and the dashboard all read this."""
+        s = self.loaded.settings
+        last = self.service.last_command
+        return DaemonStatus(
+            vehicle=vehicle_view(self.service),
+            controller=controller_view(self.service, self.worst_escalation()),
+            last_command=command_view(last) if last is not None else None,
+            vehicles=self.vehicles(),
+            api_calls=api_calls_view(self.counter),
+            auth=auth_view(self.tokens.status(), self.auth_state()),
+            meter=(
+                meter_view(self.poller, s.energy_monitor_type, s.supply_phases)
+                if self.poller is not None
+                else None
+            ),
+            daemon=DaemonInfo(
+                version=__version__, uptime_secs=round(time.monotonic() - self.started_at, 1)
+            ),
+            breaker=breaker_view(self.breaker) if self.breaker is not None else None,
+            dependencies=dependencies_view(self.dependencies()),
+            roads=(
+                {name: road_view(st) for name, st in self.roads.stats().items()}
+                if self.roads is not None
+                else None
+            ),
+            alerts=alerts_view(self.alerts) if self.alerts is not None else None,
         )
-        if out["meter"] is not None:
-            out["meter"]["supply_phases"] = self.loaded.settings.supply_phases  # 1, 3 or "auto"
-        out["daemon"] = {
-            "version": __version__,
-            "uptime_secs": round(time.monotonic() - self.started_at, 1),
-        }
-        out["breaker"] = self.breaker.status() if self.breaker is not None else None
-        out["auth"]["state"] = self.auth_state()
-        out["dependencies"] = {name: h.as_dict() for name, h in self.dependencies().items()}
-        if self.roads is not None:
-            out["roads"] = {name: st.as_dict() for name, st in self.roads.stats().items()}
-        if self.alerts is not None:
-            out["alerts"] = self.alerts.as_dict()
-        return out
 
     def auth_state(self) -> str:
         """/status `auth.state`: the token manager's state, or `expired`/`refresh_failing`."""

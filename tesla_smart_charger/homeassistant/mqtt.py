@@ -18,7 +18,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
@@ -33,6 +33,7 @@ from tesla_smart_charger.runtime.driver import parse_driver_limit
 
 if TYPE_CHECKING:
     from tesla_smart_charger.config.settings import Settings
+    from tesla_smart_charger.runtime.status import DaemonStatus
 
 _LOG = logging.getLogger(__name__)
 
@@ -199,124 +200,80 @@ class BridgeConfig:
 # --- pure builders ---------------------------------------------------------------------------
 
 
-def _get(doc: Mapping[str, Any] | None, *path: str) -> Any:
-    """doc[a][b]…, or None where a level is missing or not an object (the shape may grow)."""
-    node: Any = doc
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _amps(value: Any) -> float | None:
-    number = _number(value)
-    return None if number is None else round(number, 1)
+def _amps(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 1)
 
 
 def _on_off(value: bool | None) -> str | None:
     return None if value is None else ("ON" if value else "OFF")
 
 
-def _supply(status: Mapping[str, Any]) -> list[float]:
-    amps = _get(status, "meter", "amps")
-    if not isinstance(amps, list):
+def _supply(status: DaemonStatus) -> list[float]:
+    """The supply phases of the last valid reading (empty while the meter is silent)."""
+    meter = status.meter
+    if meter is None or not meter.valid or not meter.amps:
         return []
-    values = [_number(a) for a in amps]
-    return [] if any(v is None for v in values) else [v for v in values if v is not None]
+    return list(meter.amps)
 
 
-def _meter_valid(status: Mapping[str, Any]) -> bool:
-    return _get(status, "meter", "valid") is not False
+def car_link(status: DaemonStatus) -> bool | None:
+    """True while the daemon reaches the car, as its own link health says; None: cannot tell.
 
-
-def _car_link(status: Mapping[str, Any]) -> bool | None:
-    """True while we can reach the car (through proxy and Fleet API); None when we cannot tell.
-
-    Prefers a dependency state (`dependencies.car.state`, as the fault rework may add); else
-    an auth failure or a car that is `offline` is a lost link, `online`/`asleep` a working one.
+    The car link (the proxy and Tesla's Fleet API) is up when its dependency is ok, or when
+    the BLE bridge, the other road, is; a Tesla login that is needed cuts every road. Without
+    a car link of our own the car's last known state is all there is.
     """
-    dep = _get(status, "dependencies", "car", "state")
-    if isinstance(dep, str):
-        return dep == "ok"
-    if _get(status, "controller", "auth_ok") is False or _get(status, "auth", "state") in (
-        "reauth_required",
-        "missing",
-    ):
+    deps = status.dependencies
+    if status.auth.state in ("reauth_required", "missing"):
         return False
-    vehicle = _get(status, "vehicle", "state")
-    if vehicle in ("online", "asleep"):
+    roads = [d for d in (deps.car_link, deps.ble_bridge) if d is not None]
+    if roads:
+        return any(d.state == "ok" for d in roads)
+    state = status.vehicle.state
+    if state in ("online", "asleep"):
         return True
-    if vehicle == "offline":
-        return False
-    return None
+    return False if state == "offline" else None
 
 
-def _car_status(status: Mapping[str, Any], car: Car) -> Mapping[str, Any]:
-    """Per-car status (/status `vehicles`, issue 14), else the single-car controller."""
-    cars = _get(status, "vehicles") or _get(status, "cars")
-    if isinstance(cars, Mapping) and isinstance(cars.get(car.vin), Mapping):
-        return dict(cars[car.vin])
-    if isinstance(cars, list):
-        for entry in cars:
-            if isinstance(entry, Mapping) and entry.get("vin") == car.vin:
-                return entry
-    controller = _get(status, "controller")
-    return controller if isinstance(controller, Mapping) else {}
+def _car_status(status: DaemonStatus, car: Car) -> tuple[int | None, str]:
+    """The car's driver's ceiling and mode: its /status `vehicles` entry, else the controller's."""
+    for entry in status.vehicles:
+        if entry.vin == car.vin:
+            return entry.driver_limit_amps, entry.mode
+    return status.controller.driver_limit_amps, status.controller.charge_mode
 
 
-def daemon_state(cfg: BridgeConfig, status: Mapping[str, Any]) -> dict[str, Any]:
+def daemon_state(cfg: BridgeConfig, status: DaemonStatus) -> dict[str, Any]:
     """The daemon's JSON state: what each sensor's value_template reads."""
-    supply = _supply(status) if _meter_valid(status) else []
+    supply = _supply(status)
     out: dict[str, Any] = {}
     for i in range(cfg.supply_phases):
-        out[f"supply_l{i + 1}"] = round(supply[i], 1) if i < len(supply) else None
-    car = _number(_get(status, "meter", "car_amps"))
-    if car is None:
-        car = _number(_get(status, "vehicle", "amps_actual"))
-    out["car_amps"] = None if car is None else round(car, 1)
-    out["setpoint"] = _amps(_get(status, "controller", "setpoint_amps"))
-    out["target"] = _amps(_get(status, "controller", "target_amps"))
-    headroom = _number(_get(status, "controller", "headroom_amps"))
-    if headroom is None and supply:
-        headroom = cfg.home_max_amps - max(supply)
-    out["headroom"] = None if headroom is None else round(headroom, 1)
-    cost = _number(_get(status, "api_calls", "cost_today_usd"))
-    if cost is None:
-        cost = _number(_get(status, "api_calls", "cost_last_24h_usd"))
-    out["cost_today"] = None if cost is None else round(cost, 4)
-    reason = _get(status, "controller", "reason")
-    out["reason"] = reason[:STATE_MAX_LEN] if isinstance(reason, str) else None
-    overload = _get(status, "controller", "overload")
-    if not isinstance(overload, bool):
-        overload = (max(supply) > cfg.home_max_amps) if supply else None
-    out["overload"] = _on_off(overload)
-    failsafe = _get(status, "controller", "failsafe")
-    out["failsafe"] = _on_off(failsafe if isinstance(failsafe, bool) else None)
-    out["car_link"] = _on_off(_car_link(status))
+        out[f"supply_l{i + 1}"] = _amps(supply[i]) if i < len(supply) else None
+    meter = status.meter
+    car = meter.car_amps if meter is not None and meter.car_amps is not None else None
+    if car is None and status.vehicle.amps_actual is not None:
+        car = float(status.vehicle.amps_actual)
+    out["car_amps"] = _amps(car)
+    controller = status.controller
+    out["setpoint"] = _amps(controller.setpoint_amps)
+    out["target"] = _amps(controller.target_amps)
+    # homeMaxAmps minus the worst phase, as /metrics' headroom_amps; negative while overloaded
+    out["headroom"] = _amps(cfg.home_max_amps - max(supply)) if supply else None
+    out["cost_today"] = round(status.api_calls.cost_last_24h_usd, 4)
+    out["reason"] = controller.reason[:STATE_MAX_LEN]
+    out["overload"] = _on_off(max(supply) > cfg.home_max_amps if supply else None)
+    out["failsafe"] = _on_off(controller.failsafe)
+    out["car_link"] = _on_off(car_link(status))
     return out
 
 
-def car_state(car: Car, status: Mapping[str, Any]) -> dict[str, Any]:
+def car_state(car: Car, status: DaemonStatus) -> dict[str, Any]:
     """One car's JSON state: the driver's ceiling and the mode."""
-    doc = _car_status(status, car)
-    limit = doc.get("driver_limit_amps", doc.get("driver_amps"))
-    number = _number(limit)
-    mode = doc.get("charge_mode", doc.get("mode"))
-    return {
-        "driver_limit": None if number is None else int(number),
-        # Until per-car modes exist (issue 14) every car charges "fast": as fast as allowed.
-        "mode": mode if mode in MODES else "fast",
-    }
+    limit, mode = _car_status(status, car)
+    return {"driver_limit": limit, "mode": mode if mode in MODES else "fast"}
 
 
-def state_messages(cfg: BridgeConfig, status: Mapping[str, Any]) -> dict[str, str]:
+def state_messages(cfg: BridgeConfig, status: DaemonStatus) -> dict[str, str]:
     """Topic → JSON payload for every state topic (all retained)."""
     out = {cfg.state_topic: json.dumps(daemon_state(cfg, status), sort_keys=True)}
     for car in cfg.cars:
@@ -334,12 +291,9 @@ def _device(cfg: BridgeConfig, sw_version: str) -> dict[str, Any]:
     }
 
 
-def discovery_messages(
-    cfg: BridgeConfig, status: Mapping[str, Any] | None = None
-) -> dict[str, str]:
+def discovery_messages(cfg: BridgeConfig, status: DaemonStatus | None = None) -> dict[str, str]:
     """Topic → retained discovery config for every entity, all on one device."""
-    version = _get(status, "daemon", "version")
-    sw_version = version if isinstance(version, str) else __version__
+    sw_version = status.daemon.version if status is not None else __version__
     common: dict[str, Any] = {
         "device": _device(cfg, sw_version),
         "origin": {"name": "tesla-smart-charger", "sw_version": sw_version},
@@ -627,7 +581,7 @@ class MqttBridge:
     def __init__(
         self,
         cfg: BridgeConfig,
-        snapshot: Callable[[], Mapping[str, Any]],
+        snapshot: Callable[[], DaemonStatus],
         controls: ChargerControls,
         *,
         clock: Callable[[], float] = time.monotonic,

@@ -28,6 +28,7 @@ from tesla_smart_charger.httpapi.metrics import (
     meter_reading,
     valid_reading,
 )
+from tesla_smart_charger.runtime.status import command_view, controller_view
 
 if TYPE_CHECKING:
     from tesla_smart_charger.httpapi.view import DaemonView
@@ -151,29 +152,33 @@ class Dashboard:
 
     def sample(self) -> dict[str, Any]:
         """The controller's state now, as one chart point."""
-        state = self._daemon.service.state
-        reading = meter_reading(self._daemon)  # the real meter, also with several cars
+        d = self._daemon
+        controller = controller_view(d.service, d.worst_escalation())  # /status `controller`
+        reading = meter_reading(d)  # the real meter, also with several cars
         return {
             "t": round(self._wall(), 3),
             "supply": [round(a, 2) for a in reading.phase_amps] if reading else None,
             "car": self.car_line(),
-            "setpoint": state.setpoint,
-            "target": state.target,
-            "reason": state.reason,
-            "state": controller_state(self._daemon),
+            "setpoint": controller.setpoint_amps,
+            "target": controller.target_amps,
+            "reason": controller.reason,
+            "state": controller_state(d, controller),
             "breaker": _heat_pct(self._daemon),
         }
 
     def panel(self) -> dict[str, Any]:
         """Recent commands, API calls and the cars (issue 14): what changes rarely."""
         d = self._daemon
-        vehicle = d.service.status()["vehicle"]
-        vehicle.pop("checked_secs_ago", None)
+        status = d.status()
+        recent = list(reversed(d.service.commands))[:RECENT_COMMANDS]
         return {
-            "commands": [c.as_dict() for c in reversed(d.service.commands)][:RECENT_COMMANDS],
-            "api_calls": d.counter.as_dict(),
-            "vehicle": vehicle,
-            "vehicles": [{k: car.get(k) for k in VEHICLE_KEYS} for car in d.vehicles()],
+            "commands": [command_view(c).model_dump(mode="json") for c in recent],
+            "api_calls": status.api_calls.model_dump(mode="json"),
+            # without its age, so the panel only changes when the car does
+            "vehicle": status.vehicle.model_dump(mode="json", exclude={"checked_secs_ago"}),
+            "vehicles": [
+                car.model_dump(mode="json", include=set(VEHICLE_KEYS)) for car in status.vehicles
+            ],
             "auth": d.tokens.state,
         }
 

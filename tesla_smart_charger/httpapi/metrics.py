@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -29,6 +29,12 @@ from tesla_smart_charger.runtime.service import CommandRecord
 
 if TYPE_CHECKING:
     from tesla_smart_charger.httpapi.view import DaemonView
+    from tesla_smart_charger.runtime.status import (
+        ApiCalls,
+        ControllerView,
+        DaemonStatus,
+        VehicleEntry,
+    )
 
 _LOG = logging.getLogger(__name__)
 
@@ -82,14 +88,14 @@ def car_amps(state: ControllerState) -> float | None:
     return float(v.charge.charger_actual_current)
 
 
-def controller_state(daemon: DaemonView) -> str:
-    """One of CONTROLLER_STATES; the most serious condition wins."""
+def controller_state(daemon: DaemonView, controller: ControllerView) -> str:
+    """One of CONTROLLER_STATES; the most serious condition wins (`controller`: /status's)."""
     s = daemon.service.state
     if not s.auth_ok or daemon.tokens.state == "reauth_required":
         return "auth_lost"
     if s.failsafe:
         return "failsafe"
-    if daemon.service.status()["controller"]["rate_limited_for_secs"] > 0:
+    if controller.rate_limited_for_secs > 0:
         return "rate_limited"
     if s.paused:
         return "paused"
@@ -178,13 +184,14 @@ class DaemonCollector:
         self._tally = tally
 
     def collect(self) -> Iterator[Metric]:
-        """Every metric, built fresh from the daemon's current state."""
-        yield from self._control()
-        yield from self._vehicles()
-        yield from self._fleet_api()
-        yield from self._meter_and_auth()
+        """Every metric, built fresh from the daemon's status (one snapshot per scrape)."""
+        status = self._daemon.status()
+        yield from self._control(status)
+        yield from self._vehicles(status)
+        yield from self._fleet_api(status.api_calls)
+        yield from self._meter_and_auth(status)
         yield self._breaker()
-        yield from self._escalation()
+        yield from self._escalation(status)
         build = GaugeMetricFamily(
             PREFIX + "build_info",
             "Version of the running daemon (value is always 1).",
@@ -193,7 +200,7 @@ class DaemonCollector:
         build.add_metric([__version__, platform.python_version()], 1.0)
         yield build
 
-    def _control(self) -> Iterable[Metric]:
+    def _control(self, status: DaemonStatus) -> Iterable[Metric]:
         d = self._daemon
         state = d.service.state
         cfg = d.service.cfg
@@ -212,8 +219,9 @@ class DaemonCollector:
             "Current the car draws: measured by a meter channel, else inferred from its setpoint.",
             car_amps(state),
         )
-        yield _gauge("setpoint_amps", "Charging amps the car is set to.", state.setpoint)
-        yield _gauge("target_amps", "Charging amps the controller wants.", state.target)
+        controller = status.controller
+        yield _gauge("setpoint_amps", "Charging amps the car is set to.", controller.setpoint_amps)
+        yield _gauge("target_amps", "Charging amps the controller wants.", controller.target_amps)
         yield _gauge(
             "headroom_amps",
             "homeMaxAmps minus the worst supply phase; negative while overloaded.",
@@ -239,25 +247,32 @@ class DaemonCollector:
             "The controller's condition: 1 for the current state, 0 for the others.",
             "state",
             CONTROLLER_STATES,
-            controller_state(d),
+            controller_state(d, controller),
         )
 
-    def _vehicles(self) -> Iterable[Metric]:
-        """Issue 14: every car of /status `vehicles`, labelled by VIN (one car too)."""
-        cars = [c for c in self._daemon.vehicles() if c.get("vin")]
-        amps = {
-            "setpoint_amps": ("vehicle_setpoint_amps", "Charging amps each car is set to."),
-            "target_amps": ("vehicle_target_amps", "Charging amps the controller wants per car."),
-            "driver_amps": (
-                "vehicle_driver_amps",
+    def _vehicles(self, status: DaemonStatus) -> Iterable[Metric]:
+        """Every car of /status `vehicles`, labelled by VIN (one car too)."""
+        cars = [(c.vin, c) for c in status.vehicles if c.vin]
+        amps: dict[str, tuple[str, Callable[[VehicleEntry], int | None]]] = {
+            "vehicle_setpoint_amps": (
+                "Charging amps each car is set to.",
+                lambda c: c.setpoint_amps,
+            ),
+            "vehicle_target_amps": (
+                "Charging amps the controller wants per car.",
+                lambda c: c.target_amps,
+            ),
+            "vehicle_driver_amps": (
                 "The driver's amps ceiling per car (absent while none is set).",
+                lambda c: c.driver_amps,
             ),
         }
-        for key, (name, doc) in amps.items():
+        for name, (doc, field) in amps.items():
             family = GaugeMetricFamily(PREFIX + name, doc, labels=["vin"])
-            for car in cars:
-                if car.get(key) is not None:
-                    family.add_metric([car["vin"]], float(car[key]))
+            for vin, car in cars:
+                value = field(car)
+                if value is not None:
+                    family.add_metric([vin], float(value))
             yield family
         mode = GaugeMetricFamily(
             PREFIX + "vehicle_mode",
@@ -274,35 +289,25 @@ class DaemonCollector:
             "Each car's name, link state and charging state as labels (value is always 1).",
             labels=["vin", "name", "state", "charging_state"],
         )
-        for car in cars:
-            vin = car["vin"]
+        for vin, car in cars:
             for name in CHARGE_MODES:
-                mode.add_metric([vin, name], 1.0 if car.get("mode") == name else 0.0)
-            charging.add_metric([vin], 1.0 if car.get("charging_state") == "Charging" else 0.0)
-            info.add_metric(
-                [
-                    vin,
-                    str(car.get("name") or ""),
-                    str(car.get("state") or "unknown"),
-                    str(car.get("charging_state") or ""),
-                ],
-                1.0,
-            )
+                mode.add_metric([vin, name], 1.0 if car.mode == name else 0.0)
+            charging.add_metric([vin], 1.0 if car.charging_state == "Charging" else 0.0)
+            info.add_metric([vin, car.name or "", car.state, car.charging_state or ""], 1.0)
         escalation = GaugeMetricFamily(
             PREFIX + "vehicle_escalation_level",
             "Each car's own escalation step (none, charge_stop, relay_off): 1 for the current one.",
             labels=["vin", "level"],
         )
-        for car in cars:
+        for vin, car in cars:
             for level in ESCALATION_LEVELS:
-                on = car.get("escalation", "none") == level
-                escalation.add_metric([car["vin"], level], 1.0 if on else 0.0)
+                escalation.add_metric([vin, level], 1.0 if car.escalation == level else 0.0)
         yield mode
         yield charging
         yield info
         yield escalation
 
-    def _escalation(self) -> Iterable[Metric]:
+    def _escalation(self, status: DaemonStatus) -> Iterable[Metric]:
         """Issue 11: the escalation step in force, its steps taken, and each road's calls."""
         d = self._daemon
         escalations = d.escalations()
@@ -312,7 +317,7 @@ class DaemonCollector:
             "(with several cars the furthest of theirs).",
             "level",
             ESCALATION_LEVELS,
-            d.worst_escalation(),
+            status.controller.escalation,
         )
         steps = CounterMetricFamily(
             PREFIX + "escalation_steps",
@@ -323,24 +328,35 @@ class DaemonCollector:
             if name != "none":
                 steps.add_metric([name], sum(e.steps[name] for _, e in escalations))
         yield steps
-        if d.roads is not None:
+        if status.roads is not None:
             calls = CounterMetricFamily(
                 PREFIX + "road_calls",
                 "Looks and commands per road to the car (ble, cloud) by outcome.",
                 labels=["road", "outcome"],
             )
-            for name, st in d.roads.stats().items():
-                for outcome in ("ok", "failed", "refused", "skipped", "fallbacks"):
-                    calls.add_metric([name, outcome], getattr(st, outcome))
+            for name, road in status.roads.items():
+                for outcome, count in (
+                    ("ok", road.ok),
+                    ("failed", road.failed),
+                    ("refused", road.refused),
+                    ("skipped", road.skipped),
+                    ("fallbacks", road.fallbacks),
+                ):
+                    calls.add_metric([name, outcome], count)
             yield calls
-        if d.alerts is not None:
+        if status.alerts is not None:
             alerts = CounterMetricFamily(
                 PREFIX + "alerts",
                 "Alerts for the alertWebhook by outcome (sent, failed, dropped).",
                 labels=["outcome"],
             )
-            for outcome in ("sent", "failed", "dropped"):
-                alerts.add_metric([outcome], getattr(d.alerts, outcome))
+            sent = status.alerts
+            for outcome, count in (
+                ("sent", sent.sent),
+                ("failed", sent.failed),
+                ("dropped", sent.dropped),
+            ):
+                alerts.add_metric([outcome], count)
             yield alerts
 
     def _breaker(self) -> Metric:
@@ -356,14 +372,13 @@ class DaemonCollector:
             heat.add_metric([str(i)], value)
         return heat
 
-    def _fleet_api(self) -> Iterable[Metric]:
-        counter = self._daemon.counter
+    def _fleet_api(self, counter: ApiCalls) -> Iterable[Metric]:
         calls = CounterMetricFamily(
             PREFIX + "fleet_api_calls",
             "Fleet API requests by billing category and outcome.",
             labels=["category", "outcome"],
         )
-        by_outcome = counter.by_outcome()
+        by_outcome = counter.by_outcome
         for category in CATEGORIES:
             outcomes = by_outcome.get(category) or {"ok": 0}
             for outcome, count in outcomes.items():
@@ -373,21 +388,17 @@ class DaemonCollector:
             PREFIX + "fleet_api_cost_dollars",
             "Estimated Fleet API cost of all billed requests since start (USD).",
         )
-        cost.add_metric([], counter.cost_usd())
+        cost.add_metric([], counter.cost_usd)
         yield cost
         yield _gauge(
             "fleet_api_cost_last_24h_dollars",
             "Estimated Fleet API cost of the billed requests of the last 24 hours (USD).",
-            counter.cost_last_24h_usd(),
+            counter.cost_last_24h_usd,
         )
 
-    def _meter_and_auth(self) -> Iterable[Metric]:
-        d = self._daemon
-        if d.poller is not None:
-            meter = d.poller.status(d.loaded.settings.energy_monitor_type)
-            age, valid = meter["age_secs"], bool(meter["valid"])
-        else:
-            age, valid = None, False
+    def _meter_and_auth(self, status: DaemonStatus) -> Iterable[Metric]:
+        meter = status.meter
+        age, valid = (meter.age_secs, meter.valid) if meter is not None else (None, False)
         yield _gauge("meter_reading_age_seconds", "Age of the last valid meter reading.", age)
         yield _gauge(
             "meter_valid",
@@ -404,13 +415,13 @@ class DaemonCollector:
             "Failed attempts in a row per dependency (0 while it works).",
             labels=["dependency"],
         )
-        for name, dep in d.dependencies().items():
+        for name, dep in status.dependencies.items():
             for state in ("ok", "degraded", "down"):
                 health.add_metric([name, state], 1.0 if dep.state == state else 0.0)
             failures.add_metric([name], float(dep.failures))
         yield health
         yield failures
-        expires = d.tokens.status()["access_expires_in_secs"]
+        expires = status.auth.access_expires_in_secs
         yield _gauge(
             "access_token_expires_in_seconds",
             "Seconds until the Tesla access token expires (0 when expired).",

@@ -1,7 +1,9 @@
 """GET /openapi.json: an OpenAPI 3.0.3 document for every endpoint the daemon serves.
 
-Written by hand as a dict (the API is small and stable); a test compares it with the routes the
-app really has, and a schemathesis run fuzzes the app against it.
+Written by hand as a dict (the API is small and stable), except the /status document and its
+parts, which are generated from the model the daemon serializes (runtime/status.py), so the
+two cannot drift. A test compares the document with the routes the app really has, and a
+schemathesis run fuzzes the app against it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from tesla_smart_charger import __version__
 from tesla_smart_charger.httpapi.dashboard import STATIC_FILES
+from tesla_smart_charger.runtime.status import DaemonStatus
 
 if TYPE_CHECKING:
     from tesla_smart_charger.httpapi.view import DaemonView
@@ -229,216 +233,6 @@ _SCHEMAS: dict[str, Any] = {
             "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
         },
     },
-    "Command": {
-        "type": "object",
-        "required": ["at", "command", "amps", "result", "reason"],
-        "properties": {
-            "at": {"type": "string", "format": "date-time"},
-            "command": {
-                "type": "string",
-                "enum": ["set_charging_amps", "charge_start", "charge_stop"],
-            },
-            "amps": _nullable("integer"),
-            "result": {
-                "type": "string",
-                "description": "ok, or why it failed (asleep, rate_limited, auth, refused, transient, error)",
-            },
-            "reason": {"type": "string"},
-        },
-    },
-    "ApiCalls": {
-        "type": "object",
-        "required": ["data", "command", "wake", "by_outcome", "cost_usd", "cost_last_24h_usd"],
-        "properties": {
-            "data": {"type": "integer", "minimum": 0},
-            "command": {"type": "integer", "minimum": 0},
-            "wake": {"type": "integer", "minimum": 0},
-            "by_outcome": {
-                "type": "object",
-                "additionalProperties": {
-                    "type": "object",
-                    "additionalProperties": {"type": "integer"},
-                },
-            },
-            "cost_usd": {"type": "number", "minimum": 0},
-            "cost_last_24h_usd": {"type": "number", "minimum": 0},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "description": "The top-level names are stable; tools may poll them.",
-        "required": ["vehicle", "controller", "last_command", "api_calls", "meter", "auth"],
-        "properties": {
-            "vehicles": {
-                "type": "array",
-                "description": "every car (issue 14); the single-car objects describe the first",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "vin": _nullable("string"),
-                        "name": _nullable("string"),
-                        "mode": {"type": "string", "enum": ["fast", "solar", "minsolar"]},
-                        "state": {"type": "string"},
-                        "charging_state": _nullable("string"),
-                        "setpoint_amps": _nullable("integer"),
-                        "target_amps": _nullable("integer"),
-                        "driver_amps": _nullable("integer"),
-                        "driver_limit_amps": _nullable("integer"),
-                        "reason": {"type": "string"},
-                        "escalation": {
-                            "type": "string",
-                            "enum": ["none", "charge_stop", "relay_off"],
-                            "description": "this car's own escalation after a cut it did not "
-                            "follow (docs/relay.md)",
-                        },
-                    },
-                },
-            },
-            "vehicle": {
-                "type": "object",
-                "required": [
-                    "state",
-                    "charging_state",
-                    "amps_actual",
-                    "amps_requested",
-                    "checked_secs_ago",
-                ],
-                "properties": {
-                    "state": {"type": "string", "enum": ["online", "asleep", "offline", "unknown"]},
-                    "charging_state": _nullable("string"),
-                    "amps_actual": _nullable("integer"),
-                    "amps_requested": _nullable("integer"),
-                    "checked_secs_ago": _nullable("number"),
-                },
-            },
-            "controller": {
-                "type": "object",
-                "required": [
-                    "mode",
-                    "target_amps",
-                    "setpoint_amps",
-                    "reason",
-                    "failsafe",
-                    "paused",
-                ],
-                "properties": {
-                    "mode": {"type": "string", "enum": ["push", "measured"]},
-                    "target_amps": _nullable("integer"),
-                    "setpoint_amps": _nullable("integer"),
-                    "driver_amps": _nullable("integer"),
-                    "charge_mode": {
-                        "type": "string",
-                        "enum": ["fast", "solar", "minsolar"],
-                        "description": "how the car charges (POST /vehicles/{vin}/mode)",
-                    },
-                    "driver_limit_amps": _nullable(
-                        "integer",
-                        description="the most the car may be set to: the driver's setting from "
-                        "the app, POST /vehicles/{vin}/limit or Home Assistant",
-                    ),
-                    "reason": {"type": "string"},
-                    "failsafe": {"type": "boolean"},
-                    "paused": {"type": "boolean"},
-                    "rate_limited_for_secs": {"type": "number", "minimum": 0},
-                    "escalation": {
-                        "type": "string",
-                        "enum": ["none", "charge_stop", "relay_off"],
-                        "description": "the escalation step in force after a cut the car did "
-                        "not follow (docs/relay.md); with several cars the furthest of theirs; "
-                        "/health is 503 while not none",
-                    },
-                },
-            },
-            "roads": {
-                "type": "object",
-                "description": "only with teslaBleProxy: per road (ble, cloud) its calls",
-                "additionalProperties": {
-                    "type": "object",
-                    "properties": {
-                        "calls": {"type": "integer"},
-                        "ok": {"type": "integer"},
-                        "failed": {"type": "integer"},
-                        "refused": {"type": "integer"},
-                        "skipped": {"type": "integer"},
-                        "fallbacks": {"type": "integer"},
-                        "last_error": _nullable("string"),
-                        "down": {"type": "boolean"},
-                    },
-                },
-            },
-            "alerts": {
-                "type": "object",
-                "description": "only with alertWebhook: alerts sent, failed, dropped, queued",
-                "properties": {
-                    "sent": {"type": "integer"},
-                    "failed": {"type": "integer"},
-                    "dropped": {"type": "integer"},
-                    "queued": {"type": "integer"},
-                    "failing": {"type": "boolean"},
-                },
-            },
-            "last_command": {**_ref("Command"), "nullable": True},
-            "api_calls": _ref("ApiCalls"),
-            "meter": _nullable(
-                "object",
-                description="null in push mode",
-                properties={
-                    "type": {"type": "string"},
-                    "name": {"type": "string"},
-                    "amps": _nullable("array", items={"type": "number"}),
-                    "phases": _nullable("integer", description="supply phases the meter reports"),
-                    "supply_phases": {
-                        "description": "the supplyPhases setting: 1, 3 or auto (see phases)",
-                        "oneOf": [{"type": "integer"}, {"type": "string"}],
-                    },
-                    "volts": _nullable("array", items={"type": "number", "nullable": True}),
-                    "car_amps": _nullable("number"),
-                    "age_secs": _nullable("number"),
-                    "valid": {"type": "boolean"},
-                    "error": _nullable("string"),
-                },
-            ),
-            "auth": {
-                "type": "object",
-                "required": ["state"],
-                "properties": {
-                    "state": {
-                        "type": "string",
-                        "enum": ["ok", "refreshing", "reauth_required", "missing"],
-                    },
-                    "access_expires_in_secs": _nullable("integer"),
-                    "last_refresh_at": _nullable("string"),
-                },
-            },
-            "daemon": {
-                "type": "object",
-                "properties": {"version": {"type": "string"}, "uptime_secs": {"type": "number"}},
-            },
-            "breaker": _nullable(
-                "object",
-                description="Main breaker's thermal replica (docs/benchmarks.md); null in push mode",
-                properties={
-                    "heat_pct": _nullable(
-                        "array",
-                        items={"type": "number"},
-                        description="Heat per phase, % of what trips it; null before a reading",
-                    ),
-                    "calibration": {"type": "string"},
-                    "rating_amps": {"type": "number"},
-                    "trips": {
-                        "type": "integer",
-                        "description": "Times the model tripped since the daemon started",
-                    },
-                    "over_too_long": {
-                        "type": "boolean",
-                        "description": "The supply has been over rating_amps longer than the "
-                        "model allows (latched from a modelled trip until it is back under; "
-                        "/health is 503 meanwhile)",
-                    },
-                },
-            ),
-        },
-    },
     "Sample": {
         "type": "object",
         "description": "One chart point: the controller's state after an event.",
@@ -487,10 +281,56 @@ _SCHEMAS: dict[str, Any] = {
             "commands": {"type": "array", "items": _ref("Command")},
             "api_calls": _ref("ApiCalls"),
             "vehicle": {"type": "object"},
+            "vehicles": {"type": "array", "items": {"type": "object"}},
             "auth": {"type": "string"},
         },
     },
 }
+
+
+def _openapi30(node: Any) -> Any:
+    """A JSON Schema (2020-12, as pydantic writes it) in OpenAPI 3.0.3's dialect.
+
+    `X | None` becomes `nullable`, a one-value Literal's `const` an `enum`; titles go (the
+    component's name says it).
+    """
+    if isinstance(node, list):
+        return [_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title":
+            continue
+        if key == "properties":
+            out[key] = {name: _openapi30(prop) for name, prop in value.items()}
+        elif key == "const":
+            out["enum"] = [value]
+        else:
+            out[key] = _openapi30(value)
+    options = out.get("anyOf")
+    if options is not None and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1:
+            # a $ref ignores its siblings in 3.0: wrap it so `nullable` counts
+            base = {"allOf": rest} if "$ref" in rest[0] else rest[0]
+            out = {**base, **out}
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    return out
+
+
+def status_schemas() -> dict[str, Any]:
+    """`Status` (the /status document) and its parts, from the model /status serializes."""
+    schema = TypeAdapter(DaemonStatus).json_schema(
+        ref_template="#/components/schemas/{model}", mode="serialization"
+    )
+    parts = schema.pop("$defs", {})
+    out = {name: _openapi30(part) for name, part in parts.items()}
+    out["Status"] = _openapi30(schema)
+    return out
 
 
 def openapi_document() -> dict[str, Any]:
@@ -605,7 +445,7 @@ def openapi_document() -> dict[str, Any]:
         ],
         "paths": paths,
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **status_schemas()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The apiToken."},
             },

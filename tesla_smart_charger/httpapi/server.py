@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from tesla_smart_charger import __version__
 from tesla_smart_charger.runtime.driver import DriverControls
+from tesla_smart_charger.runtime.status import DaemonStatus
 
 _LOG = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class ApiContext:
     """What the handlers read. The daemon fills it; tests can fill it with fakes."""
 
     overload: Callable[[str], bool]  # queue an Overload; True if newly queued
-    status: Callable[[], dict[str, Any]]
+    status: Callable[[], DaemonStatus]  # what the daemon knows (runtime/status.py)
     config: Callable[[], dict[str, Any]]  # already redacted
     health: Callable[[], list[str]]  # problems; empty = healthy
     # Conditions shown on /health that leave the breaker protected (no 503).
@@ -460,7 +461,7 @@ async def vehicle_mode(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The daemon's state: stable top-level names that tools poll."""
-    return web.json_response(request.app[CTX].status(), dumps=_dumps)
+    return web.json_response(request.app[CTX].status().as_json(), dumps=_dumps)
 
 
 async def config(request: web.Request) -> web.Response:

@@ -10,21 +10,18 @@ limit) go through `server.ApiContext` instead, which is narrower still.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import asyncio
 
-    from tesla_smart_charger.car.failover import FailoverVehicle
-    from tesla_smart_charger.car.fleet_api import ApiCallCounter
     from tesla_smart_charger.car.tokens import TokenManager
     from tesla_smart_charger.config.settings import LoadedConfig
-    from tesla_smart_charger.retry import Health
-    from tesla_smart_charger.runtime.alerts import AlertSender
     from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.safety import Escalator
-    from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
+    from tesla_smart_charger.runtime.service import ChargeService
+    from tesla_smart_charger.runtime.status import DaemonStatus
 
 
 class DaemonView(Protocol):
@@ -39,16 +36,8 @@ class DaemonView(Protocol):
         """Controller state, config, recent commands, status; `add_listener` for live data."""
 
     @property
-    def counter(self) -> ApiCallCounter:
-        """Fleet API calls and their cost."""
-
-    @property
     def tokens(self) -> TokenManager:
         """Login state and token expiry."""
-
-    @property
-    def poller(self) -> MeterPoller | None:
-        """The meter poller (None when the meter pushes /overload)."""
 
     @property
     def tasks(self) -> Mapping[str, asyncio.Task[None]]:
@@ -57,18 +46,6 @@ class DaemonView(Protocol):
     @property
     def breaker(self) -> BreakerMonitor | None:
         """The main breaker's heat (None without a meter)."""
-
-    @property
-    def roads(self) -> FailoverVehicle | None:
-        """The command roads (cloud, BLE) when more than one is configured."""
-
-    @property
-    def escalator(self) -> Escalator | None:
-        """The escalation ladder when configured."""
-
-    @property
-    def alerts(self) -> AlertSender | None:
-        """The alert sender when configured."""
 
     @property
     def fleet(self) -> Fleet | None:
@@ -80,8 +57,5 @@ class DaemonView(Protocol):
     def worst_escalation(self) -> str:
         """The furthest step any car's escalation is at (`none` when none is in force)."""
 
-    def vehicles(self) -> list[dict[str, Any]]:
-        """Each car as in /status `vehicles` (vin, name, mode, state, setpoint_amps, ...)."""
-
-    def dependencies(self) -> Mapping[str, Health]:
-        """Per dependency: ok / degraded / down, as on /status."""
+    def status(self) -> DaemonStatus:
+        """What the daemon knows, as /status shows it: read this, not the parts, where it has it."""

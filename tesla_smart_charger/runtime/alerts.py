@@ -131,6 +131,11 @@ class AlertSender:
         self._wakeup.set()
         return alert
 
+    @property
+    def failing(self) -> bool:
+        """The last alert could not be delivered (until one is again)."""
+        return self._failing
+
     def as_dict(self) -> dict[str, Any]:
         """Counters for /status and /metrics."""
         return {

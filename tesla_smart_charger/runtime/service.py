@@ -13,7 +13,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -79,10 +78,6 @@ def unavailable(err: ChargerError, *, command: bool) -> core.VehicleUnavailable:
     return core.VehicleUnavailable(kind, str(err), retry_after=wait, command=command)
 
 
-def _iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
-
-
 @dataclass(frozen=True, slots=True)
 class CommandRecord:
     """One command sent to the car, for /status and the dashboard."""
@@ -92,16 +87,6 @@ class CommandRecord:
     amps: int | None
     result: str
     reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON shape used by /status `last_command` and the dashboard."""
-        return {
-            "at": _iso(self.at),
-            "command": self.command,
-            "amps": self.amps,
-            "result": self.result,
-            "reason": self.reason,
-        }
 
 
 class ChargeService:
@@ -532,65 +517,10 @@ class ChargeService:
             reason,
         )
 
-    # --- what /status shows ------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """The `vehicle`, `controller` and `last_command` objects of /status."""
-        s = self.state
-        v = s.vehicle
-        charge = v.charge if v else None
-        now = self._clock()
-        last = self.last_command
-        return {
-            "vehicle": {
-                "state": v.state.value if v else "unknown",
-                "charging_state": charge.charging_state if charge else None,
-                "amps_actual": charge.charger_actual_current if charge else None,
-                "amps_requested": charge.charge_current_request if charge else None,
-                "checked_secs_ago": round(now - v.at, 1) if v else None,
-            },
-            "controller": {
-                "mode": self.cfg.mode,
-                "charge_mode": s.charge_mode,
-                "target_amps": s.target,
-                "setpoint_amps": s.setpoint,
-                "driver_amps": s.driver_amps,
-                # the most the car may be set to (Home Assistant's "Amps ceiling")
-                "driver_limit_amps": (s.driver_amps if s.driver_amps is not None else s.setpoint),
-                "reason": s.reason,
-                "failsafe": s.failsafe,
-                "paused": s.paused,
-                "rate_limited_for_secs": (
-                    round(max(0.0, s.blocked_until - now), 1)
-                    if s.blocked_kind == "rate_limited"
-                    else 0.0
-                ),
-                "car_calls_wait_secs": round(max(0.0, s.blocked_until - now), 1),
-                "car_calls_wait_reason": s.blocked_reason if s.blocked_until > now else None,
-                "command_in_flight": self.in_flight is not None,
-                "escalation": self.escalation.level if self.escalation is not None else "none",
-            },
-            "last_command": last.as_dict() if last else None,
-        }
-
-
-def car_status(service: ChargeService, vin: str | None, name: str | None) -> dict[str, Any]:
-    """One entry of /status `vehicles` (issue 14): the car, its mode and the controller's view."""
-    s = service.state
-    v = s.vehicle
-    return {
-        "vin": vin,
-        "name": name,
-        "mode": s.charge_mode,
-        "state": v.state.value if v else "unknown",
-        "charging_state": v.charge.charging_state if v and v.charge else None,
-        "setpoint_amps": s.setpoint,
-        "target_amps": s.target,
-        "driver_amps": s.driver_amps,
-        "driver_limit_amps": s.driver_amps if s.driver_amps is not None else s.setpoint,
-        "reason": s.reason,
-        # this car's own escalation (none, charge_stop, relay_off): it ignored a cut
-        "escalation": service.escalation.level if service.escalation is not None else "none",
-    }
+    # --- what /status shows (runtime/status.py builds it) ------------------------------------
+    def now(self) -> float:
+        """The controller's clock, for the ages /status shows."""
+        return self._clock()
 
 
 def load_remembered(path: Path, car: str = "") -> dict[str, int | None]:
@@ -757,19 +687,6 @@ class MeterPoller:
                 self._last_extra = now
                 return
 
-    def status(self, meter_type: str) -> dict[str, Any]:
-        """The `meter` object of /status."""
-        r = self.last
-        valid = r is not None and r.valid
-        return {
-            "type": meter_type,
-            "name": self.meter.name,
-            "amps": [round(a, 3) for a in r.phase_amps] if r is not None and r.phase_amps else None,
-            # how many supply phases the meter's readings carry (supplyPhases auto detects it)
-            "phases": len(r.phase_amps) if r is not None and r.phase_amps else None,
-            "volts": list(r.phase_volts) if r is not None and r.phase_volts else None,
-            "car_amps": round(r.car_amps, 3) if r is not None and r.car_amps is not None else None,
-            "age_secs": round(self._clock() - r.at, 1) if valid and r is not None else None,
-            "valid": valid and self.last_error is None,
-            "error": self.last_error,
-        }
+    def now(self) -> float:
+        """The poller's clock, for the reading's age /status shows."""
+        return self._clock()

@@ -255,3 +255,51 @@ async def test_supply_phases_auto_announces_the_meters_phases(
         )
         labels = {p["name"] for p in configs(seen).values()}
         assert {"Supply current L1", "Supply current L2", "Supply current L3"} <= labels
+
+
+async def test_car_link_sensor_follows_the_daemons_link_health(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Proxy down: Home Assistant's car-link sensor goes OFF with the daemon's own link health
+    (within 5 s), and ON again once the proxy is back and a call gets through."""
+    world = World(car=charging_car(16), manual_house=(10.0,))
+    state_topic = "tesla-smart-charger/state"
+
+    def car_link() -> str | None:
+        payload = seen.last(state_topic)
+        return json.loads(payload).get("car_link") if payload else None
+
+    async with (
+        daemon_with_mqtt(tmp_path, world, broker, "--monitor") as daemon,
+        watching(broker.port, state_topic) as seen,
+    ):
+        await daemon.wait_status(lambda st: st["dependencies"]["car_link"]["state"] == "ok")
+        await wait_for(lambda: car_link() == "ON", 5 * LOADED, "car link ON at the start")
+        port = int(world.urls["proxy"].rsplit(":", 1)[1])
+        log_before = len(daemon.log().splitlines())
+
+        await world.proxy.stop()
+        world.set_house(20.0)  # 20 + 16 = 36 A on a 30 A main: a cut must go to the car
+        down_at = time.monotonic()
+        await daemon.wait_status(lambda st: st["dependencies"]["car_link"]["state"] != "ok")
+        noticed = time.monotonic() - down_at
+        await wait_for(lambda: car_link() == "OFF", 5 * LOADED, "car link OFF")
+        off_after = time.monotonic() - down_at
+        assert off_after - noticed < 5 * LOADED  # the sensor follows the daemon's own health
+        outage_lines = daemon.log().splitlines()[log_before:]
+        link_lines = [line for line in outage_lines if "car link" in line.lower()]
+        assert 1 <= len(link_lines) <= 3, outage_lines  # said once when it starts
+
+        await world.proxy.start(port=port)
+        up_at = time.monotonic()
+        _, _, body = await world.proxy.wait_for_command("set_charging_amps", timeout=30)
+        assert body["charging_amps"] < 16  # the cut that waited for the link
+        await wait_for(lambda: car_link() == "ON", 5 * LOADED, "car link ON again")
+        on_after = time.monotonic() - up_at
+        status = await daemon.status()
+        assert status["dependencies"]["car_link"]["state"] == "ok"
+        print(  # the figures for docs/faults.md (pytest -s)
+            f"car link: /status not ok after {noticed:.1f} s, sensor OFF after {off_after:.1f} s,"
+            f" ON {on_after:.1f} s after the proxy's return; {len(link_lines)} car-link log"
+            f" lines during the outage, {len(outage_lines)} lines in all"
+        )

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tesla_smart_charger.homeassistant.mqtt import BridgeConfig, Car, MqttBridge, MqttUrl
+from tests.helpers.status import sample_status
 
 _PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 MOSQUITTO = shutil.which("mosquitto", path=_PATH)
@@ -154,7 +155,7 @@ class _NoControls:
 
 
 async def _child(port: int) -> None:
-    bridge = MqttBridge(bridge_config(port), lambda: {}, _NoControls())
+    bridge = MqttBridge(bridge_config(port), sample_status, _NoControls())
     await bridge.run()
 
 

@@ -20,6 +20,8 @@ from tesla_smart_charger.control.events import DriverLimit, Event, ModeChange, O
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.runtime.driver import DriverControls, parse_driver_limit
 from tesla_smart_charger.runtime.queue import EventQueue
+from tesla_smart_charger.runtime.status import controller_view
+from tests.helpers.status import sample_status
 from tests.unit.test_controller import MEASURED, PUSH, Run, asleep, charging, reading
 from tests.unit.test_service import FakeCar, make
 
@@ -208,7 +210,7 @@ async def test_limit_is_kept_across_a_restart(tmp_path: Path) -> None:
     assert saved == {"setpoint": 10, "driver_amps": 10, "driver_limit": True}
     restarted = make(car, state_file, [100.0])
     assert (restarted.state.driver_amps, restarted.state.driver_pinned) == (10, True)
-    assert restarted.status()["controller"]["driver_limit_amps"] == 10
+    assert controller_view(restarted, "none").driver_limit_amps == 10
 
 
 # --- the one validation -------------------------------------------------------------------
@@ -263,7 +265,7 @@ def test_controls_queue_known_cars_and_modes() -> None:
 async def api(token: str | None = None) -> tuple[TestClient[web.Request, web.Application], Any]:
     queue: asyncio.Queue[Event] = EventQueue()
     controls = DriverControls(queue, lambda: (VIN,), min_amps=6, max_amps=16)
-    ctx = ApiContext(lambda _: True, dict, dict, list, api_token=token, controls=controls)
+    ctx = ApiContext(lambda _: True, sample_status, dict, list, api_token=token, controls=controls)
     client = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
     await client.start_server()
     return client, queue

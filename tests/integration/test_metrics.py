@@ -277,7 +277,7 @@ async def test_one_car_has_its_vin_labelled_series_too(tmp_path: Path) -> None:
     async with observed_daemon(tmp_path, world, **FAST) as run:
         await until(run.daemon, lambda s: s.setpoint is not None)
         m = await scrape(run)
-        vin = run.daemon.vehicles()[0]["vin"]
+        vin = run.daemon.vehicles()[0].vin
         assert vin
         assert value(m[P + "vehicle_setpoint_amps"], vin=vin) == run.daemon.service.state.setpoint
         assert value(m[P + "vehicle_mode"], vin=vin, mode="fast") == 1.0

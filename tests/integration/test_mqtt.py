@@ -38,46 +38,16 @@ from tesla_smart_charger.homeassistant.mqtt import (
     parse_mqtt_url,
     state_messages,
 )
+from tesla_smart_charger.runtime.status import DaemonStatus, Dependencies
 from tests.helpers.e2e import LOADED, WAIT_SECS
 from tests.helpers.mqtt_broker import MOSQUITTO, MOSQUITTO_PASSWD, Broker, bridge_config
+from tests.helpers.status import SAMPLE, sample_status
 
 VIN = "5YJ3E7EB2KF000001"
 TREE = Path(__file__).resolve().parents[2]
 
-# The /status document as daemon.status() builds it today (measured mode, three phases).
-STATUS: dict[str, Any] = {
-    "vehicle": {
-        "state": "online",
-        "charging_state": "Charging",
-        "amps_actual": 12,
-        "amps_requested": 16,
-        "checked_secs_ago": 3.0,
-    },
-    "controller": {
-        "mode": "measured",
-        "target_amps": 12,
-        "setpoint_amps": 12,
-        "driver_amps": 16,
-        "reason": "holding 12 A: house leaves 12.4 A",
-        "failsafe": False,
-        "paused": False,
-        "rate_limited_for_secs": 0.0,
-    },
-    "last_command": None,
-    "api_calls": {"data": 3, "command": 2, "cost_usd": 0.008, "cost_last_24h_usd": 0.008},
-    "auth": {"state": "ok"},
-    "meter": {
-        "type": "shelly-3em",
-        "name": "shelly",
-        "amps": [11.63, 20.4, 9.0],
-        "volts": [230.0, 231.0, 229.0],
-        "car_amps": None,
-        "age_secs": 0.4,
-        "valid": True,
-        "error": None,
-    },
-    "daemon": {"version": "2.0.0", "uptime_secs": 12.0},
-}
+# The /status document (measured mode, three phases): tests/helpers/status.py.
+STATUS = sample_status()
 
 
 def cfg_for(port: int = 1883) -> BridgeConfig:
@@ -159,7 +129,7 @@ def test_bad_mqtt_keys_are_config_errors(
 # --- pure builders -----------------------------------------------------------------------------
 
 
-def _configs(cfg: BridgeConfig, status: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def _configs(cfg: BridgeConfig, status: DaemonStatus | None = None) -> dict[str, dict[str, Any]]:
     return {t: json.loads(p) for t, p in discovery_messages(cfg, status).items()}
 
 
@@ -187,7 +157,7 @@ def test_discovery_one_device_stable_unique_ids() -> None:
             }
         ]
     # The same configuration gives the same ids on every start.
-    assert _configs(cfg, {}).keys() == configs.keys()
+    assert _configs(cfg).keys() == configs.keys()
 
 
 def test_discovery_entities() -> None:
@@ -260,31 +230,55 @@ def test_state_values_from_status() -> None:
         _render(config["value_template"], doc)
 
 
-def test_state_reads_defensively() -> None:
+def test_state_follows_the_typed_status() -> None:
     cfg = cfg_for()
-    empty = json.loads(state_messages(cfg, {})["tesla-smart-charger/state"])
-    assert set(empty.values()) == {None}
-    odd: dict[str, Any] = {
-        "meter": {"amps": [30.5, "x", 1], "valid": True},
-        "controller": {"reason": "r" * 400, "failsafe": "yes", "setpoint_amps": True},
-        "vehicle": "nope",
-        "cars": {VIN: {"driver_limit_amps": 10, "charge_mode": "solar"}},
+
+    def state(**changes: Any) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(
+            state_messages(cfg, sample_status(**changes))["tesla-smart-charger/state"]
+        )
+        return out
+
+    long = state(controller={"reason": "r" * 400, "failsafe": True, "setpoint_amps": None})
+    assert (len(long["reason"]), long["failsafe"], long["setpoint"]) == (255, "ON", None)
+    overloaded = state(meter={"amps": [26.0, 1.0, 1.0]})
+    assert (overloaded["overload"], overloaded["headroom"]) == ("ON", -1.0)
+    stale = state(meter={"amps": [26.0, 1.0, 1.0], "valid": False})
+    assert (stale["overload"], stale["headroom"], stale["supply_l1"]) == (None, None, None)
+    assert state(meter=None)["supply_l1"] is None  # push mode: no meter
+    lost = state(auth={"state": "reauth_required"})
+    assert lost["car_link"] == "OFF"  # a login is needed: no road reaches the car
+    cars = STATUS.model_copy(update={"vehicles": []})
+    car = json.loads(state_messages(cfg, cars)[f"tesla-smart-charger/car/{VIN}/state"])
+    assert car == {"driver_limit": 16, "mode": "fast"}  # the controller's, without an entry
+
+
+@pytest.mark.parametrize(
+    ("links", "vehicle", "expected"),
+    [
+        ({"car_link": "ok"}, "online", "ON"),
+        ({"car_link": "degraded"}, "online", "OFF"),  # the daemon's own link health wins
+        ({"car_link": "down"}, "asleep", "OFF"),
+        ({"car_link": "down", "ble_bridge": "ok"}, "online", "ON"),  # the other road reaches it
+        ({}, "offline", "OFF"),  # no car link of our own: the car's last known state
+        ({}, "unknown", None),
+    ],
+)
+def test_car_link_follows_the_daemons_link_health(
+    links: dict[str, str], vehicle: str, expected: str | None
+) -> None:
+    deps: dict[str, Any] = {
+        name: dict(SAMPLE["dependencies"]["car_link"], state=state) for name, state in links.items()
     }
-    state = json.loads(state_messages(cfg, odd)["tesla-smart-charger/state"])
-    assert state["supply_l1"] is None  # a bad phase value spoils none of the others' meaning
-    assert len(state["reason"]) == 255
-    assert state["failsafe"] is None
-    assert state["setpoint"] is None
-    car = json.loads(state_messages(cfg, odd)[f"tesla-smart-charger/car/{VIN}/state"])
-    assert car == {"driver_limit": 10, "mode": "solar"}
-    overloaded = {"meter": {"amps": [26.0, 1.0, 1.0], "valid": True}}
-    state = json.loads(state_messages(cfg, overloaded)["tesla-smart-charger/state"])
-    assert (state["overload"], state["headroom"]) == ("ON", -1.0)
-    stale = {"meter": {"amps": [26.0, 1.0, 1.0], "valid": False}, "controller": {"failsafe": True}}
-    state = json.loads(state_messages(cfg, stale)["tesla-smart-charger/state"])
-    assert (state["overload"], state["failsafe"], state["supply_l1"]) == (None, "ON", None)
-    lost = {"auth": {"state": "reauth_required"}, "vehicle": {"state": "online"}}
-    assert json.loads(state_messages(cfg, lost)["tesla-smart-charger/state"])["car_link"] == "OFF"
+    status = sample_status(vehicle={"state": vehicle}).model_copy(
+        update={
+            "dependencies": Dependencies.model_validate(
+                {**SAMPLE["dependencies"], "car_link": None, **deps}
+            )
+        }
+    )
+    state = json.loads(state_messages(cfg_for(), status)["tesla-smart-charger/state"])
+    assert state["car_link"] == expected
 
 
 @pytest.mark.parametrize(
@@ -463,7 +457,7 @@ async def running(
 
 
 def discovery_topics(cfg: BridgeConfig) -> set[str]:
-    return set(discovery_messages(cfg, {}))
+    return set(discovery_messages(cfg))
 
 
 @needs_broker
@@ -579,10 +573,8 @@ async def test_state_at_most_once_per_second_per_topic(broker: Broker) -> None:
     cfg = cfg_for(broker.port)
     counter = {"n": 0}
 
-    def snapshot() -> dict[str, Any]:
-        status: dict[str, Any] = json.loads(json.dumps(STATUS))
-        status["meter"]["amps"][0] = 10.0 + counter["n"] / 10
-        return status
+    def snapshot() -> DaemonStatus:
+        return sample_status(meter={"amps": [10.0 + counter["n"] / 10, 20.4, 9.0]})
 
     bridge = MqttBridge(cfg, snapshot, RecordingControls())
     car_topic = f"tesla-smart-charger/car/{VIN}/state"
@@ -779,7 +771,7 @@ async def test_a_silent_broker_never_stalls_the_loop() -> None:
 
 def test_health_goes_down_after_30s() -> None:
     now = [100.0]
-    bridge = MqttBridge(cfg_for(), dict, RecordingControls(), clock=lambda: now[0])
+    bridge = MqttBridge(cfg_for(), sample_status, RecordingControls(), clock=lambda: now[0])
     assert bridge.state()["state"] == "degraded"  # not connected yet
     bridge._lost(aiomqtt.MqttError("Connection refused"))
     now[0] += 31

@@ -9,6 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
+from tesla_smart_charger.runtime.status import DaemonStatus
+from tests.helpers.status import sample_status
 
 
 class FakeDaemon:
@@ -22,8 +24,8 @@ class FakeDaemon:
         self.overloads.append(source)
         return len(self.overloads) == 1
 
-    def status(self) -> dict[str, Any]:
-        return {"vehicle": {"state": "online"}, "controller": {"mode": "push"}}
+    def status(self) -> DaemonStatus:
+        return sample_status(controller={"mode": "push"})
 
     def config(self) -> dict[str, Any]:
         return {"apiToken": "***"}

@@ -391,12 +391,12 @@ async def test_every_car_has_its_own_escalation_and_status_names_it(
 
     other.state = replace(other.state, level="charge_stop")
     status = daemon.status()
-    assert [v["escalation"] for v in status["vehicles"]] == ["none", "charge_stop"]
-    assert status["controller"]["escalation"] == "charge_stop"  # the worst car's
+    assert [v.escalation for v in status.vehicles] == ["none", "charge_stop"]
+    assert status.controller.escalation == "charge_stop"  # the worst car's
     problems = daemon.health()
     assert any(f"escalation charge_stop: {VIN_B} did not follow a cut" in p for p in problems)
     red.state = replace(red.state, level="relay_off")
-    assert daemon.status()["controller"]["escalation"] == "relay_off"
+    assert daemon.status().controller.escalation == "relay_off"
 
 
 async def test_one_car_logs_as_it_always_did(write_config: Any, tmp_path: Path) -> None:

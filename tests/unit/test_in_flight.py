@@ -25,6 +25,7 @@ from tesla_smart_charger.control.models import (
 )
 from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.service import ChargeService
+from tesla_smart_charger.runtime.status import controller_view
 from tests.helpers.e2e import WAIT_SECS
 from tests.unit.test_controller import MEASURED, PUSH, charging, reading
 
@@ -94,7 +95,7 @@ async def test_readings_and_failsafe_are_handled_while_a_cut_hangs() -> None:
         service.queue.put_nowait(live(20 + 16))  # the oven: cut to 9 A, and the proxy hangs
         await until(lambda: isinstance(service.in_flight, core.SetAmps))
         assert car.started == [9]
-        assert service.status()["controller"]["command_in_flight"] is True
+        assert controller_view(service, "none").command_in_flight is True
 
         # The kettle too: the reading is decided now, against the 16 A the car really has.
         service.queue.put_nowait(live(23 + 16))

@@ -37,6 +37,7 @@ from tesla_smart_charger.httpapi.server import (
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.e2e import LOADED, WAIT_SECS, DaemonProcess, wait_http, wait_port_file
+from tests.helpers.status import sample_status
 
 IDLE_CONNECTIONS = 1100
 DAEMON_FD_LIMIT = 1024
@@ -75,7 +76,9 @@ async def serve(
     limit: int, keepalive_secs: float = 30.0, per_client: int | None = None
 ) -> AsyncIterator[Api]:
     api = Api()
-    ctx = ApiContext(api.overload, dict, dict, list, extra_routes=[web.get("/slow", api.slow)])
+    ctx = ApiContext(
+        api.overload, sample_status, dict, list, extra_routes=[web.get("/slow", api.slow)]
+    )
     runner = make_runner(build_app(ctx), keepalive_secs=keepalive_secs)
     await runner.setup()
     listener, api.limiter = await listen(

@@ -20,10 +20,13 @@ from tesla_smart_charger.httpapi.server import ApiContext, HostPolicy, build_app
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.e2e import Recorder, world_and_daemon
+from tests.helpers.status import sample_status
 
 
 async def _client(rec: Recorder, bind: str, names: Iterable[str] = ()) -> TestClient[Any, Any]:
-    ctx = ApiContext(rec.overload, dict, dict, list, hosts=HostPolicy.for_bind(bind, tuple(names)))
+    ctx = ApiContext(
+        rec.overload, sample_status, dict, list, hosts=HostPolicy.for_bind(bind, tuple(names))
+    )
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
     await client.start_server()
     return client
