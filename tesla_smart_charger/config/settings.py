@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tesla_smart_charger.config.mqtt_url import check_topic_prefix, parse_mqtt_url
 from tesla_smart_charger.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
@@ -523,8 +524,6 @@ class Settings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: SecretStr | None) -> SecretStr | None:
-        from tesla_smart_charger.homeassistant.mqtt import parse_mqtt_url  # noqa: PLC0415 (aiomqtt only when used)
-
         if value is not None:
             parse_mqtt_url(value.get_secret_value())
         return value
@@ -532,8 +531,6 @@ class Settings(BaseSettings):
     @field_validator("mqtt_topic_prefix", "mqtt_discovery_prefix")
     @classmethod
     def _mqtt_prefix(cls, value: str, info: ValidationInfo) -> str:
-        from tesla_smart_charger.homeassistant.mqtt import check_topic_prefix  # noqa: PLC0415 (see above)
-
         return check_topic_prefix(value, to_camel(info.field_name or "topic prefix"))
 
     # --- issue 11: BLE road, escalation, safety relay, alerts -----------------------------

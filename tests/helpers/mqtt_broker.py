@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from tesla_smart_charger.homeassistant.mqtt import BridgeConfig, Car, MqttBridge, MqttUrl
+from tesla_smart_charger.config.mqtt_url import MqttUrl
+from tesla_smart_charger.homeassistant.mqtt import BridgeConfig, Car, MqttBridge
 
 _PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 MOSQUITTO = shutil.which("mosquitto", path=_PATH)

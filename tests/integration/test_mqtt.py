@@ -23,6 +23,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tesla_smart_charger.config.mqtt_url import parse_mqtt_url
 from tesla_smart_charger.config.settings import load_config, redacted
 from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.homeassistant.mqtt import (
@@ -35,7 +36,6 @@ from tesla_smart_charger.homeassistant.mqtt import (
     TopicLimiter,
     discovery_messages,
     parse_command,
-    parse_mqtt_url,
     state_messages,
 )
 from tests.helpers.e2e import LOADED, WAIT_SECS
