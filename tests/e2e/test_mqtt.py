@@ -19,7 +19,7 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.e2e import LOADED, DaemonProcess, run_daemon
 from tests.helpers.mqtt_broker import MOSQUITTO, Broker
-from tests.integration.test_mqtt import Seen, publish, wait_for, watching
+from tests.helpers.mqtt_client import Seen, publish, wait_for, watching
 
 pytestmark = pytest.mark.slow
 

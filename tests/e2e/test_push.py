@@ -14,8 +14,8 @@ import pytest
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.conftest import SEED_CONFIG
 from tests.helpers.e2e import LOADED, STARTUP_SECS, world_and_daemon
+from tests.helpers.fixtures import SEED_CONFIG
 
 pytestmark = pytest.mark.slow
 

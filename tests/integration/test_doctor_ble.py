@@ -10,7 +10,7 @@ import pytest
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.e2e import closed_port
-from tests.integration.test_setup_cli import run
+from tests.helpers.setup_cli import run
 
 
 def rows(out: str) -> dict[str, str]:

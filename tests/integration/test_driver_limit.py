@@ -19,8 +19,8 @@ from tesla_smart_charger import control as core
 from tesla_smart_charger.control.events import DriverLimit, Event, EventQueue, ModeChange, Overload
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.runtime.driver import DriverControls, parse_driver_limit
-from tests.unit.test_controller import MEASURED, PUSH, Run, asleep, charging, reading
-from tests.unit.test_service import FakeCar, make
+from tests.helpers.control import MEASURED, PUSH, Run, asleep, charging, reading
+from tests.helpers.service import FakeCar, make
 
 VIN = "5YJ3E7EB2KF000001"
 

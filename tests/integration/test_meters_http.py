@@ -19,8 +19,9 @@ from tesla_smart_charger.errors import ConfigError, MeterAuthError, MeterError
 from tesla_smart_charger.shelly.build import ShellyMeter, create_meter
 from tesla_smart_charger.shelly.http import THROTTLE_BACKOFF_SECS
 from tesla_smart_charger.simulator.shelly import SimKind, SimulatedShelly
-from tests.conftest import FIXTURES, load_fixture, running
 from tests.helpers.e2e import WAIT_SECS
+from tests.helpers.fixtures import FIXTURES, load_fixture
+from tests.helpers.shelly import running
 
 PASSWORD = "s3cret-Meter-PW"
 SHORT = aiohttp.ClientTimeout(total=0.3, connect=0.2)

@@ -132,7 +132,7 @@ def test_car_view_counts_the_old_setpoint_while_a_cut_settles() -> None:
 
     from tesla_smart_charger import control as core  # noqa: PLC0415
     from tesla_smart_charger.control.allocation import car_view  # noqa: PLC0415
-    from tests.unit.test_controller import MEASURED, charging  # noqa: PLC0415
+    from tests.helpers.control import MEASURED, charging  # noqa: PLC0415
 
     state = replace(
         core.initial_state(0.0, charge_mode="solar"),
@@ -175,7 +175,7 @@ class TwoCars:
         pause: bool = True,
     ):
         from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
-        from tests.unit.test_controller import MEASURED  # noqa: PLC0415
+        from tests.helpers.control import MEASURED  # noqa: PLC0415
 
         self.cfg = replace(
             MEASURED, pause_when_overloaded=pause, pause_after_secs=pause_after, sleep_secs=10
@@ -457,7 +457,7 @@ def test_the_ledger_counts_amp_seconds_and_swaps_only_past_the_margin() -> None:
 def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload() -> None:
     from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
     from tesla_smart_charger.control.allocation import FAIR_MARGIN_SECS  # noqa: PLC0415
-    from tests.unit.test_controller import MEASURED  # noqa: PLC0415
+    from tests.helpers.control import MEASURED  # noqa: PLC0415
 
     cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=5.0, sleep_secs=10)
     fleet = OursFleet(cfg, 2, draw=16.0, vins=("A", "B"), lag=LAG)
@@ -559,7 +559,7 @@ def test_eight_cars_on_a_10_a_house_pause_the_lowest_priorities_until_the_supply
     # the second case: 8 cars at 6 A and a 10 A house held 58 A on a 30 A main; with
     # the shipped defaults the cars whose minimum does not fit (the lowest priorities) pause
     from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
-    from tests.unit.test_controller import MEASURED  # noqa: PLC0415
+    from tests.helpers.control import MEASURED  # noqa: PLC0415
 
     cfg = replace(MEASURED, pause_after_secs=120.0)
     assert cfg.pause_when_overloaded  # the default

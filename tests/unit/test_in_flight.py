@@ -24,8 +24,8 @@ from tesla_smart_charger.control.models import (
     VehicleState,
 )
 from tesla_smart_charger.runtime.service import ChargeService
+from tests.helpers.control import MEASURED, PUSH, charging, reading
 from tests.helpers.e2e import WAIT_SECS
-from tests.unit.test_controller import MEASURED, PUSH, charging, reading
 
 # Real clock, short stale time: the fail-safe must come while the call still hangs.
 FAST = replace(MEASURED, stale_secs=0.6)

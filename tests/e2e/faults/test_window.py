@@ -23,7 +23,8 @@ import pytest
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e.faults.harness import (
+from tests.helpers.e2e import LOADED
+from tests.helpers.faults import (
     WINDOW_SECS,
     Outcome,
     Running,
@@ -35,7 +36,6 @@ from tests.e2e.faults.harness import (
     sample,
     window_end,
 )
-from tests.helpers.e2e import LOADED
 
 # `make test` runs pytest with `--dist loadfile`: this module's tests all go to one worker, so
 # the module fixture (the window) runs once, not once per worker on the same 2 cores.
