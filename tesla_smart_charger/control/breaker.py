@@ -310,11 +310,6 @@ class BreakerMonitor:
         self._over_since = None
         self._tripped = False
 
-    @property
-    def over_too_long(self) -> bool:
-        """The supply has been over the rating for longer than the model allows (latched)."""
-        return self._tripped
-
     def heat_ratio(self) -> list[float] | None:
         """Heat per phase as a fraction of the trip heat; None before the first reading."""
         return None if self._replica is None else self._replica.ratio()

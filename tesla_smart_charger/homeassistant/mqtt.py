@@ -205,7 +205,7 @@ def _car_link(status: Mapping[str, Any]) -> bool | None:
 
 
 def _car_status(status: Mapping[str, Any], car: Car) -> Mapping[str, Any]:
-    """Per-car status (/status `vehicles`, issue 14), else the single-car controller."""
+    """Per-car status (/status `vehicles`), else the single-car controller."""
     cars = _get(status, "vehicles") or _get(status, "cars")
     if isinstance(cars, Mapping) and isinstance(cars.get(car.vin), Mapping):
         return dict(cars[car.vin])
@@ -257,7 +257,7 @@ def car_state(car: Car, status: Mapping[str, Any]) -> dict[str, Any]:
     mode = doc.get("charge_mode", doc.get("mode"))
     return {
         "driver_limit": None if number is None else int(number),
-        # Until per-car modes exist (issue 14) every car charges "fast": as fast as allowed.
+        # A car whose status names no mode we know charges "fast" (the default): as fast as allowed.
         "mode": mode if mode in MODES else "fast",
     }
 

@@ -165,7 +165,7 @@ class Dashboard:
         }
 
     def panel(self) -> dict[str, Any]:
-        """Recent commands, API calls and the cars (issue 14): what changes rarely."""
+        """Recent commands, API calls and the cars: what changes rarely."""
         d = self._daemon
         vehicle = d.service.status()["vehicle"]
         vehicle.pop("checked_secs_ago", None)

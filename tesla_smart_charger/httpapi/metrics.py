@@ -243,7 +243,7 @@ class DaemonCollector:
         )
 
     def _vehicles(self) -> Iterable[Metric]:
-        """Issue 14: every car of /status `vehicles`, labelled by VIN (one car too)."""
+        """Every car of /status `vehicles`, labelled by VIN (one car too)."""
         cars = [c for c in self._daemon.vehicles() if c.get("vin")]
         amps = {
             "setpoint_amps": ("vehicle_setpoint_amps", "Charging amps each car is set to."),
@@ -303,7 +303,7 @@ class DaemonCollector:
         yield escalation
 
     def _escalation(self) -> Iterable[Metric]:
-        """Issue 11: the escalation step in force, its steps taken, and each road's calls."""
+        """Whether cuts land: the escalation step in force, its steps taken, and each road's calls."""
         d = self._daemon
         escalations = d.escalations()
         yield _one_hot(

@@ -568,7 +568,7 @@ class ChargeService:
 
 
 def car_status(service: ChargeService, vin: str | None, name: str | None) -> dict[str, Any]:
-    """One entry of /status `vehicles` (issue 14): the car, its mode and the controller's view."""
+    """One entry of /status `vehicles`: the car, its mode and the controller's view."""
     s = service.state
     v = s.vehicle
     return {

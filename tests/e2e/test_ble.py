@@ -1,4 +1,4 @@
-"""Issue 11 acceptance, black-box: the real daemon with a BLE bridge, a cloud proxy, a relay
+"""When a cut may not land, black-box: the real daemon with a BLE bridge, a cloud proxy, a relay
 and an alert webhook, all simulated on 127.0.0.1."""
 
 from __future__ import annotations

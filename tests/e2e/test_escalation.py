@@ -1,4 +1,4 @@
-"""Issue 11 acceptance, black-box: a car that ignores cuts is stopped, then its circuit is
+"""Escalation, black-box: a car that ignores cuts is stopped, then its circuit is
 switched off by the safety relay, which goes back on only after a minute of room.
 
 Its own file: the minute of room makes it the suite's longest test after the fault window, and

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance, black-box: measured mode against simulated Shelly meters and car."""
+"""Measured mode, black-box: against simulated Shelly meters and car."""
 
 from __future__ import annotations
 

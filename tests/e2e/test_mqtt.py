@@ -1,4 +1,4 @@
-"""Issue 15 acceptance, black-box: the real daemon, a simulated world and a real mosquitto."""
+"""Home Assistant over MQTT, black-box: the real daemon, a simulated world and a real mosquitto."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: 
         code, reply = await post(url + "?amps=9", headers={"Sec-Fetch-Site": "cross-site"})
         assert code == 403
 
-        # The mode select (issue 14): applied, shown in /status; push mode has no meter to
+        # The mode select: applied, shown in /status; push mode has no meter to
         # see the sun, so nothing is sent to the car.
         commands = len(world.proxy.commands)
         await publish(broker.port, select["command_topic"], "solar")

@@ -1,4 +1,4 @@
-"""Issue 3 acceptance, black-box: the real daemon process against a simulated proxy."""
+"""Push mode, black-box: the real daemon process against a simulated proxy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every car of `vehicles` is protected alike (issue 14 follow-up to issue 11).
+"""Every car of `vehicles` is protected alike: each has its own failed-cut escalation.
 
 Each car escalates on its own; the one relay is shared; each car's own charger channel is that
 car's measured amps; a cut followed by an overload is judged by that car's own word.

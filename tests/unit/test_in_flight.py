@@ -1,4 +1,4 @@
-"""A car call in flight never stalls the controller (issue 10): core and shell.
+"""A car call in flight never stalls the controller: core and shell.
 
 The shell runs the one car call as a task; events keep being decided meanwhile, and an action
 they want waits for the call's outcome. These tests use a car whose command hangs until the

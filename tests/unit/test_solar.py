@@ -1,4 +1,4 @@
-"""Per-car modes (issue 14): solar and minsolar in the pure decision, with an explicit clock."""
+"""Per-car modes: solar and minsolar in the pure decision, with an explicit clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10 item 6: no setting can switch protection off, and every config error is a clean
+"""No setting can switch protection off, and every config error is a clean
 exit 2 naming the key, from `check-config` and from the daemon alike (real processes).
 """
 

@@ -1,4 +1,4 @@
-"""Issue 10 acceptance, black-box: each fault for 60 s against the real daemon, all at once.
+"""The fault window, black-box: each fault for 60 s against the real daemon, all at once.
 
 One module-scoped window runs every scenario concurrently (a daemon and its failing servers
 each), then every test asserts on one scenario's outcome: requests to the failing dependency
