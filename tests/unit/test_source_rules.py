@@ -34,9 +34,16 @@ def _issue_offsets(text: str) -> list[int]:
     ]
 
 
+# Only files that mention one are parsed: `make unit` stays within seconds on a busy machine.
+TESTS_IMPORT = re.compile(r"^\s*(?:from|import)\s+tests\.(?!helpers\b)", re.MULTILINE)
+
+
 def _imported_modules(path: Path) -> set[str]:
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    text = path.read_text(encoding="utf-8")
+    if not TESTS_IMPORT.search(text):
+        return out
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -57,7 +64,9 @@ def shared_code_outside_helpers(paths: list[Path], root: Path = ROOT) -> list[st
 def issue_references(path: Path, root: Path = ROOT) -> list[str]:
     """Comments and docstrings of `path` that point at an issue number, as "file:line: text"."""
     text = path.read_text(encoding="utf-8")
-    found = []
+    found: list[str] = []
+    if not ISSUE_REF.search(text):
+        return found  # most files: no candidate at all, so no need to tokenize them
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
         if tok.type not in (tokenize.COMMENT, tokenize.STRING):
             continue
