@@ -1262,9 +1262,7 @@ def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[
     )
     parts = [model + (" [--quick: shortened traces]" if plan.quick else "") + "\n" + ours]
     parts += [format_table(traces[k], results[k]) for k in keys]
-    if (
-        "winter-evening" in keys
-    ):  # an hour of it with the cloud road failing: do the cuts still land?
+    if "winter-evening" in keys:  # an hour of it with the cloud road failing
         from tesla_smart_charger.bench import roads as bench_roads  # noqa: PLC0415 - it builds on this module
 
         parts.append(bench_roads.report())
