@@ -110,7 +110,7 @@ class Daemon:
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
     fleet: Fleet | None = None  # several cars: one controller per car
 
-    # when a cut may not land: the BLE road (teslaBleProxy), the escalation, the safety relay, alerts
+    # when a cut may not land: BLE road (teslaBleProxy), escalation, safety relay, alerts
     roads: FailoverVehicle | None = None
     ble_policy: RetryPolicy | None = None
     escalator: Escalator | None = None

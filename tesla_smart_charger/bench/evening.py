@@ -318,7 +318,7 @@ class Result:
 
     @property
     def ble_cost_per_day(self) -> float:
-        """Fleet API dollars a day with commands over the BLE road (free, local): data calls only."""
+        """Fleet API dollars a day with commands over BLE (free, local): data calls only."""
         return self.data_cost * DAY / self.seconds
 
 
@@ -1125,9 +1125,9 @@ def format_table(trace: Trace, results: dict[str, list[Result]]) -> str:
 class Verdict:
     """One target: passed or not, with the figures behind it.
 
-    The targets in docs/benchmarks.md gate the exit code as written. A target that is not `gating` is context:
-    what any controller under our rules can reach (docs/benchmarks.md argues each case), shown
-    beside the target it explains, never in its place.
+    The targets in docs/benchmarks.md gate the exit code as written. A target that is not
+    `gating` is context: what any controller under our rules can reach (docs/benchmarks.md
+    argues each case), shown beside the target it explains, never in its place.
     """
 
     target: str

@@ -303,7 +303,7 @@ class DaemonCollector:
         yield escalation
 
     def _escalation(self) -> Iterable[Metric]:
-        """Whether cuts land: the escalation step in force, its steps taken, and each road's calls."""
+        """Whether cuts land: the escalation step in force, its steps and each road's calls."""
         d = self._daemon
         escalations = d.escalations()
         yield _one_hot(

@@ -1,4 +1,4 @@
-"""Fake cars (the Vehicle protocol, no I/O) and a ChargeService around one, for the shell's tests."""
+"""Fake cars (the Vehicle protocol, no I/O) and a ChargeService around one, for the shell."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Running the setup commands in-process, and a simulated token endpoint with its config and store."""
+"""The setup commands run in-process, and a simulated token endpoint's config and store."""
 
 from __future__ import annotations
 

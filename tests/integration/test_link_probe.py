@@ -1,4 +1,4 @@
-"""After a long proxy outage the cut goes within seconds of recovery, not at the back-off's next try.
+"""After a long proxy outage the cut goes within seconds of recovery, not at the next back-off.
 
 The car link backs off to a minute; while a cut waits and the proxy refused the connection, a
 TCP probe (no HTTP request, nothing billed) notices the port accepting again, the policy allows

@@ -311,7 +311,7 @@ async def test_pro3em_phase_errors_make_the_reading_invalid(session: aiohttp.Cli
 
 
 async def test_pro3em_fixture_acceptance_via_create_meter(session: aiohttp.ClientSession) -> None:
-    """The recorded Pro 3EM: a device serving pro3em_em_status.json reads as [9.592, 0.044, 1.479]."""
+    """A device serving the recorded pro3em_em_status.json reads as [9.592, 0.044, 1.479]."""
     sim = SimulatedShelly.from_fixture("pro3em", FIXTURES / "shelly/pro3em_em_status.json")
     async with running(sim) as url:
         meter = create_meter(

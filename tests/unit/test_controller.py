@@ -507,8 +507,9 @@ def test_measured_confirmation_waits_once_for_the_meter(
 
 
 def test_fleet_api_budget_under_a_steady_load_per_hour() -> None:
-    """The Fleet API budget: while charging under a steady house load, at most 15 data calls and 10 commands
-    an hour, and no wake ever (there is no wake action at all). Three hours, 1 s readings."""
+    """The Fleet API budget: while charging under a steady house load, at most 15 data calls and
+    10 commands an hour, and no wake ever (there is no wake action at all). Three hours, 1 s
+    readings."""
     run = Run(MEASURED)
     data = commands = 0
     setpoint_draw = 0

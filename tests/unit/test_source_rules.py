@@ -26,7 +26,7 @@ OTHER_PROJECT = re.compile(r"[\w.]+[-/][\w.-]+\s+(?:PR\s+|pull request\s+)?$", r
 
 
 def _issue_offsets(text: str) -> list[int]:
-    """Where `text` cites one of this project's issues (a number another project qualifies stays)."""
+    """Where `text` cites an issue of this project (one another project's name qualifies stays)."""
     return [
         m.start()
         for m in ISSUE_REF.finditer(text)
