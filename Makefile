@@ -61,8 +61,11 @@ $(DEMO_STAMP): pyproject.toml
 system-deps:
 	@bash .ci/system-deps.sh
 
+# lint-imports checks the import contracts in pyproject.toml ([tool.importlinter]): the core
+# imports no shell, only the command line imports the composition root, the layers, no circles.
 lint: install
 	$(BIN)/ruff check tesla_smart_charger tests
+	$(BIN)/lint-imports --no-cache
 
 # nice: beside pytest, mypy takes only CPU the tests' daemons leave idle.
 typecheck: install

@@ -112,7 +112,7 @@ class TokenEndpointError(TokenError, TransientError):
     """Network or 5xx from the token endpoint: retry while the access token lasts."""
 
 
-# --- BLE bridge, safety relay, alerts (issue 11) -------------------------------------------
+# --- BLE bridge, safety relay, alerts ---------------------------------------------------
 
 
 class BleUnavailable(TeslaTransientError):

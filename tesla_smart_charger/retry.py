@@ -131,10 +131,6 @@ class RetryPolicy:
         """How the last attempt failed (None after a success)."""
         return self._last_kind
 
-    def next_allowed_at(self, now: float | None = None) -> float:
-        """Monotonic time from which the dependency may be called again (<= now: at once)."""
-        return self._next_at
-
     def wait_secs(self, now: float | None = None) -> float:
         """Seconds until a call is allowed; 0 when it is allowed now."""
         current = self._clock() if now is None else now

@@ -7,59 +7,26 @@ so an end-to-end test cannot slip into the fast layer. See docs/testing.md.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from yarl import URL
 
-from tesla_smart_charger.simulator.shelly import SimulatedShelly
 from tests.helpers.e2e import closed_port
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.helpers.fixtures import SEED_CONFIG
 
 # The fast pure layer (`make unit`, seconds) is the directory tests/unit: tests that decide, parse
 # or compute in-process, with no socket, no server, no daemon and no process. The guard below
 # holds every test there to it. See docs/testing.md.
 UNIT_DIR = Path(__file__).parent / "unit"
-
-# The seed README's example config.json, verbatim apart from the values a test overrides.
-SEED_CONFIG: dict[str, Any] = {
-    "homeMaxAmps": 30.0,
-    "chargerMaxAmps": 25.0,
-    "chargerMinAmps": 6.0,
-    "downStepPercentage": 0.5,
-    "upStepPercentage": 0.25,
-    "sleepTimeSecs": 20,
-    "energyMonitorIp": "ip-or-hostname",
-    "energyMonitorType": "shelly-em",
-    "hostIp": "ip-address",
-    "apiPort": 8000,
-    "teslaVehicleId": "12345678901234567",
-    "teslaAccessToken": "seed-access-token-SECRET",
-    "teslaRefreshToken": "seed-refresh-token-SECRET",
-    "teslaHttpProxy": "http://localhost:4443",
-    "teslaClientId": "12345678901234567",
-}
-
-
-def load_fixture(relative: str) -> Any:
-    """Parse one recorded JSON reply from tests/fixtures/."""
-    return json.loads((FIXTURES / relative).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -94,40 +61,6 @@ def _aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("aioresponses.core.ClientResponse", _CompatResponse)
 
 
-def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed P-256 certificate for localhost / 127.0.0.1, like the proxy README's."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "proxy-cert.pem", directory / "proxy-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """One client session per test, closed afterwards (filterwarnings=error catches leaks)."""
@@ -141,16 +74,6 @@ def refused_port() -> Iterator[int]:
     process can take meanwhile (`tests.helpers.e2e.closed_port`): "nothing listens there"."""
     with closed_port() as port:
         yield port
-
-
-@asynccontextmanager
-async def running(sim: SimulatedShelly) -> AsyncIterator[str]:
-    """Serve a simulated Shelly on 127.0.0.1 for the duration of the block; yields its URL."""
-    url = await sim.start()
-    try:
-        yield url
-    finally:
-        await sim.stop()
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m unit` selects on the marker

@@ -94,7 +94,6 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 
-QUEUE_SIZE = 1024  # kept for callers; the EventQueue coalesces and never fills
 # On SIGTERM, a cut in flight gets this long to land before it is persisted instead
 # (inside the 5 s exit budget, leaving time to cancel tasks and close the server).
 DRAIN_SECS = 2.5
@@ -127,9 +126,9 @@ class Daemon:
     breaker: BreakerMonitor | None = None  # the main breaker's heat, from meter readings
     controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
-    fleet: Fleet | None = None  # several cars (issue 14): one controller per car
+    fleet: Fleet | None = None  # several cars: one controller per car
 
-    # issue 11: the BLE road (teslaBleProxy), the escalation, the safety relay, alerts
+    # when a cut may not land: BLE road (teslaBleProxy), escalation, safety relay, alerts
     roads: FailoverVehicle | None = None
     ble_policy: RetryPolicy | None = None
     escalator: Escalator | None = None

@@ -319,7 +319,7 @@ class Result:
 
     @property
     def ble_cost_per_day(self) -> float:
-        """Fleet API dollars a day with commands over the BLE road (issue 11): data calls only."""
+        """Fleet API dollars a day with commands over BLE (free, local): data calls only."""
         return self.data_cost * DAY / self.seconds
 
 
@@ -1126,9 +1126,9 @@ def format_table(trace: Trace, results: dict[str, list[Result]]) -> str:
 class Verdict:
     """One target: passed or not, with the figures behind it.
 
-    Issue 13's targets gate the exit code as written. A target that is not `gating` is context:
-    what any controller under our rules can reach (docs/benchmarks.md argues each case), shown
-    beside the target it explains, never in its place.
+    The targets in docs/benchmarks.md gate the exit code as written. A target that is not
+    `gating` is context: what any controller under our rules can reach (docs/benchmarks.md
+    argues each case), shown beside the target it explains, never in its place.
     """
 
     target: str
@@ -1143,7 +1143,7 @@ COST_TARGET = 0.05  # US dollars a day on the random week
 
 
 def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
-    """Issue 13's targets for `ours`, checked on every run of every trace.
+    """The targets of docs/benchmarks.md for `ours`, checked on every run of every trace.
 
     Three of them are missed for reasons docs/benchmarks.md (Targets) gives; each is followed by
     a context line stating what any controller under ours' rules can reach, which does not gate.
@@ -1263,11 +1263,11 @@ def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[
     )
     parts = [model + (" [--quick: shortened traces]" if plan.quick else "") + "\n" + ours]
     parts += [format_table(traces[k], results[k]) for k in keys]
-    if "winter-evening" in keys:  # issue 11: an hour of it with the cloud road failing
+    if "winter-evening" in keys:  # an hour of it with the cloud road failing
         from tesla_smart_charger.bench import roads as bench_roads  # noqa: PLC0415 - it builds on this module
 
         parts.append(bench_roads.report())
-        # issue 14: a solar day and a two-car evening (its own module, like the roads table)
+        # a solar day and a two-car evening (its own module, like the roads table)
         from tesla_smart_charger.bench import solar as bench_solar  # noqa: PLC0415 - it builds on this module
 
         parts.append(bench_solar.report(quick=plan.quick))

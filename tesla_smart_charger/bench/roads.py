@@ -1,4 +1,7 @@
-"""Benchmark: Tesla's cloud fails for 10 minutes in the middle of an evening (issue 11).
+"""Benchmark: Tesla's cloud fails for 10 minutes in the middle of an evening.
+
+Do the cuts still land, and how long is the breaker over its limit, when the one road to the
+car fails?
 
 One hour of the winter evening (18:00-19:00, seed 1), during which the cloud road answers the
 way vehicle-command issue 452 reports it: every command `500 vehicle unavailable: vehicle is
@@ -46,7 +49,7 @@ BLE_LATENCY: Final = 0.5  # s for a command or a read over the BLE bridge
 RELAY_LATENCY: Final = 0.2  # s for the relay to switch and confirm
 ESCALATE_AFTER: Final = 20.0  # escalateAfterSecs, the shipped default
 Variant = Literal["no-escalation", "cloud", "cloud+relay", "ble+cloud", "ble+cloud+relay"]
-# no-escalation: the cloud road alone as before issue 11 (no failed-cut detection).
+# no-escalation: the cloud road alone, without failed-cut detection (the baseline).
 VARIANTS: Final[tuple[Variant, ...]] = (
     "no-escalation",
     "cloud",

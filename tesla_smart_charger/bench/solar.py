@@ -1,4 +1,4 @@
-"""Solar and two-car benchmarks (issue 14), in virtual time at 1 s steps.
+"""Solar and two-car benchmarks, in virtual time at 1 s steps.
 
 Solar table: a 6 kWp roof on a clear and a cloudy summer day (`simulator/pv.py`: 1 s
 irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
@@ -19,7 +19,7 @@ irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
   instant (the count shows what that would cost on Fleet).
 - `ours`: the real controller (`control.decide`) in `solar` mode, shipped defaults, in
   `OursFleet` (one car here, two in the evening): plugged in at the car's own 16 A, as a Tesla
-  starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
+  starts. A row says "n/a" when this build's settings lack the keys it needs.
 
 Two-car table: the winter evening (`houses.winter_evening`, 30 A main) with two 16 A cars on the
 same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no rebalancing, each
@@ -42,7 +42,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from tesla_smart_charger import control as core
@@ -309,36 +309,25 @@ def _solar_inputs(
 SOLAR_POLICIES = ("no car", "evcc-like pv", "oracle")
 SKIES = ("clear", "cloudy")
 
-# Seams for the real controller (issue 14): runners returning the same result types, set at the
-# end of this module (`ours_solar`, `ours_two_cars`); None shows "not wired yet".
-OURS_SOLAR: Callable[[str, bool], SolarResult] | None
-OURS_TWO_CARS: Callable[[int, bool], TwoCarResult] | None
 
-
-def _ours_note(
-    keys: frozenset[str] | None, key: str, needs: str, present: str, *, seam: str, runner: object
-) -> str | None:
-    """Why an `ours` row cannot run (None when it can): its settings key, then its runner."""
+def _ours_note(keys: frozenset[str] | None, key: str, needs: str) -> str | None:
+    """Why an `ours` row cannot run (None when it can): the settings key it needs."""
     keys = settings_keys() if keys is None else keys
     if key not in keys:
         return f"n/a (needs {needs})"
-    if runner is None:
-        return f"n/a ({present} present; bench_solar.{seam} not wired yet)"
     return None
 
 
 def ours_solar_note(keys: frozenset[str] | None = None) -> str | None:
     """Why the `ours` solar row cannot run (None when it can)."""
     needs = "solar mode"
-    return _ours_note(keys, "solarStartSecs", needs, needs, seam="OURS_SOLAR", runner=OURS_SOLAR)
+    return _ours_note(keys, "solarStartSecs", needs)
 
 
 def ours_two_cars_note(keys: frozenset[str] | None = None) -> str | None:
     """Why the `ours` two-car row cannot run (None when it can)."""
     needs = "multi-car: the vehicles key"
-    return _ours_note(
-        keys, "vehicles", needs, "vehicles", seam="OURS_TWO_CARS", runner=OURS_TWO_CARS
-    )
+    return _ours_note(keys, "vehicles", needs)
 
 
 SOLAR_HEADER = (
@@ -368,8 +357,8 @@ def solar_table(*, quick: bool = False) -> str:
     for sky in SKIES:
         for policy in SOLAR_POLICIES:
             lines.append(_solar_row(run_solar(policy, sky, quick=quick), sky))
-        if note is None and OURS_SOLAR is not None:
-            lines.append(_solar_row(OURS_SOLAR(sky, quick), sky))
+        if note is None:
+            lines.append(_solar_row(ours_solar(sky, quick), sky))
         else:
             lines.append(f"{'ours':<14}{sky:<8}{note}")
     return "\n".join(lines)
@@ -540,8 +529,8 @@ def two_car_table(*, quick: bool = False) -> str:
     for policy in TWO_CAR_POLICIES:
         lines.append(_two_car_row(policy, [run_two_cars(policy, s, quick=quick) for s in seeds]))
     note = ours_two_cars_note()
-    if note is None and OURS_TWO_CARS is not None:
-        lines.append(_two_car_row("ours", [OURS_TWO_CARS(s, quick) for s in seeds]))
+    if note is None:
+        lines.append(_two_car_row("ours", [ours_two_cars(s, quick) for s in seeds]))
         lines.append(
             _two_car_row(
                 OURS_SHORT_PAUSE,
@@ -755,10 +744,6 @@ def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -
         metrics.add((supply,), draw)
     metrics.finish()
     return _two_car_result("ours", seed, metrics, fleet.cars)
-
-
-OURS_SOLAR = ours_solar
-OURS_TWO_CARS = ours_two_cars
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ failed (timeout, connection error, a bridge `result: false`): never when the car
 (`CommandRefused`: it would refuse on any road). Each road keeps its own counters, last error
 and "down since", and logs once when it goes down and once when it is back.
 
-Seam for the per-dependency retry policy and health (issue 10): `road_available(name)` says
+Seam for the per-dependency retry policy and health (retry.py), so that a road in back-off is
+skipped while the other works: `road_available(name)` says
 whether a road may be tried now (its back-off or circuit breaker), `on_result(name, ok, error)`
 hears every outcome. Both default to "always" / "nothing", so this module works on its own.
 """
@@ -31,7 +32,7 @@ OnResult = Callable[[str, bool, BaseException | None], None]
 
 # What a home owner reads in the log for each road.
 ROAD_LABELS: Final = {"ble": "the BLE bridge", "cloud": "Tesla's cloud (Fleet API)"}
-# An alert-worthy outage (issue 11: "a road down for > 5 min").
+# A road failing this long gets an alert (and one when it is back); a shorter outage is only logged.
 ROAD_DOWN_ALERT_SECS: Final = 300.0
 
 
@@ -47,7 +48,6 @@ class RoadStats:
     skipped: int = 0  # not tried because its health said no
     fallbacks: int = 0  # calls this road failed and the next road took over
     last_error: str | None = None
-    last_error_at: float | None = None
     down_since: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -189,7 +189,7 @@ class FailoverVehicle:
                 raise
             except ChargerError as err:
                 stats.failed += 1
-                stats.last_error, stats.last_error_at = str(err), self._clock()
+                stats.last_error = str(err)
                 # A cut that failed everywhere is retried on the road other than this one.
                 self.last_road = road.name
                 self._down(road, err)

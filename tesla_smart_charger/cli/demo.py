@@ -8,7 +8,7 @@ so a new user sees it before losing interest; it then repeats every two minutes.
 
 `--scenario two-cars` puts two cars behind the one Fleet API (the same evening, both asking for
 16 A); `--scenario solar` a 6 kWp roof on a cloudy afternoon and a car waiting for surplus. The
-config gets `vehicles` / `mode` only when this build's settings know those keys (issue 14);
+config gets `vehicles` / `mode` only when this build's settings know those keys;
 until then the banner says what the daemon will not do.
 """
 

@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tesla_smart_charger.config.mqtt_url import check_topic_prefix, parse_mqtt_url
 from tesla_smart_charger.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ FLEET_API_BASES: dict[str, str] = {
     "eu": "https://fleet-api.prd.eu.vn.cloud.tesla.com",
     "cn": "https://fleet-api.prd.cn.vn.cloud.tesla.cn",
 }
-METER_TYPES = ("shelly-em", "shelly-3em", "shelly-gen2", "shelly")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
@@ -506,7 +506,7 @@ class Settings(BaseSettings):
         Field(description="Override the region's Fleet API base URL (audience and registration)."),
     ] = None
 
-    # --- Home Assistant through MQTT (issue 15) ------------------------------------------
+    # --- Home Assistant through MQTT ------------------------------------------------------
     mqtt_url: Annotated[
         OptSecret,
         Field(
@@ -523,8 +523,6 @@ class Settings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: SecretStr | None) -> SecretStr | None:
-        from tesla_smart_charger.homeassistant.mqtt import parse_mqtt_url  # noqa: PLC0415 (aiomqtt only when used)
-
         if value is not None:
             parse_mqtt_url(value.get_secret_value())
         return value
@@ -532,11 +530,9 @@ class Settings(BaseSettings):
     @field_validator("mqtt_topic_prefix", "mqtt_discovery_prefix")
     @classmethod
     def _mqtt_prefix(cls, value: str, info: ValidationInfo) -> str:
-        from tesla_smart_charger.homeassistant.mqtt import check_topic_prefix  # noqa: PLC0415 (see above)
-
         return check_topic_prefix(value, to_camel(info.field_name or "topic prefix"))
 
-    # --- issue 11: BLE road, escalation, safety relay, alerts -----------------------------
+    # --- when a cut may not land: BLE road, escalation, safety relay, alerts ----------
     tesla_ble_proxy: Annotated[
         OptStr,
         AfterValidator(lambda v: None if v is None else _check_http_url(v, "teslaBleProxy")),
@@ -890,11 +886,6 @@ def parse_config_text(path: Path, data: bytes) -> tuple[dict[str, Any], list[str
         f"{path}: key {key!r} appears more than once; the last value is used" for key in duplicates
     ]
     return parsed, warnings
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read the JSON file; malformed JSON is reported with line and column."""
-    return _read_config(path)[0]
 
 
 def _read_config(path: Path) -> tuple[dict[str, Any], list[str]]:

@@ -3,7 +3,7 @@
 - `state`: the state, the shell's events and actions, `ControlConfig`, shared helpers.
 - `decide`: `decide()`, `next_deadline()`, `call_started()`; events both policies share.
 - `push`: push mode (/overload calls). `measured`: the closed loop on the meter.
-- `allocation`: sharing one supply between several cars (issue 14).
+- `allocation`: sharing one supply between several cars.
 - `escalation`: what to do when a cut does not land; `supervisor`: its part in the
   controller's loop (which effects the shell carries out, what it writes into the state).
 """

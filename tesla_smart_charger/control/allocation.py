@@ -1,4 +1,4 @@
-"""Sharing one supply between several cars: who gets how many amps (issue 14).
+"""Sharing one supply between several cars: who gets how many amps.
 
 A pure function of the cars and the room the house leaves on each phase. The rules:
 
@@ -18,8 +18,8 @@ A pure function of the cars and the room the house leaves on each phase. The rul
   ledger says the paused one has had less by more than `FAIR_MARGIN_SECS` at the minimum.
 
 Because the room is handed out from the highest priority down, a cut falls on the lowest
-priority first; `plan()` turns the shares into one command per car that must change, cuts
-before raises (a raise uses room a cut has freed only once the cut is under way).
+priority first. Each car's own controller turns its share into commands (`split_reading` shows
+it the share as headroom), so a cut is immediate and a raise deliberate for every car alike.
 """
 
 from __future__ import annotations
@@ -186,34 +186,6 @@ def _yields(
 
 def _over(left: list[float], car: CarDemand) -> float:
     return max(0.0, max((-left[i] for i in car.phases if i < len(left)), default=0.0))
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One command the shares ask for: `amps` for `vin` (a cut when `cut`)."""
-
-    vin: str
-    amps: int
-    cut: bool
-    pause: bool = False
-
-
-def plan(cars: tuple[CarDemand, ...], shares: tuple[Share, ...]) -> tuple[Change, ...]:
-    """One command per car whose share differs by 1 A or more: cuts first, lowest priority first;
-    then raises, highest priority first."""
-    by_vin = {c.vin: c for c in cars}
-    cuts: list[tuple[int, str, Change]] = []
-    raises: list[tuple[int, str, Change]] = []
-    for s in shares:
-        car = by_vin[s.vin]
-        current = car.setpoint if car.setpoint is not None else car.max_amps
-        if s.paused:
-            cuts.append((car.priority, car.vin, Change(s.vin, s.amps, cut=True, pause=True)))
-        elif s.amps <= current - 1:
-            cuts.append((car.priority, car.vin, Change(s.vin, s.amps, cut=True)))
-        elif s.amps >= current + 1:
-            raises.append((-car.priority, car.vin, Change(s.vin, s.amps, cut=False)))
-    return tuple(c for *_, c in sorted(cuts)) + tuple(c for *_, c in sorted(raises))
 
 
 def whole_amps(value: float) -> int:

@@ -1,4 +1,4 @@
-"""One meter reading turned into each car's own reading (several cars, issue 14).
+"""One meter reading turned into each car's own reading (several cars on one meter).
 
 The one split the daemon's fleet (`fleet.Fleet.route`) and the benchmark
 (`bench_solar.OursFleet.step`) both run, so the benchmark measures exactly the daemon's code.

@@ -71,7 +71,7 @@ class DriverLimit:
 
 @dataclass(frozen=True, slots=True)
 class ModeChange:
-    """A person chose how the car charges: `fast`, `solar` or `minsolar` (issue 14).
+    """A person chose how the car charges: `fast`, `solar` or `minsolar`.
 
     `mode` is already validated (`commands.DriverControls.set_mode`).
     """

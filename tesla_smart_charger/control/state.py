@@ -68,7 +68,7 @@ class ControlConfig:
     supply_phases: int = 1  # 0: as many as the meter reports (supplyPhases auto)
     charger_phase: int = 1
     charger_measured: bool = False
-    # solar modes (issue 14): the car's mode itself is in the state (changeable at runtime)
+    # solar modes: the car's mode itself is in the state (changeable at runtime)
     solar_tolerance: float = 1.0
     solar_start_secs: float = 60.0
     solar_stop_secs: float = 300.0
@@ -230,7 +230,7 @@ class ControllerState:
     # action is emitted; `act_after_call` says one was wanted, so the outcome re-decides.
     call_in_flight: str = ""
     act_after_call: bool = False
-    # How the car charges (issue 14): "fast" (as the breaker allows), "solar" (only the export
+    # How the car charges: "fast" (as the breaker allows), "solar" (only the export
     # surplus), "minsolar" (chargerMinAmps plus the surplus). The breaker limit wins over all.
     charge_mode: str = "fast"
     solar_since: float | None = None  # surplus enough to start since (solar, not charging)

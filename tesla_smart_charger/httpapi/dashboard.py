@@ -167,7 +167,7 @@ class Dashboard:
         }
 
     def panel(self) -> dict[str, Any]:
-        """Recent commands, API calls and the cars (issue 14): what changes rarely."""
+        """Recent commands, API calls and the cars: what changes rarely."""
         d = self._daemon
         status = d.status()
         recent = list(reversed(d.service.commands))[:RECENT_COMMANDS]

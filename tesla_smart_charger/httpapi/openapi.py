@@ -173,7 +173,7 @@ def _limit() -> dict[str, Any]:
 
 
 def _mode() -> dict[str, Any]:
-    """POST /vehicles/{vin}/mode: how the car charges (issue 14), as Home Assistant's select sets it."""
+    """POST /vehicles/{vin}/mode: how the car charges, as Home Assistant's select sets it."""
     return _vehicle_post(
         "setVehicleMode",
         summary="Choose how the car charges: fast, solar or minsolar.",

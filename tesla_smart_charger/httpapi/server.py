@@ -121,7 +121,7 @@ CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
 # Connections whose request a handler is working on (an /events stream, say): never evicted.
 BUSY: web.AppKey[set[object]] = web.AppKey("busy", set)
 
-# Connection hygiene (issue 10): a home API needs a handful of connections; 1,100 idle ones
+# Connection hygiene: a home API needs a handful of connections; 1,100 idle ones
 # must neither exhaust file descriptors nor delay a cut.
 MAX_CONNECTIONS = 256
 KEEPALIVE_SECS = 15.0  # also the time a new connection gets to send its request headers

@@ -17,7 +17,7 @@ from tesla_smart_charger.control.events import DriverLimit, Event, ModeChange
 
 _LOG = logging.getLogger(__name__)
 
-# How a car may charge (issue 14): as fast as the house allows, only from the export
+# How a car may charge: as fast as the house allows, only from the export
 # surplus, or chargerMinAmps always plus the surplus.
 AVAILABLE_MODES: Final = ("fast", "solar", "minsolar")
 

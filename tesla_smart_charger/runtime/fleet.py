@@ -1,4 +1,4 @@
-"""Several cars on one supply (issue 14): one controller per car behind one allocation.
+"""Several cars on one supply: one controller per car behind one allocation.
 
 Each car keeps the single-car controller (`ChargeService` running `control.decide`) with its
 own Vehicle, setpoint, driver's setting, mode and look-at-the-car schedule. The fleet reads the

@@ -17,11 +17,12 @@ Behaviour modelled (sources in docs/reference tesla-fleet-api.md §1, §2, §5):
   offline car answer 500 "vehicle unavailable"; only `wake()` wakes it, and counts a wake.
 - `vehicle_data` reads keep an idle car awake (`data_keeps_awake`): polling charge_state of
   an idle car is what stops real Teslas from sleeping. The vehicle-state call does not.
-- Faults (issue 11): `fault="ignores_commands"` accepts every command and follows none (the
-  cut that does not land); `fault="unavailable_while_charging"` answers commands over the
-  cloud road with 500 "vehicle unavailable" although the car charges (vehicle-command
-  issue 452); the BLE road is unaffected. `set_circuit(False)` is the safety relay cutting the
-  charger circuit: the car draws 0 A and reports `NoPower` until power returns.
+- Faults, for the failed-cut tests: `fault="ignores_commands"` accepts every command and
+  follows none (the cut that does not land); `fault="unavailable_while_charging"` answers
+  commands over the cloud road with 500 "vehicle unavailable" although the car charges
+  (vehicle-command issue 452); the BLE road is unaffected. `set_circuit(False)` is the safety
+  relay cutting the charger circuit: the car draws 0 A and reports `NoPower` until power
+  returns.
 """
 
 from __future__ import annotations

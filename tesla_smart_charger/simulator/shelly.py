@@ -151,13 +151,6 @@ class SimulatedShelly:
             self._tick()
         self._amps = values
 
-    def set_volts(self, volts: float | Sequence[float]) -> None:
-        """Mains volts, one value for all channels or one per channel."""
-        values = [float(volts)] * self._channels if isinstance(volts, int | float) else list(volts)
-        if len(values) != self._channels:
-            raise ValueError(f"{self.kind} has {self._channels} channels, got {len(values)} values")
-        self._volts = [float(v) for v in values]
-
     def set_frozen(self, frozen: bool) -> None:
         """True: keep answering with the amps of now, bit for bit; False: follow again."""
         self.frozen = frozen

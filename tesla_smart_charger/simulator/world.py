@@ -258,7 +258,7 @@ class World:
     def vehicles(
         self, *, modes: Sequence[str] = (), priorities: Sequence[int] = ()
     ) -> list[dict[str, Any]]:
-        """The `vehicles` list (issue 14) for these cars; `modes`/`priorities` per car in order."""
+        """The `vehicles` list for these cars; `modes`/`priorities` per car in order."""
         out: list[dict[str, Any]] = []
         for i, car in enumerate(self.cars):
             entry: dict[str, Any] = {

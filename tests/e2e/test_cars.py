@@ -1,4 +1,4 @@
-"""Issue 14 acceptance, black-box: two cars behind one local proxy share one 30 A supply."""
+"""Several cars, black-box: two cars behind one local proxy share one 30 A supply."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ async def test_one_entry_in_vehicles_is_that_car_with_its_own_keys(tmp_path: Pat
 async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
     tmp_path: Path,
 ) -> None:
-    """Issue 14 x issue 11: every car escalates on its own, and only the one that ignores."""
+    """Several cars and failed cuts: each car escalates on its own, only the one that ignores."""
     escalate = 5.0
     async with two_cars(ramp_delay=0.5, fault="ignores_commands") as world:
         cfg = world.config(

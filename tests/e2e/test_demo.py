@@ -125,7 +125,7 @@ def test_piped_output_is_plain_lines() -> None:
     assert "\x1b" not in out.getvalue()
 
 
-# --- scenarios (issue 14) ---------------------------------------------------------------------
+# --- scenarios -----------------------------------------------------------------------------
 
 WITH_VEHICLES = frozenset({"homeMaxAmps", "vehicles"})
 WITHOUT = frozenset({"homeMaxAmps"})

@@ -1,4 +1,4 @@
-"""Issue 11 acceptance, black-box: a car that ignores cuts is stopped, then its circuit is
+"""Escalation, black-box: a car that ignores cuts is stopped, then its circuit is
 switched off by the safety relay, which goes back on only after a minute of room.
 
 Its own file: the minute of room makes it the suite's longest test after the fault window, and
@@ -14,9 +14,9 @@ import pytest
 
 from tesla_smart_charger.control.escalation import RESUME_AFTER_SECS
 from tesla_smart_charger.simulator.world import World
-from tests.e2e.test_ble import ESCALATE, charging_car, meter_valid, poll
 from tests.helpers.e2e import LOADED, world_and_daemon
-from tests.integration.test_alerts import Receiver
+from tests.helpers.escalation import ESCALATE, charging_car, meter_valid, poll
+from tests.helpers.webhook import Receiver
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance, black-box: measured mode against simulated Shelly meters and car."""
+"""Measured mode, black-box: against simulated Shelly meters and car."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.conftest import load_fixture
 from tests.helpers.e2e import LOADED, run_daemon, world_and_daemon
+from tests.helpers.fixtures import load_fixture
 
 pytestmark = pytest.mark.slow
 

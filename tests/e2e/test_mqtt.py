@@ -1,4 +1,4 @@
-"""Issue 15 acceptance, black-box: the real daemon, a simulated world and a real mosquitto."""
+"""Home Assistant over MQTT, black-box: the real daemon, a simulated world and a real mosquitto."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.e2e import LOADED, DaemonProcess, run_daemon
 from tests.helpers.mqtt_broker import MOSQUITTO, Broker
-from tests.integration.test_mqtt import Seen, publish, wait_for, watching
+from tests.helpers.mqtt_client import Seen, publish, wait_for, watching
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +167,7 @@ async def test_discovery_command_http_limit_and_sigterm(tmp_path: Path, broker: 
         code, reply = await post(url + "?amps=9", headers={"Sec-Fetch-Site": "cross-site"})
         assert code == 403
 
-        # The mode select (issue 14): applied, shown in /status; push mode has no meter to
+        # The mode select: applied, shown in /status; push mode has no meter to
         # see the sun, so nothing is sent to the car.
         commands = len(world.proxy.commands)
         await publish(broker.port, select["command_topic"], "solar")

@@ -1,4 +1,4 @@
-"""Issue 3 acceptance, black-box: the real daemon process against a simulated proxy."""
+"""Push mode, black-box: the real daemon process against a simulated proxy."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.conftest import SEED_CONFIG
 from tests.helpers.e2e import LOADED, STARTUP_SECS, world_and_daemon
+from tests.helpers.fixtures import SEED_CONFIG
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ import pytest
 
 from tesla_smart_charger.control.escalation import RESUME_AFTER_SECS
 from tesla_smart_charger.simulator.world import World
-from tests.e2e.test_ble import ESCALATE, charging_car, poll
 from tests.helpers.e2e import world_and_daemon
-from tests.integration.test_alerts import Receiver
+from tests.helpers.escalation import ESCALATE, charging_car, poll
+from tests.helpers.webhook import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

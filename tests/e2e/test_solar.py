@@ -1,4 +1,4 @@
-"""Issue 14 acceptance, black-box: solar mode and the mode endpoint against a real daemon."""
+"""Solar modes, black-box: solar mode and the mode endpoint against a real daemon."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5 acceptance, black-box: SIGKILL the real daemon while 2-second tokens rotate.
+"""Token rotation survives a kill, black-box: SIGKILL the real daemon while 2-second tokens rotate.
 
 The kills are aimed, not random: each lands a set delay after the token endpoint has rotated
 the refresh token (0 s: its reply is still on the wire; a few ms: the daemon is saving it;

@@ -1,6 +1,6 @@
 """SIGKILL a process that keeps refreshing: the refresh-token chain must survive every kill.
 
-A child process (`python -m tesla_smart_charger.car.tokens --refresh-loop`) refreshes 1-second
+A child process (`python -m tests.helpers.refresh_loop --refresh-loop`) refreshes 1-second
 access tokens against the simulated endpoint. It is killed at 5 random moments and restarted
 each time. The endpoint must never answer `login_required`, and the final store must hold a
 refresh token the endpoint still accepts.
@@ -44,7 +44,7 @@ async def start_child(store: Path, token_url: str, log: Path) -> asyncio.subproc
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tesla_smart_charger.car.tokens",
+            "tests.helpers.refresh_loop",
             "--refresh-loop",
             str(store),
             token_url,

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from tesla_smart_charger.homeassistant.mqtt import BridgeConfig, Car, MqttBridge, MqttUrl
+from tesla_smart_charger.config.mqtt_url import MqttUrl
+from tesla_smart_charger.homeassistant.mqtt import BridgeConfig, Car, MqttBridge
 from tests.helpers.status import sample_status
 
 _PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"

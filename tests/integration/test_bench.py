@@ -302,9 +302,9 @@ def test_unknown_trace_is_refused() -> None:
 def test_a_busy_full_evening_gives_the_car_what_the_held_oracle_gets() -> None:
     """Regression guard on the real winter evening (the quick traces are too short to show it).
 
-    `make bench` exits 1 on issue 13's targets as written, so a drop in energy does not change
-    its exit status: counting the breaker's cuts against cloudCommandsPerHour once cost 8 % of
-    the car's energy here (held oracle 99.9 % -> 91.6 %) and went unseen.
+    `make bench` exits 1 on the targets of docs/benchmarks.md as written, so a drop in energy
+    does not change its exit status: counting the breaker's cuts against cloudCommandsPerHour
+    once cost 8 % of the car's energy here (held oracle 99.9 % -> 91.6 %) and went unseen.
     """
     plan = replace(bench.Plan(), seeds=2, offset_step=30)
     ours = bench.run_all(["winter-evening", "three-phase-evening"], plan, jobs=1)

@@ -1,4 +1,4 @@
-"""The cloud-outage benchmark (issue 11): BLE carries the cuts, the relay bounds the overload."""
+"""The cloud-outage benchmark: BLE carries the cuts, the relay bounds the overload."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
 from tests.helpers.doctor import doctor_rows
 from tests.helpers.e2e import closed_port
-from tests.integration.test_setup_cli import run
+from tests.helpers.setup_cli import run
 
 
 def rows(out: str) -> dict[str, str]:

@@ -16,9 +16,7 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
 from tests.helpers.doctor import doctor_rows
-from tests.integration.test_setup_cli import VIN, WriteConfig, oauth, oauth_config, run, seed_store
-
-__all__ = ["oauth"]  # the fixture, imported for pytest
+from tests.helpers.setup_cli import VIN, WriteConfig, oauth_config, run, seed_store
 
 
 @pytest.fixture

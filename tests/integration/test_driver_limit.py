@@ -21,9 +21,9 @@ from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.runtime.driver import DriverControls, parse_driver_limit
 from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.status import controller_view
+from tests.helpers.control import MEASURED, PUSH, Run, asleep, charging, reading
+from tests.helpers.service import FakeCar, make
 from tests.helpers.status import sample_status
-from tests.unit.test_controller import MEASURED, PUSH, Run, asleep, charging, reading
-from tests.unit.test_service import FakeCar, make
 
 VIN = "5YJ3E7EB2KF000001"
 

@@ -47,7 +47,7 @@ from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
 from tesla_smart_charger.simulator.relay import SimulatedRelay
 from tests.helpers.e2e import WAIT_SECS
-from tests.integration.test_alerts import Receiver
+from tests.helpers.webhook import Receiver
 
 CFG = EscalationConfig(
     home_max_amps=30,

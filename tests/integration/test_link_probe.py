@@ -1,4 +1,4 @@
-"""After a long proxy outage the cut goes within seconds of recovery (issue 10).
+"""After a long proxy outage the cut goes within seconds of recovery, not at the next back-off.
 
 The car link backs off to a minute; while a cut waits and the proxy refused the connection, a
 TCP probe (no HTTP request, nothing billed) notices the port accepting again, the policy allows
@@ -20,8 +20,8 @@ from tesla_smart_charger import control as core
 from tesla_smart_charger.car.fleet_api import ApiCallCounter, TeslaClient
 from tesla_smart_charger.control.events import CarLinkBack
 from tesla_smart_charger.errors import TeslaTransientError
-from tests.unit.test_controller import MEASURED, PUSH, charging, reading
-from tests.unit.test_tesla import VIN, FakeTokens
+from tests.helpers.control import MEASURED, PUSH, charging, reading
+from tests.helpers.tesla import VIN, FakeTokens
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -19,8 +19,9 @@ from tesla_smart_charger.errors import ConfigError, MeterAuthError, MeterError
 from tesla_smart_charger.shelly.build import ShellyMeter, create_meter
 from tesla_smart_charger.shelly.http import THROTTLE_BACKOFF_SECS
 from tesla_smart_charger.simulator.shelly import SimKind, SimulatedShelly
-from tests.conftest import FIXTURES, load_fixture, running
 from tests.helpers.e2e import WAIT_SECS
+from tests.helpers.fixtures import FIXTURES, load_fixture
+from tests.helpers.shelly import running
 
 PASSWORD = "s3cret-Meter-PW"
 SHORT = aiohttp.ClientTimeout(total=0.3, connect=0.2)
@@ -310,7 +311,7 @@ async def test_pro3em_phase_errors_make_the_reading_invalid(session: aiohttp.Cli
 
 
 async def test_pro3em_fixture_acceptance_via_create_meter(session: aiohttp.ClientSession) -> None:
-    """Issue 4: a device serving pro3em_em_status.json reads as [9.592, 0.044, 1.479]."""
+    """A device serving the recorded pro3em_em_status.json reads as [9.592, 0.044, 1.479]."""
     sim = SimulatedShelly.from_fixture("pro3em", FIXTURES / "shelly/pro3em_em_status.json")
     async with running(sim) as url:
         meter = create_meter(

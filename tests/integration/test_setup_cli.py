@@ -6,7 +6,6 @@ worker thread while the servers (SimulatedOAuth, a tiny proxy, a Shelly) serve t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
@@ -14,8 +13,7 @@ import shutil
 import ssl
 import stat
 import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,11 +24,10 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tesla_smart_charger.car.tokens import FIX_REAUTH, TokenPair, TokenStore, jwt_claims
+from tesla_smart_charger.car.tokens import FIX_REAUTH, TokenStore, jwt_claims
 from tesla_smart_charger.cli.setup import (
     USER_SCOPES,
     Row,
-    add_subcommands,
     parse_code,
     render_table,
 )
@@ -38,45 +35,20 @@ from tesla_smart_charger.config.settings import FLEET_API_BASES
 from tesla_smart_charger.errors import ChargerError
 from tesla_smart_charger.logging_setup import clear_secrets
 from tesla_smart_charger.simulator.oauth import SimulatedOAuth
-from tests.conftest import FIXTURES, load_fixture, write_self_signed_cert
 from tests.helpers.doctor import doctor_rows, squeezed
+from tests.helpers.fixtures import FIXTURES, load_fixture
+from tests.helpers.setup_cli import (
+    CLIENT,
+    REDIRECT,
+    SECRET,
+    VIN,
+    WriteConfig,
+    oauth_config,
+    run,
+    seed_store,
+)
 from tests.helpers.storage import tiny_tmpfs
-
-WriteConfig = Callable[..., Path]
-CLIENT = "my-client-id"
-SECRET = "my-client-SECRET-value"
-REDIRECT = "https://charger.example.com/callback"
-VIN = "5YJ3E1EA7KF000001"
-
-
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="tesla-smart-charger")
-    parser.add_argument("--config", default="config.json")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    result: int = args.func(args)
-    return result
-
-
-@pytest.fixture
-async def oauth() -> AsyncIterator[SimulatedOAuth]:
-    sim = SimulatedOAuth(client_id=CLIENT, client_secret=SECRET)
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-def oauth_config(write_config: WriteConfig, sim: SimulatedOAuth, **extra: Any) -> Path:
-    return write_config(
-        teslaTokenUrl=sim.token_url,
-        teslaClientId=CLIENT,
-        teslaClientSecret=SECRET,
-        teslaRedirectUri=REDIRECT,
-        teslaAccessToken=...,
-        teslaRefreshToken=...,
-        **extra,
-    )
-
+from tests.helpers.tls import write_self_signed_cert
 
 PartnerAccounts = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -93,14 +65,6 @@ async def register_against(
         return await asyncio.to_thread(
             run, "--config", str(config), "auth", "register", "--domain", "charger.example.com"
         )
-
-
-def seed_store(config: Path, sim: SimulatedOAuth, *, expired: bool = False) -> TokenPair:
-    access, refresh = sim.issue_initial()
-    now = time.time()
-    pair = TokenPair(access, refresh, now - 60 if expired else now + 3600, now - 7200, "na")
-    TokenStore(config.parent / "tokens.json").save(pair)
-    return pair
 
 
 # --- keygen --------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pytest
 
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.proxy import SimulatedProxy
-from tests.conftest import load_fixture, write_self_signed_cert
+from tests.helpers.fixtures import load_fixture
+from tests.helpers.tls import write_self_signed_cert
 
 VIN = "5YJ3E1EA7KF000001"
 # A JWT-shaped token: three dot-separated parts (the proxy only decodes the payload).

@@ -12,8 +12,9 @@ import pytest
 
 from tesla_smart_charger.shelly.build import parse_em_status, parse_gen1_em_status
 from tesla_smart_charger.simulator.shelly import SimulatedShelly, parse_digest_header
-from tests.conftest import load_fixture, running
 from tests.helpers.e2e import WAIT_SECS
+from tests.helpers.fixtures import load_fixture
+from tests.helpers.shelly import running
 
 GEN1_STATUS = load_fixture("shelly/gen1_em_status.json")
 PRO3EM_STATUS = load_fixture("shelly/pro3em_em_status.json")

@@ -13,7 +13,8 @@ from tesla_smart_charger.config.settings import load_config
 from tesla_smart_charger.shelly.build import create_meter
 from tesla_smart_charger.shelly.meter import ShellyMeter, phases_of
 from tesla_smart_charger.simulator.shelly import SimulatedShelly
-from tests.conftest import FIXTURES, running
+from tests.helpers.fixtures import FIXTURES
+from tests.helpers.shelly import running
 
 WriteConfig = Callable[..., Path]
 

@@ -12,7 +12,7 @@ from tenacity import wait_none
 
 from tesla_smart_charger.car.fleet_api import ApiCallCounter, TeslaClient
 from tesla_smart_charger.errors import TeslaTransientError
-from tests.conftest import load_fixture
+from tests.helpers.fixtures import load_fixture
 
 VIN = "LRWXF7EK4KC700000"
 

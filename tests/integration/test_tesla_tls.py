@@ -25,7 +25,8 @@ from tesla_smart_charger.car.fleet_api import (
     ssl_context_for,
 )
 from tesla_smart_charger.errors import TeslaTransientError
-from tests.conftest import load_fixture, write_self_signed_cert
+from tests.helpers.fixtures import load_fixture
+from tests.helpers.tls import write_self_signed_cert
 
 VIN = "LRWXF7EK4KC700000"
 TOKEN = "tls-test-token-SECRET"

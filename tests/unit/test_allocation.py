@@ -1,4 +1,4 @@
-"""Sharing one supply between several cars (issue 14): the pure allocation."""
+"""Sharing one supply between several cars: the pure allocation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from tesla_smart_charger.control import ControllerState, unresolved_problem
-from tesla_smart_charger.control.allocation import CarDemand, Share, plan, room_per_phase, share
+from tesla_smart_charger.control.allocation import CarDemand, Share, room_per_phase, share
 from tesla_smart_charger.control.models import MeterReading
 
 
@@ -41,16 +41,12 @@ def test_higher_priority_served_first_low_priority_cut() -> None:
     cars = (car("LOW", 0), car("HIGH", 1))
     got = amps(share(cars, (19.0,), pause_when_overloaded=False))
     assert got == {"HIGH": 14, "LOW": 5}
-    changes = plan(cars, share(cars, (19.0,), pause_when_overloaded=False))
-    assert [c.vin for c in changes] == ["LOW", "HIGH"]  # cuts, lowest priority first
-    assert all(c.cut for c in changes)
 
 
 def test_room_for_both_maxima_gives_each_its_own_maximum() -> None:
     cars = (car("A", hi=16), car("B", hi=10, setpoint=10))
     got = amps(share(cars, (40.0,), pause_when_overloaded=False))
     assert got == {"A": 16, "B": 10}
-    assert plan(cars, share(cars, (40.0,), pause_when_overloaded=False)) == ()
 
 
 @pytest.mark.parametrize("pause", [False, True])
@@ -86,13 +82,6 @@ def test_cars_not_charging_get_no_share_and_no_command() -> None:
     cars = (car("A"), car("B", charging=False))
     shares = share(cars, (19.0,), pause_when_overloaded=False)
     assert amps(shares) == {"A": 16}
-    assert plan(cars, shares) == ()
-
-
-def test_raises_highest_priority_first_one_command_per_car() -> None:
-    cars = (car("LOW", 0, setpoint=5), car("HIGH", 1, setpoint=5))
-    changes = plan(cars, share(cars, (40.0,), pause_when_overloaded=False))
-    assert [(c.vin, c.amps, c.cut) for c in changes] == [("HIGH", 16, False), ("LOW", 16, False)]
 
 
 def test_split_reading_shows_each_car_its_share_as_headroom() -> None:
@@ -132,7 +121,7 @@ def test_car_view_counts_the_old_setpoint_while_a_cut_settles() -> None:
 
     from tesla_smart_charger import control as core  # noqa: PLC0415
     from tesla_smart_charger.control.allocation import car_view  # noqa: PLC0415
-    from tests.unit.test_controller import MEASURED, charging  # noqa: PLC0415
+    from tests.helpers.control import MEASURED, charging  # noqa: PLC0415
 
     state = replace(
         core.initial_state(0.0, charge_mode="solar"),
@@ -155,7 +144,7 @@ def test_car_view_counts_the_old_setpoint_while_a_cut_settles() -> None:
     assert (settling.demand.min_amps, settling.demand.max_amps) == (6, 16)
 
 
-# --- two cars through the real controllers, virtual time (issue 14 start-up bug) -----------
+# --- two cars through the real controllers, virtual time (both start at once) ---------
 
 LAG = 3  # seconds a car takes to follow a command
 
@@ -175,7 +164,7 @@ class TwoCars:
         pause: bool = True,
     ):
         from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
-        from tests.unit.test_controller import MEASURED  # noqa: PLC0415
+        from tests.helpers.control import MEASURED  # noqa: PLC0415
 
         self.cfg = replace(
             MEASURED, pause_when_overloaded=pause, pause_after_secs=pause_after, sleep_secs=10
@@ -351,7 +340,7 @@ def test_a_cut_settling_does_not_restart_the_given_up_cars_countdown() -> None:
     assert len(over) <= sim.cfg.pause_after_secs + LAG, over
 
 
-# --- equal priorities: the car that has had less is kept (issue 14 follow-up) --------------
+# --- equal priorities: the car that has had less is kept -----------------------------------
 
 
 def test_equal_priority_the_car_that_has_had_less_is_kept_and_gets_the_odd_amp() -> None:
@@ -457,7 +446,7 @@ def test_the_ledger_counts_amp_seconds_and_swaps_only_past_the_margin() -> None:
 def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload() -> None:
     from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
     from tesla_smart_charger.control.allocation import FAIR_MARGIN_SECS  # noqa: PLC0415
-    from tests.unit.test_controller import MEASURED  # noqa: PLC0415
+    from tests.helpers.control import MEASURED  # noqa: PLC0415
 
     cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=5.0, sleep_secs=10)
     fleet = OursFleet(cfg, 2, draw=16.0, vins=("A", "B"), lag=LAG)
@@ -559,7 +548,7 @@ def test_eight_cars_on_a_10_a_house_pause_the_lowest_priorities_until_the_supply
     # the issue's second case: 8 cars at 6 A and a 10 A house held 58 A on a 30 A main; with
     # the shipped defaults the cars whose minimum does not fit (the lowest priorities) pause
     from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
-    from tests.unit.test_controller import MEASURED  # noqa: PLC0415
+    from tests.helpers.control import MEASURED  # noqa: PLC0415
 
     cfg = replace(MEASURED, pause_after_secs=120.0)
     assert cfg.pause_when_overloaded  # the default

@@ -9,7 +9,7 @@ import pytest
 from tesla_smart_charger import control as core
 from tesla_smart_charger.control.car_readings import Car, split
 from tesla_smart_charger.control.models import MeterReading
-from tests.unit.test_controller import MEASURED, charging
+from tests.helpers.control import MEASURED, charging
 
 LIMIT = MEASURED.limit  # 29 A
 

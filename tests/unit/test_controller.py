@@ -15,51 +15,7 @@ from tesla_smart_charger.control.models import (
     VehicleSnapshot,
     VehicleState,
 )
-
-PUSH = core.ControlConfig(
-    mode="push",
-    home_max_amps=30,
-    charger_min_amps=6,
-    charger_max_amps=16,
-    down_step=0.5,
-    up_step=0.25,
-    sleep_secs=20,
-)
-MEASURED = replace(PUSH, mode="measured", safety_margin=1.0, stale_secs=10, settle_secs=8)
-
-
-def charging(
-    amps: int = 16, at: float = 0.0, state: str = "Charging", actual: int | None = None
-) -> VehicleSnapshot:
-    charge = ChargeState(state, amps, 32, amps if actual is None else actual, 1, 230)
-    return VehicleSnapshot(VehicleState.ONLINE, charge, at)
-
-
-def asleep(at: float = 0.0) -> VehicleSnapshot:
-    return VehicleSnapshot(VehicleState.ASLEEP, None, at)
-
-
-def reading(*amps: float, at: float, car: float | None = None, valid: bool = True) -> Reading:
-    return Reading(MeterReading(tuple(amps), (230.0,) * len(amps), car, valid, at))
-
-
-class Run:
-    """Feeds events through decide() and collects every action, as the shell would."""
-
-    def __init__(self, cfg: core.ControlConfig, start: float = 0.0) -> None:
-        self.cfg = cfg
-        self.state = core.initial_state(start)
-        self.actions: list[tuple[float, core.Action]] = []
-
-    def feed(self, event: core.ControllerEvent, now: float) -> tuple[core.Action, ...]:
-        d = core.decide(self.state, event, now, self.cfg)
-        self.state = d.state
-        self.actions.extend((now, a) for a in d.actions)
-        return d.actions
-
-    def amps_sent(self) -> list[int]:
-        return [a.amps for _, a in self.actions if isinstance(a, core.SetAmps)]
-
+from tests.helpers.control import MEASURED, PUSH, Run, asleep, charging, reading
 
 # --- push mode ----------------------------------------------------------------------------
 
@@ -551,8 +507,9 @@ def test_measured_confirmation_waits_once_for_the_meter(
 
 
 def test_fleet_api_budget_under_a_steady_load_per_hour() -> None:
-    """Issue 4: while charging under a steady house load, at most 15 data calls and 10 commands
-    an hour, and no wake ever (there is no wake action at all). Three hours, 1 s readings."""
+    """The Fleet API budget: while charging under a steady house load, at most 15 data calls and
+    10 commands an hour, and no wake ever (there is no wake action at all). Three hours, 1 s
+    readings."""
     run = Run(MEASURED)
     data = commands = 0
     setpoint_draw = 0

@@ -1,4 +1,4 @@
-"""Every car of `vehicles` is protected alike (issue 14 follow-up to issue 11).
+"""Every car of `vehicles` is protected alike: each has its own failed-cut escalation.
 
 Each car escalates on its own; the one relay is shared; each car's own charger channel is that
 car's measured amps; a cut followed by an overload is judged by that car's own word.
@@ -27,8 +27,8 @@ from tesla_smart_charger.runtime.safety import CarRelay, Escalator, SharedRelay
 from tesla_smart_charger.runtime.service import ChargeService
 from tesla_smart_charger.shelly.build import compose_reading, create_meter
 from tesla_smart_charger.shelly.meter import ChannelSample, ShellyMeter
-from tests.unit.test_controller import MEASURED, charging
-from tests.unit.test_safety import Car
+from tests.helpers.control import MEASURED, charging
+from tests.helpers.service import Car
 
 CFG = esc.EscalationConfig(home_max_amps=30, charger_min_amps=6, escalate_after_secs=5)
 VIN_A, VIN_B = "5YJ3E1EA7KF000001", "5YJ3E1EA7KF000002"
@@ -416,7 +416,7 @@ def test_push_overloads_go_to_the_lowest_priority_and_then_the_car_set_highest()
 
     from tesla_smart_charger.control.events import Overload  # noqa: PLC0415
     from tesla_smart_charger.runtime.fleet import Fleet, FleetCar  # noqa: PLC0415
-    from tests.unit.test_controller import PUSH, charging  # noqa: PLC0415
+    from tests.helpers.control import PUSH, charging  # noqa: PLC0415
 
     def car(vin: str, priority: int, setpoint: int) -> FleetCar:
         state = replace(core.initial_state(0.0), vehicle=charging(setpoint), setpoint=setpoint)

@@ -1,4 +1,4 @@
-"""A car call in flight never stalls the controller (issue 10): core and shell.
+"""A car call in flight never stalls the controller: core and shell.
 
 The shell runs the one car call as a task; events keep being decided meanwhile, and an action
 they want waits for the call's outcome. These tests use a car whose command hangs until the
@@ -26,8 +26,8 @@ from tesla_smart_charger.control.models import (
 from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.service import ChargeService
 from tesla_smart_charger.runtime.status import controller_view
+from tests.helpers.control import MEASURED, PUSH, charging, reading
 from tests.helpers.e2e import WAIT_SECS
-from tests.unit.test_controller import MEASURED, PUSH, charging, reading
 
 # Real clock, short stale time: the fail-safe must come while the call still hangs.
 FAST = replace(MEASURED, stale_secs=0.6)

@@ -21,7 +21,7 @@ from tesla_smart_charger.shelly.build import (
     parse_switch_status,
 )
 from tesla_smart_charger.shelly.meter import em1_channel_ids
-from tests.conftest import load_fixture
+from tests.helpers.fixtures import load_fixture
 
 GEN1_EM = load_fixture("shelly/gen1_em_status.json")
 PRO3EM = load_fixture("shelly/pro3em_em_status.json")

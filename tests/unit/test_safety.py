@@ -13,40 +13,15 @@ from tesla_smart_charger.control import escalation as esc
 from tesla_smart_charger.control.events import Reading
 from tesla_smart_charger.control.models import MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.errors import (
-    BleUnavailable,
     ChargerError,
     CommandRefused,
     TeslaTransientError,
     VehicleAsleep,
 )
 from tesla_smart_charger.runtime.safety import AlertWatch, Escalator
+from tests.helpers.service import Car
 
 CFG = esc.EscalationConfig(home_max_amps=30, charger_min_amps=6, escalate_after_secs=5)
-
-
-class Car:
-    """A `Vehicle` that records commands; `fail` makes every call raise."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.commands: list[tuple[str, int | None]] = []
-
-    async def snapshot(self, **_: Any) -> VehicleSnapshot:
-        raise AssertionError("not used")
-
-    async def set_charging_amps(self, amps: int) -> None:
-        self._go("set_charging_amps", amps)
-
-    async def charge_start(self) -> None:
-        self._go("charge_start", None)
-
-    async def charge_stop(self) -> None:
-        self._go("charge_stop", None)
-
-    def _go(self, name: str, amps: int | None) -> None:
-        if self.fail:
-            raise BleUnavailable(f"{name}: bridge down")
-        self.commands.append((name, amps))
 
 
 class Sender:

@@ -14,9 +14,7 @@ import pytest
 from tesla_smart_charger import control as core
 from tesla_smart_charger.control.events import Event, Reading
 from tesla_smart_charger.control.models import (
-    ChargeState,
     MeterReading,
-    VehicleSnapshot,
     VehicleState,
 )
 from tesla_smart_charger.errors import (
@@ -31,46 +29,11 @@ from tesla_smart_charger.errors import (
     VehicleAsleep,
 )
 from tesla_smart_charger.runtime.service import ChargeService, load_remembered, unavailable
-from tests.unit.test_controller import MEASURED
-
-CFG = MEASURED
-
-
-class FakeCar:
-    """Answers like the Tesla client: a charging car whose request follows our commands."""
-
-    def __init__(self, request: int = 16) -> None:
-        self.request = request
-        self.sent: list[int] = []
-        self.fail_next: Exception | None = None
-
-    async def snapshot(
-        self, *, with_charge_state: bool = True, known_online: bool = False
-    ) -> VehicleSnapshot:
-        charge = ChargeState("Charging", self.request, 32, self.request, 1, 230)
-        return VehicleSnapshot(VehicleState.ONLINE, charge, 0.0)
-
-    async def set_charging_amps(self, amps: int) -> None:
-        if self.fail_next is not None:
-            err, self.fail_next = self.fail_next, None
-            raise err
-        self.sent.append(amps)
-        self.request = amps
-
-    async def charge_start(self) -> None:
-        raise AssertionError("not expected")
-
-    async def charge_stop(self) -> None:
-        raise AssertionError("not expected")
+from tests.helpers.service import CFG, FakeCar, make
 
 
 def reading(amps: float, at: float) -> Reading:
     return Reading(MeterReading((amps,), (230.0,), None, True, at))
-
-
-def make(car: FakeCar, state_file: Path | None, clock: list[float]) -> ChargeService:
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    return ChargeService(CFG, car, queue, clock=lambda: clock[0], state_file=state_file)
 
 
 async def test_driver_setting_survives_a_restart_while_throttled(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tesla_smart_charger.simulator.car import BillingCounter, CarModel
-from tests.conftest import load_fixture
+from tests.helpers.fixtures import load_fixture
 
 
 def charging_car(**overrides: object) -> CarModel:

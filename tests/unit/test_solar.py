@@ -1,4 +1,4 @@
-"""Per-car modes (issue 14): solar and minsolar in the pure decision, with an explicit clock."""
+"""Per-car modes: solar and minsolar in the pure decision, with an explicit clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.control.events import ModeChange
-from tests.unit.test_controller import MEASURED, Run, charging, reading
+from tests.helpers.control import MEASURED, Run, charging, reading
 
 SOLAR = replace(MEASURED, sleep_secs=5, solar_start_secs=10, solar_stop_secs=30)
 VIN = "5YJ3E1EA1KF000001"

@@ -36,12 +36,10 @@ from tesla_smart_charger.errors import (
     TeslaTransientError,
     VehicleAsleep,
 )
-from tests.conftest import load_fixture
+from tests.helpers.fixtures import load_fixture
+from tests.helpers.tesla import NEW_TOKEN, TOKEN, VIN, FakeTokens
 
 BASE = "https://localhost:4443"
-VIN = "LRWXF7EK4KC700000"
-TOKEN = "tok-SECRET-0123456789"
-NEW_TOKEN = "tok-SECRET-refreshed-9876"
 VEHICLE_URL = f"{BASE}/api/1/vehicles/{VIN}"
 DATA_URL = f"{VEHICLE_URL}/vehicle_data?endpoints=charge_state"
 AMPS_URL = f"{VEHICLE_URL}/command/set_charging_amps"
@@ -57,24 +55,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class FakeTokens:
-    """A TokenSource that can refresh once to NEW_TOKEN (or refuse to)."""
-
-    def __init__(self, *, can_refresh: bool = True) -> None:
-        self.token = TOKEN
-        self.can_refresh = can_refresh
-        self.rejected: list[str] = []
-
-    async def access_token(self) -> str:
-        return self.token
-
-    async def handle_unauthorized(self, rejected: str) -> bool:
-        self.rejected.append(rejected)
-        if self.can_refresh:
-            self.token = NEW_TOKEN
-        return self.can_refresh
 
 
 def vehicle_reply(state: str) -> dict[str, Any]:

@@ -61,7 +61,6 @@ class SessionCache:
     def __init__(self, path: Path, our_public: bytes) -> None:
         self.path = path
         self._key = our_public.hex()
-        self.writes = 0
 
     def __repr__(self) -> str:
         return f"SessionCache({str(self.path)!r})"
@@ -102,7 +101,6 @@ class SessionCache:
         except OSError as err:
             _LOGGER.warning("cannot write the signing session cache %s: %s", self.path, err)
             return
-        self.writes += 1
 
     def forget(self, vin: str, domain: Domain) -> None:
         """Drop a session the car no longer accepts."""

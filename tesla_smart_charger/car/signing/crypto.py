@@ -24,7 +24,6 @@ from tesla_smart_charger.car.signing.messages import Domain, SignatureType, Tag
 LABEL_SESSION_INFO = b"session info"
 LABEL_COMMAND = b"authenticated command"
 SHARED_KEY_BYTES = 16
-PUBLIC_KEY_BYTES = 65  # 0x04 || X || Y
 NONCE_BYTES = 12
 
 

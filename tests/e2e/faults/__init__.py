@@ -1,1 +1,1 @@
-"""Issue 10: the daemon against dependencies that fail on purpose."""
+"""The daemon against dependencies that fail on purpose: it degrades, says so, and recovers."""

@@ -1,4 +1,4 @@
-"""Issue 10 item 5: file descriptors and connections.
+"""File descriptors and connections: many clients must not starve the cut.
 
 Idle, half-open or malformed connections to the API must neither exhaust descriptors nor
 delay a cut nor flood the log. First the pieces against a real server on 127.0.0.1, then the

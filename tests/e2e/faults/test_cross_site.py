@@ -1,4 +1,4 @@
-"""Issue 10 item 7: without apiToken, a web page cannot change state through a browser.
+"""Without apiToken, a web page cannot change state through a browser.
 
 Browsers label cross-site requests (`Sec-Fetch-Site`, `Origin`); Shelly URL actions and curl
 send neither header. First the rules against the HTTP app on a real 127.0.0.1 server, then the

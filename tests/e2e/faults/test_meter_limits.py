@@ -1,4 +1,4 @@
-"""Issue 10 item 8 (meter part): a huge reply is a fault that costs no memory, and a reading no
+"""A huge meter reply is a fault that costs no memory, and a reading no
 house can produce (|amps| > 10 x homeMaxAmps, NaN, Infinity) is invalid, naming the field.
 """
 

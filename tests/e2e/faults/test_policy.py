@@ -254,7 +254,7 @@ def push_cfg() -> core.ControlConfig:
     ],
 )
 def test_a_failed_look_for_an_overload_waits_for_the_policy(kind: str, words: str) -> None:
-    """The storm of issue 10: an overload whose look fails must not retry at once."""
+    """No request storm: an overload whose look fails must not retry at once."""
     cfg = push_cfg()
     s = core.initial_state(0.0)
     d = core.decide(s, Overload(at=1.0), 1.0, cfg)

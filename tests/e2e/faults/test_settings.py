@@ -1,4 +1,4 @@
-"""Issue 10 item 6: no setting can switch protection off, and every config error is a clean
+"""No setting can switch protection off, and every config error is a clean
 exit 2 naming the key, from `check-config` and from the daemon alike (real processes).
 """
 
@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from tesla_smart_charger.cli import main as cli
 from tesla_smart_charger.config.settings import KEY_BY_FIELD, Settings, VehicleSettings
-from tests.conftest import SEED_CONFIG
+from tests.helpers.fixtures import SEED_CONFIG
 
 Write = Callable[[Path], Path]
 

@@ -1,4 +1,4 @@
-"""Issue 10 item 9 (store part): a kill between writing and renaming the token store must not
+"""The token store: a kill between writing and renaming the token store must not
 lose a rotated pair. A complete, newer pair in a leftover `.tokens.json.*.tmp` is adopted at
 start; every other leftover temp file is removed.
 """

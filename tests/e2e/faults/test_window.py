@@ -1,4 +1,4 @@
-"""Issue 10 acceptance, black-box: each fault for 60 s against the real daemon, all at once.
+"""The fault window, black-box: each fault for 60 s against the real daemon, all at once.
 
 One module-scoped window runs every scenario concurrently (a daemon and its failing servers
 each), then every test asserts on one scenario's outcome: requests to the failing dependency
@@ -23,7 +23,8 @@ import pytest
 from tesla_smart_charger.const import SHUTDOWN_TIMEOUT
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.e2e.faults.harness import (
+from tests.helpers.e2e import LOADED
+from tests.helpers.faults import (
     WINDOW_SECS,
     Outcome,
     Running,
@@ -35,7 +36,6 @@ from tests.e2e.faults.harness import (
     sample,
     window_end,
 )
-from tests.helpers.e2e import LOADED
 
 # `make test` runs pytest with `--dist loadfile`: this module's tests all go to one worker, so
 # the module fixture (the window) runs once, not once per worker on the same 2 cores.
