@@ -308,7 +308,7 @@ class DaemonCollector:
         yield escalation
 
     def _escalation(self, status: DaemonStatus) -> Iterable[Metric]:
-        """Issue 11: the escalation step in force, its steps taken, and each road's calls."""
+        """Whether cuts land: the escalation step in force, its steps taken, and each road's calls."""
         d = self._daemon
         escalations = d.escalations()
         yield _one_hot(
