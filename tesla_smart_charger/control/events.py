@@ -89,6 +89,18 @@ class CarLinkBack:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class GridLimitChanged:
+    """The grid operator's limit came on, changed or ended.
+
+    `car_watts` is this car's share of `gridLimitKw` in W (None: the limit ended); the
+    controller turns it into amps (`control.grid_limit.ceiling_amps`). `reason` in words.
+    """
+
+    car_watts: float | None
+    reason: str = ""
+
+
 Event = (
     Overload
     | Reading
@@ -98,6 +110,7 @@ Event = (
     | DriverLimit
     | ModeChange
     | CarLinkBack
+    | GridLimitChanged
 )
 
 
@@ -113,6 +126,8 @@ def _slot(event: Event) -> str | None:
         return "driver_limit"  # a slider dragged: only where it stopped matters
     if isinstance(event, CarLinkBack):
         return "link"
+    if isinstance(event, GridLimitChanged):
+        return "grid_limit"  # only the newest word of the grid operator matters
     return None
 
 
