@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from tesla_smart_charger import control as core
+from tesla_smart_charger.config.settings import load_config
 from tesla_smart_charger.control import grid_limit as gl
 from tesla_smart_charger.control.events import DriverLimit, EventQueue, GridLimitChanged
 from tesla_smart_charger.control.models import ChargeState, VehicleSnapshot, VehicleState
+from tesla_smart_charger.errors import ConfigError
 from tests.unit.test_controller import MEASURED, PUSH, Run, charging, measured_charging, reading
 
+WriteConfig = Callable[..., Path]
 OFF = gl.SourceReading("inactive")
 ON = gl.SourceReading("active")
 
@@ -201,3 +206,27 @@ def test_the_limit_event_replaces_an_older_one_in_the_queue() -> None:
     q.put_nowait(GridLimitChanged(None))
     assert q.qsize() == 1
     assert q.get_nowait() == GridLimitChanged(None)
+
+
+# --- the configuration ----------------------------------------------------------------------
+
+
+def test_config_keys_are_bounded_and_named(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(gridLimitKw=0.5, gridLimitTopic="grid/#", gridLimitInputId=7))
+    text = "\n".join(info.value.problems)
+    assert "gridLimitKw" in text
+    assert "gridLimitTopic" in text
+    assert "gridLimitInputId" in text
+
+
+def test_topic_needs_mqtt_url(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError, match="gridLimitTopic needs mqttUrl"):
+        load_config(write_config(gridLimitTopic="house/grid-limit"))
+
+
+def test_default_limit_is_4_2_kw_per_car(write_config: WriteConfig) -> None:
+    s = load_config(write_config(gridLimitInput="192.168.1.50")).settings
+    assert s.grid_limit_input == "http://192.168.1.50"
+    assert s.grid_limit_total_kw == pytest.approx(4.2)
+    assert load_config(write_config(gridLimitKw=11)).settings.grid_limit_total_kw == 11
