@@ -185,6 +185,7 @@ class DaemonCollector:
         yield from self._meter_and_auth()
         yield self._breaker()
         yield from self._escalation()
+        yield from self._grid_limit()
         build = GaugeMetricFamily(
             PREFIX + "build_info",
             "Version of the running daemon (value is always 1).",
@@ -379,6 +380,25 @@ class DaemonCollector:
             "fleet_api_cost_last_24h_dollars",
             "Estimated Fleet API cost of the billed requests of the last 24 hours (USD).",
             counter.cost_last_24h_usd(),
+        )
+
+    def _grid_limit(self) -> Iterable[Metric]:
+        watch = self._daemon.grid_limit
+        active = watch is not None and watch.active
+        yield _gauge(
+            "grid_limit_active",
+            "1 while the grid operator's limit holds the chargers under gridLimitKw.",
+            1.0 if active else 0.0,
+        )
+        yield _gauge(
+            "grid_limit_kw",
+            "Most the chargers together may draw while the grid limit is on (gridLimitKw).",
+            watch.limit_kw if watch is not None else None,
+        )
+        yield _gauge(
+            "grid_limit_source_lost",
+            "1 while a grid limit source cannot be read (the limit then counts as on).",
+            1.0 if watch is not None and watch.combined.lost else 0.0,
         )
 
     def _meter_and_auth(self) -> Iterable[Metric]:
