@@ -107,9 +107,7 @@ class SimulatedShellyInput(SimulatedShelly):
                 "unixtime": int(now),
                 "has_update": False,
                 "mac": self._mac,
-                "inputs": [
-                    {"input": int(on), "event": "", "event_cnt": 0} for on in self.inputs
-                ],
+                "inputs": [{"input": int(on), "event": "", "event_cnt": 0} for on in self.inputs],
                 "uptime": int(time.monotonic() - self._started),
             }
         )
