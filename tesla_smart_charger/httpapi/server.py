@@ -483,10 +483,10 @@ async def grid_limit_post(request: web.Request) -> web.Response:
     example = 'a JSON body {"active": true} or ?active=true'
     raw: object = request.query.get("active")
     if raw is None:
-        text = await request.text() if request.body_exists else ""
+        data = await request.read() if request.body_exists else b""
         try:
-            body = json.loads(text) if text.strip() else None
-        except (ValueError, RecursionError):
+            body = json.loads(data) if data.strip() else None
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return json_error(400, f"body: not JSON (send {example})")
         if not isinstance(body, dict) or "active" not in body:
             return json_error(400, f"active: required ({example})")
