@@ -243,7 +243,7 @@ async def test_broker_gone_counts_as_on(tmp_path: Path, broker: Broker) -> None:
         await wait_for(lambda: set_watts(world) == 32 * VOLTS, WAIT_SECS, "16 A each")
         start = len(daemon.log())
         broker.stop()
-        await timed_cut(world, "cut after the broker went away")
+        secs = await timed_cut(world, "cut after the broker went away")
         await wait_grid(daemon, lambda g: g["active"] and g["lost"] == ["mqtt"])
         broker.start()
         # The broker kept nothing (no persistence): the limit stays on until the topic says OFF.
@@ -255,3 +255,4 @@ async def test_broker_gone_counts_as_on(tmp_path: Path, broker: Broker) -> None:
         assert len(lines) == 2, lines
         assert "the MQTT topic cannot be read" in lines[0]
         assert "Grid limit ended after" in lines[1]
+        print(f"\nbroker gone: cut after {secs:.2f} s")  # the figure for docs/faults.md
