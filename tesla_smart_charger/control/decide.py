@@ -120,8 +120,12 @@ def decide(
     """
     if isinstance(event, _OUTCOMES):
         wanted = state.act_after_call
-        state = replace(state, call_in_flight="", act_after_call=False)
+        asked = state.limit_asked
+        state = replace(state, call_in_flight="", act_after_call=False, limit_asked=False)
         decision = _decide(state, event, now, cfg)
+        if asked and not decision.actions:
+            # A ceiling set while the call was out: its cut goes now, not after a retry wait.
+            decision = _enforce_limit(decision, now, cfg, asked=True)
         if wanted and not decision.actions:
             decision = _after_call(decision.state, now, cfg)
     elif state.call_in_flight:
@@ -155,6 +159,20 @@ def _hold_actions(
     The setpoint, the command bookkeeping and the pending look stay as they were (the call in
     flight has not landed); the reading, the fail-safe and a push-mode overload are kept.
     """
+    if isinstance(event, DriverLimit | GridLimitChanged):
+        # A new ceiling is news to keep (its cut follows the call's outcome): the driver's
+        # setting, the grid limit, and push mode's setting to restore afterwards.
+        return replace(
+            state,
+            driver_amps=wanted.driver_amps,
+            driver_pinned=wanted.driver_pinned,
+            grid_watts=wanted.grid_watts,
+            raise_since=wanted.raise_since,
+            raise_floor=wanted.raise_floor,
+            act_after_call=True,
+            limit_asked=True,
+            reason=f"{wanted.reason}: sending it once the car call in flight is back",
+        )
     if wanted.failsafe and not state.failsafe:
         reason = wanted.reason
     elif wanted.target is not None and wanted.target != state.setpoint:

@@ -264,6 +264,7 @@ class ControllerState:
     # action is emitted; `act_after_call` says one was wanted, so the outcome re-decides.
     call_in_flight: str = ""
     act_after_call: bool = False
+    limit_asked: bool = False  # a ceiling arrived during the call: its cut goes when it is back
     # How the car charges (issue 14): "fast" (as the breaker allows), "solar" (only the export
     # surplus), "minsolar" (chargerMinAmps plus the surplus). The breaker limit wins over all.
     charge_mode: str = "fast"

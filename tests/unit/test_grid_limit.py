@@ -230,3 +230,27 @@ def test_default_limit_is_4_2_kw_per_car(write_config: WriteConfig) -> None:
     assert s.grid_limit_input == "http://192.168.1.50"
     assert s.grid_limit_total_kw == pytest.approx(4.2)
     assert load_config(write_config(gridLimitKw=11)).settings.grid_limit_total_kw == 11
+
+
+@pytest.mark.parametrize("mode", ["measured", "push"])
+def test_limit_arriving_during_a_car_call_is_kept_and_sent_when_it_lands(mode: str) -> None:
+    cfg = MEASURED if mode == "measured" else PUSH
+    run = measured_charging(cfg) if mode == "measured" else Run(PUSH)
+    if mode == "push":
+        run.feed(core.VehicleUpdate(charging(16)), 0.0)
+    look = core.RefreshVehicle("periodic check while charging", known_online=True)
+    run.state = core.call_started(run.state, look)  # a look at the car is out
+    assert run.feed(GridLimitChanged(2100.0), 1.0) == ()  # held: one call at a time
+    assert run.state.grid_watts == 2100.0  # but not forgotten
+    actions = run.feed(core.VehicleUpdate(charging(16, at=1.5)), 1.5)
+    assert actions == (core.SetAmps(9, "grid operator's limit: lowering 16 -> 9 A"),)
+
+
+def test_driver_ceiling_arriving_during_a_car_call_is_kept() -> None:
+    run = measured_charging()
+    look = core.RefreshVehicle("periodic check while charging", known_online=True)
+    run.state = core.call_started(run.state, look)
+    assert run.feed(DriverLimit(vin="x", amps=8), 1.0) == ()
+    assert run.state.driver_amps == 8
+    actions = run.feed(core.VehicleUpdate(charging(16, at=1.5)), 1.5)
+    assert actions == (core.SetAmps(8, "driver's ceiling: lowering 16 -> 8 A"),)
