@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from tesla_smart_charger.control.events import Event, GridLimitChanged
 from tesla_smart_charger.control.grid_limit import SourceReading
 from tesla_smart_charger.errors import InputAuthError, InputError
+from tesla_smart_charger.httpapi.server import ApiContext, build_app
 from tesla_smart_charger.runtime.grid_limit import GridLimitWatch, input_policy
 from tesla_smart_charger.shelly.input import ShellyInput, parse_gen1_inputs, parse_input_status
 from tesla_smart_charger.simulator.shelly_input import SimulatedShellyInput
@@ -133,3 +136,64 @@ def test_input_policy_is_quiet_and_backs_off_to_five_seconds() -> None:
     for _ in range(10):
         wait = policy.failure("transient", "nothing listens")
     assert 5.0 <= wait <= 6.0
+
+
+# --- GET/POST /grid-limit on aiohttp's test server -------------------------------------------
+
+
+async def _api(token: str | None) -> tuple[TestClient[Any, Any], GridLimitWatch, list[Event]]:
+    sent: list[Event] = []
+    watch = GridLimitWatch(limit_kw=4.2, cars=1, send=sent.append, sources=("input", "api"))
+    ctx = ApiContext(lambda _: True, dict, dict, list, api_token=token, grid_limit=watch)
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx), host="127.0.0.1"))
+    await client.start_server()
+    return client, watch, sent
+
+
+async def test_post_grid_limit_needs_the_token_and_a_boolean() -> None:
+    client, watch, sent = await _api("grid-token-SECRET")
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = await client.post("/grid-limit", json={"active": True}, headers=headers)
+            assert r.status == 401
+        assert sent == []
+        good = {"Authorization": "Bearer grid-token-SECRET"}
+        for body in ({"on": True}, {"active": "maybe"}, [True]):
+            r = await client.post("/grid-limit", json=body, headers=good)
+            assert r.status == 400
+            assert "active" in (await r.json())["error"]
+        r = await client.post("/grid-limit", data=b"\xff\x8f", headers=good)
+        assert r.status == 400
+        assert sent == []
+        r = await client.post("/grid-limit?active=true&token=grid-token-SECRET")
+        assert r.status == 200
+        body = await r.json()
+        assert (body["accepted"], body["active"], body["source"]) == (True, True, "api")
+        assert sent == [GridLimitChanged(4200.0, watch.combined.reason)]
+        r = await client.get("/grid-limit")
+        assert r.status == 200
+        shown = await r.json()
+        assert shown["sources"] == {
+            "input": {"state": "unknown", "detail": "not heard from yet"},
+            "api": {"state": "active", "detail": None},
+        }
+        r = await client.post("/grid-limit", json={"active": False}, headers=good)
+        assert (await r.json())["active"] is False
+        assert sent[-1] == GridLimitChanged(None, "")
+    finally:
+        await client.close()
+
+
+async def test_post_grid_limit_without_a_token_refuses_other_sites() -> None:
+    client, watch, _ = await _api(None)
+    try:
+        r = await client.post(
+            "/grid-limit", json={"active": True}, headers={"Origin": "https://evil.example"}
+        )
+        assert r.status == 403
+        assert watch.active is False
+        r = await client.post("/grid-limit", json={"active": True})
+        assert r.status == 200
+        assert watch.active is True
+    finally:
+        await client.close()
