@@ -1012,6 +1012,15 @@ def _config_warnings(path: Path, raw: Mapping[str, Any], s: Settings) -> list[st
             f"apiToken is not set and apiHost {s.api_host} is reachable from the network: anyone on it "
             "can call /overload; set apiToken (web pages are refused either way)"
         )
+    cars = max(1, len(s.vehicles or ()))
+    share_w = s.grid_limit_total_kw * 1000.0 / cars
+    floor_w = s.charger_min_amps * s.mains_voltage  # one phase: the least a car can draw
+    if s.grid_limit_kw is not None and share_w < floor_w:
+        warnings.append(
+            f"gridLimitKw {s.grid_limit_kw:g} kW gives each of {cars} car(s) {share_w / 1000:.2f} kW, "
+            f"less than chargerMinAmps at mainsVoltage ({floor_w / 1000:.2f} kW): while the grid "
+            "limit is on the cars stay at chargerMinAmps, above it"
+        )
     return warnings
 
 

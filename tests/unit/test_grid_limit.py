@@ -254,3 +254,10 @@ def test_driver_ceiling_arriving_during_a_car_call_is_kept() -> None:
     assert run.state.driver_amps == 8
     actions = run.feed(core.VehicleUpdate(charging(16, at=1.5)), 1.5)
     assert actions == (core.SetAmps(8, "driver's ceiling: lowering 16 -> 8 A"),)
+
+
+def test_a_limit_below_the_cars_minimum_is_warned_about(write_config: WriteConfig) -> None:
+    low = load_config(write_config(gridLimitKw=1.2)).warnings
+    assert any("gridLimitKw 1.2 kW" in w and "chargerMinAmps" in w for w in low)
+    ok = load_config(write_config(gridLimitKw=4.2)).warnings
+    assert not any("gridLimitKw" in w for w in ok)
