@@ -727,6 +727,8 @@ async def run_mqtt(daemon: Daemon) -> None:
             await bridge.run()
         except Exception:  # noqa: BLE001 (MQTT must never end the daemon; logged, retried)
             _LOG.exception("MQTT bridge failed: restarting it in 10 s (charging control goes on)")
+            if s.grid_limit_topic is not None:
+                grid_signal(None, "the MQTT bridge failed (see the log); restarting it")
         await asyncio.sleep(10.0)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -14,9 +16,10 @@ from tesla_smart_charger.control.events import Event, GridLimitChanged
 from tesla_smart_charger.control.grid_limit import SourceReading
 from tesla_smart_charger.errors import InputAuthError, InputError
 from tesla_smart_charger.httpapi.server import ApiContext, build_app
-from tesla_smart_charger.runtime.grid_limit import GridLimitWatch, input_policy
+from tesla_smart_charger.runtime.grid_limit import GridLimitWatch, input_policy, poll_input
 from tesla_smart_charger.shelly.input import ShellyInput, parse_gen1_inputs, parse_input_status
 from tesla_smart_charger.simulator.shelly_input import SimulatedShellyInput
+from tests.helpers.e2e import WAIT_SECS
 
 
 @pytest.fixture
@@ -197,3 +200,32 @@ async def test_post_grid_limit_without_a_token_refuses_other_sites() -> None:
         assert watch.active is True
     finally:
         await client.close()
+
+
+async def test_poll_input_inverted_contact(session: aiohttp.ClientSession) -> None:
+    """A normally closed contact: the input off means the limit is on."""
+    sim = SimulatedShellyInput(1)
+    url = await sim.start()
+    sent: list[Event] = []
+    watch = GridLimitWatch(limit_kw=4.2, cars=1, send=sent.append, sources=("input", "api"))
+    task = asyncio.create_task(
+        poll_input(watch, ShellyInput(url, session), input_policy(), every=0.2, inverted=True)
+    )
+    try:
+        await _until(lambda: watch.active, "open contact read as on")
+        assert watch.combined.source == "input"
+        sim.set_input(0, True)  # the contact closes: normal
+        await _until(lambda: not watch.active, "closed contact read as off")
+        assert [e.car_watts for e in sent if isinstance(e, GridLimitChanged)] == [4200.0, None]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = WAIT_SECS) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
