@@ -149,6 +149,7 @@ async def test_grid_limit_from_input_topic_and_api(
             contact.set_input(0, False)
             await back_to_normal(daemon, world)
             polls_per_sec = (contact.reads - reads_before) / (time.monotonic() - on_at)
+            assert 0 < polls_per_sec <= 1.5  # gridLimitInputPollSecs 1: never faster
             lines = grid_lines(daemon, start)
             assert len(lines) == 2, lines
             assert "Grid limit on: the Shelly input on the control box says" in lines[0]
@@ -178,6 +179,8 @@ async def test_grid_limit_from_input_topic_and_api(
             assert any("grid limit" in w for w in health["warnings"]), health
             status = await daemon.status()
             attempts = status["dependencies"]["grid_limit_input"]["failures"]
+            # Its policy backs off (1, 2, 4, 5 s): never more than one attempt a second.
+            assert attempts <= (time.monotonic() - failed_from) + 2
             lines = grid_lines(daemon, start)
             assert len(lines) == 1, lines
             assert "the Shelly input on the control box cannot be read" in lines[0]
