@@ -131,5 +131,13 @@ class RelayAuthError(RelayError):
     """The safety relay rejected our credentials (safetyRelayUser / safetyRelayPassword)."""
 
 
+class InputError(TransientError):
+    """The grid limit's Shelly input did not answer or gave a reply we cannot read."""
+
+
+class InputAuthError(InputError):
+    """That Shelly rejected our credentials (gridLimitInputPassword)."""
+
+
 class AlertError(TransientError):
     """The alert webhook did not accept a POST; alerts are retried, never block control."""

@@ -51,6 +51,7 @@ def register_config_secrets(s: Settings) -> None:
         s.api_token,
         s.energy_monitor_password,
         s.safety_relay_password,
+        s.grid_limit_input_password,
         s.alert_webhook,
     ):
         if secret is not None:

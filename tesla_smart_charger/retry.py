@@ -86,6 +86,7 @@ class RetryPolicy:
         remind_secs: float = REMIND_SECS,
         backoff: bool = True,
         back_words: str = "works again",
+        say: bool = True,
     ) -> None:
         self.name = name
         self._base = base
@@ -97,6 +98,9 @@ class RetryPolicy:
         self._remind = remind_secs
         self._backoff = backoff  # False: keep the caller's rhythm (meter), only log and report
         self._back_words = back_words
+        # False: the owner says the condition in its own words (the grid limit's input);
+        # the start, reminders and recovery then go to the debug log only.
+        self._say = say
         self._failures = 0
         self._faults = 0
         self._next_at = 0.0
@@ -156,7 +160,8 @@ class RetryPolicy:
         if self._failures:
             now = self._clock()
             lasted = now - (self._failing_since if self._failing_since is not None else now)
-            self._log.info(
+            self._log.log(
+                logging.INFO if self._say else logging.DEBUG,
                 "%s: %s after %s (%d failed attempt%s)",
                 self.name,
                 self._back_words,
@@ -211,6 +216,8 @@ class RetryPolicy:
             return
         self._last_logged_at = now
         level = logging.ERROR if kind == "fault" else logging.WARNING
+        if not self._say:
+            level = logging.DEBUG
         if first:
             then = (
                 f"trying again in {_duration(delay)}"

@@ -40,6 +40,7 @@ from tesla_smart_charger.config.settings import LoadedConfig, Settings, VehicleS
 from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig, unresolved_problem
 from tesla_smart_charger.control.events import CarLinkBack, Event
+from tesla_smart_charger.control.grid_limit import SourceReading, SourceState
 from tesla_smart_charger.control.interfaces import Vehicle
 from tesla_smart_charger.control.supervisor import ESCALATION_LEVELS
 from tesla_smart_charger.errors import ChargerError, ConfigError
@@ -61,6 +62,12 @@ from tesla_smart_charger.runtime.alerts import AlertSender
 from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
 from tesla_smart_charger.runtime.driver import DriverControls
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
+from tesla_smart_charger.runtime.grid_limit import (
+    GridLimitWatch,
+    input_policy,
+    poll_input,
+    watch_pending,
+)
 from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.safety import (
     AlertWatch,
@@ -88,6 +95,7 @@ from tesla_smart_charger.runtime.status import (
     vehicle_view,
 )
 from tesla_smart_charger.shelly.build import create_meter
+from tesla_smart_charger.shelly.input import ShellyInput
 
 if TYPE_CHECKING:
     from tesla_smart_charger.homeassistant.mqtt import MqttBridge
@@ -136,6 +144,10 @@ class Daemon:
     alerts: AlertSender | None = None
     alert_watch: AlertWatch | None = None
     api_port: int | None = None  # the port the API listens on (apiPort 0: the one the OS chose)
+    # the grid operator's limit: its sources combined, and the Shelly input when configured
+    grid_limit: GridLimitWatch | None = None
+    grid_input: ShellyInput | None = None
+    grid_input_policy: RetryPolicy | None = None
 
     @property
     def queue(self) -> asyncio.Queue[Event]:
@@ -200,6 +212,7 @@ class Daemon:
                 else None
             ),
             alerts=alerts_view(self.alerts) if self.alerts is not None else None,
+            grid_limit=self.grid_limit.status() if self.grid_limit is not None else None,
         )
 
     def auth_state(self) -> str:
@@ -221,6 +234,8 @@ class Daemon:
             out["car_link"] = self.vehicle.policy.health()
         if self.relay_policy is not None:
             out["safety_relay"] = self.relay_policy.health()
+        if self.grid_input_policy is not None:
+            out["grid_limit_input"] = self.grid_input_policy.health()
         token = self.tokens.policy.health()
         if self.tokens.state in ("reauth_required", "missing"):
             token = Health(
@@ -257,7 +272,10 @@ class Daemon:
         503 here would invite a container runtime to restart the daemon, causing that loss.
         """
         problem = self.tokens.store_problem()
-        return [problem] if problem is not None else []
+        out = [problem] if problem is not None else []
+        # A grid limit source we cannot read holds the chargers low (fail-safe): worth a look.
+        grid = self.grid_limit.warning() if self.grid_limit is not None else None
+        return out if grid is None else [*out, grid]
 
     def health(self) -> list[str]:
         """Reasons the daemon is not fully working; empty when healthy.
@@ -572,6 +590,7 @@ async def build_daemon(
         alerts=alerts,
     )
     daemon.fleet = fleet
+    build_grid_limit(daemon, session)
     if alerts is not None:
         daemon.alert_watch = AlertWatch(
             alerts,
@@ -595,6 +614,45 @@ async def build_daemon(
     return daemon
 
 
+def build_grid_limit(daemon: Daemon, session: aiohttp.ClientSession) -> None:
+    """The grid operator's limit: POST /grid-limit always, the input and topic when set."""
+    s = daemon.loaded.settings
+    sources = ["api"]
+    if s.grid_limit_input is not None:
+        sources.append("input")
+        password = s.grid_limit_input_password
+        daemon.grid_input = ShellyInput(
+            s.grid_limit_input,
+            session,
+            input_id=s.grid_limit_input_id,
+            password=password.get_secret_value() if password else None,
+        )
+        daemon.grid_input_policy = input_policy()
+    if s.grid_limit_topic is not None:
+        sources.append("mqtt")
+    cars = len(daemon.fleet.cars) if daemon.fleet is not None else 1
+    daemon.grid_limit = GridLimitWatch(
+        limit_kw=s.grid_limit_total_kw, cars=cars, send=daemon.queue.put_nowait, sources=sources
+    )
+
+
+async def run_grid_limit(daemon: Daemon) -> None:
+    """Poll the grid limit's input (when configured) and age silent sources into lost ones."""
+    watch = daemon.grid_limit
+    assert watch is not None  # noqa: S101 (started only with one)
+    if daemon.grid_input is None or daemon.grid_input_policy is None:
+        await watch_pending(watch)
+        return
+    s = daemon.loaded.settings
+    await poll_input(
+        watch,
+        daemon.grid_input,
+        daemon.grid_input_policy,
+        every=s.grid_limit_input_poll_secs,
+        inverted=s.grid_limit_input_inverted,
+    )
+
+
 def api_context(daemon: Daemon) -> ApiContext:
     """Bind the HTTP handlers to the daemon's parts."""
     token = daemon.loaded.settings.api_token
@@ -610,6 +668,7 @@ def api_context(daemon: Daemon) -> ApiContext:
         hosts=HostPolicy.for_bind(
             daemon.loaded.settings.api_host, daemon.loaded.settings.api_allowed_hosts
         ),
+        grid_limit=daemon.grid_limit,
     )
 
 
@@ -642,6 +701,10 @@ def start_tasks(daemon: Daemon) -> None:
         daemon.tasks["watchdog"] = asyncio.create_task(watchdog, name="watchdog")
     if daemon.loaded.settings.mqtt_url is not None:
         daemon.tasks["mqtt"] = asyncio.create_task(run_mqtt(daemon), name="mqtt")
+    if daemon.grid_limit is not None and (
+        daemon.grid_input is not None or daemon.loaded.settings.grid_limit_topic is not None
+    ):
+        daemon.tasks["grid_limit"] = asyncio.create_task(run_grid_limit(daemon), name="grid_limit")
 
 
 async def run_mqtt(daemon: Daemon) -> None:
@@ -657,7 +720,15 @@ async def run_mqtt(daemon: Daemon) -> None:
     cfg = BridgeConfig.from_settings(s, vin=vin, phases=await _meter_phases(daemon))
     if cfg is None or daemon.controls is None:
         return
-    bridge = MqttBridge(cfg, daemon.status, daemon.controls)
+    watch = daemon.grid_limit
+
+    def grid_signal(on: bool | None, detail: str) -> None:
+        """gridLimitTopic's word (None: the broker is lost, which counts as on)."""
+        if watch is not None:
+            state: SourceState = "lost" if on is None else "active" if on else "inactive"
+            watch.report("mqtt", SourceReading(state, detail))
+
+    bridge = MqttBridge(cfg, daemon.status, daemon.controls, grid_signal=grid_signal)
     daemon.mqtt = bridge
     daemon.service.add_listener(bridge.changed)
     if s.supply_phases == "auto" and daemon.poller is not None:
@@ -677,6 +748,8 @@ async def run_mqtt(daemon: Daemon) -> None:
             await bridge.run()
         except Exception:  # noqa: BLE001 (MQTT must never end the daemon; logged, retried)
             _LOG.exception("MQTT bridge failed: restarting it in 10 s (charging control goes on)")
+            if s.grid_limit_topic is not None:
+                grid_signal(None, "the MQTT bridge failed (see the log); restarting it")
         await asyncio.sleep(10.0)
 
 

@@ -35,4 +35,5 @@ def controller_config(s: Settings, *, measured: bool) -> ControlConfig:
         solar_start_secs=s.solar_start_secs,
         solar_stop_secs=s.solar_stop_secs,
         cloud_budget=None if s.tesla_ble_proxy else s.cloud_commands_per_hour,
+        mains_voltage=s.mains_voltage,
     )

@@ -578,6 +578,64 @@ class Settings(BaseSettings):
         ),
     ] = None
 
+    # --- the grid operator's limit (§14a-style) -------------------------------------------
+    grid_limit_input: Annotated[
+        OptStr,
+        AfterValidator(lambda v: None if v is None else normalize_host_url(v)),
+        Field(
+            description="Shelly whose input is wired to the grid operator's control box contact (host, host:port or http://host[:port]; Gen1 /status inputs or Gen2 Input.GetStatus): input on = the grid limit is on. Unreachable counts as on (fail-safe)."
+        ),
+    ] = None
+    grid_limit_input_id: Annotated[
+        int,
+        BeforeValidator(_as_int),
+        Field(ge=0, le=3, description="Which input of that Shelly (input id, 0 for the first)."),
+    ] = 0
+    grid_limit_input_inverted: Annotated[
+        bool,
+        Field(
+            description="The contact opens to limit (a normally closed contact): input off = the grid limit is on."
+        ),
+    ] = False
+    grid_limit_input_password: Annotated[
+        OptSecret, Field(description="Password of that Shelly (Gen1 user admin, Gen2 digest).")
+    ] = None
+    grid_limit_input_poll_secs: Annotated[
+        float,
+        Field(ge=0.2, le=10, description="How often the grid limit input is read, in seconds."),
+    ] = 1.0
+    grid_limit_topic: Annotated[
+        OptStr,
+        Field(
+            description="MQTT topic (on mqttUrl's broker) that switches the grid limit: ON/OFF, true/false or 1/0; publish it retained. The broker gone counts as on (fail-safe)."
+        ),
+    ] = None
+    grid_limit_kw: Annotated[
+        float | None,
+        Field(
+            ge=1.0,
+            le=100.0,
+            description="Most the chargers together may draw while the grid limit is on, in kW. Default 4.2 per car (§14a EnWG), shared evenly; the breaker limit still applies when lower.",
+        ),
+    ] = None
+
+    @field_validator("grid_limit_topic")
+    @classmethod
+    def _grid_topic(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip()
+        if not text or any(c in text for c in "+#\0"):
+            raise ValueError("gridLimitTopic must be one topic (no MQTT wildcards + or #)")
+        return text
+
+    @property
+    def grid_limit_total_kw(self) -> float:
+        """`gridLimitKw`, else 4.2 kW for every car."""
+        if self.grid_limit_kw is not None:
+            return self.grid_limit_kw
+        return 4.2 * max(1, len(self.vehicles or ()))
+
     @model_validator(mode="after")
     def _vehicle_id_from_vehicles(self) -> Settings:
         # With `vehicles`, teslaVehicleId may be left out: the first car's VIN stands in, so
@@ -776,6 +834,10 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 f"chargerPhase ({s.charger_phase}) must not exceed supplyPhases ({s.supply_phases})",
             )
         )
+    if s.grid_limit_topic is not None and s.mqtt_url is None:
+        problems.append(
+            ("grid_limit_topic", "gridLimitTopic needs mqttUrl: the broker the topic is on")
+        )
     problems += [("vehicles", msg) for msg in _check_vehicles(s)]
     return problems
 
@@ -940,6 +1002,15 @@ def _config_warnings(path: Path, raw: Mapping[str, Any], s: Settings) -> list[st
         warnings.append(
             f"apiToken is not set and apiHost {s.api_host} is reachable from the network: anyone on it "
             "can call /overload; set apiToken (web pages are refused either way)"
+        )
+    cars = max(1, len(s.vehicles or ()))
+    share_w = s.grid_limit_total_kw * 1000.0 / cars
+    floor_w = s.charger_min_amps * s.mains_voltage  # one phase: the least a car can draw
+    if s.grid_limit_kw is not None and share_w < floor_w:
+        warnings.append(
+            f"gridLimitKw {s.grid_limit_kw:g} kW gives each of {cars} car(s) {share_w / 1000:.2f} kW, "
+            f"less than chargerMinAmps at mainsVoltage ({floor_w / 1000:.2f} kW): while the grid "
+            "limit is on the cars stay at chargerMinAmps, above it"
         )
     return warnings
 

@@ -37,6 +37,7 @@ from tesla_smart_charger.control.state import (
     _charging,
     _settling,
 )
+from tesla_smart_charger.control.state import ceiling as car_ceiling
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +408,7 @@ def car_view(
     but competes for room by priority (so the shares, not each car alone, decide who resumes);
     a car whose charge_start is in flight is counted as charging.
     """
-    ceiling = min(cfg.charger_max_amps, state.driver_amps or cfg.charger_max_amps)
+    ceiling = car_ceiling(state, cfg)
     unknown = state.vehicle is None and (state.refresh_pending or not state.first_look_done)
     starting = state.call_in_flight == "charge_start"
     charging = (_charging(state) and not state.paused) or starting

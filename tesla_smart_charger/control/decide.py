@@ -17,6 +17,7 @@ from tesla_smart_charger.control.events import (
     AuthLost,
     CarLinkBack,
     DriverLimit,
+    GridLimitChanged,
     ModeChange,
     Overload,
     Reading,
@@ -47,6 +48,8 @@ from tesla_smart_charger.control.state import (
     _over_limit,
     _set,
     budget_free_at,
+    grid_amps,
+    grid_binds,
 )
 
 
@@ -67,6 +70,7 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
             and state.setpoint is not None
             and not asleep
             and not (state.driver_pinned and state.setpoint >= _limit(state, cfg))
+            and not (grid_binds(state, cfg) and state.setpoint >= _limit(state, cfg))
         ):
             quiet_from = max(
                 t
@@ -89,7 +93,7 @@ def next_deadline(state: ControllerState, cfg: ControlConfig) -> float | None:
     if state.verify_at is not None and not state.refresh_pending and cfg.mode == "push":
         deadlines.append(state.verify_at)
     if _over_limit(state, cfg) and not state.refresh_pending:
-        # a cut to the driver's ceiling held back by a wait, or retried after a failure
+        # a cut to a ceiling held back by a wait, or retried after a failure
         deadlines.append(max(state.blocked_until, (state.last_change_at or 0.0) + LIMIT_RETRY_SECS))
     if not deadlines:
         return None
@@ -116,8 +120,12 @@ def decide(
     """
     if isinstance(event, _OUTCOMES):
         wanted = state.act_after_call
-        state = replace(state, call_in_flight="", act_after_call=False)
+        asked = state.limit_asked
+        state = replace(state, call_in_flight="", act_after_call=False, limit_asked=False)
         decision = _decide(state, event, now, cfg)
+        if asked and not decision.actions:
+            # A ceiling set while the call was out: its cut goes now, not after a retry wait.
+            decision = _enforce_limit(decision, now, cfg, asked=True)
         if wanted and not decision.actions:
             decision = _after_call(decision.state, now, cfg)
     elif state.call_in_flight:
@@ -151,6 +159,20 @@ def _hold_actions(
     The setpoint, the command bookkeeping and the pending look stay as they were (the call in
     flight has not landed); the reading, the fail-safe and a push-mode overload are kept.
     """
+    if isinstance(event, DriverLimit | GridLimitChanged):
+        # A new ceiling is news to keep (its cut follows the call's outcome): the driver's
+        # setting, the grid limit, and push mode's setting to restore afterwards.
+        return replace(
+            state,
+            driver_amps=wanted.driver_amps,
+            driver_pinned=wanted.driver_pinned,
+            grid_watts=wanted.grid_watts,
+            raise_since=wanted.raise_since,
+            raise_floor=wanted.raise_floor,
+            act_after_call=True,
+            limit_asked=True,
+            reason=f"{wanted.reason}: sending it once the car call in flight is back",
+        )
     if wanted.failsafe and not state.failsafe:
         reason = wanted.reason
     elif wanted.target is not None and wanted.target != state.setpoint:
@@ -190,6 +212,8 @@ def _decide(
         return _enforce_limit(_on_driver_limit(state, event, now), now, cfg, asked=True)
     if isinstance(event, ModeChange):
         return _on_mode(state, event, now, cfg)
+    if isinstance(event, GridLimitChanged):
+        return _enforce_limit(_on_grid_limit(state, event, cfg), now, cfg, asked=True)
     decision = _common(state, event, now, cfg)
     if decision is None:
         decision = (
@@ -197,7 +221,7 @@ def _decide(
             if cfg.mode == "push"
             else _decide_measured(state, event, now, cfg)
         )
-    if decision.state.driver_pinned:
+    if decision.state.driver_pinned or decision.state.grid_watts is not None:
         decision = _enforce_limit(decision, now, cfg)
     if cfg.mode == "measured" and not isinstance(event, Reading | VehicleUpdate):
         # In measured mode readings decide: the meter may confirm the command for free.
@@ -262,6 +286,30 @@ def _on_driver_limit(state: ControllerState, event: DriverLimit, now: float) -> 
     return Decision(s)
 
 
+def _on_grid_limit(state: ControllerState, event: GridLimitChanged, cfg: ControlConfig) -> Decision:
+    """The grid operator's limit came on or ended; lowering follows at once (`_enforce_limit`).
+
+    Push mode keeps the setting the car had as the one to restore (it only restores a setting
+    it remembers); raising after the limit ends follows the mode's deliberate raise rules.
+    """
+    if event.car_watts is None:
+        if state.grid_watts is None:
+            return Decision(state)
+        return Decision(
+            replace(state, grid_watts=None, reason="grid operator's limit ended: raising as usual")
+        )
+    s = replace(state, grid_watts=event.car_watts, raise_since=None, raise_floor=None)
+    if cfg.mode == "push" and s.driver_amps is None and s.setpoint is not None:
+        s = replace(s, driver_amps=s.setpoint)
+    amps = grid_amps(s, cfg)
+    return Decision(
+        replace(
+            s,
+            reason=f"grid operator's limit: {event.car_watts / 1000:.2f} kW ({amps} A) for this car",
+        )
+    )
+
+
 def _enforce_limit(
     decision: Decision, now: float, cfg: ControlConfig, *, asked: bool = False
 ) -> Decision:
@@ -277,10 +325,11 @@ def _enforce_limit(
     if not asked and s.last_change_at is not None and now - s.last_change_at < LIMIT_RETRY_SECS:
         return decision
     limit = _limit(s, cfg)
+    whose = "grid operator's limit" if grid_binds(s, cfg) else "driver's ceiling"
     if now < s.blocked_until:
-        reason = f"need {limit} A (driver's ceiling) but {s.blocked_reason or 'car calls wait'}: sending it when the wait ends"
+        reason = f"need {limit} A ({whose}) but {s.blocked_reason or 'car calls wait'}: sending it when the wait ends"
         return Decision(replace(s, reason=reason))
-    lowered = _set(s, limit, f"driver's ceiling: lowering {s.setpoint} -> {limit} A", now)
+    lowered = _set(s, limit, f"{whose}: lowering {s.setpoint} -> {limit} A", now)
     return Decision(replace(lowered.state, house_at_command=None), lowered.actions)
 
 

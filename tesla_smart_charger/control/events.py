@@ -87,6 +87,18 @@ class CarLinkBack:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class GridLimitChanged:
+    """The grid operator's limit came on, changed or ended.
+
+    `car_watts` is this car's share of `gridLimitKw` in W (None: the limit ended); the
+    controller turns it into amps (`control.grid_limit.ceiling_amps`). `reason` in words.
+    """
+
+    car_watts: float | None
+    reason: str = ""
+
+
 Event = (
     Overload
     | Reading
@@ -96,4 +108,5 @@ Event = (
     | DriverLimit
     | ModeChange
     | CarLinkBack
+    | GridLimitChanged
 )

@@ -48,6 +48,7 @@ from tesla_smart_charger.control.state import (
     budget_left,
     spent,
 )
+from tesla_smart_charger.control.state import ceiling as car_ceiling
 
 
 class _Draft(NamedTuple):
@@ -169,12 +170,11 @@ def _decide_measured(
             and snap.state is VehicleState.ONLINE
             and not snap.charging
             and s.driver_amps is not None
-            and s.setpoint != s.driver_amps
+            and s.setpoint != min(s.driver_amps, car_ceiling(s, cfg))
             and now >= s.blocked_until
         ):
-            done = _set(
-                s, s.driver_amps, f"car not charging: restoring the driver's {s.driver_amps} A", now
-            )
+            back = min(s.driver_amps, car_ceiling(s, cfg))
+            done = _set(s, back, f"car not charging: restoring the driver's {back} A", now)
             return Decision(replace(done.state, restore_pending=False), done.actions)
         if s.reading is not None and s.reading.valid:
             return _control(s, s.reading, now, cfg)
@@ -307,10 +307,7 @@ def _control(
                 return started
         return _not_charging(state, reading, raw, now, cfg, pending=ch)
 
-    ceiling = min(
-        cfg.charger_max_amps,
-        state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps,
-    )
+    ceiling = car_ceiling(state, cfg)
     target = max(cfg.charger_min_amps, min(ceiling, raw))
     setpoint = state.setpoint if state.setpoint is not None else ceiling
     settling = _settling(state, cfg, now)
@@ -649,10 +646,7 @@ def _solar_start(
         or (state.charge_mode == "minsolar" and not state.solar_stopped)
     ):
         return None
-    ceiling = min(
-        cfg.charger_max_amps,
-        state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps,
-    )
+    ceiling = car_ceiling(state, cfg)
     amps = min(ceiling, raw, sun[0])
     if state.charge_mode == "minsolar":
         amps = max(cfg.charger_min_amps, min(ceiling, raw))

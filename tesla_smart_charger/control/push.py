@@ -24,7 +24,9 @@ from tesla_smart_charger.control.state import (
     _set,
     _vehicle_reason,
     budget_left,
+    grid_binds,
 )
+from tesla_smart_charger.control.state import ceiling as car_ceiling
 
 
 def _decide_push(
@@ -141,8 +143,10 @@ def _push_raise(state: ControllerState, now: float, cfg: ControlConfig) -> Decis
         )
     if state.vehicle.state is not VehicleState.ONLINE:
         return Decision(state)
-    ceiling = min(cfg.charger_max_amps, state.driver_amps)
+    ceiling = min(cfg.charger_max_amps, state.driver_amps, car_ceiling(state, cfg))
     if state.setpoint >= ceiling:
+        if grid_binds(state, cfg):
+            return Decision(state)  # held by the grid limit: the driver's setting comes after
         return Decision(replace(state, driver_amps=_released(state)))
     step = max(1, math.floor(state.setpoint * cfg.up_step))
     new = min(ceiling, state.setpoint + step)

@@ -9,10 +9,12 @@ import operator
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
+from tesla_smart_charger.control import grid_limit
 from tesla_smart_charger.control.events import (
     AuthLost,
     CarLinkBack,
     DriverLimit,
+    GridLimitChanged,
     MeterFailed,
     ModeChange,
     Overload,
@@ -74,6 +76,8 @@ class ControlConfig:
     solar_stop_secs: float = 300.0
     # Billed (cloud) commands per hour for raises and solar start/stop; None: no budget (BLE).
     cloud_budget: int | None = None
+    # Volts to turn the grid operator's kW limit into amps where the meter measures none.
+    mains_voltage: float = 230.0
 
     @property
     def limit(self) -> float:
@@ -133,6 +137,7 @@ ControllerEvent = (
     | CommandDone
     | DriverLimit
     | ModeChange
+    | GridLimitChanged
 )
 
 
@@ -230,6 +235,7 @@ class ControllerState:
     # action is emitted; `act_after_call` says one was wanted, so the outcome re-decides.
     call_in_flight: str = ""
     act_after_call: bool = False
+    limit_asked: bool = False  # a ceiling arrived during the call: its cut goes when it is back
     # How the car charges: "fast" (as the breaker allows), "solar" (only the export
     # surplus), "minsolar" (chargerMinAmps plus the surplus). The breaker limit wins over all.
     charge_mode: str = "fast"
@@ -237,6 +243,8 @@ class ControllerState:
     solar_short_since: float | None = None  # importing beyond the tolerance since (solar)
     solar_stopped: bool = False  # we stopped the charge for lack of sun: we may start it again
     sent_at: tuple[float, ...] = ()  # when commands went out in the last hour (the budget)
+    # The grid operator's limit: this car's share in W while it is on (None: off).
+    grid_watts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,16 +366,55 @@ def _set(
 # --- the driver's ceiling set through the API or Home Assistant ---------------------------
 
 
-def _limit(state: ControllerState, cfg: ControlConfig) -> int:
-    """The driver's ceiling as the car may be set to it."""
+def grid_amps(state: ControllerState, cfg: ControlConfig) -> int | None:
+    """The amps the grid operator's limit leaves this car (None while the limit is off).
+
+    Converted with the volts the meter measures (else mainsVoltage) and the phases the car
+    draws on (unknown: all the supply's), so an uncertain case gives fewer amps, never more.
+    """
+    if state.grid_watts is None:
+        return None
+    reading = state.reading
+    charge = state.vehicle.charge if state.vehicle is not None else None
+    phases = grid_limit.car_phase_count(
+        cfg.supply_phases,
+        len(reading.phase_amps) if reading is not None and reading.phase_amps else None,
+        charge.charger_phases if charge is not None else None,
+    )
+    volts = grid_limit.phase_volts(
+        reading.phase_volts if reading is not None else (), cfg.mains_voltage
+    )
+    return grid_limit.ceiling_amps(state.grid_watts, volts=volts, phases=phases)
+
+
+def ceiling(state: ControllerState, cfg: ControlConfig) -> int:
+    """The most the car may be set to: chargerMaxAmps, the driver's ceiling, the grid limit.
+
+    The lowest wins; the breaker's own limit is applied on top by the mode's policy.
+    """
+    top = cfg.charger_max_amps
+    if state.driver_amps is not None:
+        top = min(top, state.driver_amps)
+    grid = grid_amps(state, cfg)
+    return top if grid is None else min(top, grid)
+
+
+def grid_binds(state: ControllerState, cfg: ControlConfig) -> bool:
+    """The grid limit, not the driver or the car, is what holds the car down now."""
+    grid = grid_amps(state, cfg)
     driver = state.driver_amps if state.driver_amps is not None else cfg.charger_max_amps
-    return max(cfg.charger_min_amps, min(cfg.charger_max_amps, driver))
+    return grid is not None and grid < min(cfg.charger_max_amps, driver)
+
+
+def _limit(state: ControllerState, cfg: ControlConfig) -> int:
+    """The driver's ceiling (and the grid limit) as the car may be set to it."""
+    return max(cfg.charger_min_amps, ceiling(state, cfg))
 
 
 def _over_limit(state: ControllerState, cfg: ControlConfig) -> bool:
-    """A DriverLimit below the car's setting is still to be sent to a car that is online."""
+    """A ceiling (DriverLimit, grid limit) below the car's setting is still to be sent."""
     return (
-        state.driver_pinned
+        (state.driver_pinned or state.grid_watts is not None)
         and state.setpoint is not None
         and state.setpoint > _limit(state, cfg)
         and state.vehicle is not None

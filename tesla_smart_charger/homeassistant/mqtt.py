@@ -27,6 +27,7 @@ import aiomqtt
 
 from tesla_smart_charger import __version__
 from tesla_smart_charger.config.mqtt_url import MqttUrl, parse_mqtt_url
+from tesla_smart_charger.control.grid_limit import parse_switch
 from tesla_smart_charger.logging_setup import register_secret
 from tesla_smart_charger.retry import Health
 from tesla_smart_charger.runtime.driver import parse_driver_limit
@@ -83,6 +84,7 @@ class BridgeConfig:
     home_max_amps: float = 25.0
     supply_phases: int = 1
     name: str = "Tesla Smart Charger"
+    grid_limit_topic: str | None = None  # gridLimitTopic: ON/OFF from the grid operator's box
 
     @classmethod
     def from_settings(
@@ -108,6 +110,7 @@ class BridgeConfig:
             supply_phases=(
                 settings.supply_phases if isinstance(settings.supply_phases, int) else (phases or 1)
             ),
+            grid_limit_topic=settings.grid_limit_topic,
         )
 
     @property
@@ -535,8 +538,12 @@ class MqttBridge:
         backoff: Backoff | None = None,
         client_id: str | None = None,
         timeout: float = MQTT_TIMEOUT,
+        grid_signal: Callable[[bool | None, str], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        # gridLimitTopic: told each ON/OFF (True/False), and None with the cause in words
+        # when the broker is lost (the limit then counts as on).
+        self._grid_signal = grid_signal
         self._snapshot = snapshot
         self._controls = controls
         self._clock = clock
@@ -665,6 +672,8 @@ class MqttBridge:
                 message,
                 hint,
             )
+        if self._grid_signal is not None and self.cfg.grid_limit_topic:
+            self._grid_signal(None, f"the MQTT broker {self.cfg.url} is not available ({message})")
 
     def _up(self) -> None:
         if self._lost_at is not None:
@@ -702,6 +711,12 @@ class MqttBridge:
             )
             for topic in self.cfg.command_topics():
                 await _bounded(client.subscribe(topic, qos=1, timeout=NONE), self._timeout)
+            if self.cfg.grid_limit_topic:
+                # Its retained value arrives right after; until then the last word stands.
+                await _bounded(
+                    client.subscribe(self.cfg.grid_limit_topic, qos=1, timeout=NONE),
+                    self._timeout,
+                )
             await self._publish_discovery(client)
             self._up()
             self._limiter.forget()
@@ -776,7 +791,20 @@ class MqttBridge:
                     self._limiter.forget()
                     self._changed.set()
                 continue
+            if topic == self.cfg.grid_limit_topic:
+                self._handle_grid_limit(payload)
+                continue
             self._handle_command(topic, payload)
+
+    def _handle_grid_limit(self, payload: bytes) -> None:
+        """gridLimitTopic: ON/OFF, true/false, 1/0; anything else is said and ignored."""
+        try:
+            on = parse_switch(payload)
+        except ValueError as err:
+            _LOG.warning("MQTT gridLimitTopic %s: ignored: %s", self.cfg.grid_limit_topic, err)
+            return
+        if self._grid_signal is not None:
+            self._grid_signal(on, "")
 
     def _handle_command(self, topic: str, payload: bytes) -> None:
         try:

@@ -192,6 +192,7 @@ class DaemonCollector:
         yield from self._meter_and_auth(status)
         yield self._breaker()
         yield from self._escalation(status)
+        yield from self._grid_limit(status)
         build = GaugeMetricFamily(
             PREFIX + "build_info",
             "Version of the running daemon (value is always 1).",
@@ -394,6 +395,24 @@ class DaemonCollector:
             "fleet_api_cost_last_24h_dollars",
             "Estimated Fleet API cost of the billed requests of the last 24 hours (USD).",
             counter.cost_last_24h_usd,
+        )
+
+    def _grid_limit(self, status: DaemonStatus) -> Iterable[Metric]:
+        grid = status.grid_limit
+        yield _gauge(
+            "grid_limit_active",
+            "1 while the grid operator's limit holds the chargers under gridLimitKw.",
+            1.0 if grid is not None and grid.active else 0.0,
+        )
+        yield _gauge(
+            "grid_limit_kw",
+            "Most the chargers together may draw while the grid limit is on (gridLimitKw).",
+            grid.limit_kw if grid is not None else None,
+        )
+        yield _gauge(
+            "grid_limit_source_lost",
+            "1 while a grid limit source cannot be read (the limit then counts as on).",
+            1.0 if grid is not None and grid.lost else 0.0,
         )
 
     def _meter_and_auth(self, status: DaemonStatus) -> Iterable[Metric]:

@@ -190,6 +190,76 @@ def _mode() -> dict[str, Any]:
     )
 
 
+_GRID_LIMIT: dict[str, Any] = {
+    "type": "object",
+    "required": ["active", "source", "since", "limit_kw", "reason", "sources"],
+    "properties": {
+        "active": {"type": "boolean"},
+        "source": _nullable("string", description="the sources holding it on: input, mqtt, api"),
+        "since": _nullable("string", description="ISO 8601: when it came on or ended"),
+        "limit_kw": {"type": "number", "description": "gridLimitKw: all chargers together"},
+        "car_kw": {"type": "number", "description": "each car's even share"},
+        "reason": _nullable("string"),
+        "lost": {"type": "array", "items": {"type": "string"}},
+        "sources": {"type": "object", "additionalProperties": True},
+        "accepted": {"type": "boolean"},
+    },
+}
+
+
+def _grid_limit() -> dict[str, Any]:
+    """GET and POST /grid-limit: the grid operator's limit (§14a-style)."""
+    state = _json(_ref("GridLimit"), "The limit and what each source says.")
+    return {
+        "get": {
+            "operationId": "getGridLimit",
+            "summary": "The grid operator's limit: on or off, why and since when.",
+            "tags": ["state"],
+            "responses": {"200": state},
+        },
+        "post": {
+            "operationId": "setGridLimit",
+            "summary": "Switch the API's own word on the grid operator's limit.",
+            "description": "While on, the chargers together stay under gridLimitKw (lowering at "
+            "once; raising after it ends by the usual rules). The limit stays on while the Shelly "
+            'input or the MQTT topic says so. `{"active": true}` or `?active=true`. With '
+            "`apiToken` set the token is required; without it a browser request from another "
+            "site is refused (403). Not kept across a restart.",
+            "tags": ["control"],
+            "parameters": [
+                {
+                    "name": "active",
+                    "in": "query",
+                    "required": False,
+                    "description": "true or false, for clients that cannot send a body.",
+                    "schema": {"type": "boolean"},
+                },
+                _OVERLOAD_PARAMETERS[0],
+            ],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["active"],
+                            "properties": {"active": {"type": "boolean"}},
+                        }
+                    }
+                },
+            },
+            "security": [{}, {"bearerAuth": []}],
+            "responses": {
+                "200": state,
+                "400": _json(_ref("Error"), "`active` is missing or not true/false."),
+                "401": _json(_ref("Error"), "apiToken is set and the request did not carry it."),
+                "403": _json(_ref("Error"), "A browser request from another site (no apiToken)."),
+                "413": _json(_ref("Error"), "The body is larger than 64 KiB."),
+            },
+        },
+    }
+
+
 def _get(
     op_id: str, summary: str, responses: dict[str, Any], tag: str = "state", **extra: Any
 ) -> dict[str, Any]:
@@ -205,6 +275,7 @@ def _get(
 
 
 _SCHEMAS: dict[str, Any] = {
+    "GridLimit": _GRID_LIMIT,
     "Error": {
         "type": "object",
         "required": ["error", "status"],
@@ -339,6 +410,7 @@ def openapi_document() -> dict[str, Any]:
         "/overload": {"get": _overload("get"), "post": _overload("post")},
         "/vehicles/{vin}/limit": {"post": _limit()},
         "/vehicles/{vin}/mode": {"post": _mode()},
+        "/grid-limit": _grid_limit(),
         "/status": _get(
             "getStatus", "The daemon's state.", {"200": _json(_ref("Status"), "The state.")}
         ),

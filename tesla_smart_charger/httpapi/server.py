@@ -25,7 +25,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -34,6 +34,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tesla_smart_charger import __version__
 from tesla_smart_charger.runtime.driver import DriverControls
 from tesla_smart_charger.runtime.status import DaemonStatus
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.runtime.grid_limit import GridLimitWatch
 
 _LOG = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ class ApiContext:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     controls: DriverControls | None = None  # POST /vehicles/{vin}/limit
     hosts: HostPolicy = DEFAULT_HOSTS
+    grid_limit: GridLimitWatch | None = None  # GET/POST /grid-limit
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("ctx", ApiContext)
@@ -459,6 +463,46 @@ async def vehicle_mode(request: web.Request) -> web.Response:
     return web.json_response({"accepted": True, "vin": car, "mode": mode})
 
 
+async def grid_limit_get(request: web.Request) -> web.Response:
+    """The grid operator's limit: on or off, why, since when, and what each source says."""
+    watch = request.app[CTX].grid_limit
+    if watch is None:
+        return json_error(404, "the grid limit is not available in this daemon")
+    return web.json_response(watch.status().model_dump(mode="json"), dumps=_dumps)
+
+
+async def grid_limit_post(request: web.Request) -> web.Response:
+    """Switch the API's own word on the limit: `{"active": true}` or `?active=true`.
+
+    The limit stays on while any other source (the Shelly input, the MQTT topic) says so.
+    """
+    if not authorized(request):
+        return json_error(401, "missing or wrong token (use ?token= or Authorization: Bearer)")
+    watch = request.app[CTX].grid_limit
+    if watch is None:
+        return json_error(404, "the grid limit is not available in this daemon")
+    example = 'a JSON body {"active": true} or ?active=true'
+    raw: object = request.query.get("active")
+    if raw is None:
+        data = await request.read() if request.body_exists else b""
+        try:
+            body = json.loads(data) if data.strip() else None
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            return json_error(400, f"body: not JSON (send {example})")
+        if not isinstance(body, dict) or "active" not in body:
+            return json_error(400, f"active: required ({example})")
+        raw = body["active"]
+    if isinstance(raw, str):
+        raw = {"true": True, "false": False, "1": True, "0": False}.get(raw.strip().lower(), raw)
+    if not isinstance(raw, bool):
+        return json_error(400, f"active: expected true or false, got {str(raw)[:40]!r}")
+    _LOG.info("API set the grid limit %s", "on" if raw else "off")
+    watch.set_api(raw)
+    return web.json_response(
+        {"accepted": True, **watch.status().model_dump(mode="json")}, dumps=_dumps
+    )
+
+
 async def status(request: web.Request) -> web.Response:
     """The daemon's state: stable top-level names that tools poll."""
     return web.json_response(request.app[CTX].status().as_json(), dumps=_dumps)
@@ -497,6 +541,8 @@ def build_app(ctx: ApiContext) -> web.Application:
     app.router.add_route("POST", "/overload", overload)
     app.router.add_post("/vehicles/{vin}/limit", vehicle_limit)
     app.router.add_post("/vehicles/{vin}/mode", vehicle_mode)
+    app.router.add_get("/grid-limit", grid_limit_get)
+    app.router.add_post("/grid-limit", grid_limit_post)
     app.router.add_get("/status", status)
     app.router.add_get("/config", config)
     app.router.add_get("/health", health)

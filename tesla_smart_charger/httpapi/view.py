@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.config.settings import LoadedConfig
     from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
     from tesla_smart_charger.runtime.fleet import Fleet
+    from tesla_smart_charger.runtime.grid_limit import GridLimitWatch
     from tesla_smart_charger.runtime.safety import Escalator
     from tesla_smart_charger.runtime.service import ChargeService
     from tesla_smart_charger.runtime.status import DaemonStatus
@@ -50,6 +51,10 @@ class DaemonView(Protocol):
     @property
     def fleet(self) -> Fleet | None:
         """Several cars (None with one): its `last_reading` is the real meter reading."""
+
+    @property
+    def grid_limit(self) -> GridLimitWatch | None:
+        """The grid operator's limit (its sources combined)."""
 
     def escalations(self) -> list[tuple[str, Escalator]]:
         """Each car's escalation, the car in words (name or VIN); empty in push mode."""

@@ -10,6 +10,7 @@ from tesla_smart_charger.control.events import (
     CarLinkBack,
     DriverLimit,
     Event,
+    GridLimitChanged,
     MeterFailed,
     Overload,
     Reading,
@@ -29,6 +30,8 @@ def _slot(event: Event) -> str | None:
         return "driver_limit"  # a slider dragged: only where it stopped matters
     if isinstance(event, CarLinkBack):
         return "link"
+    if isinstance(event, GridLimitChanged):
+        return "grid_limit"  # only the newest word of the grid operator matters
     return None
 
 

@@ -185,6 +185,7 @@ class Dependencies(_Model):
     token_endpoint: DependencyHealth
     token_store: DependencyHealth
     mqtt: DependencyHealth | None = _omitted_when_none()
+    grid_limit_input: DependencyHealth | None = _omitted_when_none()
     tasks: DependencyHealth
 
     def items(self) -> list[tuple[str, DependencyHealth]]:
@@ -219,6 +220,26 @@ class AlertsView(_Model):
     failing: bool
 
 
+class GridLimitSource(_Model):
+    """One source of the grid operator's signal as last heard."""
+
+    state: Literal["active", "inactive", "lost", "unknown"]
+    detail: str | None
+
+
+class GridLimitView(_Model):
+    """The grid operator's limit (§14a-style): whether it holds, from which source, since when."""
+
+    active: bool
+    source: str | None
+    since: str | None
+    limit_kw: float = Field(description="the most the chargers together may draw while active")
+    car_kw: float = Field(description="each car's share of limit_kw")
+    reason: str | None
+    lost: list[str] = Field(description="sources that cannot be read (they count as on)")
+    sources: dict[str, GridLimitSource]
+
+
 class DaemonStatus(_Model):
     """The /status document. The top-level names are stable; tools may poll them."""
 
@@ -243,6 +264,10 @@ class DaemonStatus(_Model):
         default=None,
         exclude_if=lambda v: v is None,
         description="only with alertWebhook: alerts sent, failed, dropped, queued",
+    )
+    grid_limit: GridLimitView | None = Field(
+        description="null unless a grid limit source is configured (gridLimitInput, "
+        "gridLimitTopic) or POST /grid-limit has been used"
     )
 
     def as_json(self) -> dict[str, Any]:

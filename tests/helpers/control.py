@@ -58,3 +58,10 @@ class Run:
 
     def amps_sent(self) -> list[int]:
         return [a.amps for _, a in self.actions if isinstance(a, core.SetAmps)]
+
+
+def measured_charging(cfg: core.ControlConfig = MEASURED, amps: int = 16) -> Run:
+    """A measured-mode run whose car is known to charge at `amps` (driver's setting)."""
+    run = Run(cfg)
+    run.feed(core.VehicleUpdate(charging(amps)), 0.0)
+    return run

@@ -15,7 +15,7 @@ from tesla_smart_charger.control.models import (
     VehicleSnapshot,
     VehicleState,
 )
-from tests.helpers.control import MEASURED, PUSH, Run, asleep, charging, reading
+from tests.helpers.control import MEASURED, PUSH, Run, asleep, charging, measured_charging, reading
 
 # --- push mode ----------------------------------------------------------------------------
 
@@ -135,13 +135,6 @@ def test_push_asleep_from_look_never_asks_to_wake() -> None:
 
 
 # --- measured mode ------------------------------------------------------------------------
-
-
-def measured_charging(cfg: core.ControlConfig = MEASURED, amps: int = 16) -> Run:
-    """A measured-mode run whose car is known to charge at `amps` (driver's setting)."""
-    run = Run(cfg)
-    run.feed(core.VehicleUpdate(charging(amps)), 0.0)
-    return run
 
 
 @pytest.mark.parametrize(
