@@ -9,7 +9,6 @@ import operator
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
-from tesla_smart_charger.control import grid_limit
 from tesla_smart_charger.control.events import (
     AuthLost,
     CarLinkBack,
@@ -21,6 +20,7 @@ from tesla_smart_charger.control.events import (
     Reading,
     TokenRefreshed,
 )
+from tesla_smart_charger.control.grid_limit import car_phase_count, ceiling_amps, phase_volts
 from tesla_smart_charger.control.models import MeterReading, VehicleSnapshot, VehicleState
 
 Mode = Literal["push", "measured"]
@@ -376,15 +376,13 @@ def grid_amps(state: ControllerState, cfg: ControlConfig) -> int | None:
         return None
     reading = state.reading
     charge = state.vehicle.charge if state.vehicle is not None else None
-    phases = grid_limit.car_phase_count(
+    phases = car_phase_count(
         cfg.supply_phases,
         len(reading.phase_amps) if reading is not None and reading.phase_amps else None,
         charge.charger_phases if charge is not None else None,
     )
-    volts = grid_limit.phase_volts(
-        reading.phase_volts if reading is not None else (), cfg.mains_voltage
-    )
-    return grid_limit.ceiling_amps(state.grid_watts, volts=volts, phases=phases)
+    volts = phase_volts(reading.phase_volts if reading is not None else (), cfg.mains_voltage)
+    return ceiling_amps(state.grid_watts, volts=volts, phases=phases)
 
 
 def ceiling(state: ControllerState, cfg: ControlConfig) -> int:

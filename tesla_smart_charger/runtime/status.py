@@ -266,8 +266,9 @@ class DaemonStatus(_Model):
         description="only with alertWebhook: alerts sent, failed, dropped, queued",
     )
     grid_limit: GridLimitView | None = Field(
+        default=None,
         description="null unless a grid limit source is configured (gridLimitInput, "
-        "gridLimitTopic) or POST /grid-limit has been used"
+        "gridLimitTopic) or POST /grid-limit has been used",
     )
 
     def as_json(self) -> dict[str, Any]:

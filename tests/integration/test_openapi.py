@@ -106,6 +106,7 @@ SET_UP_KEYS = {
     "ble_bridge",
     "safety_relay",
     "mqtt",
+    "grid_limit_input",
     "saved",
     "store_problem",
     "retry_in_secs",
