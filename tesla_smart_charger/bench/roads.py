@@ -12,26 +12,33 @@ same hour (it takes about a second per variant).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from tesla_smart_charger import control as core
-from tesla_smart_charger.bench import evening as bench
-from tesla_smart_charger.bench.evening import (
+from tesla_smart_charger.bench import common as bench
+from tesla_smart_charger.bench.common import (
     COMMAND_LATENCY,
     DATA_LATENCY,
-    Clock,
-    Fleet,
+    MIN_WAIT,
+    VOLTS,
     Metrics,
-    OursPolicy,
-    Reply,
+    Phases,
     Result,
     Trace,
+    control_config,
 )
-from tesla_smart_charger.car.fleet_api import interpret_reply
+from tesla_smart_charger.bench.evening import Clock, Fleet, Reply
+from tesla_smart_charger.car.fleet_api import (
+    interpret_reply,
+    parse_charge_state,
+    parse_vehicle_state,
+)
 from tesla_smart_charger.control import escalation as esc
-from tesla_smart_charger.control.models import VehicleState
+from tesla_smart_charger.control.events import Reading
+from tesla_smart_charger.control.models import MeterReading, VehicleSnapshot, VehicleState
 from tesla_smart_charger.runtime.safety import CUT_FAILURES, ROAD_FAILURES, look_again, resumed_at
 from tesla_smart_charger.simulator.car import CarModel, envelope, unavailable_reply
 
@@ -61,6 +68,163 @@ def outage_trace() -> Trace:
         title="cloud outage: winter evening 18:00-19:00, the cloud road fails 18:25-18:35",
         house=full.house[start:stop],
     )
+
+
+class OursPolicy:  # the copy of the shell this table still runs (moving to the real one)
+    """`controller.decide` in a synchronous copy of `service.ChargeService`.
+
+    Like the daemon it handles one event at a time and awaits each action in turn; readings that
+    arrive meanwhile queue up and are handled afterwards. A Tick fires at `next_deadline()` only
+    if no event arrived before it.
+    """
+
+    def __init__(self, clock: Clock, fleet: Fleet, trace: Trace) -> None:
+        self.clock = clock
+        self.fleet = fleet
+        self.cfg = control_config(trace)
+        self.state = core.initial_state(0.0)
+        self.volts: tuple[float | None, ...] = (VOLTS,) * trace.phases
+        self.queue: deque[core.ControllerEvent] = deque()
+        self.pending: deque[core.ControllerEvent] = deque()
+        self.actions: deque[core.Action] = deque()
+        self.busy = False
+        self.ticks = 0
+        self._wait = 0  # bumped when an event arrives: a Tick armed before it no longer fires
+        self._next_reading = 0.0
+
+    def on_plug(self, t: float, plugged: bool) -> None:
+        """The controller only learns about the car from the meter and the API."""
+
+    def on_reading(self, t: float, supply: Phases) -> None:
+        """The meter poller's reading goes on the queue."""
+        self.queue.append(Reading(MeterReading(supply, self.volts, None, True, t)))
+        self._wait += 1
+        self._next_reading = t + 1.0
+        if not self.busy:
+            self._drain()
+
+    def _drain(self) -> None:
+        while not self.busy and self.queue:
+            self.pending.append(self.queue.popleft())
+            self._continue()
+        if not self.busy:
+            self._arm_tick()
+
+    def _arm_tick(self) -> None:
+        deadline = core.next_deadline(self.state, self.cfg)
+        if deadline is None:
+            return
+        when = self.clock.now + max(deadline - self.clock.now, MIN_WAIT)
+        if when > self._next_reading:
+            return  # the next reading comes first, and the deadline is recomputed after it
+        token = self._wait
+        self.clock.at(when, lambda: self._tick(token))
+
+    def _tick(self, token: int) -> None:
+        if token != self._wait or self.busy or self.queue:
+            return
+        self.ticks += 1
+        self.pending.append(core.Tick())
+        self._continue()
+        if not self.busy:
+            self._drain()
+
+    def _continue(self) -> None:
+        """Decide on pending events; start the next action and return while it is in flight."""
+        while True:
+            if self.actions:
+                self.busy = True
+                self._execute(self.actions.popleft())
+                return
+            if not self.pending:
+                self.busy = False
+                return
+            decision = core.decide(self.state, self.pending.popleft(), self.clock.now, self.cfg)
+            self.state = decision.state
+            self.actions.extend(decision.actions)
+
+    def _outcome(self, event: core.ControllerEvent) -> None:
+        self.pending.append(event)
+        self._continue()
+        if not self.busy:
+            self._drain()
+
+    def _execute(self, action: core.Action) -> None:
+        if isinstance(action, core.RefreshVehicle):
+            self._refresh(action.known_online)
+        elif isinstance(action, core.SetAmps):
+            body = {"charging_amps": action.amps}
+            times = 2 if action.amps < 5 else 1  # below 5 A tesla.py sends it twice
+            self._command("set_charging_amps", body, action.amps, times)
+        elif isinstance(action, core.StartCharging):
+            self._command("charge_start", {}, None, 1)
+        else:
+            self._command("charge_stop", {}, None, 1)
+
+    def _command(
+        self,
+        name: Literal["set_charging_amps", "charge_start", "charge_stop"],
+        body: dict[str, Any],
+        amps: int | None,
+        times: int,
+    ) -> None:
+        def done(reply: Reply) -> None:
+            outcome, err = interpret_reply(*reply, what=name, command=name)
+            if outcome == "ok" and times > 1:
+                self._command(name, body, amps, times - 1)
+            elif outcome == "ok":
+                self._outcome(core.CommandDone(name, amps))
+            else:
+                self._outcome(_unavailable(outcome, err, command=True))
+
+        self.fleet.command(name, body, done)
+
+    def _refresh(self, known_online: bool) -> None:
+        """tesla.TeslaVehicle.snapshot: state call (unless known online), then charge_state."""
+
+        def data(reply: Reply) -> None:
+            outcome, err = interpret_reply(*reply, what="vehicle_data", command=None)
+            now = self.clock.now
+            if outcome == "asleep":
+                snap = VehicleSnapshot(VehicleState.ASLEEP, None, now)
+            elif outcome != "ok":
+                self._outcome(_unavailable(outcome, err, command=False))
+                return
+            else:
+                snap = VehicleSnapshot(VehicleState.ONLINE, parse_charge_state(reply[1]), now)
+            self._outcome(core.VehicleUpdate(snap))
+
+        def state(reply: Reply) -> None:
+            vehicle_state = parse_vehicle_state(reply[1])
+            if vehicle_state is not VehicleState.ONLINE:
+                snap = VehicleSnapshot(vehicle_state, None, self.clock.now)
+                self._outcome(core.VehicleUpdate(snap))
+            else:
+                self.fleet.vehicle_data(data)
+
+        if known_online:
+            self.fleet.vehicle_data(data)
+        else:
+            self.fleet.vehicle(state)
+
+
+class OursMin0Policy(OursPolicy):
+    """Ours with chargerMinAmps 0: the car may go below 6 A (sub-5 A sent twice) down to 0 A.
+
+    Tesla keeps the charging session at 0 A, so the car can absorb an overload the house alone
+    nearly causes, where the default holds 6 A (the IEC minimum) and says it cannot resolve it.
+    """
+
+    def __init__(self, clock: Clock, fleet: Fleet, trace: Trace) -> None:
+        super().__init__(clock, fleet, trace)
+        self.cfg = replace(self.cfg, charger_min_amps=0)
+
+
+def _unavailable(outcome: str, err: Exception | None, *, command: bool) -> core.VehicleUnavailable:
+    kinds = ("asleep", "rate_limited", "auth", "transient", "refused", "error")
+    kind = outcome if outcome in kinds else "error"
+    detail = getattr(err, "reason", None) or str(err)
+    return core.VehicleUnavailable(kind, detail, command=command)  # type: ignore[arg-type]
 
 
 class OutageFleet(Fleet):
@@ -314,7 +478,7 @@ def run_variant(variant: Variant) -> OutageResult:
             began = now
         if began is not None:
             longest = max(longest, t + 1 - int(began))
-    result = bench._result(variant, m, cloud, trace)  # billed = the cloud road only
+    result = bench.result(variant, m, cloud, trace)  # billed = the cloud road only
     if variant.startswith("ble"):
         result = replace(
             result, commands=policy.fleet.commands + cloud.commands, data_calls=cloud.data_calls

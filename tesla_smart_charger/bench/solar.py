@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tesla_smart_charger import control as core
-from tesla_smart_charger.bench import evening as bench
+from tesla_smart_charger.bench import common as bench
 from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
 from tesla_smart_charger.control import breaker
