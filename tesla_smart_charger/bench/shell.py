@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.bench.common import (
@@ -32,11 +33,14 @@ from tesla_smart_charger.bench.common import (
 from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.control.events import EventQueue
 from tesla_smart_charger.control.models import MeterReading
+from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
 from tesla_smart_charger.runtime.safety import Escalator, escalation_config
 from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
 from tesla_smart_charger.simulator import virtual_time
+from tesla_smart_charger.simulator.car import BillingCounter, CarModel
 from tesla_smart_charger.simulator.inprocess import InProcessFleet, SimulatedTeslaClient
 
+_T = TypeVar("_T")
 WALL_EPOCH = 1_767_000_000.0  # the virtual wall clock's start (a date in 2025/26)
 
 
@@ -87,74 +91,167 @@ class Counts:
         return self.api.data_calls
 
     @property
-    def billing(self):  # type: ignore[no-untyped-def]
+    def billing(self) -> BillingCounter:
         """What Tesla bills."""
         return self.api.billing
 
 
-def settings_for(trace: Trace, cfg: core.ControlConfig) -> Settings:
+def settings_for(limit: float, cfg: core.ControlConfig, phases: int = 1) -> Settings:
     """The settings the escalation reads (the same shipped defaults as `control_config`)."""
     return Settings.model_construct(
-        home_max_amps=trace.limit,
+        home_max_amps=limit,
         charger_max_amps=float(cfg.charger_max_amps),
         charger_min_amps=float(cfg.charger_min_amps),
-        supply_phases=3 if trace.phases == 3 else 1,
+        supply_phases=3 if phases == 3 else 1,
     )
+
+
+class Shell:
+    """What the daemon builds for these cars (measured mode), on the running virtual loop.
+
+    One car: its `ChargeService` reads the meter's queue, as the daemon runs a single car.
+    Several: a `Fleet` routes the meter's readings through `car_readings.split` to one
+    `ChargeService` per car, each with its own escalation (a cut judged by a look at the car).
+    """
+
+    def __init__(
+        self,
+        cars: Sequence[CarModel],
+        cfg: core.ControlConfig,
+        settings: Settings,
+        *,
+        seed: int,
+        phases: int = 1,
+        mode: str = "fast",
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        clock = loop.time
+
+        def wall() -> float:
+            return WALL_EPOCH + loop.time()
+
+        self.api = InProcessFleet(cars, command_latency=COMMAND_LATENCY, data_latency=DATA_LATENCY)
+        self.queue = EventQueue()
+        self.meter = TraceMeter((VOLTS,) * phases, clock, seed)
+        self.poller = MeterPoller(
+            self.meter,
+            self.queue,
+            1.0,
+            clock=clock,
+            settle_secs=cfg.settle_secs,
+            stale_secs=cfg.stale_secs,
+        )
+        several = len(cars) > 1
+        self.services: list[ChargeService] = []
+        for car in cars:
+            client = SimulatedTeslaClient(self.api, car.vin, clock=clock, wall_clock=wall)
+            service = ChargeService(
+                cfg,
+                client,
+                EventQueue() if several else self.queue,
+                clock=clock,
+                wall=wall,
+                kick_meter=self.poller.kick,
+                charge_mode=mode,
+                label=car.vin if several else None,
+            )
+            service.escalation = Escalator(
+                escalation_config(settings, cfg, several=several),
+                client,
+                record=service._record,
+                clock=clock,
+                label=car.vin if several else None,
+            )
+            self.services.append(service)
+        self.fleet: Fleet | None = None
+        if several:
+            fleet_cars = [
+                FleetCar(c.vin, None, 0, s) for c, s in zip(cars, self.services, strict=True)
+            ]
+            self.fleet = Fleet(
+                self.queue,
+                fleet_cars,
+                limit=cfg.limit,
+                pause_when_overloaded=cfg.pause_when_overloaded,
+                clock=clock,
+            )
+        self.poller.car_activity = self._car_activity
+        self._task: asyncio.Task[None] | None = None
+
+    def _car_activity(self) -> tuple[float | None, float, bool]:
+        """What the meter must show of the cars (the daemon's `car_activity`)."""
+        moves = [(s.moved_at, s.moved_amps) for s in self.services if s.moved_at is not None]
+        latest = max(moves, default=(None, 0.0), key=lambda m: m[0] or 0.0)
+        return latest[0], latest[1], any(s.charging for s in self.services)
+
+    def start(self) -> None:
+        """Start the controller task, as `start_tasks` does."""
+        main = self.fleet.run() if self.fleet is not None else self.services[0].run()
+        self._task = asyncio.create_task(main, name="controller")
+
+    async def at(self, second: float) -> None:
+        """Let virtual time run to `second`; a controller that died raises its error here."""
+        if second > self.loop.time():
+            await asyncio.sleep(second - self.loop.time())
+        if self._task is not None and self._task.done():
+            self._task.result()
+            raise RuntimeError("the controller stopped")
+
+    async def read(self, supply: Phases) -> None:
+        """The meter reads `supply` now (with its noise) and the reading goes on the queue."""
+        self.meter.supply = supply
+        await self.poller.poll_once()
+
+    async def stop(self) -> None:
+        """Cancel the controller and wait for it."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def _drive(trace: Trace, cfg: core.ControlConfig, policy: str) -> Result:
-    loop = asyncio.get_running_loop()
-    clock = loop.time
-
-    def wall() -> float:
-        return WALL_EPOCH + loop.time()
-
     car = make_car(trace)
-    api = InProcessFleet([car], command_latency=COMMAND_LATENCY, data_latency=DATA_LATENCY)
-    client = SimulatedTeslaClient(api, car.vin, clock=clock, wall_clock=wall)
-    queue = EventQueue()
-    meter = TraceMeter((VOLTS,) * trace.phases, clock, trace.seed)
-    poller = MeterPoller(
-        meter, queue, 1.0, clock=clock, settle_secs=cfg.settle_secs, stale_secs=cfg.stale_secs
+    shell = Shell(
+        [car],
+        cfg,
+        settings_for(trace.limit, cfg, trace.phases),
+        seed=trace.seed,
+        phases=trace.phases,
     )
-    service = ChargeService(cfg, client, queue, clock=clock, wall=wall, kick_meter=poller.kick)
-    service.escalation = Escalator(
-        escalation_config(settings_for(trace, cfg), cfg),
-        client,
-        record=service._record,
-        clock=clock,
-    )
-    # What the meter must show of the car (the daemon's `car_activity` for one car).
-    poller.car_activity = lambda: (service.moved_at, service.moved_amps, service.charging)
-    controller = asyncio.create_task(service.run(), name="controller")
+    shell.start()
     m = Metrics(trace.limit, trace.phases, supply(trace, trace.house[0], car.current_draw(0.0)))
     changes = dict(trace.plug_changes)
     for t, load in enumerate(trace.house):
         now = float(t)
-        if now > loop.time():
-            await asyncio.sleep(now - loop.time())
-        if controller.done():
-            controller.result()  # a bug in the shell ends the run with its error
+        await shell.at(now)
         if t in changes:
             if changes[t]:
                 car.plug_in(now)
             else:
                 car.unplug(now)
         draw = car.current_draw(now)
-        meter.supply = supply(trace, load, draw)
-        m.add(meter.supply, draw)
-        await poller.poll_once()
-    controller.cancel()
-    await asyncio.gather(controller, return_exceptions=True)
-    return result(policy, m, Counts(api, car.wakes), trace)
+        now_supply = supply(trace, load, draw)
+        m.add(now_supply, draw)
+        await shell.read(now_supply)
+    await shell.stop()
+    return result(policy, m, Counts(shell.api, car.wakes), trace)
+
+
+def quietly(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run `main` on a fresh virtual-time loop with the daemon's log lines silenced.
+
+    Hours of a trace: the home owner's lines are not figures, and would flood stderr.
+    """
+    quiet = logging.getLogger("tesla_smart_charger")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return virtual_time.run(main)
+    finally:
+        quiet.setLevel(level)
 
 
 def run_shell(trace: Trace, cfg: core.ControlConfig, policy: str = "ours") -> Result:
     """One run of the daemon's shell through `trace` on a fresh virtual-time loop."""
-    quiet = logging.getLogger("tesla_smart_charger")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # hours of a trace: the home owner's lines are not figures
-    try:
-        return virtual_time.run(_drive(trace, cfg, policy))
-    finally:
-        quiet.setLevel(level)
+    return quietly(_drive(trace, cfg, policy))
