@@ -15,7 +15,7 @@ import logging
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.bench.common import (
@@ -34,13 +34,25 @@ from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.control.events import EventQueue
 from tesla_smart_charger.control.models import MeterReading
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
-from tesla_smart_charger.runtime.safety import Escalator, escalation_config
+from tesla_smart_charger.runtime.safety import Escalator, escalation_config, failover_roads
 from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
 from tesla_smart_charger.simulator import virtual_time
 from tesla_smart_charger.simulator.car import BillingCounter, CarModel
-from tesla_smart_charger.simulator.inprocess import InProcessFleet, SimulatedTeslaClient
+from tesla_smart_charger.simulator.inprocess import (
+    InProcessFleet,
+    InProcessRelay,
+    SimulatedBleVehicle,
+    SimulatedTeslaClient,
+)
+
+if TYPE_CHECKING:
+    from tesla_smart_charger.car.failover import FailoverVehicle
+    from tesla_smart_charger.control.interfaces import Vehicle
+    from tesla_smart_charger.runtime.alerts import AlertSender
 
 _T = TypeVar("_T")
+BLE_LATENCY = 0.5  # s for a command or a read over the BLE bridge
+RELAY_LATENCY = 0.2  # s for the relay to switch and confirm
 WALL_EPOCH = 1_767_000_000.0  # the virtual wall clock's start (a date in 2025/26)
 
 
@@ -96,13 +108,27 @@ class Counts:
         return self.api.billing
 
 
-def settings_for(limit: float, cfg: core.ControlConfig, phases: int = 1) -> Settings:
+class AlertCounter:
+    """Stands in for the webhook (`AlertSender`): counts what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, event: str, message: str, **_context: object) -> None:
+        """One alert."""
+        self.sent.append(event)
+
+
+def settings_for(
+    limit: float, cfg: core.ControlConfig, phases: int = 1, *, relay: bool = False
+) -> Settings:
     """The settings the escalation reads (the same shipped defaults as `control_config`)."""
     return Settings.model_construct(
         home_max_amps=limit,
         charger_max_amps=float(cfg.charger_max_amps),
         charger_min_amps=float(cfg.charger_min_amps),
         supply_phases=3 if phases == 3 else 1,
+        safety_relay_ip="relay.invalid" if relay else None,
     )
 
 
@@ -123,7 +149,13 @@ class Shell:
         seed: int,
         phases: int = 1,
         mode: str = "fast",
+        ble: bool = False,
+        relay: bool = False,
+        escalate: bool = True,
     ) -> None:
+        """`ble`: a BLE bridge first and the cloud behind it (`failover_roads`), per car;
+        `relay`: a safety relay on the (first) car's circuit; `escalate` False: no failed-cut
+        escalation (the daemon has it in measured mode; the roads table shows it off too)."""
         loop = asyncio.get_running_loop()
         self.loop = loop
         clock = loop.time
@@ -144,11 +176,27 @@ class Shell:
         )
         several = len(cars) > 1
         self.services: list[ChargeService] = []
+        self.ble: list[SimulatedBleVehicle] = []
+        self.relay = InProcessRelay(cars[0], latency=RELAY_LATENCY) if relay else None
+        self.alerts = AlertCounter()
         for car in cars:
             client = SimulatedTeslaClient(self.api, car.vin, clock=clock, wall_clock=wall)
+            road: Vehicle = client
+            roads: FailoverVehicle | None = None
+            if ble:
+                bridge = SimulatedBleVehicle(car, clock=clock, latency=BLE_LATENCY)
+                self.ble.append(bridge)
+                roads, _ = failover_roads(
+                    bridge,
+                    client,
+                    "BLE bridge (simulated)",
+                    clock=clock,
+                    rand=random.Random(f"ble:{car.vin}").random,  # noqa: S311 - jitter
+                )
+                road = roads
             service = ChargeService(
                 cfg,
-                client,
+                road,
                 EventQueue() if several else self.queue,
                 clock=clock,
                 wall=wall,
@@ -156,13 +204,17 @@ class Shell:
                 charge_mode=mode,
                 label=car.vin if several else None,
             )
-            service.escalation = Escalator(
-                escalation_config(settings, cfg, several=several),
-                client,
-                record=service._record,
-                clock=clock,
-                label=car.vin if several else None,
-            )
+            if escalate:
+                service.escalation = Escalator(
+                    escalation_config(settings, cfg, several=several),
+                    road,
+                    roads=roads,
+                    relay=self.relay,
+                    alerts=cast("AlertSender", self.alerts),
+                    record=service._record,
+                    clock=clock,
+                    label=car.vin if several else None,
+                )
             self.services.append(service)
         self.fleet: Fleet | None = None
         if several:

@@ -17,16 +17,16 @@ irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
 - `oracle`: knows house and PV every second, sets the car to floor(PV - house) within
   [min, max] at once (0 below min): never imports for the car; its commands are free and
   instant (the count shows what that would cost on Fleet).
-- `ours`: the real controller (`control.decide`) in `solar` mode, shipped defaults, in
-  `OursFleet` (one car here, two in the evening): plugged in at the car's own 16 A, as a Tesla
-  starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
+- `ours`: the daemon's shell (bench/shell.py: `ChargeService` in `solar` mode, shipped
+  defaults; two cars: `runtime.Fleet`) on a virtual-time loop, against simulated cars behind
+  the in-process proxy: plugged in at the car's own 16 A, as a Tesla starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
 
 Two-car table: the winter evening (`houses.winter_evening`, 30 A main) with two 16 A cars on the
 same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no rebalancing, each
 caps itself to old + headroom of the same reading: each thinks it has the whole house);
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
-one minimum, the one with less energy so far). `ours` is two real controllers behind
-`control.car_readings.split` (the daemon's fleet's own split), pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
+one minimum, the one with less energy so far). `ours` is the daemon's `Fleet`: two
+`ChargeService`s behind `control.car_readings.split`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
 with pauseAfterSecs 30 instead of the shipped 120 (context: the shipped default pauses sooner
 by itself when the overload would heat the breaker). Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.

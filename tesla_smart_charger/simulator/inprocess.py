@@ -11,11 +11,14 @@ it, refusals as `result: false`) after a fixed latency of virtual time.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import SecretStr
 
+from tesla_smart_charger.car.ble import BleVehicle
 from tesla_smart_charger.car.fleet_api import (
     ApiCallCounter,
     Category,
@@ -23,6 +26,7 @@ from tesla_smart_charger.car.fleet_api import (
     TeslaClient,
     _Reply,
 )
+from tesla_smart_charger.retry import RetryPolicy
 from tesla_smart_charger.simulator.car import BillingCounter, CarModel, envelope, unavailable_reply
 
 if TYPE_CHECKING:
@@ -107,6 +111,15 @@ class SimulatedTeslaClient(TeslaClient):
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
     ) -> None:
+        # The client's own policy, on the loop's clock, its backoff jitter seeded: every run
+        # of a trace gives the same figures.
+        policy = RetryPolicy(
+            "car link (simulated proxy)",
+            logger=logging.getLogger("tesla_smart_charger.car.fleet_api"),
+            clock=clock,
+            wall=wall_clock,
+            rand=random.Random(vin).random,
+        )
         super().__init__(
             cast("aiohttp.ClientSession", None),  # never used: `_exchange` is replaced
             "http://simulated-proxy.invalid",
@@ -115,6 +128,7 @@ class SimulatedTeslaClient(TeslaClient):
             ApiCallCounter(clock=wall_clock),
             clock=clock,
             wall_clock=wall_clock,
+            policy=policy,
         )
         self.api = api
 
@@ -138,3 +152,86 @@ class SimulatedTeslaClient(TeslaClient):
         self.connect_failed = False
         retry_after = "1" if status == 429 else None
         return _Reply(status, payload, retry_after, None)
+
+
+class SimulatedBleVehicle(BleVehicle):
+    """The daemon's `BleVehicle`, its HTTP exchange answered as `SimulatedBleBridge` answers.
+
+    Free (never billed), `latency` per request; counts what it sent like `InProcessFleet`.
+    """
+
+    def __init__(self, car: CarModel, *, clock: Callable[[], float], latency: float = 0.5) -> None:
+        super().__init__(
+            cast("aiohttp.ClientSession", None),
+            "http://simulated-ble.invalid",
+            car.vin,
+            clock=clock,
+        )
+        self.car = car
+        self.latency = latency
+        self.commands = 0
+        self.data_calls = 0
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, Any]:
+        """One request to the in-process bridge instead of the wire."""
+        kind = path.strip("/").split("/")[4]
+        if kind == "command":
+            self.commands += 1
+        else:
+            self.data_calls += 1
+        await asyncio.sleep(max(0.0, self.latency - EARLY))
+        now = asyncio.get_running_loop().time()
+        car, vin = self.car, self.car.vin
+        if kind == "body_controller_state":
+            car.advance(now)
+            awake = "VEHICLE_SLEEP_STATUS_AWAKE" if car.state == "online" else None
+            inner = {"vehicle_sleep_status": awake or "VEHICLE_SLEEP_STATUS_ASLEEP"}
+            return 200, _bridge(True, "", vin, "body-controller-state", inner)
+        if kind == "vehicle_data":
+            car.touch(now)
+            if car.state != "online":
+                return 503, _bridge(False, "vehicle is asleep", vin, "vehicle_data")
+            data = {"charge_state": car.charge_state_json()}
+            return 200, _bridge(True, "", vin, "vehicle_data", data)
+        name = path.rsplit("/", 1)[-1]
+        status, reply = car.command(name, body or {}, now, road="ble")
+        answer = reply.get("response")
+        if status >= 500 or not isinstance(answer, dict):
+            return 503, _bridge(False, str(reply.get("error")), vin, name)
+        return 200, _bridge(bool(answer.get("result")), str(answer.get("reason", "")), vin, name)
+
+
+def _bridge(result: bool, reason: str, vin: str, command: str, inner: Any = None) -> dict[str, Any]:
+    """The bridge's doubled envelope (simulator/ble.py `_reply`)."""
+    response: dict[str, Any] = {"result": result, "reason": reason, "vin": vin, "command": command}
+    if inner is not None:
+        response["response"] = inner
+    return {"response": response}
+
+
+class InProcessRelay:
+    """The `Relay` protocol on the charger circuit of one simulated car, `latency` to switch."""
+
+    name = "simulated relay"
+
+    def __init__(self, car: CarModel, *, latency: float = 0.2) -> None:
+        self.car = car
+        self.latency = latency
+        self.switches = 0
+
+    async def is_on(self) -> bool:
+        """Whether the charger circuit is powered."""
+        return self.car.circuit_on
+
+    async def switch(self, on: bool) -> None:
+        """Switch the circuit after the latency."""
+        await asyncio.sleep(max(0.0, self.latency - EARLY))
+        self.switches += 1
+        self.car.set_circuit(on, asyncio.get_running_loop().time())
