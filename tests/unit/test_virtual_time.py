@@ -59,3 +59,12 @@ def test_the_clock_only_moves_forward() -> None:
             loop.advance(-1.0)
     finally:
         loop.close()
+
+
+def test_a_thread_can_still_wake_an_idle_loop() -> None:
+    async def main() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(None, lambda: 42)
+        return answer, loop.time()
+
+    assert virtual_time.run(main()) == (42, 0.0)  # work in threads takes no virtual time
