@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tesla_smart_charger.bench import evening as bench
 from tesla_smart_charger.bench import solar as bench_solar
+from tesla_smart_charger.bench import tables
 from tesla_smart_charger.bench.solar import EvccFast, EvccPv, LaggedCar
 
 
@@ -128,12 +128,6 @@ def test_each_evcc_loadpoint_takes_the_whole_headroom() -> None:
     assert [c.draw for c in cars] == [0.0, 0.0]  # 16 - 12 = 4 A < minimum: both stop
 
 
-def test_ours_rows_say_why_they_cannot_run() -> None:
-    assert bench_solar.ours_solar_note(frozenset()) == "n/a (needs solar mode)"
-    assert bench_solar.ours_solar_note(frozenset({"solarStartSecs"})) is None
-    assert "needs multi-car" in (bench_solar.ours_two_cars_note(frozenset()) or "")
-
-
 def test_quick_report_has_both_tables_and_an_ours_row() -> None:
     text = bench_solar.report(quick=True)
     assert bench_solar.SOLAR_HEADER in text
@@ -148,7 +142,7 @@ def test_quick_report_has_both_tables_and_an_ours_row() -> None:
 
 
 def test_full_bench_report_includes_the_solar_tables(capsys: pytest.CaptureFixture[str]) -> None:
-    bench.main(["--quick", "--jobs", "1", "--trace", "winter-evening"])
+    tables.main(["--quick", "--jobs", "1", "--trace", "winter-evening"])
     out = capsys.readouterr().out
     assert bench_solar.SOLAR_HEADER in out
     assert bench_solar.TWO_CAR_HEADER in out

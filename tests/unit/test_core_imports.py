@@ -78,12 +78,11 @@ def _decide_calls(path: Path) -> int:
 
 def test_one_shell_function_drives_decide() -> None:
     """The daemon's decisions and the tests' go through one step: a second caller of `decide`
-    in the shell would be a second, drifting copy of the loop. (bench/ is left out until its
-    own policy copies give way to this runtime.)"""
+    in the shell or the benchmark would be a second, drifting copy of the loop."""
     calls = {
         str(path.relative_to(PKG)): n
         for path in PKG.rglob("*.py")
-        if path.parent.name not in ("control", "bench") and (n := _decide_calls(path))
+        if path.parent.name != "control" and (n := _decide_calls(path))
     }
     assert calls == {"runtime/service.py": 1}
 
