@@ -12,6 +12,7 @@ from tesla_smart_charger.control.breaker import (
     advance_heat,
     pause_deadline,
 )
+from tesla_smart_charger.control.capacity import car_amps_cap
 from tesla_smart_charger.control.events import (
     MeterFailed,
     Overload,
@@ -103,8 +104,16 @@ def _decide_measured(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
     if isinstance(event, Reading):
+        if event.hold_raises_until is not None and event.hold_raises_until > state.raise_hold_until:
+            state = replace(state, raise_hold_until=event.hold_raises_until)
         return _on_reading(
-            state, event.reading, now, cfg, turn=event.giving_turn, whole=event.whole
+            state,
+            event.reading,
+            now,
+            cfg,
+            turn=event.giving_turn,
+            whole=event.whole,
+            ceiling_w=event.import_ceiling_w,
         )
     if isinstance(event, MeterFailed):
         return _check_stale(state, now, cfg)
@@ -193,6 +202,7 @@ def _on_reading(
     *,
     turn: bool = False,
     whole: MeterReading | None = None,
+    ceiling_w: float | None = None,
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
@@ -206,6 +216,7 @@ def _on_reading(
             "reading": reading,
             "last_valid_at": now,
             "giving_turn": turn,
+            "import_ceiling_w": ceiling_w,
             "supply_heat": heat,
             "heat_at": real.at,
         }
@@ -215,6 +226,7 @@ def _on_reading(
         reading=reading,
         last_valid_at=now,
         giving_turn=turn,
+        import_ceiling_w=ceiling_w,
         supply_heat=heat,
         heat_at=real.at,
         failsafe=False,
@@ -248,6 +260,8 @@ def _control(
     headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
     raw = math.floor(headroom + METER_RESOLUTION)
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
+    breaker_raw = raw
+    raw = _capacity_raw(state, reading, house, car_phases, raw=raw, ch=ch)
 
     if state.paused:
         return _maybe_resume(replace(state, **ch, target=None), raw, house, now, cfg)
@@ -297,20 +311,19 @@ def _control(
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
     ch["target"] = target
 
-    if raw < cfg.charger_min_amps:
-        pause = _unresolvable(
-            state,
-            ch,
-            setpoint=setpoint,
-            house=house,
-            car_phases=car_phases,
-            now=now,
-            cfg=cfg,
-        )
-        if pause is not None:
-            return pause
-    else:
-        ch["unresolvable_since"] = None
+    pause = _short_of_room(
+        state,
+        ch,
+        raw=raw,
+        breaker_raw=breaker_raw,
+        setpoint=setpoint,
+        house=house,
+        car_phases=car_phases,
+        now=now,
+        cfg=cfg,
+    )
+    if pause is not None:
+        return pause
 
     if target < setpoint:
         if now < state.blocked_until:
@@ -324,6 +337,9 @@ def _control(
             if raw < cfg.charger_min_amps
             else _sun_lowering(state.charge_mode, house, car_phases, setpoint, target)
             if sun_bound
+            else f"capacity tariff: lowering {setpoint} -> {target} A to keep this window's"
+            " average import under importLimitKw"
+            if ch["capacity_bound"] and target < min(ceiling, breaker_raw)
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
         return _set(
@@ -337,13 +353,12 @@ def _control(
         ch.update(
             raise_since=since,
             raise_floor=floor,
-            reason=f"room for {floor} A; raising after {hold:.0f} s of room"
-            if budget_left(state, now, cfg)
-            else BUDGET_REASON,
+            reason=_raise_reason(state, floor, since=since, now=now, cfg=cfg),
         )
         if (
             now - since >= hold - EPS
             and now >= state.blocked_until
+            and now >= state.raise_hold_until
             and budget_left(state, now, cfg)
         ):
             s = replace(state, **ch, house_at_command=house)
@@ -357,6 +372,101 @@ def _control(
             reason=_holding(state, setpoint, worst, sun=sun, settling=settling, cfg=cfg),
         )
     return Decision(_evolve(state, ch))
+
+
+def _raise_reason(
+    state: ControllerState, floor: int, *, since: float, now: float, cfg: ControlConfig
+) -> str:
+    """Why a raise the room allows has not gone yet."""
+    if not budget_left(state, now, cfg):
+        return BUDGET_REASON
+    if now < state.raise_hold_until and now - since >= cfg.sleep_secs - EPS:
+        return f"room for {floor} A; raising after a random start delay (randomStartDelaySecs)"
+    return f"room for {floor} A; raising after {cfg.sleep_secs:.0f} s of room"
+
+
+def _capacity_raw(
+    state: ControllerState,
+    reading: MeterReading,
+    house: tuple[float, ...],
+    car_phases: tuple[int, ...],
+    *,
+    raw: int,
+    ch: dict[str, Any],
+) -> int:
+    """The car's room under the breaker and the capacity tariff: the lower of the two wins."""
+    ceiling_w = ch.get("import_ceiling_w", state.import_ceiling_w)
+    if ceiling_w is None:
+        ch["capacity_bound"] = False
+        return raw
+    cap = car_amps_cap(ceiling_w, house, reading.phase_volts, car_phases)
+    ch["capacity_bound"] = cap < raw
+    return min(raw, cap)
+
+
+def _short_of_room(
+    state: ControllerState,
+    ch: dict[str, Any],
+    *,
+    raw: int,
+    breaker_raw: int,
+    setpoint: int,
+    house: tuple[float, ...],
+    car_phases: tuple[int, ...],
+    now: float,
+    cfg: ControlConfig,
+) -> Decision | None:
+    """No room for the car's minimum: the capacity tariff's pause, or the breaker's."""
+    if raw >= cfg.charger_min_amps:
+        ch["unresolvable_since"] = None
+        ch["capacity_short_since"] = None
+        return None
+    if breaker_raw >= cfg.charger_min_amps:
+        ch["unresolvable_since"] = None
+        return _capacity_pause(state, ch, setpoint=setpoint, now=now, cfg=cfg)
+    ch["capacity_short_since"] = None
+    return _unresolvable(
+        state, ch, setpoint=setpoint, house=house, car_phases=car_phases, now=now, cfg=cfg
+    )
+
+
+def _capacity_pause(
+    state: ControllerState,
+    ch: dict[str, Any],
+    *,
+    setpoint: int,
+    now: float,
+    cfg: ControlConfig,
+) -> Decision | None:
+    """Even the car's minimum does not fit under the capacity tariff's ceiling: pause it.
+
+    Not on a blip shorter than a command takes to land (the window's energy absorbs that,
+    and the next readings' ceiling pays it back); it starts again once the window has room
+    for the minimum and that has lasted sleepTimeSecs, like any pause.
+    """
+    since = state.capacity_short_since if state.capacity_short_since is not None else now
+    ch["capacity_short_since"] = since
+    ch["reason"] = (
+        "capacity tariff: even the car's minimum would take this window's average import over"
+        f" importLimitKw: pausing charging after {cfg.settle_secs:.0f} s"
+    )
+    if setpoint > cfg.charger_min_amps or now - since < cfg.settle_secs - EPS:
+        return None
+    if now < state.blocked_until:
+        return None
+    reason = (
+        "capacity tariff: even the car's minimum would take this window's average import over"
+        " importLimitKw: pausing charging"
+    )
+    ch.update(
+        paused=True,
+        room_since=None,
+        raise_since=None,
+        raise_floor=None,
+        capacity_short_since=None,
+        reason=reason,
+    )
+    return Decision(_evolve(state, ch), (StopCharging(reason),))
 
 
 def _unresolvable(
@@ -630,7 +740,12 @@ def _solar_start(
         )
     since = state.solar_since if state.solar_since is not None else now
     wait = 0.0 if state.charge_mode == "minsolar" else cfg.solar_start_secs
-    if now - since < wait - EPS or now < state.blocked_until or not budget_left(state, now, cfg):
+    if (
+        now - since < wait - EPS
+        or now < state.blocked_until
+        or now < state.raise_hold_until
+        or not budget_left(state, now, cfg)
+    ):
         reason = f"solar: surplus for {amps} A; starting after {wait:.0f} s of it"
         if not budget_left(state, now, cfg):
             reason = BUDGET_REASON
@@ -809,13 +924,22 @@ def _maybe_resume(
     if raw < cfg.charger_min_amps + 1:
         return Decision(
             replace(
-                state, room_since=None, reason="charging paused: the house alone is over the limit"
+                state,
+                room_since=None,
+                reason="charging paused: no room in this capacity window for the car's minimum"
+                if state.capacity_bound
+                else "charging paused: the house alone is over the limit",
             )
         )
     since = state.room_since if state.room_since is not None else now
     s = replace(state, room_since=since)
     online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
-    if now - since >= cfg.sleep_secs and online and now >= state.blocked_until:
+    if (
+        now - since >= cfg.sleep_secs
+        and online
+        and now >= state.blocked_until
+        and now >= state.raise_hold_until
+    ):
         reason = "room has returned: resuming charging"
         resumed = replace(
             s,

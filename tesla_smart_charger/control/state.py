@@ -265,6 +265,14 @@ class ControllerState:
     solar_short_since: float | None = None  # importing beyond the tolerance since (solar)
     solar_stopped: bool = False  # we stopped the charge for lack of sun: we may start it again
     sent_at: tuple[float, ...] = ()  # when commands went out in the last hour (the budget)
+    # Capacity tariff: the house's import (W) the current window allows from now on (None: no
+    # guard), whether it holds the car below what the breaker allows, and since when even the
+    # car's minimum has not fitted under it.
+    import_ceiling_w: float | None = None
+    capacity_bound: bool = False
+    capacity_short_since: float | None = None
+    # randomStartDelaySecs: no start or raise before this (a boundary was crossed); cuts go.
+    raise_hold_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tesla_smart_charger.control import allocation, car_readings
@@ -109,7 +109,15 @@ class Fleet:
             self.house_floor, self.shares = split.floor, split.shares
             self.ledger = split.ledger
             for car, reading in zip(self.cars, split.readings, strict=True):
-                car.service.queue.put_nowait(reading)
+                # The capacity tariff's ceiling is the whole house's: each car's controller
+                # applies it to its share (a cut is immediate on every car).
+                car.service.queue.put_nowait(
+                    replace(
+                        reading,
+                        import_ceiling_w=event.import_ceiling_w,
+                        hold_raises_until=event.hold_raises_until,
+                    )
+                )
             return
         if isinstance(event, DriverLimit | ModeChange):
             for car in self.cars:

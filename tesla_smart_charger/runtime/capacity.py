@@ -1,0 +1,118 @@
+"""The capacity tariff guard's shell: the wall clock, the random start delay, what /status shows.
+
+The arithmetic is `control.capacity` (pure); this keeps its window between readings, reads the
+wall clock (windows follow it: :00, :15, ...) and draws the random delay for a boundary. The
+meter poller asks it for each valid reading's import ceiling, which the controller applies as
+one more ceiling beside the breaker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from tesla_smart_charger.control import capacity as cap
+from tesla_smart_charger.control.models import MeterReading
+
+_LOG = logging.getLogger(__name__)
+
+
+def local_now() -> datetime:
+    """The wall clock in the local time zone (the tariff's windows and months are local)."""
+    return datetime.now().astimezone()
+
+
+class StartDelay:
+    """randomStartDelaySecs: a random wait in [0, N] for the starts and raises after a boundary."""
+
+    def __init__(self, secs: float, rng: random.Random | None = None) -> None:
+        self.secs = secs
+        self._rng = rng or random.SystemRandom()
+
+    def draw(self) -> float:
+        """One delay in seconds (0 when the key is 0)."""
+        return self._rng.uniform(0.0, self.secs) if self.secs > 0 else 0.0
+
+
+class CapacityGuard:
+    """Keeps the current window and turns each reading into the import the window allows."""
+
+    def __init__(
+        self,
+        cfg: cap.CapacityConfig,
+        *,
+        wall: Callable[[], datetime] = local_now,
+        delay: StartDelay | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._wall = wall
+        self._delay = delay or StartDelay(0.0)
+        self.window = cap.start(wall(), cfg)
+        self.ceiling_w: float | None = None
+        self.power_w: float | None = None
+        # Whether a controller holds its car below the breaker's room for it (set by the daemon).
+        self.bound: Callable[[], bool] = lambda: False
+        self._over_logged = False
+
+    def observe(self, reading: MeterReading) -> tuple[float, float | None]:
+        """(the import ceiling in W, no raise before this monotonic time or None) for a reading."""
+        wall = self._wall()
+        watts = cap.power_w(reading.phase_amps, reading.phase_volts)
+        self.window = cap.advance(self.window, watts, wall, self.cfg)
+        self.power_w = watts
+        self.ceiling_w = cap.import_ceiling_w(self.window, wall, self.cfg)
+        hold = None
+        if self.window.boundary:
+            self._log_window()
+            wait = self._delay.draw()
+            hold = reading.at + wait if wait > 0 else None
+        return self.ceiling_w, hold
+
+    def _log_window(self) -> None:
+        """A window that ended over the limit is said once, in words; back under, once."""
+        last = self.window.last_window_kw
+        if last is None:
+            return
+        over = last > self.cfg.limit_kw
+        if over and not self._over_logged:
+            _LOG.warning(
+                "capacity tariff: the last %d-minute window averaged %.2f kW, over the %.2f kW"
+                " import limit (the house alone used more than the limit allows)",
+                self.cfg.window_mins,
+                last,
+                self.cfg.limit_kw,
+            )
+        elif not over and self._over_logged:
+            _LOG.info(
+                "capacity tariff: windows are back under the %.2f kW import limit",
+                self.cfg.limit_kw,
+            )
+        self._over_logged = over
+
+    def status(self) -> dict[str, Any]:
+        """/status `capacity`."""
+        wall = self._wall()
+        win = self.window
+        projection = (
+            cap.projection_kw(win, self.power_w, wall, self.cfg)
+            if self.power_w is not None
+            else None
+        )
+        return {
+            "limit_kw": self.cfg.limit_kw,
+            "window_mins": self.cfg.window_mins,
+            "window_start": win.start.isoformat(timespec="seconds"),
+            "window_avg_kw": round(cap.average_kw(win, wall), 3),
+            "projection_kw": round(projection, 3) if projection is not None else None,
+            "last_window_kw": round(win.last_window_kw, 3)
+            if win.last_window_kw is not None
+            else None,
+            "month_peak_kw": round(win.month_peak_kw, 3),
+            "import_ceiling_kw": round(self.ceiling_w / 1000.0, 3)
+            if self.ceiling_w is not None
+            else None,
+            "active": self.bound(),
+        }
