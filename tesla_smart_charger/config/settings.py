@@ -472,7 +472,6 @@ class Settings(BaseSettings):
     ] = 20
     import_limit_kw: Annotated[
         float | None,
-        BeforeValidator(_empty_as_none),
         Field(
             ge=0.5,
             le=250,

@@ -68,9 +68,17 @@ def window_start(wall: datetime, window_mins: int) -> datetime:
 
 
 def start(wall: datetime, cfg: CapacityConfig) -> CapacityWindow:
-    """A guard that begins at `wall`: what came before in this window is not known (none)."""
+    """A guard that begins at `wall` (the daemon started mid-window).
+
+    What the house imported earlier in this window is not known: it is taken as on the aim,
+    so the rest of the window is held to the aim too (taking it as nothing could let the car
+    take the window over the limit).
+    """
+    begin = window_start(wall, cfg.window_mins)
     return CapacityWindow(
-        start=window_start(wall, cfg.window_mins), month=(wall.year, wall.month), last_at=None
+        start=begin,
+        energy_j=cfg.aim_w * (wall - begin).total_seconds(),
+        month=(wall.year, wall.month),
     )
 
 

@@ -136,6 +136,7 @@ class BridgeConfig:
     home_max_amps: float = 25.0
     supply_phases: int = 1
     name: str = "Tesla Smart Charger"
+    capacity: bool = False  # importLimitKw is set: the capacity tariff's sensors are announced
 
     @classmethod
     def from_settings(
@@ -161,6 +162,7 @@ class BridgeConfig:
             supply_phases=(
                 settings.supply_phases if isinstance(settings.supply_phases, int) else (phases or 1)
             ),
+            capacity=settings.import_limit_kw is not None,
         )
 
     @property
@@ -300,7 +302,21 @@ def daemon_state(cfg: BridgeConfig, status: Mapping[str, Any]) -> dict[str, Any]
     failsafe = _get(status, "controller", "failsafe")
     out["failsafe"] = _on_off(failsafe if isinstance(failsafe, bool) else None)
     out["car_link"] = _on_off(_car_link(status))
+    if cfg.capacity:
+        for key, field in CAPACITY_FIELDS:
+            value = _number(_get(status, "capacity", field))
+            out[key] = None if value is None else round(value, 3)
+        active = _get(status, "capacity", "active")
+        out["capacity_active"] = _on_off(active if isinstance(active, bool) else None)
     return out
+
+
+# The capacity tariff's sensors: (state key, /status `capacity` field).
+CAPACITY_FIELDS = (
+    ("capacity_window_avg", "window_avg_kw"),
+    ("capacity_projection", "projection_kw"),
+    ("capacity_month_peak", "month_peak_kw"),
+)
 
 
 def car_state(car: Car, status: Mapping[str, Any]) -> dict[str, Any]:
@@ -396,10 +412,21 @@ def discovery_messages(
         },
     )
     sensor("reason", "Controller reason", {"icon": "mdi:information-outline"})
+    if cfg.capacity:
+        power = {
+            "device_class": "power",
+            "state_class": "measurement",
+            "unit_of_measurement": "kW",
+            "suggested_display_precision": 2,
+        }
+        sensor("capacity_window_avg", "Capacity window average", power)
+        sensor("capacity_projection", "Capacity window projection", power)
+        sensor("capacity_month_peak", "Capacity month peak", power)
     for key, name, device_class in (
         ("overload", "Overload", "problem"),
         ("failsafe", "Fail-safe", "problem"),
         ("car_link", "Car link", "connectivity"),
+        *((("capacity_active", "Capacity limit active", "running"),) if cfg.capacity else ()),
     ):
         add(
             "binary_sensor",

@@ -184,6 +184,7 @@ class DaemonCollector:
         yield from self._fleet_api()
         yield from self._meter_and_auth()
         yield self._breaker()
+        yield from self._capacity()
         yield from self._escalation()
         build = GaugeMetricFamily(
             PREFIX + "build_info",
@@ -355,6 +356,36 @@ class DaemonCollector:
         for i, value in enumerate(ratio or (), start=1):
             heat.add_metric([str(i)], value)
         return heat
+
+    def _capacity(self) -> Iterable[Metric]:
+        """The capacity tariff's window (no samples without importLimitKw)."""
+        guard = self._daemon.capacity
+        st = guard.status() if guard is not None else {}
+        yield _gauge(
+            "capacity_limit_kw",
+            "The capacity tariff's import limit (importLimitKw).",
+            st.get("limit_kw"),
+        )
+        yield _gauge(
+            "capacity_window_average_kw",
+            "Average import of the current capacity window so far.",
+            st.get("window_avg_kw"),
+        )
+        yield _gauge(
+            "capacity_window_projection_kw",
+            "The current window's average if the import stays as it is until the window ends.",
+            st.get("projection_kw"),
+        )
+        yield _gauge(
+            "capacity_month_peak_kw",
+            "The highest average import of a completed window this month (what the tariff bills).",
+            st.get("month_peak_kw"),
+        )
+        yield _gauge(
+            "capacity_active",
+            "1 while the capacity tariff holds a car below what the breaker allows.",
+            (1.0 if st["active"] else 0.0) if guard is not None else None,
+        )
 
     def _fleet_api(self) -> Iterable[Metric]:
         counter = self._daemon.counter

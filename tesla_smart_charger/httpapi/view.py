@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.control.breaker import BreakerMonitor
     from tesla_smart_charger.retry import Health
     from tesla_smart_charger.runtime.alerts import AlertSender
+    from tesla_smart_charger.runtime.capacity import CapacityGuard
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.safety import Escalator
     from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
@@ -73,6 +74,10 @@ class DaemonView(Protocol):
     @property
     def fleet(self) -> Fleet | None:
         """Several cars (None with one): its `last_reading` is the real meter reading."""
+
+    @property
+    def capacity(self) -> CapacityGuard | None:
+        """The capacity tariff guard (None without importLimitKw)."""
 
     def escalations(self) -> list[tuple[str, Escalator]]:
         """Each car's escalation, the car in words (name or VIN); empty in push mode."""
