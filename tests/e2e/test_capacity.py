@@ -105,6 +105,7 @@ async def test_no_window_goes_over_the_import_limit_while_the_car_charges(tmp_pa
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     windows = {m: round(sampler.average_kw(m), 3) for m in sampler.full_minutes(cut_at)}
+    print("capacity windows (kW):", windows, "car kWh:", round(sampler.car_j / 3.6e6, 3))
     assert len(windows) >= 2, windows
     assert all(avg <= LIMIT_KW for avg in windows.values()), windows
     # the car charged meanwhile (not a guard that simply stops it): over 1.5 kWh-minutes worth
