@@ -1,5 +1,5 @@
 """`python -m tesla_smart_charger.bench` (and `make bench`): every benchmark table."""
 
-from tesla_smart_charger.bench.evening import main
+from tesla_smart_charger.bench.tables import main
 
 raise SystemExit(main())

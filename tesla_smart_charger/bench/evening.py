@@ -1,10 +1,12 @@
 """The controller benchmark: policies driven through reference house traces in virtual time.
 
-`python -m tesla_smart_charger.bench.evening` (`make bench`) prints one table per trace and a targets
-section; docs/benchmarks.md explains the model and the policies. Nothing sleeps: a small event
-scheduler advances a virtual clock, the simulated car (`simulator.car.CarModel`) is driven with
-explicit times, and the real controller (`controller.decide`) runs in a synchronous copy of the
-daemon's shell with the API latency modelled. Every figure is deterministic for the seeds.
+`python -m tesla_smart_charger.bench` (`make bench`, bench/tables.py) prints one table per trace
+and a targets section; docs/benchmarks.md explains the model and the policies. Nothing sleeps.
+The reference policies (step, evcc-like, the oracles) run on a small callback scheduler with a
+virtual clock; ours is the daemon's own shell (`ChargeService` with its escalation, the meter
+poller and `TeslaClient`) on a virtual-time asyncio loop (bench/shell.py). Both drive the
+simulated car (`simulator.car.CarModel`) with the same latencies. Every figure is deterministic
+for the seeds.
 
 The model, per second of a trace:
 - the meter reads house + car draw at that instant, once a second (a Shelly polled at 1 Hz);
@@ -15,337 +17,48 @@ The model, per second of a trace:
 
 from __future__ import annotations
 
-import argparse
-import functools
 import heapq
 import itertools
 import math
 import statistics
-import sys
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
-from tesla_smart_charger import control as core
+from tesla_smart_charger.bench.common import (
+    BASE_SEEDS,
+    CHARGER_MAX_AMPS,
+    CHARGER_MIN_AMPS,
+    COMMAND_LATENCY,
+    DATA_LATENCY,
+    EVCC_DATA_CACHE,
+    EVCC_INTERVAL,
+    HOUR,
+    INTERVALS,
+    POLICIES,
+    STEP_DOWN,
+    STEP_NO_CHANGE_ROUNDS,
+    STEP_RETRIES,
+    STEP_RETRY_WAIT,
+    STEP_SLEEP_SECS,
+    STEP_STABILISE_ROUNDS,
+    Metrics,
+    Phases,
+    Result,
+    Trace,
+    build_trace,
+    control_config,
+    make_car,
+    result,
+    supply,
+)
+from tesla_smart_charger.bench.shell import run_shell
 from tesla_smart_charger.car.fleet_api import (
     interpret_reply,
-    parse_charge_state,
-    parse_vehicle_state,
 )
-from tesla_smart_charger.config.settings import Settings
-from tesla_smart_charger.const import PRICE_PER_CALL
-from tesla_smart_charger.control import breaker
-from tesla_smart_charger.control.events import Reading
-from tesla_smart_charger.control.models import MeterReading, VehicleSnapshot, VehicleState
-from tesla_smart_charger.simulator import house as houses
 from tesla_smart_charger.simulator.car import BillingCounter, CarModel, envelope
-
-# --- the model (documented in docs/benchmarks.md) ----------------------------------------------
-
-VOLTS = 230.0
-COMMAND_LATENCY = 1.0  # s from sending a command to the car acting on it (and the reply)
-DATA_LATENCY = 0.5  # s for one data read (vehicle state or vehicle_data)
-RAMP_DELAY = 3.0  # s from the car accepting a setpoint to drawing the new current
-DRIVER_AMPS = 16  # the driver's own setting; the EVSE pilot is 16 A too
-CHARGER_MAX_AMPS = 16
-CHARGER_MIN_AMPS = 6
-HOUR = 3600.0
-DAY = 24 * HOUR
-PLUG_IN_HOUR = 18.0  # the week: plugged 18:00 -> 07:00 every day
-UNPLUG_HOUR = 7.0
-MIN_WAIT = 0.05  # the daemon's shortest wait for a deadline already due (service.MIN_WAIT)
-
-# The original project (seed) and the evcc-like policy.
-STEP_SLEEP_SECS = 20.0  # sleepTimeSecs
-STEP_DOWN = 0.5  # downStepPercentage
-STEP_STABILISE_ROUNDS = 10
-STEP_NO_CHANGE_ROUNDS = 5
-STEP_RETRIES = 5  # its @retry on any error, 408 included
-STEP_RETRY_WAIT = 4.0
-EVCC_INTERVAL = 30  # s, evcc's default `interval` (cmd/setup.go)
-EVCC_FAST_INTERVAL = 10  # s, the shortest interval evcc's docs call possible (sensitivity row)
-EVCC_DATA_CACHE = 900.0
-
-POLICIES = (
-    "step",
-    "evcc-like",
-    "evcc-10s",
-    "ours",
-    "ours-min0",
-    "oracle-matched",
-    "oracle-held",
-    "oracle",
-)
-INTERVALS = {"evcc-like": EVCC_INTERVAL, "evcc-10s": EVCC_FAST_INTERVAL}  # tick offsets vary
-Phases = tuple[float, ...]
-
-
-# --- traces ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trace:
-    """A house load sampled once a second plus when the car is plugged in."""
-
-    key: str
-    title: str
-    phases: int
-    limit: float  # homeMaxAmps per phase
-    house: tuple[Phases, ...]  # house load per phase at t = 0, 1, 2, ... s
-    plugged_at_start: bool
-    plug_changes: tuple[tuple[int, bool], ...] = ()  # (second, plugged) after the start
-    seed: int = 0
-
-    @property
-    def seconds(self) -> int:
-        """Length of the trace in seconds."""
-        return len(self.house)
-
-
-TRACE_KEYS = ("winter-evening", "random-week", "three-phase-evening")
-# Each trace's reference seed (the simulator's default); variance runs use seed, seed+1, ...
-BASE_SEEDS = {"winter-evening": 1, "random-week": 7, "three-phase-evening": 3}
-
-
-def _plugged(hour_of_day: float) -> bool:
-    return hour_of_day >= PLUG_IN_HOUR or hour_of_day < UNPLUG_HOUR
-
-
-@functools.lru_cache(maxsize=8)
-def build_trace(key: str, *, seed: int | None = None, quick: bool = False) -> Trace:
-    """The named reference trace at `seed`; `quick` keeps a short window of it (for the tests)."""
-    if key not in BASE_SEEDS:
-        raise ValueError(f"unknown trace {key!r}; one of {', '.join(TRACE_KEYS)}")
-    seed = BASE_SEEDS[key] if seed is None else seed
-    if key == "winter-evening":
-        h = houses.winter_evening(seed)
-        stop = 2400 if quick else int(h.duration)
-        return Trace(
-            key,
-            "winter evening 17:00-20:00 (1 phase, homeMaxAmps 30 A)",
-            1,
-            30.0,
-            tuple(h.sample(0.0, stop)),
-            True,
-            seed=seed,
-        )
-    if key == "three-phase-evening":
-        h = houses.three_phase_evening(seed)
-        stop = 2400 if quick else int(h.duration)
-        return Trace(
-            key,
-            "three-phase evening 17:00-20:00 (3 x 25 A, 3-phase car)",
-            3,
-            25.0,
-            tuple(h.sample(0.0, stop)),
-            True,
-            seed=seed,
-        )
-    days = houses.random_week(seed)
-    if quick:
-        days = days[:1]
-    samples: list[Phases] = []
-    for day in days:
-        samples.extend(day.sample(0.0, DAY))
-    start, stop = (int(17.5 * HOUR), int(18.5 * HOUR)) if quick else (0, len(samples))
-    changes: list[tuple[int, bool]] = []
-    for index in range(len(days)):
-        for hour, plugged in ((UNPLUG_HOUR, False), (PLUG_IN_HOUR, True)):
-            t = int(index * DAY + hour * HOUR)
-            if start < t < stop:
-                changes.append((t - start, plugged))
-    title = "random week, 7 seeded days (1 phase, 30 A; car plugged 18:00-07:00)"
-    if quick:
-        title = "random week, day 1 17:30-18:30 (1 phase, 30 A; car plugged at 18:00)"
-    return Trace(
-        key,
-        title,
-        1,
-        30.0,
-        tuple(samples[start:stop]),
-        _plugged(start % DAY / HOUR),
-        tuple(changes),
-        seed=seed,
-    )
-
-
-# --- metrics --------------------------------------------------------------------------------
-
-HOT_RATIO = 0.9  # "seconds >= 90 %" of the conservative replica's trip heat
-
-
-@dataclass(slots=True)
-class Metrics:
-    """Accumulates the per-second figures of one run: breaker replicas first, then A*s.
-
-    The replicas are warm-started from the first second's supply (the house had been drawing
-    it for a while). In (the breaker's rating) is homeMaxAmps.
-    """
-
-    limit: float
-    phases: int
-    preload: Phases | None = None
-    overload_amp_secs: float = 0.0
-    longest_overload: int = 0
-    car_amp_secs: float = 0.0  # per phase
-    secs_hot: int = 0
-    events: list[int] = field(default_factory=list)  # length of each overload, in seconds
-    conservative: breaker.ThermalReplica = field(init=False)
-    typical: breaker.ThermalReplica = field(init=False)
-    fuse: breaker.FuseReplica = field(init=False)
-    _run: int = 0
-    _held: Phases = ()
-    _held_secs: int = 0
-
-    def __post_init__(self) -> None:
-        preload = self.preload if self.preload is not None else (0.0,) * self.phases
-        self.conservative = breaker.ThermalReplica(breaker.CONSERVATIVE, self.limit, preload)
-        self.typical = breaker.ThermalReplica(breaker.TYPICAL, self.limit, preload)
-        self.fuse = breaker.FuseReplica(self.limit, len(preload))
-
-    def add(self, supply: Phases, car_amps: float) -> None:
-        """One second: the supply per phase and the car's draw per phase."""
-        excess = max(supply) - self.limit
-        if excess > 0:
-            self.overload_amp_secs += excess
-            self._run += 1
-        elif self._run:
-            self._close_event()
-        self.car_amp_secs += car_amps
-        # The supply is piecewise constant (appliance cycles, car setpoints): the replicas
-        # advance once per constant stretch, second by second only near a threshold.
-        if supply == self._held:
-            self._held_secs += 1
-        else:
-            self._advance()
-            self._held, self._held_secs = supply, 1
-
-    def _advance(self) -> None:
-        supply, n = self._held, self._held_secs
-        self._held_secs = 0
-        if not n:
-            return
-        cons, typ, fuse = self.conservative, self.typical, self.fuse
-        hot = HOT_RATIO * cons.cal.trip_heat
-        inv2 = 1.0 / (self.limit * self.limit)
-        targets = [a * a * inv2 for a in supply]
-        # Heat moves monotonically toward its target, so a stretch whose start and target both
-        # stay below a threshold cannot cross it: one exact step of n seconds is enough.
-        if max(*cons.heat, *targets) < hot:
-            cons.step(supply, float(n))
-        else:
-            for _ in range(n):
-                cons.step(supply)
-                if max(cons.heat) >= hot:
-                    self.secs_hot += 1
-        if max(*typ.heat, *targets) <= typ.cal.trip_heat:
-            typ.step(supply, float(n))
-        else:
-            for _ in range(n):
-                typ.step(supply)
-        if max(supply) <= breaker.FUSE_NON_FUSING * self.limit:
-            fuse.step(supply, float(n))
-        else:
-            for _ in range(n):
-                fuse.step(supply)
-
-    def _close_event(self) -> None:
-        self.events.append(self._run)
-        self.longest_overload = max(self.longest_overload, self._run)
-        self._run = 0
-
-    def finish(self) -> None:
-        """Advance the replicas to the end; close an overload still running."""
-        self._advance()
-        if self._run:
-            self._close_event()
-
-    @property
-    def energy_kwh(self) -> float:
-        """Energy delivered to the car."""
-        return self.car_amp_secs * self.phases * VOLTS / 3.6e6
-
-
-@dataclass(frozen=True)
-class Result:
-    """One policy on one trace at one seed (and tick offset, for interval policies)."""
-
-    policy: str
-    trips: int  # conservative replica
-    trips_typical: int
-    fuse_melts: int
-    peak_pct: float  # the conservative replica's peak heat, % of its trip heat
-    secs_hot: int  # seconds at >= 90 % of the conservative trip heat
-    events: tuple[int, ...]  # overload durations in seconds
-    overload_amp_secs: float
-    longest_overload: int
-    energy_kwh: float
-    commands: int
-    data_calls: int
-    wakes: int
-    cost: float  # US dollars over the whole trace
-    seconds: int
-    seed: int = 0
-    offset: int = 0
-    matched_kwh: float = 0.0  # the constraint-matched oracle's energy at this seed
-    oracle_kwh: float = 0.0  # the unmatched oracle's energy at this seed
-    held_kwh: float = 0.0  # the oracle that also raises only after sleepTimeSecs, this seed
-    matched_peak_pct: float = 0.0  # the constraint-matched oracle's peak at this seed
-    data_cost: float = 0.0  # US dollars of data calls alone (commands over BLE cost nothing)
-
-    @property
-    def cost_per_day(self) -> float:
-        """The trace's Fleet API cost scaled to 24 h."""
-        return self.cost * DAY / self.seconds
-
-    @property
-    def matched_pct(self) -> float:
-        """Energy as % of the constraint-matched oracle."""
-        return 100.0 * self.energy_kwh / self.matched_kwh if self.matched_kwh > 0 else 100.0
-
-    @property
-    def oracle_pct(self) -> float:
-        """Energy as % of the unmatched oracle."""
-        return 100.0 * self.energy_kwh / self.oracle_kwh if self.oracle_kwh > 0 else 100.0
-
-    @property
-    def held_pct(self) -> float:
-        """Energy as % of the oracle that obeys every rule of ours, the raise hold included."""
-        return 100.0 * self.energy_kwh / self.held_kwh if self.held_kwh > 0 else 100.0
-
-    @property
-    def ble_cost_per_day(self) -> float:
-        """Fleet API dollars a day with commands over the BLE road (issue 11): data calls only."""
-        return self.data_cost * DAY / self.seconds
-
-
-def _result(policy: str, m: Metrics, fleet: Fleet | None, trace: Trace, offset: int = 0) -> Result:
-    m.finish()
-    cons, typ, fuse = m.conservative, m.typical, m.fuse
-    return Result(
-        policy,
-        cons.trips,
-        typ.trips,
-        fuse.melts,
-        round(100.0 * cons.peak / cons.cal.trip_heat, 6),
-        m.secs_hot,
-        tuple(m.events),
-        round(m.overload_amp_secs, 6),
-        m.longest_overload,
-        m.energy_kwh,
-        fleet.commands if fleet else 0,
-        fleet.data_calls if fleet else 0,
-        fleet.car.wakes if fleet else 0,
-        fleet.billing.cost() if fleet else 0.0,
-        trace.seconds,
-        trace.seed,
-        offset,
-        data_cost=fleet.billing.data * PRICE_PER_CALL["data"] if fleet else 0.0,
-    )
-
 
 # --- virtual time and the Fleet API -------------------------------------------------------
 
@@ -388,6 +101,11 @@ class Fleet:
         self.billing = BillingCounter()
         self.commands = 0
         self.data_calls = 0
+
+    @property
+    def wakes(self) -> int:
+        """Times the car was woken."""
+        return self.car.wakes
 
     def command(self, name: str, body: dict[str, Any], done: Callable[[Reply], None]) -> None:
         """POST a command; the car acts on it and `done` gets the reply after the latency."""
@@ -646,200 +364,7 @@ class EvccLikePolicy:
         self.fleet.command(name, body, done)
 
 
-# --- policy 3: ours, the real controller in a virtual-time shell --------------------------
-
-
-def control_config(trace: Trace) -> core.ControlConfig:
-    """The controller's settings: the shipped defaults plus this house's limit and phases."""
-    settings = Settings.model_construct(
-        home_max_amps=trace.limit,
-        charger_max_amps=float(CHARGER_MAX_AMPS),
-        charger_min_amps=float(CHARGER_MIN_AMPS),
-        supply_phases=3 if trace.phases == 3 else 1,
-    )
-    return core.ControlConfig.from_settings(settings, measured=True)
-
-
-class OursPolicy:
-    """`controller.decide` in a synchronous copy of `service.ChargeService`.
-
-    Like the daemon it handles one event at a time and awaits each action in turn; readings that
-    arrive meanwhile queue up and are handled afterwards. A Tick fires at `next_deadline()` only
-    if no event arrived before it.
-    """
-
-    def __init__(self, clock: Clock, fleet: Fleet, trace: Trace) -> None:
-        self.clock = clock
-        self.fleet = fleet
-        self.cfg = control_config(trace)
-        self.state = core.initial_state(0.0)
-        self.volts: tuple[float | None, ...] = (VOLTS,) * trace.phases
-        self.queue: deque[core.ControllerEvent] = deque()
-        self.pending: deque[core.ControllerEvent] = deque()
-        self.actions: deque[core.Action] = deque()
-        self.busy = False
-        self.ticks = 0
-        self._wait = 0  # bumped when an event arrives: a Tick armed before it no longer fires
-        self._next_reading = 0.0
-
-    def on_plug(self, t: float, plugged: bool) -> None:
-        """The controller only learns about the car from the meter and the API."""
-
-    def on_reading(self, t: float, supply: Phases) -> None:
-        """The meter poller's reading goes on the queue."""
-        self.queue.append(Reading(MeterReading(supply, self.volts, None, True, t)))
-        self._wait += 1
-        self._next_reading = t + 1.0
-        if not self.busy:
-            self._drain()
-
-    def _drain(self) -> None:
-        while not self.busy and self.queue:
-            self.pending.append(self.queue.popleft())
-            self._continue()
-        if not self.busy:
-            self._arm_tick()
-
-    def _arm_tick(self) -> None:
-        deadline = core.next_deadline(self.state, self.cfg)
-        if deadline is None:
-            return
-        when = self.clock.now + max(deadline - self.clock.now, MIN_WAIT)
-        if when > self._next_reading:
-            return  # the next reading comes first, and the deadline is recomputed after it
-        token = self._wait
-        self.clock.at(when, lambda: self._tick(token))
-
-    def _tick(self, token: int) -> None:
-        if token != self._wait or self.busy or self.queue:
-            return
-        self.ticks += 1
-        self.pending.append(core.Tick())
-        self._continue()
-        if not self.busy:
-            self._drain()
-
-    def _continue(self) -> None:
-        """Decide on pending events; start the next action and return while it is in flight."""
-        while True:
-            if self.actions:
-                self.busy = True
-                self._execute(self.actions.popleft())
-                return
-            if not self.pending:
-                self.busy = False
-                return
-            decision = core.decide(self.state, self.pending.popleft(), self.clock.now, self.cfg)
-            self.state = decision.state
-            self.actions.extend(decision.actions)
-
-    def _outcome(self, event: core.ControllerEvent) -> None:
-        self.pending.append(event)
-        self._continue()
-        if not self.busy:
-            self._drain()
-
-    def _execute(self, action: core.Action) -> None:
-        if isinstance(action, core.RefreshVehicle):
-            self._refresh(action.known_online)
-        elif isinstance(action, core.SetAmps):
-            body = {"charging_amps": action.amps}
-            times = 2 if action.amps < 5 else 1  # below 5 A tesla.py sends it twice
-            self._command("set_charging_amps", body, action.amps, times)
-        elif isinstance(action, core.StartCharging):
-            self._command("charge_start", {}, None, 1)
-        else:
-            self._command("charge_stop", {}, None, 1)
-
-    def _command(
-        self,
-        name: Literal["set_charging_amps", "charge_start", "charge_stop"],
-        body: dict[str, Any],
-        amps: int | None,
-        times: int,
-    ) -> None:
-        def done(reply: Reply) -> None:
-            outcome, err = interpret_reply(*reply, what=name, command=name)
-            if outcome == "ok" and times > 1:
-                self._command(name, body, amps, times - 1)
-            elif outcome == "ok":
-                self._outcome(core.CommandDone(name, amps))
-            else:
-                self._outcome(_unavailable(outcome, err, command=True))
-
-        self.fleet.command(name, body, done)
-
-    def _refresh(self, known_online: bool) -> None:
-        """tesla.TeslaVehicle.snapshot: state call (unless known online), then charge_state."""
-
-        def data(reply: Reply) -> None:
-            outcome, err = interpret_reply(*reply, what="vehicle_data", command=None)
-            now = self.clock.now
-            if outcome == "asleep":
-                snap = VehicleSnapshot(VehicleState.ASLEEP, None, now)
-            elif outcome != "ok":
-                self._outcome(_unavailable(outcome, err, command=False))
-                return
-            else:
-                snap = VehicleSnapshot(VehicleState.ONLINE, parse_charge_state(reply[1]), now)
-            self._outcome(core.VehicleUpdate(snap))
-
-        def state(reply: Reply) -> None:
-            vehicle_state = parse_vehicle_state(reply[1])
-            if vehicle_state is not VehicleState.ONLINE:
-                snap = VehicleSnapshot(vehicle_state, None, self.clock.now)
-                self._outcome(core.VehicleUpdate(snap))
-            else:
-                self.fleet.vehicle_data(data)
-
-        if known_online:
-            self.fleet.vehicle_data(data)
-        else:
-            self.fleet.vehicle(state)
-
-
-class OursMin0Policy(OursPolicy):
-    """Ours with chargerMinAmps 0: the car may go below 6 A (sub-5 A sent twice) down to 0 A.
-
-    Tesla keeps the charging session at 0 A, so the car can absorb an overload the house alone
-    nearly causes, where the default holds 6 A (the IEC minimum) and says it cannot resolve it.
-    """
-
-    def __init__(self, clock: Clock, fleet: Fleet, trace: Trace) -> None:
-        super().__init__(clock, fleet, trace)
-        self.cfg = replace(self.cfg, charger_min_amps=0)
-
-
-def _unavailable(outcome: str, err: Exception | None, *, command: bool) -> core.VehicleUnavailable:
-    kinds = ("asleep", "rate_limited", "auth", "transient", "refused", "error")
-    kind = outcome if outcome in kinds else "error"
-    detail = getattr(err, "reason", None) or str(err)
-    return core.VehicleUnavailable(kind, detail, command=command)  # type: ignore[arg-type]
-
-
 # --- running ------------------------------------------------------------------------------
-
-
-def make_car(trace: Trace) -> CarModel:
-    """The benchmark's car: 16 A driver setting on a 16 A EVSE, never full, 3 s ramp."""
-    plugged = trace.plugged_at_start
-    return CarModel(
-        state="online" if plugged else "asleep",
-        plugged=plugged,
-        charging_state="Charging" if plugged else "Disconnected",
-        request_amps=DRIVER_AMPS,
-        pilot_amps=CHARGER_MAX_AMPS,
-        phases=trace.phases,
-        ramp_delay=RAMP_DELAY,
-        capacity_kwh=None,
-    )
-
-
-def _supply(trace: Trace, load: Phases, draw: float) -> Phases:
-    """House plus car per phase (the car uses the first phases of the supply)."""
-    if trace.phases == 1:
-        return (load[0] + draw,)
-    return tuple(a + draw for a in load)  # the benchmark's 3-phase car draws on every phase
 
 
 def run_oracle(
@@ -871,7 +396,7 @@ def run_oracle(
 
     plugged = trace.plugged_at_start
     first = trace.house[0]
-    m = Metrics(trace.limit, trace.phases, _supply(trace, first, car_at(first, plugged)))
+    m = Metrics(trace.limit, trace.phases, supply(trace, first, car_at(first, plugged)))
     window: deque[tuple[int, int]] = deque()  # (second, room): a sliding minimum
     for t, load in enumerate(trace.house):
         plugged = changes.get(t, plugged)
@@ -884,8 +409,8 @@ def run_oracle(
                 window.popleft()
             room = window[0][1]
         car = float(room)
-        m.add(_supply(trace, load, car), car)
-    return _result(name, m, None, trace)
+        m.add(supply(trace, load, car), car)
+    return result(name, m, None, trace)
 
 
 def run_matched_oracle(trace: Trace) -> Result:
@@ -921,6 +446,13 @@ def run_policy(trace: Trace, policy: str, offset: int = 0) -> Result:
         return run_matched_oracle(trace)
     if policy == "oracle-held":
         return run_held_oracle(trace)
+    if policy == "ours":
+        return run_shell(trace, control_config(trace))
+    if policy == "ours-min0":
+        # chargerMinAmps 0: the car may go below 6 A (sub-5 A sent twice) down to 0 A. Tesla
+        # keeps the session at 0 A, so the car can absorb an overload the house alone nearly
+        # causes, where the default holds 6 A and says it cannot resolve it.
+        return run_shell(trace, replace(control_config(trace), charger_min_amps=0), policy)
     clock = Clock()
     car = make_car(trace)
     fleet = Fleet(car, clock)
@@ -929,13 +461,9 @@ def run_policy(trace: Trace, policy: str, offset: int = 0) -> Result:
         p = EvccLikePolicy(clock, fleet, trace, INTERVALS[policy], offset)
     elif policy == "step":
         p = StepPolicy(clock, fleet, trace)
-    elif policy == "ours":
-        p = OursPolicy(clock, fleet, trace)
-    elif policy == "ours-min0":
-        p = OursMin0Policy(clock, fleet, trace)
     else:
         raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
-    m = Metrics(trace.limit, trace.phases, _supply(trace, trace.house[0], car.current_draw(0.0)))
+    m = Metrics(trace.limit, trace.phases, supply(trace, trace.house[0], car.current_draw(0.0)))
     changes = dict(trace.plug_changes)
     single = trace.phases == 1
     for t, load in enumerate(trace.house):
@@ -948,10 +476,10 @@ def run_policy(trace: Trace, policy: str, offset: int = 0) -> Result:
                 car.unplug(now)
             p.on_plug(now, changes[t])
         draw = car.current_draw(now)
-        supply: Phases = (load[0] + draw,) if single else tuple(a + draw for a in load)
-        m.add(supply, draw)
-        p.on_reading(now, supply)
-    return _result(policy, m, fleet, trace, offset)
+        now_supply: Phases = (load[0] + draw,) if single else tuple(a + draw for a in load)
+        m.add(now_supply, draw)
+        p.on_reading(now, now_supply)
+    return result(policy, m, fleet, trace, offset)
 
 
 @dataclass(frozen=True)
@@ -1230,88 +758,5 @@ def format_targets(verdicts: Sequence[Verdict]) -> str:
     return "\n".join(lines)
 
 
-def _nth(step: int) -> str:
+def nth(step: int) -> str:
     return "" if step <= 1 else f"{step}th "
-
-
-def report(keys: Sequence[str], plan: Plan = Plan(), *, jobs: int = 2) -> tuple[str, bool]:
-    """The whole benchmark as text (deterministic) and whether every target was met."""
-    results = run_all(keys, plan, jobs=jobs)
-    traces = {k: build_trace(k, quick=plan.quick) for k in keys}
-    cfg = control_config(traces[keys[0]])
-    model = (
-        f"model: meter read every 1 s; command latency {COMMAND_LATENCY:g} s; data read"
-        f" {DATA_LATENCY:g} s; car ramp {RAMP_DELAY:g} s; driver {DRIVER_AMPS} A,\n"
-        f"       chargerMinAmps {CHARGER_MIN_AMPS}, chargerMaxAmps {CHARGER_MAX_AMPS};"
-        " overload is judged against homeMaxAmps (= the breaker's In)\n"
-        f"breaker replica: H' = ((I/In)^2 - H)/tau, trips at H > k^2, warm start;\n"
-        f"       conservative k {breaker.CONSERVATIVE.k:g}, tau {breaker.CONSERVATIVE.tau:g} s;"
-        f" typical k {breaker.TYPICAL.k:g}, tau {breaker.TYPICAL.tau:g} s; fuse: gG curve\n"
-        f"runs:  evenings at {plan.seeds} seeds, the week at {plan.week_seeds};"
-        f" evcc rows at every {_nth(plan.offset_step)}tick offset on the evenings,"
-        f" every {_nth(plan.week_offset_step)}on the week"
-    )
-    ours = (
-        "ours:  measured mode, shipped defaults: safetyMarginAmps"
-        f" {cfg.safety_margin:g}, sleepTimeSecs {cfg.sleep_secs:g}, carSettleSecs"
-        f" {cfg.settle_secs:g},\n       vehicleCheckSecs {cfg.vehicle_check_secs:g},"
-        f" pauseWhenOverloaded {str(cfg.pause_when_overloaded).lower()}"
-        f" (pauseAfterSecs {cfg.pause_after_secs:g});\n       oracle-matched keeps the same"
-        " margin, minimum and pause rule; oracle-held also raises only after"
-        f" {cfg.sleep_secs:g} s of room"
-    )
-    parts = [model + (" [--quick: shortened traces]" if plan.quick else "") + "\n" + ours]
-    parts += [format_table(traces[k], results[k]) for k in keys]
-    if "winter-evening" in keys:  # issue 11: an hour of it with the cloud road failing
-        from tesla_smart_charger.bench import roads as bench_roads  # noqa: PLC0415 - it builds on this module
-
-        parts.append(bench_roads.report())
-        # issue 14: a solar day and a two-car evening (its own module, like the roads table)
-        from tesla_smart_charger.bench import solar as bench_solar  # noqa: PLC0415 - it builds on this module
-
-        parts.append(bench_solar.report(quick=plan.quick))
-    verdicts = targets(results)
-    parts.append(format_targets(verdicts))
-    return "\n\n".join(parts), all(v.passed for v in verdicts if v.gating)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m tesla_smart_charger.bench.evening`: exit 1 when a target is missed."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tesla_smart_charger.bench.evening",
-        description="Benchmark charging policies through reference house traces (virtual time).",
-    )
-    parser.add_argument("--trace", choices=TRACE_KEYS, action="append", help="only this trace")
-    parser.add_argument("--quick", action="store_true", help="short traces (for the test suite)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--seeds", type=int, help="seeds per evening trace (default 5)")
-    parser.add_argument("--week-seeds", type=int, help="seeds for the week (default 1)")
-    parser.add_argument(
-        "--all-offsets", action="store_true", help="every tick offset on the week too (slow)"
-    )
-    parser.add_argument("--week-min0", action="store_true", help="run ours-min0 on the week")
-    args = parser.parse_args(argv)
-    keys = list(dict.fromkeys(args.trace)) if args.trace else list(TRACE_KEYS)
-    plan = QUICK_PLAN if args.quick else Plan()
-    plan = replace(
-        plan,
-        seeds=args.seeds or plan.seeds,
-        week_seeds=args.week_seeds or plan.week_seeds,
-        week_offset_step=1 if args.all_offsets else plan.week_offset_step,
-        week_min0=args.week_min0 or plan.week_min0,
-    )
-    started = time.perf_counter()
-    text, passed = report(keys, plan, jobs=max(1, args.jobs))
-    print(text)
-    print(
-        f"\nruntime {time.perf_counter() - started:.1f} s with {max(1, args.jobs)} worker(s)",
-        file=sys.stderr,
-    )
-    if not passed:
-        print("bench: a target was missed (FAIL above); exit 1", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

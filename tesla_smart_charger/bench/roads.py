@@ -2,43 +2,34 @@
 
 One hour of the winter evening (18:00-19:00, seed 1), during which the cloud road answers the
 way vehicle-command issue 452 reports it: every command `500 vehicle unavailable: vehicle is
-offline or asleep` and every `vehicle_data` 408 while the car is visibly charging. The real
-controller (`bench.OursPolicy`) and the real escalation (`escalation.step`) run in virtual
-time, with and without a BLE bridge (free, 0.5 s, unaffected by the outage) and a safety relay
-(0.2 s). Reported: overload A*s and the longest overload, the breaker replicas' trips and
+offline or asleep` and every `vehicle_data` 408 while the car is visibly charging. The
+daemon's shell (`ChargeService` with its `Escalator`, bench/shell.py) runs on virtual time,
+with and without a BLE bridge (the daemon's `BleVehicle` and failover, answered in process:
+free, 0.5 s, unaffected by the outage) and a safety relay (0.2 s). Reported: overload A*s and the longest overload, the breaker replicas' trips and
 peak, energy, escalation steps and the Fleet API cost. Part of `make bench`; `--quick` runs the
 same hour (it takes about a second per variant).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from tesla_smart_charger import control as core
-from tesla_smart_charger.bench import evening as bench
-from tesla_smart_charger.bench.evening import (
-    COMMAND_LATENCY,
-    DATA_LATENCY,
-    Clock,
-    Fleet,
-    Metrics,
-    OursPolicy,
-    Reply,
-    Result,
-    Trace,
+from tesla_smart_charger.bench import common as bench
+from tesla_smart_charger.bench.common import Metrics, Result, Trace, control_config, make_car
+from tesla_smart_charger.bench.shell import (
+    BLE_LATENCY,
+    RELAY_LATENCY,
+    Counts,
+    Shell,
+    quietly,
+    settings_for,
 )
-from tesla_smart_charger.car.fleet_api import interpret_reply
-from tesla_smart_charger.control import escalation as esc
-from tesla_smart_charger.control.models import VehicleState
-from tesla_smart_charger.runtime.safety import CUT_FAILURES, ROAD_FAILURES, look_again, resumed_at
-from tesla_smart_charger.simulator.car import CarModel, envelope, unavailable_reply
+from tesla_smart_charger.simulator.car import unavailable_reply
+from tesla_smart_charger.simulator.inprocess import Reply
 
 WINDOW: Final = (3600, 7200)  # 18:00-19:00 of the winter evening (it starts at 17:00)
 OUTAGE: Final = (1500.0, 2100.0)  # s into the window: 18:25-18:35
-BLE_LATENCY: Final = 0.5  # s for a command or a read over the BLE bridge
-RELAY_LATENCY: Final = 0.2  # s for the relay to switch and confirm
 ESCALATE_AFTER: Final = 20.0  # escalateAfterSecs, the shipped default
 Variant = Literal["no-escalation", "cloud", "cloud+relay", "ble+cloud", "ble+cloud+relay"]
 # no-escalation: the cloud road alone as before issue 11 (no failed-cut detection).
@@ -63,211 +54,19 @@ def outage_trace() -> Trace:
     )
 
 
-class OutageFleet(Fleet):
-    """The cloud road; inside `window` it answers as in vehicle-command issue 452."""
+def outage(method: str, path: str, now: float) -> Reply | None:
+    """Inside OUTAGE the cloud answers as in vehicle-command issue 452; else the car answers.
 
-    def __init__(self, car: CarModel, clock: Clock, window: tuple[float, float]) -> None:
-        super().__init__(car, clock)
-        self.window = window
-
-    def _down(self) -> bool:
-        return self.window[0] <= self.clock.now < self.window[1]
-
-    def command(self, name: str, body: dict[str, Any], done: Callable[[Reply], None]) -> None:
-        """A command: 500 "vehicle unavailable" (not billed) during the outage."""
-        if not self._down():
-            super().command(name, body, done)
-            return
-        self.commands += 1
-        self.clock.after(COMMAND_LATENCY, lambda: done(unavailable_reply(500)))
-
-    def vehicle_data(self, done: Callable[[Reply], None]) -> None:
-        """vehicle_data: 408 (billed) during the outage, though the car is awake."""
-        if not self._down():
-            super().vehicle_data(done)
-            return
-
-        def answer() -> None:
-            self.billing.record("data", 408)
-            done((408, envelope(None, "vehicle unavailable")))
-
-        self.data_calls += 1
-        self.clock.after(DATA_LATENCY, answer)
-
-
-class BleFleet(Fleet):
-    """The BLE road: the same shapes, faster, never billed, never down in this trace."""
-
-    def command(self, name: str, body: dict[str, Any], done: Callable[[Reply], None]) -> None:
-        """A command over BLE."""
-
-        def land() -> None:
-            done(self.car.command(name, body, self.clock.now, road="ble"))
-
-        self.commands += 1
-        self.clock.after(BLE_LATENCY, land)
-
-    def vehicle(self, done: Callable[[Reply], None]) -> None:
-        """body_controller_state: the sleep state without waking the car."""
-
-        def answer() -> None:
-            self.car.advance(self.clock.now)
-            done((200, envelope(self.car.vehicle_json())))
-
-        self.data_calls += 1
-        self.clock.after(BLE_LATENCY, answer)
-
-    def vehicle_data(self, done: Callable[[Reply], None]) -> None:
-        """charge_state over BLE."""
-
-        def answer() -> None:
-            car, now = self.car, self.clock.now
-            car.advance(now)
-            if car.state != "online":
-                done((408, envelope(None, "vehicle unavailable")))
-                return
-            car.touch(now)
-            done((200, envelope({"charge_state": car.charge_state_json()})))
-
-        self.data_calls += 1
-        self.clock.after(BLE_LATENCY, answer)
-
-
-class RoadsPolicy(OursPolicy):
-    """Ours plus the escalation, on the cloud road alone or with BLE first, relay or not."""
-
-    def __init__(
-        self,
-        clock: Clock,
-        cloud: OutageFleet,
-        trace: Trace,
-        *,
-        ble: bool,
-        relay: bool,
-        escalate: bool = True,
-    ) -> None:
-        road: Fleet = BleFleet(cloud.car, clock) if ble else cloud
-        super().__init__(clock, road, trace)
-        self.cloud = cloud
-        self.escalate = escalate
-        self.esc_cfg = esc.EscalationConfig(
-            home_max_amps=trace.limit,
-            charger_min_amps=float(self.cfg.charger_min_amps),
-            car_settle_secs=self.cfg.settle_secs,
-            escalate_after_secs=ESCALATE_AFTER,
-            relay_configured=relay,
-            safety_margin_amps=self.cfg.safety_margin,
-        )
-        self.esc = esc.EscalationState()
-        self.cut: tuple[float, float] | None = None  # (from, to) of the cut in flight
-        self.steps = {"charge_stop": 0, "relay_off": 0}
-        self.alerts = 0
-
-    # --- hooks into the controller's shell -----------------------------------------------------
-    def on_reading(self, t: float, supply: bench.Phases) -> None:
-        """The controller first, then the escalation sees the same reading."""
-        super().on_reading(t, supply)
-        target = self.state.target if self.state.target is not None else self.state.setpoint
-        self._feed(esc.ControllerTarget(None if target is None else float(target)))
-        self._feed(esc.Measured(max(supply)))
-
-    def _execute(self, action: core.Action) -> None:
-        self.cut = None
-        if isinstance(action, core.SetAmps):
-            before = self.state.command_from
-            lowering = before is not None and action.amps < before
-            if self.esc.active and not lowering:
-                held = core.VehicleUnavailable("refused", "raise held: escalation", command=True)
-                self.clock.after(0.0, lambda: self._outcome(held))
-                return
-            if lowering and before is not None:
-                self.cut = (float(before), float(action.amps))
-        super()._execute(action)
-
-    def _outcome(self, event: core.ControllerEvent) -> None:
-        cut, self.cut = self.cut, None
-        # The road's health first, as the daemon's shell feeds it (safety.Escalator).
-        if (
-            isinstance(event, core.CommandDone)
-            or (
-                isinstance(event, core.VehicleUpdate)
-                and event.snapshot.state is VehicleState.ONLINE
-            )
-            or (isinstance(event, core.VehicleUnavailable) and event.kind == "refused")
-        ):
-            self._feed(esc.RoadStatus(up=True))
-        elif isinstance(event, core.VehicleUnavailable) and event.kind in ROAD_FAILURES:
-            self._feed(esc.RoadStatus(up=False, retry_at=self.clock.now + event.retry_after))
-        if cut is not None:
-            if isinstance(event, core.CommandDone):
-                self._feed(esc.CutAccepted("cloud", *cut))
-            elif isinstance(event, core.VehicleUnavailable) and event.kind in CUT_FAILURES:
-                self._feed(esc.CutErrored("cloud", cut[1], event.detail))
-        super()._outcome(event)
-
-    # --- the escalation's actions, with their latencies ----------------------------------------
-    def _feed(self, item: esc.Input) -> None:
-        if not self.escalate:
-            return
-        before = self.esc.level
-        self.esc, actions = esc.step(self.esc, item, self.clock.now, self.esc_cfg)
-        if self.esc.level not in (before, "none"):
-            self.steps[self.esc.level] += 1
-        for action in actions:
-            self._act(action)
-
-    def _send(self, name: str, body: dict[str, Any], then: Callable[[bool, str], None]) -> None:
-        def done(reply: Reply) -> None:
-            outcome, err = interpret_reply(*reply, what=name, command=name)
-            then(
-                outcome in ("ok", "refused") if name == "charge_stop" else outcome == "ok", str(err)
-            )
-
-        self.fleet.command(name, body, done)
-
-    def _act(self, action: esc.Action) -> None:
-        match action:
-            case esc.RetryCut(road=road, amps=amps):
-                frm = self.state.command_from
-                self._send(
-                    "set_charging_amps",
-                    {"charging_amps": int(amps)},
-                    lambda ok, err: self._feed(
-                        esc.CutAccepted(road, float(frm if frm is not None else amps), amps)
-                        if ok
-                        else esc.CutErrored(road, amps, err)
-                    ),
-                )
-            case esc.ChargeStop():
-                self._send("charge_stop", {}, lambda ok, err: self._feed(esc.StopOutcome(ok, err)))
-            case esc.SwitchRelay(on=on):
-
-                def switch() -> None:
-                    self.fleet.car.set_circuit(on, self.clock.now)
-                    self._feed(esc.RelayOutcome(on=on, ok=True))
-
-                self.clock.after(RELAY_LATENCY, switch)
-            case esc.SetAmps(amps=amps):
-
-                def landed(reply: Reply) -> None:
-                    outcome, err = interpret_reply(
-                        *reply, what="set_charging_amps", command="set_charging_amps"
-                    )
-                    if outcome == "ok":
-                        self.state = resumed_at(self.state, int(amps), self.clock.now)
-                    # As the daemon's shell says it: the car's own answer, or a road failure.
-                    answer: Literal["", "asleep", "refused"] = (
-                        outcome if outcome in ("asleep", "refused") else ""
-                    )
-                    self._feed(esc.AmpsOutcome(ok=outcome == "ok", error=str(err), answer=answer))
-
-                self.fleet.command("set_charging_amps", {"charging_amps": int(amps)}, landed)
-            case esc.Resume(restart_charging=restart):
-                if restart and self.esc.road_up:
-                    self._send("charge_start", {}, lambda _ok, _err: None)
-                self.state = look_again(self.state)
-            case esc.Alert():
-                self.alerts += 1
+    Every command: 500 "vehicle unavailable" (not billed); every vehicle_data: 408 (billed),
+    though the car is awake and charging. The vehicle state call still answers.
+    """
+    if not OUTAGE[0] <= now < OUTAGE[1]:
+        return None
+    if "/command/" in path:
+        return unavailable_reply(500)
+    if path.endswith("/vehicle_data"):
+        return unavailable_reply(408)
+    return None
 
 
 @dataclass(frozen=True)
@@ -284,49 +83,58 @@ class OutageResult:
     longest_in_outage: int = 0
 
 
-def run_variant(variant: Variant) -> OutageResult:
-    """Drive the outage hour with one road/relay combination."""
+async def _variant(variant: Variant) -> OutageResult:
     trace = outage_trace()
-    clock = Clock()
-    car = bench.make_car(trace)
-    cloud = OutageFleet(car, clock, OUTAGE)
-    policy = RoadsPolicy(
-        clock,
-        cloud,
-        trace,
+    cfg = control_config(trace)
+    car = make_car(trace)
+    relay = variant.endswith("relay")
+    shell = Shell(
+        [car],
+        cfg,
+        settings_for(trace.limit, cfg, relay=relay),
+        seed=trace.seed,
         ble=variant.startswith("ble"),
-        relay=variant.endswith("relay"),
+        relay=relay,
         escalate=variant != "no-escalation",
     )
+    shell.api.inject = outage
+    shell.start()
     m = Metrics(trace.limit, trace.phases, (trace.house[0][0] + car.current_draw(0.0),))
     began: float | None = None  # the overload under way began at this second in the outage
     longest = 0
     for t, load in enumerate(trace.house):
         now = float(t)
-        clock.run_until(now)
+        await shell.at(now)
         draw = car.current_draw(now)
         supply = (load[0] + draw,)
         m.add(supply, draw)
-        policy.on_reading(now, supply)
         if supply[0] <= trace.limit:
             began = None
         elif began is None and OUTAGE[0] <= now < OUTAGE[1]:
             began = now
         if began is not None:
             longest = max(longest, t + 1 - int(began))
-    result = bench._result(variant, m, cloud, trace)  # billed = the cloud road only
-    if variant.startswith("ble"):
-        result = replace(
-            result, commands=policy.fleet.commands + cloud.commands, data_calls=cloud.data_calls
-        )
+        await shell.read(supply)
+    await shell.stop()
+    result = bench.result(variant, m, Counts(shell.api, car.wakes), trace)  # billed: cloud only
+    if shell.ble:
+        commands = shell.ble[0].commands + shell.api.commands
+        result = replace(result, commands=commands, data_calls=shell.api.data_calls)
+    escalation = shell.services[0].escalation
+    steps = escalation.steps if escalation is not None else {}
     return OutageResult(
         variant,
         result,
-        policy.steps["charge_stop"],
-        policy.steps["relay_off"],
-        policy.alerts,
+        steps.get("charge_stop", 0),
+        steps.get("relay_off", 0),
+        len(shell.alerts.sent),
         longest,
     )
+
+
+def run_variant(variant: Variant) -> OutageResult:
+    """Drive the outage hour with one road/relay combination, on the daemon's shell."""
+    return quietly(_variant(variant))
 
 
 HEADER: Final = (

@@ -17,16 +17,16 @@ irradiance, passing clouds), a daytime house, one car plugged 08:00-18:00. Rows:
 - `oracle`: knows house and PV every second, sets the car to floor(PV - house) within
   [min, max] at once (0 below min): never imports for the car; its commands are free and
   instant (the count shows what that would cost on Fleet).
-- `ours`: the real controller (`control.decide`) in `solar` mode, shipped defaults, in
-  `OursFleet` (one car here, two in the evening): plugged in at the car's own 16 A, as a Tesla
-  starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
+- `ours`: the daemon's shell (bench/shell.py: `ChargeService` in `solar` mode, shipped
+  defaults; two cars: `runtime.Fleet`) on a virtual-time loop, against simulated cars behind
+  the in-process proxy: plugged in at the car's own 16 A, as a Tesla starts. `OURS_SOLAR` / `OURS_TWO_CARS` are the seams; a row says "n/a" when one is missing.
 
 Two-car table: the winter evening (`houses.winter_evening`, 30 A main) with two 16 A cars on the
 same phase. `evcc-like` is two independent evcc loadpoints in fast mode (no rebalancing, each
 caps itself to old + headroom of the same reading: each thinks it has the whole house);
 `oracle` splits limit - house evenly every second (one car at a time when there is room for only
-one minimum, the one with less energy so far). `ours` is two real controllers behind
-`control.car_readings.split` (the daemon's fleet's own split), pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
+one minimum, the one with less energy so far). `ours` is the daemon's `Fleet`: two
+`ChargeService`s behind `control.car_readings.split`, pauseWhenOverloaded on, equal priority; `ours pause 30s` the same
 with pauseAfterSecs 30 instead of the shipped 120 (context: the shipped default pauses sooner
 by itself when the overload would heat the breaker). Overload is judged with the breaker replicas of
 `breaker.py` through `bench.Metrics`; fairness is Jain's index of the two cars' energy.
@@ -37,6 +37,7 @@ Commands take COMMAND_LATENCY + RAMP_DELAY (4 s) to change what the car draws, a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import math
 import sys
@@ -46,20 +47,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tesla_smart_charger import control as core
-from tesla_smart_charger.bench import evening as bench
+from tesla_smart_charger.bench import common as bench
+from tesla_smart_charger.bench.shell import Shell, quietly, settings_for
 from tesla_smart_charger.config.settings import Settings
 from tesla_smart_charger.const import PRICE_PER_CALL
 from tesla_smart_charger.control import breaker
-from tesla_smart_charger.control.allocation import HouseFloor, Ledger
-from tesla_smart_charger.control.car_readings import Car
-from tesla_smart_charger.control.car_readings import split as split_cars
-from tesla_smart_charger.control.models import (
-    ChargeState,
-    MeterReading,
-    VehicleSnapshot,
-    VehicleState,
-)
 from tesla_smart_charger.simulator import house as houses
+from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.pv import solar_day
 from tesla_smart_charger.simulator.world import settings_keys
 
@@ -586,138 +580,66 @@ def _ours_config(limit: float, *, pause: bool) -> core.ControlConfig:
     return core.ControlConfig.from_settings(settings, measured=True)
 
 
-class OursFleet:
-    """N cars, each with its own `control.decide`, behind `car_readings.split` (as the fleet).
-
-    The shell the daemon's fleet runs, in virtual time at 1 s: one reading a second; the
-    allocation shows each controller its own reading; vehicle data replies 1 s after the
-    request; a command is acknowledged after 1 s and the car draws the new value LAG s after
-    it was sent (`LaggedCar`, which also counts the Fleet calls). One car is the single-car
-    case (the solar day); two cars the evening. Deterministic: no clock, no randomness.
-    """
-
-    def __init__(
-        self,
-        cfg: core.ControlConfig,
-        n: int,
-        *,
-        mode: str = "fast",
-        draw: float = 0.0,
-        draws: Sequence[float] | None = None,
-        vins: Sequence[str] | None = None,
-        priorities: Sequence[int] | None = None,
-        lag: float = LAG,
-    ) -> None:
-        self.cfg = cfg
-        self.vins = tuple(vins) if vins is not None else tuple(f"CAR{i + 1}" for i in range(n))
-        self.priorities = tuple(priorities) if priorities is not None else (0,) * n
-        amps = tuple(draws) if draws is not None else (draw,) * n
-        self.states = [core.initial_state(0.0, charge_mode=mode) for _ in self.vins]
-        self.cars = [LaggedCar(a, lag) for a in amps]
-        self.request = [int(a) or MAX_AMPS for a in amps]  # the car's own setting
-        self.on = [a > 0 for a in amps]
-        self.due: list[tuple[float, int, core.ControllerEvent]] = []
-        self.sent: list[tuple[float, str, str]] = []  # (t, vin, command): for tests
-        self.floor: HouseFloor | None = None  # car_readings.split's floor, kept as the fleet does
-        self.ledger: Ledger | None = None  # and its ledger (ties between equal priorities)
-
-    def _feed(self, i: int, event: core.ControllerEvent, t: float) -> None:
-        d = core.decide(self.states[i], event, t, self.cfg)
-        self.states[i] = d.state
-        car = self.cars[i]
-        for a in d.actions:
-            if isinstance(a, core.RefreshVehicle):
-                car.data += 1
-                charge = ChargeState(
-                    "Charging" if self.on[i] else "Stopped",
-                    self.request[i],
-                    32,
-                    int(car.draw),
-                    1,
-                    int(VOLTS),
-                )
-                snap = VehicleSnapshot(VehicleState.ONLINE, charge, t + 1)
-                self.due.append((t + 1, i, core.VehicleUpdate(snap)))
-            elif isinstance(a, core.SetAmps):
-                self.sent.append((t, self.vins[i], f"set {a.amps}"))
-                self.request[i] = a.amps
-                car.command(t, float(a.amps) if self.on[i] else 0.0, 2 if a.amps < 5 else 1)
-                self.due.append((t + 1, i, core.CommandDone("set_charging_amps", a.amps)))
-            elif isinstance(a, core.StopCharging):
-                self.sent.append((t, self.vins[i], "stop"))
-                self.on[i] = False
-                car.command(t, 0.0)
-                self.due.append((t + 1, i, core.CommandDone("charge_stop")))
-            elif isinstance(a, core.StartCharging):
-                self.sent.append((t, self.vins[i], "start"))
-                self.on[i] = True
-                car.command(t, float(self.request[i]))
-                self.due.append((t + 1, i, core.CommandDone("charge_start")))
-
-    def step(self, t: float, house: float) -> float:
-        """One second: due replies, then the reading (house + cars) through the allocation.
-
-        `house` is the house net of PV (negative: export). Returns the supply it read.
-        """
-        if self.due:
-            ready = sorted((d for d in self.due if d[0] <= t), key=lambda d: (d[0], d[1]))
-            for item in ready:
-                self.due.remove(item)
-                self._feed(item[1], item[2], t)
-        for car in self.cars:
-            car.advance(t)
-        supply = house + sum(c.draw for c in self.cars)
-        real = MeterReading((supply,), (VOLTS,), None, True, t)
-        cars = tuple(
-            Car(v, p, s, self.cfg)
-            for s, v, p in zip(self.states, self.vins, self.priorities, strict=True)
-        )
-        split = split_cars(
-            cars,
-            real,
-            self.cfg.limit,
-            pause_when_overloaded=self.cfg.pause_when_overloaded,
-            floor=self.floor,
-            ledger=self.ledger,
-        )
-        self.floor, self.ledger = split.floor, split.ledger
-        for i, mine in enumerate(split.readings):
-            self._feed(i, mine, t)
-        return supply
+def _car(vin: str, *, plugged: bool = True) -> CarModel:
+    """A 16 A car on a 16 A EVSE that never fills, as the other tables' car (`make_car`)."""
+    return CarModel(
+        vin=vin,
+        state="online",
+        plugged=plugged,
+        charging_state="Charging",
+        request_amps=MAX_AMPS,
+        pilot_amps=MAX_AMPS,
+        ramp_delay=bench.RAMP_DELAY,
+        capacity_kwh=None,
+        sleep_after=SLEEP_AFTER,
+    )
 
 
-def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
-    """The real controller in solar mode through the solar day (one car, same inputs)."""
+# The peers' rows model a car that never sleeps (LaggedCar); ours gets the same car. A real
+# Tesla paused for solar sleeps after ~10 min and the daemon never wakes it (docs/benchmarks.md).
+SLEEP_AFTER = float("inf")
+SOLAR_VIN = "5YJ3E1EA7KF000001"
+TWO_VINS = ("5YJ3E1EA7KF000001", "5YJ3E1EA7KF000002")
+
+
+async def _ours_solar(sky: str, quick: bool, seed: int) -> SolarResult:
     start, stop = QUICK_WINDOW if quick else (SUN_START, SUN_STOP)
     loads, pvs = _solar_inputs(sky, seed, start, stop, 1)
-    fleet: OursFleet | None = None
-    export = imported_for_car = pv_amp_secs = 0.0
-    car_amp_secs = 0.0
+    shell: Shell | None = None
+    car: CarModel | None = None
+    export = imported_for_car = pv_amp_secs = car_amp_secs = 0.0
     commands = data = 0
     for k, (h, p) in enumerate(zip(loads, pvs, strict=True)):
         t = start + k
         plugged = PLUG_IN <= t < UNPLUG
-        if plugged and fleet is None:
-            # plugged in with the car's own setting: it starts at its maximum, as a Tesla does
-            fleet = OursFleet(
-                _ours_config(SOLAR_LIMIT, pause=True), 1, mode="solar", draw=float(MAX_AMPS)
-            )
-        elif not plugged and fleet is not None:
-            commands += fleet.cars[0].commands
-            data += fleet.cars[0].data
-            fleet = None
+        if plugged and shell is None:
+            # The daemon's shell from the moment the car is plugged in, at the car's own 16 A
+            # (a Tesla starts at its maximum), as a fresh controller would find it.
+            await asyncio.sleep(t - asyncio.get_running_loop().time())
+            cfg = _ours_config(SOLAR_LIMIT, pause=True)
+            car = _car(SOLAR_VIN)
+            car.advance(float(t))
+            shell = Shell([car], cfg, settings_for(SOLAR_LIMIT, cfg), seed=seed, mode="solar")
+            shell.start()
+        elif not plugged and shell is not None:
+            await shell.stop()
+            commands += shell.api.commands
+            data += shell.api.data_calls
+            shell = car = None
         draw = 0.0
-        if fleet is not None:
-            fleet.step(float(t), h - p)
-            draw = fleet.cars[0].draw
+        if shell is not None and car is not None:
+            await shell.at(float(t))
+            draw = car.current_draw(float(t))
+            await shell.read((h - p + draw,))
         grid = h + draw - p
         export += max(0.0, -grid)
         imported_for_car += max(0.0, grid) - max(0.0, h - p)
         car_amp_secs += draw
         pv_amp_secs += p
-    if fleet is not None:
-        commands += fleet.cars[0].commands
-        data += fleet.cars[0].data
+    if shell is not None:
+        await shell.stop()
+        commands += shell.api.commands
+        data += shell.api.data_calls
     kwh = VOLTS / 3.6e6
     return SolarResult(
         "ours",
@@ -730,30 +652,47 @@ def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
     )
 
 
-def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -> TwoCarResult:
-    """Two cars, each with the real controller (fast mode), behind the allocation.
+def ours_solar(sky: str, quick: bool, *, seed: int = PV_SEED) -> SolarResult:
+    """The daemon's shell in solar mode through the solar day (one car, same inputs)."""
+    return quietly(_ours_solar(sky, quick, seed))
 
-    pauseWhenOverloaded on (with two cars the shares decide who gives way); pauseAfterSecs the
-    shipped 120 s unless `pause_after` says otherwise. When the house leaves less than two
-    minimums both cars hold their minimum until the given-up car pauses: after pauseAfterSecs,
-    or sooner when that overload would heat the breaker (`breaker.pause_deadline`).
-    """
+
+async def _ours_two_cars(seed: int, quick: bool, pause_after: float | None) -> TwoCarResult:
     house = houses.winter_evening(seed)
     stop = 2400 if quick else int(house.duration)
     loads = [x[0] for x in house.sample(0.0, stop)]
     cfg = _ours_config(EVENING_LIMIT, pause=True)
     if pause_after is not None:
         cfg = replace(cfg, pause_after_secs=pause_after)
-    fleet = OursFleet(cfg, 2, draw=float(MAX_AMPS))
+    cars = [_car(vin) for vin in TWO_VINS]
+    shell = Shell(cars, cfg, settings_for(EVENING_LIMIT, cfg), seed=seed)
+    shell.start()
     metrics = bench.Metrics(EVENING_LIMIT, 1, preload=(loads[0],))
+    tally = [LaggedCar(), LaggedCar()]  # only its counters: what each car drew
     for t, h in enumerate(loads):
-        supply = fleet.step(float(t), h)
-        draw = supply - h
-        for car in fleet.cars:
-            car.amp_secs += car.draw
-        metrics.add((supply,), draw)
+        await shell.at(float(t))
+        draws = [car.current_draw(float(t)) for car in cars]
+        for count, amps in zip(tally, draws, strict=True):
+            count.amp_secs += amps
+        supply = h + sum(draws)
+        metrics.add((supply,), sum(draws))
+        await shell.read((supply,))
+    await shell.stop()
     metrics.finish()
-    return _two_car_result("ours", seed, metrics, fleet.cars)
+    tally[0].commands = shell.api.commands  # the row shows the sum of both cars
+    tally[0].data = shell.api.data_calls
+    return _two_car_result("ours", seed, metrics, tally)
+
+
+def ours_two_cars(seed: int, quick: bool, *, pause_after: float | None = None) -> TwoCarResult:
+    """Two cars on the daemon's fleet (fast mode), each with its controller and escalation.
+
+    pauseWhenOverloaded on (with two cars the shares decide who gives way); pauseAfterSecs the
+    shipped 120 s unless `pause_after` says otherwise. When the house leaves less than two
+    minimums both cars hold their minimum until the given-up car pauses: after pauseAfterSecs,
+    or sooner when that overload would heat the breaker (`breaker.pause_deadline`).
+    """
+    return quietly(_ours_two_cars(seed, quick, pause_after))
 
 
 OURS_SOLAR = ours_solar

@@ -59,8 +59,10 @@ class Fleet:
         *,
         limit: float,
         pause_when_overloaded: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
+        self._clock = clock
         self.cars = cars
         self.limit = limit
         self.pause_when_overloaded = pause_when_overloaded
@@ -83,7 +85,7 @@ class Fleet:
         if self.overload_queued:
             return False
         self.overload_queued = True
-        self.queue.put_nowait(Overload(at=time.monotonic(), source=source))
+        self.queue.put_nowait(Overload(at=self._clock(), source=source))
         return True
 
     def route(self, event: Event) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -91,20 +92,37 @@ def _host(url: str) -> str:
 
 
 def build_roads(
-    session: aiohttp.ClientSession, url: str, cloud: TeslaClient
+    session: aiohttp.ClientSession,
+    url: str,
+    cloud: TeslaClient,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[FailoverVehicle, RetryPolicy]:
+    """`FailoverVehicle([ble, cloud])` with the BLE bridge at `url` (see `failover_roads`)."""
+    vin = cloud.vin if cloud.vin is not None else cloud.resolve_vin
+    ble = BleVehicle(session, url, vin, clock=clock)
+    return failover_roads(ble, cloud, f"BLE bridge at {_host(url)}", clock=clock)
+
+
+def failover_roads(
+    ble: Vehicle,
+    cloud: TeslaClient,
+    name: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
 ) -> tuple[FailoverVehicle, RetryPolicy]:
     """`FailoverVehicle([ble, cloud])`, each road paced and reported by its own policy.
 
     The cloud client keeps the policy it already has (it asks and tells it itself); the BLE
     road gets one here. A road whose policy is backing off is skipped while the other works.
+    `clock` and `rand` are the policy's (the benchmark runs it on virtual time, seeded).
     """
-    vin = cloud.vin if cloud.vin is not None else cloud.resolve_vin
-    ble = BleVehicle(session, url, vin)
     # The failover logs a road going down and coming back once each, in words; the policy
     # keeps the pace and the health, so its own lines would repeat them.
     quiet = logging.getLogger("tesla_smart_charger.runtime.safety.ble_policy")
     quiet.setLevel(logging.ERROR)
-    policy = RetryPolicy(f"BLE bridge at {_host(url)}", logger=quiet)
+    policy = RetryPolicy(name, logger=quiet, clock=clock, rand=rand)
 
     def available(name: str) -> bool:
         return policy.allowed() if name == "ble" else cloud.policy.allowed()
@@ -118,7 +136,10 @@ def build_roads(
             policy.failure("transient", str(error) if error else "failed")
 
     roads = FailoverVehicle(
-        [("ble", ble), ("cloud", cloud)], road_available=available, on_result=on_result
+        [("ble", ble), ("cloud", cloud)],
+        road_available=available,
+        on_result=on_result,
+        clock=clock,
     )
     return roads, policy
 

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
+from tesla_smart_charger.bench import common, tables
 from tesla_smart_charger.bench import evening as bench
 from tesla_smart_charger.control import breaker
 
 
 def test_metrics_on_a_hand_made_trace() -> None:
-    m = bench.Metrics(limit=30.0, phases=1, preload=(20.0,))
+    m = common.Metrics(limit=30.0, phases=1, preload=(20.0,))
     # 3 s at 2 A over, one quiet second, 1 s at 4 A over.
     for worst in (32.0, 32.0, 32.0, 29.0, 34.0):
         m.add((worst,), 16.0)
@@ -26,25 +27,25 @@ def test_metrics_on_a_hand_made_trace() -> None:
 
 
 def test_metrics_exactly_at_the_limit_is_not_an_overload() -> None:
-    m = bench.Metrics(limit=30.0, phases=1)
+    m = common.Metrics(limit=30.0, phases=1)
     m.add((30.0,), 0.0)
     m.finish()
     assert (m.overload_amp_secs, m.longest_overload, m.events) == (0.0, 0, [])
 
 
 def test_metrics_count_every_phase_of_a_three_phase_car() -> None:
-    m = bench.Metrics(limit=25.0, phases=3)
+    m = common.Metrics(limit=25.0, phases=3)
     m.add((20.0, 20.0, 20.0), 10.0)
     assert m.energy_kwh == pytest.approx(10.0 * 3 * 230.0 / 3.6e6)
 
 
 def test_a_long_small_overload_is_harmless_a_short_large_one_trips() -> None:
     # Both are 600 A*s: 1 A over for 600 s (1.03 In) and 30 A over for 20 s (2 In).
-    small = bench.Metrics(limit=30.0, phases=1, preload=(29.0,))
+    small = common.Metrics(limit=30.0, phases=1, preload=(29.0,))
     for _ in range(600):
         small.add((31.0,), 0.0)
     small.finish()
-    large = bench.Metrics(limit=30.0, phases=1, preload=(29.0,))
+    large = common.Metrics(limit=30.0, phases=1, preload=(29.0,))
     for _ in range(20):
         large.add((60.0,), 0.0)
     large.finish()
@@ -57,7 +58,7 @@ def test_a_long_small_overload_is_harmless_a_short_large_one_trips() -> None:
 def test_held_supply_gives_the_same_heat_as_second_by_second() -> None:
     # The metrics advance the replicas per constant stretch; the figures must not change.
     supply = [25.0] * 50 + [36.0] * 40 + [28.0] * 100 + [45.0] * 30 + [10.0] * 200
-    m = bench.Metrics(limit=30.0, phases=1, preload=(25.0,))
+    m = common.Metrics(limit=30.0, phases=1, preload=(25.0,))
     for a in supply:
         m.add((a,), 0.0)
     m.finish()
@@ -65,7 +66,7 @@ def test_held_supply_gives_the_same_heat_as_second_by_second() -> None:
     hot = 0
     for a in supply:
         ref.step([a])
-        hot += max(ref.heat) >= bench.HOT_RATIO * ref.cal.trip_heat
+        hot += max(ref.heat) >= common.HOT_RATIO * ref.cal.trip_heat
     assert m.conservative.trips == ref.trips
     assert m.conservative.peak == pytest.approx(ref.peak)
     assert m.conservative.heat == pytest.approx(ref.heat)
@@ -81,8 +82,8 @@ def _result(
     wakes: int = 0,
     energy: float = 9.9,
     cost: float = 0.01,
-) -> bench.Result:
-    return bench.Result(
+) -> common.Result:
+    return common.Result(
         policy,
         trips,
         0,
@@ -122,7 +123,7 @@ def test_targets_are_computed_from_every_run() -> None:
 
 
 def test_issue_targets_gate_and_the_context_lines_do_not() -> None:
-    def run(peak: float, matched_peak: float, energy: float, data_cost: float) -> bench.Result:
+    def run(peak: float, matched_peak: float, energy: float, data_cost: float) -> common.Result:
         r = _result("ours", peak=peak, energy=energy, cost=0.07)
         return replace(r, matched_peak_pct=matched_peak, held_kwh=9.6, data_cost=data_cost)
 
@@ -147,7 +148,7 @@ def test_issue_targets_gate_and_the_context_lines_do_not() -> None:
 
 
 def test_cost_per_day_scales_a_trace_to_24_hours() -> None:
-    three_hours = bench.Result("ours", 0, 0, 0, 0.0, 0, (), 0.0, 0, 1.0, 1, 1, 0, 0.03, 3 * 3600)
+    three_hours = common.Result("ours", 0, 0, 0, 0.0, 0, (), 0.0, 0, 1.0, 1, 1, 0, 0.03, 3 * 3600)
     assert three_hours.cost_per_day == pytest.approx(0.24)
 
 
@@ -171,7 +172,7 @@ def test_clock_runs_callbacks_in_time_order() -> None:
 
 
 def test_oracle_never_overloads_a_house_that_fits() -> None:
-    trace = bench.build_trace("winter-evening", quick=True)
+    trace = common.build_trace("winter-evening", quick=True)
     result = bench.run_oracle(trace)
     assert result.overload_amp_secs == 0.0
     assert result.trips == result.secs_hot == 0
@@ -180,8 +181,8 @@ def test_oracle_never_overloads_a_house_that_fits() -> None:
 
 
 def test_matched_oracle_keeps_the_margin_and_the_shipped_pause_rule() -> None:
-    trace = bench.build_trace("three-phase-evening", quick=True)
-    cfg = bench.control_config(trace)
+    trace = common.build_trace("three-phase-evening", quick=True)
+    cfg = common.control_config(trace)
     matched = bench.run_matched_oracle(trace)
     # The shipped defaults pause where even the minimum does not fit: no overload at all, and
     # the margin costs energy against the unmatched oracle.
@@ -194,8 +195,8 @@ def test_matched_oracle_keeps_the_margin_and_the_shipped_pause_rule() -> None:
     assert held.overload_amp_secs > 0
 
 
-def _hand_trace(house: list[float]) -> bench.Trace:
-    return bench.Trace("hand", "hand-made", 1, 30.0, tuple((a,) for a in house), True)
+def _hand_trace(house: list[float]) -> common.Trace:
+    return common.Trace("hand", "hand-made", 1, 30.0, tuple((a,) for a in house), True)
 
 
 @pytest.mark.parametrize(
@@ -215,12 +216,12 @@ def test_held_oracle_raises_only_after_the_room_lasted_sleep_time(
 ) -> None:
     trace = _hand_trace(house)
     held = bench.run_held_oracle(trace)
-    assert held.energy_kwh == pytest.approx(sum(car) * bench.VOLTS / 3.6e6)
+    assert held.energy_kwh == pytest.approx(sum(car) * common.VOLTS / 3.6e6)
     assert held.energy_kwh <= bench.run_matched_oracle(trace).energy_kwh
 
 
 def test_evcc_tick_offset_moves_its_ticks() -> None:
-    trace = bench.build_trace("winter-evening", quick=True)
+    trace = common.build_trace("winter-evening", quick=True)
     runs = {o: bench.run_policy(trace, "evcc-like", o) for o in (0, 7)}
     assert runs[0].offset == 0
     assert runs[7].offset == 7
@@ -242,11 +243,11 @@ ROW = re.compile(r"^(?P<policy>\S+)\s+(?P<runs>\d+)\s+(?P<trips>\d+)")
 
 
 def test_quick_benchmark_prints_both_tables_per_trace(capsys: pytest.CaptureFixture[str]) -> None:
-    code = bench.main(["--quick", "--jobs", "1"])
+    code = tables.main(["--quick", "--jobs", "1"])
     captured = capsys.readouterr()
     out = captured.out
-    assert out.count(bench.SAFETY_HEADER) == len(bench.TRACE_KEYS)
-    assert out.count(bench.ENERGY_HEADER) == len(bench.TRACE_KEYS)
+    assert out.count(bench.SAFETY_HEADER) == len(common.TRACE_KEYS)
+    assert out.count(bench.ENERGY_HEADER) == len(common.TRACE_KEYS)
     for block in out.split("\n\n"):
         lines = block.splitlines()
         if bench.SAFETY_HEADER in lines:
@@ -256,10 +257,10 @@ def test_quick_benchmark_prints_both_tables_per_trace(capsys: pytest.CaptureFixt
             assert int(rows["evcc-like"]["runs"]) > int(rows["ours"]["runs"])
     verdicts = [line for line in out.splitlines() if re.search(r"\s(PASS|FAIL)\s", line)]
     # trips x 2 calibrations, peak, energy per trace; cost on the week; wakes
-    assert len(verdicts) == 4 * len(bench.TRACE_KEYS) + 2
+    assert len(verdicts) == 4 * len(common.TRACE_KEYS) + 2
     # context lines (what ours' rules allow) for peak and energy per trace, cost on the week
     shown = [line for line in out.splitlines() if re.search(r"\s(met |MISS)\s", line)]
-    assert len(shown) == 2 * len(bench.TRACE_KEYS) + 1
+    assert len(shown) == 2 * len(common.TRACE_KEYS) + 1
     failed = any(" FAIL " in line for line in verdicts)
     assert code == (1 if failed else 0)
     assert ("target was missed" in captured.err) == failed
@@ -269,14 +270,14 @@ def test_a_missed_target_fails_main(monkeypatch: pytest.MonkeyPatch) -> None:
     # The three-phase evening alone: no roads or solar tables, so both runs take a second.
     argv = ["--quick", "--jobs", "1", "--trace", "three-phase-evening"]
     monkeypatch.setattr(bench, "ENERGY_TARGET", 200.0)  # nothing reaches 200 % of its oracle
-    assert bench.main(argv) == 1
+    assert tables.main(argv) == 1
     monkeypatch.setattr(bench, "ENERGY_TARGET", 0.0)
     monkeypatch.setattr(bench, "PEAK_TARGET", 1000.0)
-    assert bench.main(argv) == 0
+    assert tables.main(argv) == 0
 
 
 def test_trace_option_runs_only_that_trace(capsys: pytest.CaptureFixture[str]) -> None:
-    bench.main(["--quick", "--jobs", "1", "--trace", "three-phase-evening"])
+    tables.main(["--quick", "--jobs", "1", "--trace", "three-phase-evening"])
     out = capsys.readouterr().out
     assert out.count(bench.SAFETY_HEADER) == 1
     assert "three-phase evening" in out
@@ -296,7 +297,7 @@ def test_quick_run_is_deterministic_and_parallel_gives_the_same_tables() -> None
 
 def test_unknown_trace_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown trace"):
-        bench.build_trace("summer")
+        common.build_trace("summer")
 
 
 def test_a_busy_full_evening_gives_the_car_what_the_held_oracle_gets() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tesla_smart_charger.bench import evening as bench
 from tesla_smart_charger.bench import solar as bench_solar
+from tesla_smart_charger.bench import tables
 from tesla_smart_charger.bench.solar import EvccFast, EvccPv, LaggedCar
 
 
@@ -149,7 +149,7 @@ def test_quick_report_has_both_tables_and_an_ours_row() -> None:
 
 
 def test_full_bench_report_includes_the_solar_tables(capsys: pytest.CaptureFixture[str]) -> None:
-    bench.main(["--quick", "--jobs", "1", "--trace", "winter-evening"])
+    tables.main(["--quick", "--jobs", "1", "--trace", "winter-evening"])
     out = capsys.readouterr().out
     assert bench_solar.SOLAR_HEADER in out
     assert bench_solar.TWO_CAR_HEADER in out

@@ -163,7 +163,7 @@ LAG = 3  # seconds a car takes to follow a command
 class TwoCars:
     """Two controllers behind `split_reading`, as the fleet runs them, on a simulated house.
 
-    Pure: `bench_solar.OursFleet` (`decide` per car, the cars follow commands after LAG
+    Pure: `tests.helpers.pure_fleet.PureFleet` (`decide` per car, the cars follow commands after LAG
     seconds, one reading a second), here with priorities and a house given as step changes.
     """
 
@@ -174,14 +174,14 @@ class TwoCars:
         draws: tuple[float, float] = (16.0, 16.0),
         pause: bool = True,
     ):
-        from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
+        from tests.helpers.pure_fleet import PureFleet  # noqa: PLC0415
         from tests.unit.test_controller import MEASURED  # noqa: PLC0415
 
         self.cfg = replace(
             MEASURED, pause_when_overloaded=pause, pause_after_secs=pause_after, sleep_secs=10
         )
         self.vins = ("HIGH", "LOW")
-        self.fleet = OursFleet(self.cfg, 2, draws=draws, vins=self.vins, priorities=(1, 0), lag=LAG)
+        self.fleet = PureFleet(self.cfg, 2, draws=draws, vins=self.vins, priorities=(1, 0), lag=LAG)
         self.sent = self.fleet.sent  # (t, vin, command)
         self.supply: dict[int, float] = {}
 
@@ -455,12 +455,12 @@ def test_the_ledger_counts_amp_seconds_and_swaps_only_past_the_margin() -> None:
 
 
 def test_two_equal_cars_take_turns_through_their_controllers_without_an_overload() -> None:
-    from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
     from tesla_smart_charger.control.allocation import FAIR_MARGIN_SECS  # noqa: PLC0415
+    from tests.helpers.pure_fleet import PureFleet  # noqa: PLC0415
     from tests.unit.test_controller import MEASURED  # noqa: PLC0415
 
     cfg = replace(MEASURED, pause_when_overloaded=True, pause_after_secs=5.0, sleep_secs=10)
-    fleet = OursFleet(cfg, 2, draw=16.0, vins=("A", "B"), lag=LAG)
+    fleet = PureFleet(cfg, 2, draw=16.0, vins=("A", "B"), lag=LAG)
     # house 18 A: room 11 A under the 29 A limit, one car's minimum (6 A) and not two
     supply: dict[int, float] = {}
     said: set[str] = set()
@@ -558,13 +558,13 @@ def test_held_minimums_show_the_overload_to_the_given_up_car_and_health_fails() 
 def test_eight_cars_on_a_10_a_house_pause_the_lowest_priorities_until_the_supply_fits() -> None:
     # the issue's second case: 8 cars at 6 A and a 10 A house held 58 A on a 30 A main; with
     # the shipped defaults the cars whose minimum does not fit (the lowest priorities) pause
-    from tesla_smart_charger.bench.solar import OursFleet  # noqa: PLC0415
+    from tests.helpers.pure_fleet import PureFleet  # noqa: PLC0415
     from tests.unit.test_controller import MEASURED  # noqa: PLC0415
 
     cfg = replace(MEASURED, pause_after_secs=120.0)
     assert cfg.pause_when_overloaded  # the default
     vins = tuple(f"CAR{i}" for i in range(8))
-    fleet = OursFleet(
+    fleet = PureFleet(
         cfg, 8, draws=(6.0,) * 8, vins=vins, priorities=tuple(range(8, 0, -1)), lag=LAG
     )
     supply = [fleet.step(float(t), 10.0) for t in range(200)]
