@@ -23,11 +23,16 @@ after it is sent and the car follows `RAMP_DELAY` later.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from tesla_smart_charger.bench import common
+from tesla_smart_charger.bench.shell import Shell, quietly, settings_for
+from tesla_smart_charger.control.capacity import CapacityConfig
+from tesla_smart_charger.runtime.capacity import CapacityGuard
 from tesla_smart_charger.simulator import house as houses
 
 VOLTS = 230.0
@@ -41,6 +46,7 @@ COMMAND_LATENCY = 1.0  # as in bench.evening: s from sending a command to the ca
 RAMP_DELAY = 3.0  # s from the car accepting a setpoint to drawing the new current
 EVCC_INTERVAL = 30  # s, evcc's default `interval`
 SEED = 12
+SLEEP_AFTER = 600.0  # the simulated car sleeps after 10 minutes online and not charging
 # 18:00 in Brussels on a winter evening: the windows follow this wall clock.
 START = datetime(2026, 1, 14, 18, 0, 0, tzinfo=timezone(timedelta(hours=1)))
 
@@ -187,10 +193,72 @@ def run_evcc_like(trace: CapacityTrace, interval: int = EVCC_INTERVAL) -> Capaci
     return score("evcc-like", trace, draws, commands)
 
 
+# --- ours: the daemon's runtime ---------------------------------------------------------------
+
+
+def bench_trace(trace: CapacityTrace) -> common.Trace:
+    """The evening as the other tables' trace (the shell's car and settings are built from it)."""
+    return common.Trace(
+        "capacity-evening",
+        "capacity evening 18:00-22:00",
+        1,
+        BREAKER_AMPS,
+        tuple((a,) for a in trace.house),
+        plugged_at_start=True,
+        seed=trace.seed,
+    )
+
+
+async def _drive_ours(trace: CapacityTrace, *, sleep_after: float | None) -> CapacityResult:
+    """The daemon's shell with the capacity guard on its meter poller, as `install_capacity`
+    wires it, the wall clock the trace's evening on the virtual loop.
+
+    `sleep_after`: the car sleeps after this long paused (None: it stays awake, as the other
+    rows' cars do); the daemon never wakes it, so a pause longer than that ends the evening.
+    """
+    bt = bench_trace(trace)
+    cfg = common.control_config(bt)
+    car = common.make_car(bt)
+    car.sleep_after = math.inf if sleep_after is None else sleep_after
+    shell = Shell([car], cfg, settings_for(bt.limit, cfg), seed=trace.seed)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    guard = CapacityGuard(
+        CapacityConfig(trace.limit_kw, trace.window_mins),
+        wall=lambda: trace.start + timedelta(seconds=loop.time() - t0),
+    )
+    service = shell.services[0]
+    guard.bound = lambda: service.state.capacity_bound
+    shell.poller.capacity = guard
+    shell.start()
+    draws: list[float] = []
+    for t, load in enumerate(trace.house):
+        now = t0 + float(t)
+        await shell.at(now)
+        draw = car.current_draw(now)
+        draws.append(draw)
+        await shell.read((load + draw,))
+    await shell.stop()
+    name = "ours" if sleep_after is None else f"ours, car asleep after {sleep_after / 60:.0f} min"
+    return score(name, trace, draws, shell.api.commands)
+
+
+def run_ours(trace: CapacityTrace) -> CapacityResult:
+    """Our row: the daemon's runtime through the evening in virtual time, the car awake."""
+    return quietly(_drive_ours(trace, sleep_after=None))
+
+
+def run_ours_sleeping(trace: CapacityTrace) -> CapacityResult:
+    """The same with the simulator's car, which sleeps after 10 minutes paused."""
+    return quietly(_drive_ours(trace, sleep_after=SLEEP_AFTER))
+
+
 # --- the table ----------------------------------------------------------------------------------
 
 RUNNERS: dict[str, Callable[[CapacityTrace], CapacityResult]] = {
     "evcc-like": run_evcc_like,
+    "ours": run_ours,
+    "ours-sleeps": run_ours_sleeping,
     "oracle": run_oracle,
 }
 

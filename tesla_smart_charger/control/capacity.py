@@ -27,6 +27,11 @@ HORIZON_SHARE = 1 / 6
 # (the meter was silent; the fail-safe held the car at its minimum meanwhile).
 MAX_GAP_SECS = 60.0
 DEFAULT_VOLTS = 230.0
+# A raise needs this much room beyond the next whole amp. When the window's room lies between
+# two setpoints, the car at the lower one builds a credit until the higher fits, then spends
+# it and is cut again: without this the car flaps between the two every few tens of seconds
+# (each command billed, each a ramp); with it, every few minutes. Cuts stay exact.
+RAISE_EXTRA_AMPS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +171,13 @@ def car_amps_cap(
     house_amps: Sequence[float],
     phase_volts: Sequence[float | None],
     car_phases: Sequence[int],
+    setpoint: int | None = None,
 ) -> int:
     """The most amps the car may draw (on each of its phases) so the import stays at `ceiling_w`.
 
     `house_amps` is the supply without the car; what is left of the ceiling is shared over the
-    car's phases at their voltage. Negative when even the house alone is over it.
+    car's phases at their voltage. Negative when even the house alone is over it. Above the
+    car's `setpoint` it is RAISE_EXTRA_AMPS less (never below the setpoint).
     """
     house_w = power_w(house_amps, phase_volts)
     volts = 0.0
@@ -179,4 +186,7 @@ def car_amps_cap(
         volts += v if v else DEFAULT_VOLTS
     if volts <= 0:
         return 0
-    return math.floor((ceiling_w - house_w) / volts + 1e-6)
+    room = (ceiling_w - house_w) / volts
+    if setpoint is not None and room >= setpoint:
+        return max(setpoint, math.floor(room - RAISE_EXTRA_AMPS + 1e-6))
+    return math.floor(room + 1e-6)

@@ -50,6 +50,9 @@ from tesla_smart_charger.control.state import (
 
 # --- measured mode: closed loop on the meter ----------------------------------------------
 
+# The capacity tariff looks at two readings at most this far apart (a blip is one of them).
+CAPACITY_BLIP_SECS = 5.0
+
 
 def _car_phases(
     state: ControllerState, cfg: ControlConfig, reading: MeterReading
@@ -261,7 +264,7 @@ def _control(
     raw = math.floor(headroom + METER_RESOLUTION)
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
     breaker_raw = raw
-    raw = _capacity_raw(state, reading, house, car_phases, raw=raw, ch=ch)
+    raw = _capacity_raw(state, reading, car_phases, raw=raw, ch=ch, now=now, cfg=cfg)
 
     if state.paused:
         return _maybe_resume(replace(state, **ch, target=None), raw, house, now, cfg)
@@ -388,20 +391,54 @@ def _raise_reason(
 def _capacity_raw(
     state: ControllerState,
     reading: MeterReading,
-    house: tuple[float, ...],
     car_phases: tuple[int, ...],
     *,
     raw: int,
     ch: dict[str, Any],
+    now: float,
+    cfg: ControlConfig,
 ) -> int:
-    """The car's room under the breaker and the capacity tariff: the lower of the two wins."""
+    """The car's room under the breaker and the capacity tariff: the lower of the two wins.
+
+    The tariff bills energy, so the house it sees is the lower of this reading's and the last
+    one's: a one-second inrush (the fridge's compressor) costs no cut and no pause, a kettle
+    is seen a second later (2.5 kJ of a 15-minute window's 2 MJ). While a command settles it
+    is the lower bound (the car taken at the higher setpoint), not the breaker's floor, which
+    would hold a blip's house for carSettleSecs.
+    """
     ceiling_w = ch.get("import_ceiling_w", state.import_ceiling_w)
     if ceiling_w is None:
         ch["capacity_bound"] = False
         return raw
-    cap = car_amps_cap(ceiling_w, house, reading.phase_volts, car_phases)
+    settling = _settling(state, cfg, now)
+    seen = _capacity_house(state, reading, car_phases, settling=settling)
+    last = state.reading
+    if last is not None and last.valid and 0.0 < reading.at - last.at <= CAPACITY_BLIP_SECS:
+        before = _capacity_house(state, last, car_phases, settling=settling)
+        if len(before) == len(seen):
+            seen = tuple(min(a, b) for a, b in zip(seen, before, strict=True))
+    cap = car_amps_cap(ceiling_w, seen, reading.phase_volts, car_phases, state.setpoint)
     ch["capacity_bound"] = cap < raw
     return min(raw, cap)
+
+
+def _capacity_house(
+    state: ControllerState,
+    reading: MeterReading,
+    car_phases: tuple[int, ...],
+    *,
+    settling: bool,
+) -> tuple[float, ...]:
+    """The house without the car for the tariff: the car taken at the most it may draw now."""
+    car = _car_estimate(state, reading)
+    if (
+        settling
+        and reading.car_amps is None
+        and _charging(state)
+        and state.command_from is not None
+    ):
+        car = max(car, float(state.command_from))  # a cut may not have landed yet
+    return tuple(a - car if i in car_phases else a for i, a in enumerate(reading.phase_amps))
 
 
 def _short_of_room(

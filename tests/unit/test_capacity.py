@@ -301,3 +301,22 @@ def test_the_start_delay_draws_within_its_range() -> None:
 def test_utc_and_local_windows_agree_for_quarter_hours() -> None:
     wall = datetime(2026, 12, 3, 17, 7, 0, tzinfo=UTC)
     assert cap.window_start(wall.astimezone(BRUSSELS), 15) == cap.window_start(wall, 15)
+
+
+def test_a_one_second_inrush_costs_no_cut_but_a_lasting_load_does() -> None:
+    state = charging_at(8)
+    cuts = []
+    houses = [2.0, 2.0, 6.0, 2.0, 2.0, 6.0, 6.0]  # a fridge's inrush, then a kettle
+    for t, house in enumerate(houses):
+        d = core.decide(state, read(house, 8, 100.0 + t, 2375.0), 100.0 + t, MEASURED)
+        state = d.state
+        cuts += [(t, a.amps) for a in d.actions if isinstance(a, core.SetAmps)]
+    assert cuts == [(6, 6)]  # 2375/230 - 6 = 4.3 A: the minimum, on the second reading
+
+
+def test_a_raise_under_the_tariff_needs_half_an_amp_more_than_the_next_amp() -> None:
+    # 2375/230 - 2 = 8.3 A of room: the car at 8 stays (9 would need 9.5)
+    assert cap.car_amps_cap(2375.0, (2.0,), (230.0,), (0,), setpoint=8) == 8
+    # 9.6 A of room raises to 9; with less than the setpoint the cut is exact
+    assert cap.car_amps_cap(230.0 * 11.6, (2.0,), (230.0,), (0,), setpoint=8) == 9
+    assert cap.car_amps_cap(230.0 * 9.9, (2.0,), (230.0,), (0,), setpoint=8) == 7
