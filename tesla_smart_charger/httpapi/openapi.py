@@ -437,6 +437,35 @@ _SCHEMAS: dict[str, Any] = {
                     },
                 },
             ),
+            "capacity": _nullable(
+                "object",
+                description="Capacity tariff guard (importLimitKw); null when not configured",
+                properties={
+                    "limit_kw": {"type": "number"},
+                    "window_mins": {"type": "integer"},
+                    "window_start": {"type": "string", "description": "ISO 8601, local time"},
+                    "window_avg_kw": {
+                        "type": "number",
+                        "description": "The current window's average import so far",
+                    },
+                    "projection_kw": _nullable(
+                        "number",
+                        description="The window's average if the import stays as it is",
+                    ),
+                    "last_window_kw": _nullable("number"),
+                    "month_peak_kw": {
+                        "type": "number",
+                        "description": "Highest average of a completed window this month",
+                    },
+                    "import_ceiling_kw": _nullable(
+                        "number", description="What the house may import from now on"
+                    ),
+                    "active": {
+                        "type": "boolean",
+                        "description": "The tariff holds a car below what the breaker allows",
+                    },
+                },
+            ),
         },
     },
     "Sample": {
