@@ -190,3 +190,33 @@ def car_amps_cap(
     if setpoint is not None and room >= setpoint:
         return max(setpoint, math.floor(room - RAISE_EXTRA_AMPS + 1e-6))
     return math.floor(room + 1e-6)
+
+
+@dataclass(frozen=True, slots=True)
+class CarPower:
+    """One car of several as the tariff's split needs it (watts)."""
+
+    priority: int
+    charging: bool  # charging or paused: it wants room now
+    draw_w: float  # what it draws now (its controller's estimate)
+    max_w: float  # the most it may draw
+    reading_w: float  # the power of the reading its controller gets (its share of the meter)
+
+
+def fleet_ceilings(ceiling_w: float, real_w: float, cars: Sequence[CarPower]) -> tuple[float, ...]:
+    """Each car's import ceiling so that its controller's room is its part of the cars' room.
+
+    Each controller sees a reading of its own (its share of the breaker's room), not the real
+    one, and takes its room as the ceiling less that reading's house. The cars' room together
+    is the ceiling less the real house (the meter less what the cars draw); it goes to the cars
+    that want it first, the highest priority first, each up to its maximum. With no room at all
+    every car gets the shortfall: each is cut and paused.
+    """
+    room = ceiling_w - (real_w - sum(c.draw_w for c in cars))
+    order = sorted(range(len(cars)), key=lambda i: (not cars[i].charging, -cars[i].priority, i))
+    parts = [0.0] * len(cars)
+    left = room
+    for i in order:
+        parts[i] = room if room < 0 else min(left, cars[i].max_w)
+        left = max(0.0, left - parts[i])
+    return tuple(part + (car.reading_w - car.draw_w) for part, car in zip(parts, cars, strict=True))

@@ -3,6 +3,7 @@ the controller applying it as one more ceiling (pure: explicit clocks, no I/O)."
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,7 +12,7 @@ import pytest
 
 from tesla_smart_charger import control as core
 from tesla_smart_charger.control import capacity as cap
-from tesla_smart_charger.control.events import Reading
+from tesla_smart_charger.control.events import Event, Reading
 from tesla_smart_charger.control.models import (
     ChargeState,
     MeterReading,
@@ -19,6 +20,9 @@ from tesla_smart_charger.control.models import (
     VehicleState,
 )
 from tesla_smart_charger.runtime.capacity import CapacityGuard, StartDelay
+from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
+from tesla_smart_charger.runtime.service import ChargeService
+from tests.unit.test_safety import Car
 
 BRUSSELS = timezone(timedelta(hours=1))
 T0 = datetime(2026, 12, 3, 18, 0, 0, tzinfo=BRUSSELS)
@@ -320,3 +324,42 @@ def test_a_raise_under_the_tariff_needs_half_an_amp_more_than_the_next_amp() -> 
     # 9.6 A of room raises to 9; with less than the setpoint the cut is exact
     assert cap.car_amps_cap(230.0 * 11.6, (2.0,), (230.0,), (0,), setpoint=8) == 9
     assert cap.car_amps_cap(230.0 * 9.9, (2.0,), (230.0,), (0,), setpoint=8) == 7
+
+
+# --- several cars: the cars' room under the tariff, by priority ------------------------------
+
+
+def test_the_cars_room_goes_to_the_highest_priority_first() -> None:
+    a = cap.CarPower(priority=1, charging=True, draw_w=3680.0, max_w=3680.0, reading_w=5000.0)
+    b = cap.CarPower(priority=0, charging=True, draw_w=3680.0, max_w=3680.0, reading_w=6000.0)
+    # real: house 460 W + both cars: the tariff leaves 4000 - 460 = 3540 W for the cars
+    ca, cb = cap.fleet_ceilings(4000.0, 460.0 + 2 * 3680.0, (a, b))
+    assert ca - (a.reading_w - a.draw_w) == pytest.approx(3540.0)  # A's room: all of it
+    assert cb - (b.reading_w - b.draw_w) == pytest.approx(0.0)  # B: none (paused)
+    # no room at all: every car gets the shortfall
+    ca, cb = cap.fleet_ceilings(400.0, 460.0 + 2 * 3680.0, (a, b))
+    assert ca - (a.reading_w - a.draw_w) == pytest.approx(-60.0)
+    assert cb - (b.reading_w - b.draw_w) == pytest.approx(-60.0)
+
+
+def test_a_fleet_gives_each_controller_its_part_of_the_window() -> None:
+    def service(amps: int) -> ChargeService:
+        svc = ChargeService(MEASURED, Car(), asyncio.Queue())
+        svc.state = replace(charging_at(amps), first_look_done=True)
+        return svc
+
+    a = FleetCar("5YJ3E1EA7KF000001", "A", 1, service(16))
+    b = FleetCar("5YJ3E1EA7KF000002", "B", 0, service(16))
+    fleet = Fleet(asyncio.Queue[Event](), [a, b], limit=MEASURED.limit, pause_when_overloaded=False)
+    # house 2 A + 16 + 16 on a 30 A main (the breaker's split cuts too); the window allows 4 kW
+    real = MeterReading((34.0,), (230.0,), None, True, 5.0)
+    fleet.route(Reading(real, import_ceiling_w=4000.0))
+    caps = []
+    for car in (a, b):
+        event = car.service.queue.get_nowait()
+        assert isinstance(event, Reading)
+        assert event.import_ceiling_w is not None
+        house = (event.reading.phase_amps[0] - 16.0,)
+        caps.append(cap.car_amps_cap(event.import_ceiling_w, house, (230.0,), (0,)))
+    # (4000 - 460) / 230 = 15.4 A for the cars: A (priority 1) gets 15, B nothing
+    assert caps == [15, 0]
