@@ -18,6 +18,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+# Real seconds the loop waits for a thread's wake-up before it calls an idle loop a deadlock.
+# Work in threads takes no virtual time; a timer due meanwhile fires first.
+IDLE_GRACE = 5.0
 
 
 class Idle(RuntimeError):
@@ -32,10 +35,18 @@ class _JumpingSelector(selectors.DefaultSelector):
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout == 0:
+            # Callbacks are ready: descriptors are polled when the loop would otherwise jump,
+            # which saves a system call on most turns of a busy loop.
+            return []
         ready = super().select(0)
-        if ready or timeout == 0:
+        if ready:
             return ready
         if timeout is None:
+            # Only a thread (an executor job) can still wake the loop: give it real time.
+            ready = super().select(IDLE_GRACE)
+            if ready:
+                return ready
             raise Idle("every task waits and no timer is armed: nothing can happen any more")
         self._loop.advance(timeout)
         return []
