@@ -13,7 +13,10 @@ under the limit in every window, so a window over it is the charging policy's do
   current is set so the grid's import now is at most the limit (old + headroom, truncated;
   below the minimum charge_stop, back on at the first interval with room);
 - ours: the daemon's own runtime (`bench.shell.Shell`: ChargeService, MeterPoller with the
-  capacity guard, TeslaClient against the in-process Fleet API) on the virtual-time loop.
+  capacity guard, TeslaClient against the in-process Fleet API) on the virtual-time loop, with
+  a car that stays awake like the other rows' (evcc wakes the car);
+- ours with the simulator's car, which sleeps after 10 minutes paused: the daemon never wakes
+  a car, so a capacity pause longer than that ends the evening's charging.
 
 Per row: the car's energy, how many windows went over the limit, the worst window, and the
 commands sent. The model's lags are the other tables': a command lands `COMMAND_LATENCY`
