@@ -19,6 +19,9 @@ from tesla_smart_charger.control.models import MeterReading
 
 _LOG = logging.getLogger(__name__)
 
+# A new window raises the ceiling by more than this (about one amp at 230 V): a raise is due.
+RAISE_STEP_W = 200.0
+
 
 def local_now() -> datetime:
     """The wall clock in the local time zone (the tariff's windows and months are local)."""
@@ -63,12 +66,15 @@ class CapacityGuard:
         watts = cap.power_w(reading.phase_amps, reading.phase_volts)
         self.window = cap.advance(self.window, watts, wall, self.cfg)
         self.power_w = watts
-        self.ceiling_w = cap.import_ceiling_w(self.window, wall, self.cfg)
+        before, self.ceiling_w = self.ceiling_w, cap.import_ceiling_w(self.window, wall, self.cfg)
         hold = None
         if self.window.boundary:
             self._log_window()
-            wait = self._delay.draw()
-            hold = reading.at + wait if wait > 0 else None
+            # Only where the new window lets the cars raise (the last one ended tight): a
+            # window that starts as the last one went on changes nothing to delay.
+            if before is not None and self.ceiling_w > before + RAISE_STEP_W:
+                wait = self._delay.draw()
+                hold = reading.at + wait if wait > 0 else None
         return self.ceiling_w, hold
 
     def _log_window(self) -> None:

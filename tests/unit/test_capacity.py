@@ -158,23 +158,34 @@ def test_car_amps_under_the_ceiling_per_phase_and_voltage() -> None:
 # --- the shell's guard ----------------------------------------------------------------------
 
 
-def test_the_guard_holds_raises_for_a_random_delay_after_a_boundary() -> None:
-    clock = [T0 + timedelta(minutes=14, seconds=58)]
+def test_the_guard_holds_raises_for_a_random_delay_after_a_tight_window() -> None:
+    clock = [T0 + timedelta(minutes=14, seconds=30)]
     guard = CapacityGuard(CFG, wall=lambda: clock[0], delay=StartDelay(600.0, random.Random(7)))
-    first = MeterReading((5.0,), (230.0,), None, True, 100.0)
-    ceiling, hold = guard.observe(first)
-    assert hold is None
-    assert ceiling == pytest.approx(CFG.aim_w)
-    clock[0] += timedelta(seconds=3)  # 18:15:01: a new window
-    ceiling, hold = guard.observe(replace(first, at=103.0))
-    assert hold is not None
-    assert 103.0 < hold <= 703.0
-    assert hold == pytest.approx(103.0 + random.Random(7).uniform(0.0, 600.0))
+    heavy = MeterReading((4000.0 / 230.0,), (230.0,), None, True, 100.0)
+    for i in range(29):  # 4 kW for the window's last half minute: its ceiling falls
+        ceiling, hold = guard.observe(replace(heavy, at=100.0 + i))
+        assert hold is None
+        clock[0] += timedelta(seconds=1)
+    assert ceiling < CFG.aim_w - 250.0
+    clock[0] += timedelta(seconds=1)  # 18:15:00: a new window lets the car back up
+    ceiling, hold = guard.observe(replace(heavy, at=130.0))
+    assert ceiling == pytest.approx(CFG.aim_w, rel=1e-3)
+    assert hold == pytest.approx(130.0 + random.Random(7).uniform(0.0, 600.0))
     st = guard.status()
     assert st["limit_kw"] == 2.5
     assert st["window_mins"] == 15
     assert st["window_start"].endswith("18:15:00+01:00")
     assert st["last_window_kw"] is not None
+
+
+def test_a_window_that_starts_as_the_last_went_on_holds_nothing() -> None:
+    clock = [T0 + timedelta(minutes=14, seconds=58)]
+    guard = CapacityGuard(CFG, wall=lambda: clock[0], delay=StartDelay(600.0, random.Random(7)))
+    steady = MeterReading((CFG.aim_w / 230.0,), (230.0,), None, True, 100.0)
+    guard.observe(steady)
+    clock[0] += timedelta(seconds=3)
+    assert guard.observe(replace(steady, at=103.0))[1] is None
+    assert guard.window.boundary is True
 
 
 def test_without_a_delay_no_boundary_holds_anything() -> None:
