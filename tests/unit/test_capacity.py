@@ -374,3 +374,12 @@ def test_a_fleet_gives_each_controller_its_part_of_the_window() -> None:
         caps.append(cap.car_amps_cap(event.import_ceiling_w, house, (230.0,), (0,)))
     # (4000 - 460) / 230 = 15.4 A for the cars: A (priority 1) gets 15, B nothing
     assert caps == [15, 0]
+
+
+def test_a_boundary_seen_while_a_car_call_is_in_flight_still_holds_raises() -> None:
+    state = replace(charging_at(16), call_in_flight="look")
+    d = core.decide(state, read(2.0, 16, 100.0, 2375.0, hold_raises_until=700.0), 100.0, MEASURED)
+    assert d.actions == ()  # the cut waits for the call's outcome ...
+    assert d.state.act_after_call is True
+    assert d.state.raise_hold_until == 700.0  # ... and the delay is not forgotten
+    assert d.state.import_ceiling_w == 2375.0
