@@ -30,7 +30,6 @@ HOUR = 3600.0
 DAY = 24 * HOUR
 PLUG_IN_HOUR = 18.0  # the week: plugged 18:00 -> 07:00 every day
 UNPLUG_HOUR = 7.0
-MIN_WAIT = 0.05  # the daemon's shortest wait for a deadline already due (service.MIN_WAIT)
 
 # The original project (seed) and the evcc-like policy.
 STEP_SLEEP_SECS = 20.0  # sleepTimeSecs

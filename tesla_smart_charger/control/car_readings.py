@@ -1,7 +1,7 @@
 """One meter reading turned into each car's own reading (several cars, issue 14).
 
-The one split the daemon's fleet (`fleet.Fleet.route`) and the benchmark
-(`bench_solar.OursFleet.step`) both run, so the benchmark measures exactly the daemon's code.
+The one split the daemon's fleet (`runtime.fleet.Fleet.route`) runs; the benchmark's two-car
+rows run that Fleet itself, so they measure exactly the daemon's code.
 Pure: the cars' controller states and the previous house floor and ledger in, the readings,
 shares and new floor and ledger out; the caller keeps both until the next reading.
 

@@ -107,7 +107,7 @@ def build_roads(
 def failover_roads(
     ble: Vehicle,
     cloud: TeslaClient,
-    name: str,
+    label: str,
     *,
     clock: Callable[[], float] = time.monotonic,
     rand: Callable[[], float] = random.random,
@@ -122,7 +122,7 @@ def failover_roads(
     # keeps the pace and the health, so its own lines would repeat them.
     quiet = logging.getLogger("tesla_smart_charger.runtime.safety.ble_policy")
     quiet.setLevel(logging.ERROR)
-    policy = RetryPolicy(name, logger=quiet, clock=clock, rand=rand)
+    policy = RetryPolicy(label, logger=quiet, clock=clock, rand=rand)
 
     def available(name: str) -> bool:
         return policy.allowed() if name == "ble" else cloud.policy.allowed()
