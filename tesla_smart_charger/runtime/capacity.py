@@ -86,7 +86,7 @@ class CapacityGuard:
         if over and not self._over_logged:
             _LOG.warning(
                 "capacity tariff: the last %d-minute window averaged %.2f kW, over the %.2f kW"
-                " import limit (the house alone used more than the limit allows)",
+                " import limit (a load came too late in it to be made up for)",
                 self.cfg.window_mins,
                 last,
                 self.cfg.limit_kw,
