@@ -383,3 +383,21 @@ def test_a_boundary_seen_while_a_car_call_is_in_flight_still_holds_raises() -> N
     assert d.state.act_after_call is True
     assert d.state.raise_hold_until == 700.0  # ... and the delay is not forgotten
     assert d.state.import_ceiling_w == 2375.0
+
+
+def test_windows_over_the_limit_are_said_once_and_their_end_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    minute = cap.CapacityConfig(limit_kw=2.5, window_mins=1)
+    clock = [T0]
+    guard = CapacityGuard(minute, wall=lambda: clock[0])
+    caplog.set_level("INFO", logger="tesla_smart_charger.runtime.capacity")
+    for watts in [4000.0] * 180 + [1000.0] * 120:  # three windows over, then two under
+        guard.observe(MeterReading((watts / 230.0,), (230.0,), None, True, 0.0))
+        clock[0] += timedelta(seconds=1)
+    over = [r for r in caplog.records if "over the 2.50 kW import limit" in r.getMessage()]
+    back = [r for r in caplog.records if "back under" in r.getMessage()]
+    assert len(over) == 1
+    assert len(back) == 1
+    assert "kW" in over[0].getMessage()
+    assert "Capacity" not in over[0].getMessage()  # words, no class names
