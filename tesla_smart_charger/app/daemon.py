@@ -39,6 +39,7 @@ from tesla_smart_charger.config.control import controller_config
 from tesla_smart_charger.config.settings import LoadedConfig, Settings, VehicleSettings, redacted
 from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig, unresolved_problem
+from tesla_smart_charger.control.capacity import CapacityConfig
 from tesla_smart_charger.control.events import CarLinkBack, Event
 from tesla_smart_charger.control.grid_limit import SourceReading, SourceState
 from tesla_smart_charger.control.interfaces import Vehicle
@@ -60,6 +61,7 @@ from tesla_smart_charger.logging_setup import register_config_secrets
 from tesla_smart_charger.retry import Health, RetryPolicy
 from tesla_smart_charger.runtime.alerts import AlertSender
 from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
+from tesla_smart_charger.runtime.capacity import CapacityGuard, StartDelay
 from tesla_smart_charger.runtime.driver import DriverControls
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
 from tesla_smart_charger.runtime.grid_limit import (
@@ -86,6 +88,7 @@ from tesla_smart_charger.runtime.status import (
     api_calls_view,
     auth_view,
     breaker_view,
+    capacity_view,
     command_view,
     controller_view,
     dependencies_view,
@@ -135,6 +138,7 @@ class Daemon:
     controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
     fleet: Fleet | None = None  # several cars: one controller per car
+    capacity: CapacityGuard | None = None  # the capacity tariff guard (importLimitKw)
 
     # when a cut may not land: BLE road (teslaBleProxy), escalation, safety relay, alerts
     roads: FailoverVehicle | None = None
@@ -212,6 +216,7 @@ class Daemon:
                 else None
             ),
             alerts=alerts_view(self.alerts) if self.alerts is not None else None,
+            capacity=capacity_view(self.capacity) if self.capacity is not None else None,
             grid_limit=self.grid_limit.status() if self.grid_limit is not None else None,
         )
 
@@ -385,6 +390,27 @@ def watch_for_frozen_meter(daemon: Daemon) -> None:
         return
     services = [c.service for c in daemon.fleet.cars] if daemon.fleet else [daemon.service]
     daemon.poller.car_activity = lambda: car_activity(services)
+
+
+def install_capacity(daemon: Daemon, delay: StartDelay | None = None) -> None:
+    """The capacity tariff guard on the meter poller, and the random delay of the first raise.
+
+    The daemon's start is a boundary like a new window: with randomStartDelaySecs each car's
+    first start or raise waits a random part of it (cuts never wait).
+    """
+    s = daemon.loaded.settings
+    delay = delay or StartDelay(s.random_start_delay_secs)
+    services = [c.service for c in daemon.fleet.cars] if daemon.fleet else [daemon.service]
+    for svc in services:
+        wait = delay.draw()
+        if wait > 0:
+            svc.state = replace(svc.state, raise_hold_until=svc.state.started_at + wait)
+    if s.import_limit_kw is None or daemon.poller is None:
+        return
+    guard = CapacityGuard(CapacityConfig(s.import_limit_kw, s.import_window_mins), delay=delay)
+    guard.bound = lambda: any(svc.state.capacity_bound for svc in services)
+    daemon.poller.capacity = guard
+    daemon.capacity = guard
 
 
 def car_config(cfg: ControlConfig, s: Settings, v: VehicleSettings, *, ble: bool) -> ControlConfig:
@@ -591,6 +617,7 @@ async def build_daemon(
     )
     daemon.fleet = fleet
     build_grid_limit(daemon, session)
+    install_capacity(daemon)
     if alerts is not None:
         daemon.alert_watch = AlertWatch(
             alerts,

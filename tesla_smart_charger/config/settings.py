@@ -470,6 +470,31 @@ class Settings(BaseSettings):
             description="Most billed (cloud) commands we choose per car per hour (raises, solar starts/stops, lowerings the sun asks for); cuts the breaker needs are always sent and not counted, BLE is exempt.",
         ),
     ] = 20
+    import_limit_kw: Annotated[
+        float | None,
+        Field(
+            ge=0.5,
+            le=250,
+            description="Capacity tariff (Belgium, the Netherlands, Norway): the most the house may import on average over each importWindowMins window, in kW. The car(s) are throttled so the window's average stays under it (a margin below; export counts negative); the breaker limit still wins. Measured mode only. Unset: no capacity guard.",
+        ),
+    ] = None
+    import_window_mins: Annotated[
+        int,
+        BeforeValidator(_as_int),
+        Field(
+            ge=1,
+            le=60,
+            description="The capacity tariff's window in minutes, aligned to the wall clock (:00, :15, ...): 15 in Belgium and the Netherlands, 60 in Norway. Must divide an hour.",
+        ),
+    ] = 15
+    random_start_delay_secs: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1800,
+            description="UK-style start delay: a start or a raise due at a boundary (daemon start, a new capacity window) waits a random 0 to this many seconds, so many chargers do not all jump at once. Cuts are never delayed. 0: no delay.",
+        ),
+    ] = 0.0
     vehicles: Annotated[
         list[VehicleSettings] | None,
         Field(
@@ -837,6 +862,13 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     if s.grid_limit_topic is not None and s.mqtt_url is None:
         problems.append(
             ("grid_limit_topic", "gridLimitTopic needs mqttUrl: the broker the topic is on")
+        )
+    if 60 % s.import_window_mins:
+        problems.append(
+            (
+                "import_window_mins",
+                f"importWindowMins ({s.import_window_mins}) must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), so the windows follow the clock",
+            )
         )
     problems += [("vehicles", msg) for msg in _check_vehicles(s)]
     return problems

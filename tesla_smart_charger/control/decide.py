@@ -187,6 +187,9 @@ def _hold_actions(
         target=wanted.target,
         last_overload_at=wanted.last_overload_at,
         unresolvable_since=wanted.unresolvable_since,
+        # the capacity window's newest ceiling and a boundary's random delay
+        import_ceiling_w=wanted.import_ceiling_w,
+        raise_hold_until=wanted.raise_hold_until,
         overload_pending=state.overload_pending
         or (cfg.mode == "push" and isinstance(event, Overload)),
         act_after_call=True,

@@ -31,6 +31,10 @@ class Reading:
     # Several cars: this car gives its turn to one of the same priority that has had less
     # (its share shows it just over the limit, so it pauses after pauseAfterSecs).
     giving_turn: bool = False
+    # Capacity tariff: the house's import (W) the window allows from now on (None: no guard).
+    import_ceiling_w: float | None = None
+    # randomStartDelaySecs: a boundary was crossed; no start or raise before this (monotonic).
+    hold_raises_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

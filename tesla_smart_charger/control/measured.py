@@ -13,6 +13,7 @@ from tesla_smart_charger.control.breaker import (
     advance_heat,
     pause_deadline,
 )
+from tesla_smart_charger.control.capacity import car_amps_cap
 from tesla_smart_charger.control.events import (
     MeterFailed,
     Overload,
@@ -76,6 +77,9 @@ class _Draft(NamedTuple):
     refresh_pending: bool
     last_unexplained_at: float | None
     first_look_done: bool
+    import_ceiling_w: float | None
+    capacity_bound: bool
+    capacity_short_since: float | None
 
 
 _DRAFT_AT = tuple(_STATE_FIELDS.index(name) for name in _Draft._fields)
@@ -96,6 +100,9 @@ def _apply(state: ControllerState, draft: _Draft) -> ControllerState:
 
 
 # --- measured mode: closed loop on the meter ----------------------------------------------
+
+# The capacity tariff looks at two readings at most this far apart (a blip is one of them).
+CAPACITY_BLIP_SECS = 5.0
 
 
 def _car_phases(
@@ -151,8 +158,16 @@ def _decide_measured(
     state: ControllerState, event: ControllerEvent, now: float, cfg: ControlConfig
 ) -> Decision:
     if isinstance(event, Reading):
+        if event.hold_raises_until is not None and event.hold_raises_until > state.raise_hold_until:
+            state = replace(state, raise_hold_until=event.hold_raises_until)
         return _on_reading(
-            state, event.reading, now, cfg, turn=event.giving_turn, whole=event.whole
+            state,
+            event.reading,
+            now,
+            cfg,
+            turn=event.giving_turn,
+            whole=event.whole,
+            ceiling_w=event.import_ceiling_w,
         )
     if isinstance(event, MeterFailed):
         return _check_stale(state, now, cfg)
@@ -240,6 +255,7 @@ def _on_reading(
     *,
     turn: bool = False,
     whole: MeterReading | None = None,
+    ceiling_w: float | None = None,
 ) -> Decision:
     if not reading.valid:
         return _check_stale(replace(state, reading=reading), now, cfg)
@@ -253,6 +269,7 @@ def _on_reading(
             reading=reading,
             last_valid_at=now,
             giving_turn=turn,
+            import_ceiling_w=ceiling_w,
             supply_heat=heat,
             heat_at=real.at,
         )
@@ -262,6 +279,7 @@ def _on_reading(
         reading=reading,
         last_valid_at=now,
         giving_turn=turn,
+        import_ceiling_w=ceiling_w,
         supply_heat=heat,
         heat_at=real.at,
         failsafe=False,
@@ -294,6 +312,8 @@ def _control(
     headroom = min(cfg.limit - house[i] for i in car_phases if i < len(house))
     raw = math.floor(headroom + METER_RESOLUTION)
     worst = max(reading.phase_amps[i] for i in car_phases if i < len(reading.phase_amps))
+    breaker_raw = raw
+    ch, raw = _capacity_raw(state, reading, car_phases, raw=raw, ch=ch, now=now, cfg=cfg)
 
     if state.paused:
         return _maybe_resume(_apply(state, ch._replace(target=None)), raw, house, now, cfg)
@@ -338,20 +358,19 @@ def _control(
         excess = math.ceil(worst - cfg.limit - METER_RESOLUTION)
         sun_bound = sun_bound and target <= setpoint - excess
         target = max(cfg.charger_min_amps, min(target, setpoint - excess))
-    if raw < cfg.charger_min_amps:
-        ch, pause = _unresolvable(
-            state,
-            ch._replace(target=target),
-            setpoint=setpoint,
-            house=house,
-            car_phases=car_phases,
-            now=now,
-            cfg=cfg,
-        )
-        if pause is not None:
-            return pause
-    else:
-        ch = ch._replace(target=target, unresolvable_since=None)
+    ch, pause = _short_of_room(
+        state,
+        ch._replace(target=target),
+        raw=raw,
+        breaker_raw=breaker_raw,
+        setpoint=setpoint,
+        house=house,
+        car_phases=car_phases,
+        now=now,
+        cfg=cfg,
+    )
+    if pause is not None:
+        return pause
 
     if target < setpoint:
         if now < state.blocked_until:
@@ -365,6 +384,9 @@ def _control(
             if raw < cfg.charger_min_amps
             else _sun_lowering(state.charge_mode, house, car_phases, setpoint, target)
             if sun_bound
+            else f"capacity tariff: lowering {setpoint} -> {target} A to keep this window's"
+            " average import under importLimitKw"
+            if ch.capacity_bound and target < min(ceiling, breaker_raw)
             else f"worst phase {worst:.1f} A: lowering {setpoint} -> {target} A"
         )
         return _set(
@@ -378,13 +400,12 @@ def _control(
         ch = ch._replace(
             raise_since=since,
             raise_floor=floor,
-            reason=f"room for {floor} A; raising after {hold:.0f} s of room"
-            if budget_left(state, now, cfg)
-            else BUDGET_REASON,
+            reason=_raise_reason(state, floor, since=since, now=now, cfg=cfg),
         )
         if (
             now - since >= hold - EPS
             and now >= state.blocked_until
+            and now >= state.raise_hold_until
             and budget_left(state, now, cfg)
         ):
             s = replace(_apply(state, ch), house_at_command=house)
@@ -398,6 +419,131 @@ def _control(
             reason=_holding(state, setpoint, worst, sun=sun, settling=settling, cfg=cfg),
         )
     return Decision(_apply(state, ch))
+
+
+def _raise_reason(
+    state: ControllerState, floor: int, *, since: float, now: float, cfg: ControlConfig
+) -> str:
+    """Why a raise the room allows has not gone yet."""
+    if not budget_left(state, now, cfg):
+        return BUDGET_REASON
+    if now < state.raise_hold_until and now - since >= cfg.sleep_secs - EPS:
+        return f"room for {floor} A; raising after a random start delay (randomStartDelaySecs)"
+    return f"room for {floor} A; raising after {cfg.sleep_secs:.0f} s of room"
+
+
+def _capacity_raw(
+    state: ControllerState,
+    reading: MeterReading,
+    car_phases: tuple[int, ...],
+    *,
+    raw: int,
+    ch: _Draft,
+    now: float,
+    cfg: ControlConfig,
+) -> tuple[_Draft, int]:
+    """The car's room under the breaker and the capacity tariff: the lower of the two wins.
+
+    The tariff bills energy, so the house it sees is the lower of this reading's and the last
+    one's: a one-second inrush (the fridge's compressor) costs no cut and no pause, a kettle
+    is seen a second later (2.5 kJ of a 15-minute window's 2 MJ). While a command settles it
+    is the lower bound (the car taken at the higher setpoint), not the breaker's floor, which
+    would hold a blip's house for carSettleSecs.
+    """
+    ceiling_w = ch.import_ceiling_w
+    if ceiling_w is None:
+        return ch._replace(capacity_bound=False), raw
+    settling = _settling(state, cfg, now)
+    seen = _capacity_house(state, reading, car_phases, settling=settling)
+    last = state.reading
+    if last is not None and last.valid and 0.0 < reading.at - last.at <= CAPACITY_BLIP_SECS:
+        before = _capacity_house(state, last, car_phases, settling=settling)
+        if len(before) == len(seen):
+            seen = tuple(min(a, b) for a, b in zip(seen, before, strict=True))
+    cap = car_amps_cap(ceiling_w, seen, reading.phase_volts, car_phases, state.setpoint)
+    return ch._replace(capacity_bound=cap < raw), min(raw, cap)
+
+
+def _capacity_house(
+    state: ControllerState,
+    reading: MeterReading,
+    car_phases: tuple[int, ...],
+    *,
+    settling: bool,
+) -> tuple[float, ...]:
+    """The house without the car for the tariff: the car taken at the most it may draw now."""
+    car = _car_estimate(state, reading)
+    if (
+        settling
+        and reading.car_amps is None
+        and _charging(state)
+        and state.command_from is not None
+    ):
+        car = max(car, float(state.command_from))  # a cut may not have landed yet
+    return tuple(a - car if i in car_phases else a for i, a in enumerate(reading.phase_amps))
+
+
+def _short_of_room(
+    state: ControllerState,
+    ch: _Draft,
+    *,
+    raw: int,
+    breaker_raw: int,
+    setpoint: int,
+    house: tuple[float, ...],
+    car_phases: tuple[int, ...],
+    now: float,
+    cfg: ControlConfig,
+) -> tuple[_Draft, Decision | None]:
+    """No room for the car's minimum: the capacity tariff's pause, or the breaker's."""
+    if raw >= cfg.charger_min_amps:
+        return ch._replace(unresolvable_since=None, capacity_short_since=None), None
+    if breaker_raw >= cfg.charger_min_amps:
+        ch = ch._replace(unresolvable_since=None)
+        return _capacity_pause(state, ch, setpoint=setpoint, now=now, cfg=cfg)
+    ch = ch._replace(capacity_short_since=None)
+    return _unresolvable(
+        state, ch, setpoint=setpoint, house=house, car_phases=car_phases, now=now, cfg=cfg
+    )
+
+
+def _capacity_pause(
+    state: ControllerState,
+    ch: _Draft,
+    *,
+    setpoint: int,
+    now: float,
+    cfg: ControlConfig,
+) -> tuple[_Draft, Decision | None]:
+    """Even the car's minimum does not fit under the capacity tariff's ceiling: pause it.
+
+    Not on a blip shorter than a command takes to land (the window's energy absorbs that,
+    and the next readings' ceiling pays it back); it starts again once the window has room
+    for the minimum and that has lasted sleepTimeSecs, like any pause.
+    """
+    since = state.capacity_short_since if state.capacity_short_since is not None else now
+    ch = ch._replace(
+        capacity_short_since=since,
+        reason="capacity tariff: even the car's minimum would take this window's average import"
+        f" over importLimitKw: pausing charging after {cfg.settle_secs:.0f} s",
+    )
+    if setpoint > cfg.charger_min_amps or now - since < cfg.settle_secs - EPS:
+        return ch, None
+    if now < state.blocked_until:
+        return ch, None
+    reason = (
+        "capacity tariff: even the car's minimum would take this window's average import over"
+        " importLimitKw: pausing charging"
+    )
+    ch = ch._replace(
+        paused=True,
+        room_since=None,
+        raise_since=None,
+        raise_floor=None,
+        capacity_short_since=None,
+        reason=reason,
+    )
+    return ch, Decision(_apply(state, ch), (StopCharging(reason),))
 
 
 def _unresolvable(
@@ -659,7 +805,12 @@ def _solar_start(
         )
     since = state.solar_since if state.solar_since is not None else now
     wait = 0.0 if state.charge_mode == "minsolar" else cfg.solar_start_secs
-    if now - since < wait - EPS or now < state.blocked_until or not budget_left(state, now, cfg):
+    if (
+        now - since < wait - EPS
+        or now < state.blocked_until
+        or now < state.raise_hold_until
+        or not budget_left(state, now, cfg)
+    ):
         reason = f"solar: surplus for {amps} A; starting after {wait:.0f} s of it"
         if not budget_left(state, now, cfg):
             reason = BUDGET_REASON
@@ -838,13 +989,22 @@ def _maybe_resume(
     if raw < cfg.charger_min_amps + 1:
         return Decision(
             replace(
-                state, room_since=None, reason="charging paused: the house alone is over the limit"
+                state,
+                room_since=None,
+                reason="charging paused: no room in this capacity window for the car's minimum"
+                if state.capacity_bound
+                else "charging paused: the house alone is over the limit",
             )
         )
     since = state.room_since if state.room_since is not None else now
     s = replace(state, room_since=since)
     online = state.vehicle is not None and state.vehicle.state is VehicleState.ONLINE
-    if now - since >= cfg.sleep_secs and online and now >= state.blocked_until:
+    if (
+        now - since >= cfg.sleep_secs
+        and online
+        and now >= state.blocked_until
+        and now >= state.raise_hold_until
+    ):
         reason = "room has returned: resuming charging"
         resumed = replace(
             s,

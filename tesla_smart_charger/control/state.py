@@ -245,6 +245,14 @@ class ControllerState:
     sent_at: tuple[float, ...] = ()  # when commands went out in the last hour (the budget)
     # The grid operator's limit: this car's share in W while it is on (None: off).
     grid_watts: float | None = None
+    # Capacity tariff: the house's import (W) the current window allows from now on (None: no
+    # guard), whether it holds the car below what the breaker allows, and since when even the
+    # car's minimum has not fitted under it.
+    import_ceiling_w: float | None = None
+    capacity_bound: bool = False
+    capacity_short_since: float | None = None
+    # randomStartDelaySecs: no start or raise before this (a boundary was crossed); cuts go.
+    raise_hold_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

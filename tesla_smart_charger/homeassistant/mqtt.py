@@ -85,6 +85,7 @@ class BridgeConfig:
     supply_phases: int = 1
     name: str = "Tesla Smart Charger"
     grid_limit_topic: str | None = None  # gridLimitTopic: ON/OFF from the grid operator's box
+    capacity: bool = False  # importLimitKw is set: the capacity tariff's sensors are announced
 
     @classmethod
     def from_settings(
@@ -111,6 +112,7 @@ class BridgeConfig:
                 settings.supply_phases if isinstance(settings.supply_phases, int) else (phases or 1)
             ),
             grid_limit_topic=settings.grid_limit_topic,
+            capacity=settings.import_limit_kw is not None,
         )
 
     @property
@@ -213,7 +215,21 @@ def daemon_state(cfg: BridgeConfig, status: DaemonStatus) -> dict[str, Any]:
     out["overload"] = _on_off(max(supply) > cfg.home_max_amps if supply else None)
     out["failsafe"] = _on_off(controller.failsafe)
     out["car_link"] = _on_off(car_link(status))
+    if cfg.capacity:
+        capacity = status.capacity
+        for key, name in CAPACITY_FIELDS:
+            value = getattr(capacity, name) if capacity is not None else None
+            out[key] = None if value is None else round(value, 3)
+        out["capacity_active"] = _on_off(capacity.active if capacity is not None else None)
     return out
+
+
+# The capacity tariff's sensors: (state key, /status `capacity` field).
+CAPACITY_FIELDS = (
+    ("capacity_window_avg", "window_avg_kw"),
+    ("capacity_projection", "projection_kw"),
+    ("capacity_month_peak", "month_peak_kw"),
+)
 
 
 def car_state(car: Car, status: DaemonStatus) -> dict[str, Any]:
@@ -299,10 +315,21 @@ def discovery_messages(cfg: BridgeConfig, status: DaemonStatus | None = None) ->
         },
     )
     sensor("reason", "Controller reason", {"icon": "mdi:information-outline"})
+    if cfg.capacity:
+        power = {
+            "device_class": "power",
+            "state_class": "measurement",
+            "unit_of_measurement": "kW",
+            "suggested_display_precision": 2,
+        }
+        sensor("capacity_window_avg", "Capacity window average", power)
+        sensor("capacity_projection", "Capacity window projection", power)
+        sensor("capacity_month_peak", "Capacity month peak", power)
     for key, name, device_class in (
         ("overload", "Overload", "problem"),
         ("failsafe", "Fail-safe", "problem"),
         ("car_link", "Car link", "connectivity"),
+        *((("capacity_active", "Capacity limit active", "running"),) if cfg.capacity else ()),
     ):
         add(
             "binary_sensor",

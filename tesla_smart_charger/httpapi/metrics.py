@@ -191,6 +191,7 @@ class DaemonCollector:
         yield from self._fleet_api(status.api_calls)
         yield from self._meter_and_auth(status)
         yield self._breaker()
+        yield from self._capacity(status)
         yield from self._escalation(status)
         yield from self._grid_limit(status)
         build = GaugeMetricFamily(
@@ -372,6 +373,35 @@ class DaemonCollector:
         for i, value in enumerate(ratio or (), start=1):
             heat.add_metric([str(i)], value)
         return heat
+
+    def _capacity(self, status: DaemonStatus) -> Iterable[Metric]:
+        """The capacity tariff's window (no samples without importLimitKw)."""
+        cap = status.capacity
+        yield _gauge(
+            "capacity_limit_kw",
+            "The capacity tariff's import limit (importLimitKw).",
+            cap.limit_kw if cap is not None else None,
+        )
+        yield _gauge(
+            "capacity_window_average_kw",
+            "Average import of the current capacity window so far.",
+            cap.window_avg_kw if cap is not None else None,
+        )
+        yield _gauge(
+            "capacity_window_projection_kw",
+            "The current window's average if the import stays as it is until the window ends.",
+            cap.projection_kw if cap is not None else None,
+        )
+        yield _gauge(
+            "capacity_month_peak_kw",
+            "The highest average import of a completed window this month (what the tariff bills).",
+            cap.month_peak_kw if cap is not None else None,
+        )
+        yield _gauge(
+            "capacity_active",
+            "1 while the capacity tariff holds a car below what the breaker allows.",
+            (1.0 if cap.active else 0.0) if cap is not None else None,
+        )
 
     def _fleet_api(self, counter: ApiCalls) -> Iterable[Metric]:
         calls = CounterMetricFamily(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.car.tokens import TokenManager
     from tesla_smart_charger.config.settings import LoadedConfig
     from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
+    from tesla_smart_charger.runtime.capacity import CapacityGuard
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.grid_limit import GridLimitWatch
     from tesla_smart_charger.runtime.safety import Escalator
@@ -55,6 +56,10 @@ class DaemonView(Protocol):
     @property
     def grid_limit(self) -> GridLimitWatch | None:
         """The grid operator's limit (its sources combined)."""
+
+    @property
+    def capacity(self) -> CapacityGuard | None:
+        """The capacity tariff guard (None without importLimitKw)."""
 
     def escalations(self) -> list[tuple[str, Escalator]]:
         """Each car's escalation, the car in words (name or VIN); empty in push mode."""

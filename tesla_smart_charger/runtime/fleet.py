@@ -21,10 +21,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tesla_smart_charger.control import allocation, car_readings
+from tesla_smart_charger.control import allocation, capacity, car_readings
 from tesla_smart_charger.control.events import DriverLimit, Event, ModeChange, Overload, Reading
 from tesla_smart_charger.control.models import MeterReading
 from tesla_smart_charger.control.state import _charging
@@ -110,8 +110,15 @@ class Fleet:
             )
             self.house_floor, self.shares = split.floor, split.shares
             self.ledger = split.ledger
-            for car, reading in zip(self.cars, split.readings, strict=True):
-                car.service.queue.put_nowait(reading)
+            ceilings = self._capacity(event, split.readings)
+            for car, reading, ceiling in zip(self.cars, split.readings, ceilings, strict=True):
+                car.service.queue.put_nowait(
+                    replace(
+                        reading,
+                        import_ceiling_w=ceiling,
+                        hold_raises_until=event.hold_raises_until,
+                    )
+                )
             return
         if isinstance(event, DriverLimit | ModeChange):
             for car in self.cars:
@@ -128,6 +135,32 @@ class Fleet:
             return
         for car in self.cars:
             car.service.queue.put_nowait(event)
+
+    def _capacity(self, event: Reading, readings: tuple[Reading, ...]) -> tuple[float | None, ...]:
+        """Each car's part of the capacity tariff's ceiling (None each without the tariff)."""
+        if event.import_ceiling_w is None:
+            return (None,) * len(self.cars)
+        real = event.reading
+        powers = []
+        for car, mine in zip(self.cars, readings, strict=True):
+            view = allocation.car_view(
+                car.service.state, car.service.cfg, real, vin=car.vin, priority=car.priority
+            )
+            volts = sum(
+                (v if i < len(real.phase_volts) and (v := real.phase_volts[i]) else 230.0)
+                for i in view.demand.phases
+            )
+            powers.append(
+                capacity.CarPower(
+                    car.priority,
+                    view.demand.charging or view.demand.paused,
+                    view.draw * volts,
+                    view.demand.max_amps * volts,
+                    capacity.power_w(mine.reading.phase_amps, mine.reading.phase_volts),
+                )
+            )
+        real_w = capacity.power_w(real.phase_amps, real.phase_volts)
+        return capacity.fleet_ceilings(event.import_ceiling_w, real_w, powers)
 
     async def run(self) -> None:
         """Run every car's controller and route events until cancelled; a failure ends all."""

@@ -39,6 +39,7 @@ from tesla_smart_charger.logging_setup import scrub
 from tesla_smart_charger.retry import REMIND_SECS, FailureKind, RetryPolicy
 
 if TYPE_CHECKING:
+    from tesla_smart_charger.runtime.capacity import CapacityGuard
     from tesla_smart_charger.runtime.safety import Escalator
 
 _LOG = logging.getLogger(__name__)
@@ -590,6 +591,8 @@ class MeterPoller:
         # What the cars did that the meter must show: (moved_at, moved_amps, charging); set by
         # the daemon from the charge services. None: no frozen-meter detection.
         self.car_activity: Callable[[], tuple[float | None, float, bool]] | None = None
+        # The capacity tariff guard (importLimitKw): each valid reading carries its ceiling.
+        self.capacity: CapacityGuard | None = None
         # The meter keeps its poll rhythm; the policy only does log-once and health.
         self.policy = RetryPolicy(
             f"meter {meter.name}",
@@ -631,7 +634,10 @@ class MeterPoller:
             self.auth_failed = False
         if reading.valid or self.last is None or not self.last.valid:
             self.last = reading
-        self._put(Reading(reading))
+        ceiling, hold = None, None
+        if reading.valid and self.capacity is not None:
+            ceiling, hold = self.capacity.observe(reading)
+        self._put(Reading(reading, import_ceiling_w=ceiling, hold_raises_until=hold))
         return reading
 
     def _unless_frozen(self, reading: MeterReading) -> MeterReading:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.retry import Health
     from tesla_smart_charger.runtime.alerts import AlertSender
     from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
+    from tesla_smart_charger.runtime.capacity import CapacityGuard
     from tesla_smart_charger.runtime.service import ChargeService, CommandRecord, MeterPoller
 
 HealthState = Literal["ok", "degraded", "down"]
@@ -240,6 +241,24 @@ class GridLimitView(_Model):
     sources: dict[str, GridLimitSource]
 
 
+class CapacityView(_Model):
+    """The capacity tariff's current window (importLimitKw over importWindowMins)."""
+
+    limit_kw: float
+    window_mins: int
+    window_start: str = Field(description="local wall-clock start of the current window")
+    window_avg_kw: float = Field(description="average import of the window so far")
+    projection_kw: float | None = Field(
+        description="the window's average if the import stays as it is until it ends"
+    )
+    last_window_kw: float | None
+    month_peak_kw: float = Field(description="the highest completed window this month")
+    import_ceiling_kw: float | None = Field(
+        description="the house import the rest of the window allows"
+    )
+    active: bool = Field(description="the tariff holds a car below what the breaker allows")
+
+
 class DaemonStatus(_Model):
     """The /status document. The top-level names are stable; tools may poll them."""
 
@@ -264,6 +283,9 @@ class DaemonStatus(_Model):
         default=None,
         exclude_if=lambda v: v is None,
         description="only with alertWebhook: alerts sent, failed, dropped, queued",
+    )
+    capacity: CapacityView | None = Field(
+        default=None, description="null unless importLimitKw is set"
     )
     grid_limit: GridLimitView | None = Field(
         default=None,
@@ -444,4 +466,22 @@ def alerts_view(sender: AlertSender) -> AlertsView:
         dropped=sender.dropped,
         queued=sender.queued,
         failing=sender.failing,
+    )
+
+
+def capacity_view(guard: CapacityGuard) -> CapacityView:
+    """/status `capacity`: the current window of the capacity tariff."""
+    win = guard.window
+    projection = guard.projection_kw()
+    ceiling = guard.ceiling_w
+    return CapacityView(
+        limit_kw=guard.cfg.limit_kw,
+        window_mins=guard.cfg.window_mins,
+        window_start=win.start.isoformat(timespec="seconds"),
+        window_avg_kw=round(guard.average_kw(), 3),
+        projection_kw=round(projection, 3) if projection is not None else None,
+        last_window_kw=round(win.last_window_kw, 3) if win.last_window_kw is not None else None,
+        month_peak_kw=round(win.month_peak_kw, 3),
+        import_ceiling_kw=round(ceiling / 1000.0, 3) if ceiling is not None else None,
+        active=guard.bound(),
     )

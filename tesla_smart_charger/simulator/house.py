@@ -501,3 +501,22 @@ def demo_evening(seed: int = 5) -> House:
         ),
     ]
     return House(1, runs, name="demo evening", period=period)
+
+
+def capacity_evening(seed: int = 11) -> House:
+    """18:00-22:00, single phase, a house that lives with a 2.5 kW capacity tariff.
+
+    No heat pump or dryer: lights and TV, the fridge, a kettle around 18:10, the hob for
+    dinner, a kettle after it and the dishwasher. The house alone stays under 2.5 kW on most
+    quarter-hours but not in every second: a kettle or the hob takes it far over for minutes,
+    which the car must make room for within the same window.
+    """
+    p = _Planner(1, 28.0, random.Random(seed))
+    end = 4 * HOUR
+    _base_load(p, end, lambda h: (1.6, 2.4))
+    p.fixed([ApplianceRun(FRIDGE, p.rng.uniform(0, 600), end, p.seed())])
+    p.place(_kettle(p, 1), 6 * 60, 14 * 60)
+    p.place(_hob(p, 12, (1,)), 35 * 60, 50 * 60)
+    p.place(_kettle(p, 1), 115 * 60, 125 * 60)
+    p.place(_dishwasher(p, 1), 140 * 60, 150 * 60)
+    return p.house("capacity evening", end)

@@ -34,6 +34,7 @@ from tesla_smart_charger.homeassistant.mqtt import (
     Command,
     MqttBridge,
     TopicLimiter,
+    daemon_state,
     discovery_messages,
     parse_command,
     state_messages,
@@ -132,6 +133,42 @@ def test_bad_mqtt_keys_are_config_errors(
 
 def _configs(cfg: BridgeConfig, status: DaemonStatus | None = None) -> dict[str, dict[str, Any]]:
     return {t: json.loads(p) for t, p in discovery_messages(cfg, status).items()}
+
+
+def test_the_capacity_tariff_is_announced_and_published_only_when_configured() -> None:
+    status = sample_status(
+        capacity={
+            "limit_kw": 2.5,
+            "window_mins": 15,
+            "window_start": "2026-12-03T18:15:00+01:00",
+            "window_avg_kw": 2.1234,
+            "projection_kw": 2.4,
+            "last_window_kw": None,
+            "month_peak_kw": 2.45,
+            "import_ceiling_kw": 1.2,
+            "active": True,
+        }
+    )
+    plain = cfg_for()
+    assert not any("capacity" in t for t in _configs(plain, status))
+    assert "capacity_window_avg" not in daemon_state(plain, status)
+    cfg = replace(plain, capacity=True)
+    configs = _configs(cfg, status)
+    keys = {t.split("/")[3] for t in configs if "capacity" in t}
+    assert keys == {
+        "capacity_window_avg",
+        "capacity_projection",
+        "capacity_month_peak",
+        "capacity_active",
+    }
+    peak = next(c for t, c in configs.items() if t.endswith("/capacity_month_peak/config"))
+    assert peak["unit_of_measurement"] == "kW"
+    assert peak["device_class"] == "power"
+    state = daemon_state(cfg, status)
+    assert state["capacity_window_avg"] == 2.123
+    assert state["capacity_projection"] == 2.4
+    assert state["capacity_month_peak"] == 2.45
+    assert state["capacity_active"] == "ON"
 
 
 def test_discovery_one_device_stable_unique_ids() -> None:

@@ -302,3 +302,13 @@ def test_opting_out_of_the_pause_is_kept_and_warned_about(
     (warning,) = [w for w in cfg.warnings if "pauseWhenOverloaded" in w]
     assert warning.startswith("pauseWhenOverloaded is false")
     assert "main breaker is not protected" in warning
+
+
+def test_a_capacity_window_must_divide_an_hour(write_config: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(importLimitKw=2.5, importWindowMins=7))
+    (line,) = info.value.problems
+    assert "importWindowMins (7) must divide an hour" in line
+    s = load_config(write_config(importLimitKw=2.5, importWindowMins=60)).settings
+    assert (s.import_limit_kw, s.import_window_mins, s.random_start_delay_secs) == (2.5, 60, 0.0)
+    assert load_config(write_config()).settings.import_limit_kw is None

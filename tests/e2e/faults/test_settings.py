@@ -148,6 +148,9 @@ BOUNDS: list[tuple[str, Any, Any, Any, Any, dict[str, Any]]] = [
     ("solarStartSecs", 1, 3600, 0.5, 3601, {}),
     ("solarStopSecs", 1, 7200, 0.5, 7201, {}),
     ("cloudCommandsPerHour", 1, 1000, 0, 1001, {}),
+    ("importLimitKw", 0.5, 250, 0.4, 250.5, {}),
+    ("importWindowMins", 1, 60, 0, 61, {}),
+    ("randomStartDelaySecs", 0, 1800, -1, 1801, {}),
     ("escalateAfterSecs", 5, 120, 4, 121, {}),
     ("safetyRelayChannel", 0, 3, -1, 4, {}),
 ]
