@@ -3,8 +3,8 @@
 The daemon always runs a fleet; one car is a fleet of one, which has nothing to share: its
 controller sees every event as it comes, exactly as a single car's always did.
 
-With several cars, each car keeps the single-car controller (`ChargeService` running `control.decide`) with its
-own Vehicle, setpoint, driver's setting, mode and look-at-the-car schedule. The fleet reads the
+With several cars, each car keeps the single-car controller (`ChargeService` running
+`control.decide`) with its own Vehicle, setpoint, driver's setting, mode and look-at-the-car schedule. The fleet reads the
 one shared queue and routes each event: a meter reading is split by
 `control.car_readings.split` (the benchmark runs the same function) so that every car's controller sees exactly its share of
 the room as headroom (cuts immediate, lowest priority first; raises deliberate, highest
