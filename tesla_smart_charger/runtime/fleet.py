@@ -99,11 +99,14 @@ class Fleet:
         return len(self.cars) > 1
 
     def overload(self, source: str) -> bool:
-        """/overload: one Overload on the shared queue (a burst is one)."""
+        """/overload: one Overload on the shared queue (a burst is one).
+
+        True if it was queued now: none waits, here or for a car's controller to take it.
+        """
         first = self.cars[0].service
         if first.cfg.mode == "measured" and first._kick_meter is not None:
             first._kick_meter()
-        if self.overload_queued:
+        if self.overload_queued or any(c.service.overload_queued for c in self.cars):
             return False
         self.overload_queued = True
         self.queue.put_nowait(Overload(at=time.monotonic(), source=source))
@@ -117,7 +120,7 @@ class Fleet:
             self.last_reading = event.reading
         if not self.shared:
             # Alone on the supply: the whole room, every reading as measured, every event its own.
-            self.cars[0].service.queue.put_nowait(event)
+            self._hand(self.cars[0], event)
             return
         if isinstance(event, Reading) and event.reading.valid:
             cars = tuple(
@@ -149,10 +152,18 @@ class Fleet:
             charging = [c for c in self.cars if _charging(c.service.state)]
             pool = charging or self.cars
             target = min(pool, key=lambda c: (c.priority, -(c.service.state.setpoint or 0), c.vin))
-            target.service.queue.put_nowait(event)
+            self._hand(target, event)
             return
         for car in self.cars:
-            car.service.queue.put_nowait(event)
+            self._hand(car, event)
+
+    @staticmethod
+    def _hand(car: FleetCar, event: Event) -> None:
+        """Put `event` on the car's queue; an Overload counts as queued until the car's
+        controller takes it (it clears the flag), as /overload's reply has always said."""
+        if isinstance(event, Overload):
+            car.service.overload_queued = True
+        car.service.queue.put_nowait(event)
 
     # --- stopping ----------------------------------------------------------------------------
     @property

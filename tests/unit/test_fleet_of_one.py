@@ -8,6 +8,7 @@ of one hands its car every event exactly as it came (it has nothing to share).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,11 +20,26 @@ from tesla_smart_charger import control as core
 from tesla_smart_charger.app.daemon import Daemon, api_context, build_daemon
 from tesla_smart_charger.config.settings import load_config
 from tesla_smart_charger.control.events import DriverLimit, EventQueue, Overload, Reading
-from tesla_smart_charger.control.models import MeterReading
+from tesla_smart_charger.control.models import (
+    ChargeState,
+    MeterReading,
+    VehicleSnapshot,
+    VehicleState,
+)
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
-from tests.unit.test_controller import MEASURED, charging
+from tesla_smart_charger.runtime.service import ChargeService
 
 VIN_A, VIN_B = "5YJ3E1EA7KF000001", "5YJ3E1EA7KF000002"
+PUSH = core.ControlConfig(
+    mode="push",
+    home_max_amps=30,
+    charger_min_amps=6,
+    charger_max_amps=16,
+    down_step=0.5,
+    up_step=0.25,
+    sleep_secs=20,
+)
+MEASURED = replace(PUSH, mode="measured")
 # The car's own keys, once at the top level (the seed's way) and once in its `vehicles` entry.
 CAR_KEYS: dict[str, Any] = {
     "chargerMinAmps": 8,
@@ -38,6 +54,11 @@ WIRED: dict[str, Any] = {
     "safetyRelayIp": "127.0.0.1:9",
     "alertWebhook": "http://127.0.0.1:9/hook",
 }
+
+
+def charging(amps: int, at: float = 0.0) -> VehicleSnapshot:
+    """The car online and charging at `amps`."""
+    return VehicleSnapshot(VehicleState.ONLINE, ChargeState("Charging", amps, 32, amps, 1, 230), at)
 
 
 def _without_clock(doc: dict[str, Any]) -> dict[str, Any]:
@@ -251,3 +272,39 @@ async def test_a_controller_that_fails_ends_the_fleet_with_its_own_error() -> No
     error = task.exception()
     assert isinstance(error, RuntimeError)
     assert str(error) == "controller task died"
+
+
+class _ChargingCar:
+    """A `Vehicle` charging at 16 A that records its commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, int | None]] = []
+
+    async def snapshot(self, **_: Any) -> VehicleSnapshot:
+        return charging(16, at=time.monotonic())
+
+    async def set_charging_amps(self, amps: int) -> None:
+        self.commands.append(("set_charging_amps", amps))
+
+    async def charge_start(self) -> None:
+        self.commands.append(("charge_start", None))
+
+    async def charge_stop(self) -> None:
+        self.commands.append(("charge_stop", None))
+
+
+async def test_an_overload_counts_as_queued_until_the_cars_controller_takes_it() -> None:
+    """/overload's `queued`: a burst is one overload until the controller has taken it, as with
+    one car before the fleet (not only until the fleet has handed it on)."""
+    car = _ChargingCar()
+    service = ChargeService(PUSH, car, EventQueue())
+    fleet = Fleet(EventQueue(), [FleetCar(VIN_A, None, 0, service)], limit=29.0,
+                  pause_when_overloaded=True)  # fmt: skip
+    assert fleet.overload("shelly")
+    assert not fleet.overload("shelly")  # waits in the fleet's queue
+    fleet.route(fleet.queue.get_nowait())
+    assert not fleet.overload("shelly")  # handed on, still waiting for the controller
+    assert fleet.queue.empty()
+    await service.handle(service.queue.get_nowait())  # the controller takes it: cut 16 -> 8 A
+    assert car.commands == [("set_charging_amps", 8)]
+    assert fleet.overload("shelly")  # the next overload is a new one
