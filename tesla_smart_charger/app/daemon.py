@@ -63,7 +63,7 @@ from tesla_smart_charger.runtime.alerts import AlertSender
 from tesla_smart_charger.runtime.breaker_monitor import BreakerMonitor
 from tesla_smart_charger.runtime.capacity import CapacityGuard, StartDelay
 from tesla_smart_charger.runtime.driver import DriverControls
-from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
+from tesla_smart_charger.runtime.fleet import Fleet, FleetCar, car_label
 from tesla_smart_charger.runtime.grid_limit import (
     GridLimitWatch,
     input_policy,
@@ -118,18 +118,43 @@ PHASES_WAIT_SECS = 3.0
 EXIT_STORE_IN_USE = 2
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonCar:
+    """One car as the daemon holds it: its controller (in the fleet) and how commands reach it."""
+
+    car: FleetCar
+    client: TeslaClient  # its cloud link: health, the recovery probe, the VIN lookup
+    roads: FailoverVehicle | None = None  # BLE first, then the cloud (teslaBleProxy)
+    ble_policy: RetryPolicy | None = None  # that bridge's pace and health
+
+    @property
+    def road(self) -> Vehicle:
+        """What its controller and escalation command: the roads when a bridge is configured."""
+        return self.roads if self.roads is not None else self.client
+
+    @property
+    def vin(self) -> str:
+        """The VIN once known (a numeric Fleet id is looked up), else the configured id."""
+        return self.client.vin or self.car.vin
+
+
 @dataclass
 class Daemon:
-    """Everything the running process holds, for the HTTP handlers and for tests."""
+    """Everything the running process holds, for the HTTP handlers and for tests.
+
+    One car is a fleet of one: every car, however many, is in `fleet` (its controller) and in
+    `cars` (its link). The top level of /status, the car_link dependency and the recovery
+    probe describe the first car, as they always did.
+    """
 
     loaded: LoadedConfig
     monitor: bool
     session: aiohttp.ClientSession
-    service: ChargeService
+    fleet: Fleet  # one controller per car, behind the one queue every source feeds
+    cars: tuple[DaemonCar, ...]  # in the fleet's order
     counter: ApiCallCounter
     tokens: TokenManager
     poller: MeterPoller | None
-    vehicle: TeslaClient | None
     notifier: Notifier
     started_at: float = field(default_factory=time.monotonic)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -137,14 +162,8 @@ class Daemon:
     breaker: BreakerMonitor | None = None  # the main breaker's heat, from meter readings
     controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
-    fleet: Fleet | None = None  # several cars: one controller per car
     capacity: CapacityGuard | None = None  # the capacity tariff guard (importLimitKw)
-
-    # when a cut may not land: BLE road (teslaBleProxy), escalation, safety relay, alerts
-    roads: FailoverVehicle | None = None
-    ble_policy: RetryPolicy | None = None
-    escalator: Escalator | None = None
-    relay_policy: RetryPolicy | None = None
+    relay_policy: RetryPolicy | None = None  # the safety relay's health
     alerts: AlertSender | None = None
     alert_watch: AlertWatch | None = None
     api_port: int | None = None  # the port the API listens on (apiPort 0: the one the OS chose)
@@ -153,22 +172,45 @@ class Daemon:
     grid_input: ShellyInput | None = None
     grid_input_policy: RetryPolicy | None = None
 
+    # --- the first car: what /status shows at its top level ---------------------------------
+    @property
+    def service(self) -> ChargeService:
+        """The first car's controller (/status `vehicle`, `controller`, `last_command`)."""
+        return self.cars[0].car.service
+
+    @property
+    def vehicle(self) -> TeslaClient:
+        """The first car's cloud link (the car_link dependency, the recovery probe)."""
+        return self.cars[0].client
+
+    @property
+    def roads(self) -> FailoverVehicle | None:
+        """The first car's command roads, when it has a BLE bridge (/status `roads`)."""
+        return self.cars[0].roads
+
+    @property
+    def ble_policy(self) -> RetryPolicy | None:
+        """The first car's BLE bridge (the ble_bridge dependency)."""
+        return self.cars[0].ble_policy
+
+    @property
+    def escalator(self) -> Escalator | None:
+        """The first car's escalation (None in push mode: a failed cut is seen on the meter)."""
+        return self.service.escalation
+
     @property
     def queue(self) -> asyncio.Queue[Event]:
-        """The one queue every source feeds (the fleet's when there are several cars)."""
-        return self.fleet.queue if self.fleet is not None else self.service.queue
+        """The one queue every source feeds; the fleet hands each car its events."""
+        return self.fleet.queue
 
     def escalations(self) -> list[tuple[str, Escalator]]:
-        """Each car's escalation with the car in words (name or VIN); empty in push mode."""
-        if self.fleet is not None:
-            return [
-                (c.label, c.service.escalation)
-                for c in self.fleet.cars
-                if c.service.escalation is not None
-            ]
-        if self.escalator is None:
-            return []
-        return [(self.vehicles()[0].vin or "the car", self.escalator)]
+        """Each car's escalation with the car in words (its name or VIN, or "the car" when it
+        is the only one); empty in push mode."""
+        return [
+            (c.service.label or "the car", c.service.escalation)
+            for c in self.fleet.cars
+            if c.service.escalation is not None
+        ]
 
     def worst_escalation(self) -> str:
         """The furthest step any car's escalation is at (`none` when none is in force)."""
@@ -178,16 +220,7 @@ class Daemon:
     # --- what the endpoints show -------------------------------------------------------------
     def vehicles(self) -> list[VehicleEntry]:
         """Each car's entry of /status `vehicles` (also per-car /metrics and the dashboard)."""
-        if self.fleet is not None:
-            return [vehicle_entry(c.service, c.vin, c.name) for c in self.fleet.cars]
-        settings = self.loaded.settings
-        first = settings.vehicles[0] if settings.vehicles else None
-        vin = self.vehicle.vin if self.vehicle is not None else None
-        return [
-            vehicle_entry(
-                self.service, vin or settings.tesla_vehicle_id, first.name if first else None
-            )
-        ]
+        return [vehicle_entry(c.car.service, c.vin, c.car.name) for c in self.cars]
 
     def status(self) -> DaemonStatus:
         """What the daemon knows: /status, /metrics, MQTT and the dashboard all read this."""
@@ -235,8 +268,7 @@ class Daemon:
             out["meter"] = self.poller.policy.health()
         if self.ble_policy is not None:
             out["ble_bridge"] = self.ble_policy.health()
-        if self.vehicle is not None:
-            out["car_link"] = self.vehicle.policy.health()
+        out["car_link"] = self.vehicle.policy.health()
         if self.relay_policy is not None:
             out["safety_relay"] = self.relay_policy.health()
         if self.grid_input_policy is not None:
@@ -311,12 +343,10 @@ class Daemon:
             )
         elif not state.auth_ok:
             problems.append(state.reason)
-        clients = self.fleet.clients if self.fleet is not None else [self.vehicle]
-        problems += [c.unknown_vehicle for c in clients if c is not None and c.unknown_vehicle]
+        problems += [c.client.unknown_vehicle for c in self.cars if c.client.unknown_vehicle]
         problems += self._cut_blocked()
-        for label, escalator in self.escalations():
+        for who, escalator in self.escalations():
             if escalator.state.active:
-                who = label if self.fleet else "the car"
                 # Said as it is: a car that ignores cuts, or one no road reaches.
                 car = (
                     f"{who} did not follow a cut"
@@ -338,18 +368,13 @@ class Daemon:
         """The supply is over homeMaxAmps and the cars at their minimum cannot bring it down."""
         if self.service.cfg.mode != "measured":
             return None
-        if self.fleet is not None:
-            states = tuple(c.service.state for c in self.fleet.cars)
-            real = self.fleet.last_reading
-        else:
-            states = (self.service.state,)
-            real = self.service.state.reading
-        return unresolved_problem(states, real, self.service.cfg)
+        states = tuple(c.service.state for c in self.fleet.cars)
+        return unresolved_problem(states, self.fleet.last_reading, self.service.cfg)
 
     def _cut_blocked(self) -> list[str]:
         """A cut is needed but cannot be sent, or has not landed in time: not protected."""
         s = self.service.state
-        services = [c.service for c in self.fleet.cars] if self.fleet else [self.service]
+        services = [c.service for c in self.fleet.cars]
         late = [
             f"{svc.label + ': ' if svc.label else ''}a reduction has waited {secs:.0f} s and "
             f"has not landed (the car link is slow or failing): {svc.state.reason}"
@@ -359,7 +384,7 @@ class Daemon:
         if not self.service.cut_needed:
             return late
         ble_ok = self.ble_policy is not None and self.ble_policy.state_now() == "ok"
-        if self.vehicle is not None and self.vehicle.policy.state_now() != "ok" and not ble_ok:
+        if self.vehicle.policy.state_now() != "ok" and not ble_ok:
             cause = self.vehicle.policy.last_error or "failing"
             return [*late, f"a reduction is needed but the car link is down: {cause}"]
         if self.tokens.policy.failing or not s.auth_ok:
@@ -388,7 +413,7 @@ def watch_for_frozen_meter(daemon: Daemon) -> None:
     """Let the meter poller see what the cars did, so it can tell a frozen meter."""
     if daemon.poller is None:
         return
-    services = [c.service for c in daemon.fleet.cars] if daemon.fleet else [daemon.service]
+    services = [c.service for c in daemon.fleet.cars]
     daemon.poller.car_activity = lambda: car_activity(services)
 
 
@@ -422,59 +447,57 @@ def car_config(cfg: ControlConfig, s: Settings, v: VehicleSettings, *, ble: bool
         charger_phase=v.charger_phase or s.charger_phase,
         # its own channel; the top-level one measures it only when it is the only car
         charger_measured=v.meter_charger_channel is not None
-        or (cfg.charger_measured and len(s.vehicles or ()) <= 1),
+        or (cfg.charger_measured and len(s.cars) == 1),
         cloud_budget=None if ble else s.cloud_commands_per_hour,  # BLE commands are free
     )
 
 
-def build_fleet(
+def _looked_up(client: TeslaClient) -> Callable[[], str | None]:
+    """The VIN `client` looked up for a numeric teslaVehicleId, once it has."""
+    return lambda: client.vin
+
+
+def build_cars(
     loaded: LoadedConfig,
     session: aiohttp.ClientSession,
     *,
-    queue: asyncio.Queue[Event],
     cfg: ControlConfig,
     tokens: TokenManager,
     counter: ApiCallCounter,
     poller: MeterPoller | None,
-) -> Fleet:
-    """One TeslaClient (and BLE road) and one ChargeService per entry of `vehicles`.
+) -> tuple[DaemonCar, ...]:
+    """One TeslaClient (and BLE road) and one ChargeService per car of `Settings.cars`.
 
     One token store for the account; the first car keeps charger-state.json, the others get
     charger-state-<VIN>.json.
     """
     s = loaded.settings
-    assert s.vehicles is not None  # noqa: S101 (the caller checked)
-    cars: list[FleetCar] = []
-    clients: list[TeslaClient] = []
-    roads: list[Vehicle] = []
-    policies: list[RetryPolicy | None] = []  # each car's BLE bridge policy (None: cloud only)
-    for i, v in enumerate(s.vehicles):
+    entries = s.cars
+    cars: list[DaemonCar] = []
+    for i, v in enumerate(entries):
         client = client_for(loaded, session, v.vin, tokens, counter)
         ble = v.tesla_ble_proxy or s.tesla_ble_proxy
-        road: Vehicle = client
-        policy = None
-        if ble:
-            road, policy = build_roads(session, ble, client)
-        car_cfg = car_config(cfg, s, v, ble=bool(ble))
+        roads, policy = build_roads(session, ble, client) if ble else (None, None)
         state_name = STATE_FILE if i == 0 else f"charger-state-{v.vin}.json"
         service = ChargeService(
-            car_cfg,
-            road,
+            car_config(cfg, s, v, ble=bool(ble)),
+            roads if roads is not None else client,  # BLE first when configured
             EventQueue(),
             kick_meter=poller.kick if poller else None,
             state_file=loaded.token_file.parent / state_name,
             charge_mode=v.mode or s.mode,
-            label=v.name or v.vin,  # several cars: each log line names its car
+            label=car_label(v.name, v.vin, cars=len(entries)),
         )
-        cars.append(FleetCar(v.vin, v.name, v.priority, service, v.meter_charger_channel))
-        clients.append(client)
-        roads.append(road)
-        policies.append(policy)
-    fleet = Fleet(queue, cars, limit=cfg.limit, pause_when_overloaded=cfg.pause_when_overloaded)
-    fleet.clients = clients
-    fleet.roads = roads
-    fleet.ble_policies = policies
-    return fleet
+        car = FleetCar(
+            v.vin,
+            v.name,
+            v.priority,
+            service,
+            v.meter_charger_channel,
+            looked_up=_looked_up(client),
+        )
+        cars.append(DaemonCar(car, client, roads, policy))
+    return tuple(cars)
 
 
 def build_tokens(
@@ -508,9 +531,6 @@ async def build_daemon(
         )
     tokens = build_tokens(loaded, session, recovered)
     counter = ApiCallCounter()
-    # One entry in `vehicles`: that car, with its own keys over the top-level ones.
-    one = s.vehicles[0] if s.vehicles and len(s.vehicles) == 1 else None
-    ble_url = (one.tesla_ble_proxy if one else None) or s.tesla_ble_proxy
     queue: asyncio.Queue[Event] = EventQueue()
     poller = (
         MeterPoller(
@@ -524,98 +544,58 @@ async def build_daemon(
         else None
     )
     cfg = controller_config(s, measured=monitor)
-    if one is not None:
-        cfg = car_config(cfg, s, one, ble=bool(ble_url))
-    fleet = None
-    car: Vehicle
-    if s.vehicles and len(s.vehicles) > 1:
-        fleet = build_fleet(
-            loaded, session, queue=queue, cfg=cfg, tokens=tokens, counter=counter, poller=poller
-        )
-        service = fleet.cars[0].service
-        vehicle = fleet.clients[0]
-        car = fleet.roads[0]
-        # /status `roads`, the ble_bridge dependency and /health describe the first car's own
-        # roads, as the other single-car objects do.
-        roads = car if isinstance(car, FailoverVehicle) else None
-        ble_policy = fleet.ble_policies[0]
-    else:
-        vehicle = client_for(
-            loaded, session, one.vin if one else s.tesla_vehicle_id, tokens, counter
-        )
-        roads, ble_policy = build_roads(session, ble_url, vehicle) if ble_url else (None, None)
-        car = roads if roads is not None else vehicle  # BLE first when configured
-        service = ChargeService(
-            cfg,
-            car,
-            queue,
-            kick_meter=poller.kick if poller else None,
-            state_file=loaded.token_file.parent / STATE_FILE,
-            charge_mode=(s.vehicles[0].mode if s.vehicles else None) or s.mode,
-        )
-    fleet_vins = tuple(c.vin for c in fleet.cars) if fleet else ()
+    cars = build_cars(loaded, session, cfg=cfg, tokens=tokens, counter=counter, poller=poller)
+    relay = build_relay(session, s)
+    # One safety relay for every car: off while any car's episode needs it off.
+    shared = SharedRelay(relay[0]) if relay else None
+    fleet = Fleet(
+        queue,
+        [c.car for c in cars],
+        limit=cfg.limit,
+        pause_when_overloaded=cfg.pause_when_overloaded,
+        circuit_off=lambda: shared is not None and bool(shared.holders),
+    )
+    service = fleet.cars[0].service  # the first car: the top level of /status
     controls = DriverControls(
         queue,
-        lambda: fleet_vins or tuple(v for v in (vehicle.vin, s.tesla_vehicle_id) if v),
-        min_amps=cfg.charger_min_amps,
-        max_amps=cfg.charger_max_amps,
+        # each car by its configured id or its VIN (a numeric id's is looked up once)
+        lambda: tuple(dict.fromkeys(n for c in cars for n in (c.client.vin, c.car.vin) if n)),
+        min_amps=min(c.car.service.cfg.charger_min_amps for c in cars),
+        max_amps=max(c.car.service.cfg.charger_max_amps for c in cars),
     )
     breaker = BreakerMonitor(s.home_max_amps) if monitor else None
     if breaker is not None:  # fed every reading the controller handles; it never steers
         # the real meter reading: with several cars each controller sees its own share
-        service.add_listener(
-            lambda: breaker.observe(fleet.last_reading if fleet else service.state.reading)
-        )
+        service.add_listener(lambda: breaker.observe(fleet.last_reading))
     alerts = AlertSender(session, s.alert_webhook.get_secret_value()) if s.alert_webhook else None
-    relay = build_relay(session, s)
-    escalator = None
-    if monitor and fleet is not None:
-        # Every car escalates on its own; the one relay is off while any car's episode needs it.
-        shared = SharedRelay(relay[0]) if relay else None
-        if shared is not None:
-            fleet.circuit_off = lambda: bool(shared.holders)
-        for fc, road in zip(fleet.cars, fleet.roads, strict=True):
-            fc.service.escalation = Escalator(
-                escalation_config(s, fc.service.cfg, several=True),
-                road,
-                roads=road if isinstance(road, FailoverVehicle) else None,
-                relay=shared.for_car(fc.label) if shared else None,
+    if monitor:  # a failed cut is seen on the meter: push mode has none
+        for c in cars:  # every car escalates on its own
+            svc = c.car.service
+            svc.escalation = Escalator(
+                escalation_config(s, svc.cfg, several=fleet.shared),  # its own chargerMinAmps
+                c.road,
+                roads=c.roads,
+                relay=shared.for_car(c.car.label) if shared else None,
                 relay_policy=relay[1] if relay else None,
                 alerts=alerts,
-                record=fc.service._record,
-                label=fc.label,
+                record=svc._record,  # its commands show in /status too
+                label=svc.label,
             )
-        escalator = service.escalation
-    elif monitor:  # a failed cut is seen on the meter: push mode has none
-        escalator = Escalator(
-            escalation_config(s, cfg),  # one `vehicles` entry: its own chargerMinAmps
-            car,
-            roads=roads,
-            relay=relay[0] if relay else None,
-            relay_policy=relay[1] if relay else None,
-            alerts=alerts,
-            record=service._record,  # its commands show in /status too
-        )
-        service.escalation = escalator
     daemon = Daemon(
         loaded=loaded,
         monitor=monitor,
         session=session,
-        service=service,
+        fleet=fleet,
+        cars=cars,
         counter=counter,
         tokens=tokens,
         poller=poller,
-        vehicle=vehicle,
         notifier=Notifier(),
         breaker=breaker,
         controls=controls,
-        roads=roads,
-        ble_policy=ble_policy,
-        escalator=escalator,
         relay_policy=relay[1] if relay else None,
         alerts=alerts,
     )
-    daemon.fleet = fleet
     build_grid_limit(daemon, session)
     install_capacity(daemon)
     if alerts is not None:
@@ -623,20 +603,12 @@ async def build_daemon(
             alerts,
             failsafe=lambda: service.state.failsafe,
             login_required=lambda: tokens.state in ("reauth_required", "missing"),
-            house_amps=lambda: (
-                real.phase_amps
-                if (real := fleet.last_reading if fleet else service.state.reading) is not None
-                else ()
-            ),
+            house_amps=lambda: real.phase_amps if (real := fleet.last_reading) is not None else (),
             limit=s.home_max_amps,
-            roads=roads if fleet is None else None,
+            # each car's own roads, named after it (a car alone: no name, as always)
             car_roads=tuple(
-                (fc.label, road)
-                for fc, road in zip(fleet.cars, fleet.roads, strict=True)
-                if isinstance(road, FailoverVehicle)
-            )
-            if fleet is not None
-            else (),
+                (c.car.service.label or "", c.roads) for c in cars if c.roads is not None
+            ),
         )
     return daemon
 
@@ -684,7 +656,7 @@ def api_context(daemon: Daemon) -> ApiContext:
     """Bind the HTTP handlers to the daemon's parts."""
     token = daemon.loaded.settings.api_token
     return ApiContext(
-        overload=daemon.fleet.overload if daemon.fleet is not None else daemon.service.overload,
+        overload=daemon.fleet.overload,
         status=daemon.status,
         config=lambda: redacted(daemon.loaded.settings),
         health=daemon.health,
@@ -702,8 +674,7 @@ def api_context(daemon: Daemon) -> ApiContext:
 def start_tasks(daemon: Daemon) -> None:
     """Start the tracked background tasks: controller, meter, tokens, watchdog."""
     watch_for_frozen_meter(daemon)
-    main = daemon.fleet.run() if daemon.fleet is not None else daemon.service.run()
-    daemon.tasks["controller"] = asyncio.create_task(main, name="controller")
+    daemon.tasks["controller"] = asyncio.create_task(daemon.fleet.run(), name="controller")
     if daemon.poller is not None:
         daemon.tasks["meter"] = asyncio.create_task(daemon.poller.run(), name="meter")
     daemon.tasks["tokens"] = asyncio.create_task(daemon.tokens.run(daemon.queue), name="tokens")
@@ -713,16 +684,15 @@ def start_tasks(daemon: Daemon) -> None:
         daemon.tasks["alert_watch"] = asyncio.create_task(
             daemon.alert_watch.run(), name="alert_watch"
         )
-    if daemon.vehicle is not None:
-        # After a long proxy outage the cut goes within seconds of recovery, not a minute.
-        queue = daemon.queue
-        daemon.tasks["probe"] = asyncio.create_task(
-            daemon.vehicle.watch_link(
-                daemon.service.cut_waits_for_link,
-                lambda: queue.put_nowait(CarLinkBack(at=time.monotonic())),
-            ),
-            name="probe",
-        )
+    # After a long proxy outage the cut goes within seconds of recovery, not a minute.
+    queue = daemon.queue
+    daemon.tasks["probe"] = asyncio.create_task(
+        daemon.vehicle.watch_link(
+            daemon.service.cut_waits_for_link,
+            lambda: queue.put_nowait(CarLinkBack(at=time.monotonic())),
+        ),
+        name="probe",
+    )
     if daemon.notifier.watchdog_interval() is not None:
         watchdog = watchdog_loop(daemon.notifier, daemon.tasks_alive, daemon.one_line)
         daemon.tasks["watchdog"] = asyncio.create_task(watchdog, name="watchdog")
@@ -783,8 +753,6 @@ async def run_mqtt(daemon: Daemon) -> None:
 async def _known_vin(daemon: Daemon) -> str:
     """The VIN for stable Home Assistant ids; looked up (once) if teslaVehicleId is numeric."""
     vehicle = daemon.vehicle
-    if vehicle is None:
-        return daemon.loaded.settings.tesla_vehicle_id
     while vehicle.vin is None:
         try:
             return await vehicle.resolve_vin()
@@ -829,11 +797,11 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
     daemon.notifier.stopping()
     stopper.cancel()
     controller = daemon.tasks.get("controller")
-    service = daemon.service
+    fleet = daemon.fleet
     budget = SHUTDOWN_TIMEOUT
-    if controller is not None and not controller.done() and service.in_flight is not None:
+    if controller is not None and not controller.done() and fleet.in_flight:
         # A cut (or the look before it) is on its way: let it land rather than drop it.
-        service.request_stop()
+        fleet.request_stop()
         await asyncio.wait([controller], timeout=DRAIN_SECS)
         budget = max(0.5, SHUTDOWN_TIMEOUT - DRAIN_SECS)
     for task in daemon.tasks.values():
@@ -842,7 +810,7 @@ async def wait_and_stop(daemon: Daemon, stop: asyncio.Event) -> int:
     if still:
         _LOG.error("%d task(s) did not stop in time", len(still))
         code = code or 1
-    service.persist_pending()
+    fleet.persist_pending()
     daemon.tokens.save_at_exit()
     return code
 

@@ -197,7 +197,7 @@ class Shell:
             service = ChargeService(
                 cfg,
                 road,
-                EventQueue() if several else self.queue,
+                EventQueue(),
                 clock=clock,
                 wall=wall,
                 kick_meter=self.poller.kick,
@@ -216,18 +216,14 @@ class Shell:
                     label=car.vin if several else None,
                 )
             self.services.append(service)
-        self.fleet: Fleet | None = None
-        if several:
-            fleet_cars = [
-                FleetCar(c.vin, None, 0, s) for c, s in zip(cars, self.services, strict=True)
-            ]
-            self.fleet = Fleet(
-                self.queue,
-                fleet_cars,
-                limit=cfg.limit,
-                pause_when_overloaded=cfg.pause_when_overloaded,
-                clock=clock,
-            )
+        # As in the daemon: one car is a fleet of one (its events pass through unchanged).
+        self.fleet = Fleet(
+            self.queue,
+            [FleetCar(c.vin, None, 0, s) for c, s in zip(cars, self.services, strict=True)],
+            limit=cfg.limit,
+            pause_when_overloaded=cfg.pause_when_overloaded,
+            clock=clock,
+        )
         self.poller.car_activity = self._car_activity
         self._task: asyncio.Task[None] | None = None
 
@@ -239,8 +235,7 @@ class Shell:
 
     def start(self) -> None:
         """Start the controller task, as `start_tasks` does."""
-        main = self.fleet.run() if self.fleet is not None else self.services[0].run()
-        self._task = asyncio.create_task(main, name="controller")
+        self._task = asyncio.create_task(self.fleet.run(), name="controller")
 
     async def at(self, second: float) -> None:
         """Let virtual time run to `second`; a controller that died raises its error here."""

@@ -709,6 +709,29 @@ class Settings(BaseSettings):
 
     # --- derived values -------------------------------------------------------------------
     @property
+    def cars(self) -> tuple[VehicleSettings, ...]:
+        """Every car the daemon controls: `vehicles`, else the one car the top-level keys
+        describe (teslaVehicleId and its amps, phase, mode and BLE bridge).
+
+        So one car is a fleet of one and the daemon has one path from here to the commands,
+        while the user's file (and /config, check-config, the error messages) keeps the keys
+        the user wrote. The entry is built, not validated: teslaVehicleId has its own rules
+        and a numeric Fleet id is looked up later.
+        """
+        if self.vehicles:
+            return tuple(self.vehicles)
+        return (
+            VehicleSettings.model_construct(
+                vin=self.tesla_vehicle_id,
+                charger_min_amps=self.charger_min_amps,
+                charger_max_amps=self.charger_max_amps,
+                charger_phase=self.charger_phase,
+                mode=self.mode,
+                tesla_ble_proxy=self.tesla_ble_proxy,
+            ),
+        )
+
+    @property
     def fleet_api_base(self) -> str:
         """Fleet API base URL of the configured or inferred region."""
         if self.tesla_fleet_api_url:

@@ -130,3 +130,21 @@ async def test_the_car_that_ignores_its_cut_is_stopped_and_the_other_is_not(
 def stops(world: World, vin: str) -> int:
     """charge_stop commands the proxy got for `vin`."""
     return sum(1 for _, name, _ in world.proxy.commands_for(vin) if name == "charge_stop")
+
+
+async def test_push_mode_cuts_one_car_the_lowest_priority_and_a_burst_is_one_cut(
+    tmp_path: Path,
+) -> None:
+    """Push mode has no meter to share by: an /overload burst cuts one car, once."""
+    cars = [{"vin": VIN_A, "priority": 1}, {"vin": VIN_B, "priority": 0}]
+    async with world_and_daemon(tmp_path, two_cars(), vehicles=cars) as (world, daemon):
+        for _ in range(10):
+            code, _ = await daemon.get("/overload")
+            assert code == 202
+        await world.proxy.wait_for_command("set_charging_amps", timeout=WAIT_SECS)
+        st = await daemon.wait_status(lambda s: s["vehicles"][1]["setpoint_amps"] == 8)
+        assert st["controller"]["mode"] == "push"
+        assert [c[2] for c in world.proxy.commands_for(VIN_B)] == [{"charging_amps": 8}]
+        assert world.proxy.commands_for(VIN_A) == []  # the high-priority car is not touched
+        assert world.cars[1].request_amps == 8
+        assert world.car.request_amps == 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -170,6 +171,43 @@ def test_without_vehicles_the_top_level_keys_are_the_one_car(write_config: Write
     assert s.mode == "fast"
     assert (s.solar_start_secs, s.solar_stop_secs, s.solar_import_tolerance_amps) == (60, 300, 1)
     assert s.cloud_commands_per_hour == 20
+
+
+def test_the_top_level_keys_are_a_one_car_list_the_user_never_sees(
+    write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One car is a fleet of one: the daemon reads `cars`; /config and check-config still show
+    the user's own keys, and no `vehicles` the user did not write."""
+    from tesla_smart_charger.cli.main import main  # noqa: PLC0415
+
+    path = write_config(
+        chargerMinAmps=8, chargerMaxAmps=20, mode="solar", teslaBleProxy="http://127.0.0.1:9"
+    )
+    s = load_config(path).settings
+    (car,) = s.cars
+    assert car.vin == "12345678901234567"  # teslaVehicleId, as written
+    assert (car.charger_min_amps, car.charger_max_amps, car.charger_phase) == (8, 20, 1)
+    assert (car.mode, car.tesla_ble_proxy, car.name, car.priority) == (
+        "solar",
+        "http://127.0.0.1:9",
+        None,
+        0,
+    )
+    assert s.vehicles is None
+    shown = redacted(s)
+    assert shown["vehicles"] is None
+    assert (shown["teslaVehicleId"], shown["chargerMinAmps"]) == ("12345678901234567", 8)
+    assert main(["check-config", "--config", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["vehicles"] is None
+    assert printed["teslaVehicleId"] == "12345678901234567"
+    # With `vehicles`, they are the cars, as written.
+    cars = [{"vin": "5YJ3E1EA1KF000001"}, {"vin": "5YJ3E1EA1KF000002", "priority": 1}]
+    listed = load_config(write_config(vehicles=cars)).settings
+    assert [(c.vin, c.priority) for c in listed.cars] == [
+        ("5YJ3E1EA1KF000001", 0),
+        ("5YJ3E1EA1KF000002", 1),
+    ]
 
 
 def test_vehicles_list_loads_and_shows_in_redacted(write_config: WriteConfig) -> None:

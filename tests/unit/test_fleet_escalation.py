@@ -405,7 +405,7 @@ async def test_one_car_logs_as_it_always_did(write_config: Any, tmp_path: Path) 
         loaded = load_config(write_config(tokenFile=str(tmp_path / "tokens.json"), **extra))
         async with aiohttp.ClientSession() as session:
             daemon = await build_daemon(loaded, session, monitor=False)
-        assert daemon.fleet is None
+        assert len(daemon.fleet.cars) == 1  # a fleet of one
         assert daemon.service.label is None  # no name in its log lines
 
 
@@ -447,9 +447,10 @@ async def test_status_roads_and_the_ble_dependency_are_the_first_cars_own(
     )
     async with aiohttp.ClientSession() as session:
         daemon = await build_daemon(load_config(path), session, monitor=True)
-    assert daemon.fleet is not None
-    assert daemon.roads is daemon.fleet.roads[0]  # the first car's own failover
-    assert daemon.ble_policy is daemon.fleet.ble_policies[0]
-    assert daemon.fleet.ble_policies[1] is None  # B has no bridge
+    assert daemon.roads is not None
+    assert daemon.roads is daemon.cars[0].roads  # the first car's own failover
+    assert daemon.ble_policy is not None
+    assert daemon.ble_policy is daemon.cars[0].ble_policy
+    assert daemon.cars[1].ble_policy is None  # B has no bridge
     daemon.ble_policy.failure("transient", "nothing listens on 127.0.0.1:9")
     assert daemon.dependencies()["ble_bridge"].failures == 1
