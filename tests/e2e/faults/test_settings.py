@@ -151,6 +151,9 @@ BOUNDS: list[tuple[str, Any, Any, Any, Any, dict[str, Any]]] = [
     ("importLimitKw", 0.5, 250, 0.4, 250.5, {}),
     ("importWindowMins", 1, 60, 0, 61, {}),
     ("randomStartDelaySecs", 0, 1800, -1, 1801, {}),
+    ("gridLimitKw", 1, 100, 0.9, 100.5, {}),
+    ("gridLimitInputId", 0, 3, -1, 4, {}),
+    ("gridLimitInputPollSecs", 0.2, 10, 0.1, 10.5, {}),
     ("escalateAfterSecs", 5, 120, 4, 121, {}),
     ("safetyRelayChannel", 0, 3, -1, 4, {}),
 ]
