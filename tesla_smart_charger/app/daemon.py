@@ -43,6 +43,7 @@ from tesla_smart_charger.control.events import CarLinkBack, Event, EventQueue
 from tesla_smart_charger.control.interfaces import Vehicle
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.httpapi.dashboard import dashboard_routes
+from tesla_smart_charger.httpapi.journal import journal_routes
 from tesla_smart_charger.httpapi.metrics import metrics_routes
 from tesla_smart_charger.httpapi.openapi import openapi_routes
 from tesla_smart_charger.httpapi.server import (
@@ -59,6 +60,7 @@ from tesla_smart_charger.retry import Health, RetryPolicy
 from tesla_smart_charger.runtime.alerts import AlertSender
 from tesla_smart_charger.runtime.driver import DriverControls
 from tesla_smart_charger.runtime.fleet import Fleet, FleetCar
+from tesla_smart_charger.runtime.journal import JOURNAL_FILE, Journal, JournalWatch
 from tesla_smart_charger.runtime.safety import (
     ESCALATION_LEVELS,
     AlertWatch,
@@ -110,6 +112,7 @@ class Daemon:
     controls: DriverControls | None = None  # the driver's ceiling (HTTP, MQTT)
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
     fleet: Fleet | None = None  # several cars (issue 14): one controller per car
+    journal: Journal | None = None  # every protective action, on disk beside tokens.json
 
     # issue 11: the BLE road (teslaBleProxy), the escalation, the safety relay, alerts
     roads: FailoverVehicle | None = None
@@ -551,6 +554,7 @@ async def build_daemon(
         alerts=alerts,
     )
     daemon.fleet = fleet
+    daemon.journal = build_journal(loaded, service, fleet)
     if alerts is not None:
         daemon.alert_watch = AlertWatch(
             alerts,
@@ -572,6 +576,23 @@ async def build_daemon(
             else (),
         )
     return daemon
+
+
+def build_journal(loaded: LoadedConfig, service: ChargeService, fleet: Fleet | None) -> Journal:
+    """The journal beside tokens.json, filled from each car's controller."""
+    journal = Journal(loaded.token_file.parent / JOURNAL_FILE)
+    s = loaded.settings
+    if fleet is not None:
+        cars: list[tuple[str | None, ChargeService]] = [(c.label, c.service) for c in fleet.cars]
+    else:
+        one = s.vehicles[0] if s.vehicles else None
+        cars = [((one.name or one.vin) if one else s.tesla_vehicle_id, service)]
+    JournalWatch(
+        journal,
+        cars,
+        real_reading=lambda: fleet.last_reading if fleet is not None else service.state.reading,
+    )
+    return journal
 
 
 def api_context(daemon: Daemon) -> ApiContext:
@@ -787,7 +808,10 @@ async def _run_locked(
     async with aiohttp.ClientSession(connector=connector) as session:
         daemon = await build_daemon(loaded, session, monitor=monitor, recovered=recovery.unsaved)
         daemon.extra_routes += (
-            metrics_routes(daemon) + dashboard_routes(daemon) + openapi_routes(daemon)
+            metrics_routes(daemon)
+            + dashboard_routes(daemon)
+            + openapi_routes(daemon)
+            + journal_routes(daemon.journal)
         )
         app = build_app(api_context(daemon))
         runner = make_runner(app)
