@@ -43,7 +43,6 @@ from tesla_smart_charger.control.events import CarLinkBack, Event, EventQueue
 from tesla_smart_charger.control.interfaces import Vehicle
 from tesla_smart_charger.errors import ChargerError, ConfigError
 from tesla_smart_charger.httpapi.dashboard import dashboard_routes
-from tesla_smart_charger.httpapi.journal import journal_routes
 from tesla_smart_charger.httpapi.metrics import metrics_routes
 from tesla_smart_charger.httpapi.openapi import openapi_routes
 from tesla_smart_charger.httpapi.server import (
@@ -808,10 +807,7 @@ async def _run_locked(
     async with aiohttp.ClientSession(connector=connector) as session:
         daemon = await build_daemon(loaded, session, monitor=monitor, recovered=recovery.unsaved)
         daemon.extra_routes += (
-            metrics_routes(daemon)
-            + dashboard_routes(daemon)
-            + openapi_routes(daemon)
-            + journal_routes(daemon.journal)
+            metrics_routes(daemon) + dashboard_routes(daemon) + openapi_routes(daemon)
         )
         app = build_app(api_context(daemon))
         runner = make_runner(app)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.retry import Health
     from tesla_smart_charger.runtime.alerts import AlertSender
     from tesla_smart_charger.runtime.fleet import Fleet
+    from tesla_smart_charger.runtime.journal import Journal
     from tesla_smart_charger.runtime.safety import Escalator
     from tesla_smart_charger.runtime.service import ChargeService, MeterPoller
 
@@ -73,6 +74,10 @@ class DaemonView(Protocol):
     @property
     def fleet(self) -> Fleet | None:
         """Several cars (None with one): its `last_reading` is the real meter reading."""
+
+    @property
+    def journal(self) -> Journal | None:
+        """Every protective action (GET /api/journal, the dashboard's table)."""
 
     def escalations(self) -> list[tuple[str, Escalator]]:
         """Each car's escalation, the car in words (name or VIN); empty in push mode."""
