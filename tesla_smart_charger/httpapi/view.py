@@ -88,5 +88,8 @@ class DaemonView(Protocol):
     def vehicles(self) -> list[dict[str, Any]]:
         """Each car as in /status `vehicles` (vin, name, mode, state, setpoint_amps, ...)."""
 
+    def status(self) -> dict[str, Any]:
+        """The /status document (the dashboard shows its optional sections when present)."""
+
     def dependencies(self) -> Mapping[str, Health]:
         """Per dependency: ok / degraded / down, as on /status."""
