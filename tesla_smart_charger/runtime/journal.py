@@ -536,7 +536,6 @@ class JournalWatch:
                 record.reason,
                 car=car.label,
                 before=car_before,
-                amps=0.0,
                 result=record.result,
                 followed="not yet" if record.result == "ok" else "no",
                 at=record.at,

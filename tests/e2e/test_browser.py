@@ -8,8 +8,12 @@ the screenshot goes to the test's temp folder, so `make test` leaves the work tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ from playwright.async_api import ConsoleMessage, Error, Route, async_playwright
 from tesla_smart_charger.cli.demo import story_evening
 from tesla_smart_charger.simulator.car import CarModel
 from tesla_smart_charger.simulator.world import World
-from tests.helpers.e2e import WAIT_SECS
+from tests.helpers.e2e import STARTUP_SECS, WAIT_SECS, free_port
 from tests.helpers.observe import observed_daemon
 
 pytestmark = pytest.mark.slow
@@ -220,5 +224,173 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
                 assert fleet.cars[1].service.state.charge_mode == "fast"
             assert fleet.cars[0].service.state.charge_mode == "fast"
             assert problems == []
+        finally:
+            await browser.close()
+
+
+# --- the demos: several cars, the sun, a restart ---------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@contextlib.asynccontextmanager
+async def demo(
+    scenario: str, port: int = 0
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`tesla-smart-charger demo --scenario …` as a process; the dashboard URL it prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSC_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tesla_smart_charger", "demo", "--scenario", scenario,
+        "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(STARTUP_SECS):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                if not line:
+                    pytest.fail("the demo ended before printing its URL:\n" + "".join(seen))
+                seen.append(line)
+                if "dashboard: " in line:
+                    url = line.split("dashboard: ", 1)[1].strip().rstrip("/")
+                    break
+        drain = asyncio.create_task(_drain(proc.stdout))
+        yield url, proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(STARTUP_SECS):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if "drain" in locals():
+            drain.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    """Keep reading the demo's live line so its pipe never fills."""
+    while await stream.readline():
+        pass
+
+
+def _chromium() -> None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
+
+
+async def _shots(page: Any, name: str, tmp_path: Path) -> None:
+    """Desktop and phone screenshots: into docs/ with UPDATE_DOCS_SCREENSHOT=1, else tmp_path."""
+    folder = DOCS if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" else tmp_path
+    await page.set_viewport_size(DESKTOP)
+    await page.screenshot(path=str(folder / f"dashboard-{name}.png"))
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=str(folder / f"dashboard-{name}-phone.png"), full_page=True)
+    width = await page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"]  # nothing sticks out sideways on a phone
+    await page.set_viewport_size(DESKTOP)
+    assert (folder / f"dashboard-{name}.png").stat().st_size > 10_000
+
+
+async def test_two_cars_demo_shows_each_car_in_chromium(tmp_path: Path) -> None:
+    _chromium()
+    async with demo("two-cars") as (url, _), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport=DESKTOP)
+            problems: list[str] = []
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            await page.goto(url + "/", wait_until="load")
+            # The Now card: a row per car, each with its own draw and state.
+            await page.wait_for_function(
+                "() => document.querySelectorAll('#now-cars li[data-car]').length === 2",
+                timeout=BROWSER_WAIT_MS,
+            )
+            names = await page.locator("#now-cars .car-name").all_text_contents()
+            assert len(set(names)) == 2
+            assert await page.is_hidden("#car")  # no one figure for both cars
+            # The chart: a line per car, named in the legend; never "Car (inferred)" alone.
+            await page.wait_for_function(
+                "() => document.getElementById('chart').dataset.cars === '2'",
+                timeout=BROWSER_WAIT_MS,
+            )
+            legend = await page.text_content("#legend") or ""
+            assert all(n in legend for n in names)
+            assert "Car (inferred)" not in legend
+            for status in await page.locator("#now-cars .car-status").all_text_contents():
+                assert status not in ("", "\u2013")
+            # The kettle overloads the house: a cut shows in the journal and in the commands,
+            # each naming its car.
+            await page.wait_for_selector(
+                "#journal tr[data-kind='cut']", timeout=BROWSER_WAIT_MS * 3
+            )
+            journal = await page.text_content("#journal") or ""
+            assert any(f"{n}: cut" in journal for n in names)
+            commands = await page.text_content("#commands") or ""
+            assert any(f"{n}: set_charging_amps" in commands for n in names)
+            await _shots(page, "two-cars", tmp_path)
+            assert problems == []
+        finally:
+            await browser.close()
+
+
+async def test_solar_demo_draws_the_export_below_zero_in_chromium(tmp_path: Path) -> None:
+    _chromium()
+    async with demo("solar") as (url, _), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport=DESKTOP)
+            problems: list[str] = []
+            page.on("pageerror", lambda err: problems.append(str(err)))
+            await page.goto(url + "/", wait_until="load")
+            await page.wait_for_function(
+                "() => document.getElementById('chart').dataset.export === '1'",
+                timeout=BROWSER_WAIT_MS * 3,
+            )
+            assert float(await page.get_attribute("#chart", "data-bottom") or "0") < 0
+            assert await page.get_attribute("#chart", "data-surplus") == "1"
+            legend = await page.text_content("#legend") or ""
+            assert "Export (below 0 A)" in legend
+            assert "Solar surplus" in legend
+            supply = await page.text_content("#supply") or ""
+            assert "-" in supply  # the meter shows export as negative amps
+            # Let the car start on the surplus, so the picture shows it following the sun.
+            shown = int(await page.evaluate(POINTS))
+            await page.wait_for_function(MORE_POINTS, arg=shown + 20, timeout=BROWSER_WAIT_MS * 3)
+            await _shots(page, "solar", tmp_path)
+            assert problems == []
+        finally:
+            await browser.close()
+
+
+async def test_an_open_tab_reconnects_when_the_demo_restarts(tmp_path: Path) -> None:
+    _chromium()
+    port = free_port()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport=DESKTOP)
+            async with demo("evening", port) as (url, proc):
+                await page.goto(url + "/", wait_until="load")
+                await page.wait_for_selector(
+                    "#connection[data-conn='live']", timeout=BROWSER_WAIT_MS
+                )
+                proc.send_signal(signal.SIGINT)
+                await proc.wait()
+                await page.wait_for_selector(
+                    "#connection[data-conn='reconnecting']", timeout=BROWSER_WAIT_MS
+                )
+                text = await page.text_content("#connection") or ""
+                assert text.startswith("reconnecting")
+            async with demo("evening", port) as (url2, _):
+                assert url2 == url
+                await page.wait_for_selector(
+                    "#connection[data-conn='live']", timeout=BROWSER_WAIT_MS * 2
+                )
         finally:
             await browser.close()
