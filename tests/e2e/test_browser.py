@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import ConsoleMessage, Error, Route, async_playwright
+from playwright.async_api import ConsoleMessage, Error, Route, ViewportSize, async_playwright
 
 from tesla_smart_charger.cli.demo import story_evening
 from tesla_smart_charger.simulator.car import CarModel
@@ -231,8 +231,8 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
 # --- the demos: several cars, the sun, a restart ---------------------------------------------
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @contextlib.asynccontextmanager
