@@ -325,7 +325,7 @@ class Dashboard:
         """kWh per day per car, newest day first, rounded for the page."""
         newest = sorted(self.energy, reverse=True)[:days]
         return [
-            {"day": day, "kwh": {car: round(k, 2) for car, k in self.energy[day].items()}}
+            {"day": day, "kwh": {car: round(k, 3) for car, k in self.energy[day].items()}}
             for day in newest
         ]
 

@@ -188,40 +188,53 @@ async def test_car_list_and_mode_switch_in_chromium(tmp_path: Path, token: str |
             assert await page.get_attribute(_button(VIN_A, "fast"), "aria-pressed") == "true"
             assert await page.get_attribute(_button(VIN_B, "solar"), "aria-pressed") == "false"
 
+            fleet = run.daemon.fleet
+            assert fleet is not None
+            if token is not None:
+                # The controls wait for the token; the page asks for it instead of explaining.
+                assert await page.is_visible("#token-form")
+                assert await page.is_disabled(_button(VIN_B, "solar"))
+                await page.fill("#token-input", "not-the-token")
+                await page.click("#token-save")
+                await page.wait_for_selector(
+                    _button(VIN_B, "solar") + ":not([disabled])", timeout=BROWSER_WAIT_MS
+                )
+                await page.click(_button(VIN_B, "solar"))
+                await page.wait_for_selector(
+                    "#mode-message[data-kind='error']", timeout=BROWSER_WAIT_MS
+                )
+                assert "apiToken" in (await page.text_content("#mode-message") or "")
+                assert fleet.cars[1].service.state.charge_mode == "fast"
+                assert await page.is_disabled(_button(VIN_B, "solar"))  # locked again
+                await page.fill("#token-input", token)
+                await page.click("#token-save")
+                assert token not in await page.content()  # kept in sessionStorage only
+                stored = await page.evaluate("() => sessionStorage.getItem('tsc-api-token')")
+                assert stored == token
+                await page.wait_for_selector(
+                    _button(VIN_B, "solar") + ":not([disabled])", timeout=BROWSER_WAIT_MS
+                )
+                posts.clear()
+            else:
+                assert await page.is_hidden("#token-form")
             await page.click(_button(VIN_B, "solar"))
             await page.wait_for_function(
-                "() => document.getElementById('mode-message').dataset.kind !== 'info'"
-                " && document.getElementById('mode-message').textContent !== ''",
+                "() => document.getElementById('mode-message').dataset.kind === 'ok'",
                 timeout=BROWSER_WAIT_MS,
             )
             assert posts == [f"{run.url}/vehicles/{VIN_B}/mode"]
-            message = await page.text_content("#mode-message") or ""
-            fleet = run.daemon.fleet
-            assert fleet is not None
-            if token is None:
-                assert await page.get_attribute("#mode-message", "data-kind") == "ok"
-                # The daemon took it, and the next panel from the server shows it.
-                await page.wait_for_function(
-                    "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
-                    arg=_button(VIN_B, "solar"),
-                    timeout=BROWSER_WAIT_MS,
-                )
-                deadline = asyncio.get_running_loop().time() + WAIT_SECS
-                while fleet.cars[1].service.state.charge_mode != "solar":
-                    assert asyncio.get_running_loop().time() < deadline, "mode never applied"
-                    await asyncio.sleep(0.05)
-                # ... and the page's list, redrawn from the server's next panel, agrees.
-                await page.wait_for_function(
-                    "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
-                    arg=_button(VIN_B, "solar"),
-                    timeout=BROWSER_WAIT_MS,
-                )
-                assert await page.get_attribute(_button(VIN_B, "fast"), "aria-pressed") == "false"
-            else:
-                assert await page.get_attribute("#mode-message", "data-kind") == "error"
-                assert "apiToken" in message
-                assert token not in await page.content()
-                assert fleet.cars[1].service.state.charge_mode == "fast"
+            # The daemon took it, and the next panel from the server shows it.
+            deadline = asyncio.get_running_loop().time() + WAIT_SECS
+            while fleet.cars[1].service.state.charge_mode != "solar":
+                assert asyncio.get_running_loop().time() < deadline, "mode never applied"
+                await asyncio.sleep(0.05)
+            # ... and the page's list, redrawn from the server's next panel, agrees.
+            await page.wait_for_function(
+                "(sel) => document.querySelector(sel).getAttribute('aria-pressed') === 'true'",
+                arg=_button(VIN_B, "solar"),
+                timeout=BROWSER_WAIT_MS,
+            )
+            assert await page.get_attribute(_button(VIN_B, "fast"), "aria-pressed") == "false"
             assert fleet.cars[0].service.state.charge_mode == "fast"
             assert problems == []
         finally:
