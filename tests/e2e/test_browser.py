@@ -299,9 +299,14 @@ def _chromium() -> None:
 
 async def _shots(page: Any, name: str, tmp_path: Path) -> None:
     """Desktop and phone screenshots: into docs/ with UPDATE_DOCS_SCREENSHOT=1, else tmp_path."""
-    folder = DOCS if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" else tmp_path
+    update = os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1"
+    folder = DOCS if update else tmp_path
+    if update:
+        # For the docs: a minute and a half of story on the chart, not a sliver.
+        shown = int(await page.evaluate(POINTS))
+        await page.wait_for_function(MORE_POINTS, arg=shown + 90, timeout=BROWSER_WAIT_MS * 8)
     await page.set_viewport_size(DESKTOP)
-    await page.screenshot(path=str(folder / f"dashboard-{name}.png"))
+    await page.screenshot(path=str(folder / f"dashboard-{name}.png"), full_page=True)
     await page.set_viewport_size(PHONE)
     await page.screenshot(path=str(folder / f"dashboard-{name}-phone.png"), full_page=True)
     width = await page.evaluate("() => document.documentElement.scrollWidth")

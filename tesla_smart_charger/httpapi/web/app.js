@@ -405,7 +405,10 @@
     for (const d of days) {
       const row = document.createElement("tr");
       cell(row, d.day);
-      for (const n of names) cell(row, d.kwh[n] === undefined ? "–" : Number(d.kwh[n]).toFixed(2));
+      for (const n of names) {
+        const kwh = d.kwh[n];
+        cell(row, kwh === undefined ? "–" : Number(kwh).toFixed(kwh < 1 ? 3 : 2));
+      }
       body.append(row);
     }
   }
