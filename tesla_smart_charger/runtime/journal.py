@@ -490,7 +490,7 @@ class JournalWatch:
             before = car.last if car.last.supply is not None else self.readings(car)
             for record in self._new_commands(car):
                 self._command(car, record, before, now)
-            self._escalation(car, before)
+            self._escalation(car, before, now)
             self._follow(car, now)
             car.last = self.readings(car)
 
@@ -546,12 +546,19 @@ class JournalWatch:
         elif record.command == "charge_start" and record.result == "ok":
             car.amps = None  # known again from the next setpoint
 
-    def _escalation(self, car: _CarWatch, before: Readings) -> None:
+    def _escalation(self, car: _CarWatch, before: Readings, now: float) -> None:
         escalator = car.service.escalation
         level = escalator.level if escalator is not None else "none"
         if level == car.level:
             return
         old, car.level = car.level, level
+        if level != "none" and old != "relay_off":
+            # The escalation stepped in: what was still awaited was not followed by the car
+            # (a drop from here on is the stop's or the relay's doing, not the car's).
+            after = self.readings(car)
+            for p in [p for p in car.pending if p.at < now]:
+                self.journal.update(p.entry_id, followed="no", after=after)
+            car.pending = [p for p in car.pending if p.at >= now]
         if old == "relay_off":
             self.journal.record(
                 "relay_on", "the car's circuit is powered again", car=car.label, before=before

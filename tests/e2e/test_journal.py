@@ -132,3 +132,39 @@ async def test_a_read_only_state_folder_keeps_control_and_the_journal_in_memory(
                 assert log.count("journal.jsonl is written again") == 1  # and the end
                 disk = (state / "journal.jsonl").read_text()
                 assert f'"id":{entries[0]["id"]},' in disk
+
+
+async def test_a_car_that_ignores_cuts_leaves_every_step_in_the_journal(tmp_path: Path) -> None:
+    car = CarModel(
+        request_amps=16,
+        charging_state="Charging",
+        ramp_delay=0.5,
+        capacity_kwh=None,
+        fault="ignores_commands",
+    )
+    world = World(car=car, manual_house=(10.0,), relay_gen=2)
+    async with world:
+        config = world.write_config(tmp_path, escalateAfterSecs=5.0, carSettleSecs=2)
+        async with run_daemon(tmp_path, config, "--monitor") as daemon:
+            await daemon.wait_status(lambda st: st["meter"] is not None and st["meter"]["valid"])
+            world.set_house(20.0)  # 36 A on 30 A, and the car will not follow any cut
+
+            def kinds(entries: list[dict[str, Any]]) -> list[str]:
+                return [e["kind"] for e in entries]
+
+            entries = await wait_journal(daemon, lambda es: "relay_off" in kinds(es))
+            seen = kinds(entries)
+            # The cut, the escalation's stop and the relay, in the order they happened.
+            assert seen.index("cut") < seen.index("escalation") < seen.index("relay_off")
+            assert "pause" in seen  # the escalation's charge_stop
+            steps = [e["result"] for e in entries if e["kind"] == "escalation"]
+            assert steps[:2] == ["charge_stop", "relay_off"]
+            relay = world.relay
+            assert relay is not None
+            assert (0, False) in relay.switches
+            # The car drew on: the first cut was not followed (the readings said so).
+            first = await wait_journal(
+                daemon,
+                lambda es: next(e for e in es if e["kind"] == "cut")["followed"] != "not yet",
+            )
+            assert next(e for e in first if e["kind"] == "cut")["followed"] == "no"
