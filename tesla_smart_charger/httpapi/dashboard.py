@@ -50,7 +50,8 @@ RECENT_JOURNAL = 20  # the dashboard's table; GET /api/journal has them all
 HISTORY_FILE = "history.json"
 HISTORY_SAVE_SECS = 30.0
 ENERGY_DAYS = 31  # kWh per day per car kept
-NOMINAL_VOLTS = 230.0  # when neither the meter nor the car says
+NOMINAL_VOLTS = 230.0  # when the car does not say
+MIN_MAINS_VOLTS = 100  # below this the car's charger_voltage is not the mains (2 V when idle)
 SUMMARY_SECTIONS = ("capacity", "grid_limit")  # /status sections the page shows when present
 # What the page's car list shows of each /status `vehicles` entry.
 VEHICLE_KEYS = ("vin", "name", "mode", "state", "charging_state", "setpoint_amps", "target_amps")
@@ -94,6 +95,8 @@ def car_word(service: ChargeService) -> str:
     charging = v.charge.charging_state if v.charge else None
     if s.paused:
         return "paused: waiting for room"
+    if s.solar_stopped:
+        return "paused: waiting for sun"
     if charging == "Stopped":
         return "stopped by the driver"
     if charging in ("Charging", "Starting"):
@@ -342,11 +345,9 @@ class Dashboard:
             if not amps or amps <= 0:
                 continue
             charge = service.state.vehicle.charge if service.state.vehicle else None
-            volts = (
-                float(charge.charger_voltage)
-                if charge and charge.charger_voltage
-                else NOMINAL_VOLTS
-            )
+            # A car that is not drawing reports about 2 V: only a mains voltage counts.
+            mains = charge is not None and (charge.charger_voltage or 0) >= MIN_MAINS_VOLTS
+            volts = float(charge.charger_voltage or 0) if mains and charge else NOMINAL_VOLTS
             phases = charge.charger_phases if charge and charge.charger_phases else 1
             kwh = amps * volts * phases * (now - last) / 3_600_000.0
             per_car[label] = per_car.get(label, 0.0) + kwh

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,31 @@ def test_followed_by_the_car_channel_or_by_the_supply() -> None:
     unmeasured = _Pending(1, 0.0, 9.0, Readings((36.0,), None), 7.0)
     assert _followed(unmeasured, Readings((29.0,), None))
     assert not _followed(unmeasured, Readings((35.0,), None))
+
+
+def _service(charging_state: str, **state: Any) -> Any:
+    from dataclasses import replace  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from tesla_smart_charger import control as core  # noqa: PLC0415
+    from tesla_smart_charger.control.models import (  # noqa: PLC0415
+        ChargeState,
+        VehicleSnapshot,
+        VehicleState,
+    )
+
+    charge = ChargeState(charging_state, 16, 16, 0, None, 2)
+    s = replace(
+        core.initial_state(0.0), vehicle=VehicleSnapshot(VehicleState.ONLINE, charge, 0.0), **state
+    )
+    return SimpleNamespace(state=s)
+
+
+def test_the_dashboard_tells_our_pause_from_the_drivers_stop() -> None:
+    from tesla_smart_charger.httpapi.dashboard import car_word  # noqa: PLC0415
+
+    assert car_word(_service("Stopped", paused=True)) == "paused: waiting for room"
+    assert car_word(_service("Stopped", solar_stopped=True)) == "paused: waiting for sun"
+    assert car_word(_service("Stopped")) == "stopped by the driver"
+    assert car_word(_service("Charging")) == "charging"
+    assert car_word(_service("Disconnected")) == "unplugged"
