@@ -383,6 +383,7 @@ class Dashboard:
             _LOG.exception("dashboard: could not take a sample")
             return
         self.latest = point
+        self._watch_controller()  # its end (SIGTERM) saves the history, streams open or not
         self._add_energy(point)
         if self._clock() - self._saved_at >= HISTORY_SAVE_SECS:
             self.save()

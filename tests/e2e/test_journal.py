@@ -88,11 +88,17 @@ async def test_a_cut_is_journaled_as_csv_and_survives_a_restart(tmp_path: Path) 
             assert [r["kind"] for r in rows] == [e["kind"] for e in entries]
             assert rows[0]["time"].endswith("+00:00")
             assert rows[0]["reason"] == entries[0]["reason"]
-        # Restart on the same state folder: the cut is still there, and ids go on.
+            _, before = await daemon.get("/api/history")
+            seen = {p["t"] for p in before["history"]}
+        # Restart on the same state folder: the cut is still there, and ids go on; the
+        # dashboard's chart starts with what it showed before (kept at SIGTERM).
         async with run_daemon(tmp_path, config, "--monitor", log_mode="ab") as daemon:
             again = await journal(daemon)
             assert cut in again
             assert (tmp_path / "journal.jsonl").exists()
+            _, after = await daemon.get("/api/history")
+            assert seen <= {p["t"] for p in after["history"]}
+            assert after["energy"][0]["kwh"]  # the car's kWh of the first run
 
 
 async def test_a_read_only_state_folder_keeps_control_and_the_journal_in_memory(
