@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tesla_smart_charger.httpapi.dashboard import HISTORY_FILE, Dashboard
 from tesla_smart_charger.runtime.journal import Readings
 from tesla_smart_charger.simulator.car import CarModel
@@ -116,3 +118,24 @@ async def test_each_car_has_its_own_line_and_the_history_survives_a_restart(
         assert set(again.energy) == set(energy)
         day = next(iter(energy))
         assert again.energy[day]["Ada"] >= energy[day]["Ada"]
+
+
+async def test_the_capacity_window_and_grid_limit_reach_the_page_when_status_has_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with observed_daemon(
+        tmp_path, World(car=charging_car(), manual_house=(5.0,)), **FAST
+    ) as run:
+        code, snap = await run.get("/api/history")
+        assert code == 200
+        assert "capacity" not in snap
+        assert "grid_limit" not in snap
+        capacity = {"window_avg_kw": 2.1, "projected_kw": 2.4, "limit_kw": 2.5}
+        grid = {"active": True, "limit_kw": 4.2, "source": "input"}
+        real = run.daemon.status
+        monkeypatch.setattr(
+            run.daemon, "status", lambda: {**real(), "capacity": capacity, "grid_limit": grid}
+        )
+        code, snap = await run.get("/api/history")
+        assert snap["capacity"] == capacity
+        assert snap["grid_limit"] == grid
