@@ -425,3 +425,34 @@ async def test_an_open_tab_reconnects_when_the_demo_restarts(tmp_path: Path) -> 
                 )
         finally:
             await browser.close()
+
+
+async def test_capacity_and_grid_limit_show_when_status_has_them_in_chromium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _chromium()
+    world = World(car=CarModel(request_amps=16, ramp_delay=0.5), manual_house=(5.0,))
+    async with (
+        observed_daemon(tmp_path, world, energyMonitorPollSecs=0.2) as run,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport=DESKTOP)
+            await page.goto(run.url + "/", wait_until="load")
+            await page.wait_for_selector("#connection[data-conn='live']", timeout=BROWSER_WAIT_MS)
+            assert await page.is_hidden("#limits")  # nothing configured: nothing shown
+            real = run.daemon.status
+            capacity = {"window_avg_kw": 2.1, "limit_kw": 2.5}
+            grid = {"active": True, "limit_kw": 4.2}
+            monkeypatch.setattr(
+                run.daemon, "status", lambda: {**real(), "capacity": capacity, "grid_limit": grid}
+            )
+            await page.wait_for_selector("#limits:not([hidden])", timeout=BROWSER_WAIT_MS)
+            text = await page.text_content("#limits") or ""
+            assert "Capacity window: window avg kw" in text
+            assert "2.1" in text
+            assert "Grid limit: active" in text
+            assert "4.2" in text
+        finally:
+            await browser.close()
