@@ -596,7 +596,9 @@ class JournalWatch:
             if verdict:
                 self.journal.update(p.entry_id, followed="yes", after=after)
             elif now - p.at >= self._deadline:
-                self.journal.update(p.entry_id, followed="no", after=after)
+                # No meter (push mode): nothing can show it either way.
+                seen = after.supply is not None or after.car is not None
+                self.journal.update(p.entry_id, followed="no" if seen else "n/a", after=after)
             else:
                 keep.append(p)
         car.pending = keep

@@ -149,3 +149,88 @@ def test_the_dashboard_tells_our_pause_from_the_drivers_stop() -> None:
     assert car_word(_service("Stopped")) == "stopped by the driver"
     assert car_word(_service("Charging")) == "charging"
     assert car_word(_service("Disconnected")) == "unplugged"
+
+
+class _FakeService:
+    """What JournalWatch reads of a ChargeService: its commands, state and escalation."""
+
+    def __init__(self, reading: Any) -> None:
+        from collections import deque  # noqa: PLC0415
+        from dataclasses import replace  # noqa: PLC0415
+
+        from tesla_smart_charger import control as core  # noqa: PLC0415
+
+        self.commands: deque[Any] = deque(maxlen=50)
+        self.state = replace(core.initial_state(0.0), setpoint=16, reading=reading)
+        self.escalation: Any = None
+        self.listeners: list[Any] = []
+
+    def add_listener(self, callback: Any) -> None:
+        self.listeners.append(callback)
+
+    def event(self) -> None:
+        for callback in self.listeners:
+            callback()
+
+
+def _reading(supply: float, car: float | None = None) -> Any:
+    from tesla_smart_charger.control.models import MeterReading  # noqa: PLC0415
+
+    return MeterReading((supply,), (230.0,), car, True, 0.0)
+
+
+def test_the_watch_journals_cuts_and_pauses_not_raises_and_sees_them_followed() -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from tesla_smart_charger.runtime.journal import JournalWatch  # noqa: PLC0415
+    from tesla_smart_charger.runtime.service import CommandRecord  # noqa: PLC0415
+
+    now = [0.0]
+    service = _FakeService(_reading(36.0, 16.0))
+    journal = Journal(None, wall=clock)
+    JournalWatch(
+        journal,
+        [("Ada", service)],  # type: ignore[list-item]
+        real_reading=lambda: service.state.reading,
+        clock=lambda: now[0],
+    )
+    service.event()
+    service.commands.append(CommandRecord(clock(), "set_charging_amps", 9, "ok", "over"))
+    service.state = replace(service.state, setpoint=9, command_from=16)
+    service.event()
+    service.commands.append(CommandRecord(clock(), "set_charging_amps", 12, "ok", "room"))
+    service.state = replace(service.state, setpoint=12, command_from=9)
+    service.event()
+    (cut,) = journal.entries  # the raise is not a protective action
+    assert (cut.kind, cut.car, cut.amps, cut.followed) == ("cut", "Ada", 9.0, "not yet")
+    assert cut.before == Readings((36.0,), 16.0)
+    service.state = replace(service.state, reading=_reading(29.0, 9.2))
+    now[0] = 3.0
+    service.event()
+    (cut,) = journal.entries
+    assert cut.followed == "yes"
+    assert cut.after == Readings((29.0,), 9.2)
+    # A pause the car ignores: "no" once the deadline has passed with the readings unchanged.
+    service.commands.append(CommandRecord(clock(), "charge_stop", None, "ok", "no room"))
+    service.event()
+    now[0] = 100.0
+    service.event()
+    assert [(e.kind, e.followed) for e in journal.entries] == [("cut", "yes"), ("pause", "no")]
+
+
+def test_without_a_meter_nothing_says_whether_the_car_followed() -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from tesla_smart_charger.runtime.journal import JournalWatch  # noqa: PLC0415
+    from tesla_smart_charger.runtime.service import CommandRecord  # noqa: PLC0415
+
+    now = [0.0]
+    service = _FakeService(None)
+    journal = Journal(None, wall=clock)
+    JournalWatch(journal, [(None, service)], real_reading=lambda: None, clock=lambda: now[0])  # type: ignore[list-item]
+    service.commands.append(CommandRecord(clock(), "set_charging_amps", 9, "ok", "/overload"))
+    service.state = replace(service.state, setpoint=9, command_from=16)
+    service.event()
+    now[0] = 100.0
+    service.event()
+    assert [(e.kind, e.followed) for e in journal.entries] == [("cut", "n/a")]
