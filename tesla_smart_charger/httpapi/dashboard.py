@@ -6,7 +6,7 @@ offline on a Pi. A listener on the charge service keeps a 15-minute history (one
 second) and wakes the open event streams, each of which sends at most two samples a second, so a
 fast meter cannot flood a phone. Streams end when the controller stops (SIGTERM), so shutdown
 never waits on a browser. The history and each car's kWh per day are kept in `history.json`
-beside the journal (written every HISTORY_SAVE_SECS and on shutdown), so a restart loses
+beside the journal (written every HISTORY_SAVE_SECS and when the controller stops), so a restart loses
 neither.
 """
 
@@ -48,7 +48,7 @@ RECONNECT_MS = 3000
 RECENT_COMMANDS = 10
 RECENT_JOURNAL = 20  # the dashboard's table; GET /api/journal has them all
 HISTORY_FILE = "history.json"
-HISTORY_SAVE_SECS = 30.0
+HISTORY_SAVE_SECS = 300.0  # and at shutdown: a whole file every 30 s would wear an SD card
 ENERGY_DAYS = 31  # kWh per day per car kept
 NOMINAL_VOLTS = 230.0  # when the car does not say
 MIN_MAINS_VOLTS = 100  # below this the car's charger_voltage is not the mains (2 V when idle)
