@@ -456,9 +456,9 @@ async def test_capacity_and_grid_limit_show_when_status_has_them_in_chromium(
             )
             await page.wait_for_selector("#limits:not([hidden])", timeout=BROWSER_WAIT_MS)
             text = await page.text_content("#limits") or ""
-            assert "Capacity window: window avg kw" in text
-            assert "2.1" in text
-            assert "Grid limit: active" in text
-            assert "4.2" in text
+            assert "Capacity window: average so far, kW2.1" in text
+            assert "Capacity window: limit, kW2.5" in text
+            assert "Grid limit: activeyes" in text
+            assert "Grid limit: limit, kW4.2" in text
         finally:
             await browser.close()

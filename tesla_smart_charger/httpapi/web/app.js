@@ -332,6 +332,17 @@
 
   // The capacity window and the grid operator's limit, when the daemon has them.
   const LIMIT_TITLES = { capacity: "Capacity window", grid_limit: "Grid limit" };
+  // Words for the fields the capacity guard and the grid limit report; others by their name.
+  const LIMIT_WORDS = {
+    limit_kw: "limit, kW",
+    window_mins: "window, min",
+    window_avg_kw: "average so far, kW",
+    projection_kw: "projected, kW",
+    last_window_kw: "last window, kW",
+    month_peak_kw: "month's peak, kW",
+    import_ceiling_kw: "import allowed now, kW",
+    car_kw: "cars now, kW",
+  };
   function showLimits(panel) {
     const dl = $("limits");
     dl.replaceChildren();
@@ -343,9 +354,11 @@
         const div = document.createElement("div");
         div.dataset.section = section;
         const dt = document.createElement("dt");
-        dt.textContent = `${title}: ${k.replace(/_/g, " ")}`;
+        dt.textContent = `${title}: ${LIMIT_WORDS[k] || k.replace(/_/g, " ")}`;
         const dd = document.createElement("dd");
-        dd.textContent = typeof v === "number" ? String(Math.round(v * 100) / 100) : String(v);
+        dd.textContent = v === null ? "–"
+          : typeof v === "number" ? String(Math.round(v * 100) / 100)
+          : typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
         div.append(dt, dd);
         dl.append(div);
       }
