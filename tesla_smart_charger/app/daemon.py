@@ -40,7 +40,7 @@ from tesla_smart_charger.config.settings import LoadedConfig, Settings, VehicleS
 from tesla_smart_charger.const import CUT_LATE_SECS, SHUTDOWN_TIMEOUT
 from tesla_smart_charger.control import ControlConfig, unresolved_problem
 from tesla_smart_charger.control.capacity import CapacityConfig
-from tesla_smart_charger.control.events import CarLinkBack, Event
+from tesla_smart_charger.control.events import CarLinkBack, Event, GridLimitChanged
 from tesla_smart_charger.control.grid_limit import SourceReading, SourceState
 from tesla_smart_charger.control.interfaces import Vehicle
 from tesla_smart_charger.control.supervisor import ESCALATION_LEVELS
@@ -70,6 +70,7 @@ from tesla_smart_charger.runtime.grid_limit import (
     poll_input,
     watch_pending,
 )
+from tesla_smart_charger.runtime.journal import JOURNAL_FILE, Journal, JournalWatch, Readings
 from tesla_smart_charger.runtime.queue import EventQueue
 from tesla_smart_charger.runtime.safety import (
     AlertWatch,
@@ -164,6 +165,7 @@ class Daemon:
     mqtt: MqttBridge | None = None  # Home Assistant, once the VIN is known
     capacity: CapacityGuard | None = None  # the capacity tariff guard (importLimitKw)
     relay_policy: RetryPolicy | None = None  # the safety relay's health
+    journal: Journal | None = None  # every protective action, on disk beside tokens.json
     alerts: AlertSender | None = None
     alert_watch: AlertWatch | None = None
     api_port: int | None = None  # the port the API listens on (apiPort 0: the one the OS chose)
@@ -598,6 +600,7 @@ async def build_daemon(
     )
     build_grid_limit(daemon, session)
     install_capacity(daemon)
+    daemon.journal = build_journal(loaded, fleet)
     if alerts is not None:
         daemon.alert_watch = AlertWatch(
             alerts,
@@ -630,8 +633,24 @@ def build_grid_limit(daemon: Daemon, session: aiohttp.ClientSession) -> None:
     if s.grid_limit_topic is not None:
         sources.append("mqtt")
     cars = len(daemon.fleet.cars) if daemon.fleet is not None else 1
+    was_on = [False]
+
+    def send(event: Event) -> None:
+        """The limit's change to the controller; its start and its end also to the journal."""
+        daemon.queue.put_nowait(event)
+        if not isinstance(event, GridLimitChanged):
+            return
+        on = event.car_watts is not None
+        if on != was_on[0] and daemon.journal is not None:
+            was_on[0] = on
+            daemon.journal.record(
+                "grid_limit_on" if on else "grid_limit_off",
+                event.reason or ("grid limit on" if on else "grid limit ended"),
+                before=Readings.of(daemon.fleet.last_reading or daemon.service.state.reading),
+            )
+
     daemon.grid_limit = GridLimitWatch(
-        limit_kw=s.grid_limit_total_kw, cars=cars, send=daemon.queue.put_nowait, sources=sources
+        limit_kw=s.grid_limit_total_kw, cars=cars, send=send, sources=sources
     )
 
 
@@ -650,6 +669,23 @@ async def run_grid_limit(daemon: Daemon) -> None:
         every=s.grid_limit_input_poll_secs,
         inverted=s.grid_limit_input_inverted,
     )
+
+
+def build_journal(loaded: LoadedConfig, fleet: Fleet) -> Journal:
+    """The journal beside tokens.json, filled from each car's controller."""
+    journal = Journal(loaded.token_file.parent / JOURNAL_FILE)
+    cars: list[tuple[str | None, ChargeService]] = [
+        (c.label or c.name or c.vin, c.service) for c in fleet.cars
+    ]
+    first = fleet.cars[0].service
+    several = len(fleet.cars) > 1
+    JournalWatch(
+        journal,
+        cars,
+        # the real meter: the fleet's with several cars (each car sees its share), else the car's
+        real_reading=lambda: fleet.last_reading if several else first.state.reading,
+    )
+    return journal
 
 
 def api_context(daemon: Daemon) -> ApiContext:

@@ -191,7 +191,10 @@ def scenario_config(scenario: Scenario, world: World, keys: frozenset[str]) -> d
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Free as the daemon binds it (SO_REUSEADDR): the connections of the last run, still in
+    TIME_WAIT, do not make the port busy, so a dashboard tab left open finds the demo again."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -1,10 +1,13 @@
-"""GET / (the dashboard), its static files, /events (server-sent events) and /api/history.
+"""GET / (the dashboard), its static files, /events (server-sent events), /api/history and
+/api/journal.
 
 The page is plain HTML, CSS and JS shipped in the package: no CDN, no build step, so it works
 offline on a Pi. A listener on the charge service keeps a 15-minute history (one sample per
 second) and wakes the open event streams, each of which sends at most two samples a second, so a
 fast meter cannot flood a phone. Streams end when the controller stops (SIGTERM), so shutdown
-never waits on a browser.
+never waits on a browser. The history and each car's kWh per day are kept in `history.json`
+beside the journal (written every HISTORY_SAVE_SECS and when the controller stops), so a restart loses
+neither.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tesla_smart_charger.car.tokens import atomic_write_bytes
 from tesla_smart_charger.config.settings import CHARGE_MODES
+from tesla_smart_charger.httpapi.journal import journal_routes
 from tesla_smart_charger.httpapi.metrics import (
     car_amps,
     controller_state,
@@ -32,6 +38,7 @@ from tesla_smart_charger.runtime.status import command_view, controller_view
 
 if TYPE_CHECKING:
     from tesla_smart_charger.httpapi.view import DaemonView
+    from tesla_smart_charger.runtime.service import ChargeService
 
 _LOG = logging.getLogger(__name__)
 
@@ -40,6 +47,13 @@ MIN_SEND_INTERVAL = 0.5  # seconds between two samples on one stream (coalescing
 HEARTBEAT_SECS = 15.0
 RECONNECT_MS = 3000
 RECENT_COMMANDS = 10
+RECENT_JOURNAL = 20  # the dashboard's table; GET /api/journal has them all
+HISTORY_FILE = "history.json"
+HISTORY_SAVE_SECS = 300.0  # and at shutdown: a whole file every 30 s would wear an SD card
+ENERGY_DAYS = 31  # kWh per day per car kept
+NOMINAL_VOLTS = 230.0  # when the car does not say
+MIN_MAINS_VOLTS = 100  # below this the car's charger_voltage is not the mains (2 V when idle)
+SUMMARY_SECTIONS = ("capacity", "grid_limit")  # /status sections the page shows when present
 # What the page's car list shows of each /status `vehicles` entry.
 VEHICLE_KEYS = ("vin", "name", "mode", "state", "charging_state", "setpoint_amps", "target_amps")
 
@@ -71,6 +85,87 @@ def _sse(event: str | None, data: Any) -> bytes:
     return f"{head}data: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
+def car_word(service: ChargeService) -> str:
+    """The car's state as the owner reads it: paused by us for room, or stopped by the driver."""
+    s = service.state
+    v = s.vehicle
+    if v is None:
+        return "unknown"
+    if v.state.value != "online":
+        return v.state.value  # asleep, offline
+    charging = v.charge.charging_state if v.charge else None
+    if s.paused:
+        return "paused: waiting for room"
+    if s.solar_stopped:
+        return "paused: waiting for sun"
+    if charging == "Stopped":
+        return "stopped by the driver"
+    if charging in ("Charging", "Starting"):
+        return "charging"
+    if charging == "Complete":
+        return "complete"
+    if charging in ("Disconnected", None):
+        return "unplugged" if charging else "online"
+    return str(charging).lower()
+
+
+class HistoryStore:
+    """history.json: the last 15 minutes of samples and kWh per day per car, bounded.
+
+    Written atomically; a disk that refuses it costs only what a restart would show, so it is
+    said once and the dashboard goes on from memory.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.failing = False
+
+    def load(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+        """The samples and the energy kept last time; nothing (not an error) when absent or bad."""
+        if self.path is None:
+            return [], {}
+        try:
+            raw = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return [], {}
+        except (OSError, ValueError) as err:
+            _LOG.warning("dashboard: cannot read %s (%s): its history starts empty", self.path, err)
+            return [], {}
+        samples = raw.get("samples") if isinstance(raw, dict) else None
+        energy = raw.get("energy") if isinstance(raw, dict) else None
+        points = [
+            p for p in samples or [] if isinstance(p, dict) and isinstance(p.get("t"), int | float)
+        ]
+        days: dict[str, dict[str, float]] = {}
+        if isinstance(energy, dict):
+            for day, cars in energy.items():
+                if isinstance(cars, dict):
+                    days[str(day)] = {
+                        str(k): float(v) for k, v in cars.items() if isinstance(v, int | float)
+                    }
+        return points[-HISTORY_SECS:], days
+
+    def save(self, samples: list[dict[str, Any]], energy: dict[str, dict[str, float]]) -> None:
+        """Write both at once; said once when it starts failing and once when it works again."""
+        if self.path is None:
+            return
+        body = {"samples": samples, "energy": energy}
+        try:
+            atomic_write_bytes(self.path, json.dumps(body, default=str).encode(), mode=0o600)
+        except OSError as err:
+            if not self.failing:
+                self.failing = True
+                _LOG.warning(
+                    "dashboard: cannot write %s (%s): its chart and kWh are kept in memory only",
+                    self.path,
+                    err.strerror or err,
+                )
+            return
+        if self.failing:
+            self.failing = False
+            _LOG.info("dashboard: %s is written again", self.path)
+
+
 def _heat_pct(daemon: DaemonView) -> list[float] | None:
     """The main breaker's heat per phase in % of trip (None without a meter)."""
     ratio = daemon.breaker.heat_ratio() if daemon.breaker is not None else None
@@ -87,7 +182,9 @@ class Dashboard:
         wall: Callable[[], float] = time.time,
         heartbeat: float = HEARTBEAT_SECS,
         clock: Callable[[], float] = time.monotonic,
+        store: bool = True,
     ) -> None:
+        """`store`: keep the history in history.json beside the token store (False: in memory)."""
         self._daemon = daemon
         self._wall = wall
         self._clock = clock  # the controller's clock (commanded_at is on it)
@@ -98,6 +195,12 @@ class Dashboard:
         self._closing = asyncio.Event()
         self._watching = False
         self._files: dict[str, bytes] = {}
+        self.energy: dict[str, dict[str, float]] = {}  # day -> car -> kWh
+        self._energy_at: float | None = None
+        self._saved_at = clock()
+        self.store = HistoryStore(daemon.loaded.token_file.parent / HISTORY_FILE if store else None)
+        samples, self.energy = self.store.load()
+        self.history.extend(samples)
         daemon.service.add_listener(self.on_event)
         if daemon.fleet is not None:  # a mode switch reaches only its own car's controller
             for car in daemon.fleet.cars:
@@ -120,26 +223,39 @@ class Dashboard:
             "chargerMaxAmps": cfg.charger_max_amps,
             "historySecs": HISTORY_SECS,
             "chargeModes": list(CHARGE_MODES),
+            "cars": [label for label, _, _ in self.cars()],
+            # The page asks for the token (kept in the tab's sessionStorage only) before its
+            # controls work; the token itself never leaves the server.
+            "tokenRequired": self._daemon.loaded.settings.api_token is not None,
         }
+
+    def cars(self) -> list[tuple[str, str | None, ChargeService]]:
+        """(label, VIN, controller) of each car; one car is labelled like /status names it."""
+        d = self._daemon
+        if len(d.fleet.cars) > 1:
+            return [(c.label or c.vin, c.vin, c.service) for c in d.fleet.cars]
+        one = d.status().vehicles[0]
+        return [(one.name or one.vin or "Car", one.vin, d.service)]
 
     def _meter_phases(self) -> int:
         """supplyPhases auto: as many phases as the meter's readings carry (1 until known)."""
         reading = meter_reading(self._daemon)
         return len(reading.phase_amps) if reading and reading.phase_amps else 1
 
-    def car_line(self) -> float | None:
+    def car_line(self, service: ChargeService | None = None) -> float | None:
         """The car's current for the chart: measured, or inferred from when it can have followed.
 
         Without a charger channel the car is taken to draw its setpoint, but a car follows a
         command only after its ramp: until carSettleSecs have passed, the chart keeps the
         setpoint the car had before, so the car line does not drop before the supply does.
         """
-        state = self._daemon.service.state
+        service = service if service is not None else self._daemon.service
+        state = service.state
         car = car_amps(state)
         reading = valid_reading(state)
         if car is None or (reading is not None and reading.car_amps is not None):
             return car
-        settle = self._daemon.service.cfg.settle_secs
+        settle = service.cfg.settle_secs
         if (
             state.commanded_at is not None
             and state.command_from is not None
@@ -155,10 +271,22 @@ class Dashboard:
         d = self._daemon
         controller = controller_view(d.service, d.worst_escalation())  # /status `controller`
         reading = meter_reading(d)  # the real meter, also with several cars
+        cars = [
+            {
+                "id": label,
+                "amps": None if (amps := self.car_line(service)) is None else round(amps, 2),
+                "setpoint": service.state.setpoint,
+                "mode": service.state.charge_mode,
+                "status": car_word(service),
+            }
+            for label, _, service in self.cars()
+        ]
         return {
             "t": round(self._wall(), 3),
             "supply": [round(a, 2) for a in reading.phase_amps] if reading else None,
-            "car": self.car_line(),
+            # One car: its line. Several: each in `cars`, never one car's figure for all.
+            "car": cars[0]["amps"] if len(cars) == 1 else None,
+            "cars": cars,
             "setpoint": controller.setpoint_amps,
             "target": controller.target_amps,
             "reason": controller.reason,
@@ -170,17 +298,71 @@ class Dashboard:
         """Recent commands, API calls and the cars: what changes rarely."""
         d = self._daemon
         status = d.status()
-        recent = list(reversed(d.service.commands))[:RECENT_COMMANDS]
-        return {
-            "commands": [command_view(c).model_dump(mode="json") for c in recent],
+        # without its age, so the panel only changes when the car does
+        vehicle = status.vehicle.model_dump(mode="json", exclude={"checked_secs_ago"})
+        commands = [
+            {**command_view(c).model_dump(mode="json"), "car": label, "_at": c.at}
+            for label, _, service in self.cars()
+            for c in service.commands
+        ]
+        commands.sort(key=lambda c: c.pop("_at"), reverse=True)
+        words = {label: car_word(service) for label, _, service in self.cars()}
+        vehicles = [
+            car.model_dump(mode="json", include=set(VEHICLE_KEYS)) for car in status.vehicles
+        ]
+        for car, (label, _, _) in zip(vehicles, self.cars(), strict=False):
+            car["status"] = words.get(label)
+        panel: dict[str, Any] = {
+            "commands": commands[:RECENT_COMMANDS],
             "api_calls": status.api_calls.model_dump(mode="json"),
-            # without its age, so the panel only changes when the car does
-            "vehicle": status.vehicle.model_dump(mode="json", exclude={"checked_secs_ago"}),
-            "vehicles": [
-                car.model_dump(mode="json", include=set(VEHICLE_KEYS)) for car in status.vehicles
-            ],
+            "vehicle": vehicle,
+            "vehicles": vehicles,
             "auth": d.tokens.state,
+            "journal": [
+                e.as_dict() for e in (d.journal.select(limit=RECENT_JOURNAL) if d.journal else [])
+            ][::-1],
+            "energy": self.energy_days(),
         }
+        for section in SUMMARY_SECTIONS:
+            part = getattr(status, section)
+            if part is not None:
+                panel[section] = part.model_dump(mode="json")
+        return panel
+
+    def energy_days(self, days: int = 7) -> list[dict[str, Any]]:
+        """kWh per day per car, newest day first, rounded for the page."""
+        newest = sorted(self.energy, reverse=True)[:days]
+        return [
+            {"day": day, "kwh": {car: round(k, 3) for car, k in self.energy[day].items()}}
+            for day in newest
+        ]
+
+    def _add_energy(self, point: dict[str, Any]) -> None:
+        """Integrate each car's amps into kWh for the owner's local day (gaps over 60 s skipped)."""
+        now = float(point["t"])
+        last, self._energy_at = self._energy_at, now
+        if last is None or not 0 < now - last <= 60:
+            return
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        per_car = self.energy.setdefault(day, {})
+        for (label, _, service), car in zip(self.cars(), point["cars"], strict=False):
+            amps = car["amps"]
+            if not amps or amps <= 0:
+                continue
+            charge = service.state.vehicle.charge if service.state.vehicle else None
+            # A car that is not drawing reports about 2 V: only a mains voltage counts.
+            mains = charge is not None and (charge.charger_voltage or 0) >= MIN_MAINS_VOLTS
+            volts = float(charge.charger_voltage or 0) if mains and charge else NOMINAL_VOLTS
+            phases = charge.charger_phases if charge and charge.charger_phases else 1
+            kwh = amps * volts * phases * (now - last) / 3_600_000.0
+            per_car[label] = per_car.get(label, 0.0) + kwh
+        while len(self.energy) > ENERGY_DAYS:
+            del self.energy[min(self.energy)]
+
+    def save(self) -> None:
+        """Write the history and the energy now (every HISTORY_SAVE_SECS, and at shutdown)."""
+        self._saved_at = self._clock()
+        self.store.save(self.recent(), self.energy)
 
     def snapshot(self) -> dict[str, Any]:
         """The server's time, the config summary, the history and the panel, in one object."""
@@ -206,6 +388,10 @@ class Dashboard:
             _LOG.exception("dashboard: could not take a sample")
             return
         self.latest = point
+        self._watch_controller()  # its end (SIGTERM) saves the history, streams open or not
+        self._add_energy(point)
+        if self._clock() - self._saved_at >= HISTORY_SAVE_SECS:
+            self.save()
         if self.history and int(self.history[-1]["t"]) == int(point["t"]):
             self.history[-1] = point  # same second: keep the newest
         else:
@@ -219,7 +405,9 @@ class Dashboard:
         return len(self._streams)
 
     def close(self) -> None:
-        """End every open stream (shutdown)."""
+        """End every open stream and keep the history (shutdown)."""
+        if not self._closing.is_set():
+            self.save()
         self._closing.set()
         for wake in self._streams:
             wake.set()
@@ -325,6 +513,7 @@ class Dashboard:
             web.get("/web/{name}", self.static),
             web.get("/events", self.events, allow_head=False),
             web.get("/api/history", self.history_json),
+            *journal_routes(self._daemon.journal),
         ]
 
 

@@ -330,6 +330,53 @@ _SCHEMAS: dict[str, Any] = {
             ),
         },
     },
+    "Readings": {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "supply_amps": _nullable("array", items={"type": "number"}),
+            "car_amps": _nullable("number"),
+        },
+    },
+    "Journal": {
+        "type": "object",
+        "required": ["entries", "disk"],
+        "properties": {
+            "disk": {"type": "string", "enum": ["ok", "failing"]},
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "time", "kind", "reason", "followed"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "time": {"type": "string", "format": "date-time"},
+                        "at": {"type": "number"},
+                        "kind": {
+                            "type": "string",
+                            "enum": [
+                                "cut",
+                                "pause",
+                                "escalation",
+                                "relay_off",
+                                "relay_on",
+                                "grid_limit_on",
+                                "grid_limit_off",
+                                "capacity_cut",
+                            ],
+                        },
+                        "car": _nullable("string"),
+                        "reason": {"type": "string"},
+                        "amps": _nullable("number"),
+                        "result": {"type": "string"},
+                        "before": _ref("Readings"),
+                        "after": _ref("Readings"),
+                        "followed": {"type": "string", "enum": ["yes", "no", "not yet", "n/a"]},
+                    },
+                },
+            },
+        },
+    },
     "History": {
         "type": "object",
         "required": ["now", "config", "history", "commands", "api_calls"],
@@ -492,6 +539,48 @@ def openapi_document() -> dict[str, Any]:
             "The last 15 minutes (one sample per second), the config summary and the panel.",
             {"200": _json(_ref("History"), "Same as the stream's `init` event.")},
             tag="observe",
+        ),
+        "/api/journal": _get(
+            "getJournal",
+            "Every protective action (cut, pause, escalation step, relay switch, grid limit, "
+            "capacity cut): time, car, reason, readings before and after, whether the car "
+            "followed. Kept on disk across restarts.",
+            {
+                "200": {
+                    "description": "JSON, or CSV (header row, RFC 4180) with `format=csv` or "
+                    "`Accept: text/csv`.",
+                    "content": {
+                        "application/json": {"schema": _ref("Journal")},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                "400": _json(_ref("Error"), "A bad `format`, `since` or `limit`."),
+            },
+            tag="observe",
+            parameters=[
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "description": "`json` (the default) or `csv`.",
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only entries at or after this time: ISO 8601 "
+                    "(`2026-12-03T15:00:00Z`) or Unix seconds.",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only the newest N entries (0 to 5000).",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 5000},
+                },
+            ],
         ),
         "/openapi.json": _get(
             "getOpenApi",

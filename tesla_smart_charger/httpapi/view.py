@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tesla_smart_charger.runtime.capacity import CapacityGuard
     from tesla_smart_charger.runtime.fleet import Fleet
     from tesla_smart_charger.runtime.grid_limit import GridLimitWatch
+    from tesla_smart_charger.runtime.journal import Journal
     from tesla_smart_charger.runtime.safety import Escalator
     from tesla_smart_charger.runtime.service import ChargeService
     from tesla_smart_charger.runtime.status import DaemonStatus
@@ -50,8 +51,8 @@ class DaemonView(Protocol):
         """The main breaker's heat (None without a meter)."""
 
     @property
-    def fleet(self) -> Fleet | None:
-        """Several cars (None with one): its `last_reading` is the real meter reading."""
+    def fleet(self) -> Fleet:
+        """Every car (one car is a fleet of one); its `last_reading` is the real meter reading."""
 
     @property
     def grid_limit(self) -> GridLimitWatch | None:
@@ -60,6 +61,10 @@ class DaemonView(Protocol):
     @property
     def capacity(self) -> CapacityGuard | None:
         """The capacity tariff guard (None without importLimitKw)."""
+
+    @property
+    def journal(self) -> Journal | None:
+        """Every protective action (GET /api/journal, the dashboard's table)."""
 
     def escalations(self) -> list[tuple[str, Escalator]]:
         """Each car's escalation, the car in words (name or VIN); empty in push mode."""

@@ -219,6 +219,11 @@ async def test_grid_limit_from_input_topic_and_api(
             assert code == 200
             await back_to_normal(daemon, world)
             assert TOKEN not in daemon.log()
+            # Every start and end of the limit is in the journal, in order (4 sources' turns).
+            code, journal = await daemon.get("/api/journal")
+            assert code == 200
+            kinds = [e["kind"] for e in journal["entries"] if e["kind"].startswith("grid_limit")]
+            assert kinds == ["grid_limit_on", "grid_limit_off"] * 4, kinds
             print(  # the figures for docs/faults.md
                 f"\ngen{gen}: cut after input {secs_input:.2f} s, mqtt {secs_mqtt:.2f} s, "
                 f"refused {secs_refused:.2f} s, api {secs_api:.2f} s; "

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tesla_smart_charger.runtime.status import DaemonStatus
+from tesla_smart_charger.runtime.status import (
+    CapacityView,
+    DaemonStatus,
+    GridLimitSource,
+    GridLimitView,
+)
 
 VIN = "5YJ3E7EB2KF000001"
 
@@ -87,3 +92,29 @@ def sample_status(**changes: dict[str, Any] | None) -> DaemonStatus:
     for key, part in changes.items():
         doc[key] = None if part is None else {**(doc.get(key) or {}), **part}
     return DaemonStatus.model_validate(doc)
+
+
+def capacity_and_grid_limit() -> tuple[CapacityView, GridLimitView]:
+    """A capacity window and an active grid limit, as /status shows them when configured."""
+    capacity = CapacityView(
+        limit_kw=2.5,
+        window_mins=15,
+        window_start="2026-12-03T18:15:00+01:00",
+        window_avg_kw=2.1,
+        projection_kw=2.4,
+        last_window_kw=None,
+        month_peak_kw=2.45,
+        import_ceiling_kw=1.2,
+        active=True,
+    )
+    grid = GridLimitView(
+        active=True,
+        source="input",
+        since=None,
+        limit_kw=4.2,
+        car_kw=4.2,
+        reason="the Shelly input on the control box is on",
+        lost=[],
+        sources={"input": GridLimitSource(state="active", detail=None)},
+    )
+    return capacity, grid

@@ -234,7 +234,10 @@ def _fake_daemon(state: Any, cfg: Any) -> Any:
     from types import SimpleNamespace  # noqa: PLC0415
 
     service = SimpleNamespace(state=state, cfg=cfg, add_listener=lambda _listener: None)
-    return SimpleNamespace(service=service, fleet=None)
+    loaded = SimpleNamespace(settings=SimpleNamespace(api_token=None))
+    return SimpleNamespace(
+        service=service, fleet=None, loaded=loaded, vehicles=lambda: [{"vin": "V1", "name": None}]
+    )
 
 
 @pytest.mark.parametrize(
@@ -281,7 +284,7 @@ def test_inferred_car_line_follows_only_after_the_settle_time(
         settle_secs=8.0,
         charger_measured=car_channel is not None,
     )
-    board = Dashboard(_fake_daemon(state, cfg), clock=lambda: now)
+    board = Dashboard(_fake_daemon(state, cfg), clock=lambda: now, store=False)
     assert board.car_line() == expected
     assert board.summary()["carMeasured"] is (car_channel is not None)
 
@@ -300,7 +303,8 @@ async def test_the_panel_lists_each_car_and_follows_a_mode_switch(tmp_path: Path
         assert shown[VIN_A]["name"] == "Ada"
         assert shown[VIN_B]["mode"] == "fast"
         assert set(shown[VIN_A]) == {
-            "vin", "name", "mode", "state", "charging_state", "setpoint_amps", "target_amps"
+            "vin", "name", "mode", "state", "charging_state", "setpoint_amps", "target_amps",
+            "status",
         }  # fmt: skip
         timeout = aiohttp.ClientTimeout(total=10)
         async with run.session.get(run.url + "/events", timeout=timeout) as r:

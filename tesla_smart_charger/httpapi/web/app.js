@@ -14,6 +14,10 @@
   let skew = 0; // server clock minus ours, so a phone with a wrong clock still draws right
   let source = null;
   let retryTimer = null;
+  let backoff = 1000; // ms before the next reconnect of our own; doubles up to 30 s
+  let lastPanel = null;
+  const TOKEN_KEY = "tsc-api-token";
+  const CAR_COLORS = ["--car", "--car2", "--car3", "--phase2"];
 
   // --- formatting -------------------------------------------------------------------------
   const amps = (v) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} A`);
@@ -24,6 +28,35 @@
     return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString();
   };
   const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  const carColor = (i) => css(CAR_COLORS[i % CAR_COLORS.length]);
+  const carNames = () => (config && config.cars && config.cars.length ? config.cars : ["Car"]);
+  const several = () => carNames().length > 1;
+  const carOf = (p, name) => (p.cars || []).find((c) => c.id === name) || null;
+
+  // The apiToken lives in this tab's sessionStorage only: gone when the tab closes.
+  function getToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+  }
+  function setToken(value) {
+    try {
+      if (value) sessionStorage.setItem(TOKEN_KEY, value);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* storage refused: the token is simply not kept */ }
+  }
+  const controlsLocked = () => Boolean(config && config.tokenRequired && !getToken());
+
+  // Solar: the surplus is what the house would export without the cars (amps per phase).
+  function surplus(p) {
+    if (!p.supply || p.supply.length === 0) return null;
+    const cars = p.cars ? p.cars.reduce((sum, c) => sum + (c.amps || 0), 0) : (p.car || 0);
+    const mean = p.supply.reduce((a, b) => a + b, 0) / p.supply.length;
+    return Math.max(0, cars - mean);
+  }
+  function solarShown() {
+    const last = points[points.length - 1];
+    if (last && (last.cars || []).some((c) => c.mode === "solar" || c.mode === "minsolar")) return true;
+    return points.some((p) => p.supply && Math.min(...p.supply) < 0);
+  }
 
   // --- data -------------------------------------------------------------------------------
   function prune(now) {
@@ -60,9 +93,21 @@
                  color: css(`--phase${i + 1}`), value: (p) => (p.supply ? p.supply[i] : null) });
     }
     // Without a meter channel on the charger the car's current is the setpoint it was given.
-    const carLabel = config.carMeasured ? "Car" : "Car (inferred)";
-    out.push({ label: carLabel, color: css("--car"), value: (p) => p.car, width: 2.5 });
-    out.push({ label: "Setpoint", color: css("--setpoint"), value: (p) => p.setpoint, dash: [4, 4], step: true });
+    const inferred = config.carMeasured ? "" : " (inferred)";
+    if (!several()) {
+      out.push({ label: `Car${inferred}`, color: css("--car"), value: (p) => p.car, width: 2.5 });
+      out.push({ label: "Setpoint", color: css("--setpoint"), value: (p) => p.setpoint, dash: [4, 4], step: true });
+    } else {
+      // Each car its own line in its own colour: never one car's figure for all of them.
+      carNames().forEach((name, i) => {
+        const color = carColor(i);
+        out.push({ label: `${name}${inferred}`, color, width: 2.5, car: name,
+                   value: (p) => { const c = carOf(p, name); return c ? c.amps : null; } });
+        out.push({ label: `${name} setpoint`, color, dash: [4, 4], step: true, width: 1.2,
+                   value: (p) => { const c = carOf(p, name); return c ? c.setpoint : null; } });
+      });
+    }
+    if (solarShown()) out.push({ label: "Solar surplus", color: css("--surplus"), value: surplus, width: 2, swatch: "sw-surplus" });
     return out;
   }
 
@@ -70,19 +115,26 @@
 
   function drawLegend(lines) {
     const legend = $("legend");
-    const key = `${config.phases}/${config.homeMaxAmps}/${config.carMeasured}`;
+    const exporting = points.some((p) => p.supply && Math.min(...p.supply) < 0);
+    const key = `${lines.map((l) => l.label).join("|")}/${config.homeMaxAmps}/${exporting}`;
     if (key === legendKey) return;
     legendKey = key;
     legend.replaceChildren();
-    const swatches = ["sw-phase1", "sw-phase2", "sw-phase3"].slice(0, config.phases);
-    const classes = [...swatches, "sw-car", "sw-setpoint"];
-    lines.forEach((line, i) => {
+    lines.forEach((line) => {
       const li = document.createElement("li");
       const sw = document.createElement("span");
-      sw.className = classes[i];
+      sw.style.background = line.color; // CSSOM, not an inline style attribute: CSP allows it
+      if (line.dash) sw.className = "dashed";
       li.append(sw, line.label);
       legend.append(li);
     });
+    if (exporting) {
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = "sw-export";
+      li.append(sw, "Export (below 0 A)");
+      legend.append(li);
+    }
     const li = document.createElement("li");
     const sw = document.createElement("span");
     sw.className = "sw-limit";
@@ -114,18 +166,23 @@
     drawLegend(lines);
 
     let top = Math.max(config.homeMaxAmps * 1.15, 10);
+    let low = 0;
     for (const p of points) {
       for (const line of lines) {
         const v = line.value(p);
         if (v !== null && v !== undefined && v > top) top = v * 1.05;
+        if (v !== null && v !== undefined && v < low) low = v;
       }
     }
-    const bottom = 0;
+    // Export (solar) is drawn below zero: the axis goes as far down as the supply did.
+    const step = top - low > 60 ? 20 : top - low > 30 ? 10 : 5;
+    const bottom = low < 0 ? -Math.ceil((-low * 1.05) / step) * step : 0;
     const pad = { l: 38 * ratio, r: 10 * ratio, t: 8 * ratio, b: 22 * ratio };
     // Always the last 15 minutes, as the title says: a short history fills the right end.
     const span = WINDOW_SECS;
     const x = (t) => pad.l + ((t - (now - span)) / span) * (W - pad.l - pad.r);
     const y = (v) => H - pad.b - ((Math.max(v, bottom) - bottom) / (top - bottom)) * (H - pad.t - pad.b);
+    const exporting = bottom < 0;
 
     ctx.clearRect(0, 0, W, H);
     ctx.font = `${11 * ratio}px system-ui, sans-serif`;
@@ -134,10 +191,20 @@
     ctx.fillStyle = css("--muted");
 
     // Horizontal grid every 5 or 10 A, vertical every 5 minutes.
-    const step = top > 60 ? 20 : top > 30 ? 10 : 5;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let v = 0; v <= top; v += step) {
+    if (exporting) {
+      // The export band: below zero the house gives power back to the grid.
+      ctx.save();
+      ctx.fillStyle = css("--export");
+      ctx.fillRect(pad.l, y(0), W - pad.l - pad.r, y(bottom) - y(0));
+      ctx.fillStyle = css("--surplus");
+      ctx.textAlign = "left";
+      ctx.textBaseline = "top";
+      ctx.fillText("export", pad.l + 4 * ratio, y(0) + 3 * ratio);
+      ctx.restore();
+    }
+    for (let v = bottom; v <= top; v += step) {
       ctx.beginPath();
       ctx.moveTo(pad.l, y(v));
       ctx.lineTo(W - pad.r, y(v));
@@ -201,6 +268,10 @@
     }
     canvas.dataset.points = String(points.length);
     canvas.dataset.spanSecs = String(span);
+    canvas.dataset.cars = String(lines.filter((l) => l.car).length || (lines.some((l) => l.label.startsWith("Car")) ? 1 : 0));
+    canvas.dataset.export = exporting ? "1" : "0";
+    canvas.dataset.bottom = String(bottom);
+    canvas.dataset.surplus = lines.some((l) => l.swatch === "sw-surplus") ? "1" : "0";
   }
 
   // --- the panels -------------------------------------------------------------------------
@@ -209,16 +280,150 @@
   function showSample(p) {
     setConnection("live", "live"); // live only once real data has arrived
     const badge = $("state");
-    badge.dataset.state = p.state;
-    badge.textContent = p.state.replace("_", " ");
+    const worst = p.supply && p.supply.length ? Math.max(...p.supply) : null;
+    const over = worst !== null && config !== null && worst > config.homeMaxAmps;
+    // An overload is red at once, whatever the controller is still doing about it.
+    badge.dataset.state = over ? "overload" : p.state;
+    badge.textContent = over
+      ? `overload: ${worst.toFixed(1)} A of ${config.homeMaxAmps} A`
+      : p.state.replace("_", " ");
     $("reason").textContent = p.reason;
     $("supply").textContent = p.supply ? p.supply.map(amps).join(" · ") : "–";
+    $("supply").dataset.over = String(over);
+    showNowCars(p);
     $("car").textContent = amps(p.car);
     $("setpoint").textContent = `${whole(p.setpoint)} / ${whole(p.target)}`;
     $("headroom").textContent = p.supply
       ? amps(config.homeMaxAmps - Math.max(...p.supply))
       : "–";
     showBreaker(p.breaker);
+  }
+
+  // Several cars: one row each in the Now card, its draw, setpoint, mode and state.
+  function showNowCars(p) {
+    const list = $("now-cars");
+    const many = several();
+    list.hidden = !many;
+    document.querySelectorAll(".one-car").forEach((el) => { el.hidden = many; });
+    if (!many) return;
+    list.replaceChildren();
+    carNames().forEach((name, i) => {
+      const c = carOf(p, name) || {};
+      const li = document.createElement("li");
+      li.dataset.car = name;
+      li.style.borderLeftColor = carColor(i);
+      const label = document.createElement("span");
+      label.className = "car-name";
+      label.textContent = name;
+      const draw = document.createElement("span");
+      draw.className = "car-draw";
+      draw.textContent = amps(c.amps);
+      const setp = document.createElement("span");
+      setp.className = "car-setp";
+      setp.textContent = `setpoint ${whole(c.setpoint)} · ${c.mode || "–"}`;
+      const st = document.createElement("span");
+      st.className = "car-status";
+      st.dataset.status = c.status || "";
+      st.textContent = c.status || "–";
+      li.append(label, draw, setp, st);
+      list.append(li);
+    });
+  }
+
+  // The capacity window and the grid operator's limit, when the daemon has them.
+  const LIMIT_TITLES = { capacity: "Capacity window", grid_limit: "Grid limit" };
+  // Words for the fields the capacity guard and the grid limit report; others by their name.
+  const LIMIT_WORDS = {
+    limit_kw: "limit, kW",
+    window_mins: "window, min",
+    window_avg_kw: "average so far, kW",
+    projection_kw: "projected, kW",
+    last_window_kw: "last window, kW",
+    month_peak_kw: "month's peak, kW",
+    import_ceiling_kw: "import allowed now, kW",
+    car_kw: "cars now, kW",
+  };
+  function showLimits(panel) {
+    const dl = $("limits");
+    dl.replaceChildren();
+    for (const [section, title] of Object.entries(LIMIT_TITLES)) {
+      const data = panel[section];
+      if (!data || typeof data !== "object") continue;
+      for (const [k, v] of Object.entries(data)) {
+        if (v !== null && typeof v === "object") continue;
+        const div = document.createElement("div");
+        div.dataset.section = section;
+        const dt = document.createElement("dt");
+        dt.textContent = `${title}: ${LIMIT_WORDS[k] || k.replace(/_/g, " ")}`;
+        const dd = document.createElement("dd");
+        dd.textContent = v === null ? "–"
+          : typeof v === "number" ? String(Math.round(v * 100) / 100)
+          : typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
+        div.append(dt, dd);
+        dl.append(div);
+      }
+    }
+    dl.hidden = dl.childElementCount === 0;
+  }
+
+  function cell(tr, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    tr.append(td);
+    return td;
+  }
+
+  function emptyRow(body, cols, text) {
+    const tr = document.createElement("tr");
+    const td = cell(tr, text, "muted");
+    td.colSpan = cols;
+    body.append(tr);
+  }
+
+  const worstOf = (r) => (r && r.supply_amps && r.supply_amps.length ? Math.max(...r.supply_amps) : null);
+
+  function showJournal(entries) {
+    const body = $("journal");
+    body.replaceChildren();
+    if (!entries || entries.length === 0) { emptyRow(body, 5, "None yet"); return; }
+    for (const e of entries) {
+      const tr = document.createElement("tr");
+      tr.dataset.kind = e.kind;
+      cell(tr, clock(e.time));
+      const what = `${e.kind.replace(/_/g, " ")}${e.amps === null || e.amps === undefined ? "" : ` ${e.amps} A`}`;
+      cell(tr, e.car && several() ? `${e.car}: ${what}` : what);
+      cell(tr, e.result && e.result !== "ok" && e.kind !== "escalation" ? `${e.reason} (${e.result})` : e.reason, "why");
+      const before = worstOf(e.before);
+      const after = worstOf(e.after);
+      cell(tr, before === null ? "–" : `${before.toFixed(1)} → ${after === null ? "…" : `${after.toFixed(1)}`} A`);
+      cell(tr, e.followed, e.followed === "yes" ? "followed-yes" : e.followed === "no" ? "followed-no" : "muted");
+      body.append(tr);
+    }
+  }
+
+  function showEnergy(days) {
+    const head = $("energy-head");
+    const body = $("energy");
+    const names = [...new Set([...carNames(), ...(days || []).flatMap((d) => Object.keys(d.kwh))])];
+    const tr = document.createElement("tr");
+    for (const text of ["Day", ...names.map((n) => `${n}, kWh`)]) {
+      const th = document.createElement("th");
+      th.textContent = text;
+      tr.append(th);
+    }
+    head.replaceChildren(tr);
+    body.replaceChildren();
+    if (!days || days.length === 0) { emptyRow(body, names.length + 1, "None yet"); return; }
+    for (const d of days) {
+      const row = document.createElement("tr");
+      cell(row, d.day);
+      for (const n of names) {
+        const kwh = d.kwh[n];
+        cell(row, kwh === undefined ? "–" : Number(kwh).toFixed(kwh < 1 ? 3 : 2));
+      }
+      body.append(row);
+    }
   }
 
   // The breaker replica's heat per phase (% of trip); the gauge shows the hottest phase.
@@ -247,9 +452,10 @@
     }
     for (const c of panel.commands || []) {
       const tr = document.createElement("tr");
+      const command = c.amps === null ? c.command : `${c.command} ${c.amps} A`;
       const cells = [
         clock(c.at),
-        c.amps === null ? c.command : `${c.command} ${c.amps} A`,
+        several() && c.car ? `${c.car}: ${command}` : command,
         c.result,
         c.reason,
       ];
@@ -270,7 +476,11 @@
     $("api-cost").textContent = dollars(api.cost_usd);
     const v = panel.vehicle || {};
     $("vehicle").textContent = v.charging_state ? `${v.state}, ${v.charging_state}` : (v.state || "–");
+    lastPanel = panel;
     showCars(panel.vehicles);
+    showJournal(panel.journal);
+    showEnergy(panel.energy);
+    showLimits(panel);
   }
 
   // --- the cars and their mode switch (issue 14) -----------------------------------------
@@ -293,9 +503,12 @@
     document.querySelectorAll(`#cars button[data-vin="${CSS.escape(vin)}"]`).forEach((b) => { b.disabled = true; });
     showMessage("info", `Setting ${label} to ${mode}…`);
     try {
+      const headers = { "Content-Type": "application/json" };
+      const token = getToken();
+      if (token) headers.Authorization = `Bearer ${token}`;
       const r = await fetch(`vehicles/${encodeURIComponent(vin)}/mode`, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers,
         body: JSON.stringify({ mode }),
         credentials: "same-origin",
       });
@@ -307,9 +520,9 @@
           b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
         });
       } else if (r.status === 401) {
-        // The page never knows the apiToken (it is not stored in the browser).
-        showMessage("error", "This daemon has an apiToken: change the mode with the token " +
-          `(POST /vehicles/${vin}/mode, e.g. from Home Assistant), not from this page.`);
+        setToken("");
+        showTokenForm();
+        showMessage("error", "The daemon refused that API token (apiToken): enter it again.");
       } else {
         showMessage("error", `Could not set ${label} to ${mode}: ${body.error || `HTTP ${r.status}`}`);
       }
@@ -317,7 +530,7 @@
       showMessage("error", `Could not reach the daemon to set ${label} to ${mode}.`);
     } finally {
       pending = null;
-      document.querySelectorAll("#cars button").forEach((b) => { b.disabled = false; });
+      document.querySelectorAll("#cars button").forEach((b) => { b.disabled = controlsLocked(); });
     }
   }
 
@@ -345,7 +558,7 @@
       if (car.name && car.vin) name.title = car.vin;
       const state = document.createElement("span");
       state.className = "car-state";
-      state.textContent = car.charging_state ? `${car.state}, ${car.charging_state}` : (car.state || "–");
+      state.textContent = car.status || (car.charging_state ? `${car.state}, ${car.charging_state}` : (car.state || "–"));
       const setp = document.createElement("span");
       setp.className = "car-amps";
       setp.textContent = `${whole(car.setpoint_amps)} / ${whole(car.target_amps)}`;
@@ -365,6 +578,7 @@
           b.dataset.vin = car.vin;
           b.dataset.mode = mode;
           b.setAttribute("aria-pressed", String(car.mode === mode));
+          b.disabled = controlsLocked(); // with apiToken: until the token is entered
           b.addEventListener("click", () => {
             if (b.getAttribute("aria-pressed") !== "true") setMode(car.vin, label, mode);
           });
@@ -376,10 +590,32 @@
     }
   }
 
+  function showTokenForm() {
+    const form = $("token-form");
+    form.hidden = !(config && config.tokenRequired);
+    $("token-forget").hidden = !getToken();
+    if (lastPanel) showCars(lastPanel.vehicles);
+  }
+
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const value = $("token-input").value.trim();
+    $("token-input").value = "";
+    setToken(value);
+    showMessage(value ? "info" : "error", value ? "Token kept in this tab until it closes." : "Enter the apiToken first.");
+    showTokenForm();
+  });
+  $("token-forget").addEventListener("click", () => {
+    setToken("");
+    showMessage("info", "Token forgotten.");
+    showTokenForm();
+  });
+
   function showConfig() {
     $("limit").textContent = amps(config.homeMaxAmps);
     $("mode").textContent = config.mode || "–";
     $("car-label").textContent = config.carMeasured ? "Car" : "Car (inferred)";
+    showTokenForm();
   }
 
   function setConnection(state, text) {
@@ -394,6 +630,7 @@
     source = new EventSource("events");
     source.addEventListener("open", () => setConnection("connecting", "connecting…"));
     source.addEventListener("init", (e) => {
+      backoff = 1000; // connected: the next outage starts again at one second
       const init = JSON.parse(e.data);
       config = init.config;
       skew = init.now - Date.now() / 1000;
@@ -415,10 +652,13 @@
     source.addEventListener("panel", (e) => showPanel(JSON.parse(e.data)));
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. the daemon answered with an error): retry ourselves.
-        setConnection("offline", "offline – retrying");
+        // The browser gave up (the daemon is restarting, or answered with an error): retry
+        // ourselves, waiting longer each time (1 s, 2 s, 4 s ... 30 s).
+        const wait = backoff;
+        backoff = Math.min(backoff * 2, 30000);
+        setConnection("reconnecting", `reconnecting… (next try in ${Math.round(wait / 1000)} s)`);
         source.close();
-        retryTimer = setTimeout(connect, 5000);
+        retryTimer = setTimeout(connect, wait);
       } else {
         setConnection("reconnecting", "reconnecting…");
       }
