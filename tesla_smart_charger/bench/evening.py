@@ -751,7 +751,7 @@ def targets(all_results: dict[str, dict[str, list[Result]]]) -> list[Verdict]:
 def format_targets(verdicts: Sequence[Verdict]) -> str:
     """The targets section: PASS/FAIL per target, met/MISS for the context lines."""
     width = max(len(v.target) for v in verdicts)
-    lines = ["targets (issue 13, PASS/FAIL; met/MISS: context, not gating; see docs/benchmarks.md)"]
+    lines = ["targets (PASS/FAIL; met/MISS: context, not gating; see docs/benchmarks.md)"]
     for v in verdicts:
         mark = ("PASS" if v.passed else "FAIL") if v.gating else ("met " if v.passed else "MISS")
         lines.append(f"  {v.target:<{width}}  {mark}  {v.detail}")

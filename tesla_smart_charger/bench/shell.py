@@ -1,7 +1,7 @@
 """Our rows: the daemon's own shell on a virtual-time loop, against the simulated car.
 
-What runs is what `app/daemon.py` builds for one car in measured mode: a `ChargeService`
-with its `Escalator` (runtime/), the meter through `MeterPoller.poll_once` (frozen-meter check
+What runs is what `app/daemon.py` builds in measured mode: a `Fleet` (of one car, or two)
+of `ChargeService`s, each with its `Escalator` (runtime/), the meter through `MeterPoller.poll_once` (frozen-meter check
 included), and the car through `TeslaClient` (car/fleet_api: retry policy, deadlines, reply
 parsing) whose HTTP exchange an `InProcessFleet` answers. Only the clocks are the loop's, and
 the meter is read by the trace driver at each second instead of by `MeterPoller.run`'s sleep,

@@ -66,7 +66,7 @@ class DriverLimit:
     """A person set the car's amps ceiling (HTTP `/vehicles/{vin}/limit` or Home Assistant).
 
     Handled like the driver's own setting in the app: the last writer wins. `amps` is
-    already validated (`commands.parse_driver_limit`).
+    already validated (`runtime.driver.parse_driver_limit`).
     """
 
     vin: str
@@ -77,7 +77,7 @@ class DriverLimit:
 class ModeChange:
     """A person chose how the car charges: `fast`, `solar` or `minsolar`.
 
-    `mode` is already validated (`commands.DriverControls.set_mode`).
+    `mode` is already validated (`runtime.driver.DriverControls.set_mode`).
     """
 
     vin: str

@@ -432,7 +432,7 @@ async def vehicle_limit(request: web.Request) -> web.Response:
     """Set the car's amps ceiling, like the driver in the app (and Home Assistant's number).
 
     `?amps=N` for simple clients, else a JSON body `{"amps": N}`; validated exactly like the
-    MQTT command (`commands.parse_driver_limit`).
+    MQTT command (`runtime.driver.parse_driver_limit`).
     """
     got = await _vehicle_value(request, "amps", '{"amps": N}', "?amps=N")
     if isinstance(got, web.Response):

@@ -425,7 +425,7 @@ class RecordingControls:
 
     def set_mode(self, vin: str, mode: str) -> str | None:
         self.calls.append(("mode", vin, mode))
-        return "per-car modes arrive with issue 14"
+        return "a refusal the controls give (e.g. a car that is not ours)"
 
 
 @asynccontextmanager
@@ -549,7 +549,7 @@ async def test_commands_round_trip_and_bad_payloads(
         assert "'turbo'" in ignored[1]
         refused = [r.getMessage() for r in caplog.records if "not applied" in r.getMessage()]
         assert refused == [
-            "MQTT command mode = solar not applied: per-car modes arrive with issue 14"
+            "MQTT command mode = solar not applied: a refusal the controls give (e.g. a car that is not ours)"
         ]
 
 

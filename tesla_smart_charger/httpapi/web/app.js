@@ -483,7 +483,7 @@
     showLimits(panel);
   }
 
-  // --- the cars and their mode switch (issue 14) -----------------------------------------
+  // --- the cars and their mode switch -------------------------------------------------
   const MODES = ["fast", "solar", "minsolar"];
   const MODE_TITLES = {
     fast: "As fast as the house allows",
