@@ -291,14 +291,19 @@ def run_all(trace: CapacityTrace, policies: Sequence[str]) -> list[CapacityResul
     return [RUNNERS[p](trace) for p in policies]
 
 
+def report(*, quick: bool = False, seed: int = SEED) -> str:
+    """The capacity tariff table (deterministic text)."""
+    trace = build_trace(seed, quick=quick)
+    return format_table(trace, run_all(trace, list(RUNNERS)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="the first hour only")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
-    trace = build_trace(args.seed, quick=args.quick)
-    print(format_table(trace, run_all(trace, list(RUNNERS))))
+    print(report(quick=args.quick, seed=args.seed))
     return 0
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from tesla_smart_charger.bench import roads, solar
+from tesla_smart_charger.bench import capacity, roads, solar
 from tesla_smart_charger.bench.common import (
     CHARGER_MAX_AMPS,
     CHARGER_MIN_AMPS,
@@ -69,6 +69,8 @@ def report(keys: Sequence[str], plan: Plan | None = None, *, jobs: int = 2) -> t
         parts.append(roads.report())
         # a solar day and a two-car evening
         parts.append(solar.report(quick=plan.quick))
+        # a capacity tariff evening (2.5 kW in 15-minute windows)
+        parts.append(capacity.report(quick=plan.quick))
     verdicts = targets(results)
     parts.append(format_targets(verdicts))
     return "\n\n".join(parts), all(v.passed for v in verdicts if v.gating)
