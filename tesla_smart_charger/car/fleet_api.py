@@ -42,12 +42,13 @@ from tenacity.wait import wait_base
 from tesla_smart_charger import const
 from tesla_smart_charger.car.signing.cache import CACHE_FILE, SessionCache
 from tesla_smart_charger.car.signing.client import FleetSigner
-from tesla_smart_charger.car.signing.crypto import SigningKeyError, load_private_key, public_bytes
+from tesla_smart_charger.car.signing.crypto import public_bytes
 from tesla_smart_charger.car.signing.messages import (
     charge_start_action,
     charge_stop_action,
     set_charging_amps_action,
 )
+from tesla_smart_charger.config.keys import SigningKeyError, load_private_key
 from tesla_smart_charger.control.interfaces import TokenSource
 from tesla_smart_charger.control.models import ChargeState, VehicleSnapshot, VehicleState
 from tesla_smart_charger.errors import (

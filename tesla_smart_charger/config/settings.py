@@ -1151,7 +1151,7 @@ def preflight(loaded: LoadedConfig, *, monitor: bool) -> None:
                 f"{loaded.path}: teslaPrivateKey: {key_file} does not exist (run tesla-smart-charger keygen, or set teslaHttpProxy)"
             )
     if loaded.command_road == "signed":
-        from tesla_smart_charger.car.signing.crypto import (  # noqa: PLC0415 - only when signing
+        from tesla_smart_charger.config.keys import (  # noqa: PLC0415 - only when signing
             SigningKeyError,
             load_private_key,
         )

@@ -10,6 +10,7 @@ import pytest
 
 from tesla_smart_charger.car.signing import crypto
 from tesla_smart_charger.car.signing.cache import CACHE_FILE
+from tesla_smart_charger.config.keys import load_private_key
 from tesla_smart_charger.config.settings import check_config, load_config
 from tesla_smart_charger.errors import ConfigError
 from tesla_smart_charger.simulator.car import CarModel
@@ -76,7 +77,7 @@ async def test_doctor_names_the_signed_road_and_checks_pairing(
 ) -> None:
     proxy, base = fleet
     config = signed_config(write_config, oauth, base)
-    key = crypto.load_private_key(config.parent / "private-key.pem")
+    key = load_private_key(config.parent / "private-key.pem")
     proxy.signed[VIN].pair(crypto.public_bytes(key))
     code = await asyncio.to_thread(run, "--config", str(config), "doctor")
     out = capsys.readouterr().out

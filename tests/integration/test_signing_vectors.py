@@ -32,6 +32,7 @@ from tesla_smart_charger.car.signing.session import (
     sign,
     verified_info,
 )
+from tesla_smart_charger.config.keys import load_private_key
 
 VEHICLE_KEY = """-----BEGIN EC PRIVATE KEY-----
 MHcCAQEEIDRO5bRmp88e6xK29QMx2y5exYNO9fS+/P2MvlXCUo1woAoGCCqGSM49
@@ -86,7 +87,7 @@ def test_metadata_refuses_tags_out_of_order() -> None:
 
 
 def test_test_keys_encode_as_published(keys: tuple[Path, Path]) -> None:
-    vehicle, client = (crypto.load_private_key(p) for p in keys)
+    vehicle, client = (load_private_key(p) for p in keys)
     assert crypto.public_bytes(vehicle).hex() == VEHICLE_PUBLIC
     assert crypto.public_bytes(client).hex() == CLIENT_PUBLIC
     assert vehicle.private_numbers().private_value == int(
@@ -95,7 +96,7 @@ def test_test_keys_encode_as_published(keys: tuple[Path, Path]) -> None:
 
 
 def test_shared_key_k_from_either_side(keys: tuple[Path, Path]) -> None:
-    vehicle, client = (crypto.load_private_key(p) for p in keys)
+    vehicle, client = (load_private_key(p) for p in keys)
     assert crypto.shared_key(client, bytes.fromhex(VEHICLE_PUBLIC)) == K
     assert crypto.shared_key(vehicle, bytes.fromhex(CLIENT_PUBLIC)) == K
 

@@ -43,6 +43,7 @@ from tesla_smart_charger.car.signing.session import (
     start_session,
     verified_info,
 )
+from tesla_smart_charger.config.keys import SigningKeyError
 from tesla_smart_charger.errors import CommandSigningError
 
 _LOGGER = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class FleetSigner:
             return None
         try:
             k = crypto.shared_key(self._key, session.car_public_key)
-        except crypto.SigningKeyError:
+        except SigningKeyError:
             return None
         self._sessions[vin] = (session, k)
         _LOGGER.debug("signed commands: session with %s loaded from %s", vin, self._cache.path)
@@ -129,7 +130,7 @@ class FleetSigner:
             k = crypto.shared_key(self._key, car_public)
             info = verified_info(k, vin, uuid, reply)
             session = start_session(vin, Domain.INFOTAINMENT, info, self._wall())
-        except (SessionError, DecodeError, crypto.SigningKeyError) as err:
+        except (SessionError, DecodeError, SigningKeyError) as err:
             raise CommandSigningError(f"{vin}: session handshake failed: {err}") from err
         self._remember(session, k)
         _LOGGER.debug("signed commands: new session with %s (counter %d)", vin, session.counter)

@@ -12,7 +12,6 @@ import hmac
 import os
 import struct
 from collections.abc import Iterable
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -20,30 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tesla_smart_charger.car.signing.messages import Domain, SignatureType, Tag
+from tesla_smart_charger.config.keys import SigningKeyError
 
 LABEL_SESSION_INFO = b"session info"
 LABEL_COMMAND = b"authenticated command"
 SHARED_KEY_BYTES = 16
 NONCE_BYTES = 12
-
-
-class SigningKeyError(ValueError):
-    """A private or public key that is not a usable P-256 key."""
-
-
-def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """The P-256 private key in `path` (SEC1 "EC PRIVATE KEY" or PKCS#8 PEM, as keygen writes)."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise SigningKeyError(f"cannot read {path}: {err.strerror or err}") from err
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as err:
-        raise SigningKeyError(f"{path} is not an unencrypted PEM private key") from err
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise SigningKeyError(f"{path} is not a P-256 (prime256v1) key")
-    return key
 
 
 def public_bytes(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
