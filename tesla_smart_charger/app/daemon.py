@@ -252,7 +252,11 @@ class Daemon:
             ),
             alerts=alerts_view(self.alerts) if self.alerts is not None else None,
             capacity=capacity_view(self.capacity) if self.capacity is not None else None,
-            grid_limit=self.grid_limit.status() if self.grid_limit is not None else None,
+            grid_limit=(
+                self.grid_limit.status()
+                if self.grid_limit is not None and self.grid_limit.in_use
+                else None
+            ),
         )
 
     def auth_state(self) -> str:

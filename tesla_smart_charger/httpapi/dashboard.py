@@ -231,11 +231,9 @@ class Dashboard:
 
     def cars(self) -> list[tuple[str, str | None, ChargeService]]:
         """(label, VIN, controller) of each car; one car is labelled like /status names it."""
-        d = self._daemon
-        if len(d.fleet.cars) > 1:
-            return [(c.label or c.vin, c.vin, c.service) for c in d.fleet.cars]
-        one = d.status().vehicles[0]
-        return [(one.name or one.vin or "Car", one.vin, d.service)]
+        return [
+            (c.label or c.name or c.vin or "Car", c.vin, c.service) for c in self._daemon.fleet.cars
+        ]
 
     def _meter_phases(self) -> int:
         """supplyPhases auto: as many phases as the meter's readings carry (1 until known)."""
@@ -301,7 +299,10 @@ class Dashboard:
         # without its age, so the panel only changes when the car does
         vehicle = status.vehicle.model_dump(mode="json", exclude={"checked_secs_ago"})
         commands = [
-            {**command_view(c).model_dump(mode="json"), "car": label, "_at": c.at}
+            {
+                **command_view(c).model_copy(update={"car": label}).model_dump(mode="json"),
+                "_at": c.at,
+            }
             for label, _, service in self.cars()
             for c in service.commands
         ]

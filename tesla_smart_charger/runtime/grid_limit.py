@@ -73,6 +73,7 @@ class GridLimitWatch:
         self._pending = {name: started for name in self._order if name != "api"}
         if "api" in self._order:
             self._readings["api"] = SourceReading("inactive")
+        self._api_used = False
         self._combined = Combined(False, (), (), "")
         self._since_mono: float | None = None
         self._since_wall: float | None = None
@@ -96,8 +97,14 @@ class GridLimitWatch:
         self._readings[source] = reading
         self._update()
 
+    @property
+    def in_use(self) -> bool:
+        """A source besides the API is configured, or the API has been used: worth showing."""
+        return len(self._order) > 1 or self._api_used
+
     def set_api(self, active: bool) -> None:
         """`POST /grid-limit`."""
+        self._api_used = True
         self.report("api", SourceReading("active" if active else "inactive"))
 
     def check_pending(self) -> None:

@@ -86,6 +86,11 @@ class Command(_Model):
         description="ok, or why it failed (asleep, rate_limited, auth, refused, transient, error)"
     )
     reason: str
+    car: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="which car, where several cars' commands are listed together (the dashboard)",
+    )
 
 
 class VehicleEntry(_Model):

@@ -236,7 +236,11 @@ def _fake_daemon(state: Any, cfg: Any) -> Any:
     service = SimpleNamespace(state=state, cfg=cfg, add_listener=lambda _listener: None)
     loaded = SimpleNamespace(settings=SimpleNamespace(api_token=None))
     return SimpleNamespace(
-        service=service, fleet=None, loaded=loaded, vehicles=lambda: [{"vin": "V1", "name": None}]
+        service=service,
+        fleet=SimpleNamespace(
+            cars=[SimpleNamespace(label=None, name=None, vin="V1", service=service)]
+        ),
+        loaded=loaded,
     )
 
 

@@ -110,6 +110,7 @@ SET_UP_KEYS = {
     "saved",
     "store_problem",
     "retry_in_secs",
+    "car",  # a command's car, only where several cars' commands are listed together
 }
 
 
