@@ -65,7 +65,8 @@ def charging(amps: int, at: float = 0.0) -> VehicleSnapshot:
 def _without_clock(doc: dict[str, Any]) -> dict[str, Any]:
     """The /status document without the figures that move with the wall clock."""
     out = {**doc, "daemon": {**doc["daemon"], "uptime_secs": None}}
-    out["auth"] = {k: v for k, v in doc["auth"].items() if not k.endswith("_secs")}
+    # ages and wall-clock times: the two daemons are built a moment apart (a second may turn)
+    out["auth"] = {k: v for k, v in doc["auth"].items() if not k.endswith(("_secs", "_at"))}
     return out
 
 
