@@ -15,6 +15,7 @@ from tests.helpers.e2e import Recorder
 
 # Longest first, as measured by `make test`'s --durations report (fresh clone, 2 cores).
 LONG_FIRST = (
+    "tests/e2e/test_capacity.py",  # ~180 s: real 1-minute capacity windows, one after another
     "tests/e2e/test_relay_no_road.py",
     "tests/e2e/test_escalation.py",
     "tests/e2e/faults/test_window.py",
@@ -36,6 +37,7 @@ SPACERS = (
 )
 # Then the rest of the long ones, longest first; everything else after them as collected.
 NEXT = (
+    "tests/e2e/test_grid_limit.py",  # ~50 s per generation of the Shelly input
     "tests/e2e/test_tokens.py",
     "tests/e2e/test_no_road.py",
     "tests/e2e/faults/test_held_connections.py",  # ~35 s: 600 held connections, 2,000 aborted
