@@ -30,9 +30,10 @@ class Idle(RuntimeError):
 class _JumpingSelector(selectors.DefaultSelector):
     """Polls real descriptors without blocking; a wait becomes a jump of the virtual clock."""
 
-    def __init__(self, loop: VirtualTimeLoop) -> None:
+    def __init__(self, loop: VirtualTimeLoop, idle_grace: float) -> None:
         super().__init__()
         self._loop = loop
+        self._idle_grace = idle_grace
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout == 0:
@@ -44,7 +45,7 @@ class _JumpingSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:
             # Only a thread (an executor job) can still wake the loop: give it real time.
-            ready = super().select(IDLE_GRACE)
+            ready = super().select(self._idle_grace)
             if ready:
                 return ready
             raise Idle("every task waits and no timer is armed: nothing can happen any more")
@@ -55,9 +56,9 @@ class _JumpingSelector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """A selector event loop whose clock only moves when nothing else can run."""
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, idle_grace: float = IDLE_GRACE) -> None:
         self._now = start
-        super().__init__(_JumpingSelector(self))
+        super().__init__(_JumpingSelector(self, idle_grace))
         self._clock_resolution = 1e-9
 
     def time(self) -> float:
@@ -71,7 +72,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._now += seconds
 
 
-def run(main: Coroutine[Any, Any, _T], *, start: float = 0.0) -> _T:
+def run(main: Coroutine[Any, Any, _T], *, start: float = 0.0, idle_grace: float = IDLE_GRACE) -> _T:
     """`asyncio.run` on a fresh virtual-time loop (closed afterwards)."""
-    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(start)) as runner:
+    with asyncio.Runner(
+        loop_factory=lambda: VirtualTimeLoop(start, idle_grace=idle_grace)
+    ) as runner:
         return runner.run(main)
