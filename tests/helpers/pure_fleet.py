@@ -7,10 +7,10 @@ driver of `decide()` the daemon and the benchmark run is `runtime.service.Charge
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 from tesla_smart_charger import control as core
+from tesla_smart_charger.bench.solar import LaggedCar
 from tesla_smart_charger.control.allocation import HouseFloor, Ledger
 from tesla_smart_charger.control.car_readings import Car
 from tesla_smart_charger.control.car_readings import split as split_cars
@@ -23,45 +23,6 @@ from tesla_smart_charger.control.models import (
 
 VOLTS = 230.0
 MAX_AMPS = 16
-
-
-class LaggedCar:
-    """A car whose draw follows a command LAG seconds later; counts Fleet calls."""
-
-    __slots__ = ("_pending", "amp_secs", "commands", "data", "draw", "lag")
-
-    def __init__(self, draw: float = 0.0, lag: float = 3.0) -> None:
-        self.draw = draw
-        self.lag = lag
-        self.commands = 0
-        self.data = 0
-        self.amp_secs = 0.0
-        self._pending: deque[tuple[float, float]] = deque()
-
-    def command(self, t: float, amps: float, calls: int = 1) -> None:
-        """Send `calls` commands at `t` that make the car draw `amps` `lag` s later."""
-        self.commands += calls
-        self._pending.append((t + self.lag, amps))
-
-    def advance(self, t: float) -> None:
-        """Apply what is due at `t`."""
-        while self._pending and self._pending[0][0] <= t:
-            self.draw = self._pending.popleft()[1]
-
-    def unplug(self) -> None:
-        """The cable comes out: no draw, and whatever was in flight is void."""
-        self.draw = 0.0
-        self._pending.clear()
-
-    def set_now(self, amps: float) -> None:
-        """The oracle: the draw changes at once (counted as one command when it changes)."""
-        if amps != self.draw:
-            self.commands += 1
-            self.draw = amps
-
-    @property
-    def energy_kwh(self) -> float:
-        return self.amp_secs * VOLTS / 3.6e6
 
 
 class PureFleet:
