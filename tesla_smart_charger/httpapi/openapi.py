@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from tesla_smart_charger import __version__
 from tesla_smart_charger.httpapi.dashboard import STATIC_FILES
+from tesla_smart_charger.runtime.journal import KINDS
 from tesla_smart_charger.runtime.status import DaemonStatus
 
 if TYPE_CHECKING:
@@ -354,16 +355,7 @@ _SCHEMAS: dict[str, Any] = {
                         "at": {"type": "number"},
                         "kind": {
                             "type": "string",
-                            "enum": [
-                                "cut",
-                                "pause",
-                                "escalation",
-                                "relay_off",
-                                "relay_on",
-                                "grid_limit_on",
-                                "grid_limit_off",
-                                "capacity_cut",
-                            ],
+                            "enum": list(KINDS),
                         },
                         "car": _nullable("string"),
                         "reason": {"type": "string"},

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 if TYPE_CHECKING:
     from tesla_smart_charger.control.models import MeterReading
@@ -58,16 +58,7 @@ Kind = Literal[
     "grid_limit_off",
     "capacity_cut",
 ]
-KINDS: Final[tuple[str, ...]] = (
-    "cut",
-    "pause",
-    "escalation",
-    "relay_off",
-    "relay_on",
-    "grid_limit_on",
-    "grid_limit_off",
-    "capacity_cut",
-)
+KINDS: Final[tuple[str, ...]] = get_args(Kind)
 Followed = Literal["yes", "no", "not yet", "n/a"]
 CSV_COLUMNS: Final = (
     "id",
