@@ -431,7 +431,7 @@ def install_capacity(daemon: Daemon, delay: StartDelay | None = None) -> None:
     """
     s = daemon.loaded.settings
     delay = delay or StartDelay(s.random_start_delay_secs)
-    services = [c.service for c in daemon.fleet.cars] if daemon.fleet else [daemon.service]
+    services = [c.service for c in daemon.fleet.cars]
     for svc in services:
         wait = delay.draw()
         if wait > 0:
@@ -636,25 +636,20 @@ def build_grid_limit(daemon: Daemon, session: aiohttp.ClientSession) -> None:
         daemon.grid_input_policy = input_policy()
     if s.grid_limit_topic is not None:
         sources.append("mqtt")
-    cars = len(daemon.fleet.cars) if daemon.fleet is not None else 1
-    was_on = [False]
 
     def send(event: Event) -> None:
-        """The limit's change to the controller; its start and its end also to the journal."""
+        """To the controller, and to the journal: the watch sends only the limit's start and end."""
         daemon.queue.put_nowait(event)
-        if not isinstance(event, GridLimitChanged):
-            return
-        on = event.car_watts is not None
-        if on != was_on[0] and daemon.journal is not None:
-            was_on[0] = on
+        if isinstance(event, GridLimitChanged) and daemon.journal is not None:
+            on = event.car_watts is not None
             daemon.journal.record(
                 "grid_limit_on" if on else "grid_limit_off",
                 event.reason or ("grid limit on" if on else "grid limit ended"),
-                before=Readings.of(daemon.fleet.last_reading or daemon.service.state.reading),
+                before=Readings.of(daemon.fleet.last_reading),
             )
 
     daemon.grid_limit = GridLimitWatch(
-        limit_kw=s.grid_limit_total_kw, cars=cars, send=send, sources=sources
+        limit_kw=s.grid_limit_total_kw, cars=len(daemon.fleet.cars), send=send, sources=sources
     )
 
 
@@ -681,14 +676,8 @@ def build_journal(loaded: LoadedConfig, fleet: Fleet) -> Journal:
     cars: list[tuple[str | None, ChargeService]] = [
         (c.label or c.name or c.vin, c.service) for c in fleet.cars
     ]
-    first = fleet.cars[0].service
-    several = len(fleet.cars) > 1
-    JournalWatch(
-        journal,
-        cars,
-        # the real meter: the fleet's with several cars (each car sees its share), else the car's
-        real_reading=lambda: fleet.last_reading if several else first.state.reading,
-    )
+    # the real meter: the fleet keeps every reading as measured (each car sees its share)
+    JournalWatch(journal, cars, real_reading=lambda: fleet.last_reading)
     return journal
 
 

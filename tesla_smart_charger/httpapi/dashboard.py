@@ -202,10 +202,9 @@ class Dashboard:
         samples, self.energy = self.store.load()
         self.history.extend(samples)
         daemon.service.add_listener(self.on_event)
-        if daemon.fleet is not None:  # a mode switch reaches only its own car's controller
-            for car in daemon.fleet.cars:
-                if car.service is not daemon.service:
-                    car.service.add_listener(self.on_event)
+        for car in daemon.fleet.cars:  # a mode switch reaches only its own car's controller
+            if car.service is not daemon.service:
+                car.service.add_listener(self.on_event)
 
     # --- data --------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -59,10 +59,10 @@ def meter_reading(daemon: DaemonView) -> MeterReading | None:
     """The last valid reading of the real meter.
 
     With several cars each controller sees only its share of the room (an adjusted reading), so
-    the supply, headroom and overload figures come from the fleet's copy of the real one.
+    the supply, headroom and overload figures come from the fleet's copy of the real one (one
+    car is a fleet of one: the same reading).
     """
-    fleet = daemon.fleet
-    return _valid(fleet.last_reading) if fleet is not None else valid_reading(daemon.service.state)
+    return _valid(daemon.fleet.last_reading)
 
 
 def car_amps(state: ControllerState) -> float | None:
@@ -127,8 +127,7 @@ class EventTally:
             _LOG.exception("metrics: could not update the counters")
 
     def _fold_reading(self) -> None:
-        fleet = self._daemon.fleet
-        reading = fleet.last_reading if fleet is not None else self._daemon.service.state.reading
+        reading = self._daemon.fleet.last_reading
         if reading is None or reading is self._prev:
             return
         if not reading.valid or not reading.phase_amps:

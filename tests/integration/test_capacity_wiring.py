@@ -32,7 +32,10 @@ def _daemon(write_config: Any, clock: list[float], **keys: Any) -> Any:
     queue: asyncio.Queue[Any] = asyncio.Queue()
     service = ChargeService(cfg, cast(Any, None), queue, clock=lambda: clock[0])
     poller = MeterPoller(cast(Any, Meter()), queue, 1.0, clock=lambda: clock[0])
-    return SimpleNamespace(loaded=loaded, fleet=None, service=service, poller=poller, capacity=None)
+    fleet = SimpleNamespace(cars=[SimpleNamespace(service=service)])
+    return SimpleNamespace(
+        loaded=loaded, fleet=fleet, service=service, poller=poller, capacity=None
+    )
 
 
 def test_the_daemon_start_holds_the_first_raise_for_a_random_delay(

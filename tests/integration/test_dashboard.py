@@ -238,7 +238,8 @@ def _fake_daemon(state: Any, cfg: Any) -> Any:
     return SimpleNamespace(
         service=service,
         fleet=SimpleNamespace(
-            cars=[SimpleNamespace(label=None, name=None, vin="V1", service=service)]
+            cars=[SimpleNamespace(label=None, name=None, vin="V1", service=service)],
+            last_reading=state.reading,  # the fleet keeps the real reading, one car too
         ),
         loaded=loaded,
     )
